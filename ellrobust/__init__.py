@@ -1,0 +1,13 @@
+"""ellrobust: is an Elliptical Attention ViT more robust than the same DeiT?
+
+The library API; the ``ellrobust`` command is a thin layer over it::
+
+    import ellrobust
+    model = ellrobust.load_model("deit-elliptical")      # shipped, trained on the embedded digits
+    logits = model(images)                               # images: float (B, 3, 32, 32) in [0, 1]
+"""
+
+from ellrobust.models import load_model
+from ellrobust.version import __version__
+
+__all__ = ["__version__", "load_model"]

@@ -1,0 +1,139 @@
+"""Named sanity checks on every attack run, and the per-example worst case over attacks.
+
+A robustness number is only as good as the attack behind it. These checks catch the usual ways an
+evaluation lies (RobustBench / AutoAttack practice): perturbations outside the budget or the image
+range, robust accuracy above clean accuracy, accuracy that grows with eps, PGD weaker than FGSM,
+gradient-free attacks beating gradient attacks (gradient masking), and PGD at a huge budget that does
+not reach chance. Each becomes a row ``method == "sanity"``, ``metric == "sanity_<check>"``, value 1
+(pass) or 0 (fail), with the detail in ``params``.
+
+Comparisons between accuracies allow one example of slack (1/n): random starts make two nearly equal
+attacks trade single examples, which is noise, not a broken evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+
+from ellrobust.attacks import ATTACKS, AttackRequest
+
+LARGE_EPS_METHOD = "sanity-pgd-large-eps"
+CHECKS = (
+    "perturbation_within_eps",
+    "inside_unit_range",
+    "robust_le_clean",
+    "monotone_in_eps",
+    "pgd_le_fgsm",
+    "no_gradient_masking",
+    "large_eps_reaches_chance",
+)
+
+
+def _norm(unit) -> str:
+    return AttackRequest(unit.method, json.loads(unit.params)).norm
+
+
+def worst_case_rows(ctx, outcomes) -> list[dict]:
+    """Per model, norm, eps and m_grad: an example is robust only if it survives every attack of the run."""
+    groups: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
+    for unit, model, vals in outcomes:
+        if unit.stage != "attack" or unit.method == LARGE_EPS_METHOD:
+            continue
+        groups[(model, _norm(unit), unit.eps, unit.m_grad)][unit.method] = np.asarray(vals, bool)
+    rows = []
+    for (model, norm, eps, mg), per_attack in groups.items():
+        if len(per_attack) < 2:
+            continue
+        worst = np.logical_and.reduce(list(per_attack.values()))
+        params = json.dumps({"attacks": sorted(per_attack), "norm": norm}, sort_keys=True)
+        rows.append(
+            {
+                "model": model,
+                "method": "worst-case",
+                "params": params,
+                "eps": eps,
+                "m_grad": mg,
+                "metric": "robust_accuracy",
+                "value": float(worst.mean()),
+                "_outcomes": worst.astype(int).tolist(),
+            }
+        )
+    return rows
+
+
+def _flag(model: str, mg: str, check: str, ok: bool, detail: str) -> dict:
+    return {
+        "model": model,
+        "method": "sanity",
+        "params": json.dumps({"detail": detail}),
+        "m_grad": mg,
+        "metric": f"sanity_{check}",
+        "value": 1.0 if ok else 0.0,
+    }
+
+
+def sanity_rows(ctx, rows: list[dict], extras) -> list[dict]:
+    """Evaluate every applicable check for each model and m_grad mode."""
+    n = max(1, len(ctx.indices))
+    slack = 1.0 / n + 1e-12
+    clean = {r["model"]: r["value"] for r in rows if r.get("metric") == "clean_accuracy"}
+    robust: dict[tuple, dict[tuple, float]] = defaultdict(dict)  # (model, mg) -> (method, norm, eps) -> acc
+    for r in rows:
+        if r.get("metric") == "robust_accuracy" and r.get("method") not in ("worst-case",):
+            norm = AttackRequest(r["method"], json.loads(r["params"])).norm
+            robust[(r["model"], r.get("m_grad", ""))][(r["method"], norm, r["eps"])] = r["value"]
+    bounds: dict[tuple, list[str]] = defaultdict(list)
+    ranges: dict[tuple, list[str]] = defaultdict(list)
+    large: dict[tuple, float] = {}
+    seen: set[tuple] = set()
+    for unit, extra in extras:
+        if unit.stage != "attack" or not extra:
+            continue
+        key = (unit.model, unit.m_grad)
+        seen.add(key)
+        if unit.method == LARGE_EPS_METHOD:
+            large[key] = extra["robust_accuracy"]
+            continue
+        if extra["n_attacked"] and extra["max_perturbation"] > unit.eps * (1 + 1e-5) + 1e-6:
+            bounds[key].append(f"{unit.method}@{unit.eps:.4g}: {extra['max_perturbation']:.4g} > eps")
+        if extra["n_attacked"] and (extra["min_pixel"] < 0 or extra["max_pixel"] > 1):
+            ranges[key].append(f"{unit.method}@{unit.eps:.4g}: [{extra['min_pixel']:.4g}, {extra['max_pixel']:.4g}]")
+    out = []
+    chance = 1.0 / ctx.data.num_classes
+    for key in sorted(seen | set(robust)):
+        model, mg = key
+        accs = robust.get(key, {})
+        out.append(_flag(model, mg, "perturbation_within_eps", not bounds[key], "; ".join(bounds[key]) or "every perturbation within its eps ball"))
+        out.append(_flag(model, mg, "inside_unit_range", not ranges[key], "; ".join(ranges[key]) or "every adversarial image in [0, 1]"))
+        above = [f"{m}@{e:.4g}: {v:.3f} > clean {clean.get(model, 1):.3f}" for (m, _, e), v in accs.items() if v > clean.get(model, 1.0) + 1e-12]
+        out.append(_flag(model, mg, "robust_le_clean", not above, "; ".join(above) or "robust ≤ clean for every attack"))
+        rising = []
+        by_attack: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
+        for (m, norm, e), v in accs.items():
+            by_attack[(m, norm)].append((e, v))
+        for (m, _), pts in by_attack.items():
+            pts.sort()
+            rising += [f"{m}: {a:.3f}@{e1:.4g} → {b:.3f}@{e2:.4g}" for (e1, a), (e2, b) in zip(pts, pts[1:]) if b > a + slack]
+        if any(len(p) > 1 for p in by_attack.values()):
+            out.append(_flag(model, mg, "monotone_in_eps", not rising, "; ".join(rising) or "accuracy non-increasing in eps"))
+        pairs = [(e, accs[("pgd", "Linf", e)], accs[("fgsm", "Linf", e)]) for (m, norm, e) in accs if m == "pgd" and ("fgsm", "Linf", e) in accs]
+        if pairs:
+            worse = [f"eps {e:.4g}: pgd {p:.3f} > fgsm {f:.3f}" for e, p, f in pairs if p > f + slack]
+            out.append(_flag(model, mg, "pgd_le_fgsm", not worse, "; ".join(worse) or "PGD at least as strong as FGSM"))
+        masking = []
+        for (m, norm, e), v in accs.items():
+            if m in ATTACKS and ATTACKS.get(m).gradient_free:
+                grads = [w for (m2, n2, e2), w in accs.items() if e2 == e and n2 == norm and m2 in ATTACKS and not ATTACKS.get(m2).gradient_free]
+                if grads and v < min(grads) - slack:
+                    masking.append(f"{m} {v:.3f} < best gradient attack {min(grads):.3f} at eps {e:.4g}")
+        if any(m in ATTACKS and ATTACKS.get(m).gradient_free for (m, _, _) in accs) and any(
+            m in ATTACKS and not ATTACKS.get(m).gradient_free for (m, _, _) in accs
+        ):
+            out.append(_flag(model, mg, "no_gradient_masking", not masking, "; ".join(masking) or "gradient-free attacks no stronger than gradient attacks"))
+        if key in large:
+            ok = large[key] <= chance + 1e-12
+            out.append(_flag(model, mg, "large_eps_reaches_chance", ok, f"PGD at eps 0.5: accuracy {large[key]:.3f} (chance {chance:.3f})"))
+    return out

@@ -1,0 +1,80 @@
+"""The ``ellrobust`` command line: a thin Typer layer over the library, one module per command.
+
+Only this package talks to the terminal: rich progress and warnings on stderr, tables and ``--json``
+on stdout. A :class:`~ellrobust.errors.UsageError` from anywhere becomes one line on stderr and exit
+code 2 (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ellrobust.errors import UsageError
+
+
+class _Group(TyperGroup):
+    """Turns user errors into one-line messages with exit code 2, inside Typer (so CliRunner sees it)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # registration order, not alphabetical
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if _debug(ctx):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            raise click.exceptions.Exit(2) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished units are saved; run the same command again to resume.", err=True)
+            raise click.exceptions.Exit(130) from None
+
+
+def _debug(ctx: click.Context) -> bool:
+    root = ctx.find_root()
+    return bool((root.params or {}).get("debug")) or os.environ.get("ELLROBUST_DEBUG") == "1"
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="ellrobust",
+    help="Is an Elliptical Attention ViT more robust than the same DeiT? Attacks, corruptions and "
+    "representation-collapse metrics with paired statistics, reports and CI checks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from ellrobust.version import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def _register() -> None:
+    from ellrobust.cli import convert, evaluate, listing, train
+
+    for module in (evaluate, train, listing, convert):
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())

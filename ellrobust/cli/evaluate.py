@@ -1,0 +1,179 @@
+"""``ellrobust eval``: clean, adversarial, corruption and collapse evaluation of one or more models."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from ellrobust.attacks import AttackRequest, make_request, validate_params
+from ellrobust.errors import UsageError
+from ellrobust.parsing import parse_eps_list, parse_int_range, parse_name_list
+
+DEFAULT_SUITE = "quick"
+
+
+def default_run_dir(config) -> Path:
+    """A folder named after the request, so re-running the same command resumes the same run."""
+    payload = asdict(config)
+    payload["attacks"] = [(a.name, dict(a.params), a.eps) for a in config.attacks]
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return Path("reports") / "runs" / f"{config.dataset}-{digest}"
+
+
+def attack_overrides(**kw: object) -> dict[str, object]:
+    """The attack options the user actually set (None means: keep each attack's default)."""
+    out = {k: v for k, v in kw.items() if v is not None}
+    validate_params(out)
+    return out
+
+
+def build_attacks(attack: str | None, suite, overrides: dict, eps_given: bool) -> tuple[AttackRequest, ...]:
+    if attack is not None:
+        if attack.strip().lower() == "none":
+            return ()
+        return tuple(make_request(name, overrides) for name in parse_name_list(attack, "--attack"))
+    if suite is None:
+        return ()
+    out = []
+    for req in suite.attacks:
+        merged = make_request(req.name, {**dict(req.params), **overrides})
+        out.append(AttackRequest(merged.name, merged.params, None if eps_given else req.eps))
+    return tuple(out)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_cmd(
+        model: list[str] = typer.Option(..., "--model", "-m", help="Model name (repeat for several): deit, deit-elliptical, or any of `ellrobust models`."),
+        checkpoint: list[str] = typer.Option([], "--checkpoint", "-c", help="Weights for each --model, in order (.safetensors or weights-only .pth)."),
+        data: str = typer.Option("digits", "--data", "-d", help="Dataset (see `ellrobust datasets`)."),
+        data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset (never downloaded)."),
+        split: str | None = typer.Option(None, help="Split to evaluate (default: the dataset's test/val split)."),
+        n: int | None = typer.Option(None, "--n", help="Number of images, a seeded subset of the split (default: all)."),
+        seed: int = typer.Option(0, help="Seed for the image subset and the attacks' randomness."),
+        batch_size: int = typer.Option(128, help="Images per batch."),
+        attack: str | None = typer.Option(None, "--attack", "-a", help="Attacks, comma-separated (see `ellrobust attacks`), or 'none' for clean accuracy only."),
+        suite: Path | None = typer.Option(None, "--suite", help="A TOML suite from attacks/ (default when no --attack: attacks/quick.toml)."),
+        eps: str | None = typer.Option(None, "--eps", help="Budgets in [0, 1] pixel units, e.g. 1/255,2/255,4/255 (default: the dataset's)."),
+        steps: int | None = typer.Option(None, help="Iterations (PGD, APGD, SPSA)."),
+        step_size: str | None = typer.Option(None, help="PGD step: absolute (2/255) or relative to eps (0.25*eps)."),
+        restarts: int | None = typer.Option(None, help="Random restarts (PGD, APGD, Square)."),
+        random_start: bool | None = typer.Option(None, "--random-start/--no-random-start", help="PGD random start."),
+        norm: str | None = typer.Option(None, help="Threat model of APGD/Square/AutoAttack: Linf or L2."),
+        samples: int | None = typer.Option(None, help="SPSA samples per gradient estimate."),
+        lr: float | None = typer.Option(None, help="SPSA learning rate."),
+        delta: float | None = typer.Option(None, help="SPSA finite-difference step."),
+        queries: int | None = typer.Option(None, help="Square Attack query budget."),
+        m_grad: str = typer.Option("detach", "--m-grad", help="Attack through the elliptical metric: detach (paper), full (adaptive), or both."),
+        corruption: str | None = typer.Option(None, "--corruption", help="ImageNet-C corruptions: all, extra, or names, comma-separated."),
+        severity: str = typer.Option("1-5", "--severity", help="Corruption severities, e.g. 1-5 or 3."),
+        corruption_root: Path | None = typer.Option(None, "--corruption-root", help="Precomputed ImageNet-C / CIFAR-10-C folder instead of generating corruptions."),
+        cache: Path | None = typer.Option(None, "--cache", help="Cache folder for generated corrupted images."),
+        workers: int = typer.Option(0, help="DataLoader worker processes."),
+        collapse: bool = typer.Option(False, "--collapse", help="Add per-layer token cosine similarity, attention entropy and effective rank."),
+        out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: reports/runs/<dataset>-<hash of the request>); re-running resumes it."),
+        json_out: bool = typer.Option(False, "--json", help="Print the result records as JSON on stdout instead of tables."),
+        report: bool = typer.Option(False, "--report", help="Write report.md and figures into the run folder at the end."),
+        sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Run the attack sanity checks."),
+        device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+    ) -> None:
+        """Evaluate models on the same images: clean accuracy, attacks, corruptions, collapse.
+
+        Examples:
+
+          ellrobust eval --model deit-elliptical --model deit --attack pgd
+
+          ellrobust eval -m deit-elliptical -m deit --attack fgsm,pgd,spsa --eps 1/255,4/255 --m-grad both
+
+          ellrobust eval -m deit-elliptical -m deit --corruption all --severity 1-5 --n 200
+        """
+        from ellrobust.cli.render import accuracy_table, paired_table, print_json, stdout, unit_progress, warn_sanity
+        from ellrobust.engine import EvalConfig, Evaluation
+        from ellrobust.suites import load_suite
+
+        overrides = attack_overrides(
+            steps=steps, step_size=step_size, restarts=restarts, random_start=random_start, norm=norm, samples=samples, lr=lr, delta=delta, queries=queries
+        )
+        use_suite = suite if suite is not None else (Path(DEFAULT_SUITE) if attack is None and corruption is None and not collapse else None)
+        loaded = load_suite(use_suite) if use_suite is not None else None
+        eps_values = parse_eps_list(eps) if eps is not None else (loaded.eps if loaded else None)
+        attacks = build_attacks(attack, loaded, overrides, eps is not None)
+        corruptions = parse_name_list(corruption, "--corruption") if corruption else (loaded.corruptions if loaded else ())
+        severities = parse_int_range(severity, "--severity", 1, 5)
+        if loaded and loaded.severities and severity == "1-5":
+            severities = loaded.severities
+        n_value = n if n is not None else (loaded.n if loaded else None)
+        config = EvalConfig(
+            models=tuple(model),
+            checkpoints=tuple(checkpoint),
+            dataset=data,
+            data_root=str(data_root) if data_root else None,
+            split=split,
+            n=n_value,
+            seed=seed,
+            batch_size=batch_size,
+            attacks=attacks,
+            eps=eps_values,
+            m_grad=m_grad if m_grad != "detach" or not (loaded and loaded.m_grad) else loaded.m_grad,
+            corruptions=corruptions,
+            severities=severities,
+            corruption_source=str(corruption_root) if corruption_root else None,
+            cache_dir=str(cache) if cache else None,
+            workers=workers,
+            collapse=_collapse_config() if (collapse or (loaded and loaded.collapse)) else None,
+            sanity=sanity,
+            device=device,
+        )
+        run_dir = out if out is not None else default_run_dir(config)
+        with unit_progress(enabled=True) as progress:
+            result = Evaluation(config, run_dir, progress).run()
+        table = result.table
+        if json_out:
+            print_json(table)
+        else:
+            stdout.print(accuracy_table(table, f"{config.dataset} · n={table['n'].iloc[0]} · seed={seed}"))
+            paired = paired_table(table)
+            if paired is not None:
+                stdout.print(paired)
+            _print_collapse(table)
+        warn_sanity(table)
+        from ellrobust.cli.render import stderr
+
+        stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
+        if report:
+            _write_report(run_dir)
+
+
+def _collapse_config():
+    try:
+        from ellrobust.collapse import CollapseConfig
+    except ImportError:
+        raise UsageError("--collapse is not available in this build of ellrobust.") from None
+    return CollapseConfig()
+
+
+def _print_collapse(table) -> None:
+    try:
+        from ellrobust.cli.collapse import collapse_table
+    except ImportError:
+        return
+    rendered = collapse_table(table)
+    if rendered is not None:
+        from ellrobust.cli.render import stdout
+
+        stdout.print(rendered)
+
+
+def _write_report(run_dir: Path) -> None:
+    try:
+        from ellrobust.report import write_report
+    except ImportError:
+        raise UsageError("--report is not available in this build of ellrobust.") from None
+    path = write_report([run_dir], run_dir)
+    from ellrobust.cli.render import stderr
+
+    stderr.print(f"report: {path}")

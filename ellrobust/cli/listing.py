@@ -1,0 +1,125 @@
+"""``ellrobust models``, ``datasets`` and ``attacks``: what is registered, straight from the registries."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("models")
+    def models_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+        """List the registered architectures and the trained checkpoints that ship."""
+        from ellrobust.cli.render import stdout
+        from ellrobust.models import MODELS, SHIPPED, SHORT_NAMES
+
+        rows = [
+            {
+                "name": spec.name,
+                "params": spec.num_params(),
+                "image_size": spec.config.img_size,
+                "patch_size": spec.config.patch_size,
+                "width": spec.config.embed_dim,
+                "depth": spec.config.depth,
+                "heads": spec.config.num_heads,
+                "elliptical": spec.elliptical,
+                "description": spec.description,
+            }
+            for _, spec in MODELS.items()
+        ]
+        shipped = []
+        for ck in SHIPPED:
+            meta = ck.metadata()
+            shipped.append(
+                {"dataset": ck.dataset, "arch": ck.arch, "file": ck.filename, "available": ck.path.is_file(), "test_accuracy": meta.get("test_accuracy")}
+            )
+        if json_out:
+            typer.echo(json.dumps({"architectures": rows, "short_names": SHORT_NAMES, "shipped": shipped}, indent=1))
+            return
+        table = Table(title="Architectures")
+        for col in ("name", "params", "image", "patch", "width×depth×heads", "elliptical", "description"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                r["name"], f"{r['params'] / 1e6:.2f} M", str(r["image_size"]), str(r["patch_size"]),
+                f"{r['width']}×{r['depth']}×{r['heads']}", "yes" if r["elliptical"] else "no", r["description"],
+            )
+        stdout.print(table)
+        ship = Table(title="Shipped checkpoints (short names `deit` / `deit-elliptical` on the embedded dataset)")
+        for col in ("dataset", "architecture", "file", "test accuracy"):
+            ship.add_column(col)
+        for s in shipped:
+            acc = f"{s['test_accuracy'] * 100:.1f}%" if isinstance(s["test_accuracy"], float) else ("missing" if not s["available"] else "")
+            ship.add_row(s["dataset"], s["arch"], s["file"], acc)
+        stdout.print(ship)
+
+    @app.command("datasets")
+    def datasets_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+        """List the registered datasets (all read locally; nothing is downloaded)."""
+        from ellrobust.cli.render import fmt_eps, stdout
+        from ellrobust.data import DATASETS
+
+        rows = [
+            {
+                "name": s.name,
+                "image_size": s.image_size,
+                "classes": s.num_classes,
+                "default_model": s.default_arch,
+                "default_eps": list(s.default_eps),
+                "needs_data_root": s.needs_root,
+                "splits": list(s.splits),
+                "description": s.description,
+            }
+            for _, s in DATASETS.items()
+        ]
+        if json_out:
+            typer.echo(json.dumps(rows, indent=1))
+            return
+        table = Table(title="Datasets")
+        for col in ("name", "image", "classes", "default model", "default eps", "--data-root", "description"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                r["name"], str(r["image_size"]), str(r["classes"] or "from data"), r["default_model"],
+                ", ".join(fmt_eps(e) for e in r["default_eps"]), "required" if r["needs_data_root"] else "-", r["description"],
+            )
+        stdout.print(table)
+
+    @app.command("attacks")
+    def attacks_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+        """List the attacks with their parameters and defaults (and the corruptions, when available)."""
+        from ellrobust.attacks import ATTACKS
+        from ellrobust.cli.render import stdout
+
+        rows = [
+            {"name": d.name, "norm": d.norm, "gradient_free": d.gradient_free, "params": dict(d.defaults), "cost": d.cost, "description": d.description}
+            for _, d in ATTACKS.items()
+        ]
+        corruptions = _corruption_rows()
+        if json_out:
+            typer.echo(json.dumps({"attacks": rows, "corruptions": corruptions}, indent=1))
+            return
+        table = Table(title="Attacks (eps always in [0, 1] pixel units)")
+        for col in ("name", "norm", "parameters (defaults)", "cost per attacked image", "description"):
+            table.add_column(col)
+        for r in rows:
+            params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+            table.add_row(r["name"] + (" (gradient-free)" if r["gradient_free"] else ""), r["norm"], params, r["cost"], r["description"])
+        stdout.print(table)
+        if corruptions:
+            ctable = Table(title="Corruptions (--corruption)")
+            for col in ("name", "group", "set"):
+                ctable.add_column(col)
+            for c in corruptions:
+                ctable.add_row(c["name"], c.get("group", ""), c.get("set", ""))
+            stdout.print(ctable)
+
+
+def _corruption_rows() -> list[dict]:
+    try:
+        from ellrobust.corruptions import CORRUPTIONS
+    except ImportError:
+        return []
+    return [{"name": name, "group": c.group, "set": c.set} for name, c in CORRUPTIONS.items()]

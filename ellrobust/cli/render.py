@@ -1,0 +1,129 @@
+"""Terminal rendering shared by the commands: rich progress (stderr), result tables (stdout), JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ellrobust.engine import ProgressEvent
+from ellrobust.results import records
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True)
+
+
+def fmt_eps(eps: float | None) -> str:
+    if eps is None or pd.isna(eps):
+        return ""
+    k = eps * 255
+    return f"{k:.3g}/255" if abs(k - round(k)) < 1e-6 or k < 64 else f"{eps:.4g}"
+
+
+@contextmanager
+def unit_progress(enabled: bool = True):
+    """A rich progress display on stderr, one bar per unit; yields the engine's progress callback."""
+    if not enabled:
+        yield lambda event: None
+        return
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=False,
+        disable=not stderr.is_terminal and not _force(),
+    )
+    tasks: dict[str, int] = {}
+
+    def callback(event: ProgressEvent) -> None:
+        if event.kind == "start":
+            tasks[event.label] = progress.add_task(event.label, total=max(event.total, 1))
+            if event.total == 0:
+                progress.update(tasks[event.label], completed=1)
+        elif event.kind == "advance" and event.label in tasks:
+            progress.advance(tasks[event.label], event.advance)
+        elif event.kind == "end":
+            if event.cached:
+                tid = progress.add_task(f"{event.label} [dim](saved, skipped)[/dim]", total=1)
+                progress.update(tid, completed=1)
+            elif event.label in tasks:
+                task = progress.tasks[tasks[event.label]]
+                progress.update(tasks[event.label], completed=task.total)
+
+    with progress:
+        yield callback
+
+
+def _force() -> bool:
+    import os
+
+    return os.environ.get("ELLROBUST_PROGRESS") == "1"
+
+
+def print_json(df: pd.DataFrame) -> None:
+    sys.stdout.write(json.dumps(records(df), indent=1) + "\n")
+
+
+def accuracy_table(df: pd.DataFrame, title: str) -> Table:
+    """Clean and robust accuracy per model × method × eps (× m_grad), as percentages."""
+    table = Table(title=title, show_lines=False)
+    for col in ("model", "m_grad", "method", "eps", "severity", "metric", "value"):
+        table.add_column(col, justify="right" if col in ("eps", "severity", "value") else "left")
+    keep = df[df["metric"].isin(["clean_accuracy", "robust_accuracy", "corruption_accuracy", "mce", "relative_mce", "ce"])]
+    for row in keep.itertuples(index=False):
+        value = f"{row.value * 100:.1f}%" if "accuracy" in row.metric else f"{row.value:.3f}"
+        table.add_row(
+            str(row.model),
+            "" if pd.isna(row.m_grad) else str(row.m_grad),
+            str(row.method),
+            fmt_eps(row.eps),
+            "" if pd.isna(row.severity) else str(row.severity),
+            str(row.metric),
+            value,
+        )
+    return table
+
+
+def paired_table(df: pd.DataFrame) -> Table | None:
+    diff = df[df["metric"] == "accuracy_difference"]
+    if diff.empty:
+        return None
+    key = ["model", "baseline", "method", "params", "eps", "severity", "m_grad"]
+    wide = df[df["metric"].isin(["accuracy_difference", "difference_ci_low", "difference_ci_high", "mcnemar_p"])]
+    wide = wide.pivot_table(index=key, columns="metric", values="value", dropna=False, sort=False).reset_index()
+    wide = wide.dropna(subset=["accuracy_difference"])
+    table = Table(title="Paired comparison (A − B, 95 % CI, exact McNemar p)")
+    for col in ("A", "B", "method", "eps", "sev", "m_grad", "A − B", "95 % CI", "p"):
+        table.add_column(col, justify="right" if col in ("eps", "sev", "A − B", "95 % CI", "p") else "left")
+    for r in wide.itertuples(index=False):
+        table.add_row(
+            str(r.model),
+            str(r.baseline),
+            str(r.method),
+            fmt_eps(r.eps),
+            "" if pd.isna(r.severity) else str(int(r.severity)),
+            "" if pd.isna(r.m_grad) else str(r.m_grad),
+            f"{r.accuracy_difference * 100:+.1f} pp",
+            f"[{r.difference_ci_low * 100:+.1f}, {r.difference_ci_high * 100:+.1f}]",
+            f"{r.mcnemar_p:.3g}",
+        )
+    return table
+
+
+def warn_sanity(df: pd.DataFrame) -> int:
+    """Print failing sanity checks as warnings on stderr; returns how many failed."""
+    failed = df[(df["method"] == "sanity") & (df["value"] < 1)]
+    for r in failed.itertuples(index=False):
+        detail = json.loads(r.params).get("detail", "") if isinstance(r.params, str) else ""
+        mg = f" (m_grad={r.m_grad})" if isinstance(r.m_grad, str) and r.m_grad else ""
+        stderr.print(f"[yellow]warning[/yellow]: sanity check {r.metric.removeprefix('sanity_')} failed for {r.model}{mg}: {detail}")
+    return len(failed)

@@ -1,0 +1,246 @@
+"""Dataset registry. Every dataset yields ``(image, label)`` with float CHW images in [0, 1].
+
+Nothing here downloads: the default (scikit-learn's digits) ships inside the scikit-learn wheel, and
+every other dataset is read from a local ``--data-root``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from ellrobust.errors import UsageError
+from ellrobust.registry import Registry
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: how to build a split, and the defaults that go with it."""
+
+    name: str
+    description: str
+    image_size: int
+    default_arch: str
+    default_eps: tuple[float, ...]
+    build: Callable[[str, Path | None], Dataset]
+    num_classes: int | None = None  # None: read from the data (image folders)
+    needs_root: bool = False
+    splits: tuple[str, ...] = ("train", "test")
+    eval_split: str = "test"
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """A built split plus what the results table records about it."""
+
+    spec: DatasetSpec
+    split: str
+    dataset: Dataset
+    num_classes: int
+    digest: str
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def load_dataset(name: str, split: str | None = None, root: str | os.PathLike | None = None) -> LoadedDataset:
+    """Build a split of a registered dataset (``split`` defaults to its evaluation split)."""
+    spec = DATASETS.get(name)
+    split = split or spec.eval_split
+    if split not in spec.splits:
+        raise UsageError(f"dataset {name!r} has no split {split!r}; choose one of {', '.join(spec.splits)}.")
+    path = None
+    if spec.needs_root:
+        if root is None:
+            raise UsageError(f"dataset {name!r} is read from disk; pass --data-root PATH (it never downloads).")
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            raise UsageError(f"--data-root {str(path)!r} is not a folder; pass the folder that holds the {name} data.")
+    ds = spec.build(split, path)
+    if len(ds) == 0:
+        raise UsageError(f"dataset {name!r} split {split!r} at {str(path)!r} holds no images; check --data-root.")
+    num_classes = spec.num_classes or len(ds.classes)
+    return LoadedDataset(spec, split, ds, num_classes, dataset_digest(ds))
+
+
+def dataset_digest(ds: Dataset) -> str:
+    """Short sha256 identifying the data: tensor bytes for in-memory sets, file list for folders."""
+    h = hashlib.sha256()
+    if isinstance(ds, TensorDataset):
+        for t in ds.tensors:
+            h.update(t.numpy().tobytes())
+    elif hasattr(ds, "samples"):
+        for path, label in ds.samples:
+            h.update(f"{Path(path).name}:{label}:{os.path.getsize(path)}".encode())
+    elif hasattr(ds, "data") and hasattr(ds, "targets"):
+        h.update(np.ascontiguousarray(ds.data).tobytes())
+        h.update(np.asarray(ds.targets).tobytes())
+    else:
+        h.update(f"{type(ds).__name__}:{len(ds)}".encode())
+    return h.hexdigest()[:12]
+
+
+def select_indices(n_total: int, n: int | None, seed: int) -> list[int]:
+    """The seeded subset of a split that every model of a run sees: same seed, same images."""
+    if n is None or n >= n_total:
+        return list(range(n_total))
+    if n <= 0:
+        raise UsageError(f"--n must be positive (got {n}).")
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n_total, generator=g)[:n].tolist())
+
+
+def subset(data: LoadedDataset, indices: list[int]) -> Dataset:
+    return Subset(data.dataset, indices)
+
+
+# --- the embedded default -------------------------------------------------------------------------
+
+DIGITS_SPLIT_SEED = 0
+
+
+@lru_cache(maxsize=1)
+def _digits_tensors() -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)  # (1797, 1, 8, 8)
+    images = torch.nn.functional.interpolate(images, size=(32, 32), mode="bilinear", align_corners=False)
+    images = images.clamp(0, 1).repeat(1, 3, 1, 1).contiguous()  # (1797, 3, 32, 32) RGB
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    idx = np.arange(len(labels))
+    train_idx, _ = train_test_split(idx, test_size=0.2, random_state=DIGITS_SPLIT_SEED, stratify=digits.target)
+    is_train = np.zeros(len(labels), dtype=bool)
+    is_train[train_idx] = True
+    return images, labels, is_train
+
+
+def _build_digits(split: str, root: Path | None) -> Dataset:
+    images, labels, is_train = _digits_tensors()
+    mask = torch.from_numpy(is_train if split == "train" else ~is_train)
+    return TensorDataset(images[mask], labels[mask])
+
+
+DATASETS.add(
+    "digits",
+    DatasetSpec(
+        name="digits",
+        description="scikit-learn's 8×8 handwritten digits, up-sampled to 32×32 RGB; fixed stratified 80/20 split (embedded, offline)",
+        image_size=32,
+        default_arch="deit-micro",
+        default_eps=(1 / 255, 2 / 255, 4 / 255, 8 / 255),
+        build=_build_digits,
+        num_classes=10,
+    ),
+)
+
+
+# --- synthetic data for tests -----------------------------------------------------------------------
+
+
+def _build_synthetic(split: str, root: Path | None) -> Dataset:
+    """A learnable toy set: class k lights up the k-th cell of a 4×4 grid (+ noise), 32 px."""
+    n = 256 if split == "train" else 64
+    g = torch.Generator().manual_seed(1 if split == "train" else 2)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    images = 0.15 * torch.rand(n, 3, 32, 32, generator=g)
+    for i, k in enumerate(labels.tolist()):
+        r, c = divmod(k, 4)
+        images[i, :, r * 8 : r * 8 + 8, c * 8 : c * 8 + 8] += 0.8
+    return TensorDataset(images.clamp(0, 1), labels)
+
+
+DATASETS.add(
+    "synthetic",
+    DatasetSpec(
+        name="synthetic",
+        description="tiny seeded synthetic set (class = position of a bright square), for tests",
+        image_size=32,
+        default_arch="deit-micro",
+        default_eps=(2 / 255, 8 / 255),
+        build=_build_synthetic,
+        num_classes=10,
+    ),
+)
+
+
+# --- data on disk -----------------------------------------------------------------------------------
+
+
+def _build_cifar10(split: str, root: Path | None) -> Dataset:
+    from torchvision import datasets, transforms
+
+    try:
+        return datasets.CIFAR10(str(root), train=split == "train", download=False, transform=transforms.ToTensor())
+    except RuntimeError:
+        raise UsageError(
+            f"no CIFAR-10 found under {str(root)!r}: expected torchvision's format "
+            "(<root>/cifar-10-batches-py/data_batch_1 …); download it elsewhere and copy it there."
+        ) from None
+
+
+DATASETS.add(
+    "cifar10",
+    DatasetSpec(
+        name="cifar10",
+        description="CIFAR-10 from --data-root in torchvision's format (never downloads)",
+        image_size=32,
+        default_arch="deit-micro",
+        default_eps=(1 / 255, 2 / 255, 4 / 255, 8 / 255),
+        build=_build_cifar10,
+        num_classes=10,
+        needs_root=True,
+    ),
+)
+
+
+def deit_eval_transform(image_size: int = 224):
+    """DeiT's evaluation transform: resize the short side to size/0.875 (bicubic), centre crop."""
+    from torchvision import transforms
+
+    resize = int(round(image_size / 0.875))
+    return transforms.Compose(
+        [
+            transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+        ]
+    )
+
+
+def _build_imagefolder(split: str, root: Path | None) -> Dataset:
+    from torchvision import datasets
+
+    folder = root / split if root is not None and (root / split).is_dir() else root
+    try:
+        return datasets.ImageFolder(str(folder), transform=deit_eval_transform())
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise UsageError(f"{str(folder)!r} is not an image folder ({exc}); expected <root>/<class>/<image>.JPEG.") from None
+
+
+DATASETS.add(
+    "imagefolder",
+    DatasetSpec(
+        name="imagefolder",
+        description="ImageNet-style folder (<root>[/val]/<wnid>/*.JPEG), DeiT eval transform: resize 256 bicubic, crop 224",
+        image_size=224,
+        default_arch="deit-tiny",
+        default_eps=(1 / 255, 2 / 255, 4 / 255),
+        build=_build_imagefolder,
+        needs_root=True,
+        splits=("val", "train"),
+        eval_split="val",
+    ),
+)

@@ -1,0 +1,1 @@
+"""Pure metric functions: accuracy, paired statistics, corruption errors, representation collapse."""

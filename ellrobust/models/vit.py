@@ -1,0 +1,265 @@
+"""A compact Vision Transformer (DeiT) with optional elliptical attention, readable top to bottom.
+
+Parameter names follow timm's ``VisionTransformer`` exactly (``cls_token``, ``pos_embed``,
+``patch_embed.proj``, ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``,
+``head``), so every timm/DeiT checkpoint loads strictly into both the baseline and the elliptical
+model: elliptical attention adds no parameter.
+
+Why our own model instead of timm's: elliptical attention at layer ℓ needs the value vectors of
+layer ℓ−1. timm's ``Block`` passes only the token tensor, so the values would have to be smuggled
+through module state, which is how stale state leaks from one forward pass to the next. Here the
+value tensor is handed from block to block explicitly and nothing survives a forward pass.
+
+Shapes in comments: B batch, N tokens (patches + class token), C width, H heads, D = C / H.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MGrad(str, Enum):
+    """Whether gradients flow through the elliptical metric ``m``."""
+
+    DETACH = "detach"  # the paper: m is computed from detached values
+    FULL = "full"  # adaptive attacks differentiate through m as well
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Architecture of a DeiT-style ViT. ``elliptical_layers`` lists the 0-based elliptical blocks."""
+
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    mlp_ratio: float = 4.0
+    elliptical_layers: tuple[int, ...] = ()
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    m_grad: MGrad = MGrad.DETACH
+
+    def __post_init__(self) -> None:
+        if self.img_size % self.patch_size:
+            raise ValueError(f"img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        bad = [i for i in self.elliptical_layers if not 1 <= i < self.depth]
+        if bad:
+            raise ValueError(f"elliptical layers {bad} out of range 1..{self.depth - 1} (layer 0 has no previous values)")
+
+    @property
+    def grid_size(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size**2
+
+
+def elliptical_metric(v: torch.Tensor, v_prev: torch.Tensor, *, detach: bool = True) -> torch.Tensor:
+    """The diagonal Mahalanobis metric ``m`` of elliptical attention, per sample and per head.
+
+    ``m_j = mean_n |v[n, j] − v_prev[n, j]|``, then max-scaled so that every ``m_j`` lies in (0, 1].
+    The paper's step δ cancels in the max-scaling. When all values are identical (``max_j m_j = 0``)
+    there is no direction to prefer and the metric falls back to ``m ≡ 1`` (standard attention)
+    instead of 0/0; the ``where`` on a safe denominator keeps gradients finite in that case.
+
+    Args:
+        v: this layer's values, (B, H, N, D).
+        v_prev: the previous layer's values, (B, H, N, D).
+        detach: compute ``m`` without gradient, as the paper does.
+
+    Returns:
+        ``m`` of shape (B, H, 1, D), ready to broadcast over the query tokens.
+    """
+    if detach:
+        v, v_prev = v.detach(), v_prev.detach()
+    m = (v - v_prev).abs().mean(dim=-2, keepdim=True)  # (B, H, 1, D)
+    m_max = m.amax(dim=-1, keepdim=True)  # (B, H, 1, 1)
+    positive = m_max > 0
+    safe = torch.where(positive, m_max, torch.ones_like(m_max))
+    return torch.where(positive, m / safe, torch.ones_like(m))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention; elliptical when ``elliptical`` is set and previous values exist."""
+
+    def __init__(self, dim: int, num_heads: int, *, elliptical: bool = False, m_grad: MGrad = MGrad.DETACH) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.elliptical = elliptical
+        self.m_grad = MGrad(m_grad)
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self, x: torch.Tensor, v_prev: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Returns the attention output (B, N, C), this layer's values (B, H, N, D) and ``m`` or None."""
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B, H, N, D)
+        m = None
+        if self.elliptical and v_prev is not None:
+            m = elliptical_metric(v, v_prev, detach=self.m_grad is MGrad.DETACH)
+            q = q * m  # (q ⊙ m) kᵀ / √D: only the queries are rescaled, so the fused kernel applies
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D)
+        out = out.transpose(1, 2).reshape(B, N, C)
+        return self.proj(out), v, m
+
+    def attention_weights(self, x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
+        """Explicit softmax attention probabilities (B, H, N, N), for analysis only (not the fast path)."""
+        B, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, _ = qkv.unbind(0)
+        if m is not None:
+            q = q * m
+        return (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    """Everything one block produces; the engine's feature API reads from here, never from modules."""
+
+    x: torch.Tensor  # residual stream after the block, (B, N, C)
+    attn_out: torch.Tensor  # attention branch output before the residual add, (B, N, C)
+    attn_in: torch.Tensor  # normed input of the attention, (B, N, C)
+    v: torch.Tensor  # this block's values, (B, H, N, D)
+    m: torch.Tensor | None  # elliptical metric, (B, H, 1, D), or None for standard attention
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; takes and returns the previous layer's values explicitly."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, *, elliptical: bool, m_grad: MGrad) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, elliptical=elliptical, m_grad=m_grad)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, v_prev: torch.Tensor | None) -> BlockOutput:
+        h = self.norm1(x)
+        a, v, m = self.attn(h, v_prev)
+        x = x + a
+        x = x + self.mlp(self.norm2(x))
+        return BlockOutput(x=x, attn_out=a, attn_in=h, v=v, m=m)
+
+
+class Normalize(nn.Module):
+    """Per-channel (x − mean) / std inside the model, so every caller works in [0, 1] pixels.
+
+    The buffers are not persistent: they stay out of the state dict, which keeps the timm layout.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch_size: int, in_chans: int, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, g, g) -> (B, g², C)
+
+
+class VisionTransformer(nn.Module):
+    """DeiT: class token, learned position embeddings, pre-norm blocks, linear head on the class token."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.normalize = Normalize(cfg.mean, cfg.std)
+        self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.embed_dim))
+        ell = set(cfg.elliptical_layers)
+        self.blocks = nn.ModuleList(
+            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, elliptical=i in ell, m_grad=cfg.m_grad)
+            for i in range(cfg.depth)
+        )
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for mod in self.modules():
+            if isinstance(mod, nn.Linear):
+                nn.init.trunc_normal_(mod.weight, std=0.02)
+                nn.init.zeros_(mod.bias)
+
+    @property
+    def num_classes(self) -> int:
+        return self.cfg.num_classes
+
+    @property
+    def is_elliptical(self) -> bool:
+        return bool(self.cfg.elliptical_layers)
+
+    def set_m_grad(self, m_grad: MGrad | str) -> None:
+        """Switch every elliptical layer between the paper's detached ``m`` and the adaptive mode."""
+        for blk in self.blocks:
+            blk.attn.m_grad = MGrad(m_grad)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images (B, 3, S, S) -> tokens (B, 1 + g², C) with class token and positions."""
+        x = self.patch_embed(self.normalize(images))
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        return torch.cat([cls, x], dim=1) + self.pos_embed
+
+    def forward_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[BlockOutput]]:
+        """Run every block and keep each block's outputs: the explicit intermediate-feature API.
+
+        Returns the final normed tokens (B, N, C) and one :class:`BlockOutput` per block.
+        """
+        x = self.embed(images)
+        v_prev = None
+        outs = []
+        for blk in self.blocks:
+            out = blk(x, v_prev)
+            outs.append(out)
+            x, v_prev = out.x, out.v
+        return self.norm(x), outs
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """[0, 1] images (B, 3, S, S) -> logits (B, num_classes)."""
+        x = self.embed(images)
+        v_prev = None
+        for blk in self.blocks:
+            out = blk(x, v_prev)
+            x, v_prev = out.x, out.v
+        return self.head(self.norm(x)[:, 0])

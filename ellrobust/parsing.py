@@ -1,0 +1,77 @@
+"""Parsers for the CLI's compact values: eps lists (``1/255,2/255``), name lists, integer ranges.
+
+Each raises :class:`UsageError` with the offending text and an example of the expected form, and
+nothing else, whatever the input (a fuzz test holds them to that).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+from ellrobust.errors import UsageError
+
+
+def parse_fraction(text: str) -> float:
+    """``"8/255"``, ``"0.03"``, ``"1e-2"`` → float. Raises ValueError on anything else."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty")
+    if "/" in text:
+        num, _, den = text.partition("/")
+        value = float(Fraction(num.strip())) / float(Fraction(den.strip()))
+    else:
+        value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("not finite")
+    return value
+
+
+def parse_eps_list(text: str, *, upper: float = 1.0) -> tuple[float, ...]:
+    """A comma-separated list of budgets in [0, 1] pixel units, e.g. ``"1/255,2/255,4/255"``."""
+    items = [t for t in str(text).split(",")]
+    if not any(t.strip() for t in items):
+        raise UsageError("--eps is empty; give budgets in [0, 1] pixel units, e.g. --eps 1/255,2/255,4/255.")
+    out = []
+    for item in items:
+        try:
+            value = parse_fraction(item)
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise UsageError(f"--eps value {item.strip()!r} is not a number; write budgets like 8/255 or 0.03, separated by commas.") from None
+        if not 0 <= value <= upper:
+            raise UsageError(f"--eps value {item.strip()!r} = {value:g} is outside [0, {upper:g}]; budgets are in [0, 1] pixel units (8/255, not 8).")
+        out.append(value)
+    return tuple(sorted(set(out)))
+
+
+def parse_name_list(text: str, option: str) -> tuple[str, ...]:
+    """``"pgd,fgsm"`` → ("pgd", "fgsm"), order kept, duplicates dropped."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not names:
+        raise UsageError(f"{option} is empty; give one or more names separated by commas.")
+    return tuple(dict.fromkeys(names))
+
+
+def parse_int_range(text: str, option: str, low: int, high: int) -> tuple[int, ...]:
+    """``"1-5"``, ``"3"``, ``"1,3,5"`` → sorted integers, each within [low, high]."""
+    out: set[int] = set()
+    parts = [p.strip() for p in str(text).split(",")]
+    if not any(parts):
+        raise UsageError(f"{option} is empty; write e.g. {low}-{high} or {low},{high}.")
+    for part in parts:
+        try:
+            if "-" in part[1:]:
+                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                lo, hi = int(a), int(b)
+                if lo > hi:
+                    raise ValueError
+                values = range(lo, hi + 1)
+            else:
+                values = [int(part)]
+        except ValueError:
+            raise UsageError(f"{option} value {part!r} is not an integer or a range; write e.g. {low}-{high} or {low},{high}.") from None
+        for v in values:
+            if not low <= v <= high:
+                raise UsageError(f"{option} value {v} is outside {low}–{high}.")
+            out.add(v)
+    return tuple(sorted(out))

@@ -1,0 +1,185 @@
+"""The results schema (one long, typed table) and the run folder on disk.
+
+One row per measured number. Metric names are a contract with users' CI scripts; accuracies are
+fractions in [0, 1]. Floats stay floats: rounding happens only when rendering.
+
+A run folder describes itself, so reports and checks can be rebuilt from disk alone::
+
+    run/
+      run.json           the request, environment and wall time
+      units/<key>.json   one finished unit (rows + per-example outcomes), written atomically
+      results.csv/.json  the assembled table
+      examples.csv.gz    per-example outcomes (model, method, eps, severity, m_grad, index, correct)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from ellrobust.errors import UsageError
+
+SCHEMA_VERSION = 1
+
+#: Column → dtype. Rows may leave optional fields empty (NaN for floats, "" for strings).
+COLUMNS: dict[str, str] = {
+    "model": "string",
+    "checkpoint": "string",
+    "dataset": "string",
+    "split": "string",
+    "n": "Int64",
+    "method": "string",
+    "params": "string",
+    "eps": "float64",
+    "severity": "Int64",
+    "layer": "Int64",
+    "m_grad": "string",
+    "baseline": "string",
+    "metric": "string",
+    "value": "float64",
+    "seed": "Int64",
+    "ellrobust_version": "string",
+    "torch_version": "string",
+}
+
+#: Metric names that users' scripts may rely on.
+METRICS = (
+    "clean_accuracy",
+    "robust_accuracy",
+    "n_attacked",
+    "corruption_accuracy",
+    "corruption_error",
+    "ce",
+    "mce",
+    "relative_mce",
+    "token_cosine",
+    "attention_entropy",
+    "effective_rank",
+    "accuracy_difference",
+    "difference_ci_low",
+    "difference_ci_high",
+    "mcnemar_p",
+)
+
+#: Columns that identify a number (everything but the value and provenance).
+KEY_COLUMNS = ("model", "dataset", "split", "n", "method", "params", "eps", "severity", "layer", "m_grad", "baseline", "metric")
+
+
+def to_frame(rows: Iterable[dict]) -> pd.DataFrame:
+    """Rows (flat dicts) → the typed results table, columns in schema order, extra columns kept last."""
+    df = pd.DataFrame(list(rows))
+    for col in COLUMNS:
+        if col not in df:
+            df[col] = pd.NA
+    extra = [c for c in df.columns if c not in COLUMNS]
+    df = df[list(COLUMNS) + extra]
+    for col, dtype in COLUMNS.items():
+        df[col] = df[col].astype(dtype)
+    return df
+
+
+def records(df: pd.DataFrame) -> list[dict]:
+    """The table as flat JSON-ready objects (missing values → null, what ``--json`` prints)."""
+    out = []
+    for row in df.to_dict(orient="records"):
+        clean = {}
+        for k, v in row.items():
+            if v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+                clean[k] = None
+            elif hasattr(v, "item"):
+                clean[k] = v.item()
+            else:
+                clean[k] = v
+        out.append(clean)
+    return out
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write a file so that readers see either the old or the new content, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save_table(df: pd.DataFrame, run_dir: Path) -> None:
+    """Write results.csv and results.json atomically."""
+    atomic_write(run_dir / "results.csv", df.to_csv(index=False, lineterminator="\n"))
+    atomic_write(run_dir / "results.json", json.dumps(records(df), indent=1, sort_keys=False) + "\n")
+
+
+def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
+    """Read a run folder's results table (or a results CSV/JSON file)."""
+    path = Path(run_dir)
+    if path.is_dir():
+        if not (path / "results.csv").is_file():
+            raise UsageError(f"{str(path)!r} holds no results.csv; pass a run folder written by `ellrobust eval`.")
+        path = path / "results.csv"
+    if not path.is_file():
+        raise UsageError(f"{str(path)!r} does not exist; pass a run folder written by `ellrobust eval`.")
+    meta = path.parent / "run.json"
+    if meta.is_file():
+        version = json.loads(meta.read_text()).get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UsageError(
+                f"{str(path.parent)!r} was written with results schema {version}, this ellrobust reads {SCHEMA_VERSION}; "
+                "re-run the evaluation with this version."
+            )
+    if path.suffix == ".json":
+        return to_frame(json.loads(path.read_text()))
+    return to_frame(pd.read_csv(path, keep_default_na=True).to_dict(orient="records"))
+
+
+class RunLock:
+    """An exclusive lock on a run folder: two runs on the same ``--out`` would corrupt it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._fd)
+            self._fd = None
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise UsageError(
+                    f"another ellrobust run is writing to {str(self.path.parent)!r}; wait for it or pass another --out."
+                ) from None
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def iter_unit_files(run_dir: Path) -> Iterator[Path]:
+    units = run_dir / "units"
+    if units.is_dir():
+        yield from sorted(units.glob("*.json"))

@@ -1,0 +1,81 @@
+"""Adversarial units: model × attack × eps × m_grad, attacking only the clean-correct examples.
+
+Examples the model already gets wrong are not attacked (they count as non-robust): attacking them
+would only waste time, and the number attacked is recorded (``n_attacked``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ellrobust.attacks import AttackRequest, make_request, perturb, perturbation_norm
+from ellrobust.attacks.sanity import LARGE_EPS_METHOD
+from ellrobust.engine import ProgressEvent, RunContext, Unit, UnitResult, iter_batches
+
+#: The large-budget PGD sanity check: at eps = 0.5 any image can be turned into any other class.
+LARGE_EPS = 0.5
+LARGE_EPS_MAX_POINTS = 100
+
+
+
+class AttackStage:
+    def units(self, ctx: RunContext) -> list[Unit]:
+        units = []
+        for name, lm in ctx.models.items():
+            for mode in ctx.config.m_grad_modes(lm.elliptical):
+                for req in ctx.config.attacks:
+                    for eps in ctx.eps_for(req):
+                        units.append(Unit("attack", name, req.name, req.params_json(), float(eps), None, mode))
+                if ctx.config.sanity and any(not r.definition.gradient_free for r in ctx.config.attacks):
+                    large = make_request("pgd", {"steps": 10, "step_size": "0.1*eps"})
+                    units.append(Unit("attack", name, LARGE_EPS_METHOD, large.params_json(), LARGE_EPS, None, mode))
+        return units
+
+    def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
+        import json
+
+        lm = ctx.models[unit.model]
+        model = lm.module
+        if lm.elliptical:
+            model.set_m_grad(unit.m_grad)
+        clean = ctx.clean[unit.model]
+        positions = np.flatnonzero(clean).tolist()
+        large = unit.method == LARGE_EPS_METHOD
+        if large:
+            positions = positions[:LARGE_EPS_MAX_POINTS]
+            request = AttackRequest("pgd", json.loads(unit.params))
+        else:
+            request = AttackRequest(unit.method, json.loads(unit.params))
+        robust = np.zeros(len(clean), dtype=np.int8)
+        max_norm = 0.0
+        lo, hi = 1.0, 0.0
+        seed = torch.initial_seed() & 0x7FFFFFFF  # the engine seeded this unit from its key
+        loader = ctx.loader(positions) if positions else []
+        ctx.progress(ProgressEvent("start", unit.label, total=len(loader)))
+        offset = 0
+        for x, y in iter_batches(loader, ctx.device) if loader else ():
+            adv = perturb(model, request, x, y, eps=unit.eps, num_classes=ctx.data.num_classes, seed=seed)
+            with torch.no_grad():
+                ok = (model(adv).argmax(1) == y).cpu().numpy()
+            batch_pos = positions[offset : offset + len(y)]
+            robust[batch_pos] = ok
+            offset += len(y)
+            max_norm = max(max_norm, float(perturbation_norm(adv, x, request.norm).max()))
+            lo, hi = min(lo, float(adv.min())), max(hi, float(adv.max()))
+            ctx.progress(ProgressEvent("advance", unit.label, advance=1))
+        ctx.progress(ProgressEvent("end", unit.label))
+        if lm.elliptical:
+            model.set_m_grad("detach")
+        extra = {"max_perturbation": max_norm, "min_pixel": lo, "max_pixel": hi, "norm": request.norm, "n_attacked": len(positions)}
+        if large:
+            extra["robust_accuracy"] = float(robust[positions].mean()) if positions else 0.0
+            return UnitResult(extra=extra)
+        common = {"model": unit.model, "method": unit.method, "params": unit.params, "eps": unit.eps, "m_grad": unit.m_grad}
+        rows = [
+            {**common, "metric": "robust_accuracy", "value": float(robust.mean())},
+            {**common, "metric": "n_attacked", "value": float(len(positions))},
+        ]
+        return UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, extra=extra)
+
+

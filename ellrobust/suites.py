@@ -1,0 +1,97 @@
+"""Declarative evaluation suites (TOML files in ``attacks/``): data, not code.
+
+A suite lists attacks with their parameters and, optionally, run defaults::
+
+    description = "…"
+    eps = ["1/255", "2/255"]          # budgets for L∞ attacks, pixel units
+    n = 200
+    m_grad = "detach"
+
+    [[attack]]
+    name = "pgd"
+    steps = 20
+    step_size = "0.15*eps"
+    eps = ["0.25", "0.5"]             # optional per-attack budgets (e.g. for L2 attacks)
+
+    [corruptions]                     # optional
+    names = ["all"]
+    severities = "1-5"
+
+Options given on the command line override the suite's values.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ellrobust.attacks import ATTACKS, AttackRequest, make_request, validate_params
+from ellrobust.errors import UsageError
+from ellrobust.parsing import parse_eps_list, parse_int_range
+
+
+@dataclass(frozen=True)
+class Suite:
+    path: str
+    description: str
+    attacks: tuple[AttackRequest, ...]
+    eps: tuple[float, ...] | None = None
+    n: int | None = None
+    m_grad: str | None = None
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] | None = None
+    collapse: bool = False
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def _eps(value: object, where: str) -> tuple[float, ...]:
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    try:
+        return parse_eps_list(str(value))
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; every problem is a one-line :class:`UsageError`."""
+    path = Path(path)
+    if not path.is_file():
+        bundled = Path(__file__).resolve().parent.parent / "attacks" / f"{path.stem}.toml"
+        if path.suffix == "" and bundled.is_file():
+            path = bundled
+        else:
+            raise UsageError(f"suite file {str(path)!r} does not exist; pass a TOML file such as attacks/quick.toml.")
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"suite {str(path)!r} is not valid TOML ({exc}).") from None
+    attacks = []
+    for i, entry in enumerate(data.get("attack", [])):
+        if "name" not in entry:
+            raise UsageError(f"suite {str(path)!r}: attack #{i + 1} has no name.")
+        name = entry["name"]
+        ATTACKS.get(name)
+        params = {k: v for k, v in entry.items() if k not in ("name", "eps")}
+        unknown = sorted(set(params) - set(ATTACKS.get(name).defaults))
+        if unknown:
+            raise UsageError(f"suite {str(path)!r}: attack {name!r} takes no parameter {', '.join(unknown)}; it takes {', '.join(ATTACKS.get(name).defaults) or 'none'}.")
+        validate_params(params)
+        request = make_request(name, params)
+        if "eps" in entry:
+            request = AttackRequest(request.name, request.params, _eps(entry["eps"], f"suite {path.name} attack {name}"))
+        attacks.append(request)
+    corr = data.get("corruptions", {})
+    severities = corr.get("severities")
+    return Suite(
+        path=str(path),
+        description=str(data.get("description", "")),
+        attacks=tuple(attacks),
+        eps=_eps(data["eps"], f"suite {path.name}") if "eps" in data else None,
+        n=data.get("n"),
+        m_grad=data.get("m_grad"),
+        corruptions=tuple(corr.get("names", ())),
+        severities=parse_int_range(str(severities), "severities", 1, 5) if severities is not None else None,
+        collapse=bool(data.get("collapse", False)),
+    )
