@@ -179,7 +179,11 @@ class RunContext:
 
 
 class Stage(Protocol):
-    """A family of units. Stages run in registration order; later ones may read ``ctx.clean``."""
+    """A family of units. Stages run in registration order; later ones may read ``ctx.clean``.
+
+    A stage may also define ``derive(ctx, rows) -> list[dict]``: aggregate rows computed from all
+    rows of the run once every unit is done (e.g. mCE over corruptions).
+    """
 
     def units(self, ctx: RunContext) -> list[Unit]: ...
 
@@ -297,8 +301,10 @@ class Evaluation:
             outcomes: list[tuple[Unit, str, list[int]]] = []
             extras: list[tuple[Unit, dict]] = []
             computed = reused = 0
+            stages = []
             for stage_name, make_stage in STAGES.items():
                 stage = make_stage()
+                stages.append(stage)
                 for unit in stage.units(ctx):
                     key = self.identity(unit, ctx)
                     result = store.load(key, unit)
@@ -316,6 +322,9 @@ class Evaluation:
                     for model, vals in result.outcomes.items():
                         outcomes.append((unit, model, vals))
                     extras.append((unit, result.extra))
+            for stage in stages:
+                if hasattr(stage, "derive"):
+                    all_rows.extend(stage.derive(ctx, list(all_rows)))
             derived, sanity = derive(ctx, outcomes, extras, all_rows)
             all_rows.extend(derived)
             table = self._finish_table(all_rows, ctx)

@@ -45,6 +45,7 @@ SHORT_NAMES = {"deit": "", "deit-elliptical": "-elliptical"}
 
 _SIZES = {
     # name: (img, patch, width, depth, heads, classes, description)
+    "deit-nano": (32, 8, 32, 3, 2, 10, "test-sized DeiT for 32 px images (fast unit tests)"),
     "deit-micro": (32, 4, 96, 6, 3, 10, "CPU-sized DeiT for 32 px images (the embedded default)"),
     "deit-tiny": (224, 16, 192, 12, 3, 1000, "DeiT-Tiny (Touvron et al. 2021)"),
     "deit-small": (224, 16, 384, 12, 6, 1000, "DeiT-Small (Touvron et al. 2021)"),
