@@ -252,14 +252,16 @@ def load_models(config: EvalConfig, data: LoadedDataset) -> dict[str, LoadedMode
     models = {}
     checkpoints = config.checkpoints or (None,) * len(config.models)
     for name, ckpt in zip(config.models, checkpoints):
-        module = load_model(
-            name,
-            checkpoint=ckpt,
-            num_classes=data.num_classes,
-            dataset=data.spec.name,
-            default_arch=data.spec.default_arch,
-            img_size=data.spec.image_size,
-        ).to(config.device)
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)  # a randomly initialised architecture is the same in every run
+            module = load_model(
+                name,
+                checkpoint=ckpt,
+                num_classes=data.num_classes,
+                dataset=data.spec.name,
+                default_arch=data.spec.default_arch,
+                img_size=data.spec.image_size,
+            ).to(config.device)
         models[name] = LoadedModel(name, module, state_dict_digest(module), bool(module.cfg.elliptical_layers))
     return models
 

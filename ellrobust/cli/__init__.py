@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -20,23 +19,23 @@ from ellrobust.errors import UsageError
 class _Group(TyperGroup):
     """Turns user errors into one-line messages with exit code 2, inside Typer (so CliRunner sees it)."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         return list(self.commands)  # registration order, not alphabetical
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
         except UsageError as exc:
             if _debug(ctx):
                 raise
-            click.echo(f"error: {exc}", err=True)
-            raise click.exceptions.Exit(2) from None
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            click.echo("interrupted: finished units are saved; run the same command again to resume.", err=True)
-            raise click.exceptions.Exit(130) from None
+            typer.echo("interrupted: finished units are saved; run the same command again to resume.", err=True)
+            raise typer.Exit(130) from None
 
 
-def _debug(ctx: click.Context) -> bool:
+def _debug(ctx: typer.Context) -> bool:
     root = ctx.find_root()
     return bool((root.params or {}).get("debug")) or os.environ.get("ELLROBUST_DEBUG") == "1"
 
@@ -66,9 +65,9 @@ def _root(
 
 
 def _register() -> None:
-    from ellrobust.cli import convert, evaluate, listing, train
+    from ellrobust.cli import check, collapse, convert, evaluate, listing, report, train
 
-    for module in (evaluate, train, listing, convert):
+    for module in (evaluate, collapse, train, listing, convert, report, check):
         module.register(app)
 
 

@@ -15,7 +15,7 @@ from ellrobust.engine import ProgressEvent
 from ellrobust.results import records
 
 stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)
 
 
 def fmt_eps(eps: float | None) -> str:

@@ -45,6 +45,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--out {str(out)!r} must end in .safetensors (checkpoints are written as safetensors).")
         if out.exists() and out.is_dir():
             raise UsageError(f"--out {str(out)!r} is a folder; pass a file path ending in .safetensors.")
+        if checkpoint is None and model in ("deit", "deit-elliptical"):
+            raise UsageError(f"--model {model!r} is a short name for a trained model; train an architecture such as 'deit-micro' or 'deit-micro-elliptical'.")
         train_data = load_dataset(data, "train", data_root)
         test_split = train_data.spec.eval_split
         test_data = load_dataset(data, test_split, data_root)
@@ -53,8 +55,6 @@ def register(app: typer.Typer) -> None:
             model, checkpoint=checkpoint, num_classes=train_data.num_classes, img_size=train_data.spec.image_size,
             dataset=data, default_arch=train_data.spec.default_arch, reset_head=reset_head,
         )
-        if checkpoint is None and model in ("deit", "deit-elliptical"):
-            raise UsageError(f"--model {model!r} is a short name for a trained model; train an architecture such as {train_data.spec.default_arch!r}.")
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, seed=seed)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=stderr)
         with progress:

@@ -1,0 +1,182 @@
+"""Elliptical attention against its definition, a naive re-implementation, and timm's DeiT."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import ellrobust
+from ellrobust.models import MODELS, elliptical_metric, load_model
+from ellrobust.models import vit as vit_module
+
+
+def _twin(name: str, **kw) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """A baseline and an elliptical model with identical weights."""
+    torch.manual_seed(0)
+    base = load_model(name, **kw)
+    ell = load_model(f"{name}-elliptical", **kw)
+    ell.load_state_dict(base.state_dict())
+    return base, ell
+
+
+def naive_forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """DESIGN.md's formula with explicit loops over samples and heads and an explicit softmax."""
+    cfg = model.cfg
+    H, D = cfg.num_heads, cfg.embed_dim // cfg.num_heads
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    x = model.patch_embed.proj((images - mean) / std).flatten(2).transpose(1, 2)
+    x = torch.cat([model.cls_token.expand(len(x), -1, -1), x], 1) + model.pos_embed
+    B, N, C = x.shape
+    v_prev = None
+    for layer, blk in enumerate(model.blocks):
+        h = blk.norm1(x)
+        W, b = blk.attn.qkv.weight, blk.attn.qkv.bias
+        out = torch.zeros_like(h)
+        v_this = torch.zeros(B, H, N, D)
+        for s in range(B):
+            for head in range(H):
+                q = h[s] @ W[head * D : (head + 1) * D].T + b[head * D : (head + 1) * D]
+                k = h[s] @ W[C + head * D : C + (head + 1) * D].T + b[C + head * D : C + (head + 1) * D]
+                v = h[s] @ W[2 * C + head * D : 2 * C + (head + 1) * D].T + b[2 * C + head * D : 2 * C + (head + 1) * D]
+                v_this[s, head] = v
+                if layer in cfg.elliptical_layers:
+                    m = torch.tensor([(v[:, j] - v_prev[s, head][:, j]).abs().mean() for j in range(D)])
+                    m = m / m.max()
+                    q = q * m
+                scores = q @ k.T / math.sqrt(D)
+                probs = torch.exp(scores - scores.max(dim=1, keepdim=True).values)
+                probs = probs / probs.sum(dim=1, keepdim=True)
+                out[s, :, head * D : (head + 1) * D] = probs @ v
+        x = x + blk.attn.proj(out)
+        x = x + blk.mlp(blk.norm2(x))
+        v_prev = v_this
+    return model.head(model.norm(x)[:, 0])
+
+
+@torch.no_grad()
+def test_elliptical_matches_naive_formula(images):
+    _, ell = _twin("deit-nano")
+    assert ell.cfg.elliptical_layers == (1, 2)
+    torch.testing.assert_close(ell(images), naive_forward(ell, images), atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_baseline_matches_naive_formula(images):
+    base, _ = _twin("deit-nano")
+    torch.testing.assert_close(base(images), naive_forward(base, images), atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_m_equal_one_gives_baseline_and_general_m_differs(images, monkeypatch):
+    base, ell = _twin("deit-nano")
+    assert not torch.allclose(base(images), ell(images), atol=1e-6)
+    monkeypatch.setattr(vit_module, "elliptical_metric", lambda v, v_prev, detach=True: torch.ones_like(v[..., :1, :]))
+    torch.testing.assert_close(base(images), ell(images))
+
+
+def test_metric_is_max_scaled_per_sample_and_head():
+    v, v_prev = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    m = elliptical_metric(v, v_prev)
+    assert m.shape == (2, 3, 1, 4)
+    assert torch.all(m > 0) and torch.all(m <= 1)
+    torch.testing.assert_close(m.amax(-1), torch.ones(2, 3, 1))
+    expected = (v - v_prev).abs().mean(2)
+    torch.testing.assert_close(m[:, :, 0], expected / expected.amax(-1, keepdim=True))
+
+
+def test_metric_guards_zero_over_zero():
+    v = torch.randn(1, 2, 4, 3, requires_grad=True)
+    m = elliptical_metric(v, v.detach().clone(), detach=False)
+    assert torch.equal(m, torch.ones_like(m))
+    m.sum().backward()
+    assert torch.isfinite(v.grad).all()
+
+
+def test_m_grad_full_same_logits_different_input_gradients(images):
+    _, ell = _twin("deit-nano")
+    full = load_model("deit-nano-elliptical", m_grad="full")
+    full.load_state_dict(ell.state_dict())
+    grads, logits = [], []
+    for model in (ell, full):
+        x = images.clone().requires_grad_(True)
+        out = model(x)
+        out[:, 0].sum().backward()
+        grads.append(x.grad)
+        logits.append(out.detach())
+    torch.testing.assert_close(logits[0], logits[1])
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_set_m_grad_switches_modes(images):
+    _, ell = _twin("deit-nano")
+    ell.set_m_grad("full")
+    assert all(b.attn.m_grad.value == "full" for b in ell.blocks)
+    with pytest.raises(ValueError):
+        ell.set_m_grad("sometimes")
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_shares_the_timm_layout(name):
+    spec = MODELS.get(name)
+    base_name = name.removesuffix("-elliptical")
+    assert MODELS.get(base_name).config.elliptical_layers == ()
+    if spec.config.img_size > 32:
+        pytest.skip("224 px members are covered by the timm comparison below")
+    model = load_model(name)
+    twin = load_model(base_name)
+    assert list(model.state_dict()) == list(twin.state_dict())
+    assert sum(p.numel() for p in model.parameters()) == spec.num_params()
+    out = model(torch.rand(2, 3, spec.config.img_size, spec.config.img_size))
+    assert out.shape == (2, spec.config.num_classes)
+
+
+@torch.no_grad()
+def test_equals_timm_deit_tiny_on_its_own_weights():
+    timm = pytest.importorskip("timm")
+    ref = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+    for name in ("deit-tiny", "deit-tiny-elliptical"):
+        ours = load_model(name)
+        ours.load_state_dict(ref.state_dict(), strict=True)
+        assert sum(p.numel() for p in ours.parameters()) == MODELS.get(name).num_params()
+    base = load_model("deit-tiny")
+    base.load_state_dict(ref.state_dict())
+    x = torch.rand(2, 3, 224, 224)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(base(x), ref((x - mean) / std), atol=1e-4, rtol=1e-4)
+
+
+def test_model_takes_unit_range_images_and_returns_eval_mode():
+    model = ellrobust.load_model("deit-nano")
+    assert not model.training
+    assert model.cfg.mean == (0.485, 0.456, 0.406)
+    assert "normalize.mean" not in model.state_dict()
+
+
+def test_configurable_elliptical_layers():
+    model = load_model("deit-micro-elliptical", elliptical_layers=(2, 4))
+    assert [b.attn.elliptical for b in model.blocks] == [False, False, True, False, True, False]
+    with pytest.raises(ellrobust.errors.UsageError, match="out of range"):
+        load_model("deit-micro-elliptical", elliptical_layers=(0,))
+    with pytest.raises(ellrobust.errors.UsageError, match="not elliptical"):
+        load_model("deit-micro", elliptical_layers=(1,))
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(ellrobust.errors.UsageError, match="Did you mean 'deit-tiny'"):
+        load_model("deit-tiyn")
+
+
+def test_short_names_give_the_shipped_trained_models():
+    from ellrobust.models.zoo import shipped_checkpoint
+
+    for short, arch in (("deit", "deit-micro"), ("deit-elliptical", "deit-micro-elliptical")):
+        ck = shipped_checkpoint("digits", arch)
+        assert ck is not None, f"shipped checkpoint for {arch} is missing"
+        meta = ck.metadata()
+        assert meta["test_accuracy"] >= 0.95
+        model = load_model(short)
+        assert model.cfg.elliptical_layers == load_model(arch).cfg.elliptical_layers
