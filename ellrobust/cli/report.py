@@ -1,0 +1,30 @@
+"""``ellrobust report``: a markdown report with figures, rebuilt from one or more run folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report_cmd(
+        run_dirs: list[Path] = typer.Argument(
+            ..., help="Run folders written by `ellrobust eval` (several are combined).", show_default=False
+        ),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md and figures/ (created if needed)."),
+    ) -> None:
+        """Write report.md (setup, tables, paired statistics, sanity checks) and PNG figures.
+
+        Examples:
+
+          ellrobust report reports/runs/digits-1a2b3c4d --out reports/example
+
+          ellrobust report runs/cpu runs/gpu --out reports/compare
+        """
+        from ellrobust.cli.render import stderr
+        from ellrobust.report import write_report
+
+        path = write_report(run_dirs, out)
+        stderr.print(f"report: {path}")
