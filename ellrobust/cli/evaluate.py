@@ -91,7 +91,7 @@ def register(app: typer.Typer) -> None:
 
           ellrobust eval -m deit-elliptical -m deit --corruption all --severity 1-5 --n 200
         """
-        from ellrobust.cli.render import accuracy_table, paired_table, print_json, stdout, unit_progress, warn_sanity
+        from ellrobust.cli.render import accuracy_table, corruption_table, paired_table, print_json, stdout, unit_progress, warn_sanity
         from ellrobust.engine import EvalConfig, Evaluation
         from ellrobust.suites import load_suite
 
@@ -135,7 +135,10 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(table)
         else:
-            stdout.print(accuracy_table(table, f"{config.dataset} · n={table['n'].iloc[0]} · seed={seed}"))
+            stdout.print(accuracy_table(table, f"Accuracy (%) · {config.dataset} · n={table['n'].iloc[0]} · seed={seed}"))
+            corr = corruption_table(table)
+            if corr is not None:
+                stdout.print(corr)
             paired = paired_table(table)
             if paired is not None:
                 stdout.print(paired)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -83,7 +84,7 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             table.add_row(
                 r["name"], str(r["image_size"]), str(r["classes"] or "from data"), r["default_model"],
-                ", ".join(fmt_eps(e) for e in r["default_eps"]), "required" if r["needs_data_root"] else "-", r["description"],
+                ", ".join(fmt_eps(e) for e in r["default_eps"]), "required" if r["needs_data_root"] else "-", escape(r["description"]),
             )
         stdout.print(table)
 

@@ -14,7 +14,8 @@ from rich.table import Table
 from ellrobust.engine import ProgressEvent
 from ellrobust.results import records
 
-stdout = Console(soft_wrap=True)
+#: Tables keep their shape when piped (rich would squeeze them into 80 columns).
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True, soft_wrap=True)
 
 
@@ -74,23 +75,56 @@ def print_json(df: pd.DataFrame) -> None:
 
 
 def accuracy_table(df: pd.DataFrame, title: str) -> Table:
-    """Clean and robust accuracy per model × method × eps (× m_grad), as percentages."""
-    table = Table(title=title, show_lines=False)
-    for col in ("model", "m_grad", "method", "eps", "severity", "metric", "value"):
-        table.add_column(col, justify="right" if col in ("eps", "severity", "value") else "left")
-    keep = df[df["metric"].isin(["clean_accuracy", "robust_accuracy", "corruption_accuracy", "mce", "relative_mce", "ce"])]
-    for row in keep.itertuples(index=False):
-        value = f"{row.value * 100:.1f}%" if "accuracy" in row.metric else f"{row.value:.3f}"
-        table.add_row(
-            str(row.model),
-            "" if pd.isna(row.m_grad) else str(row.m_grad),
-            str(row.method),
-            fmt_eps(row.eps),
-            "" if pd.isna(row.severity) else str(row.severity),
-            str(row.metric),
-            value,
-        )
+    """Clean and robust accuracy (%): one row per model × m_grad × attack, one column per eps."""
+    table = Table(title=title)
+    for col in ("model", "m_grad", "method"):
+        table.add_column(col)
+    robust = df[(df["metric"] == "robust_accuracy")]
+    eps_values = sorted(robust["eps"].dropna().unique())
+    table.add_column("clean", justify="right")
+    for eps in eps_values:
+        table.add_column(f"ε={fmt_eps(eps)}", justify="right")
+    clean = df[df["metric"] == "clean_accuracy"].set_index("model")["value"]
+    for model in clean.index:
+        table.add_row(str(model), "", "clean", f"{clean[model] * 100:.1f}", *[""] * len(eps_values))
+        rows = robust[robust["model"] == model]
+        for (mg, method), group in rows.groupby(["m_grad", "method"], sort=False, dropna=False):
+            by_eps = dict(zip(group["eps"], group["value"]))
+            cells = [f"{by_eps[e] * 100:.1f}" if e in by_eps else "" for e in eps_values]
+            table.add_row("", "" if pd.isna(mg) else str(mg), str(method), "", *cells)
     return table
+
+
+def corruption_table(df: pd.DataFrame) -> Table | None:
+    """Corruption accuracy (%) averaged over severities per model, with CE and mCE."""
+    corr = df[(df["metric"] == "corruption_accuracy") & df["severity"].isna()]
+    if corr.empty:
+        return None
+    table = Table(title="Corruptions (accuracy % averaged over severities; mCE)")
+    models = list(dict.fromkeys(corr["model"]))
+    table.add_column("corruption")
+    for m in models:
+        table.add_column(str(m), justify="right")
+    for method, group in corr.groupby("method", sort=False):
+        by_model = dict(zip(group["model"], group["value"]))
+        table.add_row(str(method), *[f"{by_model[m] * 100:.1f}" if m in by_model else "" for m in models])
+    for metric in ("mce", "relative_mce"):
+        rows = df[df["metric"] == metric]
+        for params, group in rows.groupby("params", sort=False):
+            label = _mce_label(metric, params)
+            by_model = dict(zip(group["model"], group["value"]))
+            table.add_row(label, *[f"{by_model[m]:.3f}" if m in by_model else "" for m in models])
+    return table
+
+
+def _mce_label(metric: str, params: str) -> str:
+    try:
+        p = json.loads(params)
+    except (TypeError, json.JSONDecodeError):
+        return metric
+    norm = p.get("normalization", "")
+    ref = p.get("baseline") or ("AlexNet" if norm == "alexnet" else "")
+    return f"{metric} ({norm}{' vs ' + ref if ref and norm != 'alexnet' else ''})" if norm else metric
 
 
 def paired_table(df: pd.DataFrame) -> Table | None:
