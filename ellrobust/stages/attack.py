@@ -2,6 +2,10 @@
 
 Examples the model already gets wrong are not attacked (they count as non-robust): attacking them
 would only waste time, and the number attacked is recorded (``n_attacked``).
+
+With ``--collapse``, each unit also measures representation collapse on its adversarial images
+(rows with the attack's method, eps and m_grad). These are the clean-correct images only, so they
+are a different image set from the clean collapse rows (method ``collapse``), which use every image.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import torch
 
 from ellrobust.attacks import AttackRequest, make_request, perturb, perturbation_norm
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD
+from ellrobust.collapse import CollapseAccumulator
 from ellrobust.engine import ProgressEvent, RunContext, Unit, UnitResult, iter_batches
 
 #: The large-budget PGD sanity check: at eps = 0.5 any image can be turned into any other class.
@@ -48,6 +53,9 @@ class AttackStage:
         else:
             request = AttackRequest(unit.method, json.loads(unit.params))
         robust = np.zeros(len(clean), dtype=np.int8)
+        collapse = None
+        if ctx.config.collapse is not None and not large:
+            collapse = CollapseAccumulator(model, ctx.config.collapse, unit.model)
         max_norm = 0.0
         lo, hi = 1.0, 0.0
         seed = torch.initial_seed() & 0x7FFFFFFF  # the engine seeded this unit from its key
@@ -58,6 +66,8 @@ class AttackStage:
             adv = perturb(model, request, x, y, eps=unit.eps, num_classes=ctx.data.num_classes, seed=seed)
             with torch.no_grad():
                 ok = (model(adv).argmax(1) == y).cpu().numpy()
+            if collapse is not None:
+                collapse.add(adv)
             batch_pos = positions[offset : offset + len(y)]
             robust[batch_pos] = ok
             offset += len(y)
@@ -76,6 +86,8 @@ class AttackStage:
             {**common, "metric": "robust_accuracy", "value": float(robust.mean())},
             {**common, "metric": "n_attacked", "value": float(len(positions))},
         ]
+        if collapse is not None:
+            rows.extend(collapse.rows(common, extra_params=request.params))
         return UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, extra=extra)
 
 

@@ -1,0 +1,228 @@
+"""Representation collapse per layer: token cosine similarity, attention entropy, effective rank.
+
+The claim under test: elliptical attention keeps token representations apart where standard
+attention smooths them into one vector layer after layer. For each selected layer this measures,
+on a batch of images,
+
+* ``token_cosine``: mean pairwise cosine similarity between tokens (the paper's measure),
+* ``attention_entropy``: entropy of the attention rows, averaged over query tokens and heads,
+* ``effective_rank``: effective rank of the token matrix (Roy & Vetterli 2007),
+
+and sums them per image so that an accumulator can average over any number of batches.
+
+Features come from :meth:`VisionTransformer.forward_blocks`, the model's explicit intermediate-feature
+API: no hooks, no state left on modules, nothing retained after a batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+
+import torch
+
+from ellrobust.errors import UsageError
+from ellrobust.metrics.collapse import attention_entropy, effective_rank, token_cosine
+from ellrobust.models.vit import VisionTransformer
+
+
+class Feature(StrEnum):
+    """Which tokens of a block are measured."""
+
+    RESIDUAL = "residual"  # the residual stream after the block: what the next layer sees
+    ATTENTION = "attention"  # the attention branch output: what the research code measured
+
+
+class CollapseMetric(StrEnum):
+    """Metric names in the results table (a contract with users' scripts)."""
+
+    TOKEN_COSINE = "token_cosine"
+    ATTENTION_ENTROPY = "attention_entropy"
+    EFFECTIVE_RANK = "effective_rank"
+
+
+@dataclass(frozen=True)
+class CollapseConfig:
+    """What to measure. Frozen: it is part of a unit's identity, so resumed runs stay consistent.
+
+    Attributes:
+        feature: the residual stream after each block, or the attention branch output.
+        include_cls: keep the class token among the tokens (the paper does). Without it, attention
+            entropy is averaged over the patch queries only (keys always include every token, since
+            each attention row is a distribution over all of them).
+        per_head: also report every head separately (attention feature only). A head's tokens are
+            its output before the output projection, ``softmax(q kᵀ/√d) v``: after the projection the
+            heads are mixed and no longer separable.
+        layers: 0-based blocks to measure; None for all of them.
+        metrics: which metrics to compute. Token cosine alone is nearly free on top of a forward
+            pass; attention entropy needs the explicit N×N attention probabilities (the fused
+            kernel never forms them) and effective rank a spectrum per image and layer, so
+            together they cost about as much again as the forward pass (benchmarks/bench_collapse.py).
+    """
+
+    feature: Feature = Feature.RESIDUAL
+    include_cls: bool = True
+    per_head: bool = False
+    layers: tuple[int, ...] | None = None
+    metrics: tuple[CollapseMetric, ...] = tuple(CollapseMetric)
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "feature", Feature(self.feature))
+        except ValueError:
+            choices = ", ".join(f.value for f in Feature)
+            raise UsageError(f"--feature must be one of {choices} (got {self.feature!r}).") from None
+        if self.per_head and self.feature is not Feature.ATTENTION:
+            raise UsageError("--per-head needs --feature attention: the residual stream has no heads.")
+        if self.layers is not None:
+            if not self.layers:
+                raise UsageError("--layers is empty; give 0-based block indices, e.g. --layers 0,3,5.")
+            negative = sorted(i for i in self.layers if i < 0)
+            if negative:
+                raise UsageError(f"--layers {negative} are negative; block indices start at 0.")
+            object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
+        choices = ", ".join(m.value for m in CollapseMetric)
+        try:
+            metrics = tuple(dict.fromkeys(CollapseMetric(m) for m in self.metrics))
+        except ValueError:
+            raise UsageError(f"--metrics must be among {choices} (got {', '.join(map(str, self.metrics))}).") from None
+        if not metrics:
+            raise UsageError(f"--metrics is empty; choose among {choices}.")
+        object.__setattr__(self, "metrics", metrics)
+
+    def resolve_layers(self, depth: int, model: str = "the model") -> tuple[int, ...]:
+        """The layers to measure in a model of ``depth`` blocks; raises if one does not exist."""
+        if self.layers is None:
+            return tuple(range(depth))
+        bad = [i for i in self.layers if i >= depth]
+        if bad:
+            raise UsageError(f"--layers {bad} out of range for {model} ({depth} blocks): valid layers are 0–{depth - 1}.")
+        return self.layers
+
+    def row_params(self, head: int | None = None) -> dict[str, object]:
+        """The ``params`` of a result row: what the number depends on besides model and layer."""
+        params: dict[str, object] = {"feature": self.feature.value, "cls": self.include_cls}
+        if head is not None:
+            params["head"] = head
+        return params
+
+    def unit_params(self) -> str:
+        """JSON of the whole config: a unit's identity, so changing any setting re-runs the unit."""
+        layers = list(self.layers) if self.layers is not None else None
+        metrics = [m.value for m in self.metrics]
+        return json.dumps({**self.row_params(), "per_head": self.per_head, "layers": layers, "metrics": metrics}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class MetricKey:
+    """One number per image: a metric of one layer, for all heads together (``head`` None) or one."""
+
+    metric: CollapseMetric
+    layer: int
+    head: int | None = None
+
+
+@torch.no_grad()
+def collapse_metrics(
+    model: VisionTransformer, images: torch.Tensor, config: CollapseConfig, layers: tuple[int, ...]
+) -> dict[MetricKey, torch.Tensor]:
+    """Collapse metrics of one batch, per image.
+
+    Runs under ``no_grad`` (safe to call on adversarial images that still carry a graph) and keeps
+    nothing: the block outputs are dropped when this returns.
+
+    Args:
+        model: the model, in eval mode.
+        images: [0, 1] images, (B, 3, S, S).
+        config: what to measure.
+        layers: valid block indices, from :meth:`CollapseConfig.resolve_layers`.
+
+    Returns:
+        A (B,) tensor per :class:`MetricKey`, layer by layer.
+    """
+    _, blocks = model.forward_blocks(images)
+    first = 0 if config.include_cls else 1  # the class token is token 0
+    wanted = set(config.metrics)
+    out: dict[MetricKey, torch.Tensor] = {}
+    for layer in layers:
+        block = blocks[layer]
+        tokens = (block.x if config.feature is Feature.RESIDUAL else block.attn_out)[:, first:]  # (B, N', C)
+        p = heads = None
+        if CollapseMetric.ATTENTION_ENTROPY in wanted or config.per_head:
+            # Explicit probabilities: the fused attention kernel never materialises them.
+            p = model.blocks[layer].attn.attention_weights(block.attn_in, block.m)  # (B, H, N, N)
+        if config.per_head:
+            heads = (p @ block.v)[:, :, first:].flatten(0, 1)  # (B·H, N', D): head outputs before the projection
+        for metric, fn in ((CollapseMetric.TOKEN_COSINE, token_cosine), (CollapseMetric.EFFECTIVE_RANK, effective_rank)):
+            if metric in wanted:
+                out[MetricKey(metric, layer)] = fn(tokens)  # (B,)
+                if heads is not None:
+                    _split_heads(out, metric, layer, fn(heads).view(p.shape[:2]))
+        if CollapseMetric.ATTENTION_ENTROPY in wanted:
+            entropy = attention_entropy(p[:, :, first:])  # (B, H)
+            out[MetricKey(CollapseMetric.ATTENTION_ENTROPY, layer)] = entropy.mean(dim=-1)
+            if config.per_head:
+                _split_heads(out, CollapseMetric.ATTENTION_ENTROPY, layer, entropy)
+    return out
+
+
+def _split_heads(out: dict[MetricKey, torch.Tensor], metric: CollapseMetric, layer: int, values: torch.Tensor) -> None:
+    """Store (B, H) values as one (B,) entry per head."""
+    for head in range(values.shape[-1]):
+        out[MetricKey(metric, layer, head)] = values[:, head]
+
+
+class CollapseAccumulator:
+    """Averages the collapse metrics of one model over every image fed to it, batch by batch.
+
+    Sums per image are kept (in float64, on the model's device, so batches need no host sync) and
+    divided once in :meth:`rows`: the result is the mean over images, whatever the batch sizes.
+    """
+
+    def __init__(self, model: VisionTransformer, config: CollapseConfig, name: str = "the model") -> None:
+        self.model = model
+        self.config = config
+        self.layers = config.resolve_layers(model.cfg.depth, name)
+        self._sums: dict[MetricKey, torch.Tensor] = {}
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """Images seen so far."""
+        return self._count
+
+    def add(self, images: torch.Tensor) -> None:
+        """Measure a batch of [0, 1] images (B, 3, S, S) and add it to the sums."""
+        for key, values in collapse_metrics(self.model, images, self.config, self.layers).items():
+            total = values.double().sum()
+            self._sums[key] = self._sums[key] + total if key in self._sums else total
+        self._count += images.shape[0]
+
+    def rows(self, common: Mapping[str, object], extra_params: Mapping[str, object] | None = None) -> list[dict]:
+        """Result rows, one per layer × metric (× head): the mean over all images added.
+
+        Args:
+            common: fields shared by every row (model, method, eps, m_grad ...).
+            extra_params: parameters of the method that produced the images (an attack's), merged
+                into each row's ``params`` JSON next to the collapse settings.
+
+        Returns:
+            No rows if no image was added (e.g. an attack with no clean-correct image to attack).
+        """
+        if not self._count:
+            return []
+        rows = []
+        for key, total in self._sums.items():
+            params = {**(extra_params or {}), **self.config.row_params(key.head)}
+            rows.append(
+                {
+                    **common,
+                    "params": json.dumps(params, sort_keys=True),
+                    "layer": key.layer,
+                    "metric": key.metric.value,
+                    "value": float(total) / self._count,
+                }
+            )
+        return rows

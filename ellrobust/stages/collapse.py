@@ -1,0 +1,34 @@
+"""Representation collapse on the clean images: one unit per model, measured layer by layer.
+
+Collapse on adversarial images is measured by the attack stage itself, on the images it attacks
+(see :mod:`ellrobust.stages.attack`), so both share one :class:`~ellrobust.collapse.CollapseConfig`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ellrobust.collapse import CollapseAccumulator
+from ellrobust.engine import ProgressEvent, RunContext, Unit, UnitResult, iter_batches
+
+
+class CollapseStage:
+    def units(self, ctx: RunContext) -> list[Unit]:
+        config = ctx.config.collapse
+        if config is None:
+            return []
+        for name, lm in ctx.models.items():
+            config.resolve_layers(lm.module.cfg.depth, name)  # a bad --layers fails before any collapse unit runs
+        return [Unit("collapse", name, "collapse", config.unit_params()) for name in ctx.models]
+
+    @torch.no_grad()
+    def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
+        accumulator = CollapseAccumulator(ctx.models[unit.model].module, ctx.config.collapse, unit.model)
+        loader = ctx.loader()
+        ctx.progress(ProgressEvent("start", unit.label, total=len(loader)))
+        for x, _ in iter_batches(loader, ctx.device):
+            accumulator.add(x)
+            ctx.progress(ProgressEvent("advance", unit.label, advance=1))
+        ctx.progress(ProgressEvent("end", unit.label))
+        rows = accumulator.rows({"model": unit.model, "method": unit.method, "m_grad": ""})
+        return UnitResult(rows=rows)

@@ -1,0 +1,161 @@
+"""Representation collapse: the metric identities, the feature API's hygiene, the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from ellrobust.cli import app
+from ellrobust.collapse import CollapseAccumulator, CollapseConfig, CollapseMetric, Feature, collapse_metrics
+from ellrobust.errors import UsageError
+from ellrobust.metrics.collapse import attention_entropy, effective_rank, token_cosine, token_cosine_naive
+from ellrobust.models import load_model
+from ellrobust.models.checkpoint import save_safetensors
+
+NANO_DEPTH = 3
+TINY = ["--data", "synthetic", "-m", "deit-nano-elliptical", "-m", "deit-nano", "--n", "32", "--batch-size", "16"]
+
+
+# --- pure metrics -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 5), (4, 17, 8), (2, 65, 96)])
+def test_token_cosine_identity_equals_the_direct_average(shape):
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) + 0.5  # a shared offset: cosines ≠ 0
+    torch.testing.assert_close(token_cosine(x), token_cosine_naive(x), atol=1e-5, rtol=1e-5)
+
+
+def test_token_cosine_of_identical_and_orthonormal_tokens():
+    same = torch.randn(1, 1, 16).expand(2, 10, 16) * torch.rand(2, 10, 1).add(0.1)  # positive multiples of one vector
+    torch.testing.assert_close(token_cosine(same), torch.ones(2))
+    orthonormal = torch.linalg.qr(torch.randn(2, 16, 16)).Q[:, :, :10].transpose(1, 2)  # (2, 10, 16), orthonormal rows
+    torch.testing.assert_close(token_cosine(orthonormal), torch.zeros(2), atol=1e-6, rtol=0)
+
+
+def test_attention_entropy_uniform_is_log_n_and_one_hot_is_zero():
+    n = 13
+    uniform = torch.full((2, 3, n, n), 1 / n)
+    torch.testing.assert_close(attention_entropy(uniform), torch.full((2, 3), math.log(n)))
+    one_hot = torch.eye(n).expand(2, 3, n, n)
+    torch.testing.assert_close(attention_entropy(one_hot), torch.zeros(2, 3))
+
+
+def test_effective_rank_bounds_and_reference():
+    rank_one = torch.randn(2, 9, 1) * torch.randn(2, 1, 6)
+    torch.testing.assert_close(effective_rank(rank_one), torch.ones(2), atol=1e-4, rtol=0)
+    orthonormal = torch.linalg.qr(torch.randn(1, 12, 12)).Q[:, :5]  # (1, 5, 12): 5 equal singular values
+    torch.testing.assert_close(effective_rank(orthonormal), torch.tensor([5.0]), atol=1e-4, rtol=0)
+    x = torch.randn(3, 20, 7, dtype=torch.float64)
+    s = torch.linalg.svdvals(x)
+    p = s / s.sum(-1, keepdim=True)
+    torch.testing.assert_close(effective_rank(x), torch.exp(-(p * p.log()).sum(-1)).float())
+
+
+# --- the feature API --------------------------------------------------------------------------------
+
+
+def _hooks(model: torch.nn.Module) -> int:
+    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks")
+    return sum(len(getattr(mod, name, {})) for mod in model.modules() for name in names)
+
+
+@pytest.mark.parametrize("name", ["deit-nano", "deit-nano-elliptical"])
+def test_collapse_metrics_leave_the_model_unchanged(name, images):
+    torch.manual_seed(0)
+    model = load_model(name)
+    before = model(images)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config = CollapseConfig(feature=Feature.ATTENTION, per_head=True)
+    out = collapse_metrics(model, images.requires_grad_(), config, config.resolve_layers(NANO_DEPTH))
+    assert all(not v.requires_grad and v.shape == (4,) for v in out.values())
+    assert {k.layer for k in out} == {0, 1, 2} and {k.head for k in out} == {None, 0, 1}
+    torch.testing.assert_close(model(images), before, rtol=0, atol=0)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert _hooks(model) == 0
+
+
+def test_accumulator_averages_over_images_whatever_the_batches(images):
+    torch.manual_seed(0)
+    model = load_model("deit-nano-elliptical")
+    config = CollapseConfig(metrics=("token_cosine", "effective_rank"))
+    whole, split = CollapseAccumulator(model, config), CollapseAccumulator(model, config)
+    whole.add(images)
+    split.add(images[:1])
+    split.add(images[1:])
+    common = {"model": "m", "method": "collapse", "m_grad": ""}
+    a, b = pd.DataFrame(whole.rows(common)), pd.DataFrame(split.rows(common))
+    assert set(a.metric) == {"token_cosine", "effective_rank"} and sorted(a.layer.unique()) == [0, 1, 2]
+    pd.testing.assert_frame_equal(a, b, atol=1e-6, rtol=1e-6)
+    assert json.loads(a.params[0]) == {"feature": "residual", "cls": True}
+    assert CollapseAccumulator(model, config).rows(common) == []
+
+
+def test_config_validation():
+    with pytest.raises(UsageError, match="--feature must be one of residual, attention"):
+        CollapseConfig(feature="tokens")
+    with pytest.raises(UsageError, match="--per-head needs --feature attention"):
+        CollapseConfig(per_head=True)
+    with pytest.raises(UsageError, match="valid layers are 0–2"):
+        CollapseConfig(layers=(1, 3)).resolve_layers(NANO_DEPTH)
+    with pytest.raises(UsageError, match="--metrics must be among"):
+        CollapseConfig(metrics=("cosine",))
+    assert CollapseConfig(layers=(2, 0, 2)).layers == (0, 2)
+    assert CollapseConfig(metrics=("token_cosine",)).metrics == (CollapseMetric.TOKEN_COSINE,)
+
+
+# --- the CLI ----------------------------------------------------------------------------------------
+
+
+def test_collapse_cli_table_and_json(runner, tmp_path):
+    out = tmp_path / "run"
+    table = runner.invoke(app, ["collapse", *TINY, "--out", str(out)])
+    assert table.exit_code == 0, table.output
+    assert "Representation collapse per layer" in table.stdout
+    assert "token_cosine" in table.stdout and "effective_rank" in table.stdout
+    as_json = runner.invoke(app, ["collapse", *TINY, "--out", str(out), "--json"])  # resumes the same run
+    assert as_json.exit_code == 0, as_json.output
+    df = pd.DataFrame(json.loads(as_json.stdout))
+    cos = df[df.metric == "token_cosine"]
+    assert set(cos.method) == {"collapse"} and set(cos.m_grad) == {""}
+    for model in ("deit-nano", "deit-nano-elliptical"):
+        assert sorted(cos[cos.model == model].layer) == list(range(NANO_DEPTH))
+    assert cos.value.between(-1, 1).all()
+    assert set(df[df.layer.notna()].metric) == {"token_cosine", "attention_entropy", "effective_rank"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--layers", "0,7"], ["--feature", "tokens"], ["--per-head"], ["--metrics", "nope"], ["--layers", "x"]],
+)
+def test_collapse_cli_bad_options_exit_2_with_one_line(runner, tmp_path, args):
+    result = runner.invoke(app, ["collapse", *TINY, "--out", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_eval_collapse_measures_adversarial_images(runner, tmp_path):
+    # A model that always answers class 0 is right on the class-0 images, so the attack has images to attack.
+    torch.manual_seed(0)
+    model = load_model("deit-nano")
+    with torch.no_grad():
+        model.head.bias[0] = 10.0
+    ckpt = save_safetensors(model.state_dict(), tmp_path / "class0.safetensors")
+    args = [*TINY, "-c", str(ckpt), "-c", str(ckpt), "--attack", "fgsm", "--eps", "8/255", "--collapse", "--no-sanity"]
+    result = runner.invoke(app, ["eval", *args, "--out", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    df = pd.DataFrame(json.loads(result.stdout))
+    adv = df[(df.metric == "token_cosine") & (df.method == "fgsm")]
+    assert set(adv.model) == {"deit-nano", "deit-nano-elliptical"}
+    assert sorted(adv[adv.model == "deit-nano"].layer) == list(range(NANO_DEPTH))
+    assert set(adv.eps) == {8 / 255}
+    assert set(adv[adv.model == "deit-nano-elliptical"].m_grad) == {"detach"}
+    assert set(adv[adv.model == "deit-nano"].m_grad) == {""}
+    assert json.loads(adv.params.iloc[0])["feature"] == "residual"
+    clean = df[(df.metric == "token_cosine") & (df.method == "collapse")]
+    assert len(clean) == 2 * NANO_DEPTH
