@@ -283,6 +283,8 @@ class Evaluation:
             "indices": hashlib.sha256(np.asarray(ctx.indices, dtype=np.int64).tobytes()).hexdigest(),
             "seed": self.config.seed,
             "corruption_source": self.config.corruption_source,
+            # attack units also measure collapse on their adversarial images when it is requested
+            "collapse": _collapse_key(self.config.collapse) if unit.stage == "attack" else None,
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -364,6 +366,10 @@ class Evaluation:
             "environment": environment(),
             "wall_time_s": time.time() - started,
         }
+
+
+def _collapse_key(collapse: object | None) -> object:
+    return json.loads(json.dumps(asdict(collapse), default=str)) if collapse is not None else None
 
 
 def _cfg_dict(module: nn.Module) -> dict:

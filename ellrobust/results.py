@@ -156,8 +156,13 @@ class RunLock:
     def __enter__(self) -> RunLock:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except (FileExistsError, NotADirectoryError):
+            raise UsageError(f"--out {str(self.path.parent)!r} is (inside) a file; pass a folder.") from None
+        except PermissionError:
+            raise UsageError(f"--out {str(self.path.parent)!r} is not writable; pass a folder you can write to.") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -28,11 +28,20 @@ class _Group(TyperGroup):
         except UsageError as exc:
             if _debug(ctx):
                 raise
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: finished units are saved; run the same command again to resume.", err=True)
             raise typer.Exit(130) from None
+
+
+def _one_line(exc: Exception) -> str:
+    """The message itself, also when a DataLoader worker wrapped it in a copy of its traceback."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if last.startswith(("ellrobust.errors.", "UsageError")) and ": " in last else last
+    return lines[0] if lines else type(exc).__name__
 
 
 def _debug(ctx: typer.Context) -> bool:

@@ -220,12 +220,31 @@ def deit_eval_transform(image_size: int = 224):
     )
 
 
-def _build_imagefolder(split: str, root: Path | None) -> Dataset:
+def _checked_image_folder():
+    """An ImageFolder that names the file when an image cannot be decoded.
+
+    Policy (documented in the README): a corrupt image stops the run with a one-line error naming the
+    file, instead of being skipped, so that ``n`` and the image set never change silently between runs
+    or models; finished units stay saved and the run resumes once the file is fixed or removed.
+    """
+    from PIL import UnidentifiedImageError
     from torchvision import datasets
 
+    class CheckedImageFolder(datasets.ImageFolder):
+        def __getitem__(self, index: int):
+            try:
+                return super().__getitem__(index)
+            except (OSError, UnidentifiedImageError, ValueError) as exc:
+                path = self.samples[index][0]
+                raise UsageError(f"image {path!r} cannot be read ({type(exc).__name__}); replace or remove it, then re-run (finished units are kept).") from None
+
+    return CheckedImageFolder
+
+
+def _build_imagefolder(split: str, root: Path | None) -> Dataset:
     folder = root / split if root is not None and (root / split).is_dir() else root
     try:
-        return datasets.ImageFolder(str(folder), transform=deit_eval_transform())
+        return _checked_image_folder()(str(folder), transform=deit_eval_transform())
     except (FileNotFoundError, RuntimeError) as exc:
         raise UsageError(f"{str(folder)!r} is not an image folder ({exc}); expected <root>/<class>/<image>.JPEG.") from None
 
