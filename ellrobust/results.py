@@ -29,6 +29,9 @@ from ellrobust.errors import UsageError
 
 SCHEMA_VERSION = 1
 
+#: Columns every results table must have to be read back.
+REQUIRED_COLUMNS = ("model", "dataset", "n", "method", "metric", "value")
+
 #: Column → dtype. Rows may leave optional fields empty (NaN for floats, "" for strings).
 COLUMNS: dict[str, str] = {
     "model": "string",
@@ -76,9 +79,9 @@ KEY_COLUMNS = ("model", "dataset", "split", "n", "method", "params", "eps", "sev
 def to_frame(rows: Iterable[dict]) -> pd.DataFrame:
     """Rows (flat dicts) → the typed results table, columns in schema order, extra columns kept last."""
     df = pd.DataFrame(list(rows))
-    for col in COLUMNS:
+    for col, dtype in COLUMNS.items():
         if col not in df:
-            df[col] = pd.NA
+            df[col] = pd.Series(float("nan") if dtype == "float64" else pd.NA, index=df.index, dtype="object")
     extra = [c for c in df.columns if c not in COLUMNS]
     df = df[list(COLUMNS) + extra]
     for col, dtype in COLUMNS.items():
@@ -141,9 +144,14 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
                 f"{str(path.parent)!r} was written with results schema {version}, this ellrobust reads {SCHEMA_VERSION}; "
                 "re-run the evaluation with this version."
             )
-    if path.suffix == ".json":
-        return to_frame(json.loads(path.read_text()))
-    return to_frame(pd.read_csv(path, keep_default_na=True).to_dict(orient="records"))
+    try:
+        raw = json.loads(path.read_text()) if path.suffix == ".json" else pd.read_csv(path).to_dict(orient="records")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{str(path)!r} is not a readable results table ({type(exc).__name__}); re-run the evaluation.") from None
+    missing = [c for c in REQUIRED_COLUMNS if not raw or c not in raw[0]]
+    if missing:
+        raise UsageError(f"{str(path)!r} lacks the columns {', '.join(missing)}: not written by this ellrobust version; re-run the evaluation.")
+    return to_frame(raw)
 
 
 class RunLock:

@@ -15,6 +15,11 @@ from typer.core import TyperGroup
 
 from ellrobust.errors import UsageError
 
+try:  # Typer ≥ 0.16 vendors click; older releases use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
+
 
 class _Group(TyperGroup):
     """Turns user errors into one-line messages with exit code 2, inside Typer (so CliRunner sees it)."""
@@ -30,12 +35,19 @@ class _Group(TyperGroup):
                 raise
             typer.echo(f"error: {_one_line(exc)}", err=True)
             raise typer.Exit(2) from None
+        except ClickException as exc:  # option parsing: one line instead of a usage panel
+            sub = getattr(exc, "ctx", None)
+            path = sub.command_path if sub is not None else "ellrobust"
+            message = _one_line(exc.format_message()).rstrip()
+            message += "" if message.endswith((".", "?", "!")) else "."
+            typer.echo(f"error: {message} See `{path} --help`.", err=True)
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: finished units are saved; run the same command again to resume.", err=True)
             raise typer.Exit(130) from None
 
 
-def _one_line(exc: Exception) -> str:
+def _one_line(exc: Exception | str) -> str:
     """The message itself, also when a DataLoader worker wrapped it in a copy of its traceback."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
     if len(lines) > 1:

@@ -1,0 +1,231 @@
+"""Bad input, table-driven over the whole CLI: one line on stderr, exit code 2, no traceback.
+
+Each case builds what it needs in a temporary folder (hostile pickles, truncated checkpoints,
+corrupt images, old run folders) and names a fragment the message must contain, so that a case
+passes only when the error names the actual problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from ellrobust.cli import app
+from ellrobust.models import load_model
+
+FAST = ["--data", "synthetic", "--n", "8", "--batch-size", "8"]
+
+
+class Payload:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def _nano_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return load_model("deit-nano").state_dict()
+
+
+def truncated_checkpoint(tmp: Path) -> list[str]:
+    path = tmp / "ck.pth"
+    torch.save(_nano_state(), path)
+    path.write_bytes(path.read_bytes()[:200])
+    return ["eval", "-m", "deit-nano", "-c", str(path), *FAST, "--attack", "none"]
+
+
+def other_architecture(tmp: Path) -> list[str]:
+    path = tmp / "ck.safetensors"
+    save_file(_nano_state(), str(path))
+    return ["eval", "-m", "deit-micro", "-c", str(path), *FAST, "--attack", "none"]
+
+
+def code_pickle(tmp: Path) -> list[str]:
+    path = tmp / "evil.pth"
+    torch.save({"model": _nano_state(), "x": Payload(str(tmp / "pwned"))}, path)
+    return ["eval", "-m", "deit-nano", "-c", str(path), *FAST, "--attack", "none"]
+
+
+def wrong_shapes_safetensors(tmp: Path) -> list[str]:
+    state = _nano_state()
+    state["head.weight"] = torch.zeros(10, 33)
+    path = tmp / "ck.safetensors"
+    save_file(state, str(path))
+    return ["eval", "-m", "deit-nano", "-c", str(path), *FAST, "--attack", "none"]
+
+
+def _image_folder(tmp: Path, corrupt: bool) -> Path:
+    for wnid in ("n01", "n02"):
+        (tmp / "data" / wnid).mkdir(parents=True)
+        Image.new("RGB", (240, 240), (10, 200, 30)).save(tmp / "data" / wnid / "ok.JPEG")
+    if corrupt:
+        (tmp / "data" / "n02" / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return tmp / "data"
+
+
+def corrupt_image(tmp: Path) -> list[str]:
+    root = _image_folder(tmp, corrupt=True)
+    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--batch-size", "4"]
+
+
+def empty_dataset(tmp: Path) -> list[str]:
+    (tmp / "data" / "n01").mkdir(parents=True)
+    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(tmp / "data"), "--attack", "none"]
+
+
+def out_is_file(tmp: Path) -> list[str]:
+    (tmp / "out").write_text("x")
+    return ["eval", "-m", "deit-nano", *FAST, "--attack", "none", "--out", str(tmp / "out")]
+
+
+def out_inside_file(tmp: Path) -> list[str]:
+    (tmp / "out").write_text("x")
+    return ["eval", "-m", "deit-nano", *FAST, "--attack", "none", "--out", str(tmp / "out" / "run")]
+
+
+def data_root_is_file(tmp: Path) -> list[str]:
+    (tmp / "f").write_text("x")
+    return ["eval", "-m", "deit-nano", "--data", "cifar10", "--data-root", str(tmp / "f")]
+
+
+def suite_bad_toml(tmp: Path) -> list[str]:
+    (tmp / "s.toml").write_text("[[attack]\nname = ")
+    return ["eval", "-m", "deit-nano", *FAST, "--suite", str(tmp / "s.toml")]
+
+
+def suite_unknown_param(tmp: Path) -> list[str]:
+    (tmp / "s.toml").write_text('[[attack]]\nname = "pgd"\nstepz = 3\n')
+    return ["eval", "-m", "deit-nano", *FAST, "--suite", str(tmp / "s.toml")]
+
+
+def _old_run(tmp: Path) -> Path:
+    run = tmp / "old"
+    run.mkdir()
+    (run / "results.csv").write_text("model,metric,value\ndeit,clean_accuracy,0.9\n")
+    (run / "run.json").write_text(json.dumps({"schema_version": 0}))
+    return run
+
+
+def old_run_report(tmp: Path) -> list[str]:
+    return ["report", str(_old_run(tmp)), "--out", str(tmp / "rep")]
+
+
+def old_run_check(tmp: Path) -> list[str]:
+    (tmp / "b.json").write_text("[]")
+    return ["check", str(_old_run(tmp)), "--baseline", str(tmp / "b.json")]
+
+
+def malformed_baseline(tmp: Path) -> list[str]:
+    run = tmp / "run"
+    run.mkdir()
+    (tmp / "b.json").write_text("{not json")
+    (run / "results.csv").write_text("model,dataset,split,n,method,metric,value,seed\ndeit,digits,test,10,clean,clean_accuracy,0.9,0\n")
+    return ["check", str(run), "--baseline", str(tmp / "b.json")]
+
+
+def results_missing_columns(tmp: Path) -> list[str]:
+    run = tmp / "run"
+    run.mkdir()
+    (run / "results.csv").write_text("model,metric,value\ndeit,clean_accuracy,0.9\n")
+    return ["report", str(run), "--out", str(tmp / "rep")]
+
+
+def convert_code_pickle(tmp: Path) -> list[str]:
+    path = tmp / "evil.pth"
+    torch.save({"model": _nano_state(), "x": Payload(str(tmp / "pwned"))}, path)
+    return ["convert", str(path), str(tmp / "out.safetensors")]
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    args: list[str] | Callable[[Path], list[str]]
+    needle: str
+
+
+CASES = [
+    Case("unknown model", ["eval", "-m", "deit-elliptcal"], "Did you mean 'deit-elliptical'"),
+    Case("unknown attack", ["eval", "-m", "deit", "--attack", "pgdd"], "Did you mean 'pgd'"),
+    Case("unknown dataset", ["eval", "-m", "deit", "--data", "cifar100"], "Did you mean 'cifar10'"),
+    Case("unknown corruption", ["eval", "-m", "deit", *FAST, "--corruption", "fogg"], "Did you mean 'fog'"),
+    Case("eps malformed", ["eval", "-m", "deit", "--attack", "pgd", "--eps", "8//255"], "not a number"),
+    Case("eps above 1", ["eval", "-m", "deit", "--attack", "pgd", "--eps", "8"], "outside [0, 1]"),
+    Case("eps negative", ["eval", "-m", "deit", "--attack", "pgd", "--eps", "-2/255"], "outside [0, 1]"),
+    Case("steps zero", ["eval", "-m", "deit", "--attack", "pgd", "--steps", "0"], "--steps must be a positive integer"),
+    Case("steps not a number", ["eval", "-m", "deit", "--attack", "pgd", "--steps", "ten"], "'--steps'"),
+    Case("restarts negative", ["eval", "-m", "deit", "--attack", "pgd", "--restarts", "-1"], "--restarts must be a positive integer"),
+    Case("step size malformed", ["eval", "-m", "deit", *FAST, "--attack", "pgd", "--step-size", "fast"], "step size 'fast'"),
+    Case("severity out of range", ["eval", "-m", "deit", "--corruption", "fog", "--severity", "6"], "outside 1–5"),
+    Case("severity malformed", ["eval", "-m", "deit", "--corruption", "fog", "--severity", "high"], "--severity value 'high'"),
+    Case("n zero", ["eval", "-m", "deit", "--n", "0"], "--n must be a positive"),
+    Case("n empty", ["eval", "-m", "deit", "--n", ""], "'--n'"),
+    Case("batch size zero", ["eval", "-m", "deit", "--batch-size", "0"], "--batch-size must be positive"),
+    Case("m_grad unknown", ["eval", "-m", "deit", "--m-grad", "partial"], "--m-grad must be one of"),
+    Case("checkpoint count", ["eval", "-m", "deit", "-m", "deit-elliptical", "-c", "a.pth"], "give one per model"),
+    Case("missing checkpoint", ["eval", "-m", "deit-nano", "-c", "/nonexistent/ck.pth", *FAST], "does not exist"),
+    Case("missing data root", ["eval", "-m", "deit", "--data", "cifar10", "--data-root", "/nonexistent"], "not a folder"),
+    Case("data root needed", ["eval", "-m", "deit", "--data", "cifar10"], "--data-root"),
+    Case("data root is a file", data_root_is_file, "not a folder"),
+    Case("out is a file", out_is_file, "is a file"),
+    Case("out inside a file", out_inside_file, "file"),
+    Case("truncated checkpoint", truncated_checkpoint, "truncated"),
+    Case("checkpoint of another architecture", other_architecture, "wrong shapes"),
+    Case("pickle that would run code", code_pickle, "--trust"),
+    Case("safetensors with wrong shapes", wrong_shapes_safetensors, "head.weight"),
+    Case("corrupt image in image folder", corrupt_image, "broken.JPEG"),
+    Case("empty dataset", empty_dataset, "no"),
+    Case("suite file missing", ["eval", "-m", "deit", "--suite", "/nonexistent.toml"], "does not exist"),
+    Case("suite not TOML", suite_bad_toml, "not valid TOML"),
+    Case("suite unknown parameter", suite_unknown_param, "takes no parameter stepz"),
+    Case("collapse layer out of range", ["collapse", "-m", "deit-nano", *FAST, "--layers", "7"], "0–2"),
+    Case("collapse unknown feature", ["collapse", "-m", "deit-nano", *FAST, "--feature", "keys"], "keys"),
+    Case("report of a missing run", ["report", "/nonexistent/run", "--out", "/tmp/x"], "does not exist"),
+    Case("report of an older results folder", old_run_report, "schema"),
+    Case("check of an older results folder", old_run_check, "schema"),
+    Case("check with a malformed baseline", malformed_baseline, "baseline"),
+    Case("results table without required columns", results_missing_columns, "lacks the columns"),
+    Case("train to a non-safetensors file", ["train", "-m", "deit-nano", "--out", "model.pt"], ".safetensors"),
+    Case("train a short name", ["train", "-m", "deit", "--out", "m.safetensors"], "short name"),
+    Case("convert a code pickle without --trust", convert_code_pickle, "--trust"),
+    Case("convert a missing file", ["convert", "/nonexistent.pth", "out.safetensors"], "does not exist"),
+    Case("unknown command", ["evaluate"], "No such command"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gives_one_line_and_exit_2(runner, tmp_path, case):
+    args = case.args(tmp_path) if callable(case.args) else list(case.args)
+    if args[0] == "eval" and "--out" not in args:
+        args += ["--out", str(tmp_path / "run")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, f"exit {result.exit_code}: {result.output}"
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert case.needle in lines[0]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_nan_weights_are_reported_not_crashed(runner, tmp_path):
+    state = _nano_state()
+    state["head.weight"] = torch.full_like(state["head.weight"], float("nan"))
+    path = tmp_path / "nan.safetensors"
+    save_file(state, str(path))
+    result = runner.invoke(app, ["eval", "-m", "deit-nano", "-c", str(path), *FAST, "--attack", "fgsm", "--out", str(tmp_path / "r"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    clean = [r for r in rows if r["metric"] == "clean_accuracy"]
+    assert clean[0]["value"] == 0.0
+    assert any(r["metric"] == "sanity_finite_logits" and r["value"] == 0.0 for r in rows)
+    assert "NaN" in result.stderr
