@@ -8,7 +8,9 @@ from ellrobust.engine import STAGES
 from ellrobust.stages.attack import AttackStage
 from ellrobust.stages.clean import CleanStage
 from ellrobust.stages.collapse import CollapseStage
+from ellrobust.stages.corruption import CorruptionStage
 
 STAGES.add("clean", CleanStage)
 STAGES.add("attack", AttackStage)
+STAGES.add("corruption", CorruptionStage)
 STAGES.add("collapse", CollapseStage)

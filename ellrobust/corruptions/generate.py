@@ -1,0 +1,194 @@
+"""Corruptions generated on the fly with ``imagecorruptions-imaug``, reproducibly and in parallel.
+
+Reproducibility: every image gets its own seed, derived from the run seed, the corruption, the
+severity and the image's index in the dataset (:func:`image_seed`). The same command therefore gives
+the same images whatever the batch size, the number of workers, the models or the ``--n`` subset.
+Most corruptions draw from NumPy's global generator, which is seeded around each call and then
+restored, so the caller's random state is left as it was. ``glass_blur`` (numba) and
+``impulse_noise`` (scikit-image) draw from generators of their own and take the seed as an argument
+(:attr:`~ellrobust.corruptions.Corruption.seed_argument`).
+
+Pixels: datasets yield float CHW images in [0, 1]; ``imagecorruptions`` works on uint8 HWC images.
+An image is rounded to uint8, corrupted by ``imagecorruptions.corrupt`` itself (so its output is the
+library's, bit for bit) and scaled back to [0, 1].
+
+Image size: the library refuses images under 32 px. Every corruption × severity was checked to keep
+the shape of 32×32 images (the embedded digits and CIFAR-10), of odd and non-square sizes (33, 35×47,
+64×40) and of 224 and 299 px images; the fork's ``frost``, ``zoom_blur`` and ``snow`` crop their
+layers to the input size, so nothing is resized here, and a test holds every registered corruption
+to that on 32 px images.
+
+Parallelism: one dataset item is one whole batch (:class:`CorruptedChunks`), so DataLoader workers
+each corrupt complete batches, and the engine feeds each batch to every model of the run: an image
+is corrupted once per run, not once per model. With ``--cache`` the batch is written to disk
+(:class:`~ellrobust.corruptions.cache.ChunkCache`) and later runs read it back instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ellrobust.corruptions import CORRUPTIONS, LIBRARY, library_version
+from ellrobust.corruptions.cache import ChunkCache
+from ellrobust.errors import UsageError
+
+#: ``imagecorruptions.corrupt`` rejects smaller images.
+MIN_SIZE = 32
+
+
+def image_seed(run_seed: int, corruption: str, severity: int, index: int) -> int:
+    """A 32-bit seed for one image (NumPy and numba's ``np.random.seed`` both take uint32)."""
+    digest = hashlib.sha256(f"{run_seed}:{corruption}:{severity}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+@contextlib.contextmanager
+def _numpy_seeded(seed: int) -> Iterator[None]:
+    """Seed NumPy's global generator for one call and restore the previous state afterwards."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
+    """Corrupt one uint8 HWC RGB image; the result has the same shape and dtype.
+
+    Raises:
+        UsageError: unknown corruption, or an image under 32 px (the library's lower limit).
+    """
+    spec = CORRUPTIONS.get(corruption)
+    if min(image.shape[:2]) < MIN_SIZE:
+        raise UsageError(f"corruptions need images of at least {MIN_SIZE}×{MIN_SIZE} px (got {image.shape[1]}×{image.shape[0]}).")
+    from imagecorruptions import corrupt
+
+    kwargs = {"seed": seed} if spec.seed_argument else {}
+    with _numpy_seeded(seed):
+        return corrupt(image, severity=severity, corruption_name=spec.name, **kwargs)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """Float CHW in [0, 1] → uint8 HWC, rounded (not truncated) to the nearest level.
+
+    NumPy, not torch: for one small image, torch's intra-op thread pool costs more than the work
+    (milliseconds per image on a busy machine, more than most corruptions themselves).
+    """
+    pixels = np.clip(image.detach().cpu().numpy(), 0.0, 1.0) * 255.0
+    return np.ascontiguousarray(np.rint(pixels).astype(np.uint8).transpose(1, 2, 0))
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC → float NCHW in [0, 1] (copied: library outputs and memory maps may be read-only)."""
+    return torch.tensor(images).permute(0, 3, 1, 2).float().div(255)
+
+
+def corrupt_tensor(image: torch.Tensor, corruption: str, severity: int, seed: int) -> torch.Tensor:
+    """Corrupt one float CHW image in [0, 1]; returns float CHW in [0, 1] (multiples of 1/255)."""
+    return from_uint8(corrupt_image(to_uint8(image), corruption, severity, seed)[None])[0]
+
+
+def warm_up(corruption: str, severity: int) -> None:
+    """Corrupt one blank image in this process before DataLoader workers fork.
+
+    ``glass_blur`` compiles its numba kernel on first use (seconds, once per argument type, and its
+    severities use two types). Compiled here, it is inherited by every forked worker instead of being
+    compiled again in each one, for every unit.
+    """
+    corrupt_image(np.zeros((MIN_SIZE, MIN_SIZE, 3), np.uint8), corruption, severity, seed=0)
+
+
+def chunk_bounds(chunk: int, total: int, batch_size: int) -> range:
+    """Positions (0-based within the selection) of batch number ``chunk``."""
+    return range(chunk * batch_size, min((chunk + 1) * batch_size, total))
+
+
+def n_chunks(total: int, batch_size: int) -> int:
+    return -(-total // batch_size)
+
+
+class CorruptedChunks(Dataset):
+    """Item ``i`` is batch ``i`` of the selection, corrupted: ``(images, labels, n_generated)``.
+
+    ``images`` is float NCHW in [0, 1], ``labels`` int64, and ``n_generated`` the number of images
+    corrupted for this item (0 when the batch came from the cache), which the stage records.
+    """
+
+    def __init__(
+        self,
+        base: Dataset,
+        indices: list[int],
+        batch_size: int,
+        corruption: str,
+        severity: int,
+        run_seed: int,
+        cache: ChunkCache | None = None,
+    ) -> None:
+        self.base = base
+        self.indices = indices
+        self.batch_size = batch_size
+        self.corruption = corruption
+        self.severity = severity
+        self.run_seed = run_seed
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return n_chunks(len(self.indices), self.batch_size)
+
+    def __getitem__(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        idx = [self.indices[p] for p in chunk_bounds(chunk, len(self.indices), self.batch_size)]
+        path = self.cache.path(self.corruption, self.severity, idx) if self.cache is not None else None
+        cached = self.cache.load(path) if path is not None else None
+        if cached is not None:
+            images, labels = cached
+            return from_uint8(images), torch.from_numpy(labels), 0
+        images, labels = self._generate(idx)
+        if path is not None:
+            self.cache.store(path, images, labels)
+        return from_uint8(images), torch.from_numpy(labels), len(idx)
+
+    def _generate(self, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = [], []
+        for i in idx:
+            x, y = self.base[i]
+            seed = image_seed(self.run_seed, self.corruption, self.severity, i)
+            images.append(corrupt_image(to_uint8(x), self.corruption, self.severity, seed))
+            labels.append(int(y))
+        return np.stack(images), np.asarray(labels, dtype=np.int64)
+
+
+class GeneratedSource:
+    """Corruptions generated from the run's own (clean) images, optionally cached on disk.
+
+    AlexNet normalisation applies when the clean data are ImageNet: an ``imagefolder`` dataset with
+    1000 classes (the AlexNet errors were measured on ImageNet-C, not on any folder of images).
+    """
+
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
+        self.label = f"{LIBRARY} {library_version()}"
+        self.imagenet = ctx.data.spec.name == "imagefolder" and ctx.data.num_classes == 1000
+        cfg = ctx.config
+        self.cache = (
+            ChunkCache.for_run(cfg.cache_dir, data_digest=ctx.data.digest, run_seed=cfg.seed, library=self.label)
+            if cfg.cache_dir is not None
+            else None
+        )
+
+    def check(self, corruptions: tuple[str, ...], severities: tuple[int, ...]) -> None:
+        """Fail early, with one line, on data too small to corrupt."""
+        size = self.ctx.data.spec.image_size
+        if size < MIN_SIZE:
+            raise UsageError(f"dataset {self.ctx.data.spec.name!r} has {size} px images; corruptions need at least {MIN_SIZE} px.")
+
+    def chunks(self, corruption: str, severity: int) -> CorruptedChunks:
+        warm_up(corruption, severity)
+        cfg = self.ctx.config
+        return CorruptedChunks(self.ctx.data.dataset, self.ctx.indices, cfg.batch_size, corruption, severity, cfg.seed, self.cache)
