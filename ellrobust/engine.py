@@ -15,6 +15,7 @@ Nothing here prints: progress goes through a callback, and the CLI renders it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import platform
@@ -32,10 +33,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ellrobust.data import LoadedDataset, load_dataset, select_indices
+from ellrobust.distributed import DistInfo, batches, init_distributed
 from ellrobust.errors import UsageError
 from ellrobust.models import load_model, state_dict_digest
 from ellrobust.registry import Registry
-from ellrobust.results import SCHEMA_VERSION, RunLock, atomic_write, iter_unit_files, save_table, to_frame
+from ellrobust.results import SCHEMA_VERSION, RunLock, atomic_write, save_table, to_frame
 from ellrobust.version import __version__
 
 
@@ -149,26 +151,47 @@ def _no_progress(event: ProgressEvent) -> None:
 
 @dataclass
 class RunContext:
-    """What every stage sees: the request, the data, the models, the clean outcomes."""
+    """What every stage sees: the request, the data, the models, the clean outcomes.
+
+    Stages read images through :meth:`batches` and collect per-position results with :meth:`gather`:
+    both work the same in one process and under ``torchrun`` (see :mod:`ellrobust.distributed`).
+    """
 
     config: EvalConfig
     data: LoadedDataset
     indices: list[int]
     models: dict[str, LoadedModel]
     progress: ProgressFn
+    dist: DistInfo = field(default_factory=DistInfo)
     clean: dict[str, np.ndarray] = field(default_factory=dict)
-    labels: np.ndarray | None = None
+    unit_seed: int = 0
 
     @property
     def device(self) -> torch.device:
-        return torch.device(self.config.device)
+        return torch.device(self.dist.device(self.config.device))
 
-    def loader(self, positions: list[int] | None = None) -> DataLoader:
-        """Batches of the selected images; ``positions`` picks a sub-list (0-based within the selection)."""
-        idx = self.indices if positions is None else [self.indices[p] for p in positions]
-        return DataLoader(
-            Subset(self.data.dataset, idx), batch_size=self.config.batch_size, shuffle=False, num_workers=self.config.workers
-        )
+    def batches(self, positions: list[int] | None, label: str) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """This rank's batches of ``positions`` (0-based within the selection; None: all of them).
+
+        Yields (positions of the batch, images, labels) on the device. The cut into batches is the
+        same in every process layout, and the global RNG is seeded from the unit seed and the batch
+        index before each batch, so a batch's random numbers (random starts, noise) do not depend on
+        which rank runs it or on what ran before it. Emits progress events for ``label``.
+        """
+        positions = list(range(len(self.indices))) if positions is None else list(positions)
+        mine = [(b, chunk) for b, chunk in enumerate(batches(positions, self.config.batch_size)) if self.dist.owns(b)]
+        flat = [self.indices[p] for _, chunk in mine for p in chunk]
+        loader = DataLoader(Subset(self.data.dataset, flat), batch_size=self.config.batch_size, shuffle=False, num_workers=self.config.workers)
+        self.progress(ProgressEvent("start", label, total=len(mine)))
+        for (b, chunk), (x, y) in zip(mine, loader if flat else (), strict=True):
+            seed_everything(self.unit_seed + b)
+            yield chunk, x.to(self.device), y.to(self.device)
+            self.progress(ProgressEvent("advance", label, advance=1))
+        self.progress(ProgressEvent("end", label))
+
+    def gather(self, values: dict[int, float], size: int | None = None, dtype=np.float64) -> np.ndarray:
+        """Per-position values from every rank as one array over the selection (or ``size``)."""
+        return self.dist.gather_values(values, len(self.indices) if size is None else size, dtype)
 
     def eps_for(self, request) -> tuple[float, ...]:
         if request.eps is not None:
@@ -247,11 +270,11 @@ class RunResult:
     reused: int
 
 
-def load_models(config: EvalConfig, data: LoadedDataset) -> dict[str, LoadedModel]:
+def load_models(config: EvalConfig, data: LoadedDataset, device: str) -> dict[str, LoadedModel]:
     """Load every model of the run for the dataset (its classes, its image size, its default size)."""
     models = {}
     checkpoints = config.checkpoints or (None,) * len(config.models)
-    for name, ckpt in zip(config.models, checkpoints):
+    for name, ckpt in zip(config.models, checkpoints, strict=True):
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)  # a randomly initialised architecture is the same in every run
             module = load_model(
@@ -261,7 +284,7 @@ def load_models(config: EvalConfig, data: LoadedDataset) -> dict[str, LoadedMode
                 dataset=data.spec.name,
                 default_arch=data.spec.default_arch,
                 img_size=data.spec.image_size,
-            ).to(config.device)
+            ).to(device)
         models[name] = LoadedModel(name, module, state_dict_digest(module), bool(module.cfg.elliptical_layers))
     return models
 
@@ -289,17 +312,19 @@ class Evaluation:
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def run(self) -> RunResult:
+        """Run every unit not already on disk, then assemble and save the table (rank 0 writes)."""
         from ellrobust import stages as _stages  # noqa: F401  (registers the stages)
 
         cfg = self.config
+        dist = init_distributed(cfg.device)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise UsageError(f"--out {str(self.run_dir)!r} is a file; pass a folder.")
         started = time.time()
-        with RunLock(self.run_dir):
+        with RunLock(self.run_dir) if dist.is_main else contextlib.nullcontext():
             data = load_dataset(cfg.dataset, cfg.split, cfg.data_root)
             indices = select_indices(len(data), cfg.n, cfg.seed)
-            models = load_models(cfg, data)
-            ctx = RunContext(cfg, data, indices, models, self.progress)
+            models = load_models(cfg, data, dist.device(cfg.device))
+            ctx = RunContext(cfg, data, indices, models, self.progress if dist.is_main else _no_progress, dist)
             store = UnitStore(self.run_dir)
             all_rows: list[dict] = []
             outcomes: list[tuple[Unit, str, list[int]]] = []
@@ -311,14 +336,16 @@ class Evaluation:
                 stages.append(stage)
                 for unit in stage.units(ctx):
                     key = self.identity(unit, ctx)
-                    result = store.load(key, unit)
+                    result = dist.broadcast(store.load(key, unit) if dist.is_main else None)  # all ranks agree
                     if result is None:
-                        seed_everything(unit_seed(cfg.seed, key))
+                        ctx.unit_seed = unit_seed(cfg.seed, key)
+                        seed_everything(ctx.unit_seed)
                         result = stage.run(unit, ctx)
-                        store.save(key, unit, result)
+                        if dist.is_main:
+                            store.save(key, unit, result)
                         computed += 1
                     else:
-                        self.progress(ProgressEvent("end", unit.label, cached=True))
+                        ctx.progress(ProgressEvent("end", unit.label, cached=True))
                         reused += 1
                     if stage_name == "clean":
                         ctx.clean[unit.model] = np.asarray(result.outcomes[unit.model], dtype=bool)
@@ -333,9 +360,11 @@ class Evaluation:
             all_rows.extend(derived)
             table = self._finish_table(all_rows, ctx)
             examples = examples_frame(outcomes, ctx)
-            save_table(table, self.run_dir)
-            atomic_write(self.run_dir / "examples.csv.gz", _gzip(examples.to_csv(index=False, lineterminator="\n")))
-            atomic_write(self.run_dir / "run.json", json.dumps(self._describe(ctx, started), indent=1, default=str) + "\n")
+            if dist.is_main:
+                save_table(table, self.run_dir)
+                atomic_write(self.run_dir / "examples.csv.gz", _gzip(examples.to_csv(index=False, lineterminator="\n")))
+                atomic_write(self.run_dir / "run.json", json.dumps(self._describe(ctx, started), indent=1, default=str) + "\n")
+            dist.barrier()
         return RunResult(table, examples, sanity, self.run_dir, computed, reused)
 
     def _finish_table(self, rows: list[dict], ctx: RunContext):
@@ -363,7 +392,7 @@ class Evaluation:
             "config": cfg,
             "models": {m.name: {"checkpoint": m.digest, "elliptical": m.elliptical, "config": _cfg_dict(m.module)} for m in ctx.models.values()},
             "dataset": {"name": ctx.data.spec.name, "split": ctx.data.split, "digest": ctx.data.digest, "n": len(ctx.indices), "num_classes": ctx.data.num_classes},
-            "environment": environment(),
+            "environment": {**environment(), "world_size": ctx.dist.world_size},
             "wall_time_s": time.time() - started,
         }
 
@@ -427,11 +456,6 @@ def examples_frame(outcomes: list[tuple[Unit, str, list[int]]], ctx: RunContext)
     if not frames:
         return pd.DataFrame(columns=["model", "method", "params", "eps", "severity", "m_grad", "index", "correct"])
     return pd.concat(frames, ignore_index=True)
-
-
-def iter_batches(loader: DataLoader, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for x, y in loader:
-        yield x.to(device), y.to(device)
 
 
 def derive(ctx: RunContext, outcomes, extras, rows) -> tuple[list[dict], list[dict]]:

@@ -20,7 +20,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -105,6 +105,13 @@ def records(df: pd.DataFrame) -> list[dict]:
     return out
 
 
+def default_mode() -> int:
+    """The permissions a plain ``open`` would give (mkstemp's 0600 would hide results from others)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write a file so that readers see either the old or the new content, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +121,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -192,7 +200,3 @@ class RunLock:
             self._fd = None
 
 
-def iter_unit_files(run_dir: Path) -> Iterator[Path]:
-    units = run_dir / "units"
-    if units.is_dir():
-        yield from sorted(units.glob("*.json"))

@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ellrobust.distributed import init_distributed
 from ellrobust.version import __version__
 
 
@@ -93,10 +95,22 @@ def train(
     progress: ProgressFn = _noop,
     device: str = "cpu",
 ) -> TrainResult:
-    """Train ``model`` in place and return its history (and test accuracy when ``test_data`` is given)."""
+    """Train ``model`` in place and return its history (and test accuracy when ``test_data`` is given).
+
+    Under ``torchrun`` the model is wrapped in DistributedDataParallel and each rank reads its own
+    part of every epoch (``DistributedSampler``, seeded), so the global batch is ``world_size ×
+    batch_size``; epoch statistics are summed over ranks. The caller saves on rank 0 only.
+    """
+    info = init_distributed(device)
+    device = info.device(device)
     torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_data, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=False)
+    g = torch.Generator().manual_seed(cfg.seed + info.rank)
+    sampler = None
+    if info.enabled:
+        sampler = DistributedSampler(train_data, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
+        loader = DataLoader(train_data, batch_size=cfg.batch_size, sampler=sampler)
+    else:
+        loader = DataLoader(train_data, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=False)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n)]
     opt = torch.optim.AdamW(
@@ -108,8 +122,11 @@ def train(
     result = TrainResult()
     step = 0
     model.to(device)
+    net = DistributedDataParallel(model) if info.enabled else model
     for epoch in range(cfg.epochs):
-        model.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
         loss_sum = correct = seen = 0.0
         for x, y in loader:
             lr = lr_at(step, total, warmup, cfg.lr)
@@ -117,7 +134,7 @@ def train(
                 group["lr"] = lr
             x = random_translate(x, cfg.augment_padding, g).to(device)
             y = y.to(device)
-            logits = model(x)
+            logits = net(x)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -128,6 +145,10 @@ def train(
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
             progress("batch", step, total, {"epoch": epoch + 1, "loss": loss_sum / seen, "acc": correct / seen})
+        if info.enabled:
+            totals = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = totals.tolist()
         result.history.append(EpochStats(epoch + 1, loss_sum / seen, correct / seen, lr))
     model.eval()
     if test_data is not None:

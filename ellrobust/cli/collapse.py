@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: list[str] = typer.Option([], "--checkpoint", "-c", help="Weights for each --model, in order (.safetensors or weights-only .pth)."),
         data: str = typer.Option("digits", "--data", "-d", help="Dataset (see `ellrobust datasets`); its test/val split is used."),
         data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset (never downloaded)."),
-        n: int = typer.Option(256, "--n", help="Number of images, a seeded subset of the split (all if the split is smaller)."),
+        n: int = typer.Option(256, "--n", "-n", help="Number of images, a seeded subset of the split (all if the split is smaller)."),
         seed: int = typer.Option(0, help="Seed for the image subset."),
         batch_size: int = typer.Option(128, help="Images per batch."),
         feature: str = typer.Option("residual", "--feature", help="Tokens to measure: residual (stream after each block) or attention (attention-branch output)."),
@@ -85,8 +85,12 @@ def register(app: typer.Typer) -> None:
             device=device,
         )
         run_dir = out if out is not None else default_run_dir(config)
-        with unit_progress(enabled=True) as progress:
+        from ellrobust.distributed import is_main_process
+
+        with unit_progress(enabled=is_main_process()) as progress:
             result = Evaluation(config, run_dir, progress).run()
+        if not is_main_process():
+            return  # under torchrun, rank 0 alone prints and writes
         if json_out:
             print_json(result.table)
         else:

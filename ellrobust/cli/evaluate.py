@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option("digits", "--data", "-d", help="Dataset (see `ellrobust datasets`)."),
         data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset (never downloaded)."),
         split: str | None = typer.Option(None, help="Split to evaluate (default: the dataset's test/val split)."),
-        n: int | None = typer.Option(None, "--n", help="Number of images, a seeded subset of the split (default: all)."),
+        n: int | None = typer.Option(None, "--n", "-n", help="Number of images, a seeded subset of the split (default: all). Under torchrun write -n (torchrun reads --n as one of its own options)."),
         seed: int = typer.Option(0, help="Seed for the image subset and the attacks' randomness."),
         batch_size: int = typer.Option(128, help="Images per batch."),
         attack: str | None = typer.Option(None, "--attack", "-a", help="Attacks, comma-separated (see `ellrobust attacks`), or 'none' for clean accuracy only."),
@@ -129,8 +129,12 @@ def register(app: typer.Typer) -> None:
             device=device,
         )
         run_dir = out if out is not None else default_run_dir(config)
-        with unit_progress(enabled=True) as progress:
+        from ellrobust.distributed import is_main_process
+
+        with unit_progress(enabled=is_main_process()) as progress:
             result = Evaluation(config, run_dir, progress).run()
+        if not is_main_process():
+            return  # under torchrun, rank 0 alone prints and writes
         table = result.table
         if json_out:
             print_json(table)

@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
 
         from ellrobust.cli.render import stderr, stdout
         from ellrobust.data import load_dataset
+        from ellrobust.distributed import is_main_process
         from ellrobust.errors import UsageError
         from ellrobust.models import load_model
         from ellrobust.models.checkpoint import save_safetensors
@@ -56,7 +57,11 @@ def register(app: typer.Typer) -> None:
             dataset=data, default_arch=train_data.spec.default_arch, reset_head=reset_head,
         )
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, seed=seed)
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=stderr)
+        main = is_main_process()
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+            console=stderr, disable=not main,
+        )
         with progress:
             task = progress.add_task(f"train {model} on {data}", total=None, info="")
 
@@ -64,6 +69,9 @@ def register(app: typer.Typer) -> None:
                 progress.update(task, completed=done, total=total, info=f"epoch {info['epoch']} loss {info['loss']:.3f} acc {info['acc'] * 100:.1f}%")
 
             result = train(net, train_data.dataset, cfg, test_data=test_data.dataset, progress=report, device=device)
+        if not main:
+            return  # under torchrun, rank 0 alone writes the checkpoint
         meta = checkpoint_metadata(arch=model, dataset=data, dataset_digest=train_data.digest, model_cfg=net.cfg, cfg=cfg, result=result)
         save_safetensors(net.state_dict(), out, meta)
-        stdout.print(f"{model} on {data}: test accuracy {result.test_accuracy * 100:.2f}% → {out}")
+        first, last = result.history[0].loss, result.history[-1].loss
+        stdout.print(f"{model} on {data}: loss {first:.3f} → {last:.3f}, test accuracy {result.test_accuracy * 100:.2f}%; rank 0 wrote {out}")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ellrobust.errors import CheckpointError
+from ellrobust.results import default_mode
 
 #: Keys under which training scripts (DeiT's, the official Elliptical Attention code's) nest weights.
 NESTED_KEYS = ("model", "state_dict", "model_state_dict")
@@ -162,6 +163,7 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike, me
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -10,13 +10,15 @@ are a different image set from the clean collapse rows (method ``collapse``), wh
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
 from ellrobust.attacks import AttackRequest, make_request, perturb, perturbation_norm
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD
 from ellrobust.collapse import CollapseAccumulator
-from ellrobust.engine import ProgressEvent, RunContext, Unit, UnitResult, iter_batches
+from ellrobust.engine import RunContext, Unit, UnitResult
 
 #: The large-budget PGD sanity check: at eps = 0.5 any image can be turned into any other class.
 LARGE_EPS = 0.5
@@ -38,8 +40,6 @@ class AttackStage:
         return units
 
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
-        import json
-
         lm = ctx.models[unit.model]
         model = lm.module
         if lm.elliptical:
@@ -52,29 +52,25 @@ class AttackStage:
             request = AttackRequest("pgd", json.loads(unit.params))
         else:
             request = AttackRequest(unit.method, json.loads(unit.params))
-        robust = np.zeros(len(clean), dtype=np.int8)
         collapse = None
         if ctx.config.collapse is not None and not large:
             collapse = CollapseAccumulator(model, ctx.config.collapse, unit.model)
-        max_norm = 0.0
-        lo, hi = 1.0, 0.0
-        seed = torch.initial_seed() & 0x7FFFFFFF  # the engine seeded this unit from its key
-        loader = ctx.loader(positions) if positions else []
-        ctx.progress(ProgressEvent("start", unit.label, total=len(loader)))
-        offset = 0
-        for x, y in iter_batches(loader, ctx.device) if loader else ():
+        local: dict[int, int] = {}
+        stats = {"max_norm": 0.0, "lo": 1.0, "hi": 0.0}
+        for batch_pos, x, y in ctx.batches(positions, unit.label):
+            seed = torch.initial_seed() & 0x7FFFFFFF  # ctx.batches seeded this batch from the unit key
             adv = perturb(model, request, x, y, eps=unit.eps, num_classes=ctx.data.num_classes, seed=seed)
             with torch.no_grad():
-                ok = (model(adv).argmax(1) == y).cpu().numpy()
+                ok = (model(adv).argmax(1) == y).int().tolist()
             if collapse is not None:
                 collapse.add(adv)
-            batch_pos = positions[offset : offset + len(y)]
-            robust[batch_pos] = ok
-            offset += len(y)
-            max_norm = max(max_norm, float(perturbation_norm(adv, x, request.norm).max()))
-            lo, hi = min(lo, float(adv.min())), max(hi, float(adv.max()))
-            ctx.progress(ProgressEvent("advance", unit.label, advance=1))
-        ctx.progress(ProgressEvent("end", unit.label))
+            local.update(zip(batch_pos, ok, strict=True))
+            stats["max_norm"] = max(stats["max_norm"], float(perturbation_norm(adv, x, request.norm).max()))
+            stats["lo"], stats["hi"] = min(stats["lo"], float(adv.min())), max(stats["hi"], float(adv.max()))
+        robust = ctx.gather(local, dtype=np.int8)
+        per_rank = ctx.dist.gather_objects(stats)
+        max_norm = max(s["max_norm"] for s in per_rank)
+        lo, hi = min(s["lo"] for s in per_rank), max(s["hi"] for s in per_rank)
         if lm.elliptical:
             model.set_m_grad("detach")
         extra = {"max_perturbation": max_norm, "min_pixel": lo, "max_pixel": hi, "norm": request.norm, "n_attacked": len(positions)}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
-from ellrobust.engine import ProgressEvent, RunContext, Unit, UnitResult, iter_batches
+from ellrobust.engine import RunContext, Unit, UnitResult
 
 
 class CleanStage:
@@ -16,17 +17,16 @@ class CleanStage:
     @torch.no_grad()
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
         model = ctx.models[unit.model].module
-        loader = ctx.loader()
-        ctx.progress(ProgressEvent("start", unit.label, total=len(loader)))
-        correct: list[int] = []
-        nonfinite = 0
-        for x, y in iter_batches(loader, ctx.device):
+        local: dict[int, int] = {}
+        nonfinite: dict[int, int] = {}
+        for positions, x, y in ctx.batches(None, unit.label):
             logits = model(x)
             finite = torch.isfinite(logits).all(1)
-            nonfinite += int((~finite).sum())
-            correct.extend(((logits.argmax(1) == y) & finite).int().tolist())  # NaN logits never count as correct
-            ctx.progress(ProgressEvent("advance", unit.label, advance=1))
-        ctx.progress(ProgressEvent("end", unit.label))
+            ok = (logits.argmax(1) == y) & finite  # NaN logits never count as correct
+            local.update(zip(positions, ok.int().tolist(), strict=True))
+            nonfinite.update(zip(positions, (~finite).int().tolist(), strict=True))
+        correct = ctx.gather(local, dtype=np.int64).tolist()
+        nonfinite = int(ctx.gather(nonfinite, dtype=np.int64).sum())
         acc = sum(correct) / len(correct)
         common = {"model": unit.model, "method": "clean", "params": "{}", "m_grad": ""}
         rows = [{**common, "metric": "clean_accuracy", "value": acc}]

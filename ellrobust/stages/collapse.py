@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ellrobust.collapse import CollapseAccumulator
-from ellrobust.engine import ProgressEvent, RunContext, Unit, UnitResult, iter_batches
+from ellrobust.engine import RunContext, Unit, UnitResult
 
 
 class CollapseStage:
@@ -24,11 +24,7 @@ class CollapseStage:
     @torch.no_grad()
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
         accumulator = CollapseAccumulator(ctx.models[unit.model].module, ctx.config.collapse, unit.model)
-        loader = ctx.loader()
-        ctx.progress(ProgressEvent("start", unit.label, total=len(loader)))
-        for x, _ in iter_batches(loader, ctx.device):
+        for _, x, _ in ctx.batches(None, unit.label):
             accumulator.add(x)
-            ctx.progress(ProgressEvent("advance", unit.label, advance=1))
-        ctx.progress(ProgressEvent("end", unit.label))
         rows = accumulator.rows({"model": unit.model, "method": unit.method, "m_grad": ""})
         return UnitResult(rows=rows)
