@@ -6,8 +6,9 @@ load on a shared machine hits all of them alike, reported as medians:
 * ``forward``: ``model(images)`` under ``no_grad`` (the fused attention kernel);
 * ``token_cosine only``: the collapse pass with ``--metrics token_cosine`` (``forward_blocks`` plus
   the O(N·C) cosine identity on every layer);
-* ``full default``: token cosine, attention entropy (explicit N×N attention probabilities, which
-  recomputes q and k) and effective rank (one spectrum per image and layer).
+* ``full default``: token cosine, attention entropy (``logsumexp(s) − Σ p s`` from the forward
+  pass's own q and k, via the fused kernel on CPU) and effective rank (one float64 Gram product and
+  one batched eigensolver call for all layers, one spectrum per image and layer).
 
 Each collapse timing replaces the forward pass (it computes the same blocks), so its overhead is
 ``median(collapse) / median(forward) − 1``.

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import torch
+import torch.nn.functional as F
 
 from ellrobust.errors import UsageError
-from ellrobust.metrics.collapse import attention_entropy, effective_rank, token_cosine
+from ellrobust.metrics.collapse import attention_entropy_qk, effective_rank, token_cosine
 from ellrobust.models.vit import VisionTransformer
 
 
@@ -57,9 +58,9 @@ class CollapseConfig:
             heads are mixed and no longer separable.
         layers: 0-based blocks to measure; None for all of them.
         metrics: which metrics to compute. Token cosine alone is nearly free on top of a forward
-            pass; attention entropy needs the explicit N×N attention probabilities (the fused
-            kernel never forms them) and effective rank a spectrum per image and layer, so
-            together they cost about as much again as the forward pass (benchmarks/bench_collapse.py).
+            pass; attention entropy reuses the forward pass's q and k (one more ``q kᵀ``, fused on
+            CPU) and effective rank needs a float64 spectrum per image and layer, which dominates
+            the cost of the full set (benchmarks/bench_collapse.py).
     """
 
     feature: Feature = Feature.RESIDUAL
@@ -146,22 +147,27 @@ def collapse_metrics(
     first = 0 if config.include_cls else 1  # the class token is token 0
     wanted = set(config.metrics)
     out: dict[MetricKey, torch.Tensor] = {}
-    for layer in layers:
+    residual = config.feature is Feature.RESIDUAL
+    tokens = {i: (blocks[i].x if residual else blocks[i].attn_out)[:, first:] for i in layers}  # (B, N', C) each
+    ranks = None
+    if CollapseMetric.EFFECTIVE_RANK in wanted:
+        # All layers in one Gram product and one batched eigensolver call: (L·B, N', C) -> (L, B).
+        ranks = effective_rank(torch.cat([tokens[layer] for layer in layers])).view(len(layers), -1)
+    for i, layer in enumerate(layers):
         block = blocks[layer]
-        tokens = (block.x if config.feature is Feature.RESIDUAL else block.attn_out)[:, first:]  # (B, N', C)
-        p = heads = None
-        if CollapseMetric.ATTENTION_ENTROPY in wanted or config.per_head:
-            # Explicit probabilities: the fused attention kernel never materialises them.
-            p = model.blocks[layer].attn.attention_weights(block.attn_in, block.m)  # (B, H, N, N)
+        heads = None
         if config.per_head:
-            heads = (p @ block.v)[:, :, first:].flatten(0, 1)  # (B·H, N', D): head outputs before the projection
+            # Head outputs before the projection, softmax(q kᵀ/√D) v: (B·H, N', D).
+            heads = F.scaled_dot_product_attention(block.q, block.k, block.v)[:, :, first:].flatten(0, 1)
         for metric, fn in ((CollapseMetric.TOKEN_COSINE, token_cosine), (CollapseMetric.EFFECTIVE_RANK, effective_rank)):
             if metric in wanted:
-                out[MetricKey(metric, layer)] = fn(tokens)  # (B,)
+                value = ranks[i] if metric is CollapseMetric.EFFECTIVE_RANK else fn(tokens[layer])
+                out[MetricKey(metric, layer)] = value  # (B,)
                 if heads is not None:
-                    _split_heads(out, metric, layer, fn(heads).view(p.shape[:2]))
+                    _split_heads(out, metric, layer, fn(heads).view(block.q.shape[:2]))
         if CollapseMetric.ATTENTION_ENTROPY in wanted:
-            entropy = attention_entropy(p[:, :, first:])  # (B, H)
+            # From the queries and keys of the forward pass: no second qkv, no (B, H, N, N) probabilities.
+            entropy = attention_entropy_qk(block.q[:, :, first:], block.k)  # (B, H)
             out[MetricKey(CollapseMetric.ATTENTION_ENTROPY, layer)] = entropy.mean(dim=-1)
             if config.per_head:
                 _split_heads(out, CollapseMetric.ATTENTION_ENTROPY, layer, entropy)

@@ -10,9 +10,23 @@ import pytest
 import torch
 
 from ellrobust.cli import app
-from ellrobust.collapse import CollapseAccumulator, CollapseConfig, CollapseMetric, Feature, collapse_metrics
+from ellrobust.collapse import (
+    CollapseAccumulator,
+    CollapseConfig,
+    CollapseMetric,
+    Feature,
+    MetricKey,
+    collapse_metrics,
+)
 from ellrobust.errors import UsageError
-from ellrobust.metrics.collapse import attention_entropy, effective_rank, token_cosine, token_cosine_naive
+from ellrobust.metrics import collapse as collapse_fns
+from ellrobust.metrics.collapse import (
+    attention_entropy,
+    attention_entropy_qk,
+    effective_rank,
+    token_cosine,
+    token_cosine_naive,
+)
 from ellrobust.models import load_model
 from ellrobust.models.checkpoint import save_safetensors
 
@@ -44,6 +58,23 @@ def test_attention_entropy_uniform_is_log_n_and_one_hot_is_zero():
     torch.testing.assert_close(attention_entropy(one_hot), torch.zeros(2, 3))
 
 
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_attention_entropy_from_queries_and_keys_equals_the_probabilities_form(monkeypatch, fused, dtype):
+    if not fused:
+        monkeypatch.setattr(collapse_fns, "_FLASH_CPU", None)  # the explicit-scores path (GPU, old torch)
+    gen = torch.Generator().manual_seed(0)
+    for spread in (0.3, 1.0, 6.0):  # near-uniform to near-one-hot rows
+        q = (torch.randn(3, 2, 17, 8, generator=gen) * spread).to(dtype)
+        k = (torch.randn(3, 2, 17, 8, generator=gen) * spread).to(dtype)
+        p = (q.double() @ k.double().transpose(-2, -1) / math.sqrt(8)).softmax(dim=-1)
+        want = attention_entropy(p)
+        torch.testing.assert_close(attention_entropy_qk(q, k), want, atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(attention_entropy_qk(q[:, :, 1:], k), attention_entropy(p[:, :, 1:]), atol=2e-5, rtol=1e-5)
+    n = 13
+    torch.testing.assert_close(attention_entropy_qk(torch.zeros(2, 3, n, 4), torch.randn(2, 3, n, 4)), torch.full((2, 3), math.log(n)))
+
+
 def test_effective_rank_bounds_and_reference():
     rank_one = torch.randn(2, 9, 1) * torch.randn(2, 1, 6)
     torch.testing.assert_close(effective_rank(rank_one), torch.ones(2), atol=1e-4, rtol=0)
@@ -53,6 +84,12 @@ def test_effective_rank_bounds_and_reference():
     s = torch.linalg.svdvals(x)
     p = s / s.sum(-1, keepdim=True)
     torch.testing.assert_close(effective_rank(x), torch.exp(-(p * p.log()).sum(-1)).float())
+    wide = torch.randn(2, 5, 9, 12)  # leading dims batch (layers stacked), both Gram orientations
+    tall = torch.randn(2, 5, 12, 9)
+    for t in (wide, tall):
+        s = torch.linalg.svdvals(t.double())
+        p = s / s.sum(-1, keepdim=True)
+        torch.testing.assert_close(effective_rank(t), torch.exp(-(p * p.log()).sum(-1)).float())
 
 
 # --- the feature API --------------------------------------------------------------------------------
@@ -76,6 +113,40 @@ def test_collapse_metrics_leave_the_model_unchanged(name, images):
     torch.testing.assert_close(model(images), before, rtol=0, atol=0)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert _hooks(model) == 0
+
+
+@pytest.mark.parametrize("name", ["deit-nano", "deit-nano-elliptical"])
+@pytest.mark.parametrize("include_cls", [True, False])
+def test_collapse_metrics_match_a_recomputation_from_the_block_inputs(name, include_cls, images):
+    # Entropy from the forward pass's q (⊙ m) and k equals explicit probabilities recomputed from the
+    # attention's own input and weights; per-head outputs equal p @ v; all layers' ranks equal per-layer ones.
+    torch.manual_seed(0)
+    model = load_model(name)
+    config = CollapseConfig(feature=Feature.ATTENTION, per_head=True, include_cls=include_cls)
+    out = collapse_metrics(model, images, config, config.resolve_layers(NANO_DEPTH))
+    first = 0 if include_cls else 1
+    with torch.no_grad():
+        _, blocks = model.forward_blocks(images)
+        for layer, block in enumerate(blocks):
+            attn = model.blocks[layer].attn
+            B, N, C = block.attn_in.shape
+            qkv = attn.qkv(block.attn_in).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
+            if block.m is not None:
+                q = q * block.m
+            p = (q @ k.transpose(-2, -1) * attn.head_dim**-0.5).softmax(dim=-1)
+            entropy = attention_entropy(p[:, :, first:])
+            key = CollapseMetric.ATTENTION_ENTROPY
+            torch.testing.assert_close(out[MetricKey(key, layer)], entropy.mean(-1), atol=1e-5, rtol=1e-5)
+            for head in range(attn.num_heads):
+                torch.testing.assert_close(out[MetricKey(key, layer, head)], entropy[:, head], atol=1e-5, rtol=1e-5)
+            rank = effective_rank(block.attn_out[:, first:])
+            torch.testing.assert_close(out[MetricKey(CollapseMetric.EFFECTIVE_RANK, layer)], rank)
+            heads = (p @ v)[:, :, first:]
+            for head in range(attn.num_heads):
+                want = effective_rank(heads[:, head])
+                got = out[MetricKey(CollapseMetric.EFFECTIVE_RANK, layer, head)]
+                torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
 
 
 def test_accumulator_averages_over_images_whatever_the_batches(images):

@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+#: The CPU flash-attention kernel, which also returns each row's logsumexp (None on a torch without it).
+_FLASH_CPU = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+
 #: Rows shorter than this count as zero vectors (their cosine with anything is 0, as in ``F.normalize``).
 _NORM_EPS = 1e-12
 
@@ -65,6 +68,38 @@ def attention_entropy(p: torch.Tensor) -> torch.Tensor:
     return -torch.xlogy(p, p).sum(dim=-1).mean(dim=-1)
 
 
+def attention_entropy_qk(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """:func:`attention_entropy` of ``softmax(q kᵀ / √D)``, without forming the probabilities.
+
+    With scores ``s = q kᵀ / √D`` and ``p = softmax(s)``, each row's entropy is
+    ``−Σ p log p = logsumexp(s) − Σ p s``, and ``Σ_j p_j s_j = q · (Σ_j p_j k_j) / √D`` is the
+    query's dot product with the attention output for values = keys. On CPU the fused attention
+    kernel returns that output together with ``logsumexp(s)``, so the entropy costs about one
+    ``q kᵀ`` and never materialises the (B, H, Nq, Nk) probabilities. Elsewhere (or for dtypes
+    the kernel lacks) the scores are formed explicitly and the same identity is used. Both forms
+    are shift-invariant per row, hence safe for large scores; the result is clamped at 0 against
+    rounding when attention is one-hot.
+
+    Args:
+        q: queries as the attention used them (already ⊙ m in an elliptical layer), (B, H, Nq, D).
+            Passing a subset of the query rows averages over those only.
+        k: keys, (B, H, Nk, D).
+
+    Returns:
+        (B, H) entropy in nats averaged over the query tokens, in float32.
+    """
+    scale = q.shape[-1] ** -0.5
+    if _FLASH_CPU is not None and q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64):
+        q = q.contiguous()
+        out, lse = _FLASH_CPU(q, k, k, scale=scale)[:2]  # (B,H,Nq,D), (B,H,Nq)
+        expected = torch.linalg.vecdot(q, out) * scale  # Σ p s, (B, H, Nq)
+    else:
+        s = (q.float() * scale) @ k.float().transpose(-2, -1)  # (B, H, Nq, Nk)
+        lse = s.logsumexp(dim=-1)
+        expected = torch.linalg.vecdot(s.softmax(dim=-1), s)
+    return (lse.float() - expected.float()).clamp_min(0).mean(dim=-1)
+
+
 def effective_rank(x: torch.Tensor) -> torch.Tensor:
     """Effective rank of each token matrix (Roy & Vetterli 2007): ``exp(H(σ / ‖σ‖₁))``.
 
@@ -76,6 +111,9 @@ def effective_rank(x: torch.Tensor) -> torch.Tensor:
     The singular values come from the eigenvalues of the smaller Gram matrix (``X Xᵀ`` or ``Xᵀ X``)
     in float64, not from an SVD: on CPU that is 10–40× faster for ViT-sized token matrices, and
     float64 keeps every singular value above ~1e-8·σ_max, far below what moves the entropy.
+
+    Any leading dimensions batch: pass every layer's tokens stacked, (L·B, N, C), to pay for one
+    Gram product and one batched eigensolver call instead of one per layer.
 
     Args:
         x: tokens, (B, N, C).

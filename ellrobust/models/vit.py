@@ -108,8 +108,13 @@ class Attention(nn.Module):
 
     def forward(
         self, x: torch.Tensor, v_prev: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Returns the attention output (B, N, C), this layer's values (B, H, N, D) and ``m`` or None."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Returns the attention output (B, N, C), the queries, keys and values (B, H, N, D) and ``m`` or None.
+
+        The queries are the ones the attention used: already multiplied by ``m`` in an elliptical
+        layer, so ``softmax(q kᵀ / √D)`` are this layer's attention probabilities. Returning the
+        tensors the forward pass computed anyway costs nothing, and analysis needs no second qkv.
+        """
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, H, N, D)
@@ -119,16 +124,7 @@ class Attention(nn.Module):
             q = q * m  # (q ⊙ m) kᵀ / √D: only the queries are rescaled, so the fused kernel applies
         out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D)
         out = out.transpose(1, 2).reshape(B, N, C)
-        return self.proj(out), v, m
-
-    def attention_weights(self, x: torch.Tensor, m: torch.Tensor | None) -> torch.Tensor:
-        """Explicit softmax attention probabilities (B, H, N, N), for analysis only (not the fast path)."""
-        B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, _ = qkv.unbind(0)
-        if m is not None:
-            q = q * m
-        return (q @ k.transpose(-2, -1) * self.head_dim**-0.5).softmax(dim=-1)
+        return self.proj(out), q, k, v, m
 
 
 class Mlp(nn.Module):
@@ -149,6 +145,8 @@ class BlockOutput:
     x: torch.Tensor  # residual stream after the block, (B, N, C)
     attn_out: torch.Tensor  # attention branch output before the residual add, (B, N, C)
     attn_in: torch.Tensor  # normed input of the attention, (B, N, C)
+    q: torch.Tensor  # this block's queries as the attention used them (⊙ m if elliptical), (B, H, N, D)
+    k: torch.Tensor  # this block's keys, (B, H, N, D)
     v: torch.Tensor  # this block's values, (B, H, N, D)
     m: torch.Tensor | None  # elliptical metric, (B, H, 1, D), or None for standard attention
 
@@ -165,10 +163,10 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, v_prev: torch.Tensor | None) -> BlockOutput:
         h = self.norm1(x)
-        a, v, m = self.attn(h, v_prev)
+        a, q, k, v, m = self.attn(h, v_prev)
         x = x + a
         x = x + self.mlp(self.norm2(x))
-        return BlockOutput(x=x, attn_out=a, attn_in=h, v=v, m=m)
+        return BlockOutput(x=x, attn_out=a, attn_in=h, q=q, k=k, v=v, m=m)
 
 
 class Normalize(nn.Module):
