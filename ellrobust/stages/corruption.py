@@ -29,9 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ellrobust.corruptions import CORRUPTIONS, resolve_corruptions
+from ellrobust.corruptions.generate import chunk_bounds
 from ellrobust.corruptions.sources import CorruptionSource, open_source
 from ellrobust.engine import ProgressEvent, RunContext, Unit, UnitResult
 from ellrobust.metrics.corruption import (
@@ -88,23 +89,27 @@ class CorruptionStage:
     @torch.no_grad()
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
         chunks = self._source.chunks(unit.method, unit.severity)
-        loader = DataLoader(chunks, batch_size=None, num_workers=ctx.config.workers)
-        correct: dict[str, list[int]] = {name: [] for name in ctx.models}
+        mine = [c for c in range(len(chunks)) if ctx.dist.owns(c)]  # under torchrun: this rank's batches
+        loader = DataLoader(Subset(chunks, mine), batch_size=None, num_workers=ctx.config.workers)
+        local: dict[str, dict[int, int]] = {name: {} for name in ctx.models}
         generated = 0
         data_s = model_s = 0.0  # where the time goes: waiting for images vs the models' forward passes
         ctx.progress(ProgressEvent("start", unit.label, total=len(loader)))
         tick = time.perf_counter()
-        for x, y, made in loader:
+        for chunk, (x, y, made) in zip(mine, loader, strict=True):
+            positions = chunk_bounds(chunk, len(ctx.indices), ctx.config.batch_size)
             ready = time.perf_counter()
             data_s += ready - tick
             x, y = x.to(ctx.device), y.to(ctx.device)
             generated += int(made)
             for name, lm in ctx.models.items():
-                correct[name].extend((lm.module(x).argmax(1) == y).int().tolist())
+                local[name].update(zip(positions, (lm.module(x).argmax(1) == y).int().tolist(), strict=True))
             tick = time.perf_counter()
             model_s += tick - ready
             ctx.progress(ProgressEvent("advance", unit.label, advance=1))
         ctx.progress(ProgressEvent("end", unit.label))
+        correct = {name: ctx.gather(vals, dtype=np.int64).tolist() for name, vals in local.items()}
+        generated = sum(ctx.dist.gather_objects(generated))
         rows = [
             {
                 "model": name,
