@@ -183,28 +183,37 @@ def _split_heads(out: dict[MetricKey, torch.Tensor], metric: CollapseMetric, lay
 class CollapseAccumulator:
     """Averages the collapse metrics of one model over every image fed to it, batch by batch.
 
-    Sums per image are kept (in float64, on the model's device, so batches need no host sync) and
-    divided once in :meth:`rows`: the result is the mean over images, whatever the batch sizes.
+    Per-image values are summed per batch (in float64) and the batch sums are added in batch order
+    when the rows are made, so the mean over images is the same whatever the batch sizes, and
+    bit-identical whether one process saw every batch or several ``torchrun`` ranks shared them
+    (:meth:`state` and :meth:`merge` carry the batch sums between ranks).
     """
 
     def __init__(self, model: VisionTransformer, config: CollapseConfig, name: str = "the model") -> None:
         self.model = model
         self.config = config
         self.layers = config.resolve_layers(model.cfg.depth, name)
-        self._sums: dict[MetricKey, torch.Tensor] = {}
-        self._count = 0
+        self._batches: dict[int, tuple[dict[MetricKey, float], int]] = {}
 
     @property
     def count(self) -> int:
         """Images seen so far."""
-        return self._count
+        return sum(n for _, n in self._batches.values())
 
-    def add(self, images: torch.Tensor) -> None:
-        """Measure a batch of [0, 1] images (B, 3, S, S) and add it to the sums."""
-        for key, values in collapse_metrics(self.model, images, self.config, self.layers).items():
-            total = values.double().sum()
-            self._sums[key] = self._sums[key] + total if key in self._sums else total
-        self._count += images.shape[0]
+    def add(self, images: torch.Tensor, batch: int | None = None) -> None:
+        """Measure a batch of [0, 1] images (B, 3, S, S); ``batch`` orders it among the others."""
+        metrics = collapse_metrics(self.model, images, self.config, self.layers)
+        sums = {key: float(values.double().sum()) for key, values in metrics.items()}
+        self._batches[len(self._batches) if batch is None else batch] = (sums, images.shape[0])
+
+    def state(self) -> dict[int, tuple[dict[MetricKey, float], int]]:
+        """The batch sums, to send to another rank."""
+        return dict(self._batches)
+
+    def merge(self, states: list[dict[int, tuple[dict[MetricKey, float], int]]]) -> None:
+        """Take in the batch sums of every rank (this one's included)."""
+        for state in states:
+            self._batches.update(state)
 
     def rows(self, common: Mapping[str, object], extra_params: Mapping[str, object] | None = None) -> list[dict]:
         """Result rows, one per layer × metric (× head): the mean over all images added.
@@ -217,10 +226,16 @@ class CollapseAccumulator:
         Returns:
             No rows if no image was added (e.g. an attack with no clean-correct image to attack).
         """
-        if not self._count:
+        if not self._batches:
             return []
+        totals: dict[MetricKey, float] = {}
+        for batch in sorted(self._batches):
+            sums, _ = self._batches[batch]
+            for key, value in sums.items():
+                totals[key] = totals.get(key, 0.0) + value
+        count = self.count
         rows = []
-        for key, total in self._sums.items():
+        for key, total in totals.items():
             params = {**(extra_params or {}), **self.config.row_params(key.head)}
             rows.append(
                 {
@@ -228,7 +243,7 @@ class CollapseAccumulator:
                     "params": json.dumps(params, sort_keys=True),
                     "layer": key.layer,
                     "metric": key.metric.value,
-                    "value": float(total) / self._count,
+                    "value": total / count,
                 }
             )
         return rows

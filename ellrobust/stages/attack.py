@@ -63,11 +63,13 @@ class AttackStage:
             with torch.no_grad():
                 ok = (model(adv).argmax(1) == y).int().tolist()
             if collapse is not None:
-                collapse.add(adv)
+                collapse.add(adv, batch=batch_pos[0])
             local.update(zip(batch_pos, ok, strict=True))
             stats["max_norm"] = max(stats["max_norm"], float(perturbation_norm(adv, x, request.norm).max()))
             stats["lo"], stats["hi"] = min(stats["lo"], float(adv.min())), max(stats["hi"], float(adv.max()))
         robust = ctx.gather(local, dtype=np.int8)
+        if collapse is not None:
+            collapse.merge(ctx.dist.gather_objects(collapse.state()))
         per_rank = ctx.dist.gather_objects(stats)
         max_norm = max(s["max_norm"] for s in per_rank)
         lo, hi = min(s["lo"] for s in per_rank), max(s["hi"] for s in per_rank)

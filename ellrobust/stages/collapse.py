@@ -24,7 +24,8 @@ class CollapseStage:
     @torch.no_grad()
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
         accumulator = CollapseAccumulator(ctx.models[unit.model].module, ctx.config.collapse, unit.model)
-        for _, x, _ in ctx.batches(None, unit.label):
-            accumulator.add(x)
+        for positions, x, _ in ctx.batches(None, unit.label):
+            accumulator.add(x, batch=positions[0])
+        accumulator.merge(ctx.dist.gather_objects(accumulator.state()))
         rows = accumulator.rows({"model": unit.model, "method": unit.method, "m_grad": ""})
         return UnitResult(rows=rows)
