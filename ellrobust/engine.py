@@ -40,11 +40,8 @@ from ellrobust.registry import Registry
 from ellrobust.results import SCHEMA_VERSION, RunLock, atomic_write, save_table, to_frame
 from ellrobust.version import __version__
 
-
-class MGradMode(str):
-    """``--m-grad``: detach (the paper), full (adaptive), or both side by side."""
-
-    CHOICES = ("detach", "full", "both")
+#: ``--m-grad``: detach (the paper), full (adaptive), or both side by side.
+M_GRAD_CHOICES = ("detach", "full", "both")
 
 
 @dataclass(frozen=True)
@@ -78,8 +75,8 @@ class EvalConfig:
             raise UsageError(f"{len(self.checkpoints)} --checkpoint for {len(self.models)} --model; give one per model, in order.")
         if len(set(self.models)) != len(self.models):
             raise UsageError("the same --model is given twice; give each model once.")
-        if self.m_grad not in MGradMode.CHOICES:
-            raise UsageError(f"--m-grad must be one of {', '.join(MGradMode.CHOICES)} (got {self.m_grad!r}).")
+        if self.m_grad not in M_GRAD_CHOICES:
+            raise UsageError(f"--m-grad must be one of {', '.join(M_GRAD_CHOICES)} (got {self.m_grad!r}).")
         if self.batch_size <= 0:
             raise UsageError(f"--batch-size must be positive (got {self.batch_size}).")
         if self.n is not None and self.n <= 0:

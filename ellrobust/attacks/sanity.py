@@ -116,7 +116,7 @@ def sanity_rows(ctx, rows: list[dict], extras) -> list[dict]:
             by_attack[(m, norm)].append((e, v))
         for (m, _), pts in by_attack.items():
             pts.sort()
-            rising += [f"{m}: {a:.3f}@{e1:.4g} → {b:.3f}@{e2:.4g}" for (e1, a), (e2, b) in zip(pts, pts[1:]) if b > a + slack]
+            rising += [f"{m}: {a:.3f}@{e1:.4g} → {b:.3f}@{e2:.4g}" for (e1, a), (e2, b) in zip(pts, pts[1:], strict=False) if b > a + slack]
         if any(len(p) > 1 for p in by_attack.values()):
             out.append(_flag(model, mg, "monotone_in_eps", not rising, "; ".join(rising) or "accuracy non-increasing in eps"))
         pairs = [(e, accs[("pgd", "Linf", e)], accs[("fgsm", "Linf", e)]) for (m, norm, e) in accs if m == "pgd" and ("fgsm", "Linf", e) in accs]

@@ -91,7 +91,15 @@ def register(app: typer.Typer) -> None:
 
           ellrobust eval -m deit-elliptical -m deit --corruption all --severity 1-5 --n 200
         """
-        from ellrobust.cli.render import accuracy_table, corruption_table, paired_table, print_json, stdout, unit_progress, warn_sanity
+        from ellrobust.cli.render import (
+            accuracy_table,
+            corruption_table,
+            paired_table,
+            print_json,
+            stdout,
+            unit_progress,
+            warn_sanity,
+        )
         from ellrobust.engine import EvalConfig, Evaluation
         from ellrobust.suites import load_suite
 

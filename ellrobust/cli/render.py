@@ -89,7 +89,7 @@ def accuracy_table(df: pd.DataFrame, title: str) -> Table:
         table.add_row(str(model), "", "clean", f"{clean[model] * 100:.1f}", *[""] * len(eps_values))
         rows = robust[robust["model"] == model]
         for (mg, method), group in rows.groupby(["m_grad", "method"], sort=False, dropna=False):
-            by_eps = dict(zip(group["eps"], group["value"]))
+            by_eps = dict(zip(group["eps"], group["value"], strict=True))
             cells = [f"{by_eps[e] * 100:.1f}" if e in by_eps else "" for e in eps_values]
             table.add_row("", "" if pd.isna(mg) else str(mg), str(method), "", *cells)
     return table
@@ -106,13 +106,13 @@ def corruption_table(df: pd.DataFrame) -> Table | None:
     for m in models:
         table.add_column(str(m), justify="right")
     for method, group in corr.groupby("method", sort=False):
-        by_model = dict(zip(group["model"], group["value"]))
+        by_model = dict(zip(group["model"], group["value"], strict=True))
         table.add_row(str(method), *[f"{by_model[m] * 100:.1f}" if m in by_model else "" for m in models])
     for metric in ("mce", "relative_mce"):
         rows = df[df["metric"] == metric]
         for params, group in rows.groupby("params", sort=False):
             label = _mce_label(metric, params)
-            by_model = dict(zip(group["model"], group["value"]))
+            by_model = dict(zip(group["model"], group["value"], strict=True))
             table.add_row(label, *[f"{by_model[m]:.3f}" if m in by_model else "" for m in models])
     return table
 

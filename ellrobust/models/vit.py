@@ -16,14 +16,14 @@ Shapes in comments: B batch, N tokens (patches + class token), C width, H heads,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-class MGrad(str, Enum):
+class MGrad(StrEnum):
     """Whether gradients flow through the elliptical metric ``m``."""
 
     DETACH = "detach"  # the paper: m is computed from detached values

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ellrobust.errors import UsageError
 from ellrobust.models.checkpoint import load_weights, read_checkpoint
-from ellrobust.models.vit import MGrad, ViTConfig, VisionTransformer
+from ellrobust.models.vit import MGrad, VisionTransformer, ViTConfig
 from ellrobust.registry import Registry, unknown_choice
 
 
