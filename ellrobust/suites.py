@@ -45,6 +45,27 @@ class Suite:
     extra: dict = field(default_factory=dict, compare=False)
 
 
+#: The suites of the repo's attacks/ folder, installed as the package data ``ellrobust.attack_suites``.
+BUNDLED = ("quick", "paper", "ci")
+
+
+def bundled_suite(name: str) -> Path | None:
+    """A bundled suite by name (``quick``) or by its repo path (``attacks/quick.toml``).
+
+    Looked up in the package (``ellrobust/attack_suites/``, where a regular install puts the repo's
+    ``attacks/`` folder, see pyproject.toml) and, for a source checkout or an editable install, in
+    the repo's ``attacks/`` folder itself.
+    """
+    stem = Path(name).stem
+    if stem not in BUNDLED or Path(name).parent.name not in ("", "attacks"):
+        return None
+    here = Path(__file__).resolve().parent
+    for folder in (here / "attack_suites", here.parent / "attacks"):
+        if (folder / f"{stem}.toml").is_file():
+            return folder / f"{stem}.toml"
+    return None
+
+
 def _eps(value: object, where: str) -> tuple[float, ...]:
     if isinstance(value, (list, tuple)):
         value = ",".join(str(v) for v in value)
@@ -58,11 +79,10 @@ def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; every problem is a one-line :class:`UsageError`."""
     path = Path(path)
     if not path.is_file():
-        bundled = Path(__file__).resolve().parent.parent / "attacks" / f"{path.stem}.toml"
-        if path.suffix == "" and bundled.is_file():
-            path = bundled
-        else:
-            raise UsageError(f"suite file {str(path)!r} does not exist; pass a TOML file such as attacks/quick.toml.")
+        bundled = bundled_suite(str(path))
+        if bundled is None:
+            raise UsageError(f"suite file {str(path)!r} does not exist; pass a TOML file such as attacks/quick.toml, or one of {', '.join(BUNDLED)}.")
+        path = bundled
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

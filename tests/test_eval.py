@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pandas as pd
 import pytest
@@ -62,29 +57,6 @@ def test_same_seed_same_table_and_rerun_reuses_units(runner, tmp_path):
     again = run_cli(runner, *args, "--out", str(tmp_path / "a"))
     assert "0 units computed" in again.stderr
     assert (tmp_path / "a" / "results.csv").read_bytes() == (tmp_path / "b" / "results.csv").read_bytes()
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ellrobust", *args]
-
-
-def test_killed_run_resumes_to_the_same_table(tmp_path):
-    args = ["eval", *TINY, "--attack", "fgsm,pgd", "--eps", "1/255,2/255,4/255,8/255", "--steps", "4", "--n", "32"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_cli(*args, "--out", str(tmp_path / "full")), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_cli(*args, "--out", str(tmp_path / "cut")), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    units = tmp_path / "cut" / "units"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and len(list(units.glob("*.json"))) < 4:
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be interrupted"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(list(units.glob("*.json")))
-    assert not (tmp_path / "cut" / "results.csv").exists()
-    resumed = subprocess.run(_cli(*args, "--out", str(tmp_path / "cut")), check=True, env=env, capture_output=True, text=True)
-    assert f"{done} reused" in resumed.stderr
-    assert (tmp_path / "cut" / "results.csv").read_bytes() == (tmp_path / "full" / "results.csv").read_bytes()
 
 
 @pytest.mark.parametrize(
