@@ -22,7 +22,7 @@ import platform
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields
 from itertools import combinations
 from pathlib import Path
 from typing import Protocol
@@ -81,6 +81,13 @@ class EvalConfig:
             raise UsageError(f"--batch-size must be positive (got {self.batch_size}).")
         if self.n is not None and self.n <= 0:
             raise UsageError(f"--n must be a positive number of images (got {self.n}).")
+
+    def to_dict(self) -> dict:
+        """The request as plain JSON-ready data (what run.json records and the default --out hashes)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("attacks", "collapse")}
+        out["attacks"] = [{"name": a.name, "params": dict(a.params), "eps": a.eps} for a in self.attacks]
+        out["collapse"] = _collapse_key(self.collapse)
+        return json.loads(json.dumps(out, default=str))
 
     def m_grad_modes(self, elliptical: bool) -> tuple[str, ...]:
         """A baseline model has no metric to differentiate through: it runs once, with m_grad ''."""
@@ -381,12 +388,9 @@ class Evaluation:
         return to_frame(full)
 
     def _describe(self, ctx: RunContext, started: float) -> dict:
-        cfg = asdict(replace(self.config, attacks=()))
-        cfg["attacks"] = [{"name": a.name, "params": dict(a.params)} for a in self.config.attacks]
-        cfg["collapse"] = asdict(self.config.collapse) if self.config.collapse is not None else None
         return {
             "schema_version": SCHEMA_VERSION,
-            "config": cfg,
+            "config": self.config.to_dict(),
             "models": {m.name: {"checkpoint": m.digest, "elliptical": m.elliptical, "config": _cfg_dict(m.module)} for m in ctx.models.values()},
             "dataset": {"name": ctx.data.spec.name, "split": ctx.data.split, "digest": ctx.data.digest, "n": len(ctx.indices), "num_classes": ctx.data.num_classes},
             "environment": {**environment(), "world_size": ctx.dist.world_size},

@@ -11,6 +11,8 @@ from ellrobust.cli import app
 from ellrobust.results import load_results
 
 TINY = ["--data", "synthetic", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--n", "24", "--batch-size", "8"]
+#: The shipped trained models on the embedded digits: attacks have correct images to work on.
+SHIPPED = ["-m", "deit", "-m", "deit-elliptical", "--n", "24", "--batch-size", "12"]
 
 
 def run_cli(runner, *args: str):
@@ -20,17 +22,19 @@ def run_cli(runner, *args: str):
 
 def test_eval_writes_the_tidy_table_and_pairs(runner, tmp_path):
     out = tmp_path / "run"
-    result = run_cli(runner, "eval", *TINY, "--attack", "fgsm,pgd", "--eps", "2/255,8/255", "--steps", "2", "--m-grad", "both", "--out", str(out), "--json")
+    result = run_cli(runner, "eval", *SHIPPED, "--attack", "fgsm,pgd", "--eps", "2/255,8/255", "--steps", "3", "--m-grad", "both", "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     df = pd.DataFrame(rows)
     assert {"model", "dataset", "metric", "value", "checkpoint", "eps", "m_grad", "params", "n", "seed"} <= set(df.columns)
     clean = df[df.metric == "clean_accuracy"]
-    assert set(clean.model) == {"deit-nano", "deit-nano-elliptical"}
+    assert set(clean.model) == {"deit", "deit-elliptical"}
+    assert (clean.value > 0.9).all()
     robust = df[(df.metric == "robust_accuracy") & (df.method == "pgd")]
     # the baseline runs once (m_grad ''), the elliptical model once per mode
-    assert sorted(robust[robust.model == "deit-nano"].m_grad.unique()) == [""]
-    assert sorted(robust[robust.model == "deit-nano-elliptical"].m_grad.unique()) == ["detach", "full"]
+    assert sorted(robust[robust.model == "deit"].m_grad.unique()) == [""]
+    assert sorted(robust[robust.model == "deit-elliptical"].m_grad.unique()) == ["detach", "full"]
+    assert (robust[robust.eps > 0.03].value < 0.5).all()  # 8/255 breaks these small models
     assert robust.value.between(0, 1).all()
     for model, acc in clean.set_index("model").value.items():
         assert (df[(df.model == model) & (df.metric == "robust_accuracy")].value <= acc + 1e-12).all()
@@ -46,6 +50,19 @@ def test_eval_writes_the_tidy_table_and_pairs(runner, tmp_path):
     examples = pd.read_csv(out / "examples.csv.gz")
     assert set(examples.correct.unique()) <= {0, 1}
     assert len(load_results(out)) == len(df)
+
+
+def test_default_out_is_named_after_the_request_and_resumes(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["eval", *TINY, "--attack", "fgsm", "--eps", "4/255"]
+    first = run_cli(runner, *args)
+    assert first.exit_code == 0, first.output
+    runs = list((tmp_path / "reports" / "runs").iterdir())
+    assert len(runs) == 1 and runs[0].name.startswith("synthetic-")
+    again = run_cli(runner, *args)
+    assert "0 units computed" in again.stderr
+    other = run_cli(runner, *args[:-1], "8/255")
+    assert other.exit_code == 0 and len(list((tmp_path / "reports" / "runs").iterdir())) == 2
 
 
 def test_same_seed_same_table_and_rerun_reuses_units(runner, tmp_path):

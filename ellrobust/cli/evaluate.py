@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -18,9 +17,7 @@ DEFAULT_SUITE = "quick"
 
 def default_run_dir(config) -> Path:
     """A folder named after the request, so re-running the same command resumes the same run."""
-    payload = asdict(config)
-    payload["attacks"] = [(a.name, dict(a.params), a.eps) for a in config.attacks]
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     return Path("reports") / "runs" / f"{config.dataset}-{digest}"
 
 
