@@ -115,6 +115,7 @@ class Unit:
     eps: float | None = None
     severity: int | None = None
     m_grad: str = ""
+    prior: tuple[float, ...] = ()  # smaller budgets of the same attack run before this one (nested eps)
 
     @property
     def label(self) -> str:
@@ -168,6 +169,7 @@ class RunContext:
     progress: ProgressFn
     dist: DistInfo = field(default_factory=DistInfo)
     clean: dict[str, np.ndarray] = field(default_factory=dict)
+    results: dict[Unit, UnitResult] = field(default_factory=dict)  # every unit finished so far
     unit_seed: int = 0
 
     @property
@@ -351,6 +353,7 @@ class Evaluation:
                     else:
                         ctx.progress(ProgressEvent("end", unit.label, cached=True))
                         reused += 1
+                    ctx.results[unit] = result
                     if stage_name == "clean":
                         ctx.clean[unit.model] = np.asarray(result.outcomes[unit.model], dtype=bool)
                     all_rows.extend(result.rows)

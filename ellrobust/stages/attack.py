@@ -3,6 +3,13 @@
 Examples the model already gets wrong are not attacked (they count as non-robust): attacking them
 would only waste time, and the number attacked is recorded (``n_attacked``).
 
+Budgets are nested: the budgets of one attack run in increasing order, and an image that the attack
+already fooled at a smaller budget is not attacked again at a larger one. Its adversarial image lies
+inside every larger ball of the same norm, so it is non-robust there too; only the survivors are
+attacked. This is sound (robust accuracy can only get lower, i.e. the evaluation only stronger) and
+saves most of the work at large budgets. ``Unit.prior`` records the smaller budgets, so a unit is
+never reused from a run with another list of budgets.
+
 With ``--collapse``, each unit also measures representation collapse on its adversarial images
 (rows with the attack's method, eps and m_grad). These are the clean-correct images only, so they
 are a different image set from the clean collapse rows (method ``collapse``), which use every image.
@@ -11,6 +18,7 @@ are a different image set from the clean collapse rows (method ``collapse``), wh
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -32,8 +40,9 @@ class AttackStage:
         for name, lm in ctx.models.items():
             for mode in ctx.config.m_grad_modes(lm.elliptical):
                 for req in ctx.config.attacks:
-                    for eps in ctx.eps_for(req):
-                        units.append(Unit("attack", name, req.name, req.params_json(), float(eps), None, mode))
+                    budgets = sorted(float(e) for e in ctx.eps_for(req))
+                    for i, eps in enumerate(budgets):
+                        units.append(Unit("attack", name, req.name, req.params_json(), eps, None, mode, tuple(budgets[:i])))
                 if ctx.config.sanity and any(not r.definition.gradient_free for r in ctx.config.attacks):
                     large = make_request("pgd", {"steps": 10, "step_size": "0.1*eps"})
                     units.append(Unit("attack", name, LARGE_EPS_METHOD, large.params_json(), LARGE_EPS, None, mode))
@@ -45,7 +54,11 @@ class AttackStage:
         if lm.elliptical:
             model.set_m_grad(unit.m_grad)
         clean = ctx.clean[unit.model]
-        positions = np.flatnonzero(clean).tolist()
+        survivors = clean
+        if unit.prior:  # nested budgets: attack only what the next smaller budget did not fool
+            previous = replace(unit, eps=unit.prior[-1], prior=unit.prior[:-1])
+            survivors = np.asarray(ctx.results[previous].outcomes[unit.model], dtype=bool)
+        positions = np.flatnonzero(survivors).tolist()
         large = unit.method == LARGE_EPS_METHOD
         if large:
             positions = positions[:LARGE_EPS_MAX_POINTS]
