@@ -298,10 +298,11 @@ def load_models(config: EvalConfig, data: LoadedDataset, device: str) -> dict[st
 class Evaluation:
     """Runs an :class:`EvalConfig` into a run folder and returns the assembled results."""
 
-    def __init__(self, config: EvalConfig, run_dir: str | Path, progress: ProgressFn = _no_progress) -> None:
+    def __init__(self, config: EvalConfig, run_dir: str | Path, progress: ProgressFn = _no_progress, command: str | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
+        self.command = command  # the command line that asked for the run, recorded in run.json
 
     def identity(self, unit: Unit, ctx: RunContext) -> str:
         ident = {
@@ -393,6 +394,7 @@ class Evaluation:
     def _describe(self, ctx: RunContext, started: float) -> dict:
         return {
             "schema_version": SCHEMA_VERSION,
+            "command": self.command,
             "config": self.config.to_dict(),
             "models": {m.name: {"checkpoint": m.digest, "elliptical": m.elliptical, "config": _cfg_dict(m.module)} for m in ctx.models.values()},
             "dataset": {"name": ctx.data.spec.name, "split": ctx.data.split, "digest": ctx.data.digest, "n": len(ctx.indices), "num_classes": ctx.data.num_classes},

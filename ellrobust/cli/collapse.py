@@ -60,10 +60,10 @@ def register(app: typer.Typer) -> None:
 
           ellrobust eval -m deit-elliptical -m deit --attack pgd --collapse
         """
-        from ellrobust.cli.evaluate import default_run_dir
-        from ellrobust.cli.render import print_json, stderr, stdout, unit_progress
+        from ellrobust.cli.evaluate import execute
+        from ellrobust.cli.render import print_json, stdout
         from ellrobust.collapse import CollapseConfig
-        from ellrobust.engine import EvalConfig, Evaluation
+        from ellrobust.engine import EvalConfig
 
         collapse = CollapseConfig(
             feature=feature,
@@ -84,18 +84,13 @@ def register(app: typer.Typer) -> None:
             collapse=collapse,
             device=device,
         )
-        run_dir = out if out is not None else default_run_dir(config)
-        from ellrobust.distributed import is_main_process
-
-        with unit_progress(enabled=is_main_process()) as progress:
-            result = Evaluation(config, run_dir, progress).run()
-        if not is_main_process():
+        result = execute(config, out)
+        if result is None:
             return  # under torchrun, rank 0 alone prints and writes
         if json_out:
             print_json(result.table)
         else:
             stdout.print(collapse_table(result.table))
-        stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
 
 
 def collapse_table(df: pd.DataFrame) -> Table | None:

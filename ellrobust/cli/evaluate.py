@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -65,9 +67,9 @@ def register(app: typer.Typer) -> None:
         lr: float | None = typer.Option(None, help="SPSA learning rate."),
         delta: float | None = typer.Option(None, help="SPSA finite-difference step."),
         queries: int | None = typer.Option(None, help="Square Attack query budget."),
-        m_grad: str = typer.Option("detach", "--m-grad", help="Attack through the elliptical metric: detach (paper), full (adaptive), or both."),
+        m_grad: str | None = typer.Option(None, "--m-grad", help="Attack through the elliptical metric: detach (the paper; default), full (adaptive), or both."),
         corruption: str | None = typer.Option(None, "--corruption", help="ImageNet-C corruptions: all, extra, or names, comma-separated."),
-        severity: str = typer.Option("1-5", "--severity", help="Corruption severities, e.g. 1-5 or 3."),
+        severity: str | None = typer.Option(None, "--severity", help="Corruption severities, e.g. 1-5 (default) or 3."),
         corruption_root: Path | None = typer.Option(None, "--corruption-root", help="Precomputed ImageNet-C / CIFAR-10-C folder instead of generating corruptions."),
         cache: Path | None = typer.Option(None, "--cache", help="Cache folder for generated corrupted images."),
         workers: int = typer.Option(0, help="DataLoader worker processes."),
@@ -94,10 +96,9 @@ def register(app: typer.Typer) -> None:
             paired_table,
             print_json,
             stdout,
-            unit_progress,
             warn_sanity,
         )
-        from ellrobust.engine import EvalConfig, Evaluation
+        from ellrobust.engine import EvalConfig
         from ellrobust.suites import load_suite
 
         overrides = attack_overrides(
@@ -108,9 +109,10 @@ def register(app: typer.Typer) -> None:
         eps_values = parse_eps_list(eps) if eps is not None else (loaded.eps if loaded else None)
         attacks = build_attacks(attack, loaded, overrides, eps is not None)
         corruptions = parse_name_list(corruption, "--corruption") if corruption else (loaded.corruptions if loaded else ())
-        severities = parse_int_range(severity, "--severity", 1, 5)
-        if loaded and loaded.severities and severity == "1-5":
-            severities = loaded.severities
+        if severity is not None:
+            severities = parse_int_range(severity, "--severity", 1, 5)
+        else:
+            severities = (loaded.severities if loaded else None) or (1, 2, 3, 4, 5)
         n_value = n if n is not None else (loaded.n if loaded else None)
         config = EvalConfig(
             models=tuple(model),
@@ -123,7 +125,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             attacks=attacks,
             eps=eps_values,
-            m_grad=m_grad if m_grad != "detach" or not (loaded and loaded.m_grad) else loaded.m_grad,
+            m_grad=m_grad or (loaded.m_grad if loaded else None) or "detach",
             corruptions=corruptions,
             severities=severities,
             corruption_source=str(corruption_root) if corruption_root else None,
@@ -133,14 +135,10 @@ def register(app: typer.Typer) -> None:
             sanity=sanity,
             device=device,
         )
-        run_dir = out if out is not None else default_run_dir(config)
-        from ellrobust.distributed import is_main_process
-
-        with unit_progress(enabled=is_main_process()) as progress:
-            result = Evaluation(config, run_dir, progress).run()
-        if not is_main_process():
+        result = execute(config, out)
+        if result is None:
             return  # under torchrun, rank 0 alone prints and writes
-        table = result.table
+        run_dir, table = result.run_dir, result.table
         if json_out:
             print_json(table)
         else:
@@ -153,11 +151,28 @@ def register(app: typer.Typer) -> None:
                 stdout.print(paired)
             _print_collapse(table)
         warn_sanity(table)
-        from ellrobust.cli.render import stderr
-
-        stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
         if report:
             _write_report(run_dir)
+
+
+def execute(config, out: Path | None):
+    """Run an evaluation with progress on stderr; None on torchrun ranks other than 0.
+
+    Shared by ``eval`` and ``collapse``: the default run folder is named after the request, and the
+    command line is recorded in run.json so that reports can say how to reproduce them.
+    """
+    from ellrobust.cli.render import stderr, unit_progress
+    from ellrobust.distributed import is_main_process
+    from ellrobust.engine import Evaluation
+
+    run_dir = out if out is not None else default_run_dir(config)
+    command = shlex.join(["ellrobust", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("ellrobust", "__main__.py") else None
+    with unit_progress(enabled=is_main_process()) as progress:
+        result = Evaluation(config, run_dir, progress, command=command).run()
+    if not is_main_process():
+        return None
+    stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
+    return result
 
 
 def _collapse_config():

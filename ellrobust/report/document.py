@@ -61,6 +61,7 @@ def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) -> str
         heading(1, f"Robustness report: {', '.join(models) or 'no models'}"),
         f"Written by ellrobust {escape(__version__)} from {len(runs)} run folder{'s' if len(runs) != 1 else ''}. "
         "Accuracies are percentages of the evaluated images; attack budgets ε are in /255 of the pixel range.",
+        *_reproduce(runs),
         *_setup(runs),
         *_clean(df),
         *_robust(df, figures),
@@ -70,6 +71,15 @@ def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) -> str
         *_sanity(df),
     ]
     return "\n\n".join(parts) + "\n"
+
+
+def _reproduce(runs: list[Run]) -> list[str]:
+    """The commands that wrote the runs (recorded in run.json), so the report can be rebuilt."""
+    commands = [str(run.meta["command"]) for run in runs if run.meta.get("command")]
+    if not commands:
+        return []
+    lines = "\n".join(commands)
+    return [f"Reproduce (offline, from a clone of the repo, CPU):\n\n```bash\n{lines}\n```"]
 
 
 def _section(title: str) -> str:

@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ellrobust.attacks import AttackRequest, make_request, perturb, perturbation_norm
+from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, perturbation_norm
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD
 from ellrobust.collapse import CollapseAccumulator
 from ellrobust.engine import RunContext, Unit, UnitResult
@@ -49,6 +49,9 @@ class AttackStage:
         return units
 
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
+        twin = replace(unit, m_grad="detach")
+        if unit.m_grad == "full" and unit.method in ATTACKS and ATTACKS.get(unit.method).gradient_free and twin in ctx.results:
+            return _with_m_grad(ctx.results[twin], unit.m_grad)  # no gradient, so m_grad cannot change it
         lm = ctx.models[unit.model]
         model = lm.module
         if lm.elliptical:
@@ -102,3 +105,13 @@ class AttackStage:
         return UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, extra=extra)
 
 
+
+
+def _with_m_grad(result: UnitResult, m_grad: str) -> UnitResult:
+    """A gradient-free attack's result under the other m_grad mode: the same images, the same logits.
+
+    The metric ``m`` changes what gradients see, never the logits, and a gradient-free attack only
+    queries logits, so its ``detach`` result holds for ``full`` as well; it is copied, not re-run.
+    """
+    rows = [{**row, "m_grad": m_grad} for row in result.rows]
+    return UnitResult(rows=rows, outcomes=dict(result.outcomes), extra=dict(result.extra))
