@@ -10,6 +10,7 @@ tables' rows and plots' lines.
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -57,5 +58,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
             plots.save_png(fig, out_dir / FIGURES_DIR / f"{name}.png")
             figures[name] = f"{FIGURES_DIR}/{name}.png"
     path = out_dir / "report.md"
-    atomic_write(path, render(runs, df, figures))
+    same = len(run_dirs) == 1 and Path(run_dirs[0]).resolve() == out_dir.resolve()
+    command = None if same else shlex.join(["ellrobust", "report", *map(str, run_dirs), "--out", str(out_dir)])
+    atomic_write(path, render(runs, df, figures, report_command=command))
     return path

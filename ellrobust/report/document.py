@@ -54,14 +54,17 @@ class Run:
     table: pd.DataFrame
 
 
-def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) -> str:
-    """The whole report; ``figures`` maps figure names (``robust_accuracy``, ...) to relative paths."""
+def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str], report_command: str | None = None) -> str:
+    """The whole report; ``figures`` maps figure names (``robust_accuracy``, ...) to relative paths.
+
+    ``report_command`` is the ``ellrobust report`` call that wrote it, when it is not ``eval --report``.
+    """
     models = list(pd.unique(df["model"][df["model"] != ""]))
     parts = [
         heading(1, f"Robustness report: {', '.join(models) or 'no models'}"),
         f"Written by ellrobust {escape(__version__)} from {len(runs)} run folder{'s' if len(runs) != 1 else ''}. "
         "Accuracies are percentages of the evaluated images; attack budgets ε are in /255 of the pixel range.",
-        *_reproduce(runs),
+        *_reproduce(runs, report_command),
         *_setup(runs),
         *_clean(df),
         *_robust(df, figures),
@@ -73,9 +76,11 @@ def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) -> str
     return "\n\n".join(parts) + "\n"
 
 
-def _reproduce(runs: list[Run]) -> list[str]:
-    """The commands that wrote the runs (recorded in run.json), so the report can be rebuilt."""
+def _reproduce(runs: list[Run], report_command: str | None) -> list[str]:
+    """The commands that wrote the runs (recorded in run.json) and the report, so it can be rebuilt."""
     commands = [str(run.meta["command"]) for run in runs if run.meta.get("command")]
+    if commands and report_command:
+        commands.append(report_command)
     if not commands:
         return []
     lines = "\n".join(commands)
