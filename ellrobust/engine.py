@@ -35,7 +35,8 @@ from torch.utils.data import DataLoader, Subset
 from ellrobust.data import LoadedDataset, load_dataset, select_indices
 from ellrobust.distributed import DistInfo, batches, init_distributed
 from ellrobust.errors import UsageError
-from ellrobust.models import load_model, state_dict_digest
+from ellrobust.models import SHORT_NAMES, load_model, resolve_name, state_dict_digest
+from ellrobust.models.zoo import shipped_checkpoint
 from ellrobust.registry import Registry
 from ellrobust.results import SCHEMA_VERSION, RunLock, atomic_write, save_table, to_frame
 from ellrobust.version import __version__
@@ -102,6 +103,7 @@ class LoadedModel:
     module: nn.Module
     digest: str
     elliptical: bool
+    weights: str  # where the weights came from: a file, a shipped checkpoint, or a seeded initialisation
 
 
 @dataclass(frozen=True)
@@ -291,8 +293,18 @@ def load_models(config: EvalConfig, data: LoadedDataset, device: str) -> dict[st
                 default_arch=data.spec.default_arch,
                 img_size=data.spec.image_size,
             ).to(device)
-        models[name] = LoadedModel(name, module, state_dict_digest(module), bool(module.cfg.elliptical_layers))
+        models[name] = LoadedModel(name, module, state_dict_digest(module), bool(module.cfg.elliptical_layers), _weights_source(name, ckpt, data, config.seed))
     return models
+
+
+def _weights_source(name: str, checkpoint: str | None, data: LoadedDataset, seed: int) -> str:
+    if checkpoint is not None:
+        return str(checkpoint)
+    if name in SHORT_NAMES:
+        shipped = shipped_checkpoint(data.spec.name, resolve_name(name, default_arch=data.spec.default_arch))
+        if shipped is not None:
+            return f"shipped: {shipped.filename}"
+    return f"random initialisation (seed {seed})"
 
 
 class Evaluation:
@@ -347,7 +359,9 @@ class Evaluation:
                     if result is None:
                         ctx.unit_seed = unit_seed(cfg.seed, key)
                         seed_everything(ctx.unit_seed)
+                        tick = time.perf_counter()
                         result = stage.run(unit, ctx)
+                        result.extra["seconds"] = time.perf_counter() - tick
                         if dist.is_main:
                             store.save(key, unit, result)
                         computed += 1
@@ -396,10 +410,11 @@ class Evaluation:
             "schema_version": SCHEMA_VERSION,
             "command": self.command,
             "config": self.config.to_dict(),
-            "models": {m.name: {"checkpoint": m.digest, "elliptical": m.elliptical, "config": _cfg_dict(m.module)} for m in ctx.models.values()},
+            "models": {m.name: {"checkpoint": m.digest, "weights": m.weights, "elliptical": m.elliptical, "config": _cfg_dict(m.module)} for m in ctx.models.values()},
             "dataset": {"name": ctx.data.spec.name, "split": ctx.data.split, "digest": ctx.data.digest, "n": len(ctx.indices), "num_classes": ctx.data.num_classes},
             "environment": {**environment(), "world_size": ctx.dist.world_size},
             "wall_time_s": time.time() - started,
+            "unit_seconds": sum(float(r.extra.get("seconds", 0.0)) for r in ctx.results.values()),
         }
 
 

@@ -141,7 +141,11 @@ def _setup_lines(run: Run) -> list[str]:
         f"({env.get('torch_threads', '?')} torch threads); GPU {escape(gpu)}; device {escape(cfg.get('device', '?'))}"
     )
     wall = meta.get("wall_time_s")
-    lines.append(f"**wall time**: {_duration(wall) if isinstance(wall, int | float) else '?'}")
+    compute = meta.get("unit_seconds")
+    line = f"**wall time**: {_duration(wall) if isinstance(wall, int | float) else '?'} (last invocation)"
+    if isinstance(compute, int | float):
+        line += f"; computing every unit took {_duration(compute)} (resumed units keep their first time)"
+    lines.append(line)
     return lines
 
 
@@ -177,7 +181,7 @@ def _models_table(run: Run) -> Table:
         elliptical = {True: "yes", False: "no"}.get(info.get("elliptical"), "?")
         layers = ", ".join(map(str, cfg.get("elliptical_layers") or [])) or ("none" if cfg else "")
         out.append(
-            (name, info.get("checkpoint", "?"), files.get(name) or "initialised / shipped", elliptical, arch, layers)
+            (name, info.get("checkpoint", "?"), info.get("weights") or files.get(name) or "?", elliptical, arch, layers)
         )
     headers = ("model", "checkpoint digest", "weights", "elliptical", "width×depth×heads", "elliptical layers")
     return Table(headers, tuple(out), (Align.LEFT,) * len(headers))

@@ -175,9 +175,12 @@ def corruption_figure(df: pd.DataFrame) -> Figure | None:
 def collapse_figure(df: pd.DataFrame, metric: str) -> Figure | None:
     """A per-layer metric (token cosine similarity: the paper's collapse figure), one line per model."""
     rows = df[(df["metric"] == metric) & df["layer"].notna()]
+    rows = rows[~rows["params"].fillna("").str.contains('"head"')]  # per-head rows stay in the tables
+    clean = rows[rows["method"] == "collapse"]
+    rows = clean if not clean.empty else rows  # the paper's figure: clean images; adversarial ones are tabulated
     if rows.empty:
         return None
-    columns = series_columns(rows, extra=("method", "params"))
+    columns = series_columns(rows, extra=("method",))
     colors = _palette(df)
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
