@@ -116,3 +116,15 @@ def test_int_ranges():
     for bad in ("0", "6", "1-6", "5-1", "a", ""):
         with pytest.raises(UsageError):
             parse_int_range(bad, "--severity", 1, 5)
+
+
+def test_autoattack_is_configured_as_the_standard_version():
+    model = load_model("deit-nano", num_classes=1000)
+    request = make_request("autoattack")
+    attack = ATTACKS.get("autoattack").factory(model, 4 / 255, dict(request.params), 1000, 0)
+    subs = attack._autoattack.attacks
+    assert [type(a).__name__ for a in subs] == ["APGD", "APGDT", "FAB", "Square"]
+    assert [a.steps for a in subs[:3]] == [100, 100, 100]
+    assert subs[3].n_queries == 5000
+    assert subs[1].n_target_classes == subs[2].n_target_classes == 9  # torchattacks alone would use 999
+    assert attack.n_classes == 1000 and all(a.eps == 4 / 255 for a in subs)
