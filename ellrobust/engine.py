@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, Subset
 from ellrobust.data import LoadedDataset, load_dataset, select_indices
 from ellrobust.distributed import DistInfo, batches, init_distributed
 from ellrobust.errors import UsageError
-from ellrobust.models import SHORT_NAMES, load_model, resolve_name, state_dict_digest
-from ellrobust.models.zoo import shipped_checkpoint
+from ellrobust.models import load_model, state_dict_digest
+from ellrobust.models.zoo import default_checkpoint
 from ellrobust.registry import Registry
 from ellrobust.results import SCHEMA_VERSION, RunLock, atomic_write, save_table, to_frame
 from ellrobust.version import __version__
@@ -300,11 +300,8 @@ def load_models(config: EvalConfig, data: LoadedDataset, device: str) -> dict[st
 def _weights_source(name: str, checkpoint: str | None, data: LoadedDataset, seed: int) -> str:
     if checkpoint is not None:
         return str(checkpoint)
-    if name in SHORT_NAMES:
-        shipped = shipped_checkpoint(data.spec.name, resolve_name(name, default_arch=data.spec.default_arch))
-        if shipped is not None:
-            return f"shipped: {shipped.filename}"
-    return f"random initialisation (seed {seed})"
+    shipped = default_checkpoint(name, dataset=data.spec.name, default_arch=data.spec.default_arch)
+    return f"shipped: {shipped.filename}" if shipped else f"random initialisation (seed {seed})"
 
 
 class Evaluation:

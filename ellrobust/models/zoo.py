@@ -103,6 +103,13 @@ def shipped_checkpoint(dataset: str, arch: str) -> ShippedCheckpoint | None:
     return None
 
 
+def default_checkpoint(name: str, *, dataset: str, default_arch: str) -> ShippedCheckpoint | None:
+    """The shipped checkpoint a short name stands for on ``dataset``, if any (architectures have none)."""
+    if name not in SHORT_NAMES:
+        return None
+    return shipped_checkpoint(dataset, resolve_name(name, default_arch=default_arch))
+
+
 def resolve_name(name: str, *, default_arch: str = "deit-micro") -> str:
     """Map a short name (``deit``, ``deit-elliptical``) to an architecture; check any other name exists."""
     if name in SHORT_NAMES:
@@ -142,8 +149,8 @@ def load_model(
     """
     arch = resolve_name(name, default_arch=default_arch)
     spec = MODELS.get(arch)
-    if checkpoint is None and name in SHORT_NAMES:
-        shipped = shipped_checkpoint(dataset, arch)
+    if checkpoint is None:
+        shipped = default_checkpoint(name, dataset=dataset, default_arch=default_arch)
         checkpoint = shipped.path if shipped else None
     state, meta = read_checkpoint(checkpoint) if checkpoint is not None else ({}, {})
     meta = {k: _maybe_json(v) for k, v in meta.items()}
