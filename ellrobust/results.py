@@ -72,8 +72,6 @@ METRICS = (
     "mcnemar_p",
 )
 
-#: Columns that identify a number (everything but the value and provenance).
-KEY_COLUMNS = ("model", "dataset", "split", "n", "method", "params", "eps", "severity", "layer", "m_grad", "baseline", "metric")
 
 
 def to_frame(rows: Iterable[dict]) -> pd.DataFrame:

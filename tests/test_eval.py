@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ellrobust.cli import app
-from ellrobust.results import load_results
+from ellrobust.results import METRICS, load_results
 
 TINY = ["--data", "synthetic", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--n", "24", "--batch-size", "8"]
 #: The shipped trained models on the embedded digits: attacks have correct images to work on.
@@ -50,6 +50,8 @@ def test_eval_writes_the_tidy_table_and_pairs(runner, tmp_path):
     examples = pd.read_csv(out / "examples.csv.gz")
     assert set(examples.correct.unique()) <= {0, 1}
     assert len(load_results(out)) == len(df)
+    unknown = {m for m in df.metric if m not in METRICS and not m.startswith("sanity_")}
+    assert not unknown, f"metric names outside the documented contract: {unknown}"
 
 
 def test_default_out_is_named_after_the_request_and_resumes(runner, tmp_path, monkeypatch):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ellrobust.errors import UsageError
+from ellrobust.parsing import parse_fraction
 from ellrobust.registry import Registry
 
 
@@ -58,8 +59,6 @@ def resolve_step_size(step_size: object, eps: float) -> float:
             elif text.endswith("eps"):
                 value = float(text[: -len("eps")] or 1) * eps
             else:
-                from ellrobust.parsing import parse_fraction
-
                 value = parse_fraction(text)
         except ValueError:
             raise UsageError(f"step size {step_size!r} is not a number or 'K*eps' (e.g. 2/255 or 0.25*eps).") from None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ellrobust.cli import options
 from ellrobust.parsing import parse_int_range, parse_name_list
 
 if TYPE_CHECKING:  # pandas, rich and torch load only when a command runs: `ellrobust --help` stays fast
@@ -29,21 +30,21 @@ _METRICS = {"token_cosine": "{:.3f}", "attention_entropy": "{:.3f}", "effective_
 def register(app: typer.Typer) -> None:
     @app.command("collapse")
     def collapse_cmd(
-        model: list[str] = typer.Option(..., "--model", "-m", help="Model name (repeat for several): deit, deit-elliptical, or any of `ellrobust models`."),
-        checkpoint: list[str] = typer.Option([], "--checkpoint", "-c", help="Weights for each --model, in order (.safetensors or weights-only .pth)."),
+        model: list[str] = options.MODELS,
+        checkpoint: list[str] = options.CHECKPOINTS,
         data: str = typer.Option("digits", "--data", "-d", help="Dataset (see `ellrobust datasets`); its test/val split is used."),
-        data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset (never downloaded)."),
+        data_root: Path | None = options.DATA_ROOT,
         n: int = typer.Option(256, "--n", "-n", help="Number of images, a seeded subset of the split (all if the split is smaller)."),
         seed: int = typer.Option(0, help="Seed for the image subset."),
-        batch_size: int = typer.Option(128, help="Images per batch."),
+        batch_size: int = options.BATCH_SIZE,
         feature: str = typer.Option("residual", "--feature", help="Tokens to measure: residual (stream after each block) or attention (attention-branch output)."),
         no_cls: bool = typer.Option(False, "--no-cls", help="Leave the class token out (the paper keeps it)."),
         per_head: bool = typer.Option(False, "--per-head", help="Also report each head (needs --feature attention)."),
         layers: str | None = typer.Option(None, "--layers", help="0-based blocks to measure, e.g. 0,3,5 or 0-5 (default: all)."),
         metrics: str = typer.Option("token_cosine,attention_entropy,effective_rank", "--metrics", help="Metrics, comma-separated; token_cosine alone is nearly free on top of a forward pass."),
-        out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: reports/runs/<dataset>-<hash of the request>); re-running resumes it."),
-        json_out: bool = typer.Option(False, "--json", help="Print the result records as JSON on stdout instead of a table."),
-        device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        out: Path | None = options.OUT,
+        json_out: bool = options.JSON,
+        device: str = options.DEVICE,
     ) -> None:
         """Token cosine similarity, attention entropy and effective rank, layer by layer.
 

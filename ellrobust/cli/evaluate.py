@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from ellrobust.attacks import AttackRequest, make_request, validate_params
+from ellrobust.cli import options
 from ellrobust.errors import UsageError
 from ellrobust.parsing import parse_eps_list, parse_int_range, parse_name_list
 
@@ -47,14 +48,14 @@ def build_attacks(attack: str | None, suite, overrides: dict, eps_given: bool) -
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_cmd(
-        model: list[str] = typer.Option(..., "--model", "-m", help="Model name (repeat for several): deit, deit-elliptical, or any of `ellrobust models`."),
-        checkpoint: list[str] = typer.Option([], "--checkpoint", "-c", help="Weights for each --model, in order (.safetensors or weights-only .pth)."),
+        model: list[str] = options.MODELS,
+        checkpoint: list[str] = options.CHECKPOINTS,
         data: str = typer.Option("digits", "--data", "-d", help="Dataset (see `ellrobust datasets`)."),
-        data_root: Path | None = typer.Option(None, "--data-root", help="Folder holding the dataset (never downloaded)."),
+        data_root: Path | None = options.DATA_ROOT,
         split: str | None = typer.Option(None, help="Split to evaluate (default: the dataset's test/val split)."),
         n: int | None = typer.Option(None, "--n", "-n", help="Number of images, a seeded subset of the split (default: all). Under torchrun write -n (torchrun reads --n as one of its own options)."),
         seed: int = typer.Option(0, help="Seed for the image subset and the attacks' randomness."),
-        batch_size: int = typer.Option(128, help="Images per batch."),
+        batch_size: int = options.BATCH_SIZE,
         attack: str | None = typer.Option(None, "--attack", "-a", help="Attacks, comma-separated (see `ellrobust attacks`), or 'none' for clean accuracy only."),
         suite: Path | None = typer.Option(None, "--suite", help="A TOML suite from attacks/ (default when no --attack: attacks/quick.toml)."),
         eps: str | None = typer.Option(None, "--eps", help="Budgets in [0, 1] pixel units, e.g. 1/255,2/255,4/255 (default: the dataset's)."),
@@ -74,11 +75,11 @@ def register(app: typer.Typer) -> None:
         cache: Path | None = typer.Option(None, "--cache", help="Cache folder for generated corrupted images."),
         workers: int = typer.Option(0, help="DataLoader worker processes."),
         collapse: bool = typer.Option(False, "--collapse", help="Add per-layer token cosine similarity, attention entropy and effective rank."),
-        out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default: reports/runs/<dataset>-<hash of the request>); re-running resumes it."),
-        json_out: bool = typer.Option(False, "--json", help="Print the result records as JSON on stdout instead of tables."),
+        out: Path | None = options.OUT,
+        json_out: bool = options.JSON,
         report: bool = typer.Option(False, "--report", help="Write report.md and figures into the run folder at the end."),
         sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Run the attack sanity checks."),
-        device: str = typer.Option("cpu", help="Torch device, e.g. cpu or cuda."),
+        device: str = options.DEVICE,
     ) -> None:
         """Evaluate models on the same images: clean accuracy, attacks, corruptions, collapse.
 

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ellrobust.engine import ProgressEvent
+from ellrobust.report.frame import format_eps
 from ellrobust.results import records
 
 #: Tables keep their shape when piped (rich would squeeze them into 80 columns).
@@ -20,10 +21,8 @@ stderr = Console(stderr=True, soft_wrap=True)
 
 
 def fmt_eps(eps: float | None) -> str:
-    if eps is None or pd.isna(eps):
-        return ""
-    k = eps * 255
-    return f"{k:.3g}/255" if abs(k - round(k)) < 1e-6 or k < 64 else f"{eps:.4g}"
+    """A budget as the report writes it (``8/255``), empty when there is none."""
+    return "" if eps is None or pd.isna(eps) else format_eps(eps)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from ellrobust.collapse import CollapseMetric
 from ellrobust.report.frame import (
     TEXT_COLUMNS,
     binomial_band,
@@ -27,7 +28,7 @@ from ellrobust.report.frame import (
 from ellrobust.report.markdown import Align, Table
 
 #: Collapse metrics in the order the report shows them; any other per-layer metric follows.
-COLLAPSE_METRICS = ("token_cosine", "attention_entropy", "effective_rank")
+COLLAPSE_METRICS = tuple(m.value for m in CollapseMetric)
 PAIRED_METRICS = ("accuracy_difference", "difference_ci_low", "difference_ci_high", "mcnemar_p")
 _HEADERS = {"run": "run", "model": "model", "m_grad": "m_grad", "method": "method", "params": "settings"}
 

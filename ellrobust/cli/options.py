@@ -1,0 +1,13 @@
+"""Options shared by several commands, declared once so their names and help stay the same."""
+
+from __future__ import annotations
+
+import typer
+
+MODELS = typer.Option(..., "--model", "-m", help="Model name (repeat for several): deit, deit-elliptical, or any of `ellrobust models`.")
+CHECKPOINTS = typer.Option([], "--checkpoint", "-c", help="Weights for each --model, in order (.safetensors or weights-only .pth).")
+DATA_ROOT = typer.Option(None, "--data-root", help="Folder holding the dataset (never downloaded).")
+BATCH_SIZE = typer.Option(128, help="Images per batch.")
+OUT = typer.Option(None, "--out", "-o", help="Run folder (default: reports/runs/<dataset>-<hash of the request>); re-running resumes it.")
+JSON = typer.Option(False, "--json", help="Print the result records as JSON on stdout instead of tables.")
+DEVICE = typer.Option("cpu", help="Torch device, e.g. cpu or cuda (under torchrun: each rank's own GPU).")
