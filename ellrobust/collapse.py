@@ -21,12 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ellrobust.errors import UsageError
 from ellrobust.metrics.collapse import attention_entropy_qk, effective_rank, token_cosine
+from ellrobust.metrics.stats import mean_interval
 from ellrobust.models.vit import VisionTransformer
+from ellrobust.precision import Precision, parse_precision, precision_scope
 
 
 class Feature(StrEnum):
@@ -61,6 +64,8 @@ class CollapseConfig:
             pass; attention entropy reuses the forward pass's q and k (one more ``q kᵀ``, fused on
             CPU) and effective rank needs a float64 spectrum per image and layer, which dominates
             the cost of the full set (benchmarks/bench_collapse.py).
+        precision: the precision of the measuring forward passes (``ellrobust collapse
+            --precision``); the metrics themselves are computed in float32/float64 from the features.
     """
 
     feature: Feature = Feature.RESIDUAL
@@ -68,8 +73,10 @@ class CollapseConfig:
     per_head: bool = False
     layers: tuple[int, ...] | None = None
     metrics: tuple[CollapseMetric, ...] = tuple(CollapseMetric)
+    precision: Precision = Precision.FP32
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", parse_precision(self.precision))
         try:
             object.__setattr__(self, "feature", Feature(self.feature))
         except ValueError:
@@ -113,7 +120,8 @@ class CollapseConfig:
         """JSON of the whole config: a unit's identity, so changing any setting re-runs the unit."""
         layers = list(self.layers) if self.layers is not None else None
         metrics = [m.value for m in self.metrics]
-        return json.dumps({**self.row_params(), "per_head": self.per_head, "layers": layers, "metrics": metrics}, sort_keys=True)
+        unit = {**self.row_params(), "per_head": self.per_head, "layers": layers, "metrics": metrics, "precision": self.precision.value}
+        return json.dumps(unit, sort_keys=True)
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,29 @@ class MetricKey:
     metric: CollapseMetric
     layer: int
     head: int | None = None
+
+
+def value_key(metric: str, layer: int | None, head: int | None = None, layers: tuple[int, ...] = ()) -> str:
+    """The name of a per-image value series in a unit result: ``token_cosine|3|``, ``token_cosine|later|3,4,5``.
+
+    ``layer`` None with ``layers`` names the mean over those layers (the later-half summary).
+    """
+    where = "later" if layer is None else str(layer)
+    last = ",".join(map(str, layers)) if layer is None else ("" if head is None else str(head))
+    return f"{metric}|{where}|{last}"
+
+
+def parse_value_key(key: str) -> tuple[str, int | None, int | None, tuple[int, ...]]:
+    """(metric, layer, head, layers) of a :func:`value_key`."""
+    metric, where, last = key.split("|")
+    if where == "later":
+        return metric, None, None, tuple(int(i) for i in last.split(",") if i)
+    return metric, int(where), (int(last) if last else None), ()
+
+
+def later_half(layers: tuple[int, ...], depth: int) -> tuple[int, ...]:
+    """The measured layers in the later half of a model of ``depth`` blocks (the paper's collapse claim)."""
+    return tuple(i for i in layers if i >= depth // 2)
 
 
 @torch.no_grad()
@@ -181,69 +212,88 @@ def _split_heads(out: dict[MetricKey, torch.Tensor], metric: CollapseMetric, lay
 
 
 class CollapseAccumulator:
-    """Averages the collapse metrics of one model over every image fed to it, batch by batch.
+    """Collects the collapse metrics of one model per image, for means, intervals and paired differences.
 
-    Per-image values are summed per batch (in float64) and the batch sums are added in batch order
-    when the rows are made, so the mean over images is the same whatever the batch sizes, and
-    bit-identical whether one process saw every batch or several ``torchrun`` ranks shared them
-    (:meth:`state` and :meth:`merge` carry the batch sums between ranks).
+    Values are kept per position in the run's selection, so the mean over images is summed in
+    position order: the same whatever the batch sizes, and bit-identical whether one process saw every
+    batch or several ``torchrun`` ranks shared them (:meth:`state` and :meth:`merge` carry the values
+    between ranks). The per-image values also go into the unit result (:meth:`values`), from which
+    the engine derives paired differences between models measured on the same images.
     """
 
     def __init__(self, model: VisionTransformer, config: CollapseConfig, name: str = "the model") -> None:
         self.model = model
         self.config = config
         self.layers = config.resolve_layers(model.cfg.depth, name)
-        self._batches: dict[int, tuple[dict[MetricKey, float], int]] = {}
+        self.summary_layers = later_half(self.layers, model.cfg.depth)
+        self._images: dict[int, dict[MetricKey, float]] = {}
 
     @property
     def count(self) -> int:
         """Images seen so far."""
-        return sum(n for _, n in self._batches.values())
+        return len(self._images)
 
-    def add(self, images: torch.Tensor, batch: int | None = None) -> None:
-        """Measure a batch of [0, 1] images (B, 3, S, S); ``batch`` orders it among the others."""
-        metrics = collapse_metrics(self.model, images, self.config, self.layers)
-        sums = {key: float(values.double().sum()) for key, values in metrics.items()}
-        self._batches[len(self._batches) if batch is None else batch] = (sums, images.shape[0])
+    def add(self, images: torch.Tensor, positions: list[int]) -> None:
+        """Measure a batch of [0, 1] images (B, 3, S, S) at ``positions`` of the selection."""
+        with precision_scope(self.config.precision, images.device):
+            metrics = collapse_metrics(self.model, images, self.config, self.layers)
+        columns = {key: values.double().cpu().tolist() for key, values in metrics.items()}
+        for i, p in enumerate(positions):
+            self._images[p] = {key: values[i] for key, values in columns.items()}
 
-    def state(self) -> dict[int, tuple[dict[MetricKey, float], int]]:
-        """The batch sums, to send to another rank."""
-        return dict(self._batches)
+    def state(self) -> dict[int, dict[MetricKey, float]]:
+        """The per-image values, to send to another rank."""
+        return dict(self._images)
 
-    def merge(self, states: list[dict[int, tuple[dict[MetricKey, float], int]]]) -> None:
-        """Take in the batch sums of every rank (this one's included)."""
+    def merge(self, states: list[dict[int, dict[MetricKey, float]]]) -> None:
+        """Take in the per-image values of every rank (this one's included)."""
         for state in states:
-            self._batches.update(state)
+            self._images.update(state)
 
-    def rows(self, common: Mapping[str, object], extra_params: Mapping[str, object] | None = None) -> list[dict]:
-        """Result rows, one per layer × metric (× head): the mean over all images added.
+    def _series(self, size: int) -> dict[str, np.ndarray]:
+        """Per :func:`value_key`, one value per position of the selection (NaN: not measured)."""
+        keys = list(next(iter(self._images.values()))) if self._images else []
+        out: dict[str, np.ndarray] = {}
+        for key in keys:
+            series = np.full(size, np.nan)
+            for p, values in self._images.items():
+                series[p] = values[key]
+            out[value_key(key.metric.value, key.layer, key.head)] = series
+        if self.summary_layers and keys:
+            for metric in self.config.metrics:
+                parts = [out[value_key(metric.value, layer)] for layer in self.summary_layers]
+                out[value_key(metric.value, None, layers=self.summary_layers)] = np.mean(parts, axis=0)
+        return out
+
+    def values(self, size: int) -> dict[str, list[float | None]]:
+        """Per-image values over the selection of ``size`` images (None where an image was not measured)."""
+        return {name: [None if np.isnan(v) else float(v) for v in series] for name, series in self._series(size).items()}
+
+    def rows(self, common: Mapping[str, object], size: int, extra_params: Mapping[str, object] | None = None) -> list[dict]:
+        """Result rows: per layer × metric (× head), the mean over the images measured and its 95 % t interval.
+
+        Summary rows over the later half of the measured layers (per image averaged over those layers
+        first) have an empty ``layer`` and list the layers in ``params``.
 
         Args:
             common: fields shared by every row (model, method, eps, m_grad ...).
+            size: the number of images in the run's selection (positions run from 0 to size − 1).
             extra_params: parameters of the method that produced the images (an attack's), merged
                 into each row's ``params`` JSON next to the collapse settings.
 
         Returns:
             No rows if no image was added (e.g. an attack with no clean-correct image to attack).
         """
-        if not self._batches:
-            return []
-        totals: dict[MetricKey, float] = {}
-        for batch in sorted(self._batches):
-            sums, _ = self._batches[batch]
-            for key, value in sums.items():
-                totals[key] = totals.get(key, 0.0) + value
-        count = self.count
         rows = []
-        for key, total in totals.items():
-            params = {**(extra_params or {}), **self.config.row_params(key.head)}
-            rows.append(
-                {
-                    **common,
-                    "params": json.dumps(params, sort_keys=True),
-                    "layer": key.layer,
-                    "metric": key.metric.value,
-                    "value": total / count,
-                }
-            )
+        for name, series in self._series(size).items():
+            metric, layer, head, layers = parse_value_key(name)
+            measured = series[~np.isnan(series)]
+            if measured.size == 0:
+                continue
+            mean, low, high = mean_interval(measured)
+            params = {**(extra_params or {}), **self.config.row_params(head)} | ({"layers": list(layers)} if layers else {})
+            base = {**common, "params": json.dumps(params, sort_keys=True), "layer": layer}
+            rows.append({**base, "metric": metric, "value": mean})
+            rows.append({**base, "metric": f"{metric}_ci_low", "value": low})
+            rows.append({**base, "metric": f"{metric}_ci_high", "value": high})
         return rows

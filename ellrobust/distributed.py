@@ -106,3 +106,8 @@ def init_distributed(device: str = "cpu") -> DistInfo:
 def batches(positions: Sequence[int], batch_size: int) -> list[list[int]]:
     """The fixed cut of a unit's positions into batches (the same in every process layout)."""
     return [list(positions[i : i + batch_size]) for i in range(0, len(positions), batch_size)]
+
+
+def local_world_size() -> int:
+    """Processes of this job on this node (torchrun sets ``LOCAL_WORLD_SIZE``); 1 outside torchrun."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")))

@@ -75,3 +75,37 @@ def parse_int_range(text: str, option: str, low: int, high: int) -> tuple[int, .
                 raise UsageError(f"{option} value {v} is outside {low}–{high}.")
             out.add(v)
     return tuple(sorted(out))
+
+
+def parse_workers(text: str) -> int | None:
+    """``--workers``: ``auto`` (None: chosen for the data) or a number of worker processes ≥ 0."""
+    value = str(text).strip().lower()
+    if value == "auto":
+        return None
+    try:
+        workers = int(value)
+    except ValueError:
+        raise UsageError(f"--workers must be 'auto' or a whole number ≥ 0 (got {text!r}).") from None
+    if workers < 0:
+        raise UsageError(f"--workers must be 'auto' or a whole number ≥ 0 (got {text!r}).")
+    return workers
+
+
+#: The largest block index ``--elliptical-layers`` accepts while parsing (each model checks its depth).
+_MAX_BLOCK = 10_000
+
+
+def parse_elliptical_layers(values: list[str]) -> tuple[tuple[int, ...] | None, ...]:
+    """``--elliptical-layers``, once for every elliptical model or once per model in ``--model`` order.
+
+    Each value is a list or range of 0-based blocks (``1-11``, ``1,3,5``); ``-`` keeps a model's
+    default (every block after the first), e.g. for the baseline in a per-model list. Block 0 has no
+    previous layer's values, so it cannot be elliptical.
+    """
+    out: list[tuple[int, ...] | None] = []
+    for value in values:
+        if value.strip() in ("-", "default"):
+            out.append(None)
+        else:
+            out.append(parse_int_range(value, "--elliptical-layers", 1, _MAX_BLOCK))
+    return tuple(out)

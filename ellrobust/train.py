@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ellrobust.distributed import init_distributed
+from ellrobust.precision import Precision, precision_scope
 from ellrobust.version import __version__
 
 
@@ -33,6 +34,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     augment_padding: int = 3  # random translation by up to this many pixels (no flips: digits are not symmetric)
     seed: int = 0
+    precision: Precision = Precision.FP32  # forward and backward passes; bf16 is autocast, weights stay fp32
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,8 @@ def evaluate_accuracy(model: nn.Module, data: Dataset, batch_size: int = 256, de
     model.eval()
     correct = total = 0
     for x, y in DataLoader(data, batch_size=batch_size):
-        pred = model(x.to(device)).argmax(1).cpu()
+        with precision_scope(Precision.FP32, device):
+            pred = model(x.to(device)).argmax(1).cpu()
         correct += (pred == y).sum().item()
         total += len(y)
     return correct / max(1, total)
@@ -134,8 +137,9 @@ def train(
                 group["lr"] = lr
             x = random_translate(x, cfg.augment_padding, g).to(device)
             y = y.to(device)
-            logits = net(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            with precision_scope(cfg.precision, x.device):
+                logits = net(x)
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

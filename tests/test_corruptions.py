@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,9 +16,11 @@ from PIL import Image
 from ellrobust.cli import app
 from ellrobust.corruptions import CORRUPTIONS, CorruptionSet, names_in, resolve_corruptions
 from ellrobust.corruptions.cache import ChunkCache
-from ellrobust.corruptions.generate import CorruptedChunks, corrupt_image, corrupt_tensor, image_seed, to_uint8
+from ellrobust.corruptions.generate import corrupt_image, corrupt_tensor, image_seed, to_uint8
 from ellrobust.data import load_dataset, select_indices
+from ellrobust.data.store import StorePlan, allocate, fill
 from ellrobust.engine import EvalConfig, Evaluation, RunContext
+from ellrobust.workers import WorkerPool
 from ellrobust.errors import UsageError
 from ellrobust.metrics.corruption import (
     ALEXNET_CLEAN_ERROR,
@@ -45,9 +49,26 @@ def unit_extras(run_dir) -> list[dict]:
     return [json.loads(p.read_text())["extra"] for p in sorted((run_dir / "units").glob("corruption_*.json"))]
 
 
-def make_context(data, n=None, **config) -> RunContext:
+def make_context(data, n=None, indices=None, **config) -> RunContext:
+    """A run context with its image store filled inline (no worker processes)."""
     cfg = EvalConfig(models=MODELS, dataset=data.spec.name, n=n, **config)
-    return RunContext(cfg, data, select_indices(len(data), n, cfg.seed), {}, lambda event: None)
+    indices = select_indices(len(data), n, cfg.seed) if indices is None else indices
+    store, todo = allocate(data.dataset, indices, data.digest, data.spec.pixel_dtype, StorePlan(1 << 30, folder=Path(tempfile.mkdtemp())))
+    pool = WorkerPool(0, {"dataset": data.dataset, "store": store, "indices": indices})
+    fill(store, todo, pool)
+    return RunContext(cfg, data, indices, {}, lambda event: None, store=store, pool=pool)
+
+
+def source_batches(source, ctx, corruption, severity):
+    """Every batch plan of one corruption and severity, run inline: (images float NCHW, images generated)."""
+    images, made = [], 0
+    for _, chunk in ctx.owned_batches():
+        plan = source.batch_plan(corruption, severity, chunk)
+        batch = np.concatenate([task() for task in plan.tasks])
+        plan.finish(batch, ctx.store.labels[chunk])
+        images.append(batch)
+        made += plan.generated
+    return torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).float() / 255, made
 
 
 # --- the registry -----------------------------------------------------------------------------------
@@ -108,20 +129,21 @@ def test_image_seed_depends_on_every_part():
 
 
 def test_images_do_not_depend_on_batching_and_the_cache_returns_them(synthetic, tmp_path):
+    from ellrobust.corruptions.generate import GeneratedSource
+
     indices = [3, 9, 10, 20, 41]
 
     def batches(batch_size, cache=None):
-        chunks = CorruptedChunks(synthetic.dataset, indices, batch_size, "shot_noise", 2, 0, cache)
-        parts = [chunks[i] for i in range(len(chunks))]
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), sum(p[2] for p in parts)
+        ctx = make_context(synthetic, indices=indices, batch_size=batch_size, cache_dir=cache)
+        return source_batches(GeneratedSource(ctx), ctx, "shot_noise", 2)
 
-    x1, y1, made = batches(5)
-    x2, y2, _ = batches(2)
-    assert torch.equal(x1, x2) and torch.equal(y1, y2) and made == 5
+    x1, made = batches(5)
+    x2, _ = batches(2)
+    assert torch.equal(x1, x2) and made == 5
+    assert batches(2, str(tmp_path))[1] == 5
+    x3, made_again = batches(2, str(tmp_path))
+    assert made_again == 0 and torch.equal(x3, x1)
     cache = ChunkCache.for_run(tmp_path, data_digest=synthetic.digest, run_seed=0, library="test")
-    assert batches(2, cache)[2] == 5
-    x3, y3, made_again = batches(2, cache)
-    assert made_again == 0 and torch.equal(x3, x1) and torch.equal(y3, y1)
     other = ChunkCache.for_run(tmp_path, data_digest=synthetic.digest, run_seed=1, library="test")
     assert other.path("shot_noise", 2, indices[:2]) != cache.path("shot_noise", 2, indices[:2])
 
@@ -236,12 +258,9 @@ def test_cifar10_c_layout_reads_the_selected_rows_of_each_severity(synthetic, tm
     source = open_source(ctx)
     assert source.label == "cifar10-c" and not source.imagenet
     source.check(("fog",), SEVERITIES)
-    chunks = source.chunks("fog", 3)
-    x = torch.cat([chunks[i][0] for i in range(len(chunks))])
-    y = torch.cat([chunks[i][1] for i in range(len(chunks))])
+    x, made = source_batches(source, ctx, "fog", 3)
     expected = np.clip(clean[ctx.indices].astype(int) + 30, 0, 255)
-    assert torch.allclose(x, torch.from_numpy(expected).permute(0, 3, 1, 2).float() / 255)
-    assert y.tolist() == synthetic.dataset.tensors[1][ctx.indices].tolist()
+    assert torch.allclose(x, torch.from_numpy(expected).permute(0, 3, 1, 2).float() / 255) and made == 0
     with pytest.raises(UsageError, match="no 'snow'"):
         source.check(("snow",), (1,))
 
@@ -278,10 +297,8 @@ def test_imagenet_c_layout_pairs_files_with_the_clean_selection(tmp_path):
     ctx = make_context(data, corruption_source=str(root), batch_size=3)
     source = open_source(ctx)
     assert source.label == "imagenet-c" and source.imagenet
-    chunks = source.chunks("fog", 2)
-    x = torch.cat([chunks[i][0] for i in range(len(chunks))])
-    y = torch.cat([chunks[i][1] for i in range(len(chunks))])
-    assert x.shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 1, 1]
+    x, _ = source_batches(source, ctx, "fog", 2)
+    assert x.shape == (4, 3, 224, 224) and ctx.store.labels.tolist() == [0, 0, 1, 1]
     first = np.array(Image.open(root / "fog" / "2" / "n01" / "img0.png"))
     assert torch.allclose(x[0], torch.from_numpy(first).permute(2, 0, 1).float() / 255)  # ToTensor only
     with pytest.raises(UsageError, match="severity 3"):

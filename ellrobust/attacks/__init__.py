@@ -278,7 +278,8 @@ def validate_params(params: Mapping[str, object]) -> None:
 
 
 def perturb(
-    model: nn.Module, request: AttackRequest, images: torch.Tensor, labels: torch.Tensor, *, eps: float, num_classes: int, seed: int
+    model: nn.Module, request: AttackRequest, images: torch.Tensor, labels: torch.Tensor, *, eps: float, num_classes: int, seed: int,
+    precision: str = "fp32", info: dict | None = None,
 ) -> torch.Tensor:
     """Attack a batch of [0, 1] images; returns adversarial images in [0, 1].
 
@@ -289,7 +290,10 @@ def perturb(
     attack = request.definition.factory(model, eps, p, num_classes, seed)
     attack.set_model_training_mode(model_training=False)
     restarts = int(p.get("restarts", 1)) if request.name in ("pgd", "pgd-l2") else 1
-    adv = attack(images, labels)
+    from ellrobust.precision import precision_scope
+
+    with precision_scope(precision, images.device):
+        adv = attack(images, labels)
     for _ in range(restarts - 1):
         with torch.no_grad():
             fooled = model(adv).argmax(1) != labels

@@ -1,11 +1,13 @@
-"""Named sanity checks on every attack run, and the per-example worst case over attacks.
+"""Named sanity checks on every attack run.
 
 A robustness number is only as good as the attack behind it. These checks catch the usual ways an
 evaluation lies (RobustBench / AutoAttack practice): perturbations outside the budget or the image
 range, robust accuracy above clean accuracy, accuracy that grows with eps, PGD weaker than FGSM,
-gradient-free attacks beating gradient attacks (gradient masking), and PGD at a huge budget that does
-not reach chance. Each becomes a row ``method == "sanity"``, ``metric == "sanity_<check>"``, value 1
-(pass) or 0 (fail), with the detail in ``params``.
+gradient-free attacks beating gradient attacks (gradient masking), PGD at a huge budget that does not
+reach chance, and an attack run in bf16 or TF32 that leaves more images robust than the same attack in
+fp32 (a lower precision may only weaken an attack). Each becomes a row ``method == "sanity"``,
+``metric == "sanity_<check>"``, value 1 (pass) or 0 (fail), with the detail in ``params``; checks are
+made per model, m_grad mode and precision.
 
 Comparisons between accuracies allow one example of slack (1/n): random starts make two nearly equal
 attacks trade single examples, which is noise, not a broken evaluation.
@@ -13,12 +15,13 @@ attacks trade single examples, which is noise, not a broken evaluation.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 
-import numpy as np
-
 from ellrobust.attacks import ATTACKS, AttackRequest
+from ellrobust.metrics.stats import binomial_se
+from ellrobust.precision import Precision
 
 LARGE_EPS_METHOD = "sanity-pgd-large-eps"
 CHECKS = (
@@ -29,62 +32,39 @@ CHECKS = (
     "pgd_le_fgsm",
     "no_gradient_masking",
     "large_eps_reaches_chance",
+    "precision_not_above_fp32",
 )
+
+#: A lower-precision robust accuracy may exceed the fp32 one by this many binomial standard errors.
+PRECISION_SIGMAS = 2.0
 
 
 def _norm(unit) -> str:
     return AttackRequest(unit.method, json.loads(unit.params)).norm
 
 
-def worst_case_rows(ctx, outcomes) -> list[dict]:
-    """Per model, norm, eps and m_grad: an example is robust only if it survives every attack of the run."""
-    groups: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
-    for unit, model, vals in outcomes:
-        if unit.stage != "attack" or unit.method == LARGE_EPS_METHOD:
-            continue
-        groups[(model, _norm(unit), unit.eps, unit.m_grad)][unit.method] = np.asarray(vals, bool)
-    rows = []
-    for (model, norm, eps, mg), per_attack in groups.items():
-        if len(per_attack) < 2:
-            continue
-        worst = np.logical_and.reduce(list(per_attack.values()))
-        params = json.dumps({"attacks": sorted(per_attack), "norm": norm}, sort_keys=True)
-        rows.append(
-            {
-                "model": model,
-                "method": "worst-case",
-                "params": params,
-                "eps": eps,
-                "m_grad": mg,
-                "metric": "robust_accuracy",
-                "value": float(worst.mean()),
-                "_outcomes": worst.astype(int).tolist(),
-            }
-        )
-    return rows
-
-
-def _flag(model: str, mg: str, check: str, ok: bool, detail: str) -> dict:
+def flag(model: str, mg: str, check: str, ok: bool, detail: str, precision: str = "") -> dict:
     return {
         "model": model,
         "method": "sanity",
         "params": json.dumps({"detail": detail}),
         "m_grad": mg,
+        "precision": precision,
         "metric": f"sanity_{check}",
         "value": 1.0 if ok else 0.0,
     }
 
 
 def sanity_rows(ctx, rows: list[dict], extras) -> list[dict]:
-    """Evaluate every applicable check for each model and m_grad mode."""
+    """Evaluate every applicable check for each model, m_grad mode and precision."""
     n = max(1, len(ctx.indices))
     slack = 1.0 / n + 1e-12
     clean = {r["model"]: r["value"] for r in rows if r.get("metric") == "clean_accuracy"}
-    robust: dict[tuple, dict[tuple, float]] = defaultdict(dict)  # (model, mg) -> (method, norm, eps) -> acc
+    robust: dict[tuple, dict[tuple, float]] = defaultdict(dict)  # (model, mg, precision) -> (method, norm, eps) -> acc
     for r in rows:
-        if r.get("metric") == "robust_accuracy" and r.get("method") not in ("worst-case",):
+        if r.get("metric") == "robust_accuracy" and r.get("method") not in ("worst-case",) and r.get("layer") is None:
             norm = AttackRequest(r["method"], json.loads(r["params"])).norm
-            robust[(r["model"], r.get("m_grad", ""))][(r["method"], norm, r["eps"])] = r["value"]
+            robust[(r["model"], r.get("m_grad", ""), r.get("precision", ""))][(r["method"], norm, r["eps"])] = r["value"]
     bounds: dict[tuple, list[str]] = defaultdict(list)
     ranges: dict[tuple, list[str]] = defaultdict(list)
     large: dict[tuple, float] = {}
@@ -92,7 +72,7 @@ def sanity_rows(ctx, rows: list[dict], extras) -> list[dict]:
     for unit, extra in extras:
         if unit.stage != "attack" or not extra:
             continue
-        key = (unit.model, unit.m_grad)
+        key = (unit.model, unit.m_grad, unit.precision)
         seen.add(key)
         if unit.method == LARGE_EPS_METHOD:
             large[key] = extra["robust_accuracy"]
@@ -104,12 +84,13 @@ def sanity_rows(ctx, rows: list[dict], extras) -> list[dict]:
     out = []
     chance = 1.0 / ctx.data.num_classes
     for key in sorted(seen | set(robust)):
-        model, mg = key
+        model, mg, precision = key
         accs = robust.get(key, {})
-        out.append(_flag(model, mg, "perturbation_within_eps", not bounds[key], "; ".join(bounds[key]) or "every perturbation within its eps ball"))
-        out.append(_flag(model, mg, "inside_unit_range", not ranges[key], "; ".join(ranges[key]) or "every adversarial image in [0, 1]"))
+        check = functools.partial(flag, model, mg, precision=precision)
+        out.append(check("perturbation_within_eps", not bounds[key], "; ".join(bounds[key]) or "every perturbation within its eps ball"))
+        out.append(check("inside_unit_range", not ranges[key], "; ".join(ranges[key]) or "every adversarial image in [0, 1]"))
         above = [f"{m}@{e:.4g}: {v:.3f} > clean {clean.get(model, 1):.3f}" for (m, _, e), v in accs.items() if v > clean.get(model, 1.0) + 1e-12]
-        out.append(_flag(model, mg, "robust_le_clean", not above, "; ".join(above) or "robust ≤ clean for every attack"))
+        out.append(check("robust_le_clean", not above, "; ".join(above) or "robust ≤ clean for every attack"))
         rising = []
         by_attack: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
         for (m, norm, e), v in accs.items():
@@ -118,11 +99,11 @@ def sanity_rows(ctx, rows: list[dict], extras) -> list[dict]:
             pts.sort()
             rising += [f"{m}: {a:.3f}@{e1:.4g} → {b:.3f}@{e2:.4g}" for (e1, a), (e2, b) in zip(pts, pts[1:], strict=False) if b > a + slack]
         if any(len(p) > 1 for p in by_attack.values()):
-            out.append(_flag(model, mg, "monotone_in_eps", not rising, "; ".join(rising) or "accuracy non-increasing in eps"))
+            out.append(check("monotone_in_eps", not rising, "; ".join(rising) or "accuracy non-increasing in eps"))
         pairs = [(e, accs[("pgd", "Linf", e)], accs[("fgsm", "Linf", e)]) for (m, norm, e) in accs if m == "pgd" and ("fgsm", "Linf", e) in accs]
         if pairs:
             worse = [f"eps {e:.4g}: pgd {p:.3f} > fgsm {f:.3f}" for e, p, f in pairs if p > f + slack]
-            out.append(_flag(model, mg, "pgd_le_fgsm", not worse, "; ".join(worse) or "PGD at least as strong as FGSM"))
+            out.append(check("pgd_le_fgsm", not worse, "; ".join(worse) or "PGD at least as strong as FGSM"))
         masking = []
         for (m, norm, e), v in accs.items():
             if m in ATTACKS and ATTACKS.get(m).gradient_free:
@@ -132,8 +113,19 @@ def sanity_rows(ctx, rows: list[dict], extras) -> list[dict]:
         if any(m in ATTACKS and ATTACKS.get(m).gradient_free for (m, _, _) in accs) and any(
             m in ATTACKS and not ATTACKS.get(m).gradient_free for (m, _, _) in accs
         ):
-            out.append(_flag(model, mg, "no_gradient_masking", not masking, "; ".join(masking) or "gradient-free attacks no stronger than gradient attacks"))
+            out.append(check("no_gradient_masking", not masking, "; ".join(masking) or "gradient-free attacks no stronger than gradient attacks"))
         if key in large:
             ok = large[key] <= chance + 1e-12
-            out.append(_flag(model, mg, "large_eps_reaches_chance", ok, f"PGD at eps 0.5: accuracy {large[key]:.3f} (chance {chance:.3f})"))
+            out.append(check("large_eps_reaches_chance", ok, f"PGD at eps 0.5: accuracy {large[key]:.3f} (chance {chance:.3f})"))
+        reference = robust.get((model, mg, Precision.FP32.value))
+        if precision and precision != Precision.FP32 and reference:
+            shared = [(m, e, v, reference[(m, norm, e)]) for (m, norm, e), v in accs.items() if (m, norm, e) in reference]
+            if shared:
+                above = [
+                    f"{m}@{e:.4g}: {precision} {v:.3f} > fp32 {f:.3f}"
+                    for m, e, v, f in shared
+                    if v > f + max(PRECISION_SIGMAS * binomial_se(f, n), slack)
+                ]
+                detail = "; ".join(above) or f"{precision} robust accuracy within {PRECISION_SIGMAS:g} binomial SE of fp32 (or below it)"
+                out.append(check("precision_not_above_fp32", not above, detail))
     return out

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ellrobust.cli import options
-from ellrobust.parsing import parse_int_range, parse_name_list
+from ellrobust.parsing import parse_elliptical_layers, parse_int_range, parse_name_list, parse_workers
 
 if TYPE_CHECKING:  # pandas, rich and torch load only when a command runs: `ellrobust --help` stays fast
     import pandas as pd
@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
         per_head: bool = typer.Option(False, "--per-head", help="Also report each head (needs --feature attention)."),
         layers: str | None = typer.Option(None, "--layers", help="0-based blocks to measure, e.g. 0,3,5 or 0-5 (default: all)."),
         metrics: str = typer.Option("token_cosine,attention_entropy,effective_rank", "--metrics", help="Metrics, comma-separated; token_cosine alone is nearly free on top of a forward pass."),
+        precision: str = typer.Option("fp32", "--precision", help="Precision of the measuring forward passes: fp32, tf32 or bf16 (clean accuracy stays fp32)."),
+        elliptical_layers: list[str] = options.ELLIPTICAL_LAYERS,
+        workers: str = options.WORKERS,
         out: Path | None = options.OUT,
         json_out: bool = options.JSON,
         device: str = options.DEVICE,
@@ -72,6 +75,7 @@ def register(app: typer.Typer) -> None:
             per_head=per_head,
             layers=parse_int_range(layers, "--layers", -_MAX_LAYER, _MAX_LAYER) if layers is not None else None,
             metrics=parse_name_list(metrics, "--metrics"),
+            precision=precision,
         )
         config = EvalConfig(
             models=tuple(model),
@@ -83,6 +87,8 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             attacks=(),
             collapse=collapse,
+            elliptical_layers=parse_elliptical_layers(elliptical_layers),
+            workers=parse_workers(workers),
             device=device,
         )
         result = execute(config, out)

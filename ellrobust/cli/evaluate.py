@@ -13,7 +13,7 @@ import typer
 from ellrobust.attacks import AttackRequest, make_request, validate_params
 from ellrobust.cli import options
 from ellrobust.errors import UsageError
-from ellrobust.parsing import parse_eps_list, parse_int_range, parse_name_list
+from ellrobust.parsing import parse_elliptical_layers, parse_eps_list, parse_int_range, parse_name_list, parse_workers
 
 DEFAULT_SUITE = "quick"
 
@@ -72,8 +72,12 @@ def register(app: typer.Typer) -> None:
         corruption: str | None = typer.Option(None, "--corruption", help="ImageNet-C corruptions: all, extra, or names, comma-separated."),
         severity: str | None = typer.Option(None, "--severity", help="Corruption severities, e.g. 1-5 (default) or 3."),
         corruption_root: Path | None = typer.Option(None, "--corruption-root", help="Precomputed ImageNet-C / CIFAR-10-C folder instead of generating corruptions."),
-        cache: Path | None = typer.Option(None, "--cache", help="Cache folder for generated corrupted images."),
-        workers: int = typer.Option(0, help="DataLoader worker processes."),
+        corruption_protocol: str = typer.Option("auto", "--corruption-protocol", help="Corruption constants: imagenet-c, cifar-10-c (Hendrycks & Dietterich's for 32 px images) or auto (cifar-10-c under 64 px)."),
+        cache: Path | None = typer.Option(None, "--cache", help="Cache folder for decoded images and generated corrupted images, reused by later runs."),
+        workers: str = options.WORKERS,
+        memory_budget: float | None = typer.Option(None, "--memory-budget", help="GiB the decoded images may take in memory before they go to a memory-mapped file (default: half the available memory)."),
+        precision: str = typer.Option("fp32", "--precision", help="Precision of the attack iterations: fp32, tf32 or bf16, or several side by side (bf16,fp32). Verdicts are always fp32."),
+        elliptical_layers: list[str] = options.ELLIPTICAL_LAYERS,
         collapse: bool = typer.Option(False, "--collapse", help="Add per-layer token cosine similarity, attention entropy and effective rank."),
         out: Path | None = options.OUT,
         json_out: bool = options.JSON,
@@ -130,8 +134,12 @@ def register(app: typer.Typer) -> None:
             corruptions=corruptions,
             severities=severities,
             corruption_source=str(corruption_root) if corruption_root else None,
+            corruption_protocol=corruption_protocol,
             cache_dir=str(cache) if cache else None,
-            workers=workers,
+            workers=parse_workers(workers),
+            memory_budget_gb=memory_budget,
+            precision=parse_name_list(precision, "--precision"),
+            elliptical_layers=parse_elliptical_layers(elliptical_layers),
             collapse=_collapse_config() if (collapse or (loaded and loaded.collapse)) else None,
             sanity=sanity,
             device=device,

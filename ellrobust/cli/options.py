@@ -11,3 +11,9 @@ BATCH_SIZE = typer.Option(128, help="Images per batch.")
 OUT = typer.Option(None, "--out", "-o", help="Run folder (default: reports/runs/<dataset>-<hash of the request>); re-running resumes it.")
 JSON = typer.Option(False, "--json", help="Print the result records as JSON on stdout instead of tables.")
 DEVICE = typer.Option("cpu", help="Torch device, e.g. cpu or cuda (under torchrun: each rank's own GPU).")
+WORKERS = typer.Option("auto", "--workers", help="Worker processes of the run's one pool (decoding, corruptions): auto (the cores for on-disk data, 0 for data in memory) or a number.")
+ELLIPTICAL_LAYERS = typer.Option(
+    [], "--elliptical-layers",
+    help="0-based elliptical blocks, e.g. 1-11 (the default: every block after the first): once for every elliptical model, "
+    "or once per --model in order ('-' keeps a model's default). Official elliptical checkpoints do not record them.",
+)

@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed (initialisation, shuffling, augmentation)."),
         checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Start from these weights (fine-tuning)."),
         reset_head: bool = typer.Option(False, "--reset-head", help="Start with a fresh classifier when the checkpoint's has another size."),
+        elliptical_layers: str | None = typer.Option(None, "--elliptical-layers", help="0-based elliptical blocks of an elliptical model, e.g. 1-11 (default: every block after the first); recorded in the checkpoint."),
+        precision: str = typer.Option("fp32", "--precision", help="fp32, tf32 or bf16 (autocast) for the training forward and backward passes; the test accuracy is measured in fp32."),
         device: str = typer.Option("cpu", help="Torch device."),
     ) -> None:
         """Train with a DeiT-style recipe (AdamW, warm-up + cosine, label smoothing, random translation).
@@ -40,6 +42,8 @@ def register(app: typer.Typer) -> None:
         from ellrobust.errors import UsageError
         from ellrobust.models import load_model
         from ellrobust.models.checkpoint import save_safetensors
+        from ellrobust.parsing import parse_elliptical_layers
+        from ellrobust.precision import parse_precision
         from ellrobust.train import TrainConfig, checkpoint_metadata, train
 
         if out.suffix != ".safetensors":
@@ -52,11 +56,15 @@ def register(app: typer.Typer) -> None:
         test_split = train_data.spec.eval_split
         test_data = load_dataset(data, test_split, data_root)
         torch.manual_seed(seed)
+        layers = parse_elliptical_layers([elliptical_layers])[0] if elliptical_layers is not None else None
         net = load_model(
             model, checkpoint=checkpoint, num_classes=train_data.num_classes, img_size=train_data.spec.image_size,
-            dataset=data, default_arch=train_data.spec.default_arch, reset_head=reset_head,
+            dataset=data, default_arch=train_data.spec.default_arch, reset_head=reset_head, elliptical_layers=layers,
         )
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, seed=seed)
+        cfg = TrainConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing, seed=seed, precision=parse_precision(precision),
+        )
         main = is_main_process()
         progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),

@@ -46,7 +46,8 @@ class ChunkCache:
         h.update(np.asarray(indices, dtype=np.int64).tobytes())
         return self.root / corruption / f"s{severity}" / f"{h.hexdigest()[:32]}.npz"
 
-    def load(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    @staticmethod
+    def load(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         """The cached batch, or None when absent or unreadable (it is then regenerated)."""
         if not path.is_file():
             return None

@@ -18,9 +18,10 @@ the shape of 32×32 images (the embedded digits and CIFAR-10), of odd and non-sq
 layers to the input size, so nothing is resized here, and a test holds every registered corruption
 to that on 32 px images.
 
-Parallelism: one dataset item is one whole batch (:class:`CorruptedChunks`), so DataLoader workers
-each corrupt complete batches, and the engine feeds each batch to every model of the run: an image
-is corrupted once per run, not once per model. With ``--cache`` the batch is written to disk
+Parallelism: one image is one task (:class:`GenerateTask`) for the run's worker pool, which reads the
+clean image from the run's image store, so a unit of 16 images still keeps every worker busy, and the
+stage feeds each batch to every model of the run: an image is corrupted once per run, not once per
+model. With ``--cache`` a finished batch is written to disk
 (:class:`~ellrobust.corruptions.cache.ChunkCache`) and later runs read it back instead.
 """
 
@@ -29,14 +30,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from ellrobust.corruptions import CORRUPTIONS, LIBRARY, library_version
 from ellrobust.corruptions.cache import ChunkCache
+from ellrobust.corruptions.sources import BatchPlan
 from ellrobust.errors import UsageError
+from ellrobust.workers import SHARED
 
 #: ``imagecorruptions.corrupt`` rejects smaller images.
 MIN_SIZE = 32
@@ -59,7 +63,7 @@ def _numpy_seeded(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
-def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
+def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int, protocol: str = "imagenet-c") -> np.ndarray:
     """Corrupt one uint8 HWC RGB image; the result has the same shape and dtype.
 
     Raises:
@@ -95,100 +99,84 @@ def corrupt_tensor(image: torch.Tensor, corruption: str, severity: int, seed: in
     return from_uint8(corrupt_image(to_uint8(image), corruption, severity, seed)[None])[0]
 
 
-def warm_up(corruption: str, severity: int) -> None:
-    """Corrupt one blank image in this process before DataLoader workers fork.
+#: Corruptions that compile code on first use (numba): run once before the workers fork.
+_COMPILED = frozenset({"glass_blur"})
 
-    ``glass_blur`` compiles its numba kernel on first use (seconds, once per argument type, and its
-    severities use two types). Compiled here, it is inherited by every forked worker instead of being
-    compiled again in each one, for every unit.
+
+def warm_up(corruption: str, severity: int, protocol: str, image_size: int) -> None:
+    """Import the generator and compile what it compiles, in this process, before workers fork.
+
+    ``glass_blur`` compiles its numba kernel on first use (about a second, once per argument type,
+    and its severities use two types). Compiled here, it is inherited by every forked worker instead
+    of being compiled again in each one.
     """
-    corrupt_image(np.zeros((MIN_SIZE, MIN_SIZE, 3), np.uint8), corruption, severity, seed=0)
+    import imagecorruptions  # noqa: F401  (OpenCV, numba and scikit-image load once, here)
+
+    if corruption in _COMPILED:
+        corrupt_image(np.zeros((MIN_SIZE, MIN_SIZE, 3), np.uint8), corruption, severity, 0, protocol)
 
 
-def chunk_bounds(chunk: int, total: int, batch_size: int) -> range:
-    """Positions (0-based within the selection) of batch number ``chunk``."""
-    return range(chunk * batch_size, min((chunk + 1) * batch_size, total))
+@dataclass(frozen=True)
+class GenerateTask:
+    """Corrupt the clean image at one position of the run's image store (in a worker, or inline)."""
+
+    position: int
+    corruption: str
+    severity: int
+    seed: int
+    protocol: str
+
+    def __call__(self) -> np.ndarray:
+        store = SHARED["store"]
+        return corrupt_image(store.uint8_hwc(self.position), self.corruption, self.severity, self.seed, self.protocol)[None]
 
 
-def n_chunks(total: int, batch_size: int) -> int:
-    return -(-total // batch_size)
+@dataclass(frozen=True)
+class CachedTask:
+    """Read a batch of corrupted images that an earlier run stored in ``--cache``."""
 
+    path: Path
 
-class CorruptedChunks(Dataset):
-    """Item ``i`` is batch ``i`` of the selection, corrupted: ``(images, labels, n_generated)``.
-
-    ``images`` is float NCHW in [0, 1], ``labels`` int64, and ``n_generated`` the number of images
-    corrupted for this item (0 when the batch came from the cache), which the stage records.
-    """
-
-    def __init__(
-        self,
-        base: Dataset,
-        indices: list[int],
-        batch_size: int,
-        corruption: str,
-        severity: int,
-        run_seed: int,
-        cache: ChunkCache | None = None,
-    ) -> None:
-        self.base = base
-        self.indices = indices
-        self.batch_size = batch_size
-        self.corruption = corruption
-        self.severity = severity
-        self.run_seed = run_seed
-        self.cache = cache
-
-    def __len__(self) -> int:
-        return n_chunks(len(self.indices), self.batch_size)
-
-    def __getitem__(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        idx = [self.indices[p] for p in chunk_bounds(chunk, len(self.indices), self.batch_size)]
-        path = self.cache.path(self.corruption, self.severity, idx) if self.cache is not None else None
-        cached = self.cache.load(path) if path is not None else None
-        if cached is not None:
-            images, labels = cached
-            return from_uint8(images), torch.from_numpy(labels), 0
-        images, labels = self._generate(idx)
-        if path is not None:
-            self.cache.store(path, images, labels)
-        return from_uint8(images), torch.from_numpy(labels), len(idx)
-
-    def _generate(self, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = [], []
-        for i in idx:
-            x, y = self.base[i]
-            seed = image_seed(self.run_seed, self.corruption, self.severity, i)
-            images.append(corrupt_image(to_uint8(x), self.corruption, self.severity, seed))
-            labels.append(int(y))
-        return np.stack(images), np.asarray(labels, dtype=np.int64)
+    def __call__(self) -> np.ndarray:
+        cached = ChunkCache.load(self.path)
+        if cached is None:
+            raise UsageError(f"the cached batch {str(self.path)!r} became unreadable during the run; delete it and re-run.")
+        return cached[0]
 
 
 class GeneratedSource:
     """Corruptions generated from the run's own (clean) images, optionally cached on disk.
 
-    AlexNet normalisation applies when the clean data are ImageNet: an ``imagefolder`` dataset with
-    1000 classes (the AlexNet errors were measured on ImageNet-C, not on any folder of images).
+    AlexNet normalisation applies when the clean data are ImageNet under the ImageNet-C protocol:
+    an ``imagefolder`` dataset with 1000 classes (the AlexNet errors were measured on ImageNet-C, not
+    on any folder of images).
     """
 
     def __init__(self, ctx) -> None:
         self.ctx = ctx
         self.label = f"{LIBRARY} {library_version()}"
-        self.imagenet = ctx.data.spec.name == "imagefolder" and ctx.data.num_classes == 1000
+        self.protocol = ctx.corruption_protocol
+        self.params = {"protocol": self.protocol}
+        self.imagenet = ctx.data.spec.name == "imagefolder" and ctx.data.num_classes == 1000 and self.protocol == "imagenet-c"
         cfg = ctx.config
         self.cache = (
-            ChunkCache.for_run(cfg.cache_dir, data_digest=ctx.data.digest, run_seed=cfg.seed, library=self.label)
+            ChunkCache.for_run(cfg.cache_dir, data_digest=ctx.data.digest, run_seed=cfg.seed, library=f"{self.label} {self.protocol}")
             if cfg.cache_dir is not None
             else None
         )
 
     def check(self, corruptions: tuple[str, ...], severities: tuple[int, ...]) -> None:
         """Fail early, with one line, on data too small to corrupt."""
-        size = self.ctx.data.spec.image_size
+        size = self.ctx.image_size
         if size < MIN_SIZE:
             raise UsageError(f"dataset {self.ctx.data.spec.name!r} has {size} px images; corruptions need at least {MIN_SIZE} px.")
 
-    def chunks(self, corruption: str, severity: int) -> CorruptedChunks:
-        warm_up(corruption, severity)
-        cfg = self.ctx.config
-        return CorruptedChunks(self.ctx.data.dataset, self.ctx.indices, cfg.batch_size, corruption, severity, cfg.seed, self.cache)
+    def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
+        idx = [self.ctx.indices[p] for p in positions]
+        path = self.cache.path(corruption, severity, idx) if self.cache is not None else None
+        if path is not None and path.is_file():
+            return BatchPlan([CachedTask(path)])
+        seed = self.ctx.config.seed
+        tasks = [GenerateTask(p, corruption, severity, image_seed(seed, corruption, severity, i), self.protocol) for p, i in zip(positions, idx, strict=True)]
+        store = None if path is None else (lambda images, labels, path=path: self.cache.store(path, images, labels))
+        return BatchPlan(tasks, generated=len(tasks), on_finish=store)

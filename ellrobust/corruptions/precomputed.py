@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from ellrobust.corruptions import CORRUPTIONS
-from ellrobust.corruptions.generate import chunk_bounds, from_uint8, n_chunks
+from ellrobust.corruptions.sources import BatchPlan
 from ellrobust.errors import UsageError
 from ellrobust.registry import Registry
 
@@ -72,28 +71,22 @@ def _clean_labels(ds: Dataset) -> np.ndarray | None:
 # --- CIFAR-10-C --------------------------------------------------------------------------------------
 
 
-class ArrayChunks(Dataset):
-    """Batches of one severity block of a ``<corruption>.npy`` array (memory-mapped, opened per process)."""
+@dataclass(frozen=True)
+class ArrayTask:
+    """Read rows of a ``<corruption>.npy`` array (memory-mapped, in a worker or inline)."""
 
-    def __init__(self, path: Path, offset: int, indices: list[int], labels: np.ndarray, batch_size: int) -> None:
-        self.path = path
-        self.rows = np.asarray(indices, dtype=np.int64) + offset
-        self.labels = labels
-        self.batch_size = batch_size
+    path: Path
+    rows: tuple[int, ...]
 
-    def __len__(self) -> int:
-        return n_chunks(len(self.rows), self.batch_size)
-
-    def __getitem__(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        rows = self.rows[chunk_bounds(chunk, len(self.rows), self.batch_size)]
-        images = np.load(self.path, mmap_mode="r")[rows]
-        return from_uint8(images), torch.from_numpy(self.labels[rows].astype(np.int64)), 0
+    def __call__(self) -> np.ndarray:
+        return np.ascontiguousarray(np.load(self.path, mmap_mode="r")[list(self.rows)])
 
 
 class CifarCSource:
     """CIFAR-10-C: severity blocks of N rows, where N is the size of the clean (test) split."""
 
     label = "cifar10-c"
+    params: dict = {}
     imagenet = False
 
     def __init__(self, root: Path, ctx) -> None:
@@ -114,7 +107,7 @@ class CifarCSource:
             )
 
     def check(self, corruptions: tuple[str, ...], severities: tuple[int, ...]) -> None:
-        size = self.ctx.data.spec.image_size
+        size = self.ctx.image_size
         for name in corruptions:
             path = self.root / f"{name}.npy"
             if not path.is_file():
@@ -130,59 +123,38 @@ class CifarCSource:
                     f"severity {missing[0]} is missing."
                 )
 
-    def chunks(self, corruption: str, severity: int) -> ArrayChunks:
+    def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         offset = (severity - 1) * self.per_severity
-        return ArrayChunks(self.root / f"{corruption}.npy", offset, self.ctx.indices, self.labels, self.ctx.config.batch_size)
+        return BatchPlan([ArrayTask(self.root / f"{corruption}.npy", tuple(offset + self.ctx.indices[p] for p in positions))])
 
 
 # --- ImageNet-C --------------------------------------------------------------------------------------
 
 
-class FitTo:
-    """ToTensor, plus the DeiT resize/centre crop only for files that are not already ``size`` px square."""
+@dataclass(frozen=True)
+class FileTask:
+    """Decode one -C image file to uint8 HWC, with the DeiT resize/centre crop only if it is not ``size`` px square."""
 
-    def __init__(self, size: int) -> None:
-        from torchvision import transforms
+    path: Path
+    size: int
 
-        from ellrobust.data import deit_eval_transform
-
-        self.size = size
-        self.to_tensor = transforms.ToTensor()
-        self.resize_crop = deit_eval_transform(size)
-
-    def __call__(self, image) -> torch.Tensor:
-        if image.size == (self.size, self.size):
-            return self.to_tensor(image)
-        return self.resize_crop(image)
-
-
-class ImageChunks(Dataset):
-    """Batches of image files (path, label), decoded and fitted to the model's size."""
-
-    def __init__(self, files: list[tuple[Path, int]], batch_size: int, transform: FitTo) -> None:
-        self.files = files
-        self.batch_size = batch_size
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return n_chunks(len(self.files), self.batch_size)
-
-    def __getitem__(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __call__(self) -> np.ndarray:
         from PIL import Image
 
-        images, labels = [], []
-        for p in chunk_bounds(chunk, len(self.files), self.batch_size):
-            path, label = self.files[p]
-            with Image.open(path) as im:
-                images.append(self.transform(im.convert("RGB")))
-            labels.append(label)
-        return torch.stack(images), torch.tensor(labels, dtype=torch.int64), 0
+        from ellrobust.data import deit_resize_crop
+
+        with Image.open(self.path) as im:
+            image = im.convert("RGB")
+            if image.size != (self.size, self.size):
+                image = deit_resize_crop(self.size)(image)
+            return np.asarray(image, dtype=np.uint8)[None]
 
 
 class ImageNetCSource:
     """ImageNet-C, paired image by image with the clean ``imagefolder`` selection."""
 
     label = "imagenet-c"
+    params: dict = {}
     imagenet = True
 
     def __init__(self, root: Path, ctx) -> None:
@@ -194,8 +166,8 @@ class ImageNetCSource:
             )
         self.root = root
         self.ctx = ctx
-        self.selected = [(Path(samples[i][0]), int(samples[i][1])) for i in ctx.indices]
-        self.transform = FitTo(ctx.data.spec.image_size)
+        self.selected = [Path(samples[i][0]) for i in ctx.indices]
+        self.size = ctx.image_size
 
     def check(self, corruptions: tuple[str, ...], severities: tuple[int, ...]) -> None:
         for name in corruptions:
@@ -205,10 +177,9 @@ class ImageNetCSource:
                 if not (self.root / name / str(s)).is_dir():
                     raise UsageError(f"--corruption-root {str(self.root)!r} has no severity {s} of {name!r} (expected {name}/{s}/).")
 
-    def chunks(self, corruption: str, severity: int) -> ImageChunks:
+    def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         folder = self.root / corruption / str(severity)
-        files = [(self._find(folder, clean), label) for clean, label in self.selected]
-        return ImageChunks(files, self.ctx.config.batch_size, self.transform)
+        return BatchPlan([FileTask(self._find(folder, self.selected[p]), self.size) for p in positions])
 
     def _find(self, folder: Path, clean: Path) -> Path:
         """The corrupted twin of a clean file: same class folder and name, any image extension."""

@@ -35,6 +35,7 @@ class DatasetSpec:
     needs_root: bool = False
     splits: tuple[str, ...] = ("train", "test")
     eval_split: str = "test"
+    pixel_dtype: str = "float32"  # "uint8" where every image is 8-bit (decoded files): stored 4× smaller, losslessly
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,16 @@ def load_dataset(name: str, split: str | None = None, root: str | os.PathLike | 
 
 
 def dataset_digest(ds: Dataset) -> str:
-    """Short sha256 identifying the data: tensor bytes for in-memory sets, file list for folders."""
+    """Short sha256 identifying the data: tensor bytes for in-memory sets, file list for folders.
+
+    A dataset that computed its digest while indexing (an image folder) provides it as ``digest``.
+    """
+    if isinstance(getattr(ds, "digest", None), str):
+        return ds.digest
     h = hashlib.sha256()
     if isinstance(ds, TensorDataset):
         for t in ds.tensors:
             h.update(t.numpy().tobytes())
-    elif hasattr(ds, "samples"):
-        for path, label in ds.samples:
-            h.update(f"{Path(path).name}:{label}:{os.path.getsize(path)}".encode())
     elif hasattr(ds, "data") and hasattr(ds, "targets"):
         h.update(np.ascontiguousarray(ds.data).tobytes())
         h.update(np.asarray(ds.targets).tobytes())
@@ -202,51 +205,88 @@ DATASETS.add(
         build=_build_cifar10,
         num_classes=10,
         needs_root=True,
+        pixel_dtype="uint8",
     ),
 )
 
 
-def deit_eval_transform(image_size: int = 224):
-    """DeiT's evaluation transform: resize the short side to size/0.875 (bicubic), centre crop."""
+def deit_resize_crop(image_size: int = 224):
+    """DeiT's evaluation geometry on PIL images: resize the short side to size/0.875 (bicubic), centre crop.
+
+    The result is still an 8-bit PIL image, so ``ToTensor`` of it gives exact multiples of 1/255.
+    """
     from torchvision import transforms
 
     resize = int(round(image_size / 0.875))
-    return transforms.Compose(
-        [
-            transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(image_size),
-            transforms.ToTensor(),
-        ]
-    )
+    return transforms.Compose([transforms.Resize(resize, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(image_size)])
 
 
-def _checked_image_folder():
-    """An ImageFolder that names the file when an image cannot be decoded.
+def deit_eval_transform(image_size: int = 224):
+    """DeiT's evaluation transform: :func:`deit_resize_crop`, then a float CHW tensor in [0, 1]."""
+    from torchvision import transforms
 
-    Policy (documented in the README): a corrupt image stops the run with a one-line error naming the
-    file, instead of being skipped, so that ``n`` and the image set never change silently between runs
-    or models; finished units stay saved and the run resumes once the file is fixed or removed.
+    return transforms.Compose([deit_resize_crop(image_size), transforms.ToTensor()])
+
+
+#: File endings read as images (torchvision's list).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class ImageFolderDataset(Dataset):
+    """``<root>/<class>/<image>`` files, indexed in one pass and decoded with the DeiT eval transform.
+
+    Why not torchvision's ``ImageFolder``: its listing is followed by a second pass over every file to
+    stat it for the dataset digest, and at ImageNet scale (50 000 files) each pass costs seconds of
+    startup. Here one walk collects the samples and the digest (class, file name, size) together. Class
+    indices follow torchvision's convention: sorted class folder names, files sorted within each
+    (sub)folder. A class folder without images is kept (its index stays reserved), so a subset of
+    ImageNet's validation folders keeps ImageNet's label numbering.
+
+    Policy (documented in the README): an image that cannot be decoded stops the run with a one-line
+    error naming the file, instead of being skipped, so that ``n`` and the image set never change
+    silently between runs or models; finished units stay saved and the run resumes once the file is
+    fixed or removed.
     """
-    from PIL import UnidentifiedImageError
-    from torchvision import datasets
 
-    class CheckedImageFolder(datasets.ImageFolder):
-        def __getitem__(self, index: int):
-            try:
-                return super().__getitem__(index)
-            except (OSError, UnidentifiedImageError, ValueError) as exc:
-                path = self.samples[index][0]
-                raise UsageError(f"image {path!r} cannot be read ({type(exc).__name__}); replace or remove it, then re-run (finished units are kept).") from None
+    def __init__(self, root: Path, transform) -> None:
+        self.root = root
+        self.transform = transform
+        try:
+            self.classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+        except OSError as exc:
+            raise UsageError(f"{str(root)!r} is not a readable image folder ({exc}); expected <root>/<class>/<image>.JPEG.") from None
+        h = hashlib.sha256()
+        self.samples: list[tuple[str, int]] = []
+        for label, name in enumerate(self.classes):
+            for folder, dirs, files in sorted(os.walk(root / name, followlinks=True)):
+                dirs.sort()
+                for file in sorted(files):
+                    if file.lower().endswith(IMAGE_EXTENSIONS):
+                        path = os.path.join(folder, file)
+                        self.samples.append((path, label))
+                        h.update(f"{name}/{file}:{label}:{os.stat(path).st_size}\n".encode())
+        if not self.samples:
+            raise UsageError(f"{str(root)!r} holds no images in class folders; expected <root>/<class>/<image>.JPEG.")
+        self.targets = [label for _, label in self.samples]
+        self.digest = h.hexdigest()[:12]
 
-    return CheckedImageFolder
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                return self.transform(image.convert("RGB")), label
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise UsageError(f"image {path!r} cannot be read ({type(exc).__name__}); replace or remove it, then re-run (finished units are kept).") from None
 
 
 def _build_imagefolder(split: str, root: Path | None) -> Dataset:
     folder = root / split if root is not None and (root / split).is_dir() else root
-    try:
-        return _checked_image_folder()(str(folder), transform=deit_eval_transform())
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise UsageError(f"{str(folder)!r} is not an image folder ({exc}); expected <root>/<class>/<image>.JPEG.") from None
+    return ImageFolderDataset(folder, deit_eval_transform())
 
 
 DATASETS.add(
@@ -261,5 +301,6 @@ DATASETS.add(
         needs_root=True,
         splits=("val", "train"),
         eval_split="val",
+        pixel_dtype="uint8",
     ),
 )

@@ -63,17 +63,25 @@ def _z(confidence: float) -> float:
     return float(norm.ppf(0.5 + confidence / 2))
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion of ``successes`` out of ``n``.
 
-    Computed by scipy (``binomtest(...).proportion_ci(method="wilson")``). With ``n = 0`` nothing is
-    known, and the interval is the whole range (0.0, 1.0).
+    Computed by scipy (``binomtest(...).proportion_ci(method="wilson")``) for whole successes. A
+    fractional count (a mean of per-image fractions, such as corruption accuracy averaged over
+    severities) gets the same closed-form score interval at its rate ``successes / n``. With ``n = 0``
+    nothing is known, and the interval is the whole range (0.0, 1.0).
     """
-    _z(confidence)
+    z = _z(confidence)
     if n == 0:
         return 0.0, 1.0
-    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return float(ci.low), float(ci.high)
+    whole = round(successes)
+    if abs(successes - whole) < 1e-6:
+        ci = binomtest(int(whole), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+        return float(ci.low), float(ci.high)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _tango_score(delta: float, a_only: int, b_only: int, n: int) -> float:

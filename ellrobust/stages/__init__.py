@@ -4,7 +4,7 @@ Clean comes first: every later stage reads its per-example outcomes (attacks ski
 images). Registration is explicit, not a side effect of import order.
 """
 
-from ellrobust.engine import STAGES
+from ellrobust.context import STAGES
 from ellrobust.stages.attack import AttackStage
 from ellrobust.stages.clean import CleanStage
 from ellrobust.stages.collapse import CollapseStage

@@ -26,7 +26,8 @@ import torch
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, perturbation_norm
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD
 from ellrobust.collapse import CollapseAccumulator
-from ellrobust.engine import RunContext, Unit, UnitResult
+from ellrobust.context import RunContext, Unit, UnitResult
+from ellrobust.precision import Precision, precision_scope
 
 #: The large-budget PGD sanity check: at eps = 0.5 any image can be turned into any other class.
 LARGE_EPS = 0.5
@@ -39,13 +40,15 @@ class AttackStage:
         units = []
         for name, lm in ctx.models.items():
             for mode in ctx.config.m_grad_modes(lm.elliptical):
-                for req in ctx.config.attacks:
-                    budgets = sorted(float(e) for e in ctx.eps_for(req))
-                    for i, eps in enumerate(budgets):
-                        units.append(Unit("attack", name, req.name, req.params_json(), eps, None, mode, tuple(budgets[:i])))
-                if ctx.config.sanity and any(not r.definition.gradient_free for r in ctx.config.attacks):
-                    large = make_request("pgd", {"steps": 10, "step_size": "0.1*eps"})
-                    units.append(Unit("attack", name, LARGE_EPS_METHOD, large.params_json(), LARGE_EPS, None, mode))
+                for precision in ctx.config.precision:
+                    p = precision.value
+                    for req in ctx.config.attacks:
+                        budgets = sorted(float(e) for e in ctx.eps_for(req))
+                        for i, eps in enumerate(budgets):
+                            units.append(Unit("attack", name, req.name, req.params_json(), eps, None, mode, tuple(budgets[:i]), p))
+                    if ctx.config.sanity and any(not r.definition.gradient_free for r in ctx.config.attacks):
+                        large = make_request("pgd", {"steps": 10, "step_size": "0.1*eps"})
+                        units.append(Unit("attack", name, LARGE_EPS_METHOD, large.params_json(), LARGE_EPS, None, mode, (), p))
         return units
 
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
@@ -73,13 +76,18 @@ class AttackStage:
             collapse = CollapseAccumulator(model, ctx.config.collapse, unit.model)
         local: dict[int, int] = {}
         stats = {"max_norm": 0.0, "lo": 1.0, "hi": 0.0}
+        infos: list[dict] = []
         for batch_pos, x, y in ctx.batches(positions, unit.label):
             seed = torch.initial_seed() & 0x7FFFFFFF  # ctx.batches seeded this batch from the unit key
-            adv = perturb(model, request, x, y, eps=unit.eps, num_classes=ctx.data.num_classes, seed=seed)
-            with torch.no_grad():
+            info: dict = {}
+            adv = perturb(model, request, x, y, eps=unit.eps, num_classes=ctx.data.num_classes, seed=seed, precision=unit.precision, info=info)
+            infos.append(info)
+            # The verdict: a strict fp32 forward, whatever precision the iterations ran in, so a lower
+            # precision can only weaken the attack, never count a broken image as robust.
+            with torch.no_grad(), precision_scope(Precision.FP32, adv.device):
                 ok = (model(adv).argmax(1) == y).int().tolist()
             if collapse is not None:
-                collapse.add(adv, batch=batch_pos[0])
+                collapse.add(adv, batch_pos)
             local.update(zip(batch_pos, ok, strict=True))
             stats["max_norm"] = max(stats["max_norm"], float(perturbation_norm(adv, x, request.norm).max()))
             stats["lo"], stats["hi"] = min(stats["lo"], float(adv.min())), max(stats["hi"], float(adv.max()))
@@ -91,20 +99,49 @@ class AttackStage:
         lo, hi = min(s["lo"] for s in per_rank), max(s["hi"] for s in per_rank)
         if lm.elliptical:
             model.set_m_grad("detach")
-        extra = {"max_perturbation": max_norm, "min_pixel": lo, "max_pixel": hi, "norm": request.norm, "n_attacked": len(positions)}
+        extra = {
+            "max_perturbation": max_norm,
+            "min_pixel": lo,
+            "max_pixel": hi,
+            "norm": request.norm,
+            "n_attacked": len(positions),
+            **merge_info([i for part in ctx.dist.gather_objects(infos) for i in part]),
+        }
         if large:
             extra["robust_accuracy"] = float(robust[positions].mean()) if positions else 0.0
             return UnitResult(extra=extra)
-        common = {"model": unit.model, "method": unit.method, "params": unit.params, "eps": unit.eps, "m_grad": unit.m_grad}
+        common = {"model": unit.model, "method": unit.method, "params": unit.params, "eps": unit.eps, "m_grad": unit.m_grad, "precision": unit.precision}
         rows = [
             {**common, "metric": "robust_accuracy", "value": float(robust.mean())},
             {**common, "metric": "n_attacked", "value": float(len(positions))},
         ]
+        values = {}
         if collapse is not None:
-            rows.extend(collapse.rows(common, extra_params=request.params))
-        return UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, extra=extra)
+            rows.extend(collapse.rows(common, len(ctx.indices), extra_params=request.params))
+            values = collapse.values(len(ctx.indices))
+        return UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, values=values, extra=extra)
 
 
+
+
+def merge_info(parts: list[dict]) -> dict:
+    """An attack's diagnostics summed over batches and ranks: component times, images attacked and broken.
+
+    ``components`` (cascades such as AutoAttack) are summed per component; any other number keeps
+    its largest value (e.g. the images per forward pass SPSA settled on).
+    """
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            if key == "components":
+                merged = out.setdefault("components", {})
+                for name, stats in value.items():
+                    slot = merged.setdefault(name, {})
+                    for k, v in stats.items():
+                        slot[k] = slot.get(k, 0) + v
+            elif isinstance(value, int | float):
+                out[key] = max(out.get(key, value), value)
+    return out
 
 
 def _with_m_grad(result: UnitResult, m_grad: str) -> UnitResult:
@@ -114,4 +151,4 @@ def _with_m_grad(result: UnitResult, m_grad: str) -> UnitResult:
     queries logits, so its ``detach`` result holds for ``full`` as well; it is copied, not re-run.
     """
     rows = [{**row, "m_grad": m_grad} for row in result.rows]
-    return UnitResult(rows=rows, outcomes=dict(result.outcomes), extra=dict(result.extra))
+    return UnitResult(rows=rows, outcomes=dict(result.outcomes), values=dict(result.values), extra=dict(result.extra))

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import torch
 
-from ellrobust.engine import RunContext, Unit, UnitResult
+from ellrobust.context import RunContext, Unit, UnitResult
+from ellrobust.precision import Precision, precision_scope
 
 
 class CleanStage:
@@ -20,7 +21,8 @@ class CleanStage:
         local: dict[int, int] = {}
         nonfinite: dict[int, int] = {}
         for positions, x, y in ctx.batches(None, unit.label):
-            logits = model(x)
+            with precision_scope(Precision.FP32, x.device):  # a verdict: strict fp32 whatever the attacks use
+                logits = model(x)
             finite = torch.isfinite(logits).all(1)
             ok = (logits.argmax(1) == y) & finite  # NaN logits never count as correct
             local.update(zip(positions, ok.int().tolist(), strict=True))
@@ -34,5 +36,3 @@ class CleanStage:
             detail = json.dumps({"detail": f"{nonfinite} of {len(correct)} images give NaN/inf logits: broken weights or inputs"})
             rows.append({**common, "method": "sanity", "params": detail, "metric": "sanity_finite_logits", "value": 0.0})
         return UnitResult(rows=rows, outcomes={unit.model: correct})
-
-

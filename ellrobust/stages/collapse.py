@@ -2,6 +2,8 @@
 
 Collapse on adversarial images is measured by the attack stage itself, on the images it attacks
 (see :mod:`ellrobust.stages.attack`), so both share one :class:`~ellrobust.collapse.CollapseConfig`.
+The per-image values are kept in the unit result: every model measures every selected image here,
+so the engine derives paired differences between models from them.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ellrobust.collapse import CollapseAccumulator
-from ellrobust.engine import RunContext, Unit, UnitResult
+from ellrobust.context import RunContext, Unit, UnitResult
 
 
 class CollapseStage:
@@ -25,7 +27,8 @@ class CollapseStage:
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
         accumulator = CollapseAccumulator(ctx.models[unit.model].module, ctx.config.collapse, unit.model)
         for positions, x, _ in ctx.batches(None, unit.label):
-            accumulator.add(x, batch=positions[0])
+            accumulator.add(x, positions)
         accumulator.merge(ctx.dist.gather_objects(accumulator.state()))
-        rows = accumulator.rows({"model": unit.model, "method": unit.method, "m_grad": ""})
-        return UnitResult(rows=rows)
+        size = len(ctx.indices)
+        common = {"model": unit.model, "method": unit.method, "m_grad": "", "precision": ctx.config.collapse.precision.value}
+        return UnitResult(rows=accumulator.rows(common, size), values=accumulator.values(size))

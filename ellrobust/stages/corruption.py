@@ -1,18 +1,25 @@
 """Corruption units: one per corruption × severity, covering every model of the run at once.
 
 Why one unit for all models (``Unit(model="*")``): corrupting an image costs far more than a forward
-pass of the models compared here, and the corrupted images do not depend on the model. Each batch is
-therefore corrupted once (in DataLoader workers, ``--workers``) and fed to every model, which also
-guarantees that the models are compared on identical pixels. The unit's outcomes hold one 0/1 list
-per model in ``ctx.indices`` order, from which the engine derives the paired comparisons (accuracy
-difference with a 95 % CI, McNemar) of every two models per corruption and severity.
+pass of the models compared here, and the corrupted images do not depend on the model. Each image is
+therefore corrupted once and every batch is fed to every model, which also guarantees that the models
+are compared on identical pixels. The unit's outcomes hold one 0/1 list per model in ``ctx.indices``
+order, from which the engine derives the paired comparisons of every two models per corruption and
+severity.
+
+Where the work goes: the corrupted images come from the run's one worker pool (:mod:`ellrobust.workers`),
+one task per image (per batch for precomputed arrays), streamed in unit order with a bounded number of
+tasks in flight. :meth:`CorruptionStage.prepare` starts that stream for every unit still to compute, so
+the workers generate the next batches, and the next unit's, while the models evaluate the current
+batch. The clean images are read from the run's image store by the workers themselves.
 
 After all units, :meth:`CorruptionStage.derive` aggregates the per-severity accuracies into the
-per-corruption accuracy, CE, mCE and relative mCE (:mod:`ellrobust.metrics.corruption`):
+per-corruption accuracy, CE, mCE and relative mCE (:mod:`ellrobust.metrics.corruption`), and the mCE
+difference of every two models with a paired bootstrap interval over images:
 
-* ImageNet (``imagefolder`` with 1000 classes, or a precomputed ImageNet-C folder): normalised by
-  AlexNet's errors, as in Hendrycks & Dietterich (2019); corruptions without AlexNet numbers (the
-  extra ones) get accuracies but no CE.
+* ImageNet (``imagefolder`` with 1000 classes under the ImageNet-C protocol, or a precomputed
+  ImageNet-C folder): normalised by AlexNet's errors, as in Hendrycks & Dietterich (2019);
+  corruptions without AlexNet numbers (the extra ones) get accuracies but no CE.
 * Any other dataset, two labelled variants: unnormalised (``{"normalization": "none"}``: the mean
   error) and relative to a baseline model of the run (``{"normalization": "baseline"}``, the
   ``baseline`` column names it). The baseline is the first non-elliptical model of the run, i.e. the
@@ -21,20 +28,20 @@ per-corruption accuracy, CE, mCE and relative mCE (:mod:`ellrobust.metrics.corru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
 
+from ellrobust.context import EvalConfig, ProgressEvent, RunContext, Unit, UnitResult
 from ellrobust.corruptions import CORRUPTIONS, resolve_corruptions
-from ellrobust.corruptions.generate import chunk_bounds
-from ellrobust.corruptions.sources import CorruptionSource, open_source
-from ellrobust.engine import ProgressEvent, RunContext, Unit, UnitResult
+from ellrobust.corruptions.sources import BatchPlan, CorruptionSource, open_source, warm_up_generation
 from ellrobust.metrics.corruption import (
     ALEXNET_CLEAN_ERROR,
     alexnet_errors,
@@ -42,6 +49,11 @@ from ellrobust.metrics.corruption import (
     mean_corruption_error,
     relative_corruption_error,
 )
+from ellrobust.metrics.stats import paired_bootstrap_interval
+from ellrobust.precision import Precision, precision_scope
+
+#: Resamples of the paired bootstrap of the mCE difference.
+BOOTSTRAP_RESAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,14 @@ class CorruptionStage:
     def __init__(self) -> None:
         self._source: CorruptionSource | None = None
         self._names: tuple[str, ...] = ()
+        self._stream: Iterator[np.ndarray] | None = None
+        self._pending: dict[Unit, list[tuple[list[int], BatchPlan]]] = {}
+
+    @staticmethod
+    def before_workers(config: EvalConfig, image_size: int, protocol: str) -> None:
+        """Compile what generation compiles (numba's glass_blur) once, before the workers fork."""
+        if config.corruptions and config.corruption_source is None:
+            warm_up_generation(resolve_corruptions(config.corruptions), config.severities, protocol, image_size)
 
     def units(self, ctx: RunContext) -> list[Unit]:
         cfg = ctx.config
@@ -84,26 +104,38 @@ class CorruptionStage:
         return [Unit("corruption", "*", name, params, None, s) for name in self._names for s in cfg.severities]
 
     def _params(self, **extra: object) -> str:
-        return json.dumps({"source": self._source.label, **extra})
+        return json.dumps({"source": self._source.label, **self._source.params, **extra})
+
+    def _plans(self, ctx: RunContext, unit: Unit) -> list[tuple[list[int], BatchPlan]]:
+        """This rank's batches of one unit with the tasks that produce their images."""
+        return [(chunk, self._source.batch_plan(unit.method, unit.severity, chunk)) for _, chunk in ctx.owned_batches()]
+
+    def prepare(self, ctx: RunContext, pending: list[Unit]) -> None:
+        """Stream the images of every pending unit through the pool, in unit and batch order."""
+        plans = {unit: self._plans(ctx, unit) for unit in pending}
+        self._pending = dict(plans)  # run() takes its unit's plans out of this one
+        tasks = (task for unit in pending for _, plan in plans[unit] for task in plan.tasks)
+        self._stream = ctx.pool.run(tasks, window=max(ctx.pool.default_window(), 2 * ctx.config.batch_size))
 
     @torch.no_grad()
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
-        chunks = self._source.chunks(unit.method, unit.severity)
-        mine = [c for c in range(len(chunks)) if ctx.dist.owns(c)]  # under torchrun: this rank's batches
-        loader = DataLoader(Subset(chunks, mine), batch_size=None, num_workers=ctx.config.workers)
+        plans = self._pending.pop(unit)
         local: dict[str, dict[int, int]] = {name: {} for name in ctx.models}
         generated = 0
         data_s = model_s = 0.0  # where the time goes: waiting for images vs the models' forward passes
-        ctx.progress(ProgressEvent("start", unit.label, total=len(loader)))
+        ctx.progress(ProgressEvent("start", unit.label, total=len(plans)))
         tick = time.perf_counter()
-        for chunk, (x, y, made) in zip(mine, loader, strict=True):
-            positions = chunk_bounds(chunk, len(ctx.indices), ctx.config.batch_size)
+        for positions, plan in plans:
+            images = np.concatenate([next(self._stream) for _ in plan.tasks])
+            plan.finish(images, ctx.store.labels[positions])
             ready = time.perf_counter()
             data_s += ready - tick
-            x, y = x.to(ctx.device), y.to(ctx.device)
-            generated += int(made)
-            for name, lm in ctx.models.items():
-                local[name].update(zip(positions, (lm.module(x).argmax(1) == y).int().tolist(), strict=True))
+            x = torch.from_numpy(images).to(ctx.device).permute(0, 3, 1, 2).float().div_(255)
+            y = torch.from_numpy(ctx.store.labels[positions]).to(ctx.device)
+            generated += plan.generated
+            with precision_scope(Precision.FP32, x.device):  # a verdict: strict fp32
+                for name, lm in ctx.models.items():
+                    local[name].update(zip(positions, (lm.module(x).argmax(1) == y).int().tolist(), strict=True))
             tick = time.perf_counter()
             model_s += tick - ready
             ctx.progress(ProgressEvent("advance", unit.label, advance=1))
@@ -152,9 +184,56 @@ class CorruptionStage:
             for c in self._names
             if c in accuracy[m]
         ]
-        for ref in self._references(ctx, errors, clean_errors):
+        references = self._references(ctx, errors, clean_errors)
+        for ref in references:
             for m in models:
                 out.extend(self._ce_rows(m, errors[m], clean_errors.get(m), ref))
+        out.extend(self._mce_differences(ctx, models, references))
+        return out
+
+    def _mce_differences(self, ctx: RunContext, models: list[str], references: list[Reference]) -> list[dict]:
+        """mCE of A minus mCE of B with a paired bootstrap interval over images, per normalisation.
+
+        Each resample draws images with replacement and recomputes both models' errors on them (and
+        the baseline's, where it is the reference), so the interval keeps the pairing. The seed comes
+        from the run seed and the pair, so the interval is the same in every run and under torchrun.
+        """
+        severities = tuple(sorted(ctx.config.severities))
+        units = {(u.method, u.severity): r for u, r in ctx.results.items() if u.stage == "corruption"}
+        names = [c for c in self._names if all((c, s) in units for s in severities)]
+        if not names:
+            return []
+        # wrong[m][c, i]: how many severities of corruption c image i is misclassified at, per model
+        wrong = {
+            m: np.stack([np.sum([1 - np.asarray(units[(c, s)].outcomes[m]) for s in severities], axis=0) for c in names]).astype(np.float64)
+            for m in models
+        }
+        n = len(ctx.indices)
+        out = []
+        for ref in references:
+            used = [i for i, c in enumerate(names) if ref.errors is None or c in ref.errors]
+            if not used:
+                continue
+            label = {"normalization": ref.normalization} | ({"baseline": ref.baseline} if ref.baseline else {})
+            fixed = None
+            if ref.normalization == "alexnet":
+                fixed = np.asarray([sum(ref.errors[names[i]][s] for s in severities) for i in used])
+            summary = {**label, "severities": list(severities), "corruptions": [names[i] for i in used]}
+
+            def mce(model: str, rows: np.ndarray | None, ref=ref, used=used, fixed=fixed) -> float:
+                own = (wrong[model][used] if rows is None else wrong[model][used][:, rows]).mean(axis=1)
+                if ref.normalization == "none":
+                    return float(np.mean(own / len(severities)))
+                theirs = fixed if fixed is not None else (wrong[ref.baseline][used] if rows is None else wrong[ref.baseline][used][:, rows]).mean(axis=1)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    return float(np.mean(np.where(theirs > 0, own / theirs, np.nan)))
+
+            for a, b in combinations(models, 2):
+                seed = int.from_bytes(_seed_bytes(ctx.config.seed, a, b, label), "little")
+                low, high = paired_bootstrap_interval(lambda rows, a=a, b=b: mce(a, rows) - mce(b, rows), n, seed=seed, resamples=BOOTSTRAP_RESAMPLES)
+                for metric, value in (("mce_difference", mce(a, None) - mce(b, None)), ("mce_difference_ci_low", low), ("mce_difference_ci_high", high)):
+                    row = self._row(a, "mce", metric, value, params=summary)
+                    out.append({**row, "baseline": b})
         return out
 
     def _references(self, ctx: RunContext, errors: dict, clean_errors: dict[str, float]) -> list[Reference]:
@@ -207,6 +286,11 @@ class CorruptionStage:
         if baseline is not None:
             row["baseline"] = baseline
         return row
+
+
+def _seed_bytes(seed: int, a: str, b: str, label: dict) -> bytes:
+    """Four stable bytes for the bootstrap seed of one pair and normalisation."""
+    return hashlib.sha256(json.dumps([seed, a, b, label], sort_keys=True).encode()).digest()[:4]
 
 
 def baseline_model(ctx: RunContext) -> str:

@@ -1,0 +1,316 @@
+"""What a run is made of: its request, its units, and the context every stage reads.
+
+These types live apart from :mod:`ellrobust.engine` so that the stages (which need them) and the engine
+(which runs the stages) import in one direction only: ``engine → stages → context``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from ellrobust.corruptions.protocol import CorruptionProtocol
+from ellrobust.distributed import DistInfo, batches
+from ellrobust.errors import UsageError
+from ellrobust.precision import Precision, parse_precision
+from ellrobust.registry import Registry
+
+if TYPE_CHECKING:
+    from ellrobust.data import LoadedDataset
+    from ellrobust.data.store import ImageStore
+    from ellrobust.workers import WorkerPool
+
+#: ``--m-grad``: detach (the paper), full (adaptive), or both side by side.
+M_GRAD_CHOICES = ("detach", "full", "both")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything a run depends on. Frozen: the engine never mutates the request.
+
+    Attributes worth a word:
+        precision: the precisions of the attack iterations (``fp32`` by default). Several run side by
+            side as separate units; verdicts are always strict fp32 (:mod:`ellrobust.precision`).
+        workers: worker processes of the run's one pool (decoding, corruption generation); None picks
+            a count for the data (:func:`ellrobust.workers.auto_workers`).
+        elliptical_layers: 0-based elliptical blocks: one entry for every elliptical model, or one per
+            model in ``models`` order (None keeps a model's default); empty for every model's default.
+        memory_budget_gb: the decoded images stay in memory up to this size and go to a memory-mapped
+            file beyond it; None takes half of the memory available.
+        corruption_protocol: ``imagenet-c``, ``cifar-10-c`` or ``auto`` (by image size).
+    """
+
+    models: tuple[str, ...]
+    checkpoints: tuple[str | None, ...] = ()
+    dataset: str = "digits"
+    data_root: str | None = None
+    split: str | None = None
+    n: int | None = None
+    seed: int = 0
+    batch_size: int = 128
+    attacks: tuple = ()  # AttackRequest, ...
+    eps: tuple[float, ...] | None = None  # None: the dataset's (or the L2 attack's) defaults
+    m_grad: str = "detach"
+    precision: tuple[Precision, ...] = (Precision.FP32,)
+    corruptions: tuple[str, ...] = ()
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    corruption_source: str | None = None  # a precomputed -C folder instead of on-the-fly generation
+    corruption_protocol: str = "auto"
+    cache_dir: str | None = None
+    workers: int | None = None
+    memory_budget_gb: float | None = None
+    elliptical_layers: tuple[tuple[int, ...] | None, ...] = ()
+    collapse: object | None = None  # a collapse.CollapseConfig, or None
+    sanity: bool = True
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise UsageError("no model given; pass --model NAME (see `ellrobust models`).")
+        if self.checkpoints and len(self.checkpoints) != len(self.models):
+            raise UsageError(f"{len(self.checkpoints)} --checkpoint for {len(self.models)} --model; give one per model, in order.")
+        if len(self.elliptical_layers) not in (0, 1, len(self.models)):
+            raise UsageError(
+                f"{len(self.elliptical_layers)} --elliptical-layers for {len(self.models)} --model; give one for all models or one per model, in order."
+            )
+        if len(set(self.models)) != len(self.models):
+            raise UsageError("the same --model is given twice; give each model once.")
+        if self.m_grad not in M_GRAD_CHOICES:
+            raise UsageError(f"--m-grad must be one of {', '.join(M_GRAD_CHOICES)} (got {self.m_grad!r}).")
+        if self.batch_size <= 0:
+            raise UsageError(f"--batch-size must be positive (got {self.batch_size}).")
+        if self.n is not None and self.n <= 0:
+            raise UsageError(f"--n must be a positive number of images (got {self.n}).")
+        if self.workers is not None and self.workers < 0:
+            raise UsageError(f"--workers must be 'auto' or a number ≥ 0 (got {self.workers}).")
+        if self.memory_budget_gb is not None and self.memory_budget_gb < 0:
+            raise UsageError(f"--memory-budget must be ≥ 0 GiB (got {self.memory_budget_gb}).")
+        protocols = [p.value for p in CorruptionProtocol]
+        if self.corruption_protocol not in protocols:
+            raise UsageError(f"--corruption-protocol must be one of {', '.join(protocols)} (got {self.corruption_protocol!r}).")
+        precisions = tuple(dict.fromkeys(parse_precision(p) for p in self.precision))
+        if not precisions:
+            raise UsageError("--precision is empty; choose among fp32, tf32, bf16.")
+        object.__setattr__(self, "precision", precisions)
+
+    def to_dict(self) -> dict:
+        """The request as plain JSON-ready data (what run.json records and the default --out hashes)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("attacks", "collapse")}
+        out["attacks"] = [{"name": a.name, "params": dict(a.params), "eps": a.eps} for a in self.attacks]
+        out["collapse"] = collapse_key(self.collapse)
+        return json.loads(json.dumps(out, default=str))
+
+    def layers_for(self, index: int, elliptical: bool) -> tuple[int, ...] | None:
+        """The ``--elliptical-layers`` of the ``index``-th model (None: its architecture's default)."""
+        if len(self.elliptical_layers) == 1 and len(self.models) > 1:
+            return self.elliptical_layers[0] if elliptical else None
+        return self.elliptical_layers[index] if self.elliptical_layers else None
+
+    def m_grad_modes(self, elliptical: bool) -> tuple[str, ...]:
+        """A baseline model has no metric to differentiate through: it runs once, with m_grad ''."""
+        if not elliptical:
+            return ("",)
+        return ("detach", "full") if self.m_grad == "both" else (self.m_grad,)
+
+
+def collapse_key(collapse: object | None) -> object:
+    """A collapse config as JSON-ready data (for run.json and unit identities)."""
+    return json.loads(json.dumps(asdict(collapse), default=str)) if collapse is not None else None
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    module: nn.Module
+    digest: str
+    elliptical: bool
+    weights: str  # where the weights came from: a file, a shipped checkpoint, or a seeded initialisation
+
+    def architecture(self) -> dict:
+        """The model's configuration as JSON-ready data: part of every unit's identity and of run.json.
+
+        The weights' digest alone does not identify a model: the same weights with other elliptical
+        layers compute other logits.
+        """
+        cfg = getattr(self.module, "cfg", None)
+        return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(cfg).items() if k != "m_grad"} if cfg is not None else {}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One saved piece of work. ``model`` is ``"*"`` for units that cover every model at once."""
+
+    stage: str
+    model: str
+    method: str
+    params: str = "{}"
+    eps: float | None = None
+    severity: int | None = None
+    m_grad: str = ""
+    prior: tuple[float, ...] = ()  # smaller budgets of the same attack run before this one (nested eps)
+    precision: str = ""  # the attack iterations' precision; "" where it does not apply
+
+    @property
+    def label(self) -> str:
+        parts = [self.model, self.method]
+        if self.eps is not None:
+            parts.append(f"eps={self.eps * 255:.3g}/255")
+        if self.severity is not None:
+            parts.append(f"s{self.severity}")
+        if self.m_grad:
+            parts.append(f"m_grad={self.m_grad}")
+        if self.precision and self.precision != Precision.FP32:
+            parts.append(self.precision)
+        return " ".join(parts)
+
+
+@dataclass
+class UnitResult:
+    """Rows (partial: the engine adds provenance), per-example outcomes and values, and diagnostics.
+
+    Attributes:
+        outcomes: per model, one 0/1 per selected image (correct / robust).
+        values: per-image measurements other than correctness (collapse metrics), keyed by a name
+            the producing stage chooses; one float per image the unit measured.
+        extra: diagnostics for run.json and the sanity checks (timings, perturbation sizes).
+    """
+
+    rows: list[dict] = field(default_factory=list)
+    outcomes: dict[str, list[int]] = field(default_factory=dict)
+    values: dict[str, list[float]] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    kind: str  # "start", "advance", "end"
+    label: str
+    total: int = 0
+    advance: int = 0
+    cached: bool = False
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+def no_progress(event: ProgressEvent) -> None:
+    return None
+
+
+@dataclass
+class RunContext:
+    """What every stage sees: the request, the data, the models, the clean outcomes.
+
+    Stages read images through :meth:`batches` and collect per-position results with :meth:`gather`:
+    both work the same in one process and under ``torchrun`` (see :mod:`ellrobust.distributed`).
+    Images come from the run's :class:`~ellrobust.data.store.ImageStore` (decoded once per run) and
+    heavy per-image work goes to the run's one :class:`~ellrobust.workers.WorkerPool`.
+    """
+
+    config: EvalConfig
+    data: LoadedDataset
+    indices: list[int]
+    models: dict[str, LoadedModel]
+    progress: ProgressFn
+    dist: DistInfo = field(default_factory=DistInfo)
+    store: ImageStore | None = None
+    pool: WorkerPool | None = None
+    clean: dict[str, np.ndarray] = field(default_factory=dict)
+    results: dict[Unit, UnitResult] = field(default_factory=dict)  # every unit finished so far
+    unit_seed: int = 0
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.dist.device(self.config.device))
+
+    @functools.cached_property
+    def indices_digest(self) -> str:
+        """A hash of the selected dataset indices (part of every unit's identity), computed once."""
+        return hashlib.sha256(np.asarray(self.indices, dtype=np.int64).tobytes()).hexdigest()
+
+    @property
+    def image_size(self) -> int:
+        """The side of the stored images (the dataset's nominal size before the store exists)."""
+        return int(self.store.image_shape[-1]) if self.store is not None else self.data.spec.image_size
+
+    @property
+    def corruption_protocol(self) -> str:
+        """``imagenet-c`` or ``cifar-10-c``: the request's choice, ``auto`` resolved by image size."""
+        from ellrobust.corruptions.protocol import resolve_protocol
+
+        return resolve_protocol(self.config.corruption_protocol, self.image_size).value
+
+    def owned_batches(self, positions: list[int] | None = None) -> list[tuple[int, list[int]]]:
+        """This rank's ``(batch index, positions)`` of ``positions`` (0-based in the selection; None: all).
+
+        The cut into batches is the same in every process layout; batch ``b`` belongs to rank
+        ``b % world_size``.
+        """
+        positions = list(range(len(self.indices))) if positions is None else list(positions)
+        return [(b, chunk) for b, chunk in enumerate(batches(positions, self.config.batch_size)) if self.dist.owns(b)]
+
+    def batches(self, positions: list[int] | None, label: str) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """This rank's batches of ``positions`` (0-based within the selection; None: all of them).
+
+        Yields (positions of the batch, images, labels) on the device, read from the image store. The
+        global RNG is seeded from the unit seed and the batch index before each batch, so a batch's
+        random numbers (random starts, noise) do not depend on which rank runs it or on what ran before
+        it. Emits progress events for ``label``.
+        """
+        mine = self.owned_batches(positions)
+        self.progress(ProgressEvent("start", label, total=len(mine)))
+        for b, chunk in mine:
+            seed_everything(self.unit_seed + b)
+            x, y = self.store.batch(chunk, self.device)
+            yield chunk, x, y
+            self.progress(ProgressEvent("advance", label, advance=1))
+        self.progress(ProgressEvent("end", label))
+
+    def gather(self, values: dict[int, float], size: int | None = None, dtype=np.float64) -> np.ndarray:
+        """Per-position values from every rank as one array over the selection (or ``size``)."""
+        return self.dist.gather_values(values, len(self.indices) if size is None else size, dtype)
+
+    def eps_for(self, request) -> tuple[float, ...]:
+        if request.eps is not None:
+            return request.eps
+        if self.config.eps is not None:
+            return self.config.eps
+        return request.definition.default_eps or self.data.spec.default_eps
+
+
+class Stage(Protocol):
+    """A family of units. Stages run in registration order; later ones may read ``ctx.clean``.
+
+    Optional hooks:
+
+    * ``prepare(ctx, pending) -> None``: called with the units about to be computed (those not
+      already on disk), in order, before the first of them runs, so a stage can start work ahead
+      (corruption generation streams across unit boundaries).
+    * ``derive(ctx, rows) -> list[dict]``: aggregate rows computed from all rows of the run once every
+      unit is done (e.g. mCE over corruptions).
+    """
+
+    def units(self, ctx: RunContext) -> list[Unit]: ...
+
+    def run(self, unit: Unit, ctx: RunContext) -> UnitResult: ...
+
+
+STAGES: Registry[Callable[[], Stage]] = Registry("stage")
+
+
+def unit_seed(base_seed: int, key: str) -> int:
+    """A per-unit seed derived from the run seed and the unit's key (stable across resumes)."""
+    return (int(key[:8], 16) ^ base_seed) & 0x7FFFFFFF
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))

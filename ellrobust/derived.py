@@ -1,0 +1,192 @@
+"""Numbers derived from the units' per-image records: intervals, paired comparisons, multiplicity.
+
+Every accuracy is a proportion of the run's ``n`` images, and every two models saw the same images,
+so the run holds what a reviewer asks for (see :mod:`ellrobust.metrics.stats` for the methods):
+
+* each accuracy row gets its 95 % Wilson score interval (``<metric>_ci_low/high``);
+* each pair of models gets, per shared measurement, the paired difference with the Tango score
+  interval, the exact McNemar p, the p Holm-adjusted over the *family* (every paired comparison of
+  that pair of models in the run), the smallest difference the run could detect and the images a
+  difference of the observed size would need;
+* per-layer collapse metrics of models measured on the same images get paired differences per layer
+  and over the later half of the layers, with t intervals over images.
+
+Rows are added in a fixed order from position-ordered data, so the table stays byte-identical under
+torchrun and across resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from itertools import combinations
+
+import numpy as np
+
+from ellrobust.attacks.sanity import LARGE_EPS_METHOD, sanity_rows
+from ellrobust.collapse import parse_value_key
+from ellrobust.context import RunContext, Unit, UnitResult
+from ellrobust.metrics.stats import (
+    detectable_difference,
+    holm_adjust,
+    mean_interval,
+    paired_comparison,
+    required_n,
+    wilson_interval,
+)
+
+#: Accuracy metrics that get Wilson intervals.
+ACCURACY_METRICS = ("clean_accuracy", "robust_accuracy", "corruption_accuracy")
+
+#: The fields that identify a measurement besides the model (and name a paired comparison).
+KEY_FIELDS = ("method", "params", "eps", "severity", "m_grad", "precision")
+
+
+def derive(ctx: RunContext, finished: list[tuple[Unit, UnitResult]], rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Worst case over attacks, intervals, paired comparisons and sanity flags, from the finished units."""
+    outcomes = [(unit, model, vals) for unit, result in finished for model, vals in result.outcomes.items()]
+    derived = worst_case_rows(outcomes)
+    by_model: dict[str, dict[tuple, np.ndarray]] = defaultdict(dict)
+    for unit, model, vals in outcomes:
+        by_model[model][(unit.method, unit.params, unit.eps, unit.severity, unit.m_grad, unit.precision)] = np.asarray(vals, bool)
+    for row in derived:
+        by_model[row["model"]][tuple(row.get(k, "") if k in ("m_grad", "precision") else row.get(k) for k in KEY_FIELDS)] = np.asarray(
+            row.pop("_outcomes"), bool
+        )
+    derived += interval_rows(rows + derived, len(ctx.indices))
+    names = list(ctx.models)
+    for a, b in combinations(names, 2):
+        derived += paired_rows(a, b, by_model.get(a, {}), by_model.get(b, {}))
+    derived += collapse_difference_rows(ctx, finished)
+    sanity = sanity_rows(ctx, rows + derived, [(unit, result.extra) for unit, result in finished]) if ctx.config.sanity else []
+    return derived + sanity, sanity
+
+
+def worst_case_rows(outcomes: Iterable[tuple[Unit, str, list[int]]]) -> list[dict]:
+    """Per model, norm, eps, m_grad and precision: an image is robust only if it survives every attack of the run."""
+    from ellrobust.attacks import AttackRequest
+
+    groups: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
+    for unit, model, vals in outcomes:
+        if unit.stage != "attack" or unit.method == LARGE_EPS_METHOD:
+            continue
+        norm = AttackRequest(unit.method, json.loads(unit.params)).norm
+        groups[(model, norm, unit.eps, unit.m_grad, unit.precision)][unit.method] = np.asarray(vals, bool)
+    rows = []
+    for (model, norm, eps, mg, precision), per_attack in groups.items():
+        if len(per_attack) < 2:
+            continue
+        worst = np.logical_and.reduce(list(per_attack.values()))
+        params = json.dumps({"attacks": sorted(per_attack), "norm": norm}, sort_keys=True)
+        rows.append(
+            {
+                "model": model,
+                "method": "worst-case",
+                "params": params,
+                "eps": eps,
+                "m_grad": mg,
+                "precision": precision,
+                "metric": "robust_accuracy",
+                "value": float(worst.mean()),
+                "_outcomes": worst.astype(int).tolist(),
+            }
+        )
+    return rows
+
+
+def interval_rows(rows: list[dict], n: int) -> list[dict]:
+    """A 95 % Wilson interval (``<metric>_ci_low/high``) for every accuracy row, at the run's ``n``.
+
+    A corruption accuracy averaged over severities is a mean of per-image fractions in [0, 1]; its
+    variance is at most that of a proportion with the same mean over ``n`` images, so the Wilson
+    interval at ``n`` is conservative for it.
+    """
+    out = []
+    for row in rows:
+        if row.get("metric") not in ACCURACY_METRICS or row.get("value") is None:
+            continue
+        low, high = wilson_interval(row["value"] * n, n)
+        base = {k: v for k, v in row.items() if k not in ("metric", "value", "_outcomes")}
+        out.append({**base, "metric": f"{row['metric']}_ci_low", "value": low})
+        out.append({**base, "metric": f"{row['metric']}_ci_high", "value": high})
+    return out
+
+
+def paired_rows(a: str, b: str, outcomes_a: dict, outcomes_b: dict) -> list[dict]:
+    """Paired comparison rows of model ``a`` against ``b`` on every measurement both have, Holm-adjusted.
+
+    A baseline runs once (m_grad '') and is compared with each m_grad mode of an elliptical model.
+    The Holm family is every comparison of this pair of models in the run.
+    """
+    found = []
+    for key in sorted(set(outcomes_a) | set(outcomes_b), key=str):
+        method, params, eps, severity, mg, precision = key
+        blank = (method, params, eps, severity, "", precision)
+        if mg == "" and not (key in outcomes_a and key in outcomes_b):
+            continue
+        va = outcomes_a.get(key, outcomes_a.get(blank))
+        vb = outcomes_b.get(key, outcomes_b.get(blank))
+        if va is None or vb is None:
+            continue
+        found.append((key, paired_comparison(va, vb)))
+    adjusted = holm_adjust([cmp.p_value for _, cmp in found]) if found else []
+    rows = []
+    for ((method, params, eps, severity, mg, precision), cmp), p_adjusted in zip(found, adjusted, strict=True):
+        common = {
+            "model": a,
+            "baseline": b,
+            "method": method,
+            "params": params,
+            "eps": eps,
+            "severity": severity,
+            "m_grad": mg,
+            "precision": precision,
+        }
+        discordance = (cmp.a_only + cmp.b_only) / cmp.n if cmp.n else 0.0
+        needed = required_n(abs(cmp.difference), discordance) if cmp.difference else None
+        for metric, value in (
+            ("accuracy_difference", cmp.difference),
+            ("difference_ci_low", cmp.ci_low),
+            ("difference_ci_high", cmp.ci_high),
+            ("mcnemar_p", cmp.p_value),
+            ("mcnemar_p_adjusted", float(p_adjusted)),
+            ("detectable_difference", detectable_difference(discordance, cmp.n)),
+            ("n_required", float(needed) if needed is not None else float("nan")),
+        ):
+            rows.append({**common, "metric": metric, "value": value})
+    return rows
+
+
+def collapse_difference_rows(ctx: RunContext, finished: list[tuple[Unit, UnitResult]]) -> list[dict]:
+    """Per-layer paired differences of collapse metrics between models measured on the same images.
+
+    Only the clean collapse units qualify: every model measures every selected image there (attack
+    units measure each model's own surviving images, which differ between models).
+    """
+    per_model = {unit.model: result.values for unit, result in finished if unit.stage == "collapse" and result.values}
+    config = ctx.config.collapse
+    rows = []
+    for a, b in combinations([m for m in ctx.models if m in per_model], 2):
+        for key in per_model[a]:
+            if key not in per_model[b]:
+                continue
+            metric, layer, head, layers = parse_value_key(key)
+            va, vb = (np.asarray([np.nan if v is None else v for v in per_model[m][key]], dtype=float) for m in (a, b))
+            both = ~(np.isnan(va) | np.isnan(vb))
+            if both.sum() < 2:
+                continue
+            mean, low, high = mean_interval(va[both] - vb[both])
+            params = config.row_params(head) | ({"layers": list(layers)} if layers else {})
+            common = {
+                "model": a,
+                "baseline": b,
+                "method": "collapse",
+                "params": json.dumps(params, sort_keys=True),
+                "layer": layer,
+                "m_grad": "",
+                "precision": config.precision.value,
+            }
+            for suffix, value in (("", mean), ("_ci_low", low), ("_ci_high", high)):
+                rows.append({**common, "metric": f"{metric}_difference{suffix}", "value": value})
+    return rows
