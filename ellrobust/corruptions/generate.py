@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +38,10 @@ import torch
 
 from ellrobust.corruptions import CORRUPTIONS, LIBRARY, library_version
 from ellrobust.corruptions.cache import ChunkCache
+from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
 from ellrobust.corruptions.sources import BatchPlan
 from ellrobust.errors import UsageError
+from ellrobust.registry import Registry
 from ellrobust.workers import SHARED
 
 #: ``imagecorruptions.corrupt`` rejects smaller images.
@@ -63,12 +65,27 @@ def _numpy_seeded(seed: int) -> Iterator[None]:
         np.random.set_state(state)
 
 
-def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int, protocol: str = "imagenet-c") -> np.ndarray:
-    """Corrupt one uint8 HWC RGB image; the result has the same shape and dtype.
+def corrupt_image(
+    image: np.ndarray,
+    corruption: str,
+    severity: int,
+    seed: int,
+    protocol: CorruptionProtocol | str = CorruptionProtocol.IMAGENET_C,
+) -> np.ndarray:
+    """Corrupt one uint8 HWC RGB image with ``protocol``'s constants; same shape and dtype out.
+
+    ``auto`` resolves on the image's larger side (:func:`~ellrobust.corruptions.protocol.resolve_protocol`).
 
     Raises:
-        UsageError: unknown corruption, or an image under 32 px (the library's lower limit).
+        UsageError: unknown corruption or protocol, or an image the protocol does not take
+            (ImageNet-C: under 32 px; CIFAR-10-C: see :func:`ellrobust.corruptions.cifar10c.corrupt`).
     """
+    generate = GENERATORS.get(resolve_protocol(protocol, max(image.shape[:2])))
+    return generate(image, corruption, severity, seed)
+
+
+def _imagenet_c(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
+    """ImageNet-C's constants: ``imagecorruptions.corrupt`` itself, seeded (module docstring)."""
     spec = CORRUPTIONS.get(corruption)
     if min(image.shape[:2]) < MIN_SIZE:
         raise UsageError(f"corruptions need images of at least {MIN_SIZE}×{MIN_SIZE} px (got {image.shape[1]}×{image.shape[0]}).")
@@ -77,6 +94,19 @@ def corrupt_image(image: np.ndarray, corruption: str, severity: int, seed: int, 
     kwargs = {"seed": seed} if spec.seed_argument else {}
     with _numpy_seeded(seed):
         return corrupt(image, severity=severity, corruption_name=spec.name, **kwargs)
+
+
+def _cifar_10_c(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
+    """CIFAR-10-C's constants; imported on first use, like ``imagecorruptions`` (OpenCV, numba)."""
+    from ellrobust.corruptions.cifar10c import corrupt
+
+    return corrupt(image, corruption, severity, seed)
+
+
+#: One generator per concrete protocol: (uint8 HWC image, corruption, severity, seed) → uint8 HWC image.
+GENERATORS: Registry[Callable[[np.ndarray, str, int, int], np.ndarray]] = Registry("corruption protocol")
+GENERATORS.add(CorruptionProtocol.IMAGENET_C, _imagenet_c)
+GENERATORS.add(CorruptionProtocol.CIFAR_10_C, _cifar_10_c)
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -166,10 +196,14 @@ class GeneratedSource:
         )
 
     def check(self, corruptions: tuple[str, ...], severities: tuple[int, ...]) -> None:
-        """Fail early, with one line, on data too small to corrupt."""
-        size = self.ctx.image_size
-        if size < MIN_SIZE:
-            raise UsageError(f"dataset {self.ctx.data.spec.name!r} has {size} px images; corruptions need at least {MIN_SIZE} px.")
+        """Fail early, with one line, on images the protocol cannot corrupt."""
+        from ellrobust.corruptions.cifar10c import MAX_SIDE, MIN_SIDE
+
+        size, name = self.ctx.image_size, self.ctx.data.spec.name
+        low, high = (MIN_SIDE, MAX_SIDE) if self.protocol == CorruptionProtocol.CIFAR_10_C else (MIN_SIZE, None)
+        if size < low or (high is not None and size > high):
+            limits = f"{low}–{high} px" if high is not None else f"at least {low} px"
+            raise UsageError(f"dataset {name!r} has {size} px images; the {self.protocol} corruption protocol needs {limits} (see --corruption-protocol).")
 
     def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         idx = [self.ctx.indices[p] for p in positions]
