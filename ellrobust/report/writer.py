@@ -1,6 +1,4 @@
-"""Reports: a markdown document plus PNG figures, rebuilt from run folders on disk alone.
-
-``write_report([run_dir, ...], out_dir)`` reads each folder's ``results.csv`` and ``run.json``,
+"""Writing a report: ``write_report([run_dir, ...], out_dir)`` reads each folder's ``results.csv`` and ``run.json``,
 renders the tables (:mod:`~ellrobust.report.tables`) and figures (:mod:`~ellrobust.report.plots`),
 and writes ``out_dir/report.md`` with the figures under ``out_dir/figures/``. Several runs may be
 combined (say, a CPU run and a GPU run); rows then carry the run's folder name, which tells apart
@@ -19,6 +17,7 @@ from ellrobust.errors import UsageError
 from ellrobust.report import plots
 from ellrobust.report.document import SECTIONS, Run, render
 from ellrobust.report.frame import prepare
+from ellrobust.report.labels import build_labels
 from ellrobust.report.tables import collapse_metrics
 from ellrobust.results import atomic_write, load_results
 
@@ -48,8 +47,9 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     df = pd.concat([r.table for r in runs], ignore_index=True)
     out_dir = Path(out_dir)
     drawn = {
-        "robust_accuracy": plots.robust_figure(df),
+        "robust_accuracy": plots.robust_figure(df, build_labels(df)),
         "corruption_accuracy": plots.corruption_figure(df),
+        "corruption_difference": plots.difference_heatmap(df),
         **{f"collapse_{m}": plots.collapse_figure(df, m) for m in collapse_metrics(df)},
     }
     figures = {}
