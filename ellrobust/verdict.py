@@ -123,9 +123,6 @@ class _Pair:
         return (self.elliptical, self.baseline)
 
 
-_DIFFERENCE_SUFFIXES = ("_difference", "_difference_ci_low", "_difference_ci_high")
-
-
 def _oriented(df: pd.DataFrame, e: str, b: str) -> pd.DataFrame:
     """The paired rows of (e, b) in either orientation, with differences turned into e − b."""
     rows = df[df["baseline"].ne("") & (((df["model"] == e) & (df["baseline"] == b)) | ((df["model"] == b) & (df["baseline"] == e)))]

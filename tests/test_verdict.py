@@ -8,7 +8,7 @@ import pytest
 from fake_results import BASELINE, ELLIPTICAL, MODELS, PGD, Scenario, simulate
 from rich.console import Console
 
-from ellrobust.cli.render import collapse_table, paired_table, verdict
+from ellrobust.cli.render import collapse_table, corruption_table, paired_table, verdict
 from ellrobust.results import to_frame
 from ellrobust.verdict import Claim, ClaimStatus, claims, elliptical_models
 
@@ -194,3 +194,8 @@ def test_cli_collapse_table_shows_intervals_and_differences():
     assert "[" in text  # intervals in brackets
     df = simulate()
     assert collapse_table(df[~df["metric"].str.startswith("token_cosine")]) is None
+
+
+def test_cli_corruption_table_shows_the_mce_difference():
+    text = render(corruption_table(simulate()))
+    assert f"mce (none) {ELLIPTICAL} − {BASELINE}: -0.0" in text and "paired bootstrap" in text

@@ -118,6 +118,15 @@ def corruption_table(df: pd.DataFrame) -> Table | None:
             label = _mce_label(metric, params)
             by_model = dict(zip(group["model"], group["value"], strict=True))
             table.add_row(label, *[f"{by_model[m]:.3f}" if m in by_model else "" for m in models])
+    frame = prepare(df)
+    lookup = Lookup(frame)
+    differences = [
+        f"{_mce_label('mce', r['params'])} {r['model']} − {r['baseline']}: {r['value']:+.3f} "
+        f"[{lookup(r, 'mce_difference_ci_low'):+.3f}, {lookup(r, 'mce_difference_ci_high'):+.3f}]"
+        for r in frame[frame["metric"] == "mce_difference"].to_dict(orient="records")
+    ]
+    if differences:
+        table.caption = Text("; ".join(differences) + " (95 % paired bootstrap CI)")
     return table
 
 

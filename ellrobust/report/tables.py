@@ -53,7 +53,7 @@ PAIRED_METRICS = (
 #: Suffixes of rows that qualify another row (intervals, differences): never a metric of their own.
 COMPANION_SUFFIXES = ("_ci_low", "_ci_high", "_difference")
 #: Preference among CE normalisations for the corruption summary.
-CE_ORDER = ("alexnet", "baseline", "none")
+CE_ORDER = ("alexnet", "none", "baseline")
 
 
 def _ordered(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
