@@ -89,7 +89,7 @@ def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
 
 def simulate(s: Scenario = Scenario()) -> pd.DataFrame:
     """Two models, clean + fgsm/pgd at 3 budgets (m_grad detach/full) + worst case, 3 corruptions × 5
-    severities with CE/mCE, collapse per layer with later-half summaries, sanity rows."""
+    severities with CE/mCE, collapse per layer with later-half summaries (and on PGD images), sanity rows."""
     rng = np.random.default_rng(s.seed)
     n = s.n
     base = {"dataset": "digits", "split": "test", "n": n, "seed": 0, "ellrobust_version": "0.1.0", "torch_version": "2"}
@@ -216,6 +216,12 @@ def _collapse_rows(base: dict, s: Scenario, rng: np.random.Generator) -> list[di
         params = json.dumps({**COLLAPSE, **({"layers": later} if layer is None else {})}, sort_keys=True)
         row = {**common, "model": ELLIPTICAL, "baseline": BASELINE, "params": params, "layer": layer}
         rows += [{**row, "metric": "token_cosine_difference", "value": d}, {**row, "metric": "token_cosine_difference_ci_low", "value": low}, {**row, "metric": "token_cosine_difference_ci_high", "value": high}]
+    adversarial = json.dumps({**json.loads(PGD), **COLLAPSE}, sort_keys=True)  # each model's own attacked images: no pairs
+    for model, mg in ((ELLIPTICAL, "detach"), (BASELINE, "")):
+        for layer in range(DEPTH):
+            m, low, high = mean_ci(per_image[model][:, layer] + 0.05)
+            row = {**base, "model": model, "method": "pgd", "params": adversarial, "eps": EPS[1], "m_grad": mg, "precision": "fp32", "layer": layer}
+            rows += [{**row, "metric": "token_cosine", "value": m}, {**row, "metric": "token_cosine_ci_low", "value": low}, {**row, "metric": "token_cosine_ci_high", "value": high}]
     return rows
 
 

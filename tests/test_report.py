@@ -198,6 +198,10 @@ def test_collapse_tables_show_intervals_differences_and_the_later_half(full_repo
     for name in ("robust_accuracy", "corruption_accuracy", "corruption_difference", "collapse_token_cosine"):
         assert f"](figures/{name}.png)" in text
         assert_png(full_report / "figures" / f"{name}.png")
+    adversarial = tables_in(section(text, "Appendix: per-cell tables").split("on adversarial images and per head", 1)[1])[0]
+    assert adversarial[0] == "| images | ε | m_grad | precision | setting | layer | deit-elliptical | deit |"
+    assert adversarial[2].startswith("| pgd | 2/255 | detach | fp32 | residual, cls | 0 |")
+    assert adversarial[2].count("…") == 2  # the baseline (attacked once, m_grad '') stands next to the detach mode
 
 
 def test_identical_models_get_no_supported_or_contradicted_line(tmp_path):

@@ -362,7 +362,11 @@ def collapse_table(df: pd.DataFrame, metric: str) -> list[tuple[str, Table]]:
 
 def collapse_other_table(df: pd.DataFrame, metric: str, labels: Labels) -> Table | None:
     """The collapse rows :func:`collapse_table` leaves out (adversarial images, single heads), long: one row
-    per image set × layer × setting, one column per model."""
+    per image set × layer × setting, one column per model.
+
+    A baseline is attacked once (m_grad ''), so its rows stand next to every m_grad mode of an
+    elliptical model on the same attack and ε, as in the paired comparison.
+    """
     rows = _values(df, metric)
     rows = rows[(rows["method"] != "collapse") | ~rows["params"].map(_all_heads).astype(bool)]
     if rows.empty:
@@ -373,7 +377,17 @@ def collapse_other_table(df: pd.DataFrame, metric: str, labels: Labels) -> Table
         setting=rows["params"].map(_collapse_label_of),
         layer_text=["later half" if pd.isna(v) else str(int(v)) for v in rows["layer"]],
     )
-    keys = [*varying(rows, ["run"]), "images", "eps", *(c for c in ("m_grad", "precision") if _any(rows, c)), "setting", "layer_text"]
+    condition = ["run", "images", "eps", "precision", "setting"]
+    modes: dict[tuple, list[str]] = {}
+    for r in rows[rows["m_grad"] != ""].to_dict(orient="records"):
+        modes.setdefault(_condition_key(r, condition), []).append(r["m_grad"])
+    shown = [
+        {**r, "mode": mode}
+        for r in rows.to_dict(orient="records")
+        for mode in (list(dict.fromkeys(modes.get(_condition_key(r, condition), []))) or [""] if r["m_grad"] == "" else [r["m_grad"]])
+    ]
+    rows = pd.DataFrame(shown)
+    keys = [*varying(rows, ["run"]), "images", "eps", *(["mode"] if _any(rows, "m_grad") else []), *(["precision"] if _any(rows, "precision") else []), "setting", "layer_text"]
     models = list(dict.fromkeys(rows["model"]))
     out = []
     for fields, group in _groups(rows, keys):
@@ -383,8 +397,12 @@ def collapse_other_table(df: pd.DataFrame, metric: str, labels: Labels) -> Table
             for m in models
         ]
         out.append((*(_key_cell(k, fields[k]) for k in keys), *cells))
-    headers = (*({"images": "images", "eps": "ε", "layer_text": "layer"}.get(k, k) for k in keys), *models)
+    headers = (*({"images": "images", "eps": "ε", "mode": "m_grad", "layer_text": "layer"}.get(k, k) for k in keys), *models)
     return Table(headers, tuple(out), (Align.LEFT,) * len(keys) + (Align.RIGHT,) * len(models))
+
+
+def _condition_key(row: dict, columns: list[str]) -> tuple:
+    return tuple(None if not isinstance(row[c], str) and pd.isna(row[c]) else row[c] for c in columns)
 
 
 def _key_cell(column: str, value: object) -> str:
