@@ -27,7 +27,7 @@ import pandas as pd
 
 from ellrobust.errors import UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Columns every results table must have to be read back.
 REQUIRED_COLUMNS = ("model", "dataset", "n", "method", "metric", "value")
@@ -45,6 +45,7 @@ COLUMNS: dict[str, str] = {
     "severity": "Int64",
     "layer": "Int64",
     "m_grad": "string",
+    "precision": "string",
     "baseline": "string",
     "metric": "string",
     "value": "float64",

@@ -20,7 +20,6 @@ from ellrobust.corruptions.generate import corrupt_image, corrupt_tensor, image_
 from ellrobust.data import load_dataset, select_indices
 from ellrobust.data.store import StorePlan, allocate, fill
 from ellrobust.engine import EvalConfig, Evaluation, RunContext
-from ellrobust.workers import WorkerPool
 from ellrobust.errors import UsageError
 from ellrobust.metrics.corruption import (
     ALEXNET_CLEAN_ERROR,
@@ -29,6 +28,7 @@ from ellrobust.metrics.corruption import (
     mean_corruption_error,
     relative_corruption_error,
 )
+from ellrobust.workers import WorkerPool
 
 SEVERITIES = (1, 2, 3, 4, 5)
 MODELS = ("deit-nano", "deit-nano-elliptical")

@@ -1,4 +1,9 @@
-"""``ellrobust report`` and ``eval --report``: every section, valid PNG figures, safe markdown."""
+"""``ellrobust report`` and ``eval --report``: every section, the verdict, valid PNG figures, safe markdown.
+
+Two kinds of input: a tiny real run (the engine of this branch writes no intervals, adjusted p-values
+or collapse differences: the "older run" path) and a hand-made table with every row of schema 2
+(:mod:`fake_results`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,13 @@ import re
 from pathlib import Path
 
 import pytest
+from fake_results import BASELINE, ELLIPTICAL, Scenario, run_json, simulate
 from matplotlib.image import imread
 
 from ellrobust.cli import app
-from ellrobust.report import SECTIONS, write_report
+from ellrobust.report.document import SECTIONS
 from ellrobust.report.markdown import escape
+from ellrobust.report.writer import write_report
 from ellrobust.results import load_results, records, save_table, to_frame
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -20,8 +27,8 @@ CORRUPTIONS = ("gaussian_noise", "fog")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """A tiny real run, written with ``--report`` (the hook ``eval`` calls)."""
+def tiny_eval(tmp_path_factory) -> tuple[Path, str]:
+    """A tiny real run, written with ``--report`` (the hook ``eval`` calls), and what ``eval`` printed."""
     from typer.testing import CliRunner
 
     out = tmp_path_factory.mktemp("run") / "tiny"
@@ -29,7 +36,36 @@ def run_dir(tmp_path_factory) -> Path:
     args += ["--eps", "2/255,8/255", "--n", "16", "--m-grad", "both", "--out", str(out), "--report"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    return out
+    return out, result.stdout
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_eval) -> Path:
+    return tiny_eval[0]
+
+
+def fake_run(path: Path, df=None) -> Path:
+    """A run folder holding a hand-made table with every row of schema 2."""
+    path.mkdir(parents=True)
+    save_table(simulate() if df is None else df, path)
+    (path / "run.json").write_text(json.dumps(run_json()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("full")
+    return write_report([fake_run(root / "run")], root / "report").parent
+
+
+def section(text: str, title: str) -> str:
+    """The body of one ``## title`` section."""
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def tables_in(text: str) -> list[list[str]]:
+    """Every pipe table as its lines."""
+    return [block.splitlines() for block in re.findall(r"(?:^\|.*\|\n)+", text, flags=re.M)]
 
 
 def with_more_rows(src: Path, dst: Path, rename: dict[str, str] | None = None) -> Path:
@@ -80,6 +116,101 @@ def test_eval_report_writes_every_section(run_dir):
     assert_png(run_dir / "figures" / "robust_accuracy.png")
 
 
+def test_eval_prints_the_verdict_after_its_tables(tiny_eval):
+    _, stdout = tiny_eval
+    verdict = stdout.split("Verdict", 1)[1]
+    assert "Paired comparison" in stdout.split("Verdict", 1)[0]
+    assert "deit-nano-elliptical is more robust than deit-nano under pgd (m_grad detach)" in verdict
+    assert "supported:" not in verdict and "contradicted:" not in verdict  # 16 images, no adjusted p: not judged
+
+
+def test_a_run_without_the_new_rows_still_renders_and_judges_nothing(run_dir):
+    """The engine of this branch writes no intervals or adjusted p: no CI column, no band, no verdict."""
+    text = (run_dir / "report.md").read_text()
+    verdict = section(text, "Verdict")
+    assert "**inconclusive at this n**: deit-nano-elliptical is more robust than deit-nano under fgsm" in verdict
+    assert "not judged: the run holds no Holm-adjusted p" in verdict
+    assert "**supported**" not in verdict and "**contradicted**" not in verdict
+    assert "95 % CI (%)" not in section(text, "Clean accuracy") and "no intervals" in section(text, "Clean accuracy")
+    assert "Holm p" not in section(text, "Paired differences") and "unadjusted" in section(text, "Paired differences")
+    assert "Wald" not in text
+
+
+def test_report_of_a_full_run_opens_with_the_verdict(full_report):
+    text = (full_report / "report.md").read_text()
+    assert headings(text) == list(SECTIONS) and headings(text)[1] == "Verdict"
+    verdict = section(text, "Verdict")
+    lines = [line for line in verdict.splitlines() if line.startswith("- **")]
+    assert len(lines) == 9  # fgsm, pgd, worst-case × 2 m_grad modes, adaptive, mCE, collapse
+    assert f"- **supported**: {ELLIPTICAL} is more robust than {BASELINE} under pgd (m_grad detach, fp32). n = 400;" in verdict
+    assert all("n = 400" in line for line in lines)
+    assert "Holm p" in verdict and "**Rules.**" in verdict and "every paired comparison of those two models" in verdict
+
+
+def test_full_run_tables_use_the_runs_intervals_and_short_labels(full_report):
+    text = (full_report / "report.md").read_text()
+    assert "95 % Wilson" in section(text, "Clean accuracy") and "Wald" not in text
+    headers = [t[0] for t in tables_in(text)]
+    assert headers and not any("{" in h for h in headers), [h for h in headers if "{" in h]
+    legend = section(text, "Setup").split("### Labels", 1)[1]
+    assert "**pgd**: pgd with steps=10, step_size=0.25\\*eps" in legend
+    assert "**worst-case**: per image, the worst case over fgsm, pgd (Linf)" in legend
+    assert "**residual, cls**: tokens of the residual stream after each block, class token included" in legend
+    robust = section(text, "Robust accuracy")
+    assert "| pgd | deit-elliptical | detach | fp32 |" in robust and "(" in robust.split("| pgd | deit-elliptical |")[1]
+    assert "precision** of the attack iterations: fp32" in text and "protocol cifar-10-c" in text
+
+
+def test_paired_table_marks_holm_and_power_and_corruption_cells_go_to_the_appendix(full_report):
+    text = (full_report / "report.md").read_text()
+    paired = tables_in(section(text, "Paired differences"))[0]
+    assert paired[0] == (
+        "| A | B | comparison | ε | m_grad | precision | A − B (pp) | 95 % CI (pp) | McNemar p | Holm p | survives Holm "
+        "| detectable (pp) | n needed |"
+    )
+    assert len(paired) == 2 + 1 + 3 * 3 * 2  # header, rule, clean, (fgsm, pgd, worst-case) × 3 ε × 2 m_grad
+    assert any("| yes (A) |" in row for row in paired) and any("| no |" in row for row in paired)
+    appendix = section(text, "Appendix: per-cell tables")
+    cells = next(t for t in tables_in(appendix) if "| severity |" in t[0] and "Holm p" in t[0])
+    assert len(cells) == 2 + 3 * 5
+    assert "survives Holm" in text and "Holm's adjustment runs over one family per pair of models and run" in appendix
+
+
+def test_corruption_summary_heat_map_and_mce_difference(full_report):
+    text = (full_report / "report.md").read_text()
+    corruptions = section(text, "Corruptions")
+    summary = tables_in(corruptions.split("### Summary per corruption", 1)[1])[0]
+    assert summary[0].startswith("| corruption | deit-elliptical (%) | deit (%) | deit-elliptical − deit (pp) | cells surviving Holm (A / B) | CE")
+    assert len(summary) == 2 + 3
+    assert re.search(r"\| gaussian_noise \| \d+\.\d \(\d+\.\d–\d+\.\d\) \|", summary[2])
+    assert re.search(r"\| \d / 0 of 5 \|", summary[2])
+    assert "](figures/corruption_difference.png)" in corruptions
+    assert_png(full_report / "figures" / "corruption_difference.png")
+    assert "| deit-elliptical | deit | unnormalised |" in corruptions and "95 % bootstrap CI" in corruptions
+
+
+def test_collapse_tables_show_intervals_differences_and_the_later_half(full_report):
+    text = (full_report / "report.md").read_text()
+    collapse = tables_in(section(text, "Representation collapse"))[0]
+    assert collapse[0] == "| layer | deit-elliptical | deit | deit-elliptical − deit |"
+    assert collapse[-1].startswith("| later half (3–5) |")
+    assert re.search(r"\| 5 \| 0\.\d{3} \(0\.\d{3} … 0\.\d{3}\) \| .* \| -0\.\d{3} \(-0\.\d{3} … -0\.\d{3}\) \|", collapse[-2])
+    for name in ("robust_accuracy", "corruption_accuracy", "corruption_difference", "collapse_token_cosine"):
+        assert f"](figures/{name}.png)" in text
+        assert_png(full_report / "figures" / f"{name}.png")
+    adversarial = tables_in(section(text, "Appendix: per-cell tables").split("on adversarial images and per head", 1)[1])[0]
+    assert adversarial[0] == "| images | ε | m_grad | precision | setting | layer | deit-elliptical | deit |"
+    assert adversarial[2].startswith("| pgd | 2/255 | detach | fp32 | residual, cls | 0 |")
+    assert adversarial[2].count("…") == 2  # the baseline (attacked once, m_grad '') stands next to the detach mode
+
+
+def test_identical_models_get_no_supported_or_contradicted_line(tmp_path):
+    run = fake_run(tmp_path / "same", simulate(Scenario(identical=True)))
+    text = write_report([run], tmp_path / "report").read_text()
+    assert "**supported**" not in text and "**contradicted**" not in text
+    assert section(text, "Verdict").count("- **inconclusive at this n**") == 9
+
+
 def test_report_with_corruption_and_collapse_rows(run_dir, tmp_path, runner):
     run = with_more_rows(run_dir, tmp_path / "full")
     out = tmp_path / "report"
@@ -92,6 +223,8 @@ def test_report_with_corruption_and_collapse_rows(run_dir, tmp_path, runner):
     assert "Not measured" not in text
     assert "| relative mCE (vs deit-nano) |" in text and "| mCE (unnormalised) |" in text
     assert "| fog (vs deit-nano) |" in text
+    mce = next(line for line in section(text, "Verdict").splitlines() if "mCE" in line)
+    assert mce.startswith("- **inconclusive at this n**") and "not judged" in mce
     for name in ("robust_accuracy", "corruption_accuracy", "collapse_token_cosine"):
         assert f"](figures/{name}.png)" in text
         assert_png(out / "figures" / f"{name}.png")

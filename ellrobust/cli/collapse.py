@@ -7,24 +7,15 @@ folder and resuming are shared with ``ellrobust eval --collapse``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
 from ellrobust.cli import options
 from ellrobust.parsing import parse_elliptical_layers, parse_int_range, parse_name_list, parse_workers
 
-if TYPE_CHECKING:  # pandas, rich and torch load only when a command runs: `ellrobust --help` stays fast
-    import pandas as pd
-    from rich.table import Table
-
 #: Parsing bounds only: CollapseConfig rejects negative layers, the stage checks each model's depth.
 _MAX_LAYER = 10_000
-
-#: The collapse metrics in display order, with their cell format.
-_METRICS = {"token_cosine": "{:.3f}", "attention_entropy": "{:.3f}", "effective_rank": "{:.2f}"}
 
 
 def register(app: typer.Typer) -> None:
@@ -65,7 +56,7 @@ def register(app: typer.Typer) -> None:
           ellrobust eval -m deit-elliptical -m deit --attack pgd --collapse
         """
         from ellrobust.cli.evaluate import execute
-        from ellrobust.cli.render import print_json, stdout
+        from ellrobust.cli.render import collapse_table, print_json, stdout
         from ellrobust.collapse import CollapseConfig
         from ellrobust.engine import EvalConfig
 
@@ -98,69 +89,3 @@ def register(app: typer.Typer) -> None:
             print_json(result.table)
         else:
             stdout.print(collapse_table(result.table))
-
-
-def collapse_table(df: pd.DataFrame) -> Table | None:
-    """Layers as rows, models as columns, one block of rows per metric (token cosine first).
-
-    Models side by side make the comparison the eye needs (elliptical vs baseline at each layer).
-    With attacks in the run there is one block per image set: the clean images first, then each
-    attack × eps × m_grad. A baseline has no m_grad (''), so its rows are shown next to every
-    m_grad mode of an elliptical model, as in the paired comparison. Returns None when the table
-    holds no collapse rows.
-    """
-    import pandas as pd
-    from rich.table import Table
-
-    from ellrobust.cli.render import fmt_eps
-
-    rows = df[df["metric"].isin(list(_METRICS)) & df["layer"].notna()]
-    if rows.empty:
-        return None
-    values: dict[tuple, float] = {}
-    modes: dict[tuple, set[str]] = {}  # (method, eps) -> m_grad modes of elliptical models
-    heads: set[int] = set()
-    for r in rows.itertuples(index=False):
-        head = json.loads(r.params).get("head")
-        eps = None if pd.isna(r.eps) else float(r.eps)
-        mode = "" if pd.isna(r.m_grad) else str(r.m_grad)
-        modes.setdefault((r.method, eps), set()).update({mode} - {""})
-        values[(r.method, eps, mode, r.metric, int(r.layer), head, r.model)] = float(r.value)
-        if head is not None:
-            heads.add(head)
-    models = list(dict.fromkeys(rows["model"]))
-    metrics = [m for m in _METRICS if m in set(rows["metric"])]
-    layer_ids = sorted({int(v) for v in rows["layer"]})
-    attacked = any(method != "collapse" for method, _ in modes)
-    params = json.loads(rows["params"].iloc[0])
-    cls = "class token included" if params.get("cls", True) else "class token excluded"
-    table = Table(
-        title=f"Representation collapse per layer ({params.get('feature')} tokens, {cls})",
-        caption="more collapsed: higher token_cosine, lower effective_rank",
-    )
-    for col in (("images", "eps", "m_grad") if attacked else ()) + ("metric", "layer") + (("head",) if heads else ()):
-        table.add_column(col, justify="right" if col in ("eps", "layer", "head") else "left")
-    for name in models:
-        table.add_column(name, justify="right")
-
-    def order(condition: tuple) -> tuple:
-        method, eps = condition
-        return (method != "collapse", method, eps or 0.0)  # clean images first
-
-    for method, eps in sorted(modes, key=order):
-        for mode in sorted(modes[(method, eps)]) or [""]:
-            condition = ("clean" if method == "collapse" else str(method), fmt_eps(eps), mode) if attacked else ()
-            for metric in metrics:
-                for layer in layer_ids:
-                    for head in [None, *sorted(heads)]:
-                        cells = []
-                        for name in models:
-                            value = values.get((method, eps, mode, metric, layer, head, name))
-                            if value is None:  # a baseline's rows hold for every m_grad mode
-                                value = values.get((method, eps, "", metric, layer, head, name))
-                            cells.append("" if value is None else _METRICS[metric].format(value))
-                        if any(cells):
-                            head_cell = (("all" if head is None else str(head)),) if heads else ()
-                            table.add_row(*condition, metric, str(layer), *head_cell, *cells)
-                table.add_section()
-    return table

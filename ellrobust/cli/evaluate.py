@@ -12,7 +12,6 @@ import typer
 
 from ellrobust.attacks import AttackRequest, make_request, validate_params
 from ellrobust.cli import options
-from ellrobust.errors import UsageError
 from ellrobust.parsing import parse_elliptical_layers, parse_eps_list, parse_int_range, parse_name_list, parse_workers
 
 DEFAULT_SUITE = "quick"
@@ -97,14 +96,19 @@ def register(app: typer.Typer) -> None:
         """
         from ellrobust.cli.render import (
             accuracy_table,
+            collapse_table,
             corruption_table,
             paired_table,
             print_json,
+            stderr,
             stdout,
+            verdict,
             warn_sanity,
         )
+        from ellrobust.collapse import CollapseConfig
         from ellrobust.engine import EvalConfig
         from ellrobust.suites import load_suite
+        from ellrobust.verdict import elliptical_models
 
         overrides = attack_overrides(
             steps=steps, step_size=step_size, restarts=restarts, random_start=random_start, norm=norm, samples=samples, lr=lr, delta=delta, queries=queries
@@ -140,7 +144,7 @@ def register(app: typer.Typer) -> None:
             memory_budget_gb=memory_budget,
             precision=parse_name_list(precision, "--precision"),
             elliptical_layers=parse_elliptical_layers(elliptical_layers),
-            collapse=_collapse_config() if (collapse or (loaded and loaded.collapse)) else None,
+            collapse=CollapseConfig() if (collapse or (loaded and loaded.collapse)) else None,
             sanity=sanity,
             device=device,
         )
@@ -158,10 +162,17 @@ def register(app: typer.Typer) -> None:
             paired = paired_table(table)
             if paired is not None:
                 stdout.print(paired)
-            _print_collapse(table)
+            collapsed = collapse_table(table)
+            if collapsed is not None:
+                stdout.print(collapsed)
+            lines = verdict(table, elliptical_models(json.loads((run_dir / "run.json").read_text())))
+            if lines is not None:
+                stdout.print(lines)
         warn_sanity(table)
         if report:
-            _write_report(run_dir)
+            from ellrobust.report.writer import write_report
+
+            stderr.print(f"report: {write_report([run_dir], run_dir)}")
 
 
 def execute(config, out: Path | None):
@@ -182,34 +193,3 @@ def execute(config, out: Path | None):
         return None
     stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
     return result
-
-
-def _collapse_config():
-    try:
-        from ellrobust.collapse import CollapseConfig
-    except ImportError:
-        raise UsageError("--collapse is not available in this build of ellrobust.") from None
-    return CollapseConfig()
-
-
-def _print_collapse(table) -> None:
-    try:
-        from ellrobust.cli.collapse import collapse_table
-    except ImportError:
-        return
-    rendered = collapse_table(table)
-    if rendered is not None:
-        from ellrobust.cli.render import stdout
-
-        stdout.print(rendered)
-
-
-def _write_report(run_dir: Path) -> None:
-    try:
-        from ellrobust.report import write_report
-    except ImportError:
-        raise UsageError("--report is not available in this build of ellrobust.") from None
-    path = write_report([run_dir], run_dir)
-    from ellrobust.cli.render import stderr
-
-    stderr.print(f"report: {path}")

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
           ellrobust report runs/cpu runs/gpu --out reports/compare
         """
         from ellrobust.cli.render import stderr
-        from ellrobust.report import write_report
+        from ellrobust.report.writer import write_report
 
         path = write_report(run_dirs, out)
         stderr.print(f"report: {path}")

@@ -2,12 +2,12 @@
 
 Every section heading is always present; a section without rows says what was not measured and how
 to measure it, so two reports always have the same outline and a reader (or a diff) can tell
-"not measured" from "lost".
+"not measured" from "lost". The verdict comes right after the setup: a reader who stops there has
+the answer and the numbers behind it; the long per-cell tables wait in the appendix.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +15,43 @@ from pathlib import Path
 import pandas as pd
 
 from ellrobust.report import tables
-from ellrobust.report.frame import Z95, format_eps
+from ellrobust.report.frame import format_eps
+from ellrobust.report.labels import Labels, build_labels, parse_params, settings_text
 from ellrobust.report.markdown import Align, Table, bullets, escape, heading, image, table
+from ellrobust.verdict import claims, elliptical_models
 from ellrobust.version import __version__
 
 #: The section headings, in order (tests and readers rely on them).
 SECTIONS = (
     "Setup",
+    "Verdict",
     "Clean accuracy",
     "Robust accuracy",
     "Corruptions",
     "Representation collapse",
     "Paired differences",
     "Sanity checks",
+    "Appendix: per-cell tables",
+)
+
+#: What Holm's adjustment runs over, said once in the verdict and once with the paired table.
+FAMILY = (
+    "Holm's adjustment runs over one family per pair of models and run: every paired comparison of those two "
+    "models in that run (clean, each attack × ε × m_grad × precision, each corruption × severity)."
+)
+
+#: The verdict's rules, as the report states them (see :mod:`ellrobust.verdict`).
+RULES = (
+    "**Rules.** A budget (or corruption cell) *favours* a model when the paired difference points its way, the "
+    "Holm-adjusted exact McNemar p is below 0.05 and the 95 % interval excludes 0 on that side. "
+    "*Attacks* (one line per attack, worst case included, per m_grad and precision): supported when at least one "
+    "budget favours the elliptical model and none favours the baseline, contradicted in the mirror case, otherwise "
+    "(nothing significant, or significant in both directions) inconclusive at this n. *Adaptive attack*: the attacks "
+    "supported under m_grad detach, judged by the same rule on their m_grad full rows (elliptical(full) − baseline). "
+    "*mCE*: supported when the 95 % paired bootstrap interval of mCE(elliptical) − mCE(baseline) lies below 0, "
+    "contradicted when above 0 (AlexNet-normalised where present, else unnormalised). *Collapse*: the same with the "
+    "95 % paired t-interval of token cosine averaged over the later half of the layers (lower: less collapsed). "
+    "A line whose test rows the run lacks reads inconclusive and says so."
 )
 
 COLLAPSE_TITLES = {
@@ -60,18 +84,21 @@ def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str], report
     ``report_command`` is the ``ellrobust report`` call that wrote it, when it is not ``eval --report``.
     """
     models = list(pd.unique(df["model"][df["model"] != ""]))
+    labels = build_labels(df)
     parts = [
         heading(1, f"Robustness report: {', '.join(models) or 'no models'}"),
         f"Written by ellrobust {escape(__version__)} from {len(runs)} run folder{'s' if len(runs) != 1 else ''}. "
         "Accuracies are percentages of the evaluated images; attack budgets ε are in /255 of the pixel range.",
         *_reproduce(runs, report_command),
-        *_setup(runs),
+        *_setup(runs, labels),
+        *_verdict(runs),
         *_clean(df),
-        *_robust(df, figures),
-        *_corruptions(df, figures),
+        *_robust(df, labels, figures),
+        *_corruptions(runs, df, figures),
         *_collapse(df, figures),
-        *_paired(df),
+        *_paired(df, labels),
         *_sanity(df),
+        *_appendix(df, labels),
     ]
     return "\n\n".join(parts) + "\n"
 
@@ -96,12 +123,16 @@ def _absent(how: str) -> str:
     return f"_Not measured in these runs; {how}._"
 
 
-def _setup(runs: list[Run]) -> list[str]:
+def _setup(runs: list[Run], labels: Labels) -> list[str]:
     out = [_section("Setup")]
     for run in runs:
         out.append(heading(3, f"Run {run.label}"))
         out.append(bullets(_setup_lines(run)))
         out.append(table(_models_table(run)))
+    if labels.legend:
+        out.append(heading(3, "Labels"))
+        out.append("Tables and figures name methods and settings by these short labels:")
+        out.append(bullets([f"**{escape(label)}**: {escape(text)}" for label, text in labels.legend]))
     return out
 
 
@@ -119,15 +150,23 @@ def _setup_lines(run: Run) -> list[str]:
     attacks = cfg.get("attacks") or []
     if attacks:
         names = "; ".join(
-            a["name"] + (f" ({tables.settings_text(a['params'])})" if a.get("params") else "") for a in attacks
+            a["name"] + (f" ({settings_text(a['params'])})" if a.get("params") else "") for a in attacks
         )
         eps = ", ".join(format_eps(e) for e in cfg.get("eps") or []) or "each attack's default"
         lines.append(f"**attacks**: {escape(names)}; ε {escape(eps)}; m_grad {escape(cfg.get('m_grad', '?'))}")
+    precisions = _precisions(run)
+    if precisions:
+        lines.append(
+            f"**precision** of the attack iterations: {escape(', '.join(precisions))} "
+            "(clean and final robust decisions are fp32 forwards)"
+        )
     if cfg.get("corruptions"):
         severities = ", ".join(map(str, cfg.get("severities") or []))
         source = cfg.get("corruption_source") or "generated on the fly"
+        protocol = _protocols(run)
         lines.append(
-            f"**corruptions**: {escape(', '.join(cfg['corruptions']))}; severities {severities}; {escape(source)}"
+            f"**corruptions**: {escape(', '.join(cfg['corruptions']))}; severities {severities}; {escape(source)}; "
+            f"protocol {escape(', '.join(protocol)) if protocol else 'not recorded'}"
         )
     if cfg.get("collapse"):
         lines.append("**collapse metrics**: per layer")
@@ -147,6 +186,22 @@ def _setup_lines(run: Run) -> list[str]:
         line += f"; computing every unit took {_duration(compute)} (resumed units keep their first time)"
     lines.append(line)
     return lines
+
+
+def _precisions(run: Run) -> list[str]:
+    """Attack precisions: the rows' ``precision`` column, else run.json's config."""
+    values = [p for p in pd.unique(run.table["precision"]) if p]
+    configured = run.meta.get("config", {}).get("precision")
+    return values or ([str(configured)] if configured else [])
+
+
+def _protocols(run: Run) -> list[str]:
+    """The corruption protocol (``imagenet-c``, ``cifar-10-c``): run.json's config, then the rows' params."""
+    configured = run.meta.get("config", {}).get("corruption_protocol")
+    found = [str(configured)] if configured else []
+    rows = run.table[run.table["severity"].notna()]
+    found += [str(parse_params(p)["protocol"]) for p in pd.unique(rows["params"]) if "protocol" in parse_params(p)]
+    return list(dict.fromkeys(found))
 
 
 def _duration(seconds: float) -> str:
@@ -187,45 +242,104 @@ def _models_table(run: Run) -> Table:
     return Table(headers, tuple(out), (Align.LEFT,) * len(headers))
 
 
+
+
+def _verdict(runs: list[Run]) -> list[str]:
+    out = [_section("Verdict")]
+    judged = False
+    for run in runs:
+        found = claims(run.table, elliptical_models(run.meta))
+        if len(runs) > 1:
+            out.append(heading(3, f"Run {run.label}"))
+        if not found:
+            why = "run.json does not say which models are elliptical" if not elliptical_models(run.meta) else (
+                "it needs an elliptical and a plain model evaluated together"
+            )
+            out.append(f"_No verdict for this run: {why}._")
+            continue
+        judged = True
+        out.append(bullets([f"**{c.status.value}**: {escape(c.claim)}. {escape(c.evidence)}." for c in found]))
+        missing = _unmeasured(run.table)
+        if missing:
+            out.append(f"Not measured in this run, so not judged: {', '.join(missing)}.")
+    if judged:
+        out += [RULES, FAMILY]
+    return out
+
+
+def _unmeasured(df: pd.DataFrame) -> list[str]:
+    """Claims a run could not speak to, with the option that would measure them."""
+    missing = []
+    if not (df["eps"].notna() & df["metric"].eq("robust_accuracy")).any():
+        missing.append("robustness under attack (`--attack`)")
+    if not df["metric"].eq("mce").any():
+        missing.append("corruption mCE (`--corruption all`)")
+    if not (df["metric"].eq("token_cosine") & df["method"].eq("collapse")).any():
+        missing.append("representation collapse (`--collapse`)")
+    if not {"detach", "full"} <= set(df["m_grad"]):
+        missing.append("the adaptive attack (`--m-grad both`)")
+    return missing
+
+
 def _clean(df: pd.DataFrame) -> list[str]:
     t = tables.clean_table(df)
     if t is None:
         return [_section("Clean accuracy"), _absent("every evaluation measures it, so the results table is incomplete")]
+    with_ci = "95 % CI (%)" in t.headers
     return [
         _section("Clean accuracy"),
-        "Accuracy on the unperturbed images, with a 95 % binomial (Wald) interval.",
+        "Accuracy on the unperturbed images"
+        + (", with its 95 % Wilson score interval." if with_ci else "; this run recorded no intervals (older ellrobust)."),
         table(t),
     ]
 
 
-def _robust(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
+def _robust(df: pd.DataFrame, labels: Labels, figures: Mapping[str, str]) -> list[str]:
     out = [_section("Robust accuracy")]
-    t = tables.robust_table(df)
+    t = tables.robust_table(df, labels)
     if t is None:
         return [*out, _absent("pass `--attack fgsm,pgd` (see `ellrobust attacks`)")]
+    half = tables.max_half_width(df, "robust_accuracy")
     n = int(df.loc[df["metric"] == "robust_accuracy", "n"].min())
-    out.append(
-        "Accuracy (%) under each attack and budget ε; *clean* is ε = 0 and *worst-case* counts an image as robust "
-        f"only if it survives every attack. At n = {n} a 95 % interval spans up to ±{Z95 * 50 / math.sqrt(n):.1f} "
-        "percentage points, so smaller gaps between models need the paired test below."
+    text = (
+        "Accuracy (%) under each attack and budget ε, with its 95 % Wilson interval in parentheses; *clean* is ε = 0 and "
+        "*worst-case* counts an image as robust only if it survives every attack. "
     )
-    out.append(table(t))
+    if half is not None:
+        text += (
+            f"At n = {n} these intervals are up to ±{half * 100:.1f} percentage points wide, so a gap between two models "
+            "is judged by the paired test (section Paired differences), not by overlapping intervals."
+        )
+    else:
+        text += f"n = {n}; this run recorded no intervals (older ellrobust)."
+    out += [text, table(t)]
     if "robust_accuracy" in figures:
         out.append(image("Robust accuracy vs eps, one panel per attack", figures["robust_accuracy"]))
     return out
 
 
-def _corruptions(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
+def _corruptions(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
     out = [_section("Corruptions")]
-    acc, ce = tables.corruption_table(df), tables.ce_table(df)
-    if acc is None and ce is None:
+    summary, ce, mce = tables.corruption_summary(df), tables.ce_table(df), tables.mce_difference_table(df)
+    if summary is None and ce is None:
         return [*out, _absent("pass `--corruption all --severity 1-5`")]
-    if acc is not None:
+    protocols = list(dict.fromkeys(p for run in runs for p in _protocols(run)))
+    out.append(
+        f"Corruption protocol: {escape(', '.join(protocols)) if protocols else 'not recorded in this run'}. "
+        "Per-severity accuracies and the paired comparison of every corruption × severity cell are in the appendix."
+    )
+    if summary is not None:
+        t, norm = summary
         out += [
-            heading(3, "Corruption accuracy"),
-            "Accuracy (%) per corruption and severity; *mean* averages the severities.",
-            table(acc),
+            heading(3, "Summary per corruption"),
+            "Mean accuracy (%) over the severities with its 95 % Wilson interval (at n images: conservative); the mean "
+            "paired difference A − B over the severities; how many severity cells survive Holm's adjustment in A's "
+            "and in B's favour; and CE "
+            + (f"({escape(_NORMALISATIONS.get(norm, norm))})." if norm else "where measured."),
+            table(t),
         ]
+        if "corruption_difference" in figures:
+            out.append(image("Paired accuracy difference per corruption and severity", figures["corruption_difference"]))
         if "corruption_accuracy" in figures:
             out.append(image("Corruption accuracy by corruption and severity", figures["corruption_accuracy"]))
     if ce is not None:
@@ -236,7 +350,16 @@ def _corruptions(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
             "numbers do not exist; mCE is their mean, relative mCE the same for the drop from clean error. Lower is better.",
             table(ce),
         ]
+    if mce is not None:
+        out += [
+            "mCE difference on the same images, with a 95 % paired bootstrap interval over images (negative: A has "
+            "the lower, better mCE):",
+            table(mce),
+        ]
     return out
+
+
+_NORMALISATIONS = {"alexnet": "normalised by AlexNet", "none": "unnormalised", "baseline": "relative to the baseline model"}
 
 
 def _collapse(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
@@ -245,28 +368,48 @@ def _collapse(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
     if not metrics:
         return [*out, _absent("pass `--collapse`")]
     out.append(
-        "Per-layer statistics of the token representations. Token cosine similarity is the mean cosine between "
-        "all pairs of distinct tokens of a layer: the closer to 1, the more the tokens have collapsed onto one direction."
+        "Per-layer statistics of the token representations on the clean images, each with a 95 % t-interval over "
+        "images in parentheses; A − B columns are paired differences on the same images (95 % paired t-interval). "
+        "Token cosine similarity is the mean cosine between all pairs of distinct tokens of a layer: the closer to 1, "
+        "the more the tokens have collapsed onto one direction. The last row averages the later half of the layers "
+        "per image first. Adversarial-image and per-head rows are in the appendix."
     )
     for metric in metrics:
-        t = tables.collapse_table(df, metric)
-        out += [heading(3, COLLAPSE_TITLES.get(metric, metric)), table(t)]
+        out.append(heading(3, COLLAPSE_TITLES.get(metric, metric)))
+        variants = tables.collapse_table(df, metric)
+        for label, t in variants:
+            if len(variants) > 1:
+                out.append(f"Setting **{escape(label)}**:")
+            out.append(table(t))
+        if not variants:
+            out.append("_Only adversarial-image or per-head rows: see the appendix._")
         if f"collapse_{metric}" in figures:
             out.append(image(f"{metric} per layer", figures[f"collapse_{metric}"]))
     return out
 
 
-def _paired(df: pd.DataFrame) -> list[str]:
-    t = tables.paired_table(df)
+def _paired(df: pd.DataFrame, labels: Labels) -> list[str]:
+    t = tables.paired_table(df, labels)
     if t is None:
         return [_section("Paired differences"), _absent("evaluate two or more models in one run")]
-    return [
-        _section("Paired differences"),
-        "A − B is the difference of accuracies on the same images, in percentage points (positive: A is more accurate); "
-        "the 95 % interval is a Wald interval on the per-image differences and p is the exact McNemar test on the images "
-        "where exactly one model is right. m_grad is the elliptical model's mode.",
-        table(t),
-    ]
+    text = (
+        "A − B is the difference of accuracies on the same images, in percentage points (positive: A is more accurate), "
+        "with its 95 % score interval for paired proportions; McNemar p is the exact test on the images where exactly "
+        "one model is right. m_grad is the elliptical model's mode. "
+    )
+    if "Holm p" in t.headers:
+        text += (
+            f"{FAMILY} *Survives Holm* marks a difference whose adjusted p is below 0.05 with the interval on the same "
+            "side of 0, and says whom it favours. "
+        )
+    else:
+        text += "This run recorded no Holm-adjusted p (older ellrobust): the p-values are unadjusted. "
+    if "detectable (pp)" in t.headers:
+        text += (
+            "*Detectable* is the smallest difference this n detects with 80 % power at α = 0.05 given the observed "
+            "discordance; *n needed* is the number of images a difference of the observed size would need."
+        )
+    return [_section("Paired differences"), text, table(t)]
 
 
 def _sanity(df: pd.DataFrame) -> list[str]:
@@ -281,3 +424,29 @@ def _sanity(df: pd.DataFrame) -> list[str]:
         else f"**{failed} of {len(rows)} checks fail**: the attack numbers they concern may overstate robustness."
     )
     return [_section("Sanity checks"), verdict, table(t)]
+
+
+def _appendix(df: pd.DataFrame, labels: Labels) -> list[str]:
+    out = [_section("Appendix: per-cell tables")]
+    accuracy = tables.corruption_table(df)
+    if accuracy is not None:
+        out += [
+            heading(3, "Corruption accuracy per severity"),
+            "Accuracy (%) with its 95 % Wilson interval; *mean* averages the severities.",
+            table(accuracy),
+        ]
+    cells = tables.paired_table(df, labels, corruptions=True)
+    if cells is not None:
+        out += [heading(3, "Paired differences per corruption and severity"), FAMILY, table(cells)]
+    for metric in tables.collapse_metrics(df):
+        other = tables.collapse_other_table(df, metric, labels)
+        if other is not None:
+            out += [
+                heading(3, f"{COLLAPSE_TITLES.get(metric, metric)} on adversarial images and per head"),
+                "Adversarial images are each model's own (the clean-correct images it was attacked on), so these "
+                "rows have no paired differences.",
+                table(other),
+            ]
+    if len(out) == 1:
+        out.append("_Nothing beyond the tables above in these runs._")
+    return out

@@ -4,9 +4,10 @@ No ``pyplot``: it keeps global state (current figure, registered windows) and pi
 when one is around, which leaks memory in long processes and breaks on headless CI machines. Here a
 :class:`~matplotlib.figure.Figure` is built, attached to a ``FigureCanvasAgg`` and written as PNG.
 
-A model (of one run) keeps its colour in every figure; the elliptical ``m_grad`` modes differ by line style
-(``full``, the adaptive attack, dashed). Confidence bands are 95 % binomial (Wald) intervals at
-each row's ``n``: they show how much of a gap between two curves sampling noise alone could make.
+A model (of one run) keeps its colour in every figure; the elliptical ``m_grad`` modes differ by line
+style (``full``, the adaptive attack, dashed), attack precisions by marker. Bands are the intervals
+the run wrote as rows (95 % Wilson for accuracies, t-intervals over images for collapse metrics);
+a run without those rows gets lines without bands, never an interval invented here.
 """
 
 from __future__ import annotations
@@ -15,18 +16,23 @@ import io
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from ellrobust.report.frame import binomial_band, series_columns, series_label
-from ellrobust.report.tables import params_text
+from ellrobust.report.frame import Lookup, holm_direction, series_columns, series_label
+from ellrobust.report.labels import Labels, collapse_label, split_params
 from ellrobust.results import atomic_write
 
 #: Line style and marker per m_grad mode: the adaptive ``full`` attack dashed with hollow squares, so
 #: it stays visible where it coincides with ``detach``.
 _STYLES = {"": ("-", "o", None), "detach": ("-", "o", None), "full": ("--", "s", "none")}
+#: Markers per attack precision, used where a figure shows several precisions.
+_PRECISION_MARKERS = {"fp32": "o", "tf32": "^", "bf16": "v"}
 _COLLAPSE_LABELS = {
     "token_cosine": ("mean token cosine similarity", "Token cosine similarity per layer (higher: more collapsed)"),
     "attention_entropy": ("attention entropy", "Attention entropy per layer"),
@@ -69,8 +75,10 @@ def _plain(text: str) -> str:
 
 
 def _style(colors: dict[tuple[str, str], str], first: pd.Series, columns: list[str]) -> dict:
-    """Colour by (run, model), line style and marker by m_grad mode, label from the series' fields."""
+    """Colour by (run, model), line style by m_grad mode, marker by precision where it varies, label from the fields."""
     linestyle, marker, fill = _STYLES.get(first["m_grad"], (":", "^", None))
+    if "precision" in columns:
+        marker = _PRECISION_MARKERS.get(first["precision"], "D")
     return {
         "color": colors[(first["run"], first["model"])],
         "linestyle": linestyle,
@@ -81,67 +89,80 @@ def _style(colors: dict[tuple[str, str], str], first: pd.Series, columns: list[s
     }
 
 
-def _band(ax, x: list[float], values: list[float], ns: list[int], style: dict) -> list[float]:
-    """Draw a line with its 95 % binomial band; returns the band's upper edge (for the y range)."""
-    bands = [binomial_band(v, n) for v, n in zip(values, ns, strict=True)]
-    ax.fill_between(
-        x, [b[0] * 100 for b in bands], [b[1] * 100 for b in bands], color=style["color"], alpha=0.15, linewidth=0
-    )
-    ax.plot(x, [v * 100 for v in values], **style)
-    return [b[1] for b in bands]
+def _band(ax, x: list[float], values: list[float], lows: list[float], highs: list[float], style: dict, scale: float = 100) -> list[float]:
+    """Draw a line with its interval band (where the run wrote one); returns the upper edges (for the y range)."""
+    lo, hi = np.array(lows, dtype=float) * scale, np.array(highs, dtype=float) * scale
+    known = ~(np.isnan(lo) | np.isnan(hi))
+    if known.any():
+        ax.fill_between(np.array(x, dtype=float), lo, hi, where=known, color=style["color"], alpha=0.15, linewidth=0)
+    ax.plot(x, [v * scale for v in values], **style)
+    return [h if not math.isnan(h) else v for h, v in zip(highs, values, strict=True)]
 
 
-def robust_figure(df: pd.DataFrame) -> Figure | None:
+def _intervals(rows: pd.DataFrame, lookup: Lookup, metric: str) -> tuple[list[float], list[float]]:
+    records = rows.to_dict(orient="records")
+    return [lookup(r, f"{metric}_ci_low") for r in records], [lookup(r, f"{metric}_ci_high") for r in records]
+
+
+def _clean_points(df: pd.DataFrame, lookup: Lookup) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """(run, model) → clean accuracy and its interval: the ε = 0 / severity 0 point of every curve."""
+    return {
+        (r["run"], r["model"]): (r["value"], lookup(r, "clean_accuracy_ci_low"), lookup(r, "clean_accuracy_ci_high"))
+        for r in df[(df["metric"] == "clean_accuracy") & df["baseline"].eq("")].to_dict(orient="records")
+    }
+
+
+def _band_text(lookup: Lookup, metric: str, rows: pd.DataFrame) -> str:
+    if lookup.has(f"{metric}_ci_low"):
+        return f"bands: 95 % Wilson interval at n = {_n_text(rows)}"
+    return f"n = {_n_text(rows)}; no intervals in this run"
+
+
+def robust_figure(df: pd.DataFrame, labels: Labels) -> Figure | None:
     """Accuracy vs eps, one panel per attack, every model on each panel; eps 0 is clean accuracy."""
-    rob = df[df["metric"] == "robust_accuracy"]
+    rob = df[(df["metric"] == "robust_accuracy") & df["baseline"].eq("")]
     if rob.empty:
         return None
-    clean = {
-        (r["run"], r["model"]): (r["value"], int(r["n"]))
-        for r in df[df["metric"] == "clean_accuracy"].to_dict(orient="records")
-    }
-    by_params = (rob.groupby("method")["params"].nunique() > 1).any()
-    panels = list(dict.fromkeys(zip(rob["method"], rob["params"] if by_params else [""] * len(rob), strict=True)))
+    lookup = Lookup(df)
+    clean = _clean_points(df, lookup)
+    panels = list(dict.fromkeys(zip(rob["method"], (labels.method(m, p) for m, p in zip(rob["method"], rob["params"], strict=True)), strict=True)))
     columns = series_columns(rob)
     colors = _palette(df)
     fig, axes = _grid(len(panels), 3, (4.4, 3.4))
     highs: list[float] = []
-    for ax, (method, params) in zip(axes, panels, strict=True):
-        panel = rob[rob["method"] == method]
-        if by_params:
-            panel = panel[panel["params"] == params]
+    for ax, (method, label) in zip(axes, panels, strict=True):
+        panel = rob[(rob["method"] == method) & rob["params"].map(lambda p, m=method: labels.method(m, p)).eq(label)]
         panel_eps = sorted(panel["eps"].dropna().unique())
         scale = 255 if _in_255(panel_eps) else 1
         for _, series in panel.groupby(columns, sort=False):
             series = series.dropna(subset=["eps"]).sort_values("eps")
             first = series.iloc[0]
             x = [e * scale for e in series["eps"]]
-            values, ns = series["value"].tolist(), [int(n) for n in series["n"]]
+            values = series["value"].tolist()
+            lows, his = _intervals(series, lookup, "robust_accuracy")
             if (first["run"], first["model"]) in clean:
-                value, n = clean[(first["run"], first["model"])]
-                x, values, ns = [0.0, *x], [value, *values], [n, *ns]
-            highs += _band(ax, x, values, ns, _style(colors, first, columns))
+                value, low, high = clean[(first["run"], first["model"])]
+                x, values, lows, his = [0.0, *x], [value, *values], [low, *lows], [high, *his]
+            highs += _band(ax, x, values, lows, his, _style(colors, first, columns))
         ticks = [0.0, *(e * scale for e in panel_eps)]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.set_title(_plain(f"{method} ({params_text(params)})" if params else method))
+        ax.set_title(_plain(label))
         ax.set_xlabel("ε (/255 of the pixel range)" if scale == 255 else "ε ([0, 1] pixel units)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
     _accuracy_ylim(axes[0], highs)
     _legend(fig, axes)
-    fig.suptitle(f"Robust accuracy vs attack budget (ε = 0: clean; bands: 95 % binomial CI at n = {_n_text(rob)})")
+    fig.suptitle(f"Robust accuracy vs attack budget (ε = 0: clean; {_band_text(lookup, 'robust_accuracy', rob)})")
     return fig
 
 
 def corruption_figure(df: pd.DataFrame) -> Figure | None:
     """Corruption accuracy vs severity, one small panel per corruption; severity 0 is clean accuracy."""
-    cor = df[df["metric"] == "corruption_accuracy"]
+    cor = df[(df["metric"] == "corruption_accuracy") & df["baseline"].eq("")]
     if cor.empty:
         return None
-    clean = {
-        (r["run"], r["model"]): (r["value"], int(r["n"]))
-        for r in df[df["metric"] == "clean_accuracy"].to_dict(orient="records")
-    }
+    lookup = Lookup(df)
+    clean = _clean_points(df, lookup)
     corruptions = list(pd.unique(cor["method"]))
     columns = series_columns(cor)
     colors = _palette(df)
@@ -151,13 +172,16 @@ def corruption_figure(df: pd.DataFrame) -> Figure | None:
     for ax, corruption in zip(axes, corruptions, strict=True):
         for _, series in cor[cor["method"] == corruption].groupby(columns, sort=False):
             series = series.dropna(subset=["severity"]).sort_values("severity")
+            if series.empty:
+                continue
             first = series.iloc[0]
             x = [int(s) for s in series["severity"]]
-            values, ns = series["value"].tolist(), [int(n) for n in series["n"]]
+            values = series["value"].tolist()
+            lows, his = _intervals(series, lookup, "corruption_accuracy")
             if (first["run"], first["model"]) in clean:
-                value, n = clean[(first["run"], first["model"])]
-                x, values, ns = [0, *x], [value, *values], [n, *ns]
-            highs += _band(ax, x, values, ns, _style(colors, first, columns))
+                value, low, high = clean[(first["run"], first["model"])]
+                x, values, lows, his = [0, *x], [value, *values], [low, *lows], [high, *his]
+            highs += _band(ax, x, values, lows, his, _style(colors, first, columns))
         ax.set_xticks([0, *severities], ["clean", *map(str, severities)])
         ax.set_title(_plain(corruption.replace("_", " ")), fontsize="medium")
         ax.grid(alpha=0.3)
@@ -168,27 +192,40 @@ def corruption_figure(df: pd.DataFrame) -> Figure | None:
         ax.set_ylabel("accuracy (%)")
     _accuracy_ylim(axes[0], highs)
     _legend(fig, axes)
-    fig.suptitle(f"Corruption accuracy vs severity (bands: 95 % binomial CI at n = {_n_text(cor)})")
+    fig.suptitle(f"Corruption accuracy vs severity ({_band_text(lookup, 'corruption_accuracy', cor)})")
     return fig
 
 
-def collapse_figure(df: pd.DataFrame, metric: str) -> Figure | None:
-    """A per-layer metric (token cosine similarity: the paper's collapse figure), one line per model."""
+def _clean_collapse(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """A collapse metric's per-layer rows on the clean images, all heads together (the paper's figure)."""
     rows = df[(df["metric"] == metric) & df["layer"].notna()]
-    rows = rows[~rows["params"].fillna("").str.contains('"head"')]  # per-head rows stay in the tables
+    rows = rows[rows["params"].map(lambda p: split_params(p)[1].get("head") is None).astype(bool)]
     clean = rows[rows["method"] == "collapse"]
-    rows = clean if not clean.empty else rows  # the paper's figure: clean images; adversarial ones are tabulated
-    if rows.empty:
+    return clean if not clean.empty else rows
+
+
+def collapse_figure(df: pd.DataFrame, metric: str) -> Figure | None:
+    """A per-layer metric with its interval bands; beside it, the paired difference per layer where the run has one."""
+    rows = _clean_collapse(df, metric)
+    values = rows[rows["baseline"].eq("")]
+    if values.empty:
         return None
-    columns = series_columns(rows, extra=("method",))
+    diffs = _clean_collapse(df, f"{metric}_difference")
+    lookup = Lookup(df)
+    columns = series_columns(values, extra=("method", "params"))
     colors = _palette(df)
-    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    fig = Figure(figsize=(11.0 if not diffs.empty else 6.4, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for _, series in rows.groupby(columns, sort=False):
+    axes = fig.subplots(1, 2 if not diffs.empty else 1, squeeze=False).ravel().tolist()
+    ax = axes[0]
+    for _, series in values.groupby(columns, sort=False):
         series = series.sort_values("layer")
         first = series.iloc[0]
-        ax.plot([int(v) for v in series["layer"]], series["value"].tolist(), **_style(colors, first, columns))
+        style = _style(colors, first, [c for c in columns if c != "params"])
+        if "params" in columns:
+            style["label"] = _plain(f"{series_label(first, [c for c in columns if c != 'params'])}, {_collapse_text(first['params'])}")
+        lows, highs = _intervals(series, lookup, metric)
+        _band(ax, [int(v) for v in series["layer"]], series["value"].tolist(), lows, highs, style, scale=1)
     ylabel, title = _COLLAPSE_LABELS.get(metric, (_plain(metric.replace("_", " ")), _plain(f"{metric} per layer")))
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
@@ -196,6 +233,70 @@ def collapse_figure(df: pd.DataFrame, metric: str) -> Figure | None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
+    if not diffs.empty:
+        ax = axes[1]
+        for i, (_, series) in enumerate(diffs.groupby(["run", "model", "baseline", "params"], sort=False)):
+            series = series.sort_values("layer")
+            first = series.iloc[0]
+            style = {"color": f"C{(i + 2) % 10}", "marker": "o", "markersize": 5, "label": _plain(f"{first['model']} − {first['baseline']}")}
+            lows, highs = _intervals(series, lookup, f"{metric}_difference")
+            _band(ax, [int(v) for v in series["layer"]], series["value"].tolist(), lows, highs, style, scale=1)
+        ax.axhline(0, color="0.3", linewidth=0.8)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(f"difference in {ylabel}")
+        ax.set_title("Paired difference A − B (band: 95 % t-interval)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def _collapse_text(params: str) -> str:
+    return collapse_label(split_params(params)[1])
+
+
+def difference_heatmap(df: pd.DataFrame) -> Figure | None:
+    """Paired accuracy differences on corrupted images, corruption × severity, one panel per pair of models.
+
+    A diverging colour map centred at 0 (blue: the first model more accurate, red: the second); the
+    cells that survive Holm's adjustment (:func:`~ellrobust.report.frame.holm_direction`) are boxed and starred.
+    """
+    rows = df[(df["metric"] == "accuracy_difference") & df["severity"].notna() & df["baseline"].ne("")]
+    if rows.empty:
+        return None
+    lookup = Lookup(df)
+    pairs = list(dict.fromkeys(zip(rows["run"], rows["model"], rows["baseline"], strict=True)))
+    corruptions = list(pd.unique(rows["method"]))
+    severities = sorted(int(s) for s in rows["severity"].unique())
+    limit = max(float(rows["value"].abs().max()) * 100, 1.0)
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
+    fig = Figure(figsize=(1.2 + 0.75 * len(severities) * len(pairs) + 1.6 * len(pairs), 1.3 + 0.38 * len(corruptions)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(pairs), squeeze=False, sharey=True).ravel().tolist()
+    image = None
+    for ax, (run, a, b) in zip(axes, pairs, strict=True):
+        mine = rows[(rows["run"] == run) & (rows["model"] == a) & (rows["baseline"] == b)]
+        grid = np.full((len(corruptions), len(severities)), np.nan)
+        marked = np.zeros_like(grid, dtype=bool)
+        for r in mine.to_dict(orient="records"):
+            i, j = corruptions.index(r["method"]), severities.index(int(r["severity"]))
+            grid[i, j] = r["value"] * 100
+            low, high = lookup(r, "difference_ci_low"), lookup(r, "difference_ci_high")
+            marked[i, j] = holm_direction(r["value"], low, high, lookup(r, "mcnemar_p_adjusted")) != 0
+        image = ax.imshow(grid, cmap="RdBu", norm=norm, aspect="auto")
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isnan(value):
+                continue
+            star = "*" if marked[i, j] else ""
+            ax.text(j, i, f"{value:+.0f}{star}", ha="center", va="center", fontsize="small", color="white" if abs(value) > 0.6 * limit else "black")
+            if marked[i, j]:
+                ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="black", linewidth=1.5))
+        ax.set_xticks(range(len(severities)), [str(s) for s in severities])
+        ax.set_yticks(range(len(corruptions)), [_plain(c.replace("_", " ")) for c in corruptions])
+        ax.set_xlabel("severity")
+        ax.set_title(_plain(f"{a} − {b}" + (f" ({run})" if len({p[0] for p in pairs}) > 1 else "")), fontsize="medium")
+    fig.colorbar(image, ax=axes, label="A − B (pp); blue: A more accurate", shrink=0.9)
+    fig.suptitle("Paired accuracy difference on corrupted images (boxed *: survives Holm's adjustment)", fontsize="medium")
     return fig
 
 

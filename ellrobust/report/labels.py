@@ -1,0 +1,130 @@
+"""Short labels for methods and their settings, and the legend that spells each one out once.
+
+A row's ``params`` is JSON (``{"steps": 10, "step_size": "0.25*eps", ...}``): exact, but unreadable as
+a column header or a figure legend. A label names the method and, only where one method was run with
+several settings, the settings that tell them apart (``pgd steps=50``). Collapse rows carry their own
+settings (``feature``, ``cls``, ``head``, ``layers``) merged with those of the attack that made the
+images; those get a label of their own (``residual, cls``). The report prints :attr:`Labels.legend`
+once, so every short label can be traced back to its full parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+#: Keys of a row's params that describe the collapse measurement, not the method that made the images.
+COLLAPSE_KEYS = ("feature", "cls", "head", "layers")
+
+_FEATURES = {
+    "residual": "tokens of the residual stream after each block",
+    "attention": "output of each block's attention branch",
+}
+
+
+def parse_params(params: object) -> dict:
+    """A row's params JSON as a dict; anything that is not a JSON object gives ``{}``."""
+    if not isinstance(params, str) or not params:
+        return {}
+    try:
+        obj = json.loads(params)
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def split_params(params: object) -> tuple[dict, dict]:
+    """(the method's settings, the collapse settings) of a row's params."""
+    obj = parse_params(params)
+    collapse = {k: obj[k] for k in COLLAPSE_KEYS if k in obj}
+    return {k: v for k, v in obj.items() if k not in COLLAPSE_KEYS}, collapse
+
+
+def _canonical(settings: Mapping) -> str:
+    return json.dumps(settings, sort_keys=True, default=str)
+
+
+def _value_text(value: object) -> str:
+    return "+".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def settings_text(settings: Mapping) -> str:
+    """``{"steps": 10, "attacks": ["fgsm", "pgd"]}`` → ``steps=10, attacks=fgsm+pgd`` (short, for a cell)."""
+    return ", ".join(f"{k}={_value_text(v)}" for k, v in settings.items())
+
+
+def collapse_label(settings: Mapping) -> str:
+    """``residual, cls`` / ``attention, no cls, head 2``: what a collapse row measured, in a few words."""
+    parts = [str(settings.get("feature", "tokens")), "cls" if settings.get("cls", True) else "no cls"]
+    if settings.get("head") is not None:
+        parts.append(f"head {settings['head']}")
+    return ", ".join(parts)
+
+
+def _collapse_description(settings: Mapping) -> str:
+    feature = str(settings.get("feature", ""))
+    text = _FEATURES.get(feature, feature or "tokens")
+    text += ", class token " + ("included" if settings.get("cls", True) else "excluded")
+    if settings.get("head") is not None:
+        text += f", head {settings['head']} only"
+    return text
+
+
+def _attack_description(method: str, settings: Mapping) -> str:
+    if method == "worst-case":
+        attacks = _value_text(settings.get("attacks", "every attack")).replace("+", ", ")
+        norm = f" ({settings['norm']})" if settings.get("norm") else ""
+        return f"per image, the worst case over {attacks}{norm}"
+    return f"{method} with {settings_text(settings)}"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Short labels of a results table's methods and collapse settings.
+
+    Attributes:
+        names: (method, canonical settings JSON) → label, for methods run with settings.
+        legend: (label, full description) pairs, in order of first appearance, each label once.
+    """
+
+    names: Mapping[tuple[str, str], str]
+    legend: tuple[tuple[str, str], ...]
+
+    def method(self, method: str, params: object) -> str:
+        """The label of a row's method (its collapse settings ignored); the bare name when it has no settings."""
+        settings, _ = split_params(params)
+        return self.names.get((method, _canonical(settings)), method)
+
+
+def build_labels(df: pd.DataFrame) -> Labels:
+    """Labels for every method run with settings (attacks, worst case) and every collapse setting.
+
+    Attack rows are those with a budget (``eps``), which includes the worst case and collapse rows
+    measured on adversarial images; corruption, clean and mCE rows keep their method name (their
+    params record provenance and references, which the report states in its own words).
+    """
+    variants: dict[str, dict[str, dict]] = {}
+    collapse: dict[str, dict] = {}
+    eps = df["eps"] if "eps" in df else pd.Series(float("nan"), index=df.index)
+    for method, params, has_eps in zip(df["method"], df["params"], eps.notna(), strict=True):
+        settings, measured = split_params(params)
+        if has_eps and settings:
+            variants.setdefault(str(method), {}).setdefault(_canonical(settings), settings)
+        if measured:
+            collapse.setdefault(_canonical(measured), measured)
+    names: dict[tuple[str, str], str] = {}
+    legend: dict[str, str] = {}
+    for method, by_key in variants.items():
+        keys = list(dict.fromkeys(k for s in by_key.values() for k in s))
+        differing = [k for k in keys if len({_canonical({k: s.get(k)}) for s in by_key.values()}) > 1]
+        for key, settings in by_key.items():
+            suffix = ", ".join(f"{k}={_value_text(settings[k])}" for k in differing if k in settings)
+            label = f"{method} {suffix}" if suffix else method
+            names[(method, key)] = label
+            legend.setdefault(label, _attack_description(method, settings))
+    for settings in collapse.values():
+        legend.setdefault(collapse_label(settings), _collapse_description(settings))
+    return Labels(names, tuple(legend.items()))

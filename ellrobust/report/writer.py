@@ -1,0 +1,64 @@
+"""Writing a report: ``write_report([run_dir, ...], out_dir)`` reads each folder's ``results.csv`` and ``run.json``,
+renders the tables (:mod:`~ellrobust.report.tables`) and figures (:mod:`~ellrobust.report.plots`),
+and writes ``out_dir/report.md`` with the figures under ``out_dir/figures/``. Several runs may be
+combined (say, a CPU run and a GPU run); rows then carry the run's folder name, which tells apart
+tables' rows and plots' lines.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pandas as pd
+
+from ellrobust.errors import UsageError
+from ellrobust.report import plots
+from ellrobust.report.document import SECTIONS, Run, render
+from ellrobust.report.frame import prepare
+from ellrobust.report.labels import build_labels
+from ellrobust.report.tables import collapse_metrics
+from ellrobust.results import atomic_write, load_results
+
+__all__ = ["SECTIONS", "load_runs", "write_report"]
+
+FIGURES_DIR = "figures"
+
+
+def load_runs(run_dirs: list[Path]) -> list[Run]:
+    """Read run folders; each is labelled by its folder name, or its full path where names repeat."""
+    if not run_dirs:
+        raise UsageError("no run folder given; pass one or more folders written by `ellrobust eval`.")
+    paths = [Path(p) for p in run_dirs]
+    names = [p.name for p in paths]
+    runs = []
+    for path, name in zip(paths, names, strict=True):
+        label = name if names.count(name) == 1 else str(path)
+        meta_path = path / "run.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        runs.append(Run(label, path, meta, prepare(load_results(path), label)))
+    return runs
+
+
+def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
+    """Write ``report.md`` and its figures for the given run folders; returns the report's path."""
+    runs = load_runs(run_dirs)
+    df = pd.concat([r.table for r in runs], ignore_index=True)
+    out_dir = Path(out_dir)
+    drawn = {
+        "robust_accuracy": plots.robust_figure(df, build_labels(df)),
+        "corruption_accuracy": plots.corruption_figure(df),
+        "corruption_difference": plots.difference_heatmap(df),
+        **{f"collapse_{m}": plots.collapse_figure(df, m) for m in collapse_metrics(df)},
+    }
+    figures = {}
+    for name, fig in drawn.items():
+        if fig is not None:
+            plots.save_png(fig, out_dir / FIGURES_DIR / f"{name}.png")
+            figures[name] = f"{FIGURES_DIR}/{name}.png"
+    path = out_dir / "report.md"
+    same = len(run_dirs) == 1 and Path(run_dirs[0]).resolve() == out_dir.resolve()
+    command = None if same else shlex.join(["ellrobust", "report", *map(str, run_dirs), "--out", str(out_dir)])
+    atomic_write(path, render(runs, df, figures, report_command=command))
+    return path

@@ -1,0 +1,201 @@
+"""The verdict: a claim reads supported only when the Holm-adjusted test and the interval both support it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fake_results import BASELINE, ELLIPTICAL, MODELS, PGD, Scenario, simulate
+from rich.console import Console
+
+from ellrobust.cli.render import collapse_table, corruption_table, paired_table, verdict
+from ellrobust.results import to_frame
+from ellrobust.verdict import Claim, ClaimStatus, claims, elliptical_models
+
+N = 500
+BASE = {"dataset": "digits", "split": "test", "n": N, "seed": 0}
+
+
+def budget(eps: float, diff: float, low: float, high: float, p: float, p_adj: float | None, *, method: str = "pgd",
+           m_grad: str = "detach", precision: str = "fp32", flip: bool = False, n_required: float = float("nan")) -> list[dict]:
+    """The paired rows of one attack budget, elliptical − baseline (``flip``: written as baseline − elliptical)."""
+    model, baseline, sign = (BASELINE, ELLIPTICAL, -1) if flip else (ELLIPTICAL, BASELINE, 1)
+    lo, hi = (-high, -low) if flip else (low, high)
+    common = {**BASE, "model": model, "baseline": baseline, "method": method, "params": PGD if method == "pgd" else "{}",
+              "eps": eps / 255, "m_grad": m_grad, "precision": precision}
+    values = {"accuracy_difference": sign * diff, "difference_ci_low": lo, "difference_ci_high": hi, "mcnemar_p": p,
+              "detectable_difference": 0.06, "n_required": n_required}
+    if p_adj is not None:
+        values["mcnemar_p_adjusted"] = p_adj
+    return [{**common, "metric": m, "value": v} for m, v in values.items()]
+
+
+def judge(*rows: list[dict]) -> list[Claim]:
+    return claims(to_frame([r for group in rows for r in group]), MODELS)
+
+
+def only(found: list[Claim]) -> Claim:
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_clear_win_with_adjusted_p_below_alpha_is_supported():
+    c = only(judge(budget(2, 0.12, 0.06, 0.18, 1e-5, 1e-4), budget(4, 0.02, -0.03, 0.07, 0.4, 0.8)))
+    assert c.status is ClaimStatus.SUPPORTED
+    assert c.claim == f"{ELLIPTICAL} is more robust than {BASELINE} under pgd (m_grad detach, fp32)"
+    assert "n = 500" in c.evidence and "ε 2/255: +12.0 pp" in c.evidence and "Holm p 0.0001" in c.evidence
+    assert c.models == (ELLIPTICAL, BASELINE)
+
+
+def test_unadjusted_p_below_alpha_but_adjusted_above_is_not_supported():
+    c = only(judge(budget(2, 0.08, 0.01, 0.15, 0.02, 0.12, n_required=1234)))
+    assert c.status is ClaimStatus.INCONCLUSIVE
+    assert "no budget significant after Holm" in c.evidence
+    assert "this run detects differences of 6.0 pp" in c.evidence
+    assert "needs about 1234 images" in c.evidence  # how many images a difference of the observed size needs
+
+
+def test_adjusted_p_below_alpha_with_an_interval_across_zero_is_not_supported():
+    assert only(judge(budget(2, 0.05, -0.01, 0.11, 0.001, 0.01))).status is ClaimStatus.INCONCLUSIVE
+
+
+def test_significant_loss_is_contradicted_and_mixed_directions_are_inconclusive():
+    loss = budget(2, -0.10, -0.16, -0.04, 1e-4, 1e-3)
+    assert only(judge(loss)).status is ClaimStatus.CONTRADICTED
+    mixed = only(judge(loss, budget(4, 0.10, 0.04, 0.16, 1e-4, 1e-3)))
+    assert mixed.status is ClaimStatus.INCONCLUSIVE and "significant in both directions" in mixed.evidence
+
+
+def test_rows_written_baseline_minus_elliptical_are_turned_around():
+    c = only(judge(budget(2, 0.12, 0.06, 0.18, 1e-5, 1e-4, flip=True)))
+    assert c.status is ClaimStatus.SUPPORTED
+    assert "+12.0 pp (95 % CI +6.0 … +18.0" in c.evidence
+
+
+def test_a_run_without_adjusted_p_is_not_judged():
+    c = only(judge(budget(2, 0.30, 0.2, 0.4, 1e-12, None)))
+    assert c.status is ClaimStatus.INCONCLUSIVE
+    assert "not judged" in c.evidence and "mcnemar_p_adjusted" in c.evidence
+
+
+def test_one_line_per_attack_m_grad_and_precision():
+    found = judge(
+        budget(2, 0.12, 0.06, 0.18, 1e-5, 1e-4),
+        budget(2, 0.12, 0.06, 0.18, 1e-5, 1e-4, precision="bf16"),
+        budget(2, 0.12, 0.06, 0.18, 1e-5, 1e-4, method="fgsm"),
+    )
+    assert [c.claim.split(" under ")[1] for c in found] == ["pgd (m_grad detach, fp32)", "pgd (m_grad detach, bf16)", "fgsm (m_grad detach, fp32)"]
+
+
+@pytest.mark.parametrize(
+    ("full", "expected"),
+    [
+        (budget(2, 0.09, 0.03, 0.15, 1e-4, 1e-3, m_grad="full"), ClaimStatus.SUPPORTED),
+        (budget(2, 0.03, -0.03, 0.09, 0.2, 0.6, m_grad="full"), ClaimStatus.INCONCLUSIVE),
+        (budget(2, -0.09, -0.15, -0.03, 1e-4, 1e-3, m_grad="full"), ClaimStatus.CONTRADICTED),
+    ],
+)
+def test_adaptive_attack_is_judged_on_the_full_rows_of_supported_attacks(full, expected):
+    found = judge(budget(2, 0.12, 0.06, 0.18, 1e-5, 1e-4), full)
+    adaptive = [c for c in found if "adaptive" in c.claim]
+    assert only(adaptive).status is expected
+    assert only(adaptive).claim == f"{ELLIPTICAL}'s advantage over {BASELINE} survives the adaptive attack (m_grad full)"
+
+
+def test_adaptive_attack_without_an_advantage_to_keep_is_inconclusive():
+    found = judge(budget(2, 0.01, -0.05, 0.07, 0.7, 1.0), budget(2, 0.09, 0.03, 0.15, 1e-4, 1e-3, m_grad="full"))
+    adaptive = only([c for c in found if "adaptive" in c.claim])
+    assert adaptive.status is ClaimStatus.INCONCLUSIVE and "none to survive" in adaptive.evidence
+
+
+def mce_rows(diff: float | None, low: float = float("nan"), high: float = float("nan")) -> list[dict]:
+    params = json.dumps({"normalization": "none"})
+    rows = [{**BASE, "model": m, "method": "mce", "params": params, "metric": "mce", "value": v} for m, v in ((ELLIPTICAL, 0.40), (BASELINE, 0.45))]
+    if diff is not None:
+        common = {**BASE, "model": ELLIPTICAL, "baseline": BASELINE, "method": "mce", "params": params}
+        rows += [{**common, "metric": m, "value": v} for m, v in (("mce_difference", diff), ("mce_difference_ci_low", low), ("mce_difference_ci_high", high))]
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected", "says"),
+    [
+        (mce_rows(-0.05, -0.08, -0.02), ClaimStatus.SUPPORTED, "95 % paired bootstrap CI -0.080 … -0.020"),
+        (mce_rows(0.05, 0.02, 0.08), ClaimStatus.CONTRADICTED, "difference +0.050"),
+        (mce_rows(-0.01, -0.04, 0.02), ClaimStatus.INCONCLUSIVE, "images to detect"),
+        (mce_rows(None), ClaimStatus.INCONCLUSIVE, "not judged"),
+    ],
+)
+def test_mce_claim_follows_the_bootstrap_interval(rows, expected, says):
+    c = only(judge(rows))
+    assert c.claim.startswith(f"{ELLIPTICAL} has a lower unnormalised mCE than {BASELINE}")
+    assert c.status is expected and says in c.evidence
+    assert f"{ELLIPTICAL} 0.400, {BASELINE} 0.450" in c.evidence
+
+
+def cosine_rows(diff: float, low: float, high: float) -> list[dict]:
+    params = json.dumps({"cls": True, "feature": "residual", "layers": [3, 4, 5]})
+    common = {**BASE, "method": "collapse", "params": params, "m_grad": ""}
+    rows = [{**common, "model": m, "metric": "token_cosine", "value": v} for m, v in ((ELLIPTICAL, 0.5), (BASELINE, 0.5 - diff))]
+    rows += [{**common, "model": ELLIPTICAL, "baseline": BASELINE, "metric": f"token_cosine_difference{s}", "value": v} for s, v in (("", diff), ("_ci_low", low), ("_ci_high", high))]
+    return rows
+
+
+def test_collapse_claim_reads_the_later_half_summary():
+    less = only(judge(cosine_rows(-0.05, -0.07, -0.03)))
+    assert less.status is ClaimStatus.SUPPORTED and "layers 3–5, residual, cls" in less.claim
+    assert only(judge(cosine_rows(0.05, 0.03, 0.07))).status is ClaimStatus.CONTRADICTED
+    assert only(judge(cosine_rows(0.01, -0.01, 0.03))).status is ClaimStatus.INCONCLUSIVE
+
+
+def test_identical_models_are_never_supported_or_contradicted():
+    found = claims(simulate(Scenario(identical=True)), MODELS)
+    kinds = {"robust than", "adaptive", "mCE", "collapsed"}
+    assert all(any(k in c.claim for c in found) for k in kinds), [c.claim for c in found]
+    assert {c.status for c in found} == {ClaimStatus.INCONCLUSIVE}
+
+
+def test_a_constructed_clear_win_is_supported_everywhere():
+    found = claims(simulate(Scenario(attack_gain=0.3, corruption_gain=0.15, collapse_gain=0.2)), MODELS)
+    assert len(found) == 9  # fgsm, pgd, worst-case × (detach, full), adaptive, mCE, collapse
+    assert {c.status for c in found} == {ClaimStatus.SUPPORTED}, [(c.claim, c.evidence) for c in found if c.status is not ClaimStatus.SUPPORTED]
+
+
+def test_only_elliptical_against_plain_pairs_are_judged():
+    df = simulate()
+    assert claims(df, {}) == []
+    assert claims(df, {ELLIPTICAL: True, BASELINE: True}) == []
+    assert elliptical_models({"models": {ELLIPTICAL: {"elliptical": True}, BASELINE: {"elliptical": False}, "x": {}}}) == MODELS
+
+
+def render(renderable) -> str:
+    console = Console(record=True, width=400)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_cli_paired_table_shows_holm_and_power():
+    text = render(paired_table(simulate()))
+    assert "p Holm" in text and "detectable" in text and "n needed" in text
+    assert "✓ A" in text and "{" not in text
+
+
+def test_cli_verdict_prints_one_line_per_claim():
+    df = simulate()
+    text = render(verdict(df, MODELS))
+    lines = [line for line in text.splitlines() if line.startswith(("supported", "contradicted", "inconclusive"))]
+    assert len(lines) == len(claims(df, MODELS)) == 9
+    assert verdict(df, {}) is None
+
+
+def test_cli_collapse_table_shows_intervals_and_differences():
+    text = render(collapse_table(simulate()))
+    assert f"{ELLIPTICAL} − {BASELINE}" in text and "later half" in text
+    assert "[" in text  # intervals in brackets
+    df = simulate()
+    assert collapse_table(df[~df["metric"].str.startswith("token_cosine")]) is None
+
+
+def test_cli_corruption_table_shows_the_mce_difference():
+    text = render(corruption_table(simulate()))
+    assert f"mce (none) {ELLIPTICAL} − {BASELINE}: -0.0" in text and "paired bootstrap" in text
