@@ -54,25 +54,31 @@ COLUMNS: dict[str, str] = {
     "torch_version": "string",
 }
 
-#: Metric names that users' scripts may rely on.
+_ACCURACIES = ("clean_accuracy", "robust_accuracy", "corruption_accuracy")
+_COLLAPSE = ("token_cosine", "attention_entropy", "effective_rank")
+
+#: Metric names that users' scripts may rely on (README, "Results"), besides ``sanity_*``.
 METRICS = (
-    "clean_accuracy",
-    "robust_accuracy",
+    *_ACCURACIES,
+    *(f"{m}_ci_{side}" for m in _ACCURACIES for side in ("low", "high")),  # 95 % Wilson intervals
     "n_attacked",
-    "corruption_accuracy",
     "corruption_error",
     "ce",
     "mce",
     "relative_mce",
-    "token_cosine",
-    "attention_entropy",
-    "effective_rank",
+    "mce_difference",
+    "mce_difference_ci_low",
+    "mce_difference_ci_high",  # paired bootstrap over images
+    *_COLLAPSE,
+    *(f"{m}{part}" for m in _COLLAPSE for part in ("_ci_low", "_ci_high", "_difference", "_difference_ci_low", "_difference_ci_high")),
     "accuracy_difference",
     "difference_ci_low",
-    "difference_ci_high",
+    "difference_ci_high",  # score interval for paired proportions (Tango)
     "mcnemar_p",
+    "mcnemar_p_adjusted",  # Holm over every paired comparison of one pair of models in the run
+    "detectable_difference",
+    "n_required",
 )
-
 
 
 def to_frame(rows: Iterable[dict]) -> pd.DataFrame:

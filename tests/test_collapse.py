@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats
 
 from ellrobust.cli import app
 from ellrobust.collapse import (
@@ -17,6 +19,7 @@ from ellrobust.collapse import (
     Feature,
     MetricKey,
     collapse_metrics,
+    value_key,
 )
 from ellrobust.errors import UsageError
 from ellrobust.metrics import collapse as collapse_fns
@@ -154,15 +157,38 @@ def test_accumulator_averages_over_images_whatever_the_batches(images):
     model = load_model("deit-nano-elliptical")
     config = CollapseConfig(metrics=("token_cosine", "effective_rank"))
     whole, split = CollapseAccumulator(model, config), CollapseAccumulator(model, config)
-    whole.add(images)
-    split.add(images[:1])
-    split.add(images[1:])
+    whole.add(images, [0, 1, 2, 3])
+    split.add(images[:1], [0])
+    split.add(images[1:], [1, 2, 3])
     common = {"model": "m", "method": "collapse", "m_grad": ""}
-    a, b = pd.DataFrame(whole.rows(common)), pd.DataFrame(split.rows(common))
-    assert set(a.metric) == {"token_cosine", "effective_rank"} and sorted(a.layer.unique()) == [0, 1, 2]
+    a, b = pd.DataFrame(whole.rows(common, 4)), pd.DataFrame(split.rows(common, 4))
+    means = a[a.metric.isin(["token_cosine", "effective_rank"])]
+    assert set(means.metric) == {"token_cosine", "effective_rank"} and sorted(means.layer.dropna().unique()) == [0, 1, 2]
     pd.testing.assert_frame_equal(a, b, atol=1e-6, rtol=1e-6)
     assert json.loads(a.params[0]) == {"feature": "residual", "cls": True}
-    assert CollapseAccumulator(model, config).rows(common) == []
+    assert CollapseAccumulator(model, config).rows(common, 4) == []
+
+
+def test_collapse_rows_carry_intervals_over_images_and_a_later_half_summary(images):
+    torch.manual_seed(0)
+    model = load_model("deit-nano-elliptical")
+    accumulator = CollapseAccumulator(model, CollapseConfig(metrics=("token_cosine",)))
+    accumulator.add(images, [0, 2, 3, 5])  # positions 1 and 4 of a 6-image selection not measured
+    values = accumulator.values(6)
+    per_image = {layer: np.asarray(values[value_key("token_cosine", layer)], dtype=object) for layer in range(NANO_DEPTH)}
+    assert all(per_image[layer][1] is None and per_image[layer][4] is None for layer in per_image)
+    rows = {(r["metric"], r["layer"]): r for r in accumulator.rows({"model": "m"}, 6)}
+    for layer in range(NANO_DEPTH):
+        measured = np.asarray([v for v in per_image[layer] if v is not None], dtype=float)
+        mean, sd = measured.mean(), measured.std(ddof=1)
+        half = stats.t.ppf(0.975, len(measured) - 1) * sd / np.sqrt(len(measured))
+        assert rows[("token_cosine", layer)]["value"] == pytest.approx(mean)
+        assert rows[("token_cosine_ci_low", layer)]["value"] == pytest.approx(mean - half)
+        assert rows[("token_cosine_ci_high", layer)]["value"] == pytest.approx(mean + half)
+    later = [layer for layer in range(NANO_DEPTH) if layer >= NANO_DEPTH // 2]
+    summary = rows[("token_cosine", None)]
+    assert json.loads(summary["params"])["layers"] == later
+    assert summary["value"] == pytest.approx(np.mean([rows[("token_cosine", layer)]["value"] for layer in later]))
 
 
 def test_config_validation():
@@ -193,9 +219,13 @@ def test_collapse_cli_table_and_json(runner, tmp_path):
     cos = df[df.metric == "token_cosine"]
     assert set(cos.method) == {"collapse"} and set(cos.m_grad) == {""}
     for model in ("deit-nano", "deit-nano-elliptical"):
-        assert sorted(cos[cos.model == model].layer) == list(range(NANO_DEPTH))
+        assert sorted(cos[cos.model == model].layer.dropna()) == list(range(NANO_DEPTH))
     assert cos.value.between(-1, 1).all()
-    assert set(df[df.layer.notna()].metric) == {"token_cosine", "attention_entropy", "effective_rank"}
+    diff = df[(df.metric == "token_cosine_difference") & df.layer.notna()]
+    assert len(diff) == NANO_DEPTH and set(diff.model) == {"deit-nano-elliptical"} and set(diff.baseline) == {"deit-nano"}
+    names = ("token_cosine", "attention_entropy", "effective_rank")
+    suffixes = ("", "_ci_low", "_ci_high", "_difference", "_difference_ci_low", "_difference_ci_high")
+    assert set(df[df.layer.notna()].metric) == {m + s for m in names for s in suffixes}
 
 
 @pytest.mark.parametrize(
@@ -223,10 +253,10 @@ def test_eval_collapse_measures_adversarial_images(runner, tmp_path):
     df = pd.DataFrame(json.loads(result.stdout))
     adv = df[(df.metric == "token_cosine") & (df.method == "fgsm")]
     assert set(adv.model) == {"deit-nano", "deit-nano-elliptical"}
-    assert sorted(adv[adv.model == "deit-nano"].layer) == list(range(NANO_DEPTH))
+    assert sorted(adv[adv.model == "deit-nano"].layer.dropna()) == list(range(NANO_DEPTH))
     assert set(adv.eps) == {8 / 255}
     assert set(adv[adv.model == "deit-nano-elliptical"].m_grad) == {"detach"}
     assert set(adv[adv.model == "deit-nano"].m_grad) == {""}
     assert json.loads(adv.params.iloc[0])["feature"] == "residual"
     clean = df[(df.metric == "token_cosine") & (df.method == "collapse")]
-    assert len(clean) == 2 * NANO_DEPTH
+    assert len(clean) == 2 * (NANO_DEPTH + 1)  # every layer and the later-half summary

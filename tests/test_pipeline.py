@@ -126,9 +126,9 @@ def test_verdicts_are_fp32_forwards_whatever_the_attack_precision(tmp_path, monk
 
     monkeypatch.setattr(engine, "load_models", loaded)
     attack = make_request("pgd", {"steps": 2})
-    cfg = EvalConfig(models=("deit-nano",), dataset="synthetic", n=16, batch_size=8, attacks=(attack,), eps=(8 / 255,), precision=("bf16",), sanity=False)
+    cfg = EvalConfig(models=("deit",), n=16, batch_size=8, attacks=(attack,), eps=(8 / 255,), precision=("bf16",), sanity=False)
     table = Evaluation(cfg, tmp_path / "run").run().table
-    # two clean batches (fp32), then per attacked batch: two PGD steps in bf16 and one fp32 verdict
+    # two clean batches (fp32), then per attacked batch of the shipped model: two PGD steps in bf16, one fp32 verdict
     assert re.fullmatch(r"FF(TTF)+", "".join(calls)), "".join(calls)
     assert set(table[table.metric == "robust_accuracy"].precision) == {"bf16"}
 

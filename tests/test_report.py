@@ -120,13 +120,23 @@ def test_eval_prints_the_verdict_after_its_tables(tiny_eval):
     _, stdout = tiny_eval
     verdict = stdout.split("Verdict", 1)[1]
     assert "Paired comparison" in stdout.split("Verdict", 1)[0]
-    assert "deit-nano-elliptical is more robust than deit-nano under pgd (m_grad detach)" in verdict
-    assert "supported:" not in verdict and "contradicted:" not in verdict  # 16 images, no adjusted p: not judged
+    assert "deit-nano-elliptical is more robust than deit-nano under pgd (m_grad detach, fp32)" in verdict
+    assert "supported:" not in verdict and "contradicted:" not in verdict  # 16 images: nothing survives Holm
 
 
-def test_a_run_without_the_new_rows_still_renders_and_judges_nothing(run_dir):
-    """The engine of this branch writes no intervals or adjusted p: no CI column, no band, no verdict."""
-    text = (run_dir / "report.md").read_text()
+def test_a_run_without_the_new_rows_still_renders_and_judges_nothing(run_dir, tmp_path):
+    """A table without intervals or adjusted p (rows filtered out here): no CI column, no band, no verdict."""
+    import shutil
+
+    from ellrobust.report.writer import write_report
+    from ellrobust.results import load_results
+
+    bare = tmp_path / "bare"
+    shutil.copytree(run_dir, bare)
+    df = load_results(bare)
+    df = df[~df.metric.str.endswith(("_ci_low", "_ci_high")) & ~df.metric.isin(["mcnemar_p_adjusted", "detectable_difference", "n_required"])]
+    save_table(df.reset_index(drop=True), bare)
+    text = write_report([bare], bare).read_text()
     verdict = section(text, "Verdict")
     assert "**inconclusive at this n**: deit-nano-elliptical is more robust than deit-nano under fgsm" in verdict
     assert "not judged: the run holds no Holm-adjusted p" in verdict
@@ -134,6 +144,12 @@ def test_a_run_without_the_new_rows_still_renders_and_judges_nothing(run_dir):
     assert "95 % CI (%)" not in section(text, "Clean accuracy") and "no intervals" in section(text, "Clean accuracy")
     assert "Holm p" not in section(text, "Paired differences") and "unadjusted" in section(text, "Paired differences")
     assert "Wald" not in text
+
+
+def test_a_real_run_carries_the_intervals_into_the_report(run_dir):
+    text = (run_dir / "report.md").read_text()
+    assert "95 % Wilson" in section(text, "Clean accuracy") and "Holm p" in section(text, "Paired differences")
+    assert "**supported**" not in section(text, "Verdict")  # 16 images of untrained models
 
 
 def test_report_of_a_full_run_opens_with_the_verdict(full_report):
