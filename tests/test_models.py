@@ -65,10 +65,17 @@ def naive_forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_elliptical_matches_naive_formula(images):
+def test_elliptical_matches_naive_formula(images, norm_branch):
     _, ell = _twin("deit-nano")
     assert ell.cfg.elliptical_layers == (1, 2)
     torch.testing.assert_close(ell(images), naive_forward(ell, images), atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture(params=[False, True], ids=["abs-sum", "vector-norm"])
+def norm_branch(request, monkeypatch):
+    """Run a test through both ways of summing |v − v_prev| (abs + sum on CPUs, one vector_norm on CUDA)."""
+    monkeypatch.setattr(vit_module, "_norm_fuses_abs", lambda device: request.param)
+    return request.param
 
 
 def _sharpened_twin(**kw) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -94,7 +101,7 @@ def _input_grad(forward, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_elliptical_matches_naive_formula_under_bf16_autocast(images):
+def test_elliptical_matches_naive_formula_under_bf16_autocast(images, norm_branch):
     base, ell = _sharpened_twin()
     ref, ref_base = naive_forward(ell, images), naive_forward(base, images)
     with precision_scope("bf16", "cpu"):
@@ -109,7 +116,7 @@ def test_elliptical_matches_naive_formula_under_bf16_autocast(images):
 
 
 @pytest.mark.parametrize("m_grad", ["detach", "full"])
-def test_input_gradients_match_naive_formula(images, m_grad):
+def test_input_gradients_match_naive_formula(images, m_grad, norm_branch):
     _, ell = _sharpened_twin(m_grad=m_grad)
     got, ref = _input_grad(ell, images), _input_grad(lambda x: naive_forward(ell, x), images)
     torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-4)
@@ -125,7 +132,7 @@ def test_naive_input_gradients_differ_between_m_grad_modes(images):
     assert (a - b).norm() > 0.05 * a.norm()  # so that the comparison above tells the modes apart
 
 
-def test_metric_accumulates_in_float32_for_bf16_values():
+def test_metric_accumulates_in_float32_for_bf16_values(norm_branch):
     """4096 tokens whose differences are 1 and 3 (exact in bf16): a bf16 running sum would stall at 256."""
     v_prev = torch.zeros(1, 1, 4096, 2, dtype=torch.bfloat16)
     v = torch.tensor([1.0, 3.0], dtype=torch.bfloat16).expand(1, 1, 4096, 2)
@@ -135,7 +142,7 @@ def test_metric_accumulates_in_float32_for_bf16_values():
         assert m.flatten().tolist() == [torch.tensor(1 / 3, dtype=torch.bfloat16).item(), 1.0]
 
 
-def test_metric_detach_and_full_agree_and_only_full_has_gradient():
+def test_metric_detach_and_full_agree_and_only_full_has_gradient(norm_branch):
     v = torch.randn(2, 3, 7, 5, requires_grad=True)
     v_prev = torch.randn(2, 3, 7, 5, requires_grad=True)
     detached, full = elliptical_metric(v, v_prev, detach=True), elliptical_metric(v, v_prev, detach=False)
@@ -169,7 +176,7 @@ def test_metric_is_max_scaled_per_sample_and_head():
     torch.testing.assert_close(m[:, :, 0], expected / expected.amax(-1, keepdim=True))
 
 
-def test_metric_guards_zero_over_zero():
+def test_metric_guards_zero_over_zero(norm_branch):
     v = torch.randn(1, 2, 4, 3, requires_grad=True)
     m = elliptical_metric(v, v.detach().clone(), detach=False)
     assert torch.equal(m, torch.ones_like(m))
@@ -299,7 +306,7 @@ def test_failed_compilation_falls_back_to_eager_for_good(monkeypatch, images):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("m_grad", ["detach", "full"])
-def test_compiled_path_matches_eager(monkeypatch, images, m_grad):
+def test_compiled_path_matches_eager(monkeypatch, images, m_grad, norm_branch):
     """The function CUDA compiles, compiled here for the CPU: the same logits and input gradients.
 
     Slow (tens of seconds of compilation on a cold cache). A compilation failure would fall back to

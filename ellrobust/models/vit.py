@@ -72,12 +72,32 @@ class ViTConfig:
         return self.grid_size**2
 
 
+def _norm_fuses_abs(device: torch.device) -> bool:
+    """Whether ``vector_norm(ord=1)`` is the cheap way to sum absolute values on ``device``.
+
+    On CUDA it is one reduction kernel that takes ``|·|`` on the fly (and reads bfloat16 while
+    accumulating in float32). The CPU's norm kernel is not vectorised: ~10× slower than abs + sum.
+    """
+    return device.type == "cuda"
+
+
+def _abs_sum_over_tokens(d: torch.Tensor) -> torch.Tensor:
+    """``Σ_n |d[..., n, j]|`` accumulated in float32, (B, H, 1, D); ``d`` is a fresh difference.
+
+    Without autograd the ``abs`` overwrites ``d`` (one tensor fewer); with it, ``d`` stays intact
+    for the backward pass.
+    """
+    if _norm_fuses_abs(d.device):
+        return torch.linalg.vector_norm(d, ord=1, dim=-2, keepdim=True, dtype=torch.float32)
+    d = d.abs() if d.requires_grad else d.abs_()
+    return d.sum(dim=-2, keepdim=True, dtype=torch.float32)
+
+
 def elliptical_metric(v: torch.Tensor, v_prev: torch.Tensor, *, detach: bool = True) -> torch.Tensor:
     """The diagonal Mahalanobis metric ``m`` of elliptical attention, per sample and per head.
 
     ``m_j = mean_n |v[n, j] − v_prev[n, j]|``, then max-scaled so that every ``m_j`` lies in (0, 1].
-    The mean's 1/N cancels in the max-scaling like the paper's step δ, so the sum is taken instead:
-    one fused pass (``vector_norm`` with ord 1) over the difference, with no ``abs`` tensor in between.
+    The mean's 1/N cancels in the max-scaling like the paper's step δ, so the sum is taken instead.
     When all values are identical (``max_j m_j = 0``) there is no direction to prefer and the metric
     falls back to ``m ≡ 1`` (standard attention) instead of 0/0.
 
@@ -85,9 +105,8 @@ def elliptical_metric(v: torch.Tensor, v_prev: torch.Tensor, *, detach: bool = T
     errors are unbiased and average out over the N tokens), the sum over tokens accumulates in float32,
     the max-scaling runs in float32, and ``m`` is rounded to the values' dtype once, at the end. A
     bfloat16 accumulator (8 significant bits) would lose the small terms of a sum of ~200 positive
-    numbers; float32 costs nothing here because only the (B, H, 1, D) sums are float32: no
-    (B, H, N, D) tensor is converted (on CUDA the reduction reads bfloat16 and accumulates in float32
-    in one kernel).
+    numbers; float32 costs nothing on CUDA because only the (B, H, 1, D) sums are float32: no
+    (B, H, N, D) tensor is converted (a CPU converts the difference before summing it).
 
     Args:
         v: this layer's values, (B, H, N, D).
@@ -101,10 +120,10 @@ def elliptical_metric(v: torch.Tensor, v_prev: torch.Tensor, *, detach: bool = T
     """
     if detach:
         with torch.no_grad():
-            m = torch.linalg.vector_norm(v - v_prev, ord=1, dim=-2, keepdim=True, dtype=torch.float32)
+            m = _abs_sum_over_tokens(v - v_prev)
             out = torch.empty(m.shape, dtype=v.dtype, device=m.device)
             return torch.div(m, m.amax(dim=-1, keepdim=True), out=out).nan_to_num_(nan=1.0)
-    m = torch.linalg.vector_norm(v - v_prev, ord=1, dim=-2, keepdim=True, dtype=torch.float32)  # (B, H, 1, D)
+    m = _abs_sum_over_tokens(v - v_prev)  # (B, H, 1, D)
     m_max = m.amax(dim=-1, keepdim=True)  # (B, H, 1, 1)
     positive = m_max > 0
     return torch.where(positive, m / torch.where(positive, m_max, 1.0), 1.0).to(v.dtype)
@@ -148,8 +167,10 @@ def scale_queries(
 
     On CUDA the metric and the scaling run as one compiled function: a fused reduction for ``m`` and
     one pass for ``q ⊙ m`` (and one for its backward), instead of a kernel per elementwise op. If the
-    compilation fails (no Triton, an unsupported GPU), a warning says so and the process stays eager:
-    the eager functions compute the same numbers.
+    compilation fails (no Triton, no C compiler, an unsupported GPU: all of which show when the
+    forward pass compiles), a warning says so and the process stays eager: the eager functions
+    compute the same numbers. A failure confined to compiling the backward pass, which happens at
+    the first backward, is not caught; ``ELLROBUST_COMPILE_ATTENTION=0`` avoids it.
     """
     global _compile_failed
     fn = _scale_detached if detach else _scale_full
