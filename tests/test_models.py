@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import ellrobust
 from ellrobust.models import MODELS, elliptical_metric, load_model
 from ellrobust.models import vit as vit_module
+from ellrobust.precision import precision_scope
 
 
 def _twin(name: str, **kw) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -22,7 +25,10 @@ def _twin(name: str, **kw) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def naive_forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """DESIGN.md's formula with explicit loops over samples and heads and an explicit softmax."""
+    """DESIGN.md's formula with explicit loops over samples and heads and an explicit softmax.
+
+    Differentiable: ``m`` carries gradients only when the model's ``m_grad`` is ``full``.
+    """
     cfg = model.cfg
     H, D = cfg.num_heads, cfg.embed_dim // cfg.num_heads
     mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
@@ -43,7 +49,9 @@ def naive_forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
                 v = h[s] @ W[2 * C + head * D : 2 * C + (head + 1) * D].T + b[2 * C + head * D : 2 * C + (head + 1) * D]
                 v_this[s, head] = v
                 if layer in cfg.elliptical_layers:
-                    m = torch.tensor([(v[:, j] - v_prev[s, head][:, j]).abs().mean() for j in range(D)])
+                    m = torch.stack([(v[:, j] - v_prev[s, head][:, j]).abs().mean() for j in range(D)])
+                    if cfg.m_grad == "detach":
+                        m = m.detach()
                     m = m / m.max()
                     q = q * m
                 scores = q @ k.T / math.sqrt(D)
@@ -57,10 +65,91 @@ def naive_forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_elliptical_matches_naive_formula(images):
+def test_elliptical_matches_naive_formula(images, norm_branch):
     _, ell = _twin("deit-nano")
     assert ell.cfg.elliptical_layers == (1, 2)
     torch.testing.assert_close(ell(images), naive_forward(ell, images), atol=1e-5, rtol=1e-4)
+
+
+@pytest.fixture(params=[False, True], ids=["abs-sum", "vector-norm"])
+def norm_branch(request, monkeypatch):
+    """Run a test through both ways of summing |v − v_prev| (abs + sum on CPUs, one vector_norm on CUDA)."""
+    monkeypatch.setattr(vit_module, "_norm_fuses_abs", lambda device: request.param)
+    return request.param
+
+
+def _sharpened_twin(**kw) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """deit-nano twins with 10× qkv (and head) weights: peaked attention, so that ``m`` visibly matters.
+
+    At the random initialisation attention is nearly uniform and the elliptical model differs from
+    the baseline by less than bfloat16's rounding, so no bf16 test could tell a wrong ``m``.
+    """
+    base, ell = _twin("deit-nano", **kw)
+    with torch.no_grad():
+        for model in (base, ell):
+            for blk in model.blocks:
+                blk.attn.qkv.weight.mul_(10)
+            model.head.weight.mul_(10)
+    return base, ell
+
+
+def _input_grad(forward, images: torch.Tensor) -> torch.Tensor:
+    """The gradient of a cross-entropy loss with respect to the images: what an attack step computes."""
+    x = images.clone().requires_grad_(True)
+    loss = F.cross_entropy(forward(x).float(), torch.arange(len(x)) % 10)
+    return torch.autograd.grad(loss, x)[0]
+
+
+@torch.no_grad()
+def test_elliptical_matches_naive_formula_under_bf16_autocast(images, norm_branch):
+    base, ell = _sharpened_twin()
+    ref, ref_base = naive_forward(ell, images), naive_forward(base, images)
+    with precision_scope("bf16", "cpu"):
+        out = ell(images)
+        _, blocks = ell.forward_blocks(images)
+    tol = {"atol": 5e-2, "rtol": 2e-2}
+    assert (ref - ref_base).abs().max() > 10 * tol["atol"]  # a wrong m would show
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), ref, **tol)
+    for blk in blocks[1:]:  # no dtype round trip: queries and m stay in the autocast dtype
+        assert blk.q.dtype == blk.v.dtype == blk.m.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("m_grad", ["detach", "full"])
+def test_input_gradients_match_naive_formula(images, m_grad, norm_branch):
+    _, ell = _sharpened_twin(m_grad=m_grad)
+    got, ref = _input_grad(ell, images), _input_grad(lambda x: naive_forward(ell, x), images)
+    torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-4)
+    with precision_scope("bf16", "cpu"):
+        low = _input_grad(ell, images)
+    assert F.cosine_similarity(low.flatten(), ref.flatten(), dim=0) > 0.99
+
+
+def test_naive_input_gradients_differ_between_m_grad_modes(images):
+    _, detached = _sharpened_twin()
+    _, full = _sharpened_twin(m_grad="full")
+    a, b = (_input_grad(lambda x, m=m: naive_forward(m, x), images) for m in (detached, full))
+    assert (a - b).norm() > 0.05 * a.norm()  # so that the comparison above tells the modes apart
+
+
+def test_metric_accumulates_in_float32_for_bf16_values(norm_branch):
+    """4096 tokens whose differences are 1 and 3 (exact in bf16): a bf16 running sum would stall at 256."""
+    v_prev = torch.zeros(1, 1, 4096, 2, dtype=torch.bfloat16)
+    v = torch.tensor([1.0, 3.0], dtype=torch.bfloat16).expand(1, 1, 4096, 2)
+    for detach in (True, False):
+        m = elliptical_metric(v, v_prev, detach=detach)
+        assert m.dtype == torch.bfloat16
+        assert m.flatten().tolist() == [torch.tensor(1 / 3, dtype=torch.bfloat16).item(), 1.0]
+
+
+def test_metric_detach_and_full_agree_and_only_full_has_gradient(norm_branch):
+    v = torch.randn(2, 3, 7, 5, requires_grad=True)
+    v_prev = torch.randn(2, 3, 7, 5, requires_grad=True)
+    detached, full = elliptical_metric(v, v_prev, detach=True), elliptical_metric(v, v_prev, detach=False)
+    assert not detached.requires_grad and full.requires_grad
+    torch.testing.assert_close(detached, full)
+    same = elliptical_metric(v, v.detach().clone(), detach=True)
+    assert torch.equal(same, torch.ones_like(same))
 
 
 @torch.no_grad()
@@ -87,7 +176,7 @@ def test_metric_is_max_scaled_per_sample_and_head():
     torch.testing.assert_close(m[:, :, 0], expected / expected.amax(-1, keepdim=True))
 
 
-def test_metric_guards_zero_over_zero():
+def test_metric_guards_zero_over_zero(norm_branch):
     v = torch.randn(1, 2, 4, 3, requires_grad=True)
     m = elliptical_metric(v, v.detach().clone(), detach=False)
     assert torch.equal(m, torch.ones_like(m))
@@ -180,3 +269,65 @@ def test_short_names_give_the_shipped_trained_models():
         assert meta["test_accuracy"] >= 0.95
         model = load_model(short)
         assert model.cfg.elliptical_layers == load_model(arch).cfg.elliptical_layers
+
+
+def test_compiled_path_only_on_cuda_and_switchable(monkeypatch):
+    monkeypatch.delenv(vit_module.COMPILE_ENV, raising=False)
+    assert vit_module._use_compiled(torch.device("cuda"))
+    assert not vit_module._use_compiled(torch.device("cpu"))
+    monkeypatch.setenv(vit_module.COMPILE_ENV, "0")
+    assert not vit_module._use_compiled(torch.device("cuda"))
+
+
+def test_failed_compilation_falls_back_to_eager_for_good(monkeypatch, images):
+    use_compiled = vit_module._use_compiled
+    _, ell = _twin("deit-nano")
+    with torch.no_grad():
+        eager = ell(images)
+    monkeypatch.delenv(vit_module.COMPILE_ENV, raising=False)
+    monkeypatch.setattr(vit_module, "_compile_failed", False)
+    monkeypatch.setattr(vit_module, "_use_compiled", lambda device: not vit_module._compile_failed)
+    calls = []
+
+    def broken(fn):
+        def call(*args):
+            calls.append(fn)
+            raise RuntimeError("no working compiler")
+
+        return call
+
+    monkeypatch.setattr(vit_module, "_compiled", broken)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="running it eagerly"):
+        out = ell(images)
+    assert len(calls) == 1  # tried once, then every later layer and forward stays eager
+    torch.testing.assert_close(out, eager)
+    assert vit_module._compile_failed and not use_compiled(torch.device("cuda"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("m_grad", ["detach", "full"])
+def test_compiled_path_matches_eager(monkeypatch, images, m_grad, norm_branch):
+    """The function CUDA compiles, compiled here for the CPU: the same logits and input gradients.
+
+    Slow (tens of seconds of compilation on a cold cache). A compilation failure would fall back to
+    eager and make the comparison empty, hence warnings are errors and the failure flag is checked.
+    """
+    _, ell = _sharpened_twin(m_grad=m_grad)
+    with torch.no_grad():
+        logits = ell(images)
+    grad = _input_grad(ell, images)
+    with precision_scope("bf16", "cpu"):
+        grad_bf16 = _input_grad(ell, images)
+    monkeypatch.setattr(vit_module, "_compile_failed", False)
+    monkeypatch.setattr(vit_module, "_use_compiled", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with torch.no_grad():
+            compiled_logits = ell(images)
+        compiled_grad = _input_grad(ell, images)
+        with precision_scope("bf16", "cpu"):
+            compiled_grad_bf16 = _input_grad(ell, images)
+    assert not vit_module._compile_failed
+    torch.testing.assert_close(compiled_logits, logits, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(compiled_grad, grad, atol=1e-6, rtol=1e-4)
+    assert F.cosine_similarity(compiled_grad_bf16.flatten(), grad_bf16.flatten(), dim=0) > 0.99

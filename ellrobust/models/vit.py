@@ -15,6 +15,9 @@ Shapes in comments: B batch, N tokens (patches + class token), C width, H heads,
 
 from __future__ import annotations
 
+import functools
+import os
+import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -69,29 +72,120 @@ class ViTConfig:
         return self.grid_size**2
 
 
+def _norm_fuses_abs(device: torch.device) -> bool:
+    """Whether ``vector_norm(ord=1)`` is the cheap way to sum absolute values on ``device``.
+
+    On CUDA it is one reduction kernel that takes ``|·|`` on the fly (and reads bfloat16 while
+    accumulating in float32). The CPU's norm kernel is not vectorised: ~10× slower than abs + sum.
+    """
+    return device.type == "cuda"
+
+
+def _abs_sum_over_tokens(d: torch.Tensor) -> torch.Tensor:
+    """``Σ_n |d[..., n, j]|`` accumulated in float32, (B, H, 1, D); ``d`` is a fresh difference.
+
+    Without autograd the ``abs`` overwrites ``d`` (one tensor fewer); with it, ``d`` stays intact
+    for the backward pass.
+    """
+    if _norm_fuses_abs(d.device):
+        return torch.linalg.vector_norm(d, ord=1, dim=-2, keepdim=True, dtype=torch.float32)
+    d = d.abs() if d.requires_grad else d.abs_()
+    return d.sum(dim=-2, keepdim=True, dtype=torch.float32)
+
+
 def elliptical_metric(v: torch.Tensor, v_prev: torch.Tensor, *, detach: bool = True) -> torch.Tensor:
     """The diagonal Mahalanobis metric ``m`` of elliptical attention, per sample and per head.
 
     ``m_j = mean_n |v[n, j] − v_prev[n, j]|``, then max-scaled so that every ``m_j`` lies in (0, 1].
-    The paper's step δ cancels in the max-scaling. When all values are identical (``max_j m_j = 0``)
-    there is no direction to prefer and the metric falls back to ``m ≡ 1`` (standard attention)
-    instead of 0/0; the ``where`` on a safe denominator keeps gradients finite in that case.
+    The mean's 1/N cancels in the max-scaling like the paper's step δ, so the sum is taken instead.
+    When all values are identical (``max_j m_j = 0``) there is no direction to prefer and the metric
+    falls back to ``m ≡ 1`` (standard attention) instead of 0/0.
+
+    Precision: the difference is taken in the values' dtype (bfloat16 under autocast; its rounding
+    errors are unbiased and average out over the N tokens), the sum over tokens accumulates in float32,
+    the max-scaling runs in float32, and ``m`` is rounded to the values' dtype once, at the end. A
+    bfloat16 accumulator (8 significant bits) would lose the small terms of a sum of ~200 positive
+    numbers; float32 costs nothing on CUDA because only the (B, H, 1, D) sums are float32: no
+    (B, H, N, D) tensor is converted (a CPU converts the difference before summing it).
 
     Args:
         v: this layer's values, (B, H, N, D).
         v_prev: the previous layer's values, (B, H, N, D).
-        detach: compute ``m`` without gradient, as the paper does.
+        detach: compute ``m`` without gradient, as the paper does. Then nothing is recorded for
+            autograd and the scaling writes the result directly, with 0/0 = NaN replaced by 1; with
+            gradients, a ``where`` on a safe denominator keeps the backward pass finite in that case.
 
     Returns:
-        ``m`` of shape (B, H, 1, D), ready to broadcast over the query tokens.
+        ``m`` of shape (B, H, 1, D) in ``v``'s dtype, ready to broadcast over the query tokens.
     """
     if detach:
-        v, v_prev = v.detach(), v_prev.detach()
-    m = (v - v_prev).abs().mean(dim=-2, keepdim=True)  # (B, H, 1, D)
+        with torch.no_grad():
+            m = _abs_sum_over_tokens(v - v_prev)
+            out = torch.empty(m.shape, dtype=v.dtype, device=m.device)
+            return torch.div(m, m.amax(dim=-1, keepdim=True), out=out).nan_to_num_(nan=1.0)
+    m = _abs_sum_over_tokens(v - v_prev)  # (B, H, 1, D)
     m_max = m.amax(dim=-1, keepdim=True)  # (B, H, 1, 1)
     positive = m_max > 0
-    safe = torch.where(positive, m_max, torch.ones_like(m_max))
-    return torch.where(positive, m / safe, torch.ones_like(m))
+    return torch.where(positive, m / torch.where(positive, m_max, 1.0), 1.0).to(v.dtype)
+
+
+def _scale_detached(q: torch.Tensor, v: torch.Tensor, v_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``q ⊙ m`` and ``m`` with ``m`` detached; a function of its own so its compiled form has its own cache."""
+    m = elliptical_metric(v, v_prev, detach=True)
+    return q * m, m
+
+
+def _scale_full(q: torch.Tensor, v: torch.Tensor, v_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``q ⊙ m`` and ``m`` with gradients through ``m``."""
+    m = elliptical_metric(v, v_prev, detach=False)
+    return q * m, m
+
+
+#: Set to ``0`` to keep the elliptical query scaling in eager mode on CUDA (it is compiled by default).
+COMPILE_ENV = "ELLROBUST_COMPILE_ATTENTION"
+_compile_failed = False  # set once a compilation has failed: the process stays eager from then on
+
+
+@functools.cache
+def _compiled(fn):
+    """``fn`` under ``torch.compile``, created on first use (never at import: it imports the compiler).
+
+    ``fullgraph`` makes a graph break an error (hence the eager fallback) instead of a silent slow path.
+    """
+    return torch.compile(fn, fullgraph=True)
+
+
+def _use_compiled(device: torch.device) -> bool:
+    """Compile only on CUDA: eager CUDA launches one kernel per elementwise op and cannot fuse them."""
+    return device.type == "cuda" and not _compile_failed and os.environ.get(COMPILE_ENV, "1") != "0"
+
+
+def scale_queries(
+    q: torch.Tensor, v: torch.Tensor, v_prev: torch.Tensor, *, detach: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The elliptical queries ``q ⊙ m`` (B, H, N, D) and the metric ``m`` (B, H, 1, D), in ``q``'s dtype.
+
+    On CUDA the metric and the scaling run as one compiled function: a fused reduction for ``m`` and
+    one pass for ``q ⊙ m`` (and one for its backward), instead of a kernel per elementwise op. If the
+    compilation fails (no Triton, no C compiler, an unsupported GPU: all of which show when the
+    forward pass compiles), a warning says so and the process stays eager: the eager functions
+    compute the same numbers. A failure confined to compiling the backward pass, which happens at
+    the first backward, is not caught; ``ELLROBUST_COMPILE_ATTENTION=0`` avoids it.
+    """
+    global _compile_failed
+    fn = _scale_detached if detach else _scale_full
+    if _use_compiled(q.device):
+        try:
+            return _compiled(fn)(q, v, v_prev)
+        except Exception as exc:  # any compiler failure must fall back to eager, not stop an evaluation
+            _compile_failed = True
+            warnings.warn(
+                f"compiling the elliptical attention failed ({type(exc).__name__}: {exc}); running it eagerly. "
+                f"Set {COMPILE_ENV}=0 to skip the compilation.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return fn(q, v, v_prev)
 
 
 class Attention(nn.Module):
@@ -120,8 +214,8 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)  # each (B, H, N, D)
         m = None
         if self.elliptical and v_prev is not None:
-            m = elliptical_metric(v, v_prev, detach=self.m_grad is MGrad.DETACH)
-            q = q * m  # (q ⊙ m) kᵀ / √D: only the queries are rescaled, so the fused kernel applies
+            # (q ⊙ m) kᵀ / √D: only the queries are rescaled, so the fused attention kernel applies
+            q, m = scale_queries(q, v, v_prev, detach=self.m_grad is MGrad.DETACH)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, H, N, D)
         out = out.transpose(1, 2).reshape(B, N, C)
         return self.proj(out), q, k, v, m
