@@ -17,9 +17,10 @@ direction never fail, but those beyond the tolerance are reported as improvement
   0.05 absolute, i.e. ``0.05·max(1, |baseline|)``. This fits ratios near 1 (CE), cosines in [0, 1]
   and ranks in the hundreds alike. Unknown metrics fail on a change in either direction.
 * sanity checks (``sanity_*``): a check that passed in the baseline must pass in the run.
-* derived statistics (``accuracy_difference``, its CI bounds, ``mcnemar_p``) and ``n_attacked``
-  are not compared: they follow from the accuracies, which are, and a p-value moves a lot with tiny
-  changes. They must still be present.
+* derived statistics (paired differences and their intervals, every ``*_ci_low/high``, the McNemar
+  p-values, ``detectable_difference``, ``n_required``) and ``n_attacked`` are not compared: they
+  follow from the numbers that are, and a p-value moves a lot with tiny changes. They must still be
+  present.
 
 ``tolerance`` replaces the first two rules with one absolute tolerance for every compared number.
 A baseline row the run lacks is a regression (the run measures less than before); rows only in
@@ -45,12 +46,12 @@ from ellrobust.results import atomic_write, records
 #: The fields a baseline record keeps, in this order (the key fields, the setup, the value).
 BASELINE_FIELDS = (
     "model", "baseline", "dataset", "split", "n", "seed", "method", "params",
-    "eps", "severity", "layer", "m_grad", "metric", "value", "checkpoint",
+    "eps", "severity", "layer", "m_grad", "precision", "metric", "value", "checkpoint",
 )  # fmt: skip
 #: Fields that must match between run and baseline for the comparison to mean anything.
 SETUP_FIELDS = ("dataset", "split", "n", "seed")
 #: Fields that identify a number within one setup.
-KEY_FIELDS = ("model", "baseline", "method", "params", "eps", "severity", "layer", "m_grad", "metric")
+KEY_FIELDS = ("model", "baseline", "method", "params", "eps", "severity", "layer", "m_grad", "precision", "metric")
 
 SIGMAS = 3.0
 RELATIVE = 0.05
@@ -97,14 +98,22 @@ RULES: dict[str, Rule] = {
     "difference_ci_low": Rule(Kind.SKIP),
     "difference_ci_high": Rule(Kind.SKIP),
     "mcnemar_p": Rule(Kind.SKIP),
+    "mcnemar_p_adjusted": Rule(Kind.SKIP),
+    "detectable_difference": Rule(Kind.SKIP),
+    "n_required": Rule(Kind.SKIP),
     "n_attacked": Rule(Kind.SKIP),
 }
 
+#: Endings of statistics derived from compared numbers (intervals, paired differences): presence only.
+DERIVED_SUFFIXES = ("_ci_low", "_ci_high", "_difference")
+
 
 def rule_for(metric: str) -> Rule:
-    """The rule of a metric; sanity flags by prefix, unknown metrics scaled and two-sided."""
+    """The rule of a metric; sanity flags by prefix, derived statistics by suffix, unknown metrics scaled and two-sided."""
     if metric.startswith("sanity_"):
         return Rule(Kind.FLAG, _HIGHER)
+    if metric.endswith(DERIVED_SUFFIXES):
+        return Rule(Kind.SKIP)
     return RULES.get(metric, Rule(Kind.SCALED))
 
 
@@ -118,7 +127,7 @@ class Status(StrEnum):
     SKIPPED = "skipped"
 
 
-Key = tuple[str, str, str, str, float | None, int | None, int | None, str, str]
+Key = tuple[str, str, str, str, float | None, int | None, int | None, str, str, str]
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,7 @@ def row_key(record: dict) -> Key:
         _integer(record.get("severity")),
         _integer(record.get("layer")),
         _text(record.get("m_grad")),
+        _text(record.get("precision")),
         metric,
     )
 
@@ -371,7 +381,7 @@ def comparison_table(comparisons: tuple[Comparison, ...]) -> Table:
     """The comparisons as a markdown table: what, baseline, run, change, allowed drop, status."""
     rows = []
     for c in comparisons:
-        model, base_model, method, params, eps, severity, layer, m_grad, metric = c.key
+        model, base_model, method, params, eps, severity, layer, m_grad, precision, metric = c.key
         where = ", ".join(
             part
             for part in (
@@ -380,6 +390,7 @@ def comparison_table(comparisons: tuple[Comparison, ...]) -> Table:
                 f"severity {severity}" if severity is not None else "",
                 f"layer {layer}" if layer is not None else "",
                 f"m_grad {m_grad}" if m_grad else "",
+                precision if precision and precision != "fp32" else "",
                 f"vs {base_model}" if base_model else "",
             )
             if part

@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 EVAL = [
     "eval", "--data", "synthetic", "-m", "deit-nano", "-m", "deit-nano-elliptical", "-n", "40", "--batch-size", "8",
     "--attack", "fgsm,pgd", "--steps", "2", "--eps", "2/255,8/255", "--corruption", "contrast,gaussian_noise", "--severity", "1,3",
+    "--collapse",
 ]  # fmt: skip
 
 
@@ -38,6 +40,8 @@ def test_two_process_eval_equals_one_process(tmp_path):
     assert two.returncode == 0, two.stderr
     assert (tmp_path / "one" / "results.csv").read_bytes() == (tmp_path / "two" / "results.csv").read_bytes()
     assert (tmp_path / "one" / "examples.csv.gz").read_bytes() == (tmp_path / "two" / "examples.csv.gz").read_bytes()
+    metrics = set(pd.read_csv(tmp_path / "two" / "results.csv").metric)  # the identical table holds every statistic
+    assert {"token_cosine_ci_low", "token_cosine_difference_ci_high", "mce_difference_ci_low", "mcnemar_p_adjusted"} <= metrics
     assert two.stderr.count("results:") == 1  # rank 0 alone reports
     # resuming under torchrun: every rank agrees that all units are done
     again = torchrun(2, *EVAL, "--out", "two", cwd=tmp_path)

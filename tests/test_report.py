@@ -278,3 +278,27 @@ def test_escape():
 def test_missing_run_folder_is_a_usage_error(tmp_path, runner):
     result = runner.invoke(app, ["report", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and result.output.startswith("error:")
+
+
+def test_a_report_on_two_copies_of_one_network_never_reads_supported_or_contradicted(runner, tmp_path):
+    """Both models are the shipped plain DeiT (same weights, two names): no claim may be judged either way.
+
+    The verdict compares an elliptical model with a baseline, and run.json says which is which: the
+    first copy is marked elliptical there, which is the only thing that differs between the two.
+    """
+    from ellrobust.models.zoo import shipped_checkpoint
+    from ellrobust.report.writer import write_report
+
+    weights = shipped_checkpoint("digits", "deit-micro").path
+    out = tmp_path / "run"
+    args = ["eval", "-m", "deit", "-c", str(weights), "-m", "deit-micro", "-c", str(weights), "--attack", "fgsm,pgd", "--eps", "2/255,8/255"]
+    args += ["--corruption", "contrast,fog", "--severity", "1,3", "--collapse", "--n", "100", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "run.json").read_text())
+    meta["models"]["deit"]["elliptical"] = True
+    (out / "run.json").write_text(json.dumps(meta))
+    verdict = section(write_report([out], out).read_text(), "Verdict")
+    lines = [line for line in verdict.splitlines() if line.startswith("- **")]
+    assert len(lines) >= 4  # fgsm, pgd, worst case, mCE, collapse
+    assert all(line.startswith("- **inconclusive at this n**") for line in lines), verdict

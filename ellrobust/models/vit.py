@@ -290,7 +290,9 @@ class PatchEmbed(nn.Module):
 class VisionTransformer(nn.Module):
     """DeiT: class token, learned position embeddings, pre-norm blocks, linear head on the class token."""
 
-    def __init__(self, cfg: ViTConfig) -> None:
+    def __init__(self, cfg: ViTConfig, *, initialize: bool = True) -> None:
+        """Build the model; ``initialize=False`` skips the random initialisation (seconds for DeiT-Base on
+        a CPU: ``trunc_normal_`` is slow) when a strict checkpoint load will overwrite every parameter."""
         super().__init__()
         self.cfg = cfg
         self.normalize = Normalize(cfg.mean, cfg.std)
@@ -304,7 +306,8 @@ class VisionTransformer(nn.Module):
         )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
-        self._init_weights()
+        if initialize:
+            self._init_weights()
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -173,7 +173,7 @@ def load_model(
         cfg = replace(cfg, **changes)
     except ValueError as exc:
         raise UsageError(f"invalid settings for model {arch!r}: {exc}.") from None
-    model = VisionTransformer(cfg)
+    model = VisionTransformer(cfg, initialize=checkpoint is None or reset_head)
     if checkpoint is not None:
         load_weights(model, state, reset_head=reset_head, source=f"checkpoint {str(checkpoint)!r}")
     return model.eval()

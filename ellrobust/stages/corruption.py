@@ -119,6 +119,10 @@ class CorruptionStage:
 
     @torch.no_grad()
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
+        with ctx.pool.sharing_cores():
+            return self._run(unit, ctx)
+
+    def _run(self, unit: Unit, ctx: RunContext) -> UnitResult:
         plans = self._pending.pop(unit)
         local: dict[str, dict[int, int]] = {name: {} for name in ctx.models}
         generated = 0
