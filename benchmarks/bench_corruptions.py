@@ -102,7 +102,7 @@ def main() -> None:
     models = tuple(args.models.split(","))
     for name in args.corruptions:
         for s in args.severities:
-            warm_up(name, s)
+            warm_up(name, s, "cifar-10-c", 32)  # the digits are 32 px: the CIFAR-10-C protocol
 
     with tempfile.TemporaryDirectory() as tmp:
         shared = run(models, args, Path(tmp) / "shared")

@@ -5,9 +5,12 @@ The library API; the ``ellrobust`` command is a thin layer over it::
     import ellrobust
     model = ellrobust.load_model("deit-elliptical")      # shipped, trained on the embedded digits
     logits = model(images)                               # images: float (B, 3, 32, 32) in [0, 1]
+    with ellrobust.precision_scope("bf16", "cuda"):       # autocast for fast attack iterations
+        ...
 """
 
 from ellrobust.models import load_model
+from ellrobust.precision import Precision, precision_scope
 from ellrobust.version import __version__
 
-__all__ = ["__version__", "load_model"]
+__all__ = ["Precision", "__version__", "load_model", "precision_scope"]
