@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 
 from ellrobust.cli import app
 from ellrobust.errors import CheckpointError, UsageError
-from ellrobust.models import ModelSpec, has_tokens, load_model, state_dict_digest
+from ellrobust.models import Classifier, ModelSpec, has_tokens, load_model, state_dict_digest
 
 FAST = ["--data", "synthetic", "-n", "8", "--batch-size", "8"]
 
@@ -221,6 +221,25 @@ def test_trained_checkpoints_need_no_flags(runner, tmp_path):
     assert twin.cfg == registered.cfg and twin.cfg.elliptical_layers == (2,) and twin.cfg.num_heads == 2
     assert state_dict_digest(twin) == state_dict_digest(registered)
     assert load_model("vit", checkpoint=out).cfg.elliptical_layers == ()  # the name decides: `vit` is the plain twin
+
+
+@pytest.mark.parametrize("name", ["deit-nano-elliptical", "vit-elliptical", "timm:test_vit", "timm:test_resnet", "torchvision:resnet18"])
+@torch.no_grad()
+def test_every_kind_of_model_keeps_the_contract(tmp_path, name):
+    """[0, 1] images in, logits out, the Classifier questions answered; tokens where the probe can read them."""
+    path = None
+    if name.startswith("vit"):
+        path = _save(load_model("deit-nano"), tmp_path / "nano.safetensors", {"num_heads": "2"})
+    model = load_model(name, checkpoint=path, num_classes=10, img_size=32)
+    assert isinstance(model, Classifier) and model.input_size == 32 and not model.training
+    assert model.is_elliptical == name.endswith("elliptical")
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    json.dumps(model.describe())  # JSON-ready: part of unit identities and run.json
+    if has_tokens(model):
+        tokens, blocks = model.forward_blocks(torch.rand(2, 3, 32, 32))
+        assert len(blocks) == model.depth and blocks[-1].x.shape[1] == tokens.shape[1]
+    else:
+        assert name.endswith(("resnet", "resnet18"))
 
 
 # --- through the engine and the CLI -----------------------------------------------------------------
