@@ -10,8 +10,10 @@ on a batch of images,
 
 and sums them per image so that an accumulator can average over any number of batches.
 
-Features come from :meth:`VisionTransformer.forward_blocks`, the model's explicit intermediate-feature
-API: no hooks, no state left on modules, nothing retained after a batch.
+Features come from ``forward_blocks``, the explicit intermediate-feature API of every model with
+tokens (:class:`~ellrobust.models.base.TokenModel`: ellrobust's ViT, timm's VisionTransformers): no
+hooks, no state left on modules, nothing retained after a batch. Models without tokens (CNNs) have
+no collapse to measure: a run measures the models that have tokens (:func:`token_models`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from ellrobust.errors import UsageError
 from ellrobust.metrics.collapse import attention_entropy_qk, effective_rank, token_cosine
 from ellrobust.metrics.stats import mean_interval
-from ellrobust.models.vit import VisionTransformer
+from ellrobust.models.base import TokenModel, has_tokens
 from ellrobust.precision import Precision, parse_precision, precision_scope
 
 
@@ -53,9 +55,10 @@ class CollapseConfig:
 
     Attributes:
         feature: the residual stream after each block, or the attention branch output.
-        include_cls: keep the class token among the tokens (the paper does). Without it, attention
-            entropy is averaged over the patch queries only (keys always include every token, since
-            each attention row is a distribution over all of them).
+        include_cls: keep the class token among the tokens (the paper does). Without it, the prefix
+            tokens (class, and distillation or register tokens where a model has them) are left out,
+            and attention entropy is averaged over the patch queries only (keys always include
+            every token, since each attention row is a distribution over all of them).
         per_head: also report every head separately (attention feature only). A head's tokens are
             its output before the output projection, ``softmax(q kᵀ/√d) v``: after the projection the
             heads are mixed and no longer separable.
@@ -158,7 +161,7 @@ def later_half(layers: tuple[int, ...], depth: int) -> tuple[int, ...]:
 
 @torch.no_grad()
 def collapse_metrics(
-    model: VisionTransformer, images: torch.Tensor, config: CollapseConfig, layers: tuple[int, ...]
+    model: TokenModel, images: torch.Tensor, config: CollapseConfig, layers: tuple[int, ...]
 ) -> dict[MetricKey, torch.Tensor]:
     """Collapse metrics of one batch, per image.
 
@@ -175,7 +178,7 @@ def collapse_metrics(
         A (B,) tensor per :class:`MetricKey`, layer by layer.
     """
     _, blocks = model.forward_blocks(images)
-    first = 0 if config.include_cls else 1  # the class token is token 0
+    first = 0 if config.include_cls else model.num_prefix_tokens  # the class (and other prefix) tokens come first
     wanted = set(config.metrics)
     out: dict[MetricKey, torch.Tensor] = {}
     residual = config.feature is Feature.RESIDUAL
@@ -211,6 +214,24 @@ def _split_heads(out: dict[MetricKey, torch.Tensor], metric: CollapseMetric, lay
         out[MetricKey(metric, layer, head)] = values[:, head]
 
 
+def token_models(models: Mapping[str, object]) -> list[str]:
+    """The names of the models whose collapse is measured: those with tokens; none of them is an error.
+
+    A run with models of both kinds (e.g. a ViT against a ResNet baseline) measures collapse where it
+    exists and evaluates every model for everything else; ``tokens`` in run.json says which.
+
+    Args:
+        models: name -> model module, in the run's order.
+    """
+    names = [name for name, module in models.items() if has_tokens(module)]
+    if not names:
+        raise UsageError(
+            f"collapse needs tokens, and {', '.join(repr(n) for n in models)} expose none (it applies to "
+            "transformers: ellrobust's ViTs and timm's VisionTransformers); drop --collapse or add such a model."
+        )
+    return names
+
+
 class CollapseAccumulator:
     """Collects the collapse metrics of one model per image, for means, intervals and paired differences.
 
@@ -221,11 +242,11 @@ class CollapseAccumulator:
     the engine derives paired differences between models measured on the same images.
     """
 
-    def __init__(self, model: VisionTransformer, config: CollapseConfig, name: str = "the model") -> None:
+    def __init__(self, model: TokenModel, config: CollapseConfig, name: str = "the model") -> None:
         self.model = model
         self.config = config
-        self.layers = config.resolve_layers(model.cfg.depth, name)
-        self.summary_layers = later_half(self.layers, model.cfg.depth)
+        self.layers = config.resolve_layers(model.depth, name)
+        self.summary_layers = later_half(self.layers, model.depth)
         self._images: dict[int, dict[MetricKey, float]] = {}
 
     @property

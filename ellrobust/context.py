@@ -20,6 +20,7 @@ from torch import nn
 from ellrobust.corruptions.protocol import CorruptionProtocol
 from ellrobust.distributed import DistInfo, batches
 from ellrobust.errors import UsageError
+from ellrobust.models.base import has_tokens
 from ellrobust.precision import Precision, parse_precision
 from ellrobust.registry import Registry
 
@@ -46,6 +47,12 @@ class EvalConfig:
         memory_budget_gb: the decoded images stay in memory up to this size and go to a memory-mapped
             file beyond it; None takes half of the memory available.
         corruption_protocol: ``imagenet-c``, ``cifar-10-c`` or ``auto`` (by image size).
+        image_size: ``--img-size``: the side of every image of the run (image folders are resized and
+            cropped to it; other datasets have one size); it also states the input size of timm and
+            torchvision models, overriding their pretrained configs. None: the dataset's own.
+        heads, mean, std: per-model settings, like ``elliptical_layers`` one for all models (heads:
+            for all models whose architecture comes from a checkpoint) or one per model, None for a
+            model's own (:meth:`option_for`).
     """
 
     models: tuple[str, ...]
@@ -68,6 +75,10 @@ class EvalConfig:
     workers: int | None = None
     memory_budget_gb: float | None = None
     elliptical_layers: tuple[tuple[int, ...] | None, ...] = ()
+    image_size: int | None = None
+    heads: tuple[int | None, ...] = ()
+    mean: tuple[tuple[float, float, float] | None, ...] = ()
+    std: tuple[tuple[float, float, float] | None, ...] = ()
     collapse: object | None = None  # a collapse.CollapseConfig, or None
     sanity: bool = True
     device: str = "cpu"
@@ -81,6 +92,11 @@ class EvalConfig:
             raise UsageError(
                 f"{len(self.elliptical_layers)} --elliptical-layers for {len(self.models)} --model; give one for all models or one per model, in order."
             )
+        for flag, values in (("--heads", self.heads), ("--mean", self.mean), ("--std", self.std)):
+            if len(values) not in (0, 1, len(self.models)):
+                raise UsageError(f"{len(values)} {flag} for {len(self.models)} --model; give one for all models or one per model, in order.")
+        if self.image_size is not None and self.image_size <= 0:
+            raise UsageError(f"--img-size must be a positive number of pixels (got {self.image_size}).")
         if len(set(self.models)) != len(self.models):
             raise UsageError("the same --model is given twice; give each model once.")
         if self.m_grad not in M_GRAD_CHOICES:
@@ -114,6 +130,19 @@ class EvalConfig:
             return self.elliptical_layers[0] if elliptical else None
         return self.elliptical_layers[index] if self.elliptical_layers else None
 
+    def option_for(self, option: str, index: int, applies: bool = True):
+        """A per-model option (``heads``, ``mean``, ``std``) of the ``index``-th model, None for its own.
+
+        Given once, it goes to every model it ``applies`` to; given once per model, each model has
+        its own, and a model it does not apply to must have ``-``.
+        """
+        values = getattr(self, option)
+        if not values:
+            return None
+        if len(values) == 1 and len(self.models) > 1:
+            return values[0] if applies else None
+        return values[index]
+
     def m_grad_modes(self, elliptical: bool) -> tuple[str, ...]:
         """A baseline model has no metric to differentiate through: it runs once, with m_grad ''."""
         if not elliptical:
@@ -128,20 +157,29 @@ def collapse_key(collapse: object | None) -> object:
 
 @dataclass
 class LoadedModel:
+    """A model of the run: any :class:`~ellrobust.models.base.Classifier` (ellrobust's ViT, a timm or torchvision model)."""
+
     name: str
     module: nn.Module
     digest: str
-    elliptical: bool
     weights: str  # where the weights came from: a file, a shipped checkpoint, or a seeded initialisation
 
+    @property
+    def elliptical(self) -> bool:
+        return bool(self.module.is_elliptical)
+
+    @property
+    def tokens(self) -> bool:
+        """Whether the collapse probe can read the model's tokens."""
+        return has_tokens(self.module)
+
     def architecture(self) -> dict:
-        """The model's configuration as JSON-ready data: part of every unit's identity and of run.json.
+        """The model's architecture as JSON-ready data: part of every unit's identity and of run.json.
 
         The weights' digest alone does not identify a model: the same weights with other elliptical
-        layers compute other logits.
+        layers compute other logits, and another library's model names its library and architecture.
         """
-        cfg = getattr(self.module, "cfg", None)
-        return {k: (v.value if hasattr(v, "value") else v) for k, v in asdict(cfg).items() if k != "m_grad"} if cfg is not None else {}
+        return self.module.describe()
 
 
 @dataclass(frozen=True)

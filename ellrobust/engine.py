@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import importlib.metadata
 import json
 import platform
 import re
@@ -30,6 +31,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ellrobust import stages as _stages  # noqa: F401  (registers the stages, in their order)
+from ellrobust.collapse import token_models
 from ellrobust.context import (
     STAGES,
     EvalConfig,
@@ -51,7 +53,8 @@ from ellrobust.derived import derive
 from ellrobust.distributed import init_distributed, local_world_size
 from ellrobust.errors import UsageError
 from ellrobust.models import load_model, state_dict_digest
-from ellrobust.models.zoo import MODELS, default_checkpoint, resolve_name
+from ellrobust.models.external import split_prefix
+from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
 from ellrobust.results import SCHEMA_VERSION, RunLock, atomic_write, save_table, to_frame
 from ellrobust.version import __version__
 from ellrobust.workers import WorkerPool, auto_workers
@@ -105,12 +108,19 @@ class RunResult:
 
 
 def load_models(config: EvalConfig, data: LoadedDataset, device: str) -> dict[str, LoadedModel]:
-    """Load every model of the run for the dataset (its classes, its image size, its default size)."""
+    """Load every model of the run for the dataset (its classes, its image size, its default size).
+
+    Every model sees the run's images: ellrobust's ViTs are built for their size (position embeddings
+    resampled); another library's model takes the size ``--img-size`` states, else its pretrained
+    config's, and a model that takes another size than the run's images is an error naming both.
+    """
     models = {}
     checkpoints = config.checkpoints or (None,) * len(config.models)
+    size = data.spec.image_size
+    if config.heads and not any(infers_architecture(name) for name in config.models):
+        raise UsageError("--heads applies to `-m vit` and `-m vit-elliptical` (architectures read from a checkpoint); no --model here is one.")
     for i, (name, ckpt) in enumerate(zip(config.models, checkpoints, strict=True)):
-        arch = resolve_name(name, default_arch=data.spec.default_arch)
-        ell = config.layers_for(i, MODELS.get(arch).elliptical)
+        ell = config.layers_for(i, is_elliptical_name(name, default_arch=data.spec.default_arch))
         with torch.random.fork_rng():
             torch.manual_seed(config.seed)  # a randomly initialised architecture is the same in every run
             module = load_model(
@@ -119,11 +129,40 @@ def load_models(config: EvalConfig, data: LoadedDataset, device: str) -> dict[st
                 num_classes=data.num_classes,
                 dataset=data.spec.name,
                 default_arch=data.spec.default_arch,
-                img_size=data.spec.image_size,
+                img_size=config.image_size if split_prefix(name) else size,
                 elliptical_layers=ell,
-            ).to(device)
-        models[name] = LoadedModel(name, module, state_dict_digest(module), bool(module.cfg.elliptical_layers), _weights_source(name, ckpt, data, config.seed))
+                heads=config.option_for("heads", i, infers_architecture(name)),
+                mean=config.option_for("mean", i),
+                std=config.option_for("std", i),
+            )
+        _check_input(name, module, data)
+        module = module.to(device)
+        models[name] = LoadedModel(name, module, state_dict_digest(module), _weights_source(name, ckpt, data, config.seed))
+    if config.collapse is not None:
+        token_models({name: lm.module for name, lm in models.items()})  # no model to probe: refused before any work
     return models
+
+
+def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> None:
+    """Refuse, before any work, a model that cannot take the run's images or gives the wrong number of logits."""
+    size = data.spec.image_size
+    if module.input_size is not None and module.input_size != size:
+        fix = (
+            f"pass --img-size {module.input_size} (image folders are resized and cropped to it)"
+            if data.spec.resizable
+            else f"pass --img-size {size} if its weights were trained on {size} px images"
+        )
+        raise UsageError(f"model {name!r} takes {module.input_size} px images but the run's images ({data.spec.name}) are {size} px; {fix}.")
+    try:
+        with torch.no_grad():
+            logits = module(torch.zeros(1, 3, size, size))
+    except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
+        raise UsageError(f"model {name!r} cannot take {size} px images ({type(exc).__name__}: {exc}).") from None
+    if tuple(logits.shape) != (1, data.num_classes):
+        raise UsageError(
+            f"model {name!r} returns {tuple(logits.shape)} for one image, not (1, {data.num_classes}) logits for the "
+            f"{data.num_classes} classes of {data.spec.name}."
+        )
 
 
 def _weights_source(name: str, checkpoint: str | None, data: LoadedDataset, seed: int) -> str:
@@ -170,7 +209,7 @@ class Evaluation:
         started = time.time()
         with RunLock(self.run_dir) if dist.is_main else contextlib.nullcontext():
             tick = time.perf_counter()
-            data = load_dataset(cfg.dataset, cfg.split, cfg.data_root)
+            data = load_dataset(cfg.dataset, cfg.split, cfg.data_root, cfg.image_size)
             indices = select_indices(len(data), cfg.n, cfg.seed)
             self.startup["index_s"] = time.perf_counter() - tick
             store, pool = self._open_store(data, indices, dist)
@@ -290,7 +329,7 @@ class Evaluation:
             "command": self.command,
             "config": self.config.to_dict(),
             "models": {
-                m.name: {"checkpoint": m.digest, "weights": m.weights, "elliptical": m.elliptical, "config": m.architecture()}
+                m.name: {"checkpoint": m.digest, "weights": m.weights, "elliptical": m.elliptical, "tokens": m.tokens, "config": m.architecture()}
                 for m in ctx.models.values()
             },
             "dataset": {"name": ctx.data.spec.name, "split": ctx.data.split, "digest": ctx.data.digest, "n": len(ctx.indices), "num_classes": ctx.data.num_classes},
@@ -330,6 +369,11 @@ def environment() -> dict:
         env["torchattacks"] = torchattacks.__version__
     except Exception:  # pragma: no cover - optional in exotic installs
         env["torchattacks"] = None
+    env["torchvision"] = importlib.metadata.version("torchvision")
+    try:
+        env["timm"] = importlib.metadata.version("timm")  # the builder of timm: models; without importing it
+    except importlib.metadata.PackageNotFoundError:
+        env["timm"] = None
     return env
 
 

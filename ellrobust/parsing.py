@@ -109,3 +109,48 @@ def parse_elliptical_layers(values: list[str]) -> tuple[tuple[int, ...] | None, 
         else:
             out.append(parse_int_range(value, "--elliptical-layers", 1, _MAX_BLOCK))
     return tuple(out)
+
+
+def _keeps_default(value: str) -> bool:
+    return value.strip() in ("-", "default")
+
+
+def parse_checkpoints(values: list[str]) -> tuple[str | None, ...]:
+    """``--checkpoint`` once per model in order; ``-`` gives a model its default weights (shipped, or random)."""
+    return tuple(None if _keeps_default(value) else value for value in values)
+
+
+def parse_heads(values: list[str]) -> tuple[int | None, ...]:
+    """``--heads``, once for every model whose architecture comes from a checkpoint or once per model (``-``: none)."""
+    out: list[int | None] = []
+    for value in values:
+        if _keeps_default(value):
+            out.append(None)
+            continue
+        try:
+            heads = int(value)
+        except ValueError:
+            raise UsageError(f"--heads value {value!r} is not a whole number; write e.g. --heads 6.") from None
+        if heads <= 0:
+            raise UsageError(f"--heads must be a positive number of attention heads (got {value!r}).")
+        out.append(heads)
+    return tuple(out)
+
+
+def parse_channels(values: list[str], option: str) -> tuple[tuple[float, float, float] | None, ...]:
+    """``--mean``/``--std``: three comma-separated values (R, G, B) or one for all channels; ``-`` keeps a model's own."""
+    out: list[tuple[float, float, float] | None] = []
+    for value in values:
+        if _keeps_default(value):
+            out.append(None)
+            continue
+        try:
+            channels = [parse_fraction(part) for part in value.split(",")]
+        except (ValueError, ZeroDivisionError, OverflowError):
+            raise UsageError(f"{option} value {value!r} is not a list of numbers; write e.g. {option} 0.485,0.456,0.406.") from None
+        if len(channels) not in (1, 3):
+            raise UsageError(f"{option} value {value!r} has {len(channels)} numbers; give 3 (R, G, B) or 1 for all channels.")
+        if option == "--std" and min(channels) <= 0:
+            raise UsageError(f"--std values must be positive (got {value!r}).")
+        out.append(tuple(channels * 3) if len(channels) == 1 else tuple(channels))
+    return tuple(out)

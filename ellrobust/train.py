@@ -161,16 +161,19 @@ def train(
 
 
 def checkpoint_metadata(*, arch: str, dataset: str, dataset_digest: str, model_cfg, cfg: TrainConfig, result: TrainResult) -> dict:
-    """Everything needed to know what a trained checkpoint is and to reproduce it."""
+    """Everything needed to know what a trained checkpoint is and to reproduce it.
+
+    The architecture is recorded in full (the :class:`~ellrobust.models.vit.ViTConfig` fields: width,
+    depth, heads, patch and image size, classes, elliptical layers, normalisation ...), so that
+    ``-m vit -c FILE`` / ``-m vit-elliptical -c FILE`` rebuild it without flags: the heads and the
+    elliptical layers are not in the weights' shapes.
+    """
+    architecture = {k: v for k, v in model_cfg.describe().items() if k != "library"}
     return {
         "arch": arch,
         "dataset": dataset,
         "dataset_digest": dataset_digest,
-        "num_classes": model_cfg.num_classes,
-        "img_size": model_cfg.img_size,
-        "elliptical_layers": list(model_cfg.elliptical_layers),
-        "mean": list(model_cfg.mean),
-        "std": list(model_cfg.std),
+        **architecture,
         "recipe": asdict(cfg),
         "seed": cfg.seed,
         "final_loss": result.history[-1].loss if result.history else None,

@@ -322,8 +322,8 @@ def _collapse_claims(pair: _Pair) -> list[Claim]:
     df = pair.df
     summary = df[(df["metric"] == "token_cosine") & df["layer"].isna() & (df["method"] == "collapse") & df["model"].isin(pair.models)]
     per_layer = df[(df["metric"] == "token_cosine") & df["layer"].notna() & (df["method"] == "collapse") & df["model"].isin(pair.models)]
-    if summary.empty and per_layer.empty:
-        return []
+    if not set(pair.models) <= set(summary["model"]) | set(per_layer["model"]):
+        return []  # nothing measured, or a model without tokens (a CNN baseline): no collapse to compare
     diffs = pair.paired[pair.paired["metric"].str.startswith("token_cosine_difference") & pair.paired["layer"].isna() & (pair.paired["method"] == "collapse")]
     out = []
     variants = list(dict.fromkeys(summary["params"])) or list(dict.fromkeys(p for p in per_layer["params"] if "head" not in split_params(p)[1]))

@@ -60,6 +60,18 @@ def test_imagefolder_uses_deit_eval_transform(tmp_path):
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
 
 
+def test_imagefolder_at_another_img_size_is_other_data(tmp_path):
+    for wnid in ("n01440764", "n01443537"):
+        (tmp_path / wnid).mkdir()
+        Image.new("RGB", (300, 260), color=(20, 200, 10)).save(tmp_path / wnid / "a.JPEG")
+    default, small = load_dataset("imagefolder", root=tmp_path), load_dataset("imagefolder", root=tmp_path, image_size=64)
+    assert small.dataset[0][0].shape == (3, 64, 64) and small.spec.image_size == 64 and default.spec.image_size == 224
+    assert small.digest != default.digest == load_dataset("imagefolder", root=tmp_path, image_size=224).digest
+    with pytest.raises(UsageError, match="'digits' has 32 px images"):
+        load_dataset("digits", image_size=64)
+    assert load_dataset("digits", image_size=32).digest == load_dataset("digits").digest
+
+
 def test_unknown_dataset_lists_choices():
     with pytest.raises(UsageError, match="Choices: digits"):
         load_dataset("cifar")

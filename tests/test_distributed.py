@@ -5,6 +5,7 @@ These start real process groups on the loopback interface, so they take some sec
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,3 +67,18 @@ def test_two_process_collapse_matches_one_process(tmp_path):
     two = torchrun(2, *args, "--out", "two", cwd=tmp_path)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     assert (tmp_path / "one" / "results.csv").read_bytes() == (tmp_path / "two" / "results.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_process_eval_of_other_libraries_models_matches_one_process(tmp_path):
+    """timm and torchvision baselines shard like ellrobust's models: same table, same run.json models."""
+    args = [
+        "eval", "--data", "synthetic", "-m", "timm:test_vit", "-m", "torchvision:resnet18", "-m", "deit-nano-elliptical",
+        "--img-size", "32", "-n", "24", "--batch-size", "8", "--attack", "fgsm", "--eps", "4/255", "--collapse",
+    ]  # fmt: skip
+    one = single(*args, "--out", "one", cwd=tmp_path)
+    two = torchrun(2, *args, "--out", "two", cwd=tmp_path)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
+    assert (tmp_path / "one" / "results.csv").read_bytes() == (tmp_path / "two" / "results.csv").read_bytes()
+    models = [json.loads((tmp_path / run / "run.json").read_text())["models"] for run in ("one", "two")]
+    assert models[0] == models[1] and models[0]["timm:test_vit"]["config"]["library"] == "timm"

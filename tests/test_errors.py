@@ -146,6 +146,28 @@ def convert_code_pickle(tmp: Path) -> list[str]:
     return ["convert", str(path), str(tmp / "out.safetensors")]
 
 
+def _nano_safetensors(tmp: Path) -> str:
+    path = tmp / "nano.safetensors"
+    save_file(_nano_state(), str(path))  # no metadata: the heads are not known
+    return str(path)
+
+
+def vit_without_heads(tmp: Path) -> list[str]:
+    return ["eval", "-m", "vit", "-c", _nano_safetensors(tmp), *FAST, "--attack", "none"]
+
+
+def vit_heads_not_dividing(tmp: Path) -> list[str]:
+    return ["eval", "-m", "vit-elliptical", "-c", _nano_safetensors(tmp), "--heads", "3", *FAST, "--attack", "none"]
+
+
+def vit_with_register_tokens(tmp: Path) -> list[str]:
+    import timm
+
+    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1, num_classes=10, reg_tokens=4)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "reg.safetensors"))
+    return ["eval", "-m", "vit", "-c", str(tmp / "reg.safetensors"), "--heads", "3", *FAST, "--attack", "none"]
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -199,6 +221,27 @@ CASES = [
     Case("convert a code pickle without --trust", convert_code_pickle, "--trust"),
     Case("convert a missing file", ["convert", "/nonexistent.pth", "out.safetensors"], "does not exist"),
     Case("unknown command", ["evaluate"], "No such command"),
+    Case("unknown model prefix", ["eval", "-m", "tv:resnet18", *FAST], "unknown model prefix 'tv'"),
+    Case("unknown timm model", ["eval", "-m", "timm:vit_tiny_patch16_244", *FAST], "Did you mean 'timm:vit_tiny_patch16_224'"),
+    Case("unknown timm tag", ["eval", "-m", "timm:resnet18.nosuchtag", *FAST], "Invalid pretrained tag"),
+    Case("unknown torchvision model", ["eval", "-m", "torchvision:resnet19", *FAST], "Did you mean 'torchvision:resnet18'"),
+    Case("prefix without a name", ["eval", "-m", "timm:", *FAST], "names no timm model"),
+    Case("model input size differs from the images", ["eval", "-m", "timm:test_vit", *FAST], "takes 160 px images but the run's images (synthetic) are 32 px; pass --img-size 32"),
+    Case("img-size on a fixed-size dataset", ["eval", "-m", "deit-nano", *FAST, "--img-size", "64"], "has 32 px images"),
+    Case("img-size not positive", ["eval", "-m", "deit-nano", *FAST, "--img-size", "0"], "--img-size must be a positive"),
+    Case("elliptical layers of a baseline", ["eval", "-m", "timm:test_vit", *FAST, "--img-size", "32", "--elliptical-layers", "1"], "is a baseline"),
+    Case("collapse of a model without tokens", ["collapse", "-m", "timm:test_resnet", *FAST, "--img-size", "32"], "collapse needs tokens"),
+    Case("vit without a checkpoint", ["eval", "-m", "vit", *FAST], "pass its weights with -c FILE"),
+    Case("vit without --heads", vit_without_heads, "pass --heads"),
+    Case("heads not dividing the width", vit_heads_not_dividing, "does not divide the width 32"),
+    Case("heads for no inferred model", ["eval", "-m", "deit-nano", *FAST, "--heads", "2"], "--heads applies to"),
+    Case("heads malformed", ["eval", "-m", "deit-nano", *FAST, "--heads", "four"], "--heads value 'four'"),
+    Case("unsupported ViT checkpoint", vit_with_register_tokens, "does not support: register tokens (reg_token)"),
+    Case("mean malformed", ["eval", "-m", "deit-nano", *FAST, "--mean", "0.5,x,0.5"], "--mean value '0.5,x,0.5'"),
+    Case("mean of two channels", ["eval", "-m", "deit-nano", *FAST, "--mean", "0.5,0.5"], "give 3 (R, G, B)"),
+    Case("std not positive", ["eval", "-m", "deit-nano", *FAST, "--std", "0"], "--std values must be positive"),
+    Case("mean count", ["eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "-m", "deit-micro", *FAST, "--mean", "0.5", "--mean", "0.5"], "2 --mean for 3 --model"),
+    Case("train another library's model", ["train", "-m", "timm:resnet18", "--out", "m.safetensors"], "trains ellrobust's ViTs"),
 ]
 
 

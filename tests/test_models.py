@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import naive_forward
 
 import ellrobust
 from ellrobust.models import MODELS, elliptical_metric, load_model
@@ -22,46 +22,6 @@ def _twin(name: str, **kw) -> tuple[torch.nn.Module, torch.nn.Module]:
     ell = load_model(f"{name}-elliptical", **kw)
     ell.load_state_dict(base.state_dict())
     return base, ell
-
-
-def naive_forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """DESIGN.md's formula with explicit loops over samples and heads and an explicit softmax.
-
-    Differentiable: ``m`` carries gradients only when the model's ``m_grad`` is ``full``.
-    """
-    cfg = model.cfg
-    H, D = cfg.num_heads, cfg.embed_dim // cfg.num_heads
-    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
-    x = model.patch_embed.proj((images - mean) / std).flatten(2).transpose(1, 2)
-    x = torch.cat([model.cls_token.expand(len(x), -1, -1), x], 1) + model.pos_embed
-    B, N, C = x.shape
-    v_prev = None
-    for layer, blk in enumerate(model.blocks):
-        h = blk.norm1(x)
-        W, b = blk.attn.qkv.weight, blk.attn.qkv.bias
-        out = torch.zeros_like(h)
-        v_this = torch.zeros(B, H, N, D)
-        for s in range(B):
-            for head in range(H):
-                q = h[s] @ W[head * D : (head + 1) * D].T + b[head * D : (head + 1) * D]
-                k = h[s] @ W[C + head * D : C + (head + 1) * D].T + b[C + head * D : C + (head + 1) * D]
-                v = h[s] @ W[2 * C + head * D : 2 * C + (head + 1) * D].T + b[2 * C + head * D : 2 * C + (head + 1) * D]
-                v_this[s, head] = v
-                if layer in cfg.elliptical_layers:
-                    m = torch.stack([(v[:, j] - v_prev[s, head][:, j]).abs().mean() for j in range(D)])
-                    if cfg.m_grad == "detach":
-                        m = m.detach()
-                    m = m / m.max()
-                    q = q * m
-                scores = q @ k.T / math.sqrt(D)
-                probs = torch.exp(scores - scores.max(dim=1, keepdim=True).values)
-                probs = probs / probs.sum(dim=1, keepdim=True)
-                out[s, :, head * D : (head + 1) * D] = probs @ v
-        x = x + blk.attn.proj(out)
-        x = x + blk.mlp(blk.norm2(x))
-        v_prev = v_this
-    return model.head(model.norm(x)[:, 0])
 
 
 @torch.no_grad()

@@ -12,7 +12,15 @@ from pathlib import Path
 import typer
 
 from ellrobust.cli import options
-from ellrobust.parsing import parse_elliptical_layers, parse_int_range, parse_name_list, parse_workers
+from ellrobust.parsing import (
+    parse_channels,
+    parse_checkpoints,
+    parse_elliptical_layers,
+    parse_heads,
+    parse_int_range,
+    parse_name_list,
+    parse_workers,
+)
 
 #: Parsing bounds only: CollapseConfig rejects negative layers, the stage checks each model's depth.
 _MAX_LAYER = 10_000
@@ -35,6 +43,10 @@ def register(app: typer.Typer) -> None:
         metrics: str = typer.Option("token_cosine,attention_entropy,effective_rank", "--metrics", help="Metrics, comma-separated; token_cosine alone is nearly free on top of a forward pass."),
         precision: str = typer.Option("fp32", "--precision", help="Precision of the measuring forward passes: fp32, tf32 or bf16 (clean accuracy stays fp32)."),
         elliptical_layers: list[str] = options.ELLIPTICAL_LAYERS,
+        heads: list[str] = options.HEADS,
+        mean: list[str] = options.MEAN,
+        std: list[str] = options.STD,
+        img_size: int | None = options.IMG_SIZE,
         workers: str = options.WORKERS,
         out: Path | None = options.OUT,
         json_out: bool = options.JSON,
@@ -70,7 +82,7 @@ def register(app: typer.Typer) -> None:
         )
         config = EvalConfig(
             models=tuple(model),
-            checkpoints=tuple(checkpoint),
+            checkpoints=parse_checkpoints(checkpoint),
             dataset=data,
             data_root=str(data_root) if data_root else None,
             n=n,
@@ -79,6 +91,10 @@ def register(app: typer.Typer) -> None:
             attacks=(),
             collapse=collapse,
             elliptical_layers=parse_elliptical_layers(elliptical_layers),
+            image_size=img_size,
+            heads=parse_heads(heads),
+            mean=parse_channels(mean, "--mean"),
+            std=parse_channels(std, "--std"),
             workers=parse_workers(workers),
             device=device,
         )

@@ -12,7 +12,16 @@ import typer
 
 from ellrobust.attacks import AttackRequest, make_request, validate_params
 from ellrobust.cli import options
-from ellrobust.parsing import parse_elliptical_layers, parse_eps_list, parse_int_range, parse_name_list, parse_workers
+from ellrobust.parsing import (
+    parse_channels,
+    parse_checkpoints,
+    parse_elliptical_layers,
+    parse_eps_list,
+    parse_heads,
+    parse_int_range,
+    parse_name_list,
+    parse_workers,
+)
 
 DEFAULT_SUITE = "quick"
 
@@ -77,6 +86,10 @@ def register(app: typer.Typer) -> None:
         memory_budget: float | None = typer.Option(None, "--memory-budget", help="GiB the decoded images may take in memory before they go to a memory-mapped file (default: half the available memory)."),
         precision: str = typer.Option("fp32", "--precision", help="Precision of the attack iterations: fp32, tf32 or bf16, or several side by side (bf16,fp32). Verdicts are always fp32."),
         elliptical_layers: list[str] = options.ELLIPTICAL_LAYERS,
+        heads: list[str] = options.HEADS,
+        mean: list[str] = options.MEAN,
+        std: list[str] = options.STD,
+        img_size: int | None = options.IMG_SIZE,
         collapse: bool = typer.Option(False, "--collapse", help="Add per-layer token cosine similarity, attention entropy and effective rank."),
         out: Path | None = options.OUT,
         json_out: bool = options.JSON,
@@ -125,7 +138,7 @@ def register(app: typer.Typer) -> None:
         n_value = n if n is not None else (loaded.n if loaded else None)
         config = EvalConfig(
             models=tuple(model),
-            checkpoints=tuple(checkpoint),
+            checkpoints=parse_checkpoints(checkpoint),
             dataset=data,
             data_root=str(data_root) if data_root else None,
             split=split,
@@ -144,6 +157,10 @@ def register(app: typer.Typer) -> None:
             memory_budget_gb=memory_budget,
             precision=parse_name_list(precision, "--precision"),
             elliptical_layers=parse_elliptical_layers(elliptical_layers),
+            image_size=img_size,
+            heads=parse_heads(heads),
+            mean=parse_channels(mean, "--mean"),
+            std=parse_channels(std, "--std"),
             collapse=CollapseConfig() if (collapse or (loaded and loaded.collapse)) else None,
             sanity=sanity,
             device=device,
@@ -192,4 +209,9 @@ def execute(config, out: Path | None):
     if not is_main_process():
         return None
     stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
+    if config.collapse is not None:
+        models = json.loads((run_dir / "run.json").read_text())["models"]
+        skipped = [name for name, info in models.items() if not info.get("tokens", True)]
+        if skipped:
+            stderr.print(f"collapse: not measured for {', '.join(skipped)} (no tokens); the other models were measured.")
     return result

@@ -12,9 +12,9 @@ from rich.table import Table
 def register(app: typer.Typer) -> None:
     @app.command("models")
     def models_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-        """List the registered architectures and the trained checkpoints that ship."""
+        """List the registered architectures, the trained checkpoints that ship, and the other ways to name a model."""
         from ellrobust.cli.render import stdout
-        from ellrobust.models import MODELS, SHIPPED, SHORT_NAMES
+        from ellrobust.models import MODELS, PREFIXES, SHIPPED, SHORT_NAMES
 
         rows = [
             {
@@ -36,8 +36,13 @@ def register(app: typer.Typer) -> None:
             shipped.append(
                 {"dataset": ck.dataset, "arch": ck.arch, "file": ck.filename, "available": ck.path.is_file(), "test_accuracy": meta.get("test_accuracy")}
             )
+        sources = [
+            {"name": "vit", "example": "-m vit -c deit_small.safetensors --heads 6", "description": _INFERRED_HELP},
+            {"name": "vit-elliptical", "example": "-m vit-elliptical -c deit_small.safetensors --heads 6", "description": _TWIN_HELP},
+            *({"name": f"{p.prefix}:NAME", "example": p.example, "description": p.description} for _, p in PREFIXES.items()),
+        ]
         if json_out:
-            typer.echo(json.dumps({"architectures": rows, "short_names": SHORT_NAMES, "shipped": shipped}, indent=1))
+            typer.echo(json.dumps({"architectures": rows, "short_names": SHORT_NAMES, "shipped": shipped, "your_own": sources}, indent=1))
             return
         table = Table(title="Architectures")
         for col in ("name", "params", "image", "patch", "width×depth×heads", "elliptical", "description"):
@@ -55,6 +60,12 @@ def register(app: typer.Typer) -> None:
             acc = f"{s['test_accuracy'] * 100:.1f}%" if isinstance(s["test_accuracy"], float) else ("missing" if not s["available"] else "")
             ship.add_row(s["dataset"], s["arch"], s["file"], acc)
         stdout.print(ship)
+        own = Table(title="Your own model (weights from local files only; nothing is downloaded)")
+        for col in ("--model", "example", "what"):
+            own.add_column(col)
+        for r in sources:
+            own.add_row(escape(r["name"]), escape(r["example"]), escape(r["description"]))
+        stdout.print(own)
 
     @app.command("datasets")
     def datasets_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
@@ -116,6 +127,13 @@ def register(app: typer.Typer) -> None:
             for c in corruptions:
                 ctable.add_row(c["name"], c.get("group", ""), c.get("set", ""))
             stdout.print(ctable)
+
+
+_INFERRED_HELP = (
+    "ellrobust's ViT built from the checkpoint's shapes (width, depth, patch, image size, classes; DeiT's distillation "
+    "token and DeiT-III's LayerScale included); the heads from --heads or the checkpoint's metadata"
+)
+_TWIN_HELP = "the elliptical twin of any plain ViT checkpoint: --elliptical-layers (default: every block after the first) or the metadata's"
 
 
 def _corruption_rows() -> list[dict]:

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import typer
 
-MODELS = typer.Option(..., "--model", "-m", help="Model name (repeat for several): deit, deit-elliptical, or any of `ellrobust models`.")
-CHECKPOINTS = typer.Option([], "--checkpoint", "-c", help="Weights for each --model, in order (.safetensors or weights-only .pth).")
+MODELS = typer.Option(
+    ..., "--model", "-m",
+    help="Model name (repeat for several): deit, deit-elliptical, any of `ellrobust models`, vit / vit-elliptical "
+    "(architecture read from the checkpoint), or timm:NAME / torchvision:NAME.",
+)
+CHECKPOINTS = typer.Option(
+    [], "--checkpoint", "-c",
+    help="Weights for each --model, in order (.safetensors or weights-only .pth); '-' for a model's default (shipped or random weights).",
+)
 DATA_ROOT = typer.Option(None, "--data-root", help="Folder holding the dataset (never downloaded).")
 BATCH_SIZE = typer.Option(128, help="Images per batch.")
 OUT = typer.Option(None, "--out", "-o", help="Run folder (default: reports/runs/<dataset>-<hash of the request>); re-running resumes it.")
@@ -16,4 +23,20 @@ ELLIPTICAL_LAYERS = typer.Option(
     [], "--elliptical-layers",
     help="0-based elliptical blocks, e.g. 1-11 (the default: every block after the first): once for every elliptical model, "
     "or once per --model in order ('-' keeps a model's default). Official elliptical checkpoints do not record them.",
+)
+HEADS = typer.Option(
+    [], "--heads",
+    help="Attention heads of `-m vit` / `-m vit-elliptical` (not in a checkpoint's shapes; checkpoints from `ellrobust train` record them): "
+    "once for all such models, or once per --model in order ('-' for the others).",
+)
+MEAN = typer.Option(
+    [], "--mean",
+    help="Normalisation mean inside the model, R,G,B (or one value): overrides the checkpoint's metadata or the pretrained config; "
+    "once for all models, or once per --model in order ('-' keeps a model's own).",
+)
+STD = typer.Option([], "--std", help="Normalisation std inside the model, like --mean.")
+IMG_SIZE = typer.Option(
+    None, "--img-size",
+    help="Side of the run's images: image folders are resized and cropped to it (default 224; other datasets have one size). "
+    "It also states the input size of timm/torchvision models (default: their pretrained config's).",
 )

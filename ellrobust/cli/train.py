@@ -24,6 +24,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Start from these weights (fine-tuning)."),
         reset_head: bool = typer.Option(False, "--reset-head", help="Start with a fresh classifier when the checkpoint's has another size."),
         elliptical_layers: str | None = typer.Option(None, "--elliptical-layers", help="0-based elliptical blocks of an elliptical model, e.g. 1-11 (default: every block after the first); recorded in the checkpoint."),
+        heads: int | None = typer.Option(None, "--heads", help="Attention heads of `-m vit` / `-m vit-elliptical` started from --checkpoint (architecture read from its shapes); recorded in the checkpoint."),
         precision: str = typer.Option("fp32", "--precision", help="fp32, tf32 or bf16 (autocast) for the training forward and backward passes; the test accuracy is measured in fp32."),
         device: str = typer.Option("cpu", help="Torch device."),
     ) -> None:
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
         from ellrobust.errors import UsageError
         from ellrobust.models import load_model
         from ellrobust.models.checkpoint import save_safetensors
+        from ellrobust.models.external import split_prefix
         from ellrobust.parsing import parse_elliptical_layers
         from ellrobust.precision import parse_precision
         from ellrobust.train import TrainConfig, checkpoint_metadata, train
@@ -52,6 +54,8 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--out {str(out)!r} is a folder; pass a file path ending in .safetensors.")
         if checkpoint is None and model in ("deit", "deit-elliptical"):
             raise UsageError(f"--model {model!r} is a short name for a trained model; train an architecture such as 'deit-micro' or 'deit-micro-elliptical'.")
+        if split_prefix(model) is not None:
+            raise UsageError(f"`ellrobust train` trains ellrobust's ViTs; {model!r} is another library's model (evaluate it with `ellrobust eval`).")
         train_data = load_dataset(data, "train", data_root)
         test_split = train_data.spec.eval_split
         test_data = load_dataset(data, test_split, data_root)
@@ -59,7 +63,7 @@ def register(app: typer.Typer) -> None:
         layers = parse_elliptical_layers([elliptical_layers])[0] if elliptical_layers is not None else None
         net = load_model(
             model, checkpoint=checkpoint, num_classes=train_data.num_classes, img_size=train_data.spec.image_size,
-            dataset=data, default_arch=train_data.spec.default_arch, reset_head=reset_head, elliptical_layers=layers,
+            dataset=data, default_arch=train_data.spec.default_arch, reset_head=reset_head, elliptical_layers=layers, heads=heads,
         )
         cfg = TrainConfig(
             epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,24 +23,29 @@ from ellrobust.registry import Registry
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: how to build a split, and the defaults that go with it."""
+    """A registered dataset: how to build a split, and the defaults that go with it.
+
+    ``build(split, root)`` makes a split at ``image_size``. A ``resizable`` dataset (decoded files,
+    resized and cropped) takes any size: its builder is ``build(split, root, image_size)``.
+    """
 
     name: str
     description: str
     image_size: int
     default_arch: str
     default_eps: tuple[float, ...]
-    build: Callable[[str, Path | None], Dataset]
+    build: Callable[..., Dataset]
     num_classes: int | None = None  # None: read from the data (image folders)
     needs_root: bool = False
     splits: tuple[str, ...] = ("train", "test")
     eval_split: str = "test"
     pixel_dtype: str = "float32"  # "uint8" where every image is 8-bit (decoded files): stored 4× smaller, losslessly
+    resizable: bool = False  # --img-size applies: the images are resized and cropped to any size
 
 
 @dataclass(frozen=True)
 class LoadedDataset:
-    """A built split plus what the results table records about it."""
+    """A built split plus what the results table records about it (``spec.image_size``: the size it was built at)."""
 
     spec: DatasetSpec
     split: str
@@ -55,12 +60,24 @@ class LoadedDataset:
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
-def load_dataset(name: str, split: str | None = None, root: str | os.PathLike | None = None) -> LoadedDataset:
-    """Build a split of a registered dataset (``split`` defaults to its evaluation split)."""
+def load_dataset(name: str, split: str | None = None, root: str | os.PathLike | None = None, image_size: int | None = None) -> LoadedDataset:
+    """Build a split of a registered dataset (``split`` defaults to its evaluation split).
+
+    ``image_size`` (``--img-size``) resizes an image folder's images to another side than the
+    dataset's default (the size is part of an image folder's digest: other pixels, other data).
+    Datasets stored at one size accept only that size.
+    """
     spec = DATASETS.get(name)
     split = split or spec.eval_split
     if split not in spec.splits:
         raise UsageError(f"dataset {name!r} has no split {split!r}; choose one of {', '.join(spec.splits)}.")
+    if image_size is not None and image_size != spec.image_size:
+        if not spec.resizable:
+            raise UsageError(
+                f"dataset {name!r} has {spec.image_size} px images; --img-size {image_size} applies to image folders "
+                f"(resized and cropped to it). Drop --img-size or pass {spec.image_size}."
+            )
+        spec = replace(spec, image_size=image_size)
     path = None
     if spec.needs_root:
         if root is None:
@@ -68,7 +85,7 @@ def load_dataset(name: str, split: str | None = None, root: str | os.PathLike | 
         path = Path(root).expanduser()
         if not path.is_dir():
             raise UsageError(f"--data-root {str(path)!r} is not a folder; pass the folder that holds the {name} data.")
-    ds = spec.build(split, path)
+    ds = spec.build(split, path, spec.image_size) if spec.resizable else spec.build(split, path)
     if len(ds) == 0:
         raise UsageError(f"dataset {name!r} split {split!r} at {str(path)!r} holds no images; check --data-root.")
     num_classes = spec.num_classes or len(ds.classes)
@@ -233,7 +250,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 class ImageFolderDataset(Dataset):
-    """``<root>/<class>/<image>`` files, indexed in one pass and decoded with the DeiT eval transform.
+    """``<root>/<class>/<image>`` files, indexed in one pass and decoded with the DeiT eval transform at ``image_size``.
 
     Why not torchvision's ``ImageFolder``: its listing is followed by a second pass over every file to
     stat it for the dataset digest, and at ImageNet scale (50 000 files) each pass costs seconds of
@@ -248,14 +265,14 @@ class ImageFolderDataset(Dataset):
     fixed or removed.
     """
 
-    def __init__(self, root: Path, transform) -> None:
+    def __init__(self, root: Path, image_size: int = 224) -> None:
         self.root = root
-        self.transform = transform
+        self.transform = deit_eval_transform(image_size)
         try:
             self.classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
         except OSError as exc:
             raise UsageError(f"{str(root)!r} is not a readable image folder ({exc}); expected <root>/<class>/<image>.JPEG.") from None
-        h = hashlib.sha256()
+        h = hashlib.sha256(f"size={image_size}\n".encode())  # the same files at another --img-size are other data
         self.samples: list[tuple[str, int]] = []
         for label, name in enumerate(self.classes):
             for folder, dirs, files in sorted(os.walk(root / name, followlinks=True)):
@@ -284,16 +301,16 @@ class ImageFolderDataset(Dataset):
             raise UsageError(f"image {path!r} cannot be read ({type(exc).__name__}); replace or remove it, then re-run (finished units are kept).") from None
 
 
-def _build_imagefolder(split: str, root: Path | None) -> Dataset:
+def _build_imagefolder(split: str, root: Path | None, image_size: int) -> Dataset:
     folder = root / split if root is not None and (root / split).is_dir() else root
-    return ImageFolderDataset(folder, deit_eval_transform())
+    return ImageFolderDataset(folder, image_size)
 
 
 DATASETS.add(
     "imagefolder",
     DatasetSpec(
         name="imagefolder",
-        description="ImageNet-style folder (<root>[/val]/<wnid>/*.JPEG), DeiT eval transform: resize 256 bicubic, crop 224",
+        description="ImageNet-style folder (<root>[/val]/<wnid>/*.JPEG), DeiT eval transform: resize 256 bicubic, crop 224 (--img-size S: resize S/0.875, crop S)",
         image_size=224,
         default_arch="deit-tiny",
         default_eps=(1 / 255, 2 / 255, 4 / 255),
@@ -302,5 +319,6 @@ DATASETS.add(
         splits=("val", "train"),
         eval_split="val",
         pixel_dtype="uint8",
+        resizable=True,
     ),
 )

@@ -1,19 +1,26 @@
-"""Models: the compact DeiT with elliptical attention, checkpoint I/O and the zoo."""
+"""Models: the compact DeiT with elliptical attention, checkpoint I/O, the zoo, and other libraries' classifiers."""
 
+from ellrobust.models.base import Classifier, TokenModel, has_tokens
 from ellrobust.models.checkpoint import convert_checkpoint, read_checkpoint, state_dict_digest
+from ellrobust.models.external import PREFIXES
 from ellrobust.models.vit import MGrad, VisionTransformer, ViTConfig, elliptical_metric
-from ellrobust.models.zoo import MODELS, SHIPPED, SHORT_NAMES, ModelSpec, load_model, resolve_name
+from ellrobust.models.zoo import INFERRED, MODELS, SHIPPED, SHORT_NAMES, ModelSpec, load_model, resolve_name
 
 __all__ = [
+    "Classifier",
+    "INFERRED",
     "MGrad",
     "MODELS",
+    "PREFIXES",
     "ModelSpec",
     "SHIPPED",
     "SHORT_NAMES",
+    "TokenModel",
     "ViTConfig",
     "VisionTransformer",
     "convert_checkpoint",
     "elliptical_metric",
+    "has_tokens",
     "load_model",
     "read_checkpoint",
     "resolve_name",

@@ -24,7 +24,8 @@ from ellrobust.results import default_mode
 
 #: Keys under which training scripts (DeiT's, the official Elliptical Attention code's) nest weights.
 NESTED_KEYS = ("model", "state_dict", "model_state_dict")
-HEAD_KEYS = ("head.weight", "head.bias")
+#: The classifiers of ellrobust's ViT (``head_dist``: DeiT's distillation head).
+HEAD_MODULES = ("head", "head_dist")
 
 
 def _is_state_dict(obj: object) -> bool:
@@ -87,9 +88,9 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> tuple[di
     return state, meta
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, num_patches: int) -> torch.Tensor:
-    """Bicubically resample (1, 1 + g², C) position embeddings to another square grid, class token kept."""
-    cls, grid = pos_embed[:, :1], pos_embed[:, 1:]
+def resample_pos_embed(pos_embed: torch.Tensor, num_patches: int, num_prefix: int = 1) -> torch.Tensor:
+    """Bicubically resample (1, P + g², C) position embeddings to another square grid, the P prefix rows kept."""
+    prefix, grid = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
     old = int(round(grid.shape[1] ** 0.5))
     new = int(round(num_patches**0.5))
     if old * old != grid.shape[1] or new * new != num_patches:
@@ -97,42 +98,75 @@ def resample_pos_embed(pos_embed: torch.Tensor, num_patches: int) -> torch.Tenso
     grid = grid.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
     grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False, antialias=True)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new * new, -1).to(pos_embed.dtype)
-    return torch.cat([cls, grid], dim=1)
+    return torch.cat([prefix, grid], dim=1)
 
 
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, reset_head: bool = False, source: str = "checkpoint") -> None:
-    """Load ``state`` into ``model`` strictly; any mismatch raises with the full key report.
+    """Load ``state`` into ellrobust's ViT strictly; any mismatch raises with the full key report.
 
     Position embeddings of another grid size are resampled. A classifier of another size is an
-    error unless ``reset_head`` is set, in which case the model keeps its freshly initialised head.
+    error unless ``reset_head`` is set, in which case the model keeps its freshly initialised head(s).
     """
     own = model.state_dict()
     state = dict(state)
     if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
         if state["pos_embed"].shape[-1] == own["pos_embed"].shape[-1]:
-            state["pos_embed"] = resample_pos_embed(state["pos_embed"], own["pos_embed"].shape[1] - 1)
+            cfg = model.cfg
+            prefix = cfg.num_prefix_tokens if cfg.class_pos_embed else 0
+            state["pos_embed"] = resample_pos_embed(state["pos_embed"], cfg.num_patches, prefix)
     if reset_head:
-        for key in HEAD_KEYS:
-            state.pop(key, None)
+        for key in (k for k in own if k.split(".")[0] in HEAD_MODULES):
             state[key] = own[key]
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if state[k].shape != own[k].shape
-    )
+    shapes = _shape_mismatches(own, state)
     if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_abbrev(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_abbrev(unexpected)}")
-        if shapes:
-            parts.append(f"wrong shapes: {_abbrev(shapes)}")
-        fix = " Pass --reset-head to fine-tune with a new classifier." if shapes and all(s.startswith("head.") for s in shapes) and not (missing or unexpected) else " Check --model matches the checkpoint's architecture."
-        raise CheckpointError(f"{source} does not fit the model ({'; '.join(parts)}).{fix}")
+        heads_only = shapes and all(s.split(".")[0] in HEAD_MODULES for s in shapes) and not (missing or unexpected)
+        fix = " Pass --reset-head to fine-tune with a new classifier." if heads_only else " Check --model matches the checkpoint's architecture."
+        raise CheckpointError(f"{source} does not fit the model ({mismatch_report(missing, unexpected, shapes)}).{fix}")
     model.load_state_dict(state, strict=True)
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint", fix: str = "") -> None:
+    """Load ``state`` into any module strictly; any mismatch raises with the same key report as :func:`load_weights`.
+
+    Missing and unexpected keys are the module's own verdict (``load_state_dict`` with its loading
+    hooks, e.g. BatchNorm's ``num_batches_tracked`` of old checkpoints), so nothing the module accepts
+    is refused and nothing it would leave uninitialised passes.
+
+    Args:
+        module: the model to fill.
+        state: the weights.
+        source: how the message names the weights.
+        fix: a sentence appended to the message (what to check).
+    """
+    shapes = _shape_mismatches(module.state_dict(), state)
+    if shapes:
+        own = module.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    else:
+        result = module.load_state_dict(state, strict=False)
+        missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
+    if missing or unexpected or shapes:
+        raise CheckpointError(f"{source} does not fit the model ({mismatch_report(missing, unexpected, shapes)}).{' ' + fix if fix else ''}")
+
+
+def _shape_mismatches(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> list[str]:
+    return sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in set(own) & set(state) if state[k].shape != own[k].shape
+    )
+
+
+def mismatch_report(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    """``missing keys: …; unexpected keys: …; wrong shapes: …`` (each abbreviated), for one-line errors."""
+    parts = []
+    if missing:
+        parts.append(f"missing keys: {_abbrev(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys: {_abbrev(unexpected)}")
+    if shapes:
+        parts.append(f"wrong shapes: {_abbrev(shapes)}")
+    return "; ".join(parts)
 
 
 def _abbrev(items: list[str], limit: int = 6) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 import torch
@@ -39,7 +39,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ViTConfig:
-    """Architecture of a DeiT-style ViT. ``elliptical_layers`` lists the 0-based elliptical blocks."""
+    """Architecture of a DeiT-style ViT. ``elliptical_layers`` lists the 0-based elliptical blocks.
+
+    The three flags cover the plain ViT variants whose checkpoints ellrobust loads (timm's names):
+
+    * ``distilled``: DeiT's distillation token (``dist_token``) after the class token, with a second
+      classifier (``head_dist``) on it; the logits are the mean of both heads, as in timm at inference.
+    * ``layer_scale``: a learned per-channel scale on each residual branch (``ls1.gamma``,
+      ``ls2.gamma``; DeiT-III, CaiT).
+    * ``class_pos_embed``: position embeddings cover the prefix tokens as well (DeiT, original ViT);
+      False adds them to the patches only, before the prefix tokens are prepended (DeiT-III,
+      timm's ``no_embed_class``).
+    """
 
     img_size: int = 224
     patch_size: int = 16
@@ -53,6 +64,9 @@ class ViTConfig:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     m_grad: MGrad = MGrad.DETACH
+    distilled: bool = False
+    layer_scale: bool = False
+    class_pos_embed: bool = True
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
@@ -70,6 +84,25 @@ class ViTConfig:
     @property
     def num_patches(self) -> int:
         return self.grid_size**2
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: the class token, and the distillation token if any."""
+        return 1 + int(self.distilled)
+
+    @property
+    def pos_embed_tokens(self) -> int:
+        """Rows of the position embeddings: the patches, plus the prefix tokens when they have positions."""
+        return self.num_patches + (self.num_prefix_tokens if self.class_pos_embed else 0)
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.embed_dim * self.mlp_ratio)
+
+    def describe(self) -> dict:
+        """The architecture as JSON-ready data (``m_grad`` is an attack setting, not architecture)."""
+        out = {k: (v.value if isinstance(v, StrEnum) else v) for k, v in asdict(self).items() if k != "m_grad"}
+        return {"library": "ellrobust", **{k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}}
 
 
 def _norm_fuses_abs(device: torch.device) -> bool:
@@ -237,7 +270,7 @@ class BlockOutput:
     """Everything one block produces; the engine's feature API reads from here, never from modules."""
 
     x: torch.Tensor  # residual stream after the block, (B, N, C)
-    attn_out: torch.Tensor  # attention branch output before the residual add, (B, N, C)
+    attn_out: torch.Tensor  # attention branch output before the residual add (after LayerScale), (B, N, C)
     attn_in: torch.Tensor  # normed input of the attention, (B, N, C)
     q: torch.Tensor  # this block's queries as the attention used them (⊙ m if elliptical), (B, H, N, D)
     k: torch.Tensor  # this block's keys, (B, H, N, D)
@@ -245,21 +278,37 @@ class BlockOutput:
     m: torch.Tensor | None  # elliptical metric, (B, H, 1, D), or None for standard attention
 
 
+class LayerScale(nn.Module):
+    """A learned per-channel scale of a residual branch (DeiT-III); ``gamma`` is timm's name."""
+
+    def __init__(self, dim: int, init: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
 class Block(nn.Module):
     """Pre-norm transformer block; takes and returns the previous layer's values explicitly."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, *, elliptical: bool, m_grad: MGrad) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_hidden: int, *, elliptical: bool, m_grad: MGrad, layer_scale: bool = False
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads, elliptical=elliptical, m_grad=m_grad)
+        self.ls1 = LayerScale(dim) if layer_scale else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.mlp = Mlp(dim, mlp_hidden)
+        self.ls2 = LayerScale(dim) if layer_scale else nn.Identity()
 
     def forward(self, x: torch.Tensor, v_prev: torch.Tensor | None) -> BlockOutput:
         h = self.norm1(x)
         a, q, k, v, m = self.attn(h, v_prev)
+        a = self.ls1(a)
         x = x + a
-        x = x + self.mlp(self.norm2(x))
+        x = x + self.ls2(self.mlp(self.norm2(x)))
         return BlockOutput(x=x, attn_out=a, attn_in=h, q=q, k=k, v=v, m=m)
 
 
@@ -288,7 +337,11 @@ class PatchEmbed(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """DeiT: class token, learned position embeddings, pre-norm blocks, linear head on the class token."""
+    """DeiT: class token, learned position embeddings, pre-norm blocks, linear head on the class token.
+
+    Optionally DeiT's distillation token and head, and DeiT-III's LayerScale and patch-only position
+    embeddings (:class:`ViTConfig`).
+    """
 
     def __init__(self, cfg: ViTConfig, *, initialize: bool = True) -> None:
         """Build the model; ``initialize=False`` skips the random initialisation (seconds for DeiT-Base on
@@ -298,20 +351,24 @@ class VisionTransformer(nn.Module):
         self.normalize = Normalize(cfg.mean, cfg.std)
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.in_chans, cfg.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_patches + 1, cfg.embed_dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim)) if cfg.distilled else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_embed_tokens, cfg.embed_dim))
         ell = set(cfg.elliptical_layers)
         self.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, elliptical=i in ell, m_grad=cfg.m_grad)
+            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_hidden, elliptical=i in ell, m_grad=cfg.m_grad, layer_scale=cfg.layer_scale)
             for i in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
+        self.head_dist = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.distilled else None
         if initialize:
             self._init_weights()
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
+        if self.dist_token is not None:
+            nn.init.trunc_normal_(self.dist_token, std=0.02)
         for mod in self.modules():
             if isinstance(mod, nn.Linear):
                 nn.init.trunc_normal_(mod.weight, std=0.02)
@@ -325,16 +382,40 @@ class VisionTransformer(nn.Module):
     def is_elliptical(self) -> bool:
         return bool(self.cfg.elliptical_layers)
 
+    @property
+    def depth(self) -> int:
+        return self.cfg.depth
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return self.cfg.num_prefix_tokens
+
+    @property
+    def input_size(self) -> int:
+        return self.cfg.img_size
+
+    def describe(self) -> dict:
+        return self.cfg.describe()
+
     def set_m_grad(self, m_grad: MGrad | str) -> None:
         """Switch every elliptical layer between the paper's detached ``m`` and the adaptive mode."""
         for blk in self.blocks:
             blk.attn.m_grad = MGrad(m_grad)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images (B, 3, S, S) -> tokens (B, 1 + g², C) with class token and positions."""
+        """[0, 1] images (B, 3, S, S) -> tokens (B, P + g², C) with the P prefix tokens and positions."""
         x = self.patch_embed(self.normalize(images))
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
-        return torch.cat([cls, x], dim=1) + self.pos_embed
+        prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls_token, self.dist_token) if t is not None]
+        if self.cfg.class_pos_embed:
+            return torch.cat([*prefix, x], dim=1) + self.pos_embed
+        return torch.cat([*prefix, x + self.pos_embed], dim=1)
+
+    def classify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Final normed tokens (B, N, C) -> logits: the class token's head, averaged with the distillation head's."""
+        logits = self.head(tokens[:, 0])
+        if self.head_dist is not None:
+            logits = (logits + self.head_dist(tokens[:, 1])) / 2
+        return logits
 
     def forward_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[BlockOutput]]:
         """Run every block and keep each block's outputs: the explicit intermediate-feature API.
@@ -357,4 +438,4 @@ class VisionTransformer(nn.Module):
         for blk in self.blocks:
             out = blk(x, v_prev)
             x, v_prev = out.x, out.v
-        return self.head(self.norm(x)[:, 0])
+        return self.classify(self.norm(x))

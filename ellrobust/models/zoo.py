@@ -8,8 +8,12 @@ from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
+from torch import nn
+
 from ellrobust.errors import UsageError
 from ellrobust.models.checkpoint import load_weights, read_checkpoint
+from ellrobust.models.external import PREFIXES, ExternalRequest, split_prefix
+from ellrobust.models.infer import infer_config
 from ellrobust.models.vit import MGrad, VisionTransformer, ViTConfig
 from ellrobust.registry import Registry, unknown_choice
 
@@ -32,10 +36,11 @@ class ModelSpec:
 
 def _count(c: ViTConfig) -> int:
     """Exact parameter count of the architecture, without building it."""
-    d, h = c.embed_dim, int(c.embed_dim * c.mlp_ratio)
-    block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d)
-    embed = c.in_chans * c.patch_size**2 * d + d + d + (c.num_patches + 1) * d
-    return embed + c.depth * block + 2 * d + d * c.num_classes + c.num_classes
+    d, h = c.embed_dim, c.mlp_hidden
+    block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d) + (2 * d if c.layer_scale else 0)
+    embed = c.in_chans * c.patch_size**2 * d + d + c.num_prefix_tokens * d + c.pos_embed_tokens * d
+    heads = (1 + int(c.distilled)) * (d * c.num_classes + c.num_classes)
+    return embed + c.depth * block + 2 * d + heads
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -110,13 +115,33 @@ def default_checkpoint(name: str, *, dataset: str, default_arch: str) -> Shipped
     return shipped_checkpoint(dataset, resolve_name(name, default_arch=default_arch))
 
 
+#: Names that build ellrobust's ViT from a checkpoint's shapes (:mod:`ellrobust.models.infer`), and
+#: whether the result is elliptical: ``vit-elliptical`` is the elliptical twin of any plain ViT.
+INFERRED = {"vit": False, "vit-elliptical": True}
+
+
 def resolve_name(name: str, *, default_arch: str = "deit-micro") -> str:
     """Map a short name (``deit``, ``deit-elliptical``) to an architecture; check any other name exists."""
     if name in SHORT_NAMES:
         return default_arch + SHORT_NAMES[name]
     if name not in MODELS:
-        raise UsageError(unknown_choice("model", name, list(SHORT_NAMES) + MODELS.names()) + " List them with `ellrobust models`.")
+        choices = list(SHORT_NAMES) + MODELS.names() + list(INFERRED) + [f"{p}:NAME" for p in PREFIXES.names()]
+        raise UsageError(unknown_choice("model", name, choices) + " List them with `ellrobust models`.")
     return name
+
+
+def is_elliptical_name(name: str, *, default_arch: str = "deit-micro") -> bool:
+    """Whether ``name`` builds an elliptical model (before building it): what ``--elliptical-layers`` applies to."""
+    if split_prefix(name) is not None:
+        return False
+    if name in INFERRED:
+        return INFERRED[name]
+    return MODELS.get(resolve_name(name, default_arch=default_arch)).elliptical
+
+
+def infers_architecture(name: str) -> bool:
+    """Whether ``name`` builds its architecture from the checkpoint (``vit``, ``vit-elliptical``): what ``--heads`` applies to."""
+    return name in INFERRED
 
 
 def load_model(
@@ -130,31 +155,60 @@ def load_model(
     default_arch: str = "deit-micro",
     elliptical_layers: tuple[int, ...] | None = None,
     reset_head: bool = False,
-):
+    heads: int | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+) -> nn.Module:
     """Build a model, in eval mode, that takes [0, 1] images and returns logits.
 
     ``load_model("deit-elliptical")`` returns the shipped trained model for the embedded dataset
     (likewise ``"deit"``); an architecture name without ``checkpoint`` is randomly initialised.
+    ``load_model("vit", checkpoint=..., heads=6)`` builds ellrobust's ViT from the checkpoint's
+    shapes; ``load_model("timm:resnet50", checkpoint=...)`` wraps a timm (or ``torchvision:``)
+    classifier (:mod:`ellrobust.models.external`).
 
     Args:
-        name: an architecture (``ellrobust models``) or a short name resolved to ``default_arch``.
+        name: an architecture (``ellrobust models``), a short name resolved to ``default_arch``,
+            ``vit``/``vit-elliptical``, or ``PREFIX:NAME`` of another library.
         checkpoint: weights to load strictly (``.safetensors`` or weights-only ``.pth``).
         num_classes: classifier size; defaults to the checkpoint's, else the architecture's.
-        img_size: input size; position embeddings of a checkpoint are resampled to it.
+        img_size: input size; position embeddings of a checkpoint are resampled to it (ellrobust's
+            ViTs); another library's model is built for it (None: its pretrained config's).
         m_grad: ``"detach"`` (the paper) or ``"full"`` (gradients flow through the metric ``m``).
         dataset: whose shipped checkpoint a short name picks up when ``checkpoint`` is None.
         default_arch: the baseline architecture that short names resolve to.
-        elliptical_layers: override which blocks are elliptical (elliptical architectures only).
+        elliptical_layers: which blocks are elliptical (elliptical models only); None: the
+            checkpoint's metadata, else every block after the first.
         reset_head: keep a fresh classifier when the checkpoint's has another size.
+        heads: attention heads of ``vit``/``vit-elliptical`` (not in a checkpoint's shapes).
+        mean, std: normalisation inside the model, overriding the checkpoint's metadata or the
+            pretrained config.
     """
-    arch = resolve_name(name, default_arch=default_arch)
-    spec = MODELS.get(arch)
-    if checkpoint is None:
-        shipped = default_checkpoint(name, dataset=dataset, default_arch=default_arch)
-        checkpoint = shipped.path if shipped else None
-    state, meta = read_checkpoint(checkpoint) if checkpoint is not None else ({}, {})
-    meta = {k: _maybe_json(v) for k, v in meta.items()}
-    cfg = spec.config
+    external = split_prefix(name)
+    if external is not None:
+        entry, library_name = external
+        if elliptical_layers is not None:
+            raise UsageError(f"model {name!r} is a baseline and has no elliptical layers; the elliptical twin of a ViT checkpoint is `-m vit-elliptical -c FILE`.")
+        if reset_head or heads is not None:
+            raise UsageError(f"model {name!r}: {'--reset-head' if reset_head else '--heads'} applies to ellrobust's ViTs only.")
+        return entry.build(ExternalRequest(library_name, checkpoint, num_classes, img_size, mean, std))
+    if heads is not None and name not in INFERRED:
+        raise UsageError(f"--heads applies to `-m vit` and `-m vit-elliptical` (the heads of {name!r} are known).")
+    if name in INFERRED:
+        if checkpoint is None:
+            raise UsageError(f"-m {name} builds the ViT from a checkpoint's shapes; pass its weights with -c FILE (--checkpoint).")
+        state, meta = _read(checkpoint)
+        hint = f" Evaluate it as a baseline with `-m timm:NAME -c {checkpoint}`."
+        cfg = infer_config(state, meta, heads=heads, source=f"checkpoint {str(checkpoint)!r}", hint=hint)
+        elliptical, label = INFERRED[name], name
+    else:
+        label = resolve_name(name, default_arch=default_arch)
+        spec = MODELS.get(label)
+        if checkpoint is None:
+            shipped = default_checkpoint(name, dataset=dataset, default_arch=default_arch)
+            checkpoint = shipped.path if shipped else None
+        state, meta = _read(checkpoint) if checkpoint is not None else ({}, {})
+        cfg, elliptical = spec.config, spec.elliptical
     changes: dict[str, object] = {"m_grad": MGrad(m_grad)}
     if num_classes is not None:
         changes["num_classes"] = num_classes
@@ -162,18 +216,31 @@ def load_model(
         changes["num_classes"] = state["head.weight"].shape[0]
     if img_size is not None:
         changes["img_size"] = img_size
+    if elliptical_layers is not None and not elliptical:
+        raise UsageError(f"model {label!r} is not elliptical; pick its elliptical twin ('-elliptical') to set elliptical layers.")
+    recorded = meta.get("elliptical_layers")
     if elliptical_layers is not None:
-        if not spec.elliptical:
-            raise UsageError(f"model {arch!r} is not elliptical; pick its '-elliptical' twin to set elliptical layers.")
         changes["elliptical_layers"] = tuple(elliptical_layers)
-    for key in ("mean", "std"):
-        if key in meta:
+    elif elliptical and isinstance(recorded, list) and recorded:
+        changes["elliptical_layers"] = tuple(int(i) for i in recorded)  # as trained (`ellrobust train` records them)
+    elif elliptical:
+        changes["elliptical_layers"] = tuple(range(1, cfg.depth))
+    for key, given in (("mean", mean), ("std", std)):
+        if given is not None:
+            changes[key] = tuple(given)
+        elif key in meta:
             changes[key] = tuple(meta[key])
     try:
         cfg = replace(cfg, **changes)
     except ValueError as exc:
-        raise UsageError(f"invalid settings for model {arch!r}: {exc}.") from None
+        raise UsageError(f"invalid settings for model {label!r}: {exc}.") from None
     model = VisionTransformer(cfg, initialize=checkpoint is None or reset_head)
     if checkpoint is not None:
         load_weights(model, state, reset_head=reset_head, source=f"checkpoint {str(checkpoint)!r}")
     return model.eval()
+
+
+def _read(checkpoint: str | os.PathLike) -> tuple[dict, dict[str, object]]:
+    """A checkpoint's state dict and its metadata with JSON values decoded."""
+    state, meta = read_checkpoint(checkpoint)
+    return state, {k: _maybe_json(v) for k, v in meta.items()}

@@ -212,6 +212,17 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
+def _architecture(cfg: dict) -> str:
+    """One cell: ellrobust's ViT as width×depth×heads (and its variants), another library's model by its name."""
+    if not cfg:
+        return ""
+    size = f"{cfg['img_size']} px" if cfg.get("img_size") else "any size"
+    if cfg.get("library", "ellrobust") != "ellrobust":
+        return f"{cfg['library']} {cfg.get('name', '?')} ({cfg.get('class', '?')}), {size}"
+    variants = [v for v, on in (("distilled", cfg.get("distilled")), ("LayerScale", cfg.get("layer_scale"))) if on]
+    return f"{cfg['embed_dim']}×{cfg['depth']}×{cfg['num_heads']}, patch {cfg['patch_size']}, {size}" + "".join(f", {v}" for v in variants)
+
+
 def _models_table(run: Run) -> Table:
     """Models with checkpoint digests (from run.json, else from the results' checkpoint column)."""
     models = run.meta.get("models") or {}
@@ -228,17 +239,12 @@ def _models_table(run: Run) -> Table:
     out = []
     for name, info in models.items():
         cfg = info.get("config") or {}
-        arch = (
-            f"{cfg['embed_dim']}×{cfg['depth']}×{cfg['num_heads']}, patch {cfg['patch_size']}, {cfg['img_size']} px"
-            if cfg
-            else ""
-        )
         elliptical = {True: "yes", False: "no"}.get(info.get("elliptical"), "?")
         layers = ", ".join(map(str, cfg.get("elliptical_layers") or [])) or ("none" if cfg else "")
         out.append(
-            (name, info.get("checkpoint", "?"), info.get("weights") or files.get(name) or "?", elliptical, arch, layers)
+            (name, info.get("checkpoint", "?"), info.get("weights") or files.get(name) or "?", elliptical, _architecture(cfg), layers)
         )
-    headers = ("model", "checkpoint digest", "weights", "elliptical", "width×depth×heads", "elliptical layers")
+    headers = ("model", "checkpoint digest", "weights", "elliptical", "architecture", "elliptical layers")
     return Table(headers, tuple(out), (Align.LEFT,) * len(headers))
 
 

@@ -10,8 +10,8 @@ attacked. This is sound (robust accuracy can only get lower, i.e. the evaluation
 saves most of the work at large budgets. ``Unit.prior`` records the smaller budgets, so a unit is
 never reused from a run with another list of budgets.
 
-With ``--collapse``, each unit also measures representation collapse on its adversarial images
-(rows with the attack's method, eps and m_grad). These are the clean-correct images only, so they
+With ``--collapse``, each unit of a model with tokens also measures representation collapse on its
+adversarial images (rows with the attack's method, eps and m_grad). These are the clean-correct images only, so they
 are a different image set from the clean collapse rows (method ``collapse``), which use every image.
 """
 
@@ -72,7 +72,7 @@ class AttackStage:
         else:
             request = AttackRequest(unit.method, json.loads(unit.params))
         collapse = None
-        if ctx.config.collapse is not None and not large:
+        if ctx.config.collapse is not None and not large and lm.tokens:
             collapse = CollapseAccumulator(model, ctx.config.collapse, unit.model)
         local: dict[int, int] = {}
         stats = {"max_norm": 0.0, "lo": 1.0, "hi": 0.0}

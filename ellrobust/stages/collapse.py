@@ -3,14 +3,15 @@
 Collapse on adversarial images is measured by the attack stage itself, on the images it attacks
 (see :mod:`ellrobust.stages.attack`), so both share one :class:`~ellrobust.collapse.CollapseConfig`.
 The per-image values are kept in the unit result: every model measures every selected image here,
-so the engine derives paired differences between models from them.
+so the engine derives paired differences between models from them. Models without tokens (CNN
+baselines) have no collapse units (:func:`~ellrobust.collapse.token_models`).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ellrobust.collapse import CollapseAccumulator
+from ellrobust.collapse import CollapseAccumulator, token_models
 from ellrobust.context import RunContext, Unit, UnitResult
 
 
@@ -19,9 +20,10 @@ class CollapseStage:
         config = ctx.config.collapse
         if config is None:
             return []
-        for name, lm in ctx.models.items():
-            config.resolve_layers(lm.module.cfg.depth, name)  # a bad --layers fails before any collapse unit runs
-        return [Unit("collapse", name, "collapse", config.unit_params()) for name in ctx.models]
+        names = token_models({name: lm.module for name, lm in ctx.models.items()})
+        for name in names:
+            config.resolve_layers(ctx.models[name].module.depth, name)  # a bad --layers fails before any collapse unit runs
+        return [Unit("collapse", name, "collapse", config.unit_params()) for name in names]
 
     @torch.no_grad()
     def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
