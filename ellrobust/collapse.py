@@ -136,22 +136,19 @@ class MetricKey:
     head: int | None = None
 
 
-def value_key(metric: str, layer: int | None, head: int | None = None, layers: tuple[int, ...] = ()) -> str:
-    """The name of a per-image value series in a unit result: ``token_cosine|3|``, ``token_cosine|later|3,4,5``.
+def value_key(metric: str, layer: int | None, head: int | None = None) -> str:
+    """The name of a per-image value series in a unit result: ``token_cosine|3|``, ``token_cosine|later|``.
 
-    ``layer`` None with ``layers`` names the mean over those layers (the later-half summary).
+    ``layer`` None names the mean over the later half of the measured layers (the summary), whatever
+    the depth, so models of different depths pair on it.
     """
-    where = "later" if layer is None else str(layer)
-    last = ",".join(map(str, layers)) if layer is None else ("" if head is None else str(head))
-    return f"{metric}|{where}|{last}"
+    return f"{metric}|{'later' if layer is None else layer}|{'' if head is None else head}"
 
 
-def parse_value_key(key: str) -> tuple[str, int | None, int | None, tuple[int, ...]]:
-    """(metric, layer, head, layers) of a :func:`value_key`."""
-    metric, where, last = key.split("|")
-    if where == "later":
-        return metric, None, None, tuple(int(i) for i in last.split(",") if i)
-    return metric, int(where), (int(last) if last else None), ()
+def parse_value_key(key: str) -> tuple[str, int | None, int | None]:
+    """(metric, layer, head) of a :func:`value_key`."""
+    metric, where, head = key.split("|")
+    return metric, None if where == "later" else int(where), int(head) if head else None
 
 
 def later_half(layers: tuple[int, ...], depth: int) -> tuple[int, ...]:
@@ -283,7 +280,7 @@ class CollapseAccumulator:
         if self.summary_layers and keys:
             for metric in self.config.metrics:
                 parts = [out[value_key(metric.value, layer)] for layer in self.summary_layers]
-                out[value_key(metric.value, None, layers=self.summary_layers)] = np.mean(parts, axis=0)
+                out[value_key(metric.value, None)] = np.mean(parts, axis=0)
         return out
 
     def values(self, size: int) -> dict[str, list[float | None]]:
@@ -307,7 +304,8 @@ class CollapseAccumulator:
         """
         rows = []
         for name, series in self._series(size).items():
-            metric, layer, head, layers = parse_value_key(name)
+            metric, layer, head = parse_value_key(name)
+            layers = self.summary_layers if layer is None else ()
             measured = series[~np.isnan(series)]
             if measured.size == 0:
                 continue

@@ -25,7 +25,7 @@ from itertools import combinations
 import numpy as np
 
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD, sanity_rows
-from ellrobust.collapse import parse_value_key
+from ellrobust.collapse import later_half, parse_value_key
 from ellrobust.context import RunContext, Unit, UnitResult
 from ellrobust.metrics.stats import (
     detectable_difference,
@@ -167,17 +167,24 @@ def collapse_difference_rows(ctx: RunContext, finished: list[tuple[Unit, UnitRes
     per_model = {unit.model: result.values for unit, result in finished if unit.stage == "collapse" and result.values}
     config = ctx.config.collapse
     rows = []
+
+    def summary_layers(model: str) -> tuple[int, ...]:
+        depth = ctx.models[model].module.depth
+        return later_half(config.resolve_layers(depth, model), depth)
+
     for a, b in combinations([m for m in ctx.models if m in per_model], 2):
         for key in per_model[a]:
             if key not in per_model[b]:
                 continue
-            metric, layer, head, layers = parse_value_key(key)
+            metric, layer, head = parse_value_key(key)
             va, vb = (np.asarray([np.nan if v is None else v for v in per_model[m][key]], dtype=float) for m in (a, b))
             both = ~(np.isnan(va) | np.isnan(vb))
             if both.sum() < 2:
                 continue
             mean, low, high = mean_interval(va[both] - vb[both])
-            params = config.row_params(head) | ({"layers": list(layers)} if layers else {})
+            params = config.row_params(head)
+            if layer is None:  # the later-half summary: each model's own later half (depths may differ)
+                params |= {"layers": list(summary_layers(a)), "baseline_layers": list(summary_layers(b))}
             common = {
                 "model": a,
                 "baseline": b,

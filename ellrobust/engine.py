@@ -212,18 +212,24 @@ class Evaluation:
             data = load_dataset(cfg.dataset, cfg.split, cfg.data_root, cfg.image_size)
             indices = select_indices(len(data), cfg.n, cfg.seed)
             self.startup["index_s"] = time.perf_counter() - tick
+            # The models are loaded on the CPU before any image is decoded: a model that cannot run
+            # (a bad checkpoint, another input size) fails in seconds, not after decoding the data.
+            # Forked workers share their pages untouched; CUDA is reached only after the fork.
+            tick = time.perf_counter()
+            models = load_models(cfg, data, "cpu")
+            self.startup["models_s"] = time.perf_counter() - tick
             store, pool = self._open_store(data, indices, dist)
             try:
                 with pool:
-                    return self._run(data, indices, store, pool, dist, started)
+                    return self._run(data, indices, models, store, pool, dist, started)
             finally:
                 store.close()
 
     def _open_store(self, data: LoadedDataset, indices: list[int], dist):
         """Decode the selected images once into the run's store, through the run's one worker pool.
 
-        The pool is forked after the store's memory exists (so workers share it) and before the
-        models are loaded (so workers stay small and never hold a CUDA context).
+        The pool is forked after the store's memory exists (so workers share it) and while the models
+        are still on the CPU (so workers never hold a CUDA context).
         """
         cfg = self.config
         tick = time.perf_counter()
@@ -255,11 +261,10 @@ class Evaluation:
         self.startup.update(decode_s=time.perf_counter() - tick, decoded_images=store.decoded, workers=workers, store=store.location)
         return store, pool
 
-    def _run(self, data: LoadedDataset, indices: list[int], store, pool: WorkerPool, dist, started: float) -> RunResult:
+    def _run(self, data: LoadedDataset, indices: list[int], models: dict[str, LoadedModel], store, pool: WorkerPool, dist, started: float) -> RunResult:
         cfg = self.config
-        tick = time.perf_counter()
-        models = load_models(cfg, data, dist.device(cfg.device))
-        self.startup["models_s"] = time.perf_counter() - tick
+        for lm in models.values():
+            lm.module.to(dist.device(cfg.device))
         ctx = RunContext(cfg, data, indices, models, self.progress if dist.is_main else no_progress, dist, store=store, pool=pool)
         units = UnitStore(self.run_dir)
         all_rows: list[dict] = []
