@@ -13,10 +13,7 @@ import typer
 
 from ellrobust.cli import options
 from ellrobust.parsing import (
-    parse_channels,
     parse_checkpoints,
-    parse_elliptical_layers,
-    parse_heads,
     parse_int_range,
     parse_name_list,
     parse_workers,
@@ -90,11 +87,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size,
             attacks=(),
             collapse=collapse,
-            elliptical_layers=parse_elliptical_layers(elliptical_layers),
-            image_size=img_size,
-            heads=parse_heads(heads),
-            mean=parse_channels(mean, "--mean"),
-            std=parse_channels(std, "--std"),
+            **options.model_settings(elliptical_layers, heads, mean, std, img_size),
             workers=parse_workers(workers),
             device=device,
         )

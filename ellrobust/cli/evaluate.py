@@ -13,11 +13,8 @@ import typer
 from ellrobust.attacks import AttackRequest, make_request, validate_params
 from ellrobust.cli import options
 from ellrobust.parsing import (
-    parse_channels,
     parse_checkpoints,
-    parse_elliptical_layers,
     parse_eps_list,
-    parse_heads,
     parse_int_range,
     parse_name_list,
     parse_workers,
@@ -156,11 +153,7 @@ def register(app: typer.Typer) -> None:
             workers=parse_workers(workers),
             memory_budget_gb=memory_budget,
             precision=parse_name_list(precision, "--precision"),
-            elliptical_layers=parse_elliptical_layers(elliptical_layers),
-            image_size=img_size,
-            heads=parse_heads(heads),
-            mean=parse_channels(mean, "--mean"),
-            std=parse_channels(std, "--std"),
+            **options.model_settings(elliptical_layers, heads, mean, std, img_size),
             collapse=CollapseConfig() if (collapse or (loaded and loaded.collapse)) else None,
             sanity=sanity,
             device=device,

@@ -40,3 +40,16 @@ IMG_SIZE = typer.Option(
     help="Side of the run's images: image folders are resized and cropped to it (default 224; other datasets have one size). "
     "It also states the input size of timm/torchvision models (default: their pretrained config's).",
 )
+
+
+def model_settings(elliptical_layers: list[str], heads: list[str], mean: list[str], std: list[str], img_size: int | None) -> dict:
+    """The per-model options shared by ``eval`` and ``collapse``, parsed into :class:`EvalConfig` fields."""
+    from ellrobust.parsing import parse_channels, parse_elliptical_layers, parse_heads
+
+    return {
+        "elliptical_layers": parse_elliptical_layers(elliptical_layers),
+        "image_size": img_size,
+        "heads": parse_heads(heads),
+        "mean": parse_channels(mean, "--mean"),
+        "std": parse_channels(std, "--std"),
+    }
