@@ -20,10 +20,14 @@ shared machine it varies far less. Nothing is downloaded: the reference must alr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import re
 import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from typing import TypeVar
 
 import torch
 
@@ -34,9 +38,10 @@ from ellrobust.parsing import parse_fraction
 from ellrobust.precision import Precision, precision_scope
 
 MODELS = ("deit-elliptical", "deit")
+T = TypeVar("T")
 
 
-def timed(fn: Callable[[], torch.Tensor], device: str) -> tuple[torch.Tensor, float, float]:
+def timed(fn: Callable[[], T], device: str) -> tuple[T, float, float]:
     """``fn()``, its wall seconds and its CPU seconds (every thread of this process)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -53,14 +58,25 @@ def robust_images(model, adv: torch.Tensor, labels: torch.Tensor) -> int:
         return int((model(adv).argmax(1) == labels).sum())
 
 
-def reference_autoattack(path: str, model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, device: str) -> torch.Tensor:
-    """fra31/auto-attack's standard evaluation of ``x`` in one batch (its default batch size is 250)."""
+def reference_autoattack(path: str, model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, device: str) -> tuple[torch.Tensor, dict]:
+    """fra31/auto-attack's standard evaluation of ``x`` in one batch, and its seconds per attack.
+
+    The reference logs the cumulative time after each attack ("robust accuracy after FAB-T: …
+    (total time 848.9 s)"); its log is captured and read back into seconds per attack.
+    """
     if path not in sys.path:
         sys.path.insert(0, path)
     from autoattack import AutoAttack
 
-    attack = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, verbose=False, device=device)
-    return attack.run_standard_evaluation(x, y, bs=max(250, len(x)))
+    attack = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, verbose=True, device=device)
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        adv = attack.run_standard_evaluation(x, y, bs=max(250, len(x)))
+    seconds, before = {}, 0.0
+    for name, total in re.findall(r"robust accuracy after ([\w-]+): .*\(total time ([\d.]+) s\)", log.getvalue()):
+        seconds[name.lower()] = float(total) - before
+        before = float(total)
+    return adv, seconds
 
 
 def main() -> None:
@@ -103,10 +119,12 @@ def main() -> None:
                 left = robust_images(model, adv_c, y[correct])
                 print(f"  {component:8s} robust {left:4d}/{args.n}  {wall_c:7.1f} s wall ({cpu_c:.1f} s CPU)")
         if args.reference:
-            adv_r, wall_r, cpu_r = timed(partial(reference_autoattack, args.reference, model, x, y, eps, args.seed, device), device)
+            (adv_r, parts), wall_r, cpu_r = timed(partial(reference_autoattack, args.reference, model, x, y, eps, args.seed, device), device)
             totals["reference"] += wall_r
             theirs = robust_images(model, adv_r, y)
             print(f"reference autoattack: robust {theirs}/{args.n} images, {wall_r:.1f} s wall ({cpu_r:.1f} s CPU)")
+            for component, seconds in parts.items():
+                print(f"  {component:8s} {seconds:7.1f} s ({seconds / wall_r:4.0%})")
             verdict = "within one image" if abs(ours - theirs) <= 1 else "DIFFERENT by more than one image"
             print(
                 f"ellrobust / reference: {wall / wall_r:.2f} wall, {cpu / cpu_r:.2f} CPU (target ≤ 0.5); "
