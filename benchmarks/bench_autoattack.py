@@ -68,9 +68,9 @@ def reference_autoattack(path: str, model, x: torch.Tensor, y: torch.Tensor, eps
         sys.path.insert(0, path)
     from autoattack import AutoAttack
 
-    attack = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, verbose=True, device=device)
     log = io.StringIO()
     with contextlib.redirect_stdout(log):
+        attack = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, verbose=True, device=device)
         adv = attack.run_standard_evaluation(x, y, bs=max(250, len(x)))
     seconds, before = {}, 0.0
     for name, total in re.findall(r"robust accuracy after ([\w-]+): .*\(total time ([\d.]+) s\)", log.getvalue()):
