@@ -72,6 +72,9 @@ def reference_autoattack(path: str, model, x: torch.Tensor, y: torch.Tensor, eps
     with contextlib.redirect_stdout(log):
         attack = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, verbose=True, device=device)
         adv = attack.run_standard_evaluation(x, y, bs=max(250, len(x)))
+    for line in log.getvalue().splitlines():
+        if line.startswith("Warning"):
+            print(f"reference: {line}")
     seconds, before = {}, 0.0
     for name, total in re.findall(r"robust accuracy after ([\w-]+): .*\(total time ([\d.]+) s\)", log.getvalue()):
         seconds[name.lower()] = float(total) - before
