@@ -6,9 +6,9 @@ torchattacks does most algorithms; this module maps ellrobust's parameter names 
 (torchattacks' SPSA defaults to eps = 0.3 in code while its docstring says 8/255), and runs on [0, 1]
 images against models that normalise internally, so eps is always in pixel units.
 
-Computed here, same algorithms: FAB-T for AutoAttack's verdict (:mod:`.fab`, torchattacks' FAB spends
-AutoAttack's time waiting on the device), SPSA with passes sized to free memory (:mod:`.spsa`), and
-the AutoAttack cascade itself (:mod:`.cascade`: components timed, decisions in strict fp32).
+Computed here, same algorithms: FAB-T for AutoAttack's verdict (:mod:`.fab`: the reference's
+iterates without its per-iteration overheads), SPSA with passes sized to free memory (:mod:`.spsa`),
+and the AutoAttack cascade itself (:mod:`.cascade`: components timed, decisions in strict fp32).
 """
 
 from __future__ import annotations
