@@ -57,7 +57,7 @@ def test_every_parameter_is_passed_explicitly_to_spsa(model):
     request = make_request("spsa", {"samples": 4, "steps": 1})
     attack = ATTACKS.get("spsa").factory(model, 2 / 255, dict(request.params), 10, 0)
     assert attack.eps == 2 / 255  # torchattacks' code default is 0.3
-    assert (attack.nb_sample, attack.nb_iter, attack.lr, attack.delta) == (4, 1, 0.01, 0.01)
+    assert (attack.samples, attack.steps, attack.lr, attack.delta, attack.max_batch_size) == (4, 1, 0.01, 0.01, 64)
 
 
 def test_step_size_absolute_or_relative():
@@ -122,9 +122,13 @@ def test_autoattack_is_configured_as_the_standard_version():
     model = load_model("deit-nano", num_classes=1000)
     request = make_request("autoattack")
     attack = ATTACKS.get("autoattack").factory(model, 4 / 255, dict(request.params), 1000, 0)
-    subs = attack._autoattack.attacks
-    assert [type(a).__name__ for a in subs] == ["APGD", "APGDT", "FAB", "Square"]
-    assert [a.steps for a in subs[:3]] == [100, 100, 100]
-    assert subs[3].n_queries == 5000
-    assert subs[1].n_target_classes == subs[2].n_target_classes == 9  # torchattacks alone would use 999
-    assert attack.n_classes == 1000 and all(a.eps == 4 / 255 for a in subs)
+    assert [name for name, _ in attack.components] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    apgd_ce, apgd_t, fab_t, square = (a for _, a in attack.components)
+    assert [type(a.attack).__name__ for a in (apgd_ce, apgd_t, square)] == ["APGD", "APGDT", "Square"]
+    assert apgd_ce.attack.steps == apgd_t.attack.steps == fab_t.steps == 100
+    assert apgd_ce.attack.n_restarts == apgd_t.attack.n_restarts == square.attack.n_restarts == 1
+    assert apgd_ce.attack.loss == "ce"
+    assert apgd_t.attack.n_target_classes == fab_t.target_classes == 9  # torchattacks alone would use 999
+    assert square.attack.n_queries == 5000 and square.attack.p_init == 0.8
+    assert not square.attack.rescale_schedule  # the reference passes resc_schedule=False; torchattacks' default rescales
+    assert all(a.attack.eps == 4 / 255 for a in (apgd_ce, apgd_t, square)) and fab_t.eps == 4 / 255

@@ -165,6 +165,24 @@ def test_bf16_and_tf32_agree_with_fp32_within_noise_on_the_shipped_models(runner
     assert json.loads((out / "run.json").read_text())["config"]["precision"] == ["bf16", "tf32", "fp32"]
 
 
+def test_run_json_records_how_each_attack_unit_spent_its_time(tmp_path):
+    """AutoAttack-style cascades time each component; SPSA records the images per forward pass it used."""
+    from ellrobust.attacks import make_request
+
+    attacks = (make_request("apgd", {"steps": 2, "target_classes": 2}), make_request("spsa", {"steps": 2, "samples": 4}))
+    cfg = EvalConfig(models=("deit",), n=12, batch_size=6, attacks=attacks, eps=(8 / 255,), sanity=False)  # the shipped model: images to attack
+    Evaluation(cfg, tmp_path / "run").run()
+    units = {u["label"]: u for u in json.loads((tmp_path / "run" / "run.json").read_text())["units"]}
+    apgd = next(u for label, u in units.items() if label.startswith("deit apgd"))
+    spsa = next(u for label, u in units.items() if label.startswith("deit spsa"))
+    assert apgd["n_attacked"] > 0
+    assert list(apgd["components"]) == ["apgd-ce", "apgd-t"]
+    ce, t = apgd["components"]["apgd-ce"], apgd["components"]["apgd-t"]
+    assert ce["attacked"] == apgd["n_attacked"] and t["attacked"] == ce["attacked"] - ce["broken"]
+    assert all(c["seconds"] > 0 for c in (ce, t)) or t["attacked"] == 0
+    assert 1 <= spsa["spsa_images_per_forward"] <= 2 * 4 * 6  # 2 × samples × batch at most
+
+
 def test_a_lower_precision_above_fp32_fails_its_sanity_check():
     from ellrobust.attacks.sanity import sanity_rows
     from ellrobust.context import Unit
