@@ -229,6 +229,11 @@ def row_key(record: dict) -> Key:
     )
 
 
+def _as_fp32(key: Key) -> Key:
+    """The same key with precision fp32 (the precision of every run before the option existed)."""
+    return (*key[:-2], "fp32", key[-1])
+
+
 def _sort_key(key: Key) -> tuple:
     """Keys sort with ``None`` before any number, so the baseline's order never depends on the run."""
     return tuple((v is not None, v if v is not None else 0) if not isinstance(v, str) else (True, v) for v in key)
@@ -343,6 +348,8 @@ def compare(run: pd.DataFrame, baseline: list[dict], tolerance: float | None = N
         base = _number(record["value"])
         base = math.nan if base is None else base
         found = by_key.get(key)
+        if found is None and "precision" not in record:
+            found = by_key.get(_as_fp32(key))  # a baseline older than --precision was measured in fp32
         value = None if found is None else (_number(found["value"]) if found["value"] is not None else math.nan)
         tol = tolerance_for(rule, base, _integer(found["n"]) if found else None, tolerance)
         comparisons.append(Comparison(key, base, value, tol, rule, _status(rule, base, value, tol)))

@@ -148,6 +148,18 @@ def test_compare_returns_typed_comparisons(tmp_path, baseline):
     assert not result.passed and result.new_rows == 0
 
 
+def test_a_baseline_from_before_precision_existed_compares_with_the_fp32_rows(tmp_path, runner, baseline):
+    """Baselines written by 0.1 have no precision field; every attack of that version ran in fp32."""
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text(json.dumps([{k: v for k, v in r.items() if k != "precision"} for r in json.loads(baseline.read_text())]))
+    table = rows()
+    table[2]["precision"] = "fp32"
+    assert check(runner, make_run(tmp_path / "fp32", table), legacy).exit_code == 0
+    table[2]["precision"] = "bf16"  # never compared with an fp32 baseline: the row is missing
+    result = check(runner, make_run(tmp_path / "bf16", table), legacy)
+    assert result.exit_code == 1 and "missing" in result.output
+
+
 def test_rules():
     assert rule_for("robust_accuracy").kind is Kind.BINOMIAL
     assert rule_for("sanity_anything").kind is Kind.FLAG

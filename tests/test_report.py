@@ -11,6 +11,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fake_results import BASELINE, ELLIPTICAL, Scenario, run_json, simulate
 from matplotlib.image import imread
@@ -302,3 +303,18 @@ def test_a_report_on_two_copies_of_one_network_never_reads_supported_or_contradi
     lines = [line for line in verdict.splitlines() if line.startswith("- **")]
     assert len(lines) >= 4  # fgsm, pgd, worst case, mCE, collapse
     assert all(line.startswith("- **inconclusive at this n**") for line in lines), verdict
+
+
+def test_the_apgd_row_is_described_as_apgd_ce_plus_apgd_t_never_as_autoattack():
+    from ellrobust.report.labels import build_labels
+
+    df = pd.DataFrame(
+        {
+            "method": ["apgd", "autoattack", "pgd"],
+            "params": ['{"steps": 100, "target_classes": 9}', '{"steps": 100, "queries": 5000}', '{"steps": 10}'],
+            "eps": [8 / 255] * 3,
+        }
+    )
+    legend = dict(build_labels(df).legend)
+    assert legend["apgd"].startswith("APGD-CE + APGD-T with") and "AutoAttack" not in legend["apgd"]
+    assert legend["autoattack"].startswith("autoattack with") and legend["pgd"].startswith("pgd with")

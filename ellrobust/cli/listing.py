@@ -106,7 +106,7 @@ def register(app: typer.Typer) -> None:
         from ellrobust.cli.render import stdout
 
         rows = [
-            {"name": d.name, "norm": d.norm, "gradient_free": d.gradient_free, "params": dict(d.defaults), "cost": d.cost, "description": d.description}
+            {"name": d.name, "label": d.label, "norm": d.norm, "gradient_free": d.gradient_free, "params": dict(d.defaults), "cost": d.cost, "description": d.description}
             for _, d in ATTACKS.items()
         ]
         corruptions = _corruption_rows()

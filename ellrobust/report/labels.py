@@ -78,7 +78,16 @@ def _attack_description(method: str, settings: Mapping) -> str:
         attacks = _value_text(settings.get("attacks", "every attack")).replace("+", ", ")
         norm = f" ({settings['norm']})" if settings.get("norm") else ""
         return f"per image, the worst case over {attacks}{norm}"
-    return f"{method} with {settings_text(settings)}"
+    return f"{_paper_name(method)} with {settings_text(settings)}"
+
+
+def _paper_name(method: str) -> str:
+    """A registered attack's name as papers write it where it says more than the method (``apgd``:
+    APGD-CE + APGD-T, so that row is never read as AutoAttack); otherwise the method name."""
+    from ellrobust.attacks import ATTACKS
+
+    label = ATTACKS.get(method).label if method in ATTACKS else method
+    return label if label.lower() != method else method
 
 
 @dataclass(frozen=True)
