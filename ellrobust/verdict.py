@@ -339,7 +339,8 @@ def _collapse_claims(pair: _Pair) -> list[Claim]:
         )
         values = {r["model"]: r["value"] for r in summary[summary["params"] == params].to_dict(orient="records")}
         points = ", ".join(f"{m} {values[m]:.3f}" for m in pair.models if m in values)
-        rows = {r["metric"]: r["value"] for r in diffs[diffs["params"] == params].to_dict(orient="records")}
+        # the difference rows also carry the baseline's layers (models of different depths): match on what was measured
+        rows = {r["metric"]: r["value"] for r in diffs.to_dict(orient="records") if split_params(r["params"])[1] == settings}
         d = rows.get("token_cosine_difference", math.nan)
         low, high = rows.get("token_cosine_difference_ci_low", math.nan), rows.get("token_cosine_difference_ci_high", math.nan)
         n_rows = summary if not summary.empty else per_layer

@@ -137,7 +137,8 @@ def cosine_rows(diff: float, low: float, high: float) -> list[dict]:
     params = json.dumps({"cls": True, "feature": "residual", "layers": [3, 4, 5]})
     common = {**BASE, "method": "collapse", "params": params, "m_grad": ""}
     rows = [{**common, "model": m, "metric": "token_cosine", "value": v} for m, v in ((ELLIPTICAL, 0.5), (BASELINE, 0.5 - diff))]
-    rows += [{**common, "model": ELLIPTICAL, "baseline": BASELINE, "metric": f"token_cosine_difference{s}", "value": v} for s, v in (("", diff), ("_ci_low", low), ("_ci_high", high))]
+    paired = {**common, "params": json.dumps({"baseline_layers": [3, 4, 5], "cls": True, "feature": "residual", "layers": [3, 4, 5]})}  # as the engine writes it
+    rows += [{**paired, "model": ELLIPTICAL, "baseline": BASELINE, "metric": f"token_cosine_difference{s}", "value": v} for s, v in (("", diff), ("_ci_low", low), ("_ci_high", high))]
     return rows
 
 
