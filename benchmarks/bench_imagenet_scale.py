@@ -112,6 +112,29 @@ def per_image_forward(model, x: torch.Tensor, precision: str, repeats: int) -> f
     return statistics.median(times) / len(x)
 
 
+def spsa_alone(model, images: int, steps: int, chunk: int, precision: str, device: torch.device, repeats: int = 2) -> list[float]:
+    """SPSA (128 samples) on one batch, each run divided by the forward passes it makes, timed right after it.
+
+    The eval's unit time is compared with a forward rate measured minutes apart; this ratio is the
+    attack's own cost beyond its forward passes, with the machine's drift taken out.
+    """
+    from ellrobust.attacks.spsa import SPSA
+
+    x = torch.rand(images, 3, 224, 224, device=device)
+    y = torch.randint(0, CLASSES, (images,), device=device)
+    probe = torch.rand(min(chunk, 2 * 128 * images), 3, 224, 224, device=device)
+    ratios = []
+    for _ in range(repeats):
+        attack = SPSA(model, eps=1 / 255, delta=0.01, lr=0.01, steps=steps, samples=128, max_batch_size=64, seed=0)
+        _sync(device)
+        start = time.perf_counter()
+        attack.run(x, y, precision=precision)
+        _sync(device)
+        seconds = time.perf_counter() - start
+        ratios.append(seconds / (per_image_forward(model, probe, precision, 1) * 2 * 128 * steps * images))
+    return ratios
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -137,6 +160,41 @@ for name in names_in(CorruptionSet.BENCHMARK):
     for s in {severities!r}:
         for k, image in enumerate(pixels):
             corrupt_image(image, name, s, k, "imagenet-c"); count += 1
+print(count / (time.perf_counter() - start))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def pool_rate(folder: Path, images: int, severities: tuple[int, ...], workers: int) -> float:
+    """Corruptions per second through the engine's own generation path, without models.
+
+    The selected images decoded into an :class:`~ellrobust.data.store.ImageStore`, one
+    :class:`~ellrobust.workers.WorkerPool` of ``workers`` processes forked after the warm-up, and one
+    :class:`~ellrobust.corruptions.generate.GenerateTask` per (corruption, severity, image), streamed as
+    the corruption stage streams them. This is the rate the models can be fed at, whatever they cost.
+    """
+    code = f"""
+import tempfile, time
+from pathlib import Path
+from ellrobust.data import load_dataset
+from ellrobust.data.store import allocate, fill, plan_for
+from ellrobust.corruptions import CorruptionSet, names_in
+from ellrobust.corruptions.generate import GenerateTask, warm_up
+from ellrobust.workers import WorkerPool
+data = load_dataset("imagefolder", root={str(folder)!r})
+indices = list(range({images}))
+names = names_in(CorruptionSet.BENCHMARK)
+for name in names:
+    for s in {severities!r}:
+        warm_up(name, s, "imagenet-c", 224)
+store, todo = allocate(data.dataset, indices, data.digest, "uint8", plan_for(None, Path(tempfile.mkdtemp()), None, shared_file=False))
+with WorkerPool({workers}, {{"dataset": data.dataset, "store": store, "indices": indices}}) as pool:
+    fill(store, todo, pool)
+    tasks = [GenerateTask(p, name, s, 1000 * p + s, "imagenet-c") for name in names for s in {severities!r} for p in range({images})]
+    list(pool.run(tasks[: {workers} or 1]))  # every worker has run once
+    start = time.perf_counter()
+    count = sum(1 for _ in pool.run(tasks))
 print(count / (time.perf_counter() - start))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -245,6 +303,9 @@ def main() -> None:
     print(f"images per forward pass the attack used: {chunk}; forward {spsa_forward * 1e3:.2f} ms/image at batch {probe}")
     print(f"unit time {measured:.2f} s vs ideal {ideal:.2f} s ({attacked} images × 2 × 128 × {args.spsa_steps} steps): "
           f"{measured / ideal:.3f} × ideal (target ≤ 1.10)")
+    alone = spsa_alone(model, max(1, attacked // 2), args.spsa_steps, chunk, args.precision, device)
+    print(f"the attack alone on {max(1, attacked // 2)} images, each run beside the same forward passes timed alone "
+          f"(this machine's speed drifts between moments): {', '.join(f'{r:.3f}' for r in alone)} × its forward passes")
 
     # --- corruptions ---------------------------------------------------------------------------------
     severities = (1, 2, 3, 4, 5)
@@ -256,8 +317,11 @@ def main() -> None:
     achieved = generated / seconds
     print(f"\n## corruptions ({len(names_in(CorruptionSet.BENCHMARK))} × {len(severities)}, {args.corruption_n} images, {corr['startup']['workers']} workers)")
     print(f"warm single-core rate {rate:.1f} images/s; ideal with {cores} cores {cores * rate:.1f} images/s")
-    print(f"generated {generated} images in {seconds:.2f} s of corruption units ({model_s:.2f} s of it in the models' forward passes): "
-          f"{achieved:.1f} images/s = {achieved / (cores * rate):.2f} × cores × single-core rate (target ≥ 0.8)")
+    pooled = pool_rate(root / "val", args.corruption_n, severities, corr["startup"]["workers"])
+    print(f"generation alone (the run's store, worker pool and tasks; no models): {pooled:.1f} images/s = "
+          f"{pooled / (cores * rate):.2f} × cores × single-core rate (target ≥ 0.8)")
+    print(f"in eval: generated {generated} images in {seconds:.2f} s of corruption units, {model_s:.2f} s of it in the models' forward passes "
+          f"({achieved:.1f} images/s = {achieved / (cores * rate):.2f} × cores × single-core rate; the models share these cores)")
 
     # --- collapse ------------------------------------------------------------------------------------
     col = run_eval([*common, *models, "--attack", "none", "--collapse"], root / "collapse", args.device)
