@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ellrobust.distributed import init_distributed
-from ellrobust.precision import Precision, precision_scope
+from ellrobust.precision import Precision, fp32_predictions, precision_scope
 from ellrobust.version import __version__
 
 
@@ -82,8 +82,7 @@ def evaluate_accuracy(model: nn.Module, data: Dataset, batch_size: int = 256, de
     model.eval()
     correct = total = 0
     for x, y in DataLoader(data, batch_size=batch_size):
-        with precision_scope(Precision.FP32, device):
-            pred = model(x.to(device)).argmax(1).cpu()
+        pred = fp32_predictions(model, x.to(device)).cpu()
         correct += (pred == y).sum().item()
         total += len(y)
     return correct / max(1, total)

@@ -26,7 +26,7 @@ from ellrobust.attacks.fab import FabTargeted
 from ellrobust.attacks.spsa import SPSA
 from ellrobust.errors import UsageError
 from ellrobust.parsing import parse_fraction
-from ellrobust.precision import Precision, precision_scope
+from ellrobust.precision import Precision, fp32_predictions
 from ellrobust.registry import Registry
 
 
@@ -395,8 +395,7 @@ def perturb(
     restarts = int(p.get("restarts", 1)) if request.name in ("pgd", "pgd-l2") else 1
     adv = attack.run(images, labels, precision=precision, info=info)
     for _ in range(restarts - 1):
-        with torch.no_grad(), precision_scope(Precision.FP32, images.device):
-            fooled = model(adv).argmax(1) != labels
+        fooled = fp32_predictions(model, adv) != labels
         if bool(fooled.all()):
             break
         again = attack.run(images, labels, precision=precision, info=info)

@@ -14,15 +14,16 @@ with every component listed (``attacked`` 0 when nothing was left to attack).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from torch import nn
 
-from ellrobust.precision import Precision, precision_scope
+from ellrobust.precision import Precision, fp32_predictions, precision_scope
 
 
 class Attack(Protocol):
@@ -47,6 +48,17 @@ class Torchattack:
             return self.attack(images, labels).detach()
 
 
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the enclosed attack (dropout off, norms frozen), its mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -69,13 +81,10 @@ class Cascade:
     ) -> torch.Tensor:
         """The adversarial images (clean where no component broke the image); fills ``info["components"]``."""
         device = images.device
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with evaluating(self.model):
             images, labels = images.detach(), labels.detach()
             adv = images.clone()
-            with torch.no_grad(), precision_scope(Precision.FP32, device):
-                robust = self.model(images).argmax(1) == labels
+            robust = fp32_predictions(self.model, images) == labels
             stats: dict[str, dict[str, float | int]] = {}
             for name, attack in self.components:
                 _sync(device)
@@ -84,16 +93,13 @@ class Cascade:
                 broken = 0
                 if len(todo):
                     out = attack.run(images[todo], labels[todo], precision=precision)
-                    with torch.no_grad(), precision_scope(Precision.FP32, device):
-                        fooled = self.model(out).argmax(1) != labels[todo]
+                    fooled = fp32_predictions(self.model, out) != labels[todo]
                     hit = todo[fooled]
                     adv[hit] = out[fooled]
                     robust[hit] = False
                     broken = int(fooled.sum())
                 _sync(device)
                 stats[name] = {"seconds": time.perf_counter() - start, "attacked": len(todo), "broken": broken}
-        finally:
-            self.model.train(was_training)
         if info is not None:
             info.setdefault("components", {}).update(stats)
         return adv

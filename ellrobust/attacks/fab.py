@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ellrobust.attacks.cascade import evaluating
 from ellrobust.attacks.memory import PassSize, images_per_pass
 from ellrobust.precision import Precision, precision_scope
 
@@ -190,12 +191,8 @@ class FabTargeted:
         self, images: torch.Tensor, labels: torch.Tensor, *, precision: Precision | str = Precision.FP32, info: dict | None = None
     ) -> torch.Tensor:
         """Attack ``images`` (N, C, H, W) in [0, 1]; the model's passes run in ``precision``."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with evaluating(self.model):
             return self._run(images.detach(), labels.detach(), precision)
-        finally:
-            self.model.train(was_training)
 
     def _run(self, images: torch.Tensor, labels: torch.Tensor, precision: Precision | str) -> torch.Tensor:
         n, shape, device = images.shape[0], images.shape[1:], images.device

@@ -21,6 +21,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from ellrobust.attacks.cascade import evaluating
 from ellrobust.attacks.memory import PassSize, images_per_pass
 from ellrobust.precision import Precision, precision_scope
 
@@ -58,12 +59,8 @@ class SPSA:
         self, images: torch.Tensor, labels: torch.Tensor, *, precision: Precision | str = Precision.FP32, info: dict | None = None
     ) -> torch.Tensor:
         """Attack ``images`` in [0, 1]; records ``info["spsa_images_per_forward"]``."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with evaluating(self.model):
             adv, used = self._run(images.detach(), labels.detach(), precision)
-        finally:
-            self.model.train(was_training)
         if info is not None:
             info["spsa_images_per_forward"] = used
         return adv

@@ -27,7 +27,7 @@ from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, per
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD
 from ellrobust.collapse import CollapseAccumulator
 from ellrobust.context import RunContext, Unit, UnitResult
-from ellrobust.precision import Precision, precision_scope
+from ellrobust.precision import fp32_predictions
 
 #: The large-budget PGD sanity check: at eps = 0.5 any image can be turned into any other class.
 LARGE_EPS = 0.5
@@ -84,8 +84,7 @@ class AttackStage:
             infos.append(info)
             # The verdict: a strict fp32 forward, whatever precision the iterations ran in, so a lower
             # precision can only weaken the attack, never count a broken image as robust.
-            with torch.no_grad(), precision_scope(Precision.FP32, adv.device):
-                ok = (model(adv).argmax(1) == y).int().tolist()
+            ok = (fp32_predictions(model, adv) == y).int().tolist()
             if collapse is not None:
                 collapse.add(adv, batch_pos)
             local.update(zip(batch_pos, ok, strict=True))

@@ -50,7 +50,7 @@ from ellrobust.metrics.corruption import (
     relative_corruption_error,
 )
 from ellrobust.metrics.stats import paired_bootstrap_interval
-from ellrobust.precision import Precision, precision_scope
+from ellrobust.precision import fp32_predictions
 
 #: Resamples of the paired bootstrap of the mCE difference.
 BOOTSTRAP_RESAMPLES = 2000
@@ -137,9 +137,8 @@ class CorruptionStage:
             x = torch.from_numpy(images).to(ctx.device).permute(0, 3, 1, 2).float().div_(255)
             y = torch.from_numpy(ctx.store.labels[positions]).to(ctx.device)
             generated += plan.generated
-            with precision_scope(Precision.FP32, x.device):  # a verdict: strict fp32
-                for name, lm in ctx.models.items():
-                    local[name].update(zip(positions, (lm.module(x).argmax(1) == y).int().tolist(), strict=True))
+            for name, lm in ctx.models.items():
+                local[name].update(zip(positions, (fp32_predictions(lm.module, x) == y).int().tolist(), strict=True))
             tick = time.perf_counter()
             model_s += tick - ready
             ctx.progress(ProgressEvent("advance", unit.label, advance=1))
