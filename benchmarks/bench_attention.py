@@ -26,8 +26,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ellrobust.models import load_model
-from ellrobust.models.vit import COMPILE_ENV
+from ellrobust.models import compiled, load_model
+from ellrobust.models.compiled import COMPILE_ENV
 from ellrobust.precision import Precision, precision_scope
 
 MODELS = ("deit-tiny", "deit-small", "deit-base")
@@ -79,11 +79,15 @@ def measure(arch: str, precision: Precision, batch: int, repeats: int, device: t
     times: dict[str, list[float]] = {label: [] for label in runs}
     with precision_scope(precision, device):
         for rep in range(repeats + 2):  # two warm-up rounds: allocator, kernel selection, compilation
+            if rep == 2:
+                graphs = compiled.STATS.graphs
             for label, (apply, step) in runs.items():
                 apply()
                 t = timed(step, device)
                 if rep >= 2:
                     times[label].append(t)
+    if compiled.STATS.graphs != graphs:  # every state compiles in the warm-up rounds; a later compile would be timed
+        raise SystemExit(f"{compiled.STATS.graphs - graphs} graphs compiled inside the timed repetitions of {arch} {precision}")
     return times
 
 

@@ -10,7 +10,7 @@ on a batch of images,
 
 and sums them per image so that an accumulator can average over any number of batches.
 
-Features come from ``forward_blocks``, the explicit intermediate-feature API of every model with
+Features come from ``iter_blocks``, the explicit, streaming feature API of every model with
 tokens (:class:`~ellrobust.models.base.TokenModel`: ellrobust's ViT, timm's VisionTransformers): no
 hooks, no state left on modules, nothing retained after a batch. Models without tokens (CNNs) have
 no collapse to measure: a run measures the models that have tokens (:func:`token_models`).
@@ -28,7 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from ellrobust.errors import UsageError
-from ellrobust.metrics.collapse import attention_entropy_qk, effective_rank, token_cosine
+from ellrobust.metrics.collapse import (
+    attention_entropy_qk,
+    effective_rank,
+    effective_rank_from_gram,
+    token_cosine,
+    token_gram,
+)
 from ellrobust.metrics.stats import mean_interval
 from ellrobust.models.base import TokenModel, has_tokens
 from ellrobust.precision import Precision, parse_precision, precision_scope
@@ -68,7 +74,7 @@ class CollapseConfig:
             CPU) and effective rank needs a float64 spectrum per image and layer, which dominates
             the cost of the full set (benchmarks/bench_collapse.py).
         precision: the precision of the measuring forward passes (``ellrobust collapse
-            --precision``); the metrics themselves are computed in float32/float64 from the features.
+            --precision``); the metrics themselves are computed in strict float32 from the features.
     """
 
     feature: Feature = Feature.RESIDUAL
@@ -162,8 +168,15 @@ def collapse_metrics(
 ) -> dict[MetricKey, torch.Tensor]:
     """Collapse metrics of one batch, per image.
 
+    The blocks run in ``config.precision``, one at a time (:meth:`TokenModel.iter_blocks`): each block
+    is measured as soon as it exists and let go, so no more than one block's tensors are alive, as in
+    a forward pass, and no block after the last measured layer runs. The metrics themselves are
+    computed in strict float32 (an fp32 scope, which also switches off any autocast around the call),
+    whatever precision the blocks ran in. Effective rank keeps only each measured layer's Gram matrix
+    and solves them all in one batched call at the end.
+
     Runs under ``no_grad`` (safe to call on adversarial images that still carry a graph) and keeps
-    nothing: the block outputs are dropped when this returns.
+    nothing after it returns.
 
     Args:
         model: the model, in eval mode.
@@ -174,35 +187,60 @@ def collapse_metrics(
     Returns:
         A (B,) tensor per :class:`MetricKey`, layer by layer.
     """
-    _, blocks = model.forward_blocks(images)
     first = 0 if config.include_cls else model.num_prefix_tokens  # the class (and other prefix) tokens come first
     wanted = set(config.metrics)
-    out: dict[MetricKey, torch.Tensor] = {}
     residual = config.feature is Feature.RESIDUAL
-    tokens = {i: (blocks[i].x if residual else blocks[i].attn_out)[:, first:] for i in layers}  # (B, N', C) each
-    ranks = None
-    if CollapseMetric.EFFECTIVE_RANK in wanted:
-        # All layers in one Gram product and one batched eigensolver call: (L·B, N', C) -> (L, B).
-        ranks = effective_rank(torch.cat([tokens[layer] for layer in layers])).view(len(layers), -1)
-    for i, layer in enumerate(layers):
-        block = blocks[layer]
-        heads = None
-        if config.per_head:
-            # Head outputs before the projection, softmax(q kᵀ/√D) v: (B·H, N', D).
-            heads = F.scaled_dot_product_attention(block.q, block.k, block.v)[:, :, first:].flatten(0, 1)
-        for metric, fn in ((CollapseMetric.TOKEN_COSINE, token_cosine), (CollapseMetric.EFFECTIVE_RANK, effective_rank)):
-            if metric in wanted:
-                value = ranks[i] if metric is CollapseMetric.EFFECTIVE_RANK else fn(tokens[layer])
-                out[MetricKey(metric, layer)] = value  # (B,)
-                if heads is not None:
-                    _split_heads(out, metric, layer, fn(heads).view(block.q.shape[:2]))
-        if CollapseMetric.ATTENTION_ENTROPY in wanted:
-            # From the queries and keys of the forward pass: no second qkv, no (B, H, N, N) probabilities.
-            entropy = attention_entropy_qk(block.q[:, :, first:], block.k)  # (B, H)
-            out[MetricKey(CollapseMetric.ATTENTION_ENTROPY, layer)] = entropy.mean(dim=-1)
+    measured = set(layers)
+    out: dict[MetricKey, torch.Tensor] = {}
+    grams: list[torch.Tensor] = []
+    for layer, block in enumerate(_blocks(model, images, config.precision, last=max(layers))):
+        if layer not in measured:
+            continue
+        with precision_scope(Precision.FP32, images.device):
+            tokens = (block.x if residual else block.attn_out)[:, first:]  # (B, N', C)
+            heads = None
             if config.per_head:
-                _split_heads(out, CollapseMetric.ATTENTION_ENTROPY, layer, entropy)
-    return out
+                # Head outputs before the projection, softmax(q kᵀ/√D) v: (B·H, N', D).
+                heads = F.scaled_dot_product_attention(block.q.float(), block.k.float(), block.v.float())[:, :, first:].flatten(0, 1)
+            if CollapseMetric.TOKEN_COSINE in wanted:
+                out[MetricKey(CollapseMetric.TOKEN_COSINE, layer)] = token_cosine(tokens)  # (B,)
+                if heads is not None:
+                    _split_heads(out, CollapseMetric.TOKEN_COSINE, layer, token_cosine(heads).view(block.q.shape[:2]))
+            if CollapseMetric.EFFECTIVE_RANK in wanted:
+                grams.append(token_gram(tokens))  # (B, k, k): solved with every other layer's below
+                if heads is not None:
+                    _split_heads(out, CollapseMetric.EFFECTIVE_RANK, layer, effective_rank(heads).view(block.q.shape[:2]))
+            if CollapseMetric.ATTENTION_ENTROPY in wanted:
+                # From the queries and keys of the forward pass: no second qkv, no (B, H, N, N) probabilities.
+                entropy = attention_entropy_qk(block.q[:, :, first:].float(), block.k.float())  # (B, H)
+                out[MetricKey(CollapseMetric.ATTENTION_ENTROPY, layer)] = entropy.mean(dim=-1)
+                if config.per_head:
+                    _split_heads(out, CollapseMetric.ATTENTION_ENTROPY, layer, entropy)
+    if grams:
+        ranks = effective_rank_from_gram(torch.cat(grams)).view(len(layers), -1)  # (L, B)
+        for i, layer in enumerate(layers):
+            out[MetricKey(CollapseMetric.EFFECTIVE_RANK, layer)] = ranks[i]
+    return dict(sorted(out.items(), key=_row_order))
+
+
+#: The order of a layer's values in a unit result (and so of its rows): the order they were always written in.
+_METRIC_ORDER = (CollapseMetric.TOKEN_COSINE, CollapseMetric.EFFECTIVE_RANK, CollapseMetric.ATTENTION_ENTROPY)
+
+
+def _row_order(item: tuple[MetricKey, torch.Tensor]) -> tuple[int, int, int]:
+    key = item[0]
+    return key.layer, _METRIC_ORDER.index(key.metric), -1 if key.head is None else key.head
+
+
+def _blocks(model: TokenModel, images: torch.Tensor, precision: Precision, last: int):
+    """The model's blocks up to ``last``, each computed in ``precision`` (the generator runs inside the scope)."""
+    blocks = model.iter_blocks(images)
+    for _ in range(last + 1):
+        with precision_scope(precision, images.device):
+            block = next(blocks, None)
+        if block is None:
+            return
+        yield block
 
 
 def _split_heads(out: dict[MetricKey, torch.Tensor], metric: CollapseMetric, layer: int, values: torch.Tensor) -> None:
@@ -253,8 +291,7 @@ class CollapseAccumulator:
 
     def add(self, images: torch.Tensor, positions: list[int]) -> None:
         """Measure a batch of [0, 1] images (B, 3, S, S) at ``positions`` of the selection."""
-        with precision_scope(self.config.precision, images.device):
-            metrics = collapse_metrics(self.model, images, self.config, self.layers)
+        metrics = collapse_metrics(self.model, images, self.config, self.layers)
         columns = {key: values.double().cpu().tolist() for key, values in metrics.items()}
         for i, p in enumerate(positions):
             self._images[p] = {key: values[i] for key, values in columns.items()}

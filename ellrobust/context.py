@@ -50,6 +50,8 @@ class EvalConfig:
         image_size: ``--img-size``: the side of every image of the run (image folders are resized and
             cropped to it; other datasets have one size); it also states the input size of timm and
             torchvision models, overriding their pretrained configs. None: the dataset's own.
+        deterministic: ``--deterministic``: deterministic CUDA kernels, so that the same command on the
+            same GPU and software gives the same table bit for bit (:mod:`ellrobust.determinism`).
         heads, mean, std: per-model settings, like ``elliptical_layers`` one for all models (heads:
             for all models whose architecture comes from a checkpoint) or one per model, None for a
             model's own (:meth:`option_for`).
@@ -82,6 +84,7 @@ class EvalConfig:
     collapse: object | None = None  # a collapse.CollapseConfig, or None
     sanity: bool = True
     device: str = "cpu"
+    deterministic: bool = False  # torch's deterministic kernels on CUDA (:mod:`ellrobust.determinism`)
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -7,7 +7,10 @@ unit seed and its batch index, a batch sees the same images and the same random 
 rank runs it. Per-example outcomes are gathered onto every rank, so the results table equals the one
 of a single-process run. Rank 0 alone writes files and shows progress.
 
-gloo on the CPU, nccl on GPUs; each rank uses ``cuda:LOCAL_RANK`` when CUDA is asked for.
+Evaluation talks through gloo, on every device: its collectives carry pickled Python objects
+(outcomes, collapse values), and joining a gloo group touches no GPU, so the run's worker pool forks
+after it without inheriting a CUDA context. Each rank binds ``cuda:LOCAL_RANK`` only after the fork
+(:meth:`DistInfo.bind_device`). Training all-reduces CUDA gradients: there nccl, on the rank's GPU.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    joined: bool = False  # this process group was created by :func:`init_distributed` (and is left by :meth:`leave`)
 
     @property
     def enabled(self) -> bool:
@@ -82,25 +86,43 @@ class DistInfo:
         if self.enabled:
             dist.barrier()
 
+    def leave(self) -> None:
+        """Destroy the process group this process joined (torch warns at exit about one left standing)."""
+        if self.joined and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def bind_device(self, requested: str) -> None:
+        """Make this rank's GPU the current CUDA device (a first CUDA call: after every worker fork)."""
+        if self.enabled and requested.startswith("cuda"):
+            torch.cuda.set_device(self.local_rank)
+
 
 def is_main_process() -> bool:
     """True outside torchrun and on its rank 0: the process that talks to the terminal and writes."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def init_distributed(device: str = "cpu") -> DistInfo:
-    """Join the process group that ``torchrun`` describes in the environment, once."""
+def init_distributed(device: str = "cpu", *, cuda_collectives: bool = False) -> DistInfo:
+    """Join the process group that ``torchrun`` describes in the environment, once.
+
+    Args:
+        device: the device the job computes on.
+        cuda_collectives: the collectives carry CUDA tensors (training's gradients): on a CUDA device
+            the group is nccl and this rank's GPU is bound now. Otherwise the group is gloo and
+            nothing here touches CUDA.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+    info = DistInfo(rank=rank, world_size=world, local_rank=local, joined=not dist.is_initialized())
+    if info.joined:
+        nccl = cuda_collectives and device.startswith("cuda") and torch.cuda.is_available()
+        if nccl:
+            info.bind_device(device)
+        dist.init_process_group(backend="nccl" if nccl else "gloo")
+    return info
 
 
 def batches(positions: Sequence[int], batch_size: int) -> list[list[int]]:

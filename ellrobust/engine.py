@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import re
 import time
@@ -50,8 +51,10 @@ from ellrobust.corruptions.protocol import resolve_protocol
 from ellrobust.data import LoadedDataset, load_dataset, select_indices
 from ellrobust.data import store as image_store
 from ellrobust.derived import derive
+from ellrobust.determinism import deterministic_mode
 from ellrobust.distributed import init_distributed, local_world_size
 from ellrobust.errors import UsageError
+from ellrobust.models import compiled as compiled_attention
 from ellrobust.models import load_model, state_dict_digest
 from ellrobust.models.external import split_prefix
 from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
@@ -121,7 +124,7 @@ def load_models(config: EvalConfig, data: LoadedDataset, device: str) -> dict[st
         raise UsageError("--heads applies to `-m vit` and `-m vit-elliptical` (architectures read from a checkpoint); no --model here is one.")
     for i, (name, ckpt) in enumerate(zip(config.models, checkpoints, strict=True)):
         ell = config.layers_for(i, is_elliptical_name(name, default_arch=data.spec.default_arch))
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(devices=[]):  # the CPU generator only: no CUDA call before the workers fork
             torch.manual_seed(config.seed)  # a randomly initialised architecture is the same in every run
             module = load_model(
                 name,
@@ -181,6 +184,7 @@ class Evaluation:
         self.progress = progress
         self.command = command  # the command line that asked for the run, recorded in run.json
         self.startup: dict[str, float] = {}
+        self._compile_start = compiled_attention.STATS.snapshot()
 
     def identity(self, unit: Unit, ctx: RunContext) -> str:
         """A hash of everything a unit's numbers depend on: its key on disk and its seed."""
@@ -198,38 +202,52 @@ class Evaluation:
             # attack units also measure collapse on their adversarial images when it is requested
             "collapse": collapse_key(self.config.collapse) if unit.stage in ("attack", "collapse") else None,
         }
+        if self.config.deterministic:  # other kernels, maybe other last bits: not the same unit (absent when off: keys unchanged)
+            ident["deterministic"] = True
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def run(self) -> RunResult:
-        """Run every unit not already on disk, then assemble and save the table (rank 0 writes)."""
+        """Run every unit not already on disk, then assemble and save the table (rank 0 writes).
+
+        Nothing touches CUDA before the run's worker pool has forked: the models load on the CPU, the
+        process group is gloo (:func:`~ellrobust.distributed.init_distributed`), and each rank binds
+        its GPU and moves the models there only after the fork.
+        """
         cfg = self.config
-        dist = init_distributed(cfg.device)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise UsageError(f"--out {str(self.run_dir)!r} is a file; pass a folder.")
+        dist = init_distributed(cfg.device)
         started = time.time()
-        with RunLock(self.run_dir) if dist.is_main else contextlib.nullcontext():
-            tick = time.perf_counter()
-            data = load_dataset(cfg.dataset, cfg.split, cfg.data_root, cfg.image_size)
-            indices = select_indices(len(data), cfg.n, cfg.seed)
-            self.startup["index_s"] = time.perf_counter() - tick
-            # The models are loaded on the CPU before any image is decoded: a model that cannot run
-            # (a bad checkpoint, another input size) fails in seconds, not after decoding the data.
-            # Forked workers share their pages untouched; CUDA is reached only after the fork.
-            tick = time.perf_counter()
-            models = load_models(cfg, data, "cpu")
-            self.startup["models_s"] = time.perf_counter() - tick
-            store, pool = self._open_store(data, indices, dist)
-            try:
-                with pool:
-                    return self._run(data, indices, models, store, pool, dist, started)
-            finally:
-                store.close()
+        self._compile_start = compiled_attention.STATS.snapshot()  # the models' input check compiles too
+        try:
+            with deterministic_mode(cfg.deterministic), RunLock(self.run_dir) if dist.is_main else contextlib.nullcontext():
+                tick = time.perf_counter()
+                data = load_dataset(cfg.dataset, cfg.split, cfg.data_root, cfg.image_size)
+                indices = select_indices(len(data), cfg.n, cfg.seed)
+                self.startup["index_s"] = time.perf_counter() - tick
+                # The models are loaded on the CPU before any image is decoded: a model that cannot run
+                # (a bad checkpoint, another input size) fails in seconds, not after decoding the data.
+                # Forked workers share their pages untouched.
+                tick = time.perf_counter()
+                models = load_models(cfg, data, "cpu")
+                self.startup["models_s"] = time.perf_counter() - tick
+                store, pool = self._open_store(data, indices, dist)
+                try:
+                    with pool:
+                        dist.bind_device(cfg.device)  # the run's first CUDA call: every fork is behind us
+                        return self._run(data, indices, models, store, pool, dist, started)
+                finally:
+                    store.close()
+        finally:
+            dist.leave()
 
     def _open_store(self, data: LoadedDataset, indices: list[int], dist):
-        """Decode the selected images once into the run's store, through the run's one worker pool.
+        """Decode the selected images once into the run's store; return it with the run's one worker pool.
 
-        The pool is forked after the store's memory exists (so workers share it) and while the models
-        are still on the CPU (so workers never hold a CUDA context).
+        The pools fork after the store's memory exists (so workers share it) and while the models are
+        still on the CPU (so workers never hold a CUDA context). Under torchrun the node's first rank
+        decodes for the whole node while its other ranks wait, so it decodes with the workers of every
+        rank of the node, in a pool of its own that ends before the run's pool forks.
         """
         cfg = self.config
         tick = time.perf_counter()
@@ -248,17 +266,26 @@ class Evaluation:
         for _, make_stage in STAGES.items():  # e.g. compile numba's glass_blur once, for every worker
             if hasattr(make_stage, "before_workers"):
                 make_stage.before_workers(cfg, size, protocol)
-        pool = WorkerPool(workers, {"dataset": data.dataset, "store": store, "indices": indices})
+        shared = {"dataset": data.dataset, "store": store, "indices": indices}
         label = f"decode {len(indices)} images"
         progress = self.progress if dist.is_main else no_progress
         if todo:
             progress(ProgressEvent("start", label, total=len(todo)))
-        image_store.fill(store, todo, pool, lambda k: progress(ProgressEvent("advance", label, advance=k)))
+        decoders = workers * local_world_size() if plan.shared_file else workers
+        if todo and plan.shared_file:
+            with WorkerPool(decoders, shared) as node_pool:
+                image_store.fill(store, todo, node_pool, lambda k: progress(ProgressEvent("advance", label, advance=k)))
+        pool = WorkerPool(workers, shared)
+        if todo and not plan.shared_file:
+            image_store.fill(store, todo, pool, lambda k: progress(ProgressEvent("advance", label, advance=k)))
         if todo:
             progress(ProgressEvent("end", label))
         if plan.shared_file and writer:
             dist.barrier()
-        self.startup.update(decode_s=time.perf_counter() - tick, decoded_images=store.decoded, workers=workers, store=store.location)
+        self.startup.update(
+            decode_s=time.perf_counter() - tick, decoded_images=store.decoded, workers=workers, decode_workers=decoders if todo else 0,
+            store=store.location,
+        )
         return store, pool
 
     def _run(self, data: LoadedDataset, indices: list[int], models: dict[str, LoadedModel], store, pool: WorkerPool, dist, started: float) -> RunResult:
@@ -282,9 +309,11 @@ class Evaluation:
                 if result is None:
                     ctx.unit_seed = unit_seed(cfg.seed, key)
                     seed_everything(ctx.unit_seed)
-                    tick = time.perf_counter()
+                    tick, compiling = time.perf_counter(), compiled_attention.STATS.compile_seconds
                     result = stage.run(unit, ctx)
                     result.extra["seconds"] = time.perf_counter() - tick
+                    if compiled_attention.STATS.compile_seconds > compiling:  # compiles are timed apart from the work
+                        result.extra["compile_seconds"] = compiled_attention.STATS.compile_seconds - compiling
                     if dist.is_main:
                         units.save(key, unit, result)
                     computed += 1
@@ -307,7 +336,8 @@ class Evaluation:
         if dist.is_main:
             save_table(table, self.run_dir)
             atomic_write(self.run_dir / "examples.csv.gz", gzip.compress(examples.to_csv(index=False, lineterminator="\n").encode(), mtime=0))
-            atomic_write(self.run_dir / "run.json", json.dumps(self._describe(ctx, started, finished), indent=1, default=str) + "\n")
+            described = self._describe(ctx, started, finished, _compile_record(self._compile_start))
+            atomic_write(self.run_dir / "run.json", json.dumps(described, indent=1, default=str) + "\n")
         dist.barrier()
         return RunResult(table, examples, sanity, self.run_dir, computed, reused)
 
@@ -327,8 +357,8 @@ class Evaluation:
             full.append({**base, "checkpoint": ck, **row})
         return to_frame(full)
 
-    def _describe(self, ctx: RunContext, started: float, finished: list[tuple[Unit, UnitResult]]) -> dict:
-        """run.json: the request, the models, the data, the environment, and where the time went."""
+    def _describe(self, ctx: RunContext, started: float, finished: list[tuple[Unit, UnitResult]], attention: dict) -> dict:
+        """run.json: the request, the models, the data, the environment, how the attention ran, and where the time went."""
         return {
             "schema_version": SCHEMA_VERSION,
             "command": self.command,
@@ -341,14 +371,32 @@ class Evaluation:
             "corruption_protocol": ctx.corruption_protocol if self.config.corruptions else None,
             "environment": {**environment(), "world_size": ctx.dist.world_size},
             "startup": self.startup,
+            "attention": attention,
             "wall_time_s": time.time() - started,
             "unit_seconds": sum(float(r.extra.get("seconds", 0.0)) for _, r in finished),
             "units": [{"label": unit.label, "precision": unit.precision or None, **_timings(result.extra)} for unit, result in finished],
         }
 
 
+def _compile_record(start: dict) -> dict:
+    """How this run's elliptical attention ran: compiled or eager, and the graphs it compiled (run.json ``attention``).
+
+    ``compile_mode`` is ``ELLROBUST_COMPILE_ATTENTION`` (auto: compiled on CUDA only); the counts are this
+    run's (the process's counters minus what they were when the run's units began).
+    """
+    now = compiled_attention.STATS.snapshot()
+    counts = {k: now[k] - start[k] for k in ("graphs", "compile_seconds", "compiled_calls", "eager_calls")}
+    return {
+        "compile_mode": compiled_attention.compile_mode().value,
+        "backend": os.environ.get(compiled_attention.BACKEND_ENV, compiled_attention.DEFAULT_BACKEND),
+        "compiled": counts["compiled_calls"] > 0,
+        **counts,
+        "fallback": now["fallback"],
+    }
+
+
 #: Unit diagnostics that run.json lists per unit (time, work done, and how attacks spent it).
-_TIMING_KEYS = ("seconds", "n_attacked", "components", "spsa_images_per_forward", "generated_images", "data_seconds", "model_seconds")
+_TIMING_KEYS = ("seconds", "compile_seconds", "n_attacked", "components", "spsa_images_per_forward", "generated_images", "data_seconds", "model_seconds")
 
 
 def _timings(extra: dict) -> dict:
@@ -357,8 +405,6 @@ def _timings(extra: dict) -> dict:
 
 def environment() -> dict:
     """Versions and hardware, recorded in every run folder."""
-    import os
-
     env = {
         "ellrobust": __version__,
         "torch": torch.__version__,

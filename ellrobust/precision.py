@@ -46,44 +46,66 @@ def _device_type(device: torch.device | str) -> str:
     return torch.device(device).type
 
 
-@contextlib.contextmanager
-def _tf32(allowed: bool) -> Iterator[None]:
-    """Allow or forbid TF32 in CUDA matmuls and cuDNN convolutions; restores the previous settings.
+#: The float32 switches of torch ≥ 2.9 a scope sets, besides the global one: CUDA's matmuls and cuDNN's
+#: convolutions (TF32 in ``tf32``), and oneDNN's on the CPU (always IEEE: a CPU has no TF32 here).
+_CUDA_SWITCHES = ("cuda.matmul", "cudnn.conv")
+_CPU_SWITCHES = ("mkldnn.matmul", "mkldnn.conv")
 
-    torch ≥ 2.9 has the ``fp32_precision`` switches; older releases have ``allow_tf32``.
+
+def _switch(path: str):
+    obj = torch.backends
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj if hasattr(obj, "fp32_precision") else None
+
+
+@contextlib.contextmanager
+def _math_mode(tf32: bool) -> Iterator[None]:
+    """IEEE float32 in every matmul and convolution backend, or TF32 in CUDA's; restores the settings.
+
+    torch ≥ 2.9 has the ``fp32_precision`` switches (cuDNN's convolutions default to TF32 there, and a
+    user's ``torch.backends.mkldnn.matmul.fp32_precision = "bf16"`` would lower CPU matmuls); older
+    releases have ``allow_tf32``. The switches are global, not thread-local, so they also hold for
+    the backward pass, whichever thread the autograd engine runs it on, as long as it runs in here.
     """
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
-    if hasattr(matmul, "fp32_precision") and hasattr(getattr(conv, "conv", None), "fp32_precision"):
-        saved = (matmul.fp32_precision, conv.conv.fp32_precision)
-        value = "tf32" if allowed else "ieee"
-        matmul.fp32_precision, conv.conv.fp32_precision = value, value
+    switches = [(s, "tf32" if tf32 else "ieee") for s in map(_switch, _CUDA_SWITCHES) if s is not None]
+    switches += [(s, "ieee") for s in map(_switch, _CPU_SWITCHES) if s is not None]
+    if len(switches) == len(_CUDA_SWITCHES) + len(_CPU_SWITCHES):
+        saved = [s.fp32_precision for s, _ in switches]
+        for s, value in switches:
+            s.fp32_precision = value
         try:
             yield
         finally:
-            matmul.fp32_precision, conv.conv.fp32_precision = saved
+            for (s, _), value in zip(switches, saved, strict=True):
+                s.fp32_precision = value
     else:  # pragma: no cover - torch < 2.9
-        saved = (matmul.allow_tf32, conv.allow_tf32)
-        matmul.allow_tf32, conv.allow_tf32 = allowed, allowed
+        matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn
+        saved_flags = (matmul.allow_tf32, conv.allow_tf32)
+        matmul.allow_tf32, conv.allow_tf32 = tf32, tf32
         try:
             yield
         finally:
-            matmul.allow_tf32, conv.allow_tf32 = saved
+            matmul.allow_tf32, conv.allow_tf32 = saved_flags
 
 
 @contextlib.contextmanager
 def precision_scope(precision: Precision | str, device: torch.device | str) -> Iterator[None]:
-    """Run the enclosed forward (and backward) passes in ``precision`` on ``device``.
+    """Run the enclosed forward *and backward* passes in ``precision`` on ``device``.
 
     ``fp32`` is strict IEEE float32, also on GPUs whose defaults allow TF32 somewhere: use it for
-    every verdict. Settings are restored on exit, so scopes nest and leave no global state behind.
+    every verdict. ``fp32`` and ``tf32`` switch off any enclosing autocast, so an fp32 verdict inside
+    a bf16 attack is still fp32. Compute gradients inside the scope: the math switches are read when
+    the backward's kernels run (under ``bf16`` the backward of each autocast op follows its forward's
+    dtypes either way). Settings are restored on exit, so scopes nest and leave no global state behind.
     """
     p = parse_precision(precision)
     kind = _device_type(device)
     if p is Precision.BF16:
-        with _tf32(False), torch.autocast(device_type=kind, dtype=torch.bfloat16):
+        with _math_mode(tf32=False), torch.autocast(device_type=kind, dtype=torch.bfloat16):
             yield
     else:
-        with _tf32(p is Precision.TF32):
+        with _math_mode(tf32=p is Precision.TF32), torch.autocast(device_type=kind, enabled=False):
             yield
 
 

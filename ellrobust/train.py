@@ -103,7 +103,7 @@ def train(
     part of every epoch (``DistributedSampler``, seeded), so the global batch is ``world_size ×
     batch_size``; epoch statistics are summed over ranks. The caller saves on rank 0 only.
     """
-    info = init_distributed(device)
+    info = init_distributed(device, cuda_collectives=True)  # DDP all-reduces CUDA gradients: nccl there
     device = info.device(device)
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed + info.rank)
@@ -136,11 +136,11 @@ def train(
                 group["lr"] = lr
             x = random_translate(x, cfg.augment_padding, g).to(device)
             y = y.to(device)
-            with precision_scope(cfg.precision, x.device):
+            opt.zero_grad(set_to_none=True)
+            with precision_scope(cfg.precision, x.device):  # forward and backward in the recipe's precision
                 logits = net(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
@@ -156,6 +156,7 @@ def train(
     model.eval()
     if test_data is not None:
         result.test_accuracy = evaluate_accuracy(model, test_data, device=device)
+    info.leave()
     return result
 
 

@@ -231,55 +231,24 @@ def test_short_names_give_the_shipped_trained_models():
         assert model.cfg.elliptical_layers == load_model(arch).cfg.elliptical_layers
 
 
-def test_compiled_path_only_on_cuda_and_switchable(monkeypatch):
-    monkeypatch.delenv(vit_module.COMPILE_ENV, raising=False)
-    assert vit_module._use_compiled(torch.device("cuda"))
-    assert not vit_module._use_compiled(torch.device("cpu"))
-    monkeypatch.setenv(vit_module.COMPILE_ENV, "0")
-    assert not vit_module._use_compiled(torch.device("cuda"))
-
-
-def test_failed_compilation_falls_back_to_eager_for_good(monkeypatch, images):
-    use_compiled = vit_module._use_compiled
-    _, ell = _twin("deit-nano")
-    with torch.no_grad():
-        eager = ell(images)
-    monkeypatch.delenv(vit_module.COMPILE_ENV, raising=False)
-    monkeypatch.setattr(vit_module, "_compile_failed", False)
-    monkeypatch.setattr(vit_module, "_use_compiled", lambda device: not vit_module._compile_failed)
-    calls = []
-
-    def broken(fn):
-        def call(*args):
-            calls.append(fn)
-            raise RuntimeError("no working compiler")
-
-        return call
-
-    monkeypatch.setattr(vit_module, "_compiled", broken)
-    with torch.no_grad(), pytest.warns(RuntimeWarning, match="running it eagerly"):
-        out = ell(images)
-    assert len(calls) == 1  # tried once, then every later layer and forward stays eager
-    torch.testing.assert_close(out, eager)
-    assert vit_module._compile_failed and not use_compiled(torch.device("cuda"))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("m_grad", ["detach", "full"])
 def test_compiled_path_matches_eager(monkeypatch, images, m_grad, norm_branch):
-    """The function CUDA compiles, compiled here for the CPU: the same logits and input gradients.
+    """The function CUDA compiles, compiled here for the CPU by inductor: the same logits and input gradients.
 
     Slow (tens of seconds of compilation on a cold cache). A compilation failure would fall back to
-    eager and make the comparison empty, hence warnings are errors and the failure flag is checked.
+    eager and make the comparison empty, hence warnings are errors and the fallback is checked.
     """
+    from ellrobust.models import compiled
+
     _, ell = _sharpened_twin(m_grad=m_grad)
     with torch.no_grad():
         logits = ell(images)
     grad = _input_grad(ell, images)
     with precision_scope("bf16", "cpu"):
         grad_bf16 = _input_grad(ell, images)
-    monkeypatch.setattr(vit_module, "_compile_failed", False)
-    monkeypatch.setattr(vit_module, "_use_compiled", lambda device: True)
+    monkeypatch.setattr(compiled, "STATS", compiled.CompileStats())
+    monkeypatch.setenv(compiled.COMPILE_ENV, "force")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         with torch.no_grad():
@@ -287,7 +256,7 @@ def test_compiled_path_matches_eager(monkeypatch, images, m_grad, norm_branch):
         compiled_grad = _input_grad(ell, images)
         with precision_scope("bf16", "cpu"):
             compiled_grad_bf16 = _input_grad(ell, images)
-    assert not vit_module._compile_failed
+    assert compiled.STATS.fallback is None and compiled.STATS.graphs == 3 and compiled.STATS.eager_calls == 0
     torch.testing.assert_close(compiled_logits, logits, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(compiled_grad, grad, atol=1e-6, rtol=1e-4)
     assert F.cosine_similarity(compiled_grad_bf16.flatten(), grad_bf16.flatten(), dim=0) > 0.99

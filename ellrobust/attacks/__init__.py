@@ -21,7 +21,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-from ellrobust.attacks.cascade import Attack, Cascade, Torchattack
+from ellrobust.attacks.cascade import Attack, Cascade, Float32Logits, Torchattack
 from ellrobust.attacks.fab import FabTargeted
 from ellrobust.attacks.spsa import SPSA
 from ellrobust.errors import UsageError
@@ -391,7 +391,7 @@ def perturb(
     """
     validate_request(request, num_classes)
     p = dict(request.params)
-    attack = request.definition.factory(model, eps, p, num_classes, seed)
+    attack = request.definition.factory(Float32Logits(model), eps, p, num_classes, seed)
     restarts = int(p.get("restarts", 1)) if request.name in ("pgd", "pgd-l2") else 1
     adv = attack.run(images, labels, precision=precision, info=info)
     for _ in range(restarts - 1):

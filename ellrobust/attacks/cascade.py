@@ -48,6 +48,22 @@ class Torchattack:
             return self.attack(images, labels).detach()
 
 
+class Float32Logits(nn.Module):
+    """``model`` with float32 logits under any autocast, for the attacks' losses and bookkeeping.
+
+    Under bf16 autocast a model returns bfloat16 logits. Losses computed from them in bfloat16 keep 8
+    bits, and torchattacks' APGD-T hands its losses to NumPy, which has no bfloat16 (a TypeError that
+    stopped every ``apgd-t``, ``apgd`` and ``autoattack`` unit in bf16). The cast is a no-op in fp32.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images).float()
+
+
 @contextlib.contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
     """``model`` in eval mode for the enclosed attack (dropout off, norms frozen), its mode restored after."""

@@ -214,7 +214,9 @@ class FabTargeted:
         x1 = x0[slot_img.to(device)]
         upper = len(slot_img) if device.type == "cuda" else len(correct)
         size = PassSize(
-            images_per_pass(self.model, images, grad=True, extra_bytes_per_image=_STEP_BYTES_PER_PIXEL * x0.shape[1], upper=upper)
+            images_per_pass(
+                self.model, images, grad=True, extra_bytes_per_image=_STEP_BYTES_PER_PIXEL * x0.shape[1], upper=upper, precision=precision
+            )
         )
         img = slot_img.to(device)
         la, lt = labels[img], targets[img, slot_tgt.to(device)]
@@ -261,10 +263,10 @@ class FabTargeted:
         """
         x1, x0, la, lt = x1[start:stop], x0[img[start:stop]], la[start:stop], lt[start:stop]
         xg = x1.detach().reshape(-1, *shape).requires_grad_(True)
-        with torch.enable_grad(), precision_scope(precision, x1.device):
+        with torch.enable_grad(), precision_scope(precision, x1.device):  # the backward too runs in the scope
             logits = self.model(xg)
             diffy = -(logits.gather(1, la.unsqueeze(1)) - logits.gather(1, lt.unsqueeze(1))).squeeze(1)
-        (grad,) = torch.autograd.grad(diffy.sum(), xg)
+            (grad,) = torch.autograd.grad(diffy.sum(), xg)
         w = grad.reshape(len(x1), -1).to(x1.dtype)
         b = -diffy.detach().to(x1.dtype) + (w * x1).sum(dim=-1)
         d3 = self.project(torch.cat((x1, x0)), torch.cat((w, w)), torch.cat((b, b)))

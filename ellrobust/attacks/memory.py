@@ -1,14 +1,17 @@
-"""How many images one model pass may hold: sized from the memory that is free, halved on CUDA OOM.
+"""How many images one model pass may hold: estimated from the memory that is free, halved on CUDA OOM.
 
 Attacks that evaluate many points per image (SPSA: 2 × samples per image and iteration; FAB-T: one
 pair per image and target class) would rather evaluate them in as few passes as possible: on a GPU a
 small pass costs the same kernel launches as a large one. How many fit depends on the model, the
-image size and what else holds memory, so the size is measured, not guessed:
+image size, the precision and what else holds memory:
 
-* CUDA: one pass over two images, the growth of the allocator's peak divided by two, against
-  ``torch.cuda.mem_get_info`` plus what the caching allocator holds unused.
-* CPU: the bytes of every leaf module's output for one image (an upper bound on what a forward pass
-  keeps alive), against ``MemAvailable`` from ``/proc/meminfo``.
+* per image: the bytes of every leaf module's output for one image, in the attack's precision (bf16
+  activations take half the bytes), times 2 for the inner tensors of attention and the like that no
+  module returns, times 3 with an input gradient (autograd keeps the activations and the backward
+  makes their gradients). The same estimate on every device: measuring the CUDA allocator's peak
+  would mean resetting the process-wide peak statistic, which belongs to the user;
+* free: ``torch.cuda.mem_get_info`` plus what the caching allocator holds unused, or ``MemAvailable``
+  from ``/proc/meminfo`` on a CPU.
 
 An estimate can be wrong (workspaces, fragmentation): :class:`PassSize` halves its limit whenever a
 pass raises ``torch.cuda.OutOfMemoryError`` and retries, and keeps the smaller size from then on.
@@ -22,6 +25,8 @@ from typing import TypeVar
 
 import torch
 from torch import nn
+
+from ellrobust.precision import Precision, precision_scope
 
 T = TypeVar("T")
 
@@ -68,37 +73,26 @@ def _leaf_output_bytes(model: nn.Module, image: torch.Tensor) -> int:
     return total[0]
 
 
-def pass_bytes_per_image(model: nn.Module, image: torch.Tensor, *, grad: bool) -> int:
-    """Bytes one more image adds to a forward pass (``grad``: forward and input-gradient pass).
-
-    CUDA measures it; a CPU estimates it from the leaf modules' outputs (×2 for the inner tensors
-    of attention and the like that no module returns; ×3 with ``grad``: autograd keeps the
-    activations and the backward pass makes their gradients).
-    """
-    if image.device.type != "cuda":
+def pass_bytes_per_image(model: nn.Module, image: torch.Tensor, *, grad: bool, precision: Precision | str = Precision.FP32) -> int:
+    """Bytes one more image adds to a forward pass in ``precision`` (``grad``: forward and input-gradient pass)."""
+    with precision_scope(precision, image.device):
         return (3 if grad else 2) * _leaf_output_bytes(model, image)
-    device = image.device
-    probe = image[:1].expand(2, *image.shape[1:]).clone()
-    torch.cuda.synchronize(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    if grad:
-        probe.requires_grad_(True)
-        with torch.enable_grad():
-            torch.autograd.grad(model(probe).float().sum(), probe)
-    else:
-        with torch.no_grad():
-            model(probe)
-    torch.cuda.synchronize(device)
-    return max(1, (torch.cuda.max_memory_allocated(device) - base) // 2)
 
 
-def images_per_pass(model: nn.Module, image: torch.Tensor, *, grad: bool, extra_bytes_per_image: int = 0, upper: int) -> int:
-    """How many images one pass may hold on ``image``'s device, at most ``upper`` (at least 1).
+def images_per_pass(
+    model: nn.Module,
+    image: torch.Tensor,
+    *,
+    grad: bool,
+    upper: int,
+    extra_bytes_per_image: int = 0,
+    precision: Precision | str = Precision.FP32,
+) -> int:
+    """How many images one pass in ``precision`` may hold on ``image``'s device, at most ``upper`` (at least 1).
 
     ``extra_bytes_per_image`` is what the attack itself keeps per image next to the pass.
     """
-    per_image = pass_bytes_per_image(model, image, grad=grad) + extra_bytes_per_image
+    per_image = pass_bytes_per_image(model, image, grad=grad, precision=precision) + extra_bytes_per_image
     budget = _SHARE.get(image.device.type, _SHARE["cpu"]) * available_bytes(image.device)
     return max(1, min(int(upper), int(budget // per_image)))
 
@@ -125,12 +119,14 @@ class PassSize:
             stop = min(n, start + self.limit)
             try:
                 out.append(fn(start, stop))
+                start = stop
+                continue
             except torch.cuda.OutOfMemoryError:
                 if stop - start == 1:
                     raise
                 self.limit = max(1, (stop - start) // 2)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            start = stop
+            # Outside the except block: there the traceback still holds the failed pass's tensors,
+            # and the cache could not give their memory back.
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         return out

@@ -71,7 +71,9 @@ class SPSA:
             return x.clone(), 0
         pairs = self.samples * n  # (direction, image); each costs two images in a pass, x + δv and x − δv
         image_bytes = x[0].numel() * x.element_size()
-        per_forward = images_per_pass(self.model, x, grad=False, extra_bytes_per_image=2 * image_bytes, upper=2 * min(self.samples, self.max_batch_size) * n)
+        per_forward = images_per_pass(
+            self.model, x, grad=False, extra_bytes_per_image=2 * image_bytes, upper=2 * min(self.samples, self.max_batch_size) * n, precision=precision
+        )
         size = PassSize(max(1, per_forward // 2))
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
         dx = torch.zeros_like(x)

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         out: Path | None = options.OUT,
         json_out: bool = options.JSON,
         device: str = options.DEVICE,
+        deterministic: bool = options.DETERMINISTIC,
     ) -> None:
         """Token cosine similarity, attention entropy and effective rank, layer by layer.
 
@@ -90,6 +91,7 @@ def register(app: typer.Typer) -> None:
             **options.model_settings(elliptical_layers, heads, mean, std, img_size),
             workers=parse_workers(workers),
             device=device,
+            deterministic=deterministic,
         )
         result = execute(config, out)
         if result is None:

@@ -93,6 +93,7 @@ def register(app: typer.Typer) -> None:
         report: bool = typer.Option(False, "--report", help="Write report.md and figures into the run folder at the end."),
         sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Run the attack sanity checks."),
         device: str = options.DEVICE,
+        deterministic: bool = options.DETERMINISTIC,
     ) -> None:
         """Evaluate models on the same images: clean accuracy, attacks, corruptions, collapse.
 
@@ -157,6 +158,7 @@ def register(app: typer.Typer) -> None:
             collapse=CollapseConfig() if (collapse or (loaded and loaded.collapse)) else None,
             sanity=sanity,
             device=device,
+            deterministic=deterministic,
         )
         result = execute(config, out)
         if result is None:

@@ -18,6 +18,11 @@ BATCH_SIZE = typer.Option(128, help="Images per batch.")
 OUT = typer.Option(None, "--out", "-o", help="Run folder (default: reports/runs/<dataset>-<hash of the request>); re-running resumes it.")
 JSON = typer.Option(False, "--json", help="Print the result records as JSON on stdout instead of tables.")
 DEVICE = typer.Option("cpu", help="Torch device, e.g. cpu or cuda (under torchrun: each rank's own GPU).")
+DETERMINISTIC = typer.Option(
+    False, "--deterministic",
+    help="Deterministic CUDA kernels (torch.use_deterministic_algorithms, fixed cuBLAS workspace, no cuDNN autotuning): "
+    "the same command on the same GPU and software gives the same table bit for bit. CPU runs are deterministic anyway.",
+)
 WORKERS = typer.Option("auto", "--workers", help="Worker processes of the run's one pool (decoding, corruptions): auto (the cores for on-disk data, 0 for data in memory) or a number.")
 ELLIPTICAL_LAYERS = typer.Option(
     [], "--elliptical-layers",

@@ -8,6 +8,8 @@ Shapes: B batch, H heads, N tokens, C channels.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 import torch.nn.functional as F
 
@@ -100,6 +102,65 @@ def attention_entropy_qk(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return (lse.float() - expected.float()).clamp_min(0).mean(dim=-1)
 
 
+def token_gram(x: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix of each token matrix on its smaller side, ``X Xᵀ`` or ``Xᵀ X``, in float64.
+
+    Its eigenvalues are the squared singular values of ``X`` (:func:`effective_rank_from_gram`).
+    float64 keeps the eigenvalues of a rank-deficient matrix that should be 0 at ~1e-16 of the
+    largest (σ ~1e-8 σ_max): in float32 they are ~1e-7 (σ ~3e-4 σ_max each), and a collapsed matrix
+    with 191 such σ would read an effective rank well above 1.
+
+    Args:
+        x: tokens, (B, N, C).
+
+    Returns:
+        (B, k, k) with k = min(N, C).
+    """
+    x = x.double()
+    xt = x.transpose(-2, -1)
+    return x @ xt if x.shape[-2] <= x.shape[-1] else xt @ x
+
+
+def symmetric_eigenvalues(gram: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of a batch of symmetric matrices, computed on the CPU cores, the batch split among them.
+
+    LAPACK's solver (``syevd``) takes one matrix at a time, and torch loops over a batch on one core:
+    on the CPU, MKL's own threads only slow matrices of this size down (measured on 2 cores, 192×192:
+    3× slower with 2 threads than with 1). Chunks of the batch on one thread per core run side by side
+    instead (2.1× on 2 cores). On CUDA a batched ``eigvalsh`` of matrices larger than 32×32 also loops,
+    one cuSOLVER call per matrix, so the matrices are solved on the host's cores as well: the Gram
+    products stay on the GPU, only the (B, k, k) matrices travel (``benchmarks/bench_collapse.py
+    --device cuda`` measures the alternatives).
+
+    Args:
+        gram: (B, k, k) symmetric matrices.
+
+    Returns:
+        (B, k) eigenvalues in ascending order, on ``gram``'s device.
+    """
+    host = gram.detach().cpu()
+    threads = torch.get_num_threads()
+    parts = min(threads, len(host))
+    if parts <= 1:
+        return torch.linalg.eigvalsh(host).to(gram.device)
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(parts) as pool:
+            values = torch.cat(list(pool.map(torch.linalg.eigvalsh, host.chunk(parts))))
+    finally:
+        torch.set_num_threads(threads)
+    return values.to(gram.device)
+
+
+def effective_rank_from_gram(gram: torch.Tensor) -> torch.Tensor:
+    """:func:`effective_rank` of the token matrices whose :func:`token_gram` is ``gram``, (B, k, k) -> (B,)."""
+    s = symmetric_eigenvalues(gram).clamp_min(0).sqrt()  # (B, k) singular values
+    total = s.sum(dim=-1, keepdim=True)  # (B, 1)
+    p = s / total.clamp_min(torch.finfo(s.dtype).tiny)
+    rank = torch.exp(-torch.xlogy(p, p).sum(dim=-1))
+    return torch.where(total.squeeze(-1) > 0, rank, torch.zeros_like(rank)).float()
+
+
 def effective_rank(x: torch.Tensor) -> torch.Tensor:
     """Effective rank of each token matrix (Roy & Vetterli 2007): ``exp(H(σ / ‖σ‖₁))``.
 
@@ -108,12 +169,11 @@ def effective_rank(x: torch.Tensor) -> torch.Tensor:
     every direction carries the same energy. Unlike a thresholded rank it is continuous, so it shows
     gradual collapse layer by layer. A zero matrix has no spectrum and gets effective rank 0.
 
-    The singular values come from the eigenvalues of the smaller Gram matrix (``X Xᵀ`` or ``Xᵀ X``)
-    in float64, not from an SVD: on CPU that is 10–40× faster for ViT-sized token matrices, and
-    float64 keeps every singular value above ~1e-8·σ_max, far below what moves the entropy.
+    The singular values come from the eigenvalues of the smaller Gram matrix (:func:`token_gram`),
+    not from an SVD (on the CPU 2–3× faster for ViT-sized token matrices), in float64.
 
     Any leading dimensions batch: pass every layer's tokens stacked, (L·B, N, C), to pay for one
-    Gram product and one batched eigensolver call instead of one per layer.
+    batched eigensolver call instead of one per layer.
 
     Args:
         x: tokens, (B, N, C).
@@ -121,11 +181,4 @@ def effective_rank(x: torch.Tensor) -> torch.Tensor:
     Returns:
         (B,) effective rank, in float32.
     """
-    x = x.double()
-    xt = x.transpose(-2, -1)
-    gram = x @ xt if x.shape[-2] <= x.shape[-1] else xt @ x  # (B, k, k), k = min(N, C)
-    s = torch.linalg.eigvalsh(gram).clamp_min(0).sqrt()  # (B, k) singular values
-    total = s.sum(dim=-1, keepdim=True)  # (B, 1)
-    p = s / total.clamp_min(torch.finfo(s.dtype).tiny)
-    rank = torch.exp(-torch.xlogy(p, p).sum(dim=-1))
-    return torch.where(total.squeeze(-1) > 0, rank, torch.zeros_like(rank)).float()
+    return effective_rank_from_gram(token_gram(x))

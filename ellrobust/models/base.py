@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import torch
 
     from ellrobust.models.vit import BlockOutput
@@ -57,8 +59,8 @@ class TokenModel(Protocol):
     @property
     def num_prefix_tokens(self) -> int: ...
 
-    def forward_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[BlockOutput]]:
-        """[0, 1] images -> the final normed tokens (B, N, C) and one :class:`BlockOutput` per block."""
+    def iter_blocks(self, images: torch.Tensor) -> Iterator[BlockOutput]:
+        """[0, 1] images -> one :class:`BlockOutput` per block, in order, each computed when it is asked for."""
         ...
 
 

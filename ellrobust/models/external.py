@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -117,7 +117,7 @@ class ExternalClassifier(nn.Module):
 class TimmVisionTransformer(ExternalClassifier):
     """A timm ``VisionTransformer`` whose blocks' tokens the collapse probe reads.
 
-    :meth:`forward_blocks` runs timm's own modules in timm's order (patch embedding, prefix tokens
+    :meth:`iter_blocks` runs timm's own modules in timm's order (patch embedding, prefix tokens
     and positions, ``norm_pre``, each block, ``norm``) and keeps each block's residual stream, its
     attention branch, and the queries, keys and values of its attention (one more ``attn.qkv`` on
     the block's normed input: the fused attention does not return them). Only timm's standard
@@ -134,10 +134,9 @@ class TimmVisionTransformer(ExternalClassifier):
     def num_prefix_tokens(self) -> int:
         return int(self.net.num_prefix_tokens)
 
-    def forward_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[BlockOutput]]:
+    def iter_blocks(self, images: torch.Tensor) -> Iterator[BlockOutput]:
         net = self.net
         x = net.norm_pre(net.patch_drop(net._pos_embed(net.patch_embed(self.normalize(images)))))  # (B, N, C)
-        outs = []
         for blk in net.blocks:
             h = blk.norm1(x)
             attn = blk.attn
@@ -147,8 +146,12 @@ class TimmVisionTransformer(ExternalClassifier):
             a = blk.drop_path1(blk.ls1(attn(h)))
             x = x + a
             x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-            outs.append(BlockOutput(x=x, attn_out=a, attn_in=h, q=q, k=k, v=v, m=None))
-        return net.norm(x), outs
+            yield BlockOutput(x=x, attn_out=a, attn_in=h, q=q, k=k, v=v, m=None)
+
+    def forward_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[BlockOutput]]:
+        """Every block's outputs kept, and the final normed tokens (timm's ``forward_features``)."""
+        outs = list(self.iter_blocks(images))
+        return self.net.norm(outs[-1].x), outs
 
 
 def timm_has_tokens(net: nn.Module) -> bool:

@@ -15,15 +15,15 @@ Shapes in comments: B batch, N tokens (patches + class token), C width, H heads,
 
 from __future__ import annotations
 
-import functools
-import os
-import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ellrobust.models.compiled import CompiledFunction
 
 
 class MGrad(StrEnum):
@@ -163,7 +163,7 @@ def elliptical_metric(v: torch.Tensor, v_prev: torch.Tensor, *, detach: bool = T
 
 
 def _scale_detached(q: torch.Tensor, v: torch.Tensor, v_prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``q ⊙ m`` and ``m`` with ``m`` detached; a function of its own so its compiled form has its own cache."""
+    """``q ⊙ m`` and ``m`` with ``m`` detached."""
     m = elliptical_metric(v, v_prev, detach=True)
     return q * m, m
 
@@ -174,23 +174,8 @@ def _scale_full(q: torch.Tensor, v: torch.Tensor, v_prev: torch.Tensor) -> tuple
     return q * m, m
 
 
-#: Set to ``0`` to keep the elliptical query scaling in eager mode on CUDA (it is compiled by default).
-COMPILE_ENV = "ELLROBUST_COMPILE_ATTENTION"
-_compile_failed = False  # set once a compilation has failed: the process stays eager from then on
-
-
-@functools.cache
-def _compiled(fn):
-    """``fn`` under ``torch.compile``, created on first use (never at import: it imports the compiler).
-
-    ``fullgraph`` makes a graph break an error (hence the eager fallback) instead of a silent slow path.
-    """
-    return torch.compile(fn, fullgraph=True)
-
-
-def _use_compiled(device: torch.device) -> bool:
-    """Compile only on CUDA: eager CUDA launches one kernel per elementwise op and cannot fuse them."""
-    return device.type == "cuda" and not _compile_failed and os.environ.get(COMPILE_ENV, "1") != "0"
+#: The two scalings, each compiled once per state on CUDA (:mod:`ellrobust.models.compiled`).
+_SCALINGS = {True: CompiledFunction(_scale_detached), False: CompiledFunction(_scale_full)}
 
 
 def scale_queries(
@@ -199,26 +184,11 @@ def scale_queries(
     """The elliptical queries ``q ⊙ m`` (B, H, N, D) and the metric ``m`` (B, H, 1, D), in ``q``'s dtype.
 
     On CUDA the metric and the scaling run as one compiled function: a fused reduction for ``m`` and
-    one pass for ``q ⊙ m`` (and one for its backward), instead of a kernel per elementwise op. If the
-    compilation fails (no Triton, no C compiler, an unsupported GPU: all of which show when the
-    forward pass compiles), a warning says so and the process stays eager: the eager functions
-    compute the same numbers. A failure confined to compiling the backward pass, which happens at
-    the first backward, is not caught; ``ELLROBUST_COMPILE_ATTENTION=0`` avoids it.
+    one pass for ``q ⊙ m`` (and one for its backward), instead of a kernel per elementwise op. It
+    stays compiled for the whole process, or eager for the whole process if compiling is impossible
+    (:class:`~ellrobust.models.compiled.CompiledFunction`); both compute the same numbers.
     """
-    global _compile_failed
-    fn = _scale_detached if detach else _scale_full
-    if _use_compiled(q.device):
-        try:
-            return _compiled(fn)(q, v, v_prev)
-        except Exception as exc:  # any compiler failure must fall back to eager, not stop an evaluation
-            _compile_failed = True
-            warnings.warn(
-                f"compiling the elliptical attention failed ({type(exc).__name__}: {exc}); running it eagerly. "
-                f"Set {COMPILE_ENV}=0 to skip the compilation.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-    return fn(q, v, v_prev)
+    return _SCALINGS[detach](q, v, v_prev)
 
 
 class Attention(nn.Module):
@@ -417,19 +387,23 @@ class VisionTransformer(nn.Module):
             logits = (logits + self.head_dist(tokens[:, 1])) / 2
         return logits
 
-    def forward_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[BlockOutput]]:
-        """Run every block and keep each block's outputs: the explicit intermediate-feature API.
+    def iter_blocks(self, images: torch.Tensor) -> Iterator[BlockOutput]:
+        """Each block's outputs in turn, computed as they are asked for: the streaming feature API.
 
-        Returns the final normed tokens (B, N, C) and one :class:`BlockOutput` per block.
+        A consumer that measures a block and lets it go keeps one block's tensors alive at a time,
+        as the forward pass does (:mod:`ellrobust.collapse` measures collapse this way).
         """
         x = self.embed(images)
         v_prev = None
-        outs = []
         for blk in self.blocks:
             out = blk(x, v_prev)
-            outs.append(out)
+            yield out
             x, v_prev = out.x, out.v
-        return self.norm(x), outs
+
+    def forward_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[BlockOutput]]:
+        """Every block's outputs kept: the final normed tokens (B, N, C) and one :class:`BlockOutput` per block."""
+        outs = list(self.iter_blocks(images))
+        return self.norm(outs[-1].x), outs
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[0, 1] images (B, 3, S, S) -> logits (B, num_classes)."""
