@@ -341,6 +341,7 @@ class Evaluation:
             "corruption_protocol": ctx.corruption_protocol if self.config.corruptions else None,
             "environment": {**environment(), "world_size": ctx.dist.world_size},
             "startup": self.startup,
+            "worker_deaths": ctx.pool.deaths,  # workers that died and whose tasks a fresh worker ran again
             "wall_time_s": time.time() - started,
             "unit_seconds": sum(float(r.extra.get("seconds", 0.0)) for _, r in finished),
             "units": [{"label": unit.label, "precision": unit.precision or None, **_timings(result.extra)} for unit, result in finished],

@@ -1,11 +1,16 @@
-"""Interruption, concurrency and determinism: nothing computed is lost, nothing is corrupted.
+"""Interruption, concurrency, resource faults and determinism: nothing computed is lost, nothing is corrupted.
 
 Runs are real subprocesses of the CLI, killed with SIGKILL at several points (after a given number
 of finished units, and at arbitrary moments inside a unit), then restarted with the same command.
+What long ImageNet runs meet is injected too: a pool worker killed (from outside, or by its own task,
+once or every time), a worker whose setup fails. Every fault ends in one line without a traceback,
+with its exit code, and the finished units survive.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import json
 import os
 import signal
 import subprocess
@@ -13,10 +18,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from PIL import Image
 
+from ellrobust import workers
+from ellrobust.cli import app
+from ellrobust.corruptions.generate import GenerateTask
 from ellrobust.errors import UsageError
 from ellrobust.parsing import parse_name_list
 
@@ -112,3 +122,155 @@ def test_name_list_parser_fuzz_only_raises_usage_errors(text):
         assert "\n" not in str(exc)
         return
     assert names and all(n and n == n.strip() and "," not in n for n in names)
+
+
+# --- resource faults -------------------------------------------------------------------------------
+
+#: Two models on 24 ImageNet-sized images of a folder the tests build, six corruptions through 2 workers:
+#: about 2 s of pool work after the first corruption unit, so a worker killed then has tasks in flight.
+CORRUPTIONS = "gaussian_noise,shot_noise,defocus_blur,contrast,jpeg_compression,pixelate"
+
+
+def image_args(root: Path) -> list[str]:
+    return [
+        "eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--data", "imagefolder", "--data-root", str(root),
+        "--attack", "none", "--corruption", CORRUPTIONS, "--severity", "1", "--workers", "2", "--batch-size", "8",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for k in range(24):
+        folder = root / f"n{k % 2:02d}"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (240, 240, 3), dtype=np.uint8)).save(folder / f"img{k:02d}.JPEG")
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_reference(image_root, tmp_path_factory) -> Path:
+    """The undisturbed run every disturbed one must reproduce, byte for byte."""
+    out = tmp_path_factory.mktemp("image-ref") / "run"
+    subprocess.run(cli(*image_args(image_root), "--out", str(out)), check=True, env=ENV, capture_output=True, timeout=300)
+    return out
+
+
+@pytest.fixture
+def watchdog():
+    """A test that would hang (a dead worker waited for) aborts the session with a traceback instead."""
+    faulthandler.dump_traceback_later(240, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def one_error_line(result) -> str:
+    """The single stderr line of a failed run (and no traceback anywhere)."""
+    assert "Traceback" not in result.output, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for path in Path(f"/proc/{pid}/task").glob("*/children") for c in path.read_text().split()]
+
+
+def saved_units(out: Path, stage: str = "") -> list[dict]:
+    """The finished units on disk, each read back whole (a partial file would fail here)."""
+    return [json.loads(path.read_text()) for path in sorted((out / "units").glob(f"{stage}*.json"))]
+
+
+def no_partial_files(out: Path) -> bool:
+    return not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the pool's workers through /proc")
+def test_a_worker_killed_from_outside_is_replaced_and_the_table_is_unchanged(tmp_path, image_root, image_reference):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cli(*image_args(image_root), "--out", str(out)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not list((out / "units").glob("corruption_*.json")):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before the kill point"
+    pool = children(proc.pid)
+    assert len(pool) == 2, pool
+    os.kill(pool[0], signal.SIGKILL)  # what the kernel's out-of-memory killer does
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "warning: a worker process died (killed by SIGKILL" in stderr
+    deaths = json.loads((out / "run.json").read_text())["worker_deaths"]
+    assert [(d["pid"], d["exitcode"]) for d in deaths] == [(pool[0], -9)]
+    assert (out / "results.csv").read_bytes() == (image_reference / "results.csv").read_bytes()
+    assert (out / "examples.csv.gz").read_bytes() == (image_reference / "examples.csv.gz").read_bytes()
+
+
+def _dying_tasks(monkeypatch, tmp_path: Path, once: bool) -> None:
+    """Make every corruption task in a worker SIGKILL its own process: the first one only, or all of them."""
+    parent, marker = os.getpid(), tmp_path / "killed-once"
+    run = GenerateTask.__call__
+
+    def dying(task):
+        if os.getpid() != parent and (not once or _first(marker)):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return run(task)
+
+    monkeypatch.setattr(GenerateTask, "__call__", dying)
+
+
+def _first(marker: Path) -> bool:
+    """True in exactly one process, whichever creates ``marker`` first."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+def test_the_tasks_of_a_dead_worker_are_run_again_by_a_fresh_one(runner, tmp_path, image_root, image_reference, monkeypatch, watchdog):
+    _dying_tasks(monkeypatch, tmp_path, once=True)
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*image_args(image_root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (death,) = json.loads((out / "run.json").read_text())["worker_deaths"]
+    assert death["exitcode"] == -signal.SIGKILL and death["lost_tasks"] >= 1  # the dying task itself, at least
+    assert (out / "results.csv").read_bytes() == (image_reference / "results.csv").read_bytes()
+
+
+def test_a_worker_that_dies_again_stops_the_run_with_one_line_and_keeps_finished_units(runner, tmp_path, image_root, monkeypatch, watchdog):
+    _dying_tasks(monkeypatch, tmp_path, once=False)
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*image_args(image_root), "--out", str(out)])
+    assert result.exit_code == 3
+    line = one_error_line(result)
+    for fragment in ("died again: killed by SIGKILL", "out-of-memory killer", "while corrupting image '", "fewer --workers (this run has 2)", "--memory-budget"):
+        assert fragment in line, line
+    assert len(saved_units(out, "clean_")) == 2 and not saved_units(out, "corruption_")
+    assert not (out / "results.csv").exists() and no_partial_files(out)
+    monkeypatch.undo()
+    resumed = runner.invoke(app, [*image_args(image_root), "--out", str(out)])
+    assert resumed.exit_code == 0 and "(6 units computed, 2 reused)" in resumed.stderr, resumed.output
+
+
+def test_a_task_that_raises_in_a_worker_is_one_line_naming_the_image(runner, tmp_path, image_root, monkeypatch, watchdog):
+    def failing(task):
+        raise MemoryError("cannot allocate 1.2 GiB")
+
+    monkeypatch.setattr(GenerateTask, "__call__", failing)
+    result = runner.invoke(app, [*image_args(image_root), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 3
+    line = one_error_line(result)
+    assert f"corrupting image '{image_root}/n00/img00.JPEG' (gaussian_noise, severity 1) failed: MemoryError: cannot allocate 1.2 GiB" in line, line
+
+
+def test_a_worker_that_cannot_set_up_is_one_line_not_an_endless_respawn(runner, tmp_path, image_root, monkeypatch, watchdog):
+    def missing(cv2_inherited):
+        raise ModuleNotFoundError("No module named 'threadpoolctl'")
+
+    monkeypatch.setattr(workers, "_init_worker", missing)
+    result = runner.invoke(app, [*image_args(image_root), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 3
+    line = one_error_line(result)
+    assert "could not set up (ModuleNotFoundError: No module named 'threadpoolctl')" in line and "--workers 0" in line, line

@@ -202,8 +202,11 @@ def execute(config, out: Path | None):
     if not is_main_process():
         return None
     stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
+    meta = json.loads((run_dir / "run.json").read_text())
+    for death in meta.get("worker_deaths", []):
+        stderr.print(f"warning: a worker process died ({death['cause']}); a fresh worker ran its {death['lost_tasks']} task(s) again (see run.json).")
     if config.collapse is not None:
-        models = json.loads((run_dir / "run.json").read_text())["models"]
+        models = meta["models"]
         skipped = [name for name, info in models.items() if not info.get("tokens", True)]
         if skipped:
             stderr.print(f"collapse: not measured for {', '.join(skipped)} (no tokens); the other models were measured.")

@@ -160,6 +160,11 @@ class GenerateTask:
         store = SHARED["store"]
         return corrupt_image(store.uint8_hwc(self.position), self.corruption, self.severity, self.seed, self.protocol)[None]
 
+    def describe(self) -> str:
+        from ellrobust.data.store import image_name
+
+        return f"corrupting {image_name(self.position)} ({self.corruption}, severity {self.severity})"
+
 
 @dataclass(frozen=True)
 class CachedTask:

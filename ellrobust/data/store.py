@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from ellrobust.errors import UsageError
-from ellrobust.workers import SHARED, WorkerPool
+from ellrobust.errors import EllrobustError, UsageError
+from ellrobust.workers import SHARED, WorkerPool, task_failed
 
 #: Bump when the store file's layout changes.
 STORE_FORMAT = 1
@@ -116,9 +116,19 @@ class ImageStore:
             path.with_suffix(".json").unlink(missing_ok=True)
 
 
+def image_name(position: int) -> str:
+    """The image at a position of the run's selection, for messages: its file, else its dataset index (reads :data:`SHARED`)."""
+    index = SHARED["indices"][position]
+    samples = getattr(SHARED["dataset"], "samples", None)
+    return f"image {samples[index][0]!r}" if samples is not None else f"image {index} of the dataset"
+
+
 @dataclass(frozen=True)
 class DecodeTask:
-    """Decode and store the images at ``positions`` (run in a worker, or inline); returns their labels."""
+    """Decode and store the images at ``positions`` (run in a worker, or inline); returns their labels.
+
+    An unexpected error names the image it happened on (the task holds :data:`DECODE_CHUNK` of them).
+    """
 
     positions: tuple[int, ...]
 
@@ -128,10 +138,19 @@ class DecodeTask:
         indices: list[int] = SHARED["indices"]
         out = []
         for p in self.positions:
-            image, label = dataset[indices[p]]
-            store.put(p, image)
+            try:
+                image, label = dataset[indices[p]]
+                store.put(p, image)
+            except EllrobustError:
+                raise
+            except Exception as exc:
+                raise task_failed(f"decoding {image_name(p)}", exc) from exc
             out.append((p, int(label)))
         return out
+
+    def describe(self) -> str:
+        first, last = image_name(self.positions[0]), image_name(self.positions[-1])
+        return f"decoding {first}" if len(self.positions) == 1 else f"decoding {len(self.positions)} images, {first} to {last}"
 
 
 @dataclass(frozen=True)
