@@ -3,15 +3,18 @@
 Runs are real subprocesses of the CLI, killed with SIGKILL at several points (after a given number
 of finished units, and at arbitrary moments inside a unit), then restarted with the same command.
 What long ImageNet runs meet is injected too: a pool worker killed (from outside, or by its own task,
-once or every time), a worker whose setup fails. Every fault ends in one line without a traceback,
-with its exit code, and the finished units survive.
+once or every time), a worker whose setup fails, a full disk (monkeypatched writes, and a real tmpfs
+when the tests run as root), free space too small for the image store or the cache. Every fault ends
+in one line without a traceback, with its exit code, and the finished units survive.
 """
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +27,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
+from ellrobust import results as results_module
 from ellrobust import workers
 from ellrobust.cli import app
+from ellrobust.corruptions.cache import FILE_OVERHEAD
 from ellrobust.corruptions.generate import GenerateTask
-from ellrobust.errors import UsageError
+from ellrobust.errors import DiskFullError, UsageError, format_bytes
 from ellrobust.parsing import parse_name_list
+from ellrobust.results import atomic_write
 
 ARGS = [
     "eval", "-m", "deit", "-m", "deit-elliptical", "-n", "32", "--batch-size", "8",
@@ -274,3 +280,124 @@ def test_a_worker_that_cannot_set_up_is_one_line_not_an_endless_respawn(runner, 
     assert result.exit_code == 3
     line = one_error_line(result)
     assert "could not set up (ModuleNotFoundError: No module named 'threadpoolctl')" in line and "--workers 0" in line, line
+
+
+class _FullDisk:
+    """``os`` as ellrobust.results sees it, with ``fsync`` failing (ENOSPC) from the ``after``-th file on."""
+
+    def __init__(self, after: int, code: int = errno.ENOSPC) -> None:
+        self.calls, self.after, self.code = 0, after, code
+
+    def fsync(self, fd: int) -> None:
+        self.calls += 1
+        if self.calls > self.after:
+            raise OSError(self.code, os.strerror(self.code))
+        os.fsync(fd)
+
+    def __getattr__(self, name: str):
+        return getattr(os, name)
+
+
+SMALL = ["eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--data", "synthetic", "-n", "16", "--batch-size", "8", "--attack", "fgsm", "--eps", "2/255,4/255"]
+
+
+def test_a_full_disk_while_saving_units_is_one_line_and_the_run_resumes(runner, tmp_path, monkeypatch):
+    monkeypatch.setattr(results_module, "os", _FullDisk(after=2))
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*SMALL, "--out", str(out)])
+    assert result.exit_code == 3
+    line = one_error_line(result)
+    assert f"in '{out}/units' (about " in line and "B needed): no space left on the device" in line and "--out" in line, line
+    assert len(saved_units(out)) == 2 and no_partial_files(out)
+    monkeypatch.undo()
+    resumed = runner.invoke(app, [*SMALL, "--out", str(out)])
+    assert resumed.exit_code == 0 and "2 reused" in resumed.stderr, resumed.output
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(errno.ENOSPC, "no space left on the device; free space there"), (errno.EDQUOT, "the disk quota is exceeded; free space there"),
+     (errno.EROFS, "the file system is read-only; pass --out")],
+)  # fmt: skip
+def test_atomic_write_refusals_name_the_folder_and_the_size_and_leave_nothing(tmp_path, monkeypatch, code, reason):
+    monkeypatch.setattr(results_module, "os", _FullDisk(after=0, code=code))
+    with pytest.raises(DiskFullError, match=rf"'results.csv' in '{tmp_path}' \(about 1.5 KiB needed\): {reason}"):
+        atomic_write(tmp_path / "results.csv", "x" * 1536)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _free(limit_of: dict[str, int]):
+    """``shutil.disk_usage`` reporting ``limit_of[folder name]`` bytes free (plenty elsewhere)."""
+    real = shutil.disk_usage
+
+    def usage(path):
+        total, used, free = real(path)
+        return type(real(path))(total, used, limit_of.get(Path(path).name, free))
+
+    return usage
+
+
+def test_the_store_file_is_refused_at_once_when_its_disk_is_too_small(runner, tmp_path, image_root, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", _free({"run": 1024}))
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*image_args(image_root), "--memory-budget", "0", "--out", str(out)])
+    assert result.exit_code == 3
+    line = one_error_line(result)
+    needed = format_bytes(24 * 3 * 224 * 224)  # 24 uint8 images of 224 px
+    assert f"the decoded images need {needed} in '{out}', which has 1.0 KiB free" in line and "--cache" in line, line
+    assert not list(out.glob("images-*")) and not (out / "units").exists()
+
+
+def test_the_corruption_cache_is_refused_before_generation_when_its_disk_is_too_small(runner, tmp_path, image_root, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", _free({"cache": 1024}))  # the store (cache/images) fits, the batches do not
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    result = runner.invoke(app, [*image_args(image_root), "--cache", str(cache), "--out", str(out)])
+    assert result.exit_code == 3
+    line = one_error_line(result)
+    needed = format_bytes(6 * 24 * (3 * 224 * 224 + 8) + 6 * 3 * FILE_OVERHEAD)  # 6 units of 3 batch files, 24 images + labels each
+    assert f"the corrupted images to cache need {needed} in '{cache}', which has 1.0 KiB free" in line, line
+    assert len(saved_units(out, "clean_")) == 2 and not saved_units(out, "corruption_")
+    assert not [p for p in cache.rglob("*.npz")]
+
+
+def test_a_disk_error_no_writer_expected_is_still_one_line(runner, tmp_path, monkeypatch):
+    """The CLI's safety net: an ENOSPC from a write outside the known writers gets the same line and exit code."""
+    from ellrobust.report import writer
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "rep" / "report.md"))
+
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["eval", "-m", "deit-nano", "--data", "synthetic", "-n", "8", "--attack", "none", "--out", str(run)]).exit_code == 0
+    monkeypatch.setattr(writer, "render", full)
+    result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "rep")])
+    assert result.exit_code == 3
+    assert f"cannot write the file 'report.md' in '{tmp_path}/rep': no space left on the device" in one_error_line(result)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 40 KiB tmpfs (root only): room for some unit files of the run below, not for all."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "full"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_a_real_full_disk_is_one_line_keeps_finished_units_and_resumes(tmp_path, small_tmpfs):
+    args = ["eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--data", "synthetic", "-n", "32", "--batch-size", "32",
+            "--attack", "none", "--corruption", "fog", "--severity", "1", "--collapse", "--out", str(small_tmpfs / "run")]  # fmt: skip
+    full = subprocess.run(cli(*args), env=ENV, capture_output=True, text=True, timeout=300)
+    assert full.returncode == 3, full.stderr
+    lines = [line for line in full.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in full.stderr, full.stderr
+    assert f"in '{small_tmpfs}/run" in lines[0] and "no space left on the device" in lines[0], lines[0]
+    saved = saved_units(small_tmpfs / "run")
+    assert 1 <= len(saved) < 5 and no_partial_files(small_tmpfs / "run")
+    subprocess.run(["mount", "-o", "remount,size=2m", str(small_tmpfs)], check=True)
+    resumed = subprocess.run(cli(*args), env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and f"{len(saved)} reused" in resumed.stderr, resumed.stderr

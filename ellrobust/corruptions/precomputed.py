@@ -123,6 +123,9 @@ class CifarCSource:
                     f"severity {missing[0]} is missing."
                 )
 
+    def reserve(self, plans) -> None:
+        """A precomputed set is only read: nothing to reserve."""
+
     def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         offset = (severity - 1) * self.per_severity
         return BatchPlan([ArrayTask(self.root / f"{corruption}.npy", tuple(offset + self.ctx.indices[p] for p in positions))])
@@ -176,6 +179,9 @@ class ImageNetCSource:
             for s in severities:
                 if not (self.root / name / str(s)).is_dir():
                     raise UsageError(f"--corruption-root {str(self.root)!r} has no severity {s} of {name!r} (expected {name}/{s}/).")
+
+    def reserve(self, plans) -> None:
+        """A precomputed set is only read: nothing to reserve."""
 
     def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         folder = self.root / corruption / str(severity)
