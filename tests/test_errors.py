@@ -78,6 +78,20 @@ def corrupt_image(tmp: Path) -> list[str]:
     return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--batch-size", "4"]
 
 
+def decompression_bomb(tmp: Path) -> list[str]:
+    """A real bomb: 20 000 × 20 000 pixels (400 million, 1.2 GB as RGB) in a PNG of about 50 kB."""
+    root = _image_folder(tmp, corrupt=False)
+    Image.new("1", (20_000, 20_000)).save(root / "n02" / "bomb.png")
+    assert (root / "n02" / "bomb.png").stat().st_size < 100_000
+    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--img-size", "32"]
+
+
+def image_over_the_pixel_limit(tmp: Path) -> list[str]:
+    root = _image_folder(tmp, corrupt=False)  # 240 × 240 = 57 600 pixels each
+    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--img-size", "32",
+            "--max-image-pixels", "50000"]  # fmt: skip
+
+
 def empty_dataset(tmp: Path) -> list[str]:
     (tmp / "data" / "n01").mkdir(parents=True)
     return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(tmp / "data"), "--attack", "none"]
@@ -205,6 +219,9 @@ CASES = [
     Case("pickle that would run code", code_pickle, "--trust"),
     Case("safetensors with wrong shapes", wrong_shapes_safetensors, "head.weight"),
     Case("corrupt image in image folder", corrupt_image, "broken.JPEG"),
+    Case("decompression bomb in image folder", decompression_bomb, "bomb.png' has more than 89,478,485 pixels"),
+    Case("image above --max-image-pixels", image_over_the_pixel_limit, "more than 50,000 pixels, the limit against decompression bombs"),
+    Case("max-image-pixels not positive", ["eval", "-m", "deit-nano", *FAST, "--max-image-pixels", "0"], "--max-image-pixels must be a positive"),
     Case("empty dataset", empty_dataset, "no"),
     Case("suite file missing", ["eval", "-m", "deit", "--suite", "/nonexistent.toml"], "does not exist"),
     Case("suite not TOML", suite_bad_toml, "not valid TOML"),

@@ -45,6 +45,7 @@ def register(app: typer.Typer) -> None:
         std: list[str] = options.STD,
         img_size: int | None = options.IMG_SIZE,
         workers: str = options.WORKERS,
+        max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
         out: Path | None = options.OUT,
         json_out: bool = options.JSON,
         device: str = options.DEVICE,
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
             workers=parse_workers(workers),
             device=device,
         )
-        result = execute(config, out)
+        result = execute(config, out, max_image_pixels)
         if result is None:
             return  # under torchrun, rank 0 alone prints and writes
         if json_out:

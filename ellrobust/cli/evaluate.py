@@ -81,6 +81,7 @@ def register(app: typer.Typer) -> None:
         cache: Path | None = typer.Option(None, "--cache", help="Cache folder for decoded images and generated corrupted images, reused by later runs."),
         workers: str = options.WORKERS,
         memory_budget: float | None = typer.Option(None, "--memory-budget", help="GiB the decoded images may take in memory before they go to a memory-mapped file (default: half the available memory)."),
+        max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
         precision: str = typer.Option("fp32", "--precision", help="Precision of the attack iterations: fp32, tf32 or bf16, or several side by side (bf16,fp32). Verdicts are always fp32."),
         elliptical_layers: list[str] = options.ELLIPTICAL_LAYERS,
         heads: list[str] = options.HEADS,
@@ -158,7 +159,7 @@ def register(app: typer.Typer) -> None:
             sanity=sanity,
             device=device,
         )
-        result = execute(config, out)
+        result = execute(config, out, max_image_pixels)
         if result is None:
             return  # under torchrun, rank 0 alone prints and writes
         run_dir, table = result.run_dir, result.table
@@ -185,19 +186,22 @@ def register(app: typer.Typer) -> None:
             stderr.print(f"report: {write_report([run_dir], run_dir)}")
 
 
-def execute(config, out: Path | None):
+def execute(config, out: Path | None, max_image_pixels: int | None = None):
     """Run an evaluation with progress on stderr; None on torchrun ranks other than 0.
 
     Shared by ``eval`` and ``collapse``: the default run folder is named after the request, and the
     command line is recorded in run.json so that reports can say how to reproduce them.
+    ``--max-image-pixels`` is not part of the request (it changes no number, only which files may be
+    read), so raising it after a refused image resumes the same run folder.
     """
     from ellrobust.cli.render import stderr, unit_progress
+    from ellrobust.data import image_pixel_limit
     from ellrobust.distributed import is_main_process
     from ellrobust.engine import Evaluation
 
     run_dir = out if out is not None else default_run_dir(config)
     command = shlex.join(["ellrobust", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("ellrobust", "__main__.py") else None
-    with unit_progress(enabled=is_main_process()) as progress:
+    with image_pixel_limit(max_image_pixels), unit_progress(enabled=is_main_process()) as progress:
         result = Evaluation(config, run_dir, progress, command=command).run()
     if not is_main_process():
         return None

@@ -142,15 +142,12 @@ class FileTask:
     size: int
 
     def __call__(self) -> np.ndarray:
-        from PIL import Image
+        from ellrobust.data import deit_resize_crop, read_rgb
 
-        from ellrobust.data import deit_resize_crop
-
-        with Image.open(self.path) as im:
-            image = im.convert("RGB")
-            if image.size != (self.size, self.size):
-                image = deit_resize_crop(self.size)(image)
-            return np.asarray(image, dtype=np.uint8)[None]
+        image = read_rgb(self.path)  # the clean images' rules: size limit, no EXIF rotation, one-line errors
+        if image.size != (self.size, self.size):
+            image = deit_resize_crop(self.size)(image)
+        return np.asarray(image, dtype=np.uint8)[None]
 
 
 class ImageNetCSource:
