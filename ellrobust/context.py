@@ -21,6 +21,7 @@ from ellrobust.corruptions.protocol import CorruptionProtocol
 from ellrobust.distributed import DistInfo, batches
 from ellrobust.errors import UsageError
 from ellrobust.models.base import has_tokens
+from ellrobust.parsing import MAX_IMAGES
 from ellrobust.precision import Precision, parse_precision
 from ellrobust.registry import Registry
 
@@ -108,6 +109,8 @@ class EvalConfig:
             raise UsageError(f"--batch-size must be positive (got {self.batch_size}).")
         if self.n is not None and self.n <= 0:
             raise UsageError(f"--n must be a positive number of images (got {self.n}).")
+        if self.n is not None and self.n > MAX_IMAGES:
+            raise UsageError(f"--n {self.n} is above the bound of {MAX_IMAGES:,} images; leave --n out to take the whole split.")
         if self.workers is not None and self.workers < 0:
             raise UsageError(f"--workers must be 'auto' or a number ≥ 0 (got {self.workers}).")
         if self.memory_budget_gb is not None and self.memory_budget_gb < 0:

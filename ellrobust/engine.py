@@ -372,6 +372,7 @@ class Evaluation:
             "environment": {**environment(), "world_size": ctx.dist.world_size},
             "startup": self.startup,
             "attention": attention,
+            "worker_deaths": ctx.pool.deaths,  # workers that died and whose tasks a fresh worker ran again
             "wall_time_s": time.time() - started,
             "unit_seconds": sum(float(r.extra.get("seconds", 0.0)) for _, r in finished),
             "units": [{"label": unit.label, "precision": unit.precision or None, **_timings(result.extra)} for unit, result in finished],

@@ -11,6 +11,13 @@ from fractions import Fraction
 
 from ellrobust.errors import UsageError
 
+#: Upper bound of every iteration or query budget (``--steps``, ``--restarts``, ``--queries``, ``--samples``):
+#: AutoAttack's largest is 5 000 queries, and a value beyond this is a typo that would run for ever.
+MAX_BUDGET = 10**6
+#: Upper bound of ``-n``: above the largest labelled image sets (ImageNet-21k: 14 million images), so
+#: that a subset of any real split can be asked for, while an absurd value is caught as a typo.
+MAX_IMAGES = 10**8
+
 
 def parse_fraction(text: str) -> float:
     """``"8/255"``, ``"0.03"``, ``"1e-2"`` → float. Raises ValueError on anything else."""

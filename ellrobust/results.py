@@ -19,13 +19,14 @@ import errno
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
 
-from ellrobust.errors import UsageError
+from ellrobust.errors import DISK_ERRNOS, DISK_FIX, DiskFullError, UsageError, disk_error, format_bytes
 
 SCHEMA_VERSION = 2
 
@@ -118,20 +119,47 @@ def default_mode() -> int:
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write a file so that readers see either the old or the new content, never half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write a file so that readers see either the old or the new content, never half of it.
+
+    A full disk, a disk quota or a read-only file system ends in a one-line
+    :class:`~ellrobust.errors.DiskFullError` naming the folder and the file's size, and the temporary
+    file is removed, so no partial file is ever left behind.
+    """
+    payload = data.encode() if isinstance(data, str) else data
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_mode())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            raise disk_error(exc, path, f"file {path.name!r}", len(payload)) from exc
         raise
+
+
+def require_free_space(folder: Path, needed: int, what: str, fix: str = DISK_FIX) -> None:
+    """Refuse at once, before large files are created in ``folder``, when its disk has less than ``needed`` bytes free.
+
+    Large files (a memory-mapped image store, a cache of corrupted images) are checked before they
+    are created: a run then stops in seconds with the size it needs, not hours later half-way.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise disk_error(exc, folder / ".", what, needed) from exc
+        raise
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise DiskFullError(f"the {what} need {format_bytes(needed)} in {str(folder)!r}, which has {format_bytes(free)} free; {fix}.")
 
 
 def save_table(df: pd.DataFrame, run_dir: Path) -> None:
@@ -184,6 +212,10 @@ class RunLock:
             raise UsageError(f"--out {str(self.path.parent)!r} is (inside) a file; pass a folder.") from None
         except PermissionError:
             raise UsageError(f"--out {str(self.path.parent)!r} is not writable; pass a folder you can write to.") from None
+        except OSError as exc:
+            if exc.errno in DISK_ERRNOS:
+                raise disk_error(exc, self.path, "run folder's lock file") from exc
+            raise
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -7,10 +7,18 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ellrobust.attacks import ATTACKS, make_request, perturb, perturbation_norm, resolve_step_size
+from ellrobust.attacks import (
+    ATTACKS,
+    BUDGETS,
+    make_request,
+    perturb,
+    perturbation_norm,
+    resolve_step_size,
+    validate_params,
+)
 from ellrobust.errors import UsageError
 from ellrobust.models import load_model
-from ellrobust.parsing import parse_eps_list, parse_int_range
+from ellrobust.parsing import MAX_BUDGET, parse_eps_list, parse_int_range
 
 #: Cheap settings so that every attack runs in a second on a tiny model.
 FAST = {"steps": 3, "samples": 8, "max_batch_size": 8, "queries": 30, "restarts": 2}
@@ -58,6 +66,13 @@ def test_every_parameter_is_passed_explicitly_to_spsa(model):
     attack = ATTACKS.get("spsa").factory(model, 2 / 255, dict(request.params), 10, 0)
     assert attack.eps == 2 / 255  # torchattacks' code default is 0.3
     assert (attack.samples, attack.steps, attack.lr, attack.delta, attack.max_batch_size) == (4, 1, 0.01, 0.01, 64)
+
+
+@pytest.mark.parametrize("key", BUDGETS)
+def test_budgets_are_bounded_at_max_budget_exactly(key):
+    validate_params({key: MAX_BUDGET})
+    with pytest.raises(UsageError, match=f"--{key} {MAX_BUDGET + 1} is above the bound of 1,000,000"):
+        validate_params({key: MAX_BUDGET + 1})
 
 
 def test_step_size_absolute_or_relative():

@@ -78,6 +78,25 @@ def corrupt_image(tmp: Path) -> list[str]:
     return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--batch-size", "4"]
 
 
+def decompression_bomb(tmp: Path) -> list[str]:
+    """A real bomb: 20 000 × 20 000 pixels (400 million, 1.2 GB as RGB) in a PNG of about 50 kB."""
+    root = _image_folder(tmp, corrupt=False)
+    Image.new("1", (20_000, 20_000)).save(root / "n02" / "bomb.png")
+    assert (root / "n02" / "bomb.png").stat().st_size < 100_000
+    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--img-size", "32"]
+
+
+def image_over_the_pixel_limit(tmp: Path) -> list[str]:
+    root = _image_folder(tmp, corrupt=False)  # 240 × 240 = 57 600 pixels each
+    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--img-size", "32",
+            "--max-image-pixels", "50000"]  # fmt: skip
+
+
+def suite_budget_above_the_bound(tmp: Path) -> list[str]:
+    (tmp / "s.toml").write_text('[[attack]]\nname = "square"\nqueries = 5000000\n')
+    return ["eval", "-m", "deit-nano", *FAST, "--suite", str(tmp / "s.toml")]
+
+
 def empty_dataset(tmp: Path) -> list[str]:
     (tmp / "data" / "n01").mkdir(parents=True)
     return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(tmp / "data"), "--attack", "none"]
@@ -186,6 +205,13 @@ CASES = [
     Case("steps zero", ["eval", "-m", "deit", "--attack", "pgd", "--steps", "0"], "--steps must be a positive integer"),
     Case("steps not a number", ["eval", "-m", "deit", "--attack", "pgd", "--steps", "ten"], "'--steps'"),
     Case("restarts negative", ["eval", "-m", "deit", "--attack", "pgd", "--restarts", "-1"], "--restarts must be a positive integer"),
+    Case("steps absurd", ["eval", "-m", "deit", "--attack", "pgd", "--steps", "99999999999999999999"], "--steps 99999999999999999999 is above the bound of 1,000,000"),
+    Case("restarts above the bound", ["eval", "-m", "deit", "--attack", "pgd", "--restarts", "1000001"], "--restarts 1000001 is above the bound"),
+    Case("samples above the bound", ["eval", "-m", "deit", "--attack", "spsa", "--samples", "1000001"], "--samples 1000001 is above the bound"),
+    Case("queries above the bound", ["eval", "-m", "deit", "--attack", "square", "--queries", "1000001"], "--queries 1000001 is above the bound"),
+    Case("suite budget above the bound", suite_budget_above_the_bound, "--queries 5000000 is above the bound"),
+    Case("n above the bound", ["eval", "-m", "deit", "-n", "100000001"], "--n 100000001 is above the bound of 100,000,000 images"),
+    Case("collapse n above the bound", ["collapse", "-m", "deit-nano", "-n", "100000001"], "--n 100000001 is above the bound"),
     Case("step size malformed", ["eval", "-m", "deit", *FAST, "--attack", "pgd", "--step-size", "fast"], "step size 'fast'"),
     Case("severity out of range", ["eval", "-m", "deit", "--corruption", "fog", "--severity", "6"], "outside 1–5"),
     Case("severity malformed", ["eval", "-m", "deit", "--corruption", "fog", "--severity", "high"], "--severity value 'high'"),
@@ -205,6 +231,9 @@ CASES = [
     Case("pickle that would run code", code_pickle, "--trust"),
     Case("safetensors with wrong shapes", wrong_shapes_safetensors, "head.weight"),
     Case("corrupt image in image folder", corrupt_image, "broken.JPEG"),
+    Case("decompression bomb in image folder", decompression_bomb, f"bomb.png' has more than {Image.MAX_IMAGE_PIXELS:,} pixels"),
+    Case("image above --max-image-pixels", image_over_the_pixel_limit, "more than 50,000 pixels, the limit against decompression bombs"),
+    Case("max-image-pixels not positive", ["eval", "-m", "deit-nano", *FAST, "--max-image-pixels", "0"], "--max-image-pixels must be a positive"),
     Case("empty dataset", empty_dataset, "no"),
     Case("suite file missing", ["eval", "-m", "deit", "--suite", "/nonexistent.toml"], "does not exist"),
     Case("suite not TOML", suite_bad_toml, "not valid TOML"),
@@ -272,3 +301,10 @@ def test_nan_weights_are_reported_not_crashed(runner, tmp_path):
     assert clean[0]["value"] == 0.0
     assert any(r["metric"] == "sanity_finite_logits" and r["value"] == 0.0 for r in rows)
     assert "NaN" in result.stderr
+
+
+def test_help_states_every_bound(runner):
+    """Each bounded option says its bound in --help (four budgets at 1,000,000; -n at 100,000,000)."""
+    text = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output  # one line per option: no wrapped bound
+    assert text.count("at most 1,000,000") == 4 and "at most 100,000,000" in text
+    assert "at most 100,000,000" in runner.invoke(app, ["collapse", "--help"], env={"COLUMNS": "200"}).output

@@ -25,7 +25,7 @@ from ellrobust.attacks.cascade import Attack, Cascade, Float32Logits, Torchattac
 from ellrobust.attacks.fab import FabTargeted
 from ellrobust.attacks.spsa import SPSA
 from ellrobust.errors import UsageError
-from ellrobust.parsing import parse_fraction
+from ellrobust.parsing import MAX_BUDGET, parse_fraction
 from ellrobust.precision import Precision, fp32_predictions
 from ellrobust.registry import Registry
 
@@ -333,12 +333,18 @@ def make_request(name: str, overrides: Mapping[str, object] | None = None) -> At
     return AttackRequest(name, MappingProxyType(defn.params(overrides)))
 
 
+#: Parameters that set how much work an attack does, each bounded by :data:`~ellrobust.parsing.MAX_BUDGET`.
+BUDGETS = ("steps", "restarts", "samples", "queries")
+
+
 def validate_params(params: Mapping[str, object]) -> None:
-    """Reject values that no attack could use, with the option named."""
+    """Reject values that no attack could use, or budgets beyond reason, with the option named."""
     for key in ("steps", "restarts", "samples", "queries", "target_classes"):
         value = params.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
             raise UsageError(f"--{key} must be a positive integer (got {value!r}).")
+        if key in BUDGETS and value is not None and value > MAX_BUDGET:
+            raise UsageError(f"--{key} {value} is above the bound of {MAX_BUDGET:,}, more than any real evaluation needs; pass a smaller value.")
     for key in ("lr", "delta"):
         value = params.get(key)
         if value is not None and not (isinstance(value, (int, float)) and value > 0):

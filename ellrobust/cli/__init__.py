@@ -1,8 +1,9 @@
 """The ``ellrobust`` command line: a thin Typer layer over the library, one module per command.
 
 Only this package talks to the terminal: rich progress and warnings on stderr, tables and ``--json``
-on stdout. A :class:`~ellrobust.errors.UsageError` from anywhere becomes one line on stderr and exit
-code 2 (``--debug`` shows the traceback instead).
+on stdout. An :class:`~ellrobust.errors.EllrobustError` from anywhere becomes one line on stderr and
+its exit code: 2 for a :class:`~ellrobust.errors.UsageError`, 3 for a resource fault (a worker that
+died, a full disk); ``--debug`` shows the traceback instead. Exit 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from ellrobust.errors import UsageError
+from ellrobust.errors import DISK_ERRNOS, EllrobustError, disk_error
 
 try:  # Typer ≥ 0.16 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException
@@ -22,7 +23,7 @@ except ImportError:  # pragma: no cover
 
 
 class _Group(TyperGroup):
-    """Turns user errors into one-line messages with exit code 2, inside Typer (so CliRunner sees it)."""
+    """Turns user errors and resource faults into one-line messages, inside Typer (so CliRunner sees it)."""
 
     def list_commands(self, ctx: typer.Context) -> list[str]:
         return list(self.commands)  # registration order, not alphabetical
@@ -30,11 +31,18 @@ class _Group(TyperGroup):
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except UsageError as exc:
+        except EllrobustError as exc:  # bad input (exit 2) or a resource fault: a dead worker, a full disk (exit 3)
             if _debug(ctx):
                 raise
             typer.echo(f"error: {_one_line(exc)}", err=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS or _debug(ctx):
+                raise
+            what = f"file {os.path.basename(exc.filename)!r}" if exc.filename else "output"
+            error = disk_error(exc, None, what)  # a write that no narrower handler knew about: the same line and exit code
+            typer.echo(f"error: {_one_line(error)}", err=True)
+            raise typer.Exit(error.exit_code) from None
         except ClickException as exc:  # option parsing: one line instead of a usage panel
             sub = getattr(exc, "ctx", None)
             path = sub.command_path if sub is not None else "ellrobust"

@@ -13,6 +13,7 @@ import typer
 
 from ellrobust.cli import options
 from ellrobust.parsing import (
+    MAX_IMAGES,
     parse_checkpoints,
     parse_int_range,
     parse_name_list,
@@ -30,7 +31,7 @@ def register(app: typer.Typer) -> None:
         checkpoint: list[str] = options.CHECKPOINTS,
         data: str = typer.Option("digits", "--data", "-d", help="Dataset (see `ellrobust datasets`); its test/val split is used."),
         data_root: Path | None = options.DATA_ROOT,
-        n: int = typer.Option(256, "--n", "-n", help="Number of images, a seeded subset of the split (all if the split is smaller)."),
+        n: int = typer.Option(256, "--n", "-n", help=f"Number of images, a seeded subset of the split (all if the split is smaller; at most {MAX_IMAGES:,})."),
         seed: int = typer.Option(0, help="Seed for the image subset."),
         batch_size: int = options.BATCH_SIZE,
         feature: str = typer.Option("residual", "--feature", help="Tokens to measure: residual (stream after each block) or attention (attention-branch output)."),
@@ -45,6 +46,7 @@ def register(app: typer.Typer) -> None:
         std: list[str] = options.STD,
         img_size: int | None = options.IMG_SIZE,
         workers: str = options.WORKERS,
+        max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
         out: Path | None = options.OUT,
         json_out: bool = options.JSON,
         device: str = options.DEVICE,
@@ -93,7 +95,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             deterministic=deterministic,
         )
-        result = execute(config, out)
+        result = execute(config, out, max_image_pixels)
         if result is None:
             return  # under torchrun, rank 0 alone prints and writes
         if json_out:

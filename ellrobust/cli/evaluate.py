@@ -13,6 +13,8 @@ import typer
 from ellrobust.attacks import AttackRequest, make_request, validate_params
 from ellrobust.cli import options
 from ellrobust.parsing import (
+    MAX_BUDGET,
+    MAX_IMAGES,
     parse_checkpoints,
     parse_eps_list,
     parse_int_range,
@@ -58,21 +60,21 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option("digits", "--data", "-d", help="Dataset (see `ellrobust datasets`)."),
         data_root: Path | None = options.DATA_ROOT,
         split: str | None = typer.Option(None, help="Split to evaluate (default: the dataset's test/val split)."),
-        n: int | None = typer.Option(None, "--n", "-n", help="Number of images, a seeded subset of the split (default: all). Under torchrun write -n (torchrun reads --n as one of its own options)."),
+        n: int | None = typer.Option(None, "--n", "-n", help=f"Number of images, a seeded subset of the split (default: all; at most {MAX_IMAGES:,}). Under torchrun write -n (torchrun reads --n as one of its own options)."),
         seed: int = typer.Option(0, help="Seed for the image subset and the attacks' randomness."),
         batch_size: int = options.BATCH_SIZE,
         attack: str | None = typer.Option(None, "--attack", "-a", help="Attacks, comma-separated (see `ellrobust attacks`), or 'none' for clean accuracy only."),
         suite: Path | None = typer.Option(None, "--suite", help="A TOML suite from attacks/ (default when no --attack: attacks/quick.toml)."),
         eps: str | None = typer.Option(None, "--eps", help="Budgets in [0, 1] pixel units, e.g. 1/255,2/255,4/255 (default: the dataset's)."),
-        steps: int | None = typer.Option(None, help="Iterations (PGD, APGD, SPSA)."),
+        steps: int | None = typer.Option(None, help=f"Iterations (PGD, APGD, SPSA), at most {MAX_BUDGET:,}."),
         step_size: str | None = typer.Option(None, help="PGD step: absolute (2/255) or relative to eps (0.25*eps)."),
-        restarts: int | None = typer.Option(None, help="Random restarts (PGD, APGD, Square)."),
+        restarts: int | None = typer.Option(None, help=f"Random restarts (PGD, APGD, Square), at most {MAX_BUDGET:,}."),
         random_start: bool | None = typer.Option(None, "--random-start/--no-random-start", help="PGD random start."),
         norm: str | None = typer.Option(None, help="Threat model of APGD/Square/AutoAttack: Linf or L2."),
-        samples: int | None = typer.Option(None, help="SPSA samples per gradient estimate."),
+        samples: int | None = typer.Option(None, help=f"SPSA samples per gradient estimate, at most {MAX_BUDGET:,}."),
         lr: float | None = typer.Option(None, help="SPSA learning rate."),
         delta: float | None = typer.Option(None, help="SPSA finite-difference step."),
-        queries: int | None = typer.Option(None, help="Square Attack query budget."),
+        queries: int | None = typer.Option(None, help=f"Square Attack query budget, at most {MAX_BUDGET:,}."),
         m_grad: str | None = typer.Option(None, "--m-grad", help="Attack through the elliptical metric: detach (the paper; default), full (adaptive), or both."),
         corruption: str | None = typer.Option(None, "--corruption", help="ImageNet-C corruptions: all, extra, or names, comma-separated."),
         severity: str | None = typer.Option(None, "--severity", help="Corruption severities, e.g. 1-5 (default) or 3."),
@@ -81,6 +83,7 @@ def register(app: typer.Typer) -> None:
         cache: Path | None = typer.Option(None, "--cache", help="Cache folder for decoded images and generated corrupted images, reused by later runs."),
         workers: str = options.WORKERS,
         memory_budget: float | None = typer.Option(None, "--memory-budget", help="GiB the decoded images may take in memory before they go to a memory-mapped file (default: half the available memory)."),
+        max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
         precision: str = typer.Option("fp32", "--precision", help="Precision of the attack iterations: fp32, tf32 or bf16, or several side by side (bf16,fp32). Verdicts are always fp32."),
         elliptical_layers: list[str] = options.ELLIPTICAL_LAYERS,
         heads: list[str] = options.HEADS,
@@ -160,7 +163,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             deterministic=deterministic,
         )
-        result = execute(config, out)
+        result = execute(config, out, max_image_pixels)
         if result is None:
             return  # under torchrun, rank 0 alone prints and writes
         run_dir, table = result.run_dir, result.table
@@ -187,25 +190,31 @@ def register(app: typer.Typer) -> None:
             stderr.print(f"report: {write_report([run_dir], run_dir)}")
 
 
-def execute(config, out: Path | None):
+def execute(config, out: Path | None, max_image_pixels: int | None = None):
     """Run an evaluation with progress on stderr; None on torchrun ranks other than 0.
 
     Shared by ``eval`` and ``collapse``: the default run folder is named after the request, and the
     command line is recorded in run.json so that reports can say how to reproduce them.
+    ``--max-image-pixels`` is not part of the request (it changes no number, only which files may be
+    read), so raising it after a refused image resumes the same run folder.
     """
     from ellrobust.cli.render import stderr, unit_progress
+    from ellrobust.data import image_pixel_limit
     from ellrobust.distributed import is_main_process
     from ellrobust.engine import Evaluation
 
     run_dir = out if out is not None else default_run_dir(config)
     command = shlex.join(["ellrobust", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("ellrobust", "__main__.py") else None
-    with unit_progress(enabled=is_main_process()) as progress:
+    with image_pixel_limit(max_image_pixels), unit_progress(enabled=is_main_process()) as progress:
         result = Evaluation(config, run_dir, progress, command=command).run()
     if not is_main_process():
         return None
     stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
+    meta = json.loads((run_dir / "run.json").read_text())
+    for death in meta.get("worker_deaths", []):
+        stderr.print(f"warning: a worker process died ({death['cause']}); a fresh worker ran its {death['lost_tasks']} task(s) again (see run.json).")
     if config.collapse is not None:
-        models = json.loads((run_dir / "run.json").read_text())["models"]
+        models = meta["models"]
         skipped = [name for name, info in models.items() if not info.get("tokens", True)]
         if skipped:
             stderr.print(f"collapse: not measured for {', '.join(skipped)} (no tokens); the other models were measured.")

@@ -40,6 +40,11 @@ MEAN = typer.Option(
     "once for all models, or once per --model in order ('-' keeps a model's own).",
 )
 STD = typer.Option([], "--std", help="Normalisation std inside the model, like --mean.")
+MAX_IMAGE_PIXELS = typer.Option(
+    None, "--max-image-pixels",
+    help="Largest image (width × height) read from an image folder; a larger one stops the run as a possible decompression bomb "
+    "(default: Pillow's 89478485). Raise it for genuine large images.",
+)
 IMG_SIZE = typer.Option(
     None, "--img-size",
     help="Side of the run's images: image folders are resized and cropped to it (default 224; other datasets have one size). "

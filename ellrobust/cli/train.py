@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from ellrobust.cli import options
+
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
@@ -27,6 +29,7 @@ def register(app: typer.Typer) -> None:
         heads: int | None = typer.Option(None, "--heads", help="Attention heads of `-m vit` / `-m vit-elliptical` started from --checkpoint (architecture read from its shapes); recorded in the checkpoint."),
         precision: str = typer.Option("fp32", "--precision", help="fp32, tf32 or bf16 (autocast) for the training forward and backward passes; the test accuracy is measured in fp32."),
         device: str = typer.Option("cpu", help="Torch device."),
+        max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
     ) -> None:
         """Train with a DeiT-style recipe (AdamW, warm-up + cosine, label smoothing, random translation).
 
@@ -38,7 +41,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         from ellrobust.cli.render import stderr, stdout
-        from ellrobust.data import load_dataset
+        from ellrobust.data import image_pixel_limit, load_dataset
         from ellrobust.distributed import is_main_process
         from ellrobust.errors import UsageError
         from ellrobust.models import load_model
@@ -74,7 +77,7 @@ def register(app: typer.Typer) -> None:
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
             console=stderr, disable=not main,
         )
-        with progress:
+        with image_pixel_limit(max_image_pixels), progress:
             task = progress.add_task(f"train {model} on {data}", total=None, info="")
 
             def report(kind: str, done: int, total: int, info: dict) -> None:

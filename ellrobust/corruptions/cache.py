@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ellrobust.results import atomic_write
+from ellrobust.results import atomic_write, require_free_space
 
 #: Bump when the file format or the generation procedure changes.
 CACHE_FORMAT = 1
+#: Bytes of a batch file besides its pixels and labels (zip and .npy headers), rounded up.
+FILE_OVERHEAD = 1024
 
 
 @dataclass(frozen=True)
@@ -61,3 +63,12 @@ class ChunkCache:
         buf = io.BytesIO()
         np.savez(buf, images=images, labels=labels)
         atomic_write(path, buf.getvalue())
+
+    def require_space(self, images: int, batches: int, image_bytes: int) -> None:
+        """Refuse at once when the cache's disk cannot take ``batches`` new files holding ``images`` images.
+
+        Called before generation starts: a cache that fills its disk would otherwise stop the run in
+        the middle of a unit (one line, but after the work), and a run should not fill a disk anyway.
+        """
+        needed = images * (image_bytes + np.dtype(np.int64).itemsize) + batches * FILE_OVERHEAD
+        require_free_space(self.root, needed, "corrupted images to cache", fix="free space there, pass --cache on a larger disk, or run without --cache")

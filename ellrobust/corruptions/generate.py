@@ -160,6 +160,11 @@ class GenerateTask:
         store = SHARED["store"]
         return corrupt_image(store.uint8_hwc(self.position), self.corruption, self.severity, self.seed, self.protocol)[None]
 
+    def describe(self) -> str:
+        from ellrobust.data.store import image_name
+
+        return f"corrupting {image_name(self.position)} ({self.corruption}, severity {self.severity})"
+
 
 @dataclass(frozen=True)
 class CachedTask:
@@ -204,6 +209,12 @@ class GeneratedSource:
         if size < low or (high is not None and size > high):
             limits = f"{low}–{high} px" if high is not None else f"at least {low} px"
             raise UsageError(f"dataset {name!r} has {size} px images; the {self.protocol} corruption protocol needs {limits} (see --corruption-protocol).")
+
+    def reserve(self, plans) -> None:
+        """With ``--cache``, refuse at once when its disk cannot take every batch that ``plans`` will store."""
+        stored = [plan for plan in plans if plan.on_finish is not None]  # a generated batch is cached when it finishes
+        if self.cache is not None and stored:
+            self.cache.require_space(sum(plan.generated for plan in stored), len(stored), int(np.prod(self.ctx.store.image_shape)))
 
     def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         idx = [self.ctx.indices[p] for p in positions]

@@ -123,6 +123,9 @@ class CifarCSource:
                     f"severity {missing[0]} is missing."
                 )
 
+    def reserve(self, plans) -> None:
+        """A precomputed set is only read: nothing to reserve."""
+
     def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         offset = (severity - 1) * self.per_severity
         return BatchPlan([ArrayTask(self.root / f"{corruption}.npy", tuple(offset + self.ctx.indices[p] for p in positions))])
@@ -139,15 +142,12 @@ class FileTask:
     size: int
 
     def __call__(self) -> np.ndarray:
-        from PIL import Image
+        from ellrobust.data import deit_resize_crop, read_rgb
 
-        from ellrobust.data import deit_resize_crop
-
-        with Image.open(self.path) as im:
-            image = im.convert("RGB")
-            if image.size != (self.size, self.size):
-                image = deit_resize_crop(self.size)(image)
-            return np.asarray(image, dtype=np.uint8)[None]
+        image = read_rgb(self.path)  # the clean images' rules: size limit, no EXIF rotation, one-line errors
+        if image.size != (self.size, self.size):
+            image = deit_resize_crop(self.size)(image)
+        return np.asarray(image, dtype=np.uint8)[None]
 
 
 class ImageNetCSource:
@@ -176,6 +176,9 @@ class ImageNetCSource:
             for s in severities:
                 if not (self.root / name / str(s)).is_dir():
                     raise UsageError(f"--corruption-root {str(self.root)!r} has no severity {s} of {name!r} (expected {name}/{s}/).")
+
+    def reserve(self, plans) -> None:
+        """A precomputed set is only read: nothing to reserve."""
 
     def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         folder = self.root / corruption / str(severity)

@@ -59,6 +59,10 @@ class CorruptionSource(Protocol):
         """The tasks that produce the images of ``positions`` under one corruption and severity."""
         ...
 
+    def reserve(self, plans: Sequence[BatchPlan]) -> None:
+        """Before any of ``plans`` runs: raise a one-line error if what they will write cannot fit on disk."""
+        ...
+
 
 def open_source(ctx) -> CorruptionSource:
     """The run's source: ``--corruption-root`` when given, else on-the-fly generation."""

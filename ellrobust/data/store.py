@@ -21,10 +21,11 @@ several models and methods (each unit used to re-decode every JPEG through a fre
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mmap
-import shutil
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from ellrobust.errors import UsageError
-from ellrobust.workers import SHARED, WorkerPool
+from ellrobust.errors import DISK_ERRNOS, EllrobustError, UsageError, disk_error
+from ellrobust.workers import SHARED, WorkerPool, task_failed
 
 #: Bump when the store file's layout changes.
 STORE_FORMAT = 1
@@ -116,9 +117,19 @@ class ImageStore:
             path.with_suffix(".json").unlink(missing_ok=True)
 
 
+def image_name(position: int) -> str:
+    """The image at a position of the run's selection, for messages: its file, else its dataset index (reads :data:`SHARED`)."""
+    index = SHARED["indices"][position]
+    samples = getattr(SHARED["dataset"], "samples", None)
+    return f"image {samples[index][0]!r}" if samples is not None else f"image {index} of the dataset"
+
+
 @dataclass(frozen=True)
 class DecodeTask:
-    """Decode and store the images at ``positions`` (run in a worker, or inline); returns their labels."""
+    """Decode and store the images at ``positions`` (run in a worker, or inline); returns their labels.
+
+    An unexpected error names the image it happened on (the task holds :data:`DECODE_CHUNK` of them).
+    """
 
     positions: tuple[int, ...]
 
@@ -128,10 +139,19 @@ class DecodeTask:
         indices: list[int] = SHARED["indices"]
         out = []
         for p in self.positions:
-            image, label = dataset[indices[p]]
-            store.put(p, image)
+            try:
+                image, label = dataset[indices[p]]
+                store.put(p, image)
+            except EllrobustError:
+                raise
+            except Exception as exc:
+                raise task_failed(f"decoding {image_name(p)}", exc) from exc
             out.append((p, int(label)))
         return out
+
+    def describe(self) -> str:
+        first, last = image_name(self.positions[0]), image_name(self.positions[-1])
+        return f"decoding {first}" if len(self.positions) == 1 else f"decoding {len(self.positions)} images, {first} to {last}"
 
 
 @dataclass(frozen=True)
@@ -208,18 +228,46 @@ def allocate(dataset: Dataset, indices: list[int], digest: str, pixel_dtype: str
         buffer = mmap.mmap(-1, nbytes)  # anonymous and MAP_SHARED: forked workers write into it
         store = ImageStore(np.frombuffer(buffer, dtype=dtype).reshape(shape), labels, "memory")
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if shutil.disk_usage(path.parent).free < nbytes:
-            raise UsageError(
-                f"the decoded images need {nbytes / 2**30:.1f} GiB and {str(path.parent)!r} has less free; "
-                "pass --cache DIR on a larger disk or raise --memory-budget."
-            )
-        images = np.memmap(path, dtype=dtype, mode="w+", shape=shape)
+        reserve(path, nbytes)
+        images = np.memmap(path, dtype=dtype, mode="r+", shape=shape)
         store = ImageStore(images, labels, str(path), _remove_on_close=None if plan.keep else path)
     store.put(0, first_image)
     labels[0] = int(first_label)
     store.decoded = 1
     return store, list(range(1, len(indices)))
+
+
+def reserve(path: Path, nbytes: int) -> None:
+    """Create the store file with all its ``nbytes`` allocated on disk, or refuse at once.
+
+    A memory map over a sparse file would fail only when a page is first written, with SIGBUS in
+    whichever process writes it (a worker, hours into decoding), if the disk has filled meanwhile.
+    So the free space is checked first (the message says how much is needed) and the blocks are then
+    allocated (``posix_fallocate``); file systems without it keep the sparse file.
+    """
+    from ellrobust.results import require_free_space
+
+    require_free_space(path.parent, nbytes, "decoded images", fix="free space there, pass --cache DIR on a larger disk or raise --memory-budget")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS:
+            raise disk_error(exc, path, "decoded images", nbytes) from exc
+        raise
+    try:
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError as exc:
+            if exc.errno in DISK_ERRNOS:
+                raise disk_error(exc, path, "decoded images", nbytes) from exc
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            os.ftruncate(fd, nbytes)  # no allocation on this file system: a sparse file, checked above
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
 
 
 def fill(store: ImageStore, todo: list[int], pool: WorkerPool, advance: Callable[[int], None] | None = None) -> None:
