@@ -26,6 +26,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ellrobust.allocator import keep_freed_memory
 from ellrobust.models import compiled, load_model
 from ellrobust.models.compiled import COMPILE_ENV
 from ellrobust.precision import Precision, precision_scope
@@ -92,6 +93,7 @@ def measure(arch: str, precision: Precision, batch: int, repeats: int, device: t
 
 
 def main() -> None:
+    keep_freed_memory()  # the allocation policy of the CLI's process, so the figures are the CLI's
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 128 on CUDA, 8 on a CPU")

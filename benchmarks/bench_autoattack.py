@@ -34,6 +34,7 @@ from typing import TypeVar
 
 import torch
 
+from ellrobust.allocator import keep_freed_memory
 from ellrobust.attacks import ATTACKS, make_request, perturb
 from ellrobust.data import load_dataset
 from ellrobust.models import compiled, load_model
@@ -96,6 +97,7 @@ def reference_autoattack(path: str, model, x: torch.Tensor, y: torch.Tensor, eps
 
 
 def main() -> None:
+    keep_freed_memory()  # the allocation policy of the CLI's process, so the figures are the CLI's
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=120, help="images (the first N of the digits test split)")
     parser.add_argument("--eps", default="2/255")

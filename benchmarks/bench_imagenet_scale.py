@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ellrobust.allocator import keep_freed_memory
 from ellrobust.corruptions import CorruptionSet, names_in
 from ellrobust.models import load_model
 from ellrobust.models.checkpoint import save_safetensors
@@ -228,6 +229,7 @@ def compile_note(meta: dict) -> str:
 
 
 def main() -> None:
+    keep_freed_memory()  # the allocation policy of the CLI's process, so the figures are the CLI's
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=64, help="images in the folder (the PGD and collapse runs use all of them)")
     parser.add_argument("--device", default="cpu")

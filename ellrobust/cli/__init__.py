@@ -104,5 +104,8 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: this process keeps the memory it frees (:mod:`ellrobust.allocator`)."""
+    from ellrobust.allocator import keep_freed_memory
+
+    keep_freed_memory()
     sys.exit(app())
