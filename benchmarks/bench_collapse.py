@@ -33,9 +33,10 @@ from collections.abc import Callable
 import torch
 
 from ellrobust.allocator import keep_freed_memory
-from ellrobust.collapse import CollapseConfig, CollapseMetric, collapse_metrics
+from ellrobust.collapse import CollapseConfig, collapse_metrics
 from ellrobust.metrics.collapse import attention_entropy_qk, effective_rank_from_gram, symmetric_eigenvalues, token_gram
 from ellrobust.models import load_model
+from ellrobust.results import Metric
 
 TARGETS = {"token_cosine only": 1.10, "full default": 1.50}
 
@@ -56,7 +57,7 @@ def main() -> None:
     size = model.cfg.img_size
     images = torch.rand(args.batch, 3, size, size, device=args.device)
     layers = tuple(range(model.cfg.depth))
-    cheap = CollapseConfig(metrics=(CollapseMetric.TOKEN_COSINE,))
+    cheap = CollapseConfig(metrics=(Metric.TOKEN_COSINE,))
     full = CollapseConfig()
 
     def sync() -> None:

@@ -39,9 +39,12 @@ from pathlib import Path
 import pandas as pd
 
 from ellrobust.errors import UsageError
+from ellrobust.files import atomic_write
 from ellrobust.report.frame import format_eps
 from ellrobust.report.markdown import Align, Table, escape, table
-from ellrobust.results import atomic_write, records
+from ellrobust.results import KEY_FIELDS as ROW_KEY_FIELDS
+from ellrobust.results import migrate_records, records
+from ellrobust.results import row_key as results_row_key
 
 #: The fields a baseline record keeps, in this order (the key fields, the setup, the value).
 BASELINE_FIELDS = (
@@ -51,7 +54,7 @@ BASELINE_FIELDS = (
 #: Fields that must match between run and baseline for the comparison to mean anything.
 SETUP_FIELDS = ("dataset", "split", "n", "seed")
 #: Fields that identify a number within one setup.
-KEY_FIELDS = ("model", "baseline", "method", "params", "eps", "severity", "layer", "m_grad", "precision", "metric")
+KEY_FIELDS = (*ROW_KEY_FIELDS, "metric")
 
 SIGMAS = 3.0
 RELATIVE = 0.05
@@ -200,38 +203,9 @@ def _integer(value: object) -> int | None:
     return None if number is None else int(number)
 
 
-def _canonical_params(metric: str, params: object) -> str:
-    """Params as a key: JSON with sorted keys; empty for sanity rows, whose params hold a free-text detail."""
-    if metric.startswith("sanity_"):
-        return ""
-    text = _text(params)
-    try:
-        return json.dumps(json.loads(text), sort_keys=True) if text else ""
-    except ValueError:
-        return text
-
-
 def row_key(record: dict) -> Key:
-    """The identity of a record; eps is rounded so a CSV round trip's last-digit changes do not matter."""
-    eps = _number(record.get("eps"))
-    metric = _text(record.get("metric"))
-    return (
-        _text(record.get("model")),
-        _text(record.get("baseline")),
-        _text(record.get("method")),
-        _canonical_params(metric, record.get("params")),
-        None if eps is None else round(eps, 12),
-        _integer(record.get("severity")),
-        _integer(record.get("layer")),
-        _text(record.get("m_grad")),
-        _text(record.get("precision")),
-        metric,
-    )
-
-
-def _as_fp32(key: Key) -> Key:
-    """The same key with precision fp32 (the precision of every run before the option existed)."""
-    return (*key[:-2], "fp32", key[-1])
+    """The identity of a record (:func:`ellrobust.results.row_key` with its metric)."""
+    return results_row_key(record, with_metric=True)
 
 
 def _sort_key(key: Key) -> tuple:
@@ -268,6 +242,7 @@ def read_baseline(path: Path) -> list[dict]:
         raise UsageError(
             f"baseline {str(path)!r} is not a list of result records with {', '.join(sorted(required))}; rewrite it with --update."
         )
+    data = migrate_records(data)  # a baseline of an older version, in the current shape
     keys = [row_key(r) for r in data]
     if len(set(keys)) != len(keys):
         raise UsageError(f"baseline {str(path)!r} holds the same measurement twice; rewrite it with --update.")
@@ -348,8 +323,6 @@ def compare(run: pd.DataFrame, baseline: list[dict], tolerance: float | None = N
         base = _number(record["value"])
         base = math.nan if base is None else base
         found = by_key.get(key)
-        if found is None and "precision" not in record:
-            found = by_key.get(_as_fp32(key))  # a baseline older than --precision was measured in fp32
         value = None if found is None else (_number(found["value"]) if found["value"] is not None else math.nan)
         tol = tolerance_for(rule, base, _integer(found["n"]) if found else None, tolerance)
         comparisons.append(Comparison(key, base, value, tol, rule, _status(rule, base, value, tol)))

@@ -38,6 +38,7 @@ from ellrobust.metrics.collapse import (
 from ellrobust.metrics.stats import mean_interval
 from ellrobust.models.base import TokenModel, has_tokens
 from ellrobust.precision import Precision, parse_precision, precision_scope
+from ellrobust.results import COLLAPSE_METRICS, Metric, Row
 
 
 class Feature(StrEnum):
@@ -45,14 +46,6 @@ class Feature(StrEnum):
 
     RESIDUAL = "residual"  # the residual stream after the block: what the next layer sees
     ATTENTION = "attention"  # the attention branch output: what the research code measured
-
-
-class CollapseMetric(StrEnum):
-    """Metric names in the results table (a contract with users' scripts)."""
-
-    TOKEN_COSINE = "token_cosine"
-    ATTENTION_ENTROPY = "attention_entropy"
-    EFFECTIVE_RANK = "effective_rank"
 
 
 @dataclass(frozen=True)
@@ -81,7 +74,7 @@ class CollapseConfig:
     include_cls: bool = True
     per_head: bool = False
     layers: tuple[int, ...] | None = None
-    metrics: tuple[CollapseMetric, ...] = tuple(CollapseMetric)
+    metrics: tuple[Metric, ...] = COLLAPSE_METRICS
     precision: Precision = Precision.FP32
 
     def __post_init__(self) -> None:
@@ -100,9 +93,11 @@ class CollapseConfig:
             if negative:
                 raise UsageError(f"--layers {negative} are negative; block indices start at 0.")
             object.__setattr__(self, "layers", tuple(sorted(set(self.layers))))
-        choices = ", ".join(m.value for m in CollapseMetric)
+        choices = ", ".join(m.value for m in COLLAPSE_METRICS)
         try:
-            metrics = tuple(dict.fromkeys(CollapseMetric(m) for m in self.metrics))
+            metrics = tuple(dict.fromkeys(Metric(m) for m in self.metrics))
+            if not set(metrics) <= set(COLLAPSE_METRICS):
+                raise ValueError
         except ValueError:
             raise UsageError(f"--metrics must be among {choices} (got {', '.join(map(str, self.metrics))}).") from None
         if not metrics:
@@ -137,7 +132,7 @@ class CollapseConfig:
 class MetricKey:
     """One number per image: a metric of one layer, for all heads together (``head`` None) or one."""
 
-    metric: CollapseMetric
+    metric: Metric
     layer: int
     head: int | None = None
 
@@ -202,29 +197,29 @@ def collapse_metrics(
             if config.per_head:
                 # Head outputs before the projection, softmax(q kᵀ/√D) v: (B·H, N', D).
                 heads = F.scaled_dot_product_attention(block.q.float(), block.k.float(), block.v.float())[:, :, first:].flatten(0, 1)
-            if CollapseMetric.TOKEN_COSINE in wanted:
-                out[MetricKey(CollapseMetric.TOKEN_COSINE, layer)] = token_cosine(tokens)  # (B,)
+            if Metric.TOKEN_COSINE in wanted:
+                out[MetricKey(Metric.TOKEN_COSINE, layer)] = token_cosine(tokens)  # (B,)
                 if heads is not None:
-                    _split_heads(out, CollapseMetric.TOKEN_COSINE, layer, token_cosine(heads).view(block.q.shape[:2]))
-            if CollapseMetric.EFFECTIVE_RANK in wanted:
+                    _split_heads(out, Metric.TOKEN_COSINE, layer, token_cosine(heads).view(block.q.shape[:2]))
+            if Metric.EFFECTIVE_RANK in wanted:
                 grams.append(token_gram(tokens))  # (B, k, k): solved with every other layer's below
                 if heads is not None:
-                    _split_heads(out, CollapseMetric.EFFECTIVE_RANK, layer, effective_rank(heads).view(block.q.shape[:2]))
-            if CollapseMetric.ATTENTION_ENTROPY in wanted:
+                    _split_heads(out, Metric.EFFECTIVE_RANK, layer, effective_rank(heads).view(block.q.shape[:2]))
+            if Metric.ATTENTION_ENTROPY in wanted:
                 # From the queries and keys of the forward pass: no second qkv, no (B, H, N, N) probabilities.
                 entropy = attention_entropy_qk(block.q[:, :, first:].float(), block.k.float())  # (B, H)
-                out[MetricKey(CollapseMetric.ATTENTION_ENTROPY, layer)] = entropy.mean(dim=-1)
+                out[MetricKey(Metric.ATTENTION_ENTROPY, layer)] = entropy.mean(dim=-1)
                 if config.per_head:
-                    _split_heads(out, CollapseMetric.ATTENTION_ENTROPY, layer, entropy)
+                    _split_heads(out, Metric.ATTENTION_ENTROPY, layer, entropy)
     if grams:
         ranks = effective_rank_from_gram(torch.cat(grams)).view(len(layers), -1)  # (L, B)
         for i, layer in enumerate(layers):
-            out[MetricKey(CollapseMetric.EFFECTIVE_RANK, layer)] = ranks[i]
+            out[MetricKey(Metric.EFFECTIVE_RANK, layer)] = ranks[i]
     return dict(sorted(out.items(), key=_row_order))
 
 
 #: The order of a layer's values in a unit result (and so of its rows): the order they were always written in.
-_METRIC_ORDER = (CollapseMetric.TOKEN_COSINE, CollapseMetric.EFFECTIVE_RANK, CollapseMetric.ATTENTION_ENTROPY)
+_METRIC_ORDER = (Metric.TOKEN_COSINE, Metric.EFFECTIVE_RANK, Metric.ATTENTION_ENTROPY)
 
 
 def _row_order(item: tuple[MetricKey, torch.Tensor]) -> tuple[int, int, int]:
@@ -243,7 +238,7 @@ def _blocks(model: TokenModel, images: torch.Tensor, precision: Precision, last:
         yield block
 
 
-def _split_heads(out: dict[MetricKey, torch.Tensor], metric: CollapseMetric, layer: int, values: torch.Tensor) -> None:
+def _split_heads(out: dict[MetricKey, torch.Tensor], metric: Metric, layer: int, values: torch.Tensor) -> None:
     """Store (B, H) values as one (B,) entry per head."""
     for head in range(values.shape[-1]):
         out[MetricKey(metric, layer, head)] = values[:, head]
@@ -324,14 +319,15 @@ class CollapseAccumulator:
         """Per-image values over the selection of ``size`` images (None where an image was not measured)."""
         return {name: [None if np.isnan(v) else float(v) for v in series] for name, series in self._series(size).items()}
 
-    def rows(self, common: Mapping[str, object], size: int, extra_params: Mapping[str, object] | None = None) -> list[dict]:
+    def rows(self, measured: Mapping[str, object], size: int, extra_params: Mapping[str, object] | None = None) -> list[Row]:
         """Result rows: per layer × metric (× head), the mean over the images measured and its 95 % t interval.
 
         Summary rows over the later half of the measured layers (per image averaged over those layers
         first) have an empty ``layer`` and list the layers in ``params``.
 
         Args:
-            common: fields shared by every row (model, method, eps, m_grad ...).
+            measured: the :class:`~ellrobust.results.rows.Row` fields every row shares (model, method,
+                eps, m_grad, precision).
             size: the number of images in the run's selection (positions run from 0 to size − 1).
             extra_params: parameters of the method that produced the images (an attack's), merged
                 into each row's ``params`` JSON next to the collapse settings.
@@ -343,13 +339,12 @@ class CollapseAccumulator:
         for name, series in self._series(size).items():
             metric, layer, head = parse_value_key(name)
             layers = self.summary_layers if layer is None else ()
-            measured = series[~np.isnan(series)]
-            if measured.size == 0:
+            values = series[~np.isnan(series)]
+            if values.size == 0:
                 continue
-            mean, low, high = mean_interval(measured)
+            mean, low, high = mean_interval(values)
             params = {**(extra_params or {}), **self.config.row_params(head)} | ({"layers": list(layers)} if layers else {})
-            base = {**common, "params": json.dumps(params, sort_keys=True), "layer": layer}
-            rows.append({**base, "metric": metric, "value": mean})
-            rows.append({**base, "metric": f"{metric}_ci_low", "value": low})
-            rows.append({**base, "metric": f"{metric}_ci_high", "value": high})
+            where = {**measured, "params": json.dumps(params, sort_keys=True), "layer": layer}  # the collapse settings' params
+            row = Row(**where, metric=Metric(metric), value=mean)
+            rows += [row, row.with_metric(row.metric.ci_low, low), row.with_metric(row.metric.ci_high, high)]
         return rows

@@ -11,19 +11,19 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from ellrobust.corruptions.protocol import CorruptionProtocol
+from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
 from ellrobust.distributed import DistInfo, batches
 from ellrobust.errors import UsageError
 from ellrobust.models.base import has_tokens
 from ellrobust.parsing import MAX_IMAGES
 from ellrobust.precision import Precision, parse_precision
-from ellrobust.registry import Registry
+from ellrobust.results import Outcomes, Row
 
 if TYPE_CHECKING:
     from ellrobust.data import LoadedDataset
@@ -218,19 +218,27 @@ class Unit:
 
 @dataclass
 class UnitResult:
-    """Rows (partial: the engine adds provenance), per-example outcomes and values, and diagnostics.
+    """Rows (the engine adds provenance), per-example outcomes and values, and diagnostics.
 
     Attributes:
+        rows: the unit's typed rows (:class:`~ellrobust.results.rows.Row`).
         outcomes: per model, one 0/1 per selected image (correct / robust).
         values: per-image measurements other than correctness (collapse metrics), keyed by a name
             the producing stage chooses; one float per image the unit measured.
         extra: diagnostics for run.json and the sanity checks (timings, perturbation sizes).
     """
 
-    rows: list[dict] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     outcomes: dict[str, list[int]] = field(default_factory=dict)
     values: dict[str, list[float]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+
+    def outcomes_of(self, unit: Unit) -> list[Outcomes]:
+        """The unit's per-example outcomes as typed records, one per model, in the unit's measurement."""
+        return [
+            Outcomes(model, unit.method, unit.params, unit.eps, unit.severity, unit.m_grad, unit.precision, np.asarray(vals, dtype=bool))
+            for model, vals in self.outcomes.items()
+        ]
 
 
 @dataclass(frozen=True)
@@ -249,9 +257,24 @@ def no_progress(event: ProgressEvent) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One batch of a unit: its positions in the selection, images and labels on the device, and its seed.
+
+    The seed is the unit's seed plus the batch's index in the fixed cut of the unit's images, so a
+    batch's random numbers (random starts, SPSA's directions) are the same whichever rank runs it and
+    whatever ran before it.
+    """
+
+    positions: list[int]
+    images: torch.Tensor
+    labels: torch.Tensor
+    seed: int
+
+
 @dataclass
 class RunContext:
-    """What every stage sees: the request, the data, the models, the clean outcomes.
+    """What every stage sees: the request, the data, the models, and the units finished so far.
 
     Stages read images through :meth:`batches` and collect per-position results with :meth:`gather`:
     both work the same in one process and under ``torchrun`` (see :mod:`ellrobust.distributed`).
@@ -267,9 +290,7 @@ class RunContext:
     dist: DistInfo = field(default_factory=DistInfo)
     store: ImageStore | None = None
     pool: WorkerPool | None = None
-    clean: dict[str, np.ndarray] = field(default_factory=dict)
     results: dict[Unit, UnitResult] = field(default_factory=dict)  # every unit finished so far
-    unit_seed: int = 0
 
     @property
     def device(self) -> torch.device:
@@ -288,9 +309,11 @@ class RunContext:
     @property
     def corruption_protocol(self) -> str:
         """``imagenet-c`` or ``cifar-10-c``: the request's choice, ``auto`` resolved by image size."""
-        from ellrobust.corruptions.protocol import resolve_protocol
-
         return resolve_protocol(self.config.corruption_protocol, self.image_size).value
+
+    def clean_outcomes(self, model: str) -> np.ndarray:
+        """Which images ``model`` classifies correctly (the clean stage's unit; it runs before any other)."""
+        return np.asarray(self.results[clean_unit(model)].outcomes[model], dtype=bool)
 
     def owned_batches(self, positions: list[int] | None = None) -> list[tuple[int, list[int]]]:
         """This rank's ``(batch index, positions)`` of ``positions`` (0-based in the selection; None: all).
@@ -301,20 +324,19 @@ class RunContext:
         positions = list(range(len(self.indices))) if positions is None else list(positions)
         return [(b, chunk) for b, chunk in enumerate(batches(positions, self.config.batch_size)) if self.dist.owns(b)]
 
-    def batches(self, positions: list[int] | None, label: str) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    def batches(self, positions: list[int] | None, label: str, seed: int) -> Iterator[Batch]:
         """This rank's batches of ``positions`` (0-based within the selection; None: all of them).
 
-        Yields (positions of the batch, images, labels) on the device, read from the image store. The
-        global RNG is seeded from the unit seed and the batch index before each batch, so a batch's
-        random numbers (random starts, noise) do not depend on which rank runs it or on what ran before
-        it. Emits progress events for ``label``.
+        Yields :class:`Batch` es read from the image store, on the device. The global RNG is seeded
+        with each batch's seed (``seed`` + its index) before the batch is yielded, for code that draws
+        from it (torchattacks' random starts). Emits progress events for ``label``.
         """
         mine = self.owned_batches(positions)
         self.progress(ProgressEvent("start", label, total=len(mine)))
         for b, chunk in mine:
-            seed_everything(self.unit_seed + b)
+            seed_everything(seed + b)
             x, y = self.store.batch(chunk, self.device)
-            yield chunk, x, y
+            yield Batch(chunk, x, y, (seed + b) & 0x7FFFFFFF)
             self.progress(ProgressEvent("advance", label, advance=1))
         self.progress(ProgressEvent("end", label))
 
@@ -330,24 +352,9 @@ class RunContext:
         return request.definition.default_eps or self.data.spec.default_eps
 
 
-class Stage(Protocol):
-    """A family of units. Stages run in registration order; later ones may read ``ctx.clean``.
-
-    Optional hooks:
-
-    * ``prepare(ctx, pending) -> None``: called with the units about to be computed (those not
-      already on disk), in order, before the first of them runs, so a stage can start work ahead
-      (corruption generation streams across unit boundaries).
-    * ``derive(ctx, rows) -> list[dict]``: aggregate rows computed from all rows of the run once every
-      unit is done (e.g. mCE over corruptions).
-    """
-
-    def units(self, ctx: RunContext) -> list[Unit]: ...
-
-    def run(self, unit: Unit, ctx: RunContext) -> UnitResult: ...
-
-
-STAGES: Registry[Callable[[], Stage]] = Registry("stage")
+def clean_unit(model: str) -> Unit:
+    """The clean-accuracy unit of ``model``: its outcomes decide which images the attacks attack."""
+    return Unit("clean", model, "clean")
 
 
 def unit_seed(base_seed: int, key: str) -> int:

@@ -24,6 +24,7 @@ from itertools import combinations
 
 import numpy as np
 
+from ellrobust.attacks import AttackRequest
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD, sanity_rows
 from ellrobust.collapse import later_half, parse_value_key
 from ellrobust.context import RunContext, Unit, UnitResult
@@ -35,67 +36,50 @@ from ellrobust.metrics.stats import (
     required_n,
     wilson_interval,
 )
-
-#: Accuracy metrics that get Wilson intervals.
-ACCURACY_METRICS = ("clean_accuracy", "robust_accuracy", "corruption_accuracy")
-
-#: The fields that identify a measurement besides the model (and name a paired comparison).
-KEY_FIELDS = ("method", "params", "eps", "severity", "m_grad", "precision")
+from ellrobust.results import ACCURACIES, Metric, Outcomes, Row
 
 
-def derive(ctx: RunContext, finished: list[tuple[Unit, UnitResult]], rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Worst case over attacks, intervals, paired comparisons and sanity flags, from the finished units."""
-    outcomes = [(unit, model, vals) for unit, result in finished for model, vals in result.outcomes.items()]
-    derived = worst_case_rows(outcomes)
+def derive(ctx: RunContext, finished: list[tuple[Unit, UnitResult]], rows: list[Row]) -> tuple[list[Row], list[Row], list[Outcomes]]:
+    """Worst case over attacks, intervals, paired comparisons and sanity flags, from the finished units.
+
+    Returns:
+        The derived rows (sanity rows included), the sanity rows alone, and every per-example outcome
+        of the run (the units' and the worst cases').
+    """
+    outcomes = [o for unit, result in finished for o in result.outcomes_of(unit)]
+    worst_rows, worst_outcomes = worst_case(outcomes)
+    outcomes += worst_outcomes
+    derived = worst_rows + interval_rows(rows + worst_rows, len(ctx.indices))
     by_model: dict[str, dict[tuple, np.ndarray]] = defaultdict(dict)
-    for unit, model, vals in outcomes:
-        by_model[model][(unit.method, unit.params, unit.eps, unit.severity, unit.m_grad, unit.precision)] = np.asarray(vals, bool)
-    for row in derived:
-        by_model[row["model"]][tuple(row.get(k, "") if k in ("m_grad", "precision") else row.get(k) for k in KEY_FIELDS)] = np.asarray(
-            row.pop("_outcomes"), bool
-        )
-    derived += interval_rows(rows + derived, len(ctx.indices))
-    names = list(ctx.models)
-    for a, b in combinations(names, 2):
+    for o in outcomes:
+        by_model[o.model][o.measurement] = o.correct
+    for a, b in combinations(list(ctx.models), 2):
         derived += paired_rows(a, b, by_model.get(a, {}), by_model.get(b, {}))
     derived += collapse_difference_rows(ctx, finished)
     sanity = sanity_rows(ctx, rows + derived, [(unit, result.extra) for unit, result in finished]) if ctx.config.sanity else []
-    return derived + sanity, sanity
+    return derived + sanity, sanity, outcomes
 
 
-def worst_case_rows(outcomes: Iterable[tuple[Unit, str, list[int]]]) -> list[dict]:
+def worst_case(outcomes: Iterable[Outcomes]) -> tuple[list[Row], list[Outcomes]]:
     """Per model, norm, eps, m_grad and precision: an image is robust only if it survives every attack of the run."""
-    from ellrobust.attacks import AttackRequest
-
     groups: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
-    for unit, model, vals in outcomes:
-        if unit.stage != "attack" or unit.method == LARGE_EPS_METHOD:
+    for o in outcomes:
+        if o.eps is None or o.method == LARGE_EPS_METHOD:  # attack outcomes are the ones with a budget
             continue
-        norm = AttackRequest(unit.method, json.loads(unit.params)).norm
-        groups[(model, norm, unit.eps, unit.m_grad, unit.precision)][unit.method] = np.asarray(vals, bool)
-    rows = []
+        norm = AttackRequest(o.method, json.loads(o.params)).norm
+        groups[(o.model, norm, o.eps, o.m_grad, o.precision)][o.method] = o.correct
+    rows, worst_outcomes = [], []
     for (model, norm, eps, mg, precision), per_attack in groups.items():
         if len(per_attack) < 2:
             continue
         worst = np.logical_and.reduce(list(per_attack.values()))
         params = json.dumps({"attacks": sorted(per_attack), "norm": norm}, sort_keys=True)
-        rows.append(
-            {
-                "model": model,
-                "method": "worst-case",
-                "params": params,
-                "eps": eps,
-                "m_grad": mg,
-                "precision": precision,
-                "metric": "robust_accuracy",
-                "value": float(worst.mean()),
-                "_outcomes": worst.astype(int).tolist(),
-            }
-        )
-    return rows
+        rows.append(Row(model, Metric.ROBUST_ACCURACY, float(worst.mean()), "worst-case", params=params, eps=eps, m_grad=mg, precision=precision))
+        worst_outcomes.append(Outcomes(model, "worst-case", params, eps, None, mg, precision, worst))
+    return rows, worst_outcomes
 
 
-def interval_rows(rows: list[dict], n: int) -> list[dict]:
+def interval_rows(rows: list[Row], n: int) -> list[Row]:
     """A 95 % Wilson interval (``<metric>_ci_low/high``) for every accuracy row, at the run's ``n``.
 
     A corruption accuracy averaged over severities is a mean of per-image fractions in [0, 1]; its
@@ -104,16 +88,14 @@ def interval_rows(rows: list[dict], n: int) -> list[dict]:
     """
     out = []
     for row in rows:
-        if row.get("metric") not in ACCURACY_METRICS or row.get("value") is None:
+        if row.metric not in ACCURACIES:
             continue
-        low, high = wilson_interval(row["value"] * n, n)
-        base = {k: v for k, v in row.items() if k not in ("metric", "value", "_outcomes")}
-        out.append({**base, "metric": f"{row['metric']}_ci_low", "value": low})
-        out.append({**base, "metric": f"{row['metric']}_ci_high", "value": high})
+        low, high = wilson_interval(row.value * n, n)
+        out += [row.with_metric(row.metric.ci_low, low), row.with_metric(row.metric.ci_high, high)]
     return out
 
 
-def paired_rows(a: str, b: str, outcomes_a: dict, outcomes_b: dict) -> list[dict]:
+def paired_rows(a: str, b: str, outcomes_a: dict[tuple, np.ndarray], outcomes_b: dict[tuple, np.ndarray]) -> list[Row]:
     """Paired comparison rows of model ``a`` against ``b`` on every measurement both have, Holm-adjusted.
 
     A baseline runs once (m_grad '') and is compared with each m_grad mode of an elliptical model.
@@ -133,32 +115,22 @@ def paired_rows(a: str, b: str, outcomes_a: dict, outcomes_b: dict) -> list[dict
     adjusted = holm_adjust([cmp.p_value for _, cmp in found]) if found else []
     rows = []
     for ((method, params, eps, severity, mg, precision), cmp), p_adjusted in zip(found, adjusted, strict=True):
-        common = {
-            "model": a,
-            "baseline": b,
-            "method": method,
-            "params": params,
-            "eps": eps,
-            "severity": severity,
-            "m_grad": mg,
-            "precision": precision,
-        }
+        row = Row(a, Metric.ACCURACY_DIFFERENCE, cmp.difference, method, params, eps, severity, None, mg, precision, baseline=b)
         discordance = (cmp.a_only + cmp.b_only) / cmp.n if cmp.n else 0.0
         needed = required_n(abs(cmp.difference), discordance) if cmp.difference else None
-        for metric, value in (
-            ("accuracy_difference", cmp.difference),
-            ("difference_ci_low", cmp.ci_low),
-            ("difference_ci_high", cmp.ci_high),
-            ("mcnemar_p", cmp.p_value),
-            ("mcnemar_p_adjusted", float(p_adjusted)),
-            ("detectable_difference", detectable_difference(discordance, cmp.n)),
-            ("n_required", float(needed) if needed is not None else float("nan")),
-        ):
-            rows.append({**common, "metric": metric, "value": value})
+        rows += [
+            row,
+            row.with_metric(Metric.DIFFERENCE_CI_LOW, cmp.ci_low),
+            row.with_metric(Metric.DIFFERENCE_CI_HIGH, cmp.ci_high),
+            row.with_metric(Metric.MCNEMAR_P, cmp.p_value),
+            row.with_metric(Metric.MCNEMAR_P_ADJUSTED, float(p_adjusted)),
+            row.with_metric(Metric.DETECTABLE_DIFFERENCE, detectable_difference(discordance, cmp.n)),
+            row.with_metric(Metric.N_REQUIRED, float(needed) if needed is not None else float("nan")),
+        ]
     return rows
 
 
-def collapse_difference_rows(ctx: RunContext, finished: list[tuple[Unit, UnitResult]]) -> list[dict]:
+def collapse_difference_rows(ctx: RunContext, finished: list[tuple[Unit, UnitResult]]) -> list[Row]:
     """Per-layer paired differences of collapse metrics between models measured on the same images.
 
     Only the clean collapse units qualify: every model measures every selected image there (attack
@@ -185,15 +157,7 @@ def collapse_difference_rows(ctx: RunContext, finished: list[tuple[Unit, UnitRes
             params = config.row_params(head)
             if layer is None:  # the later-half summary: each model's own later half (depths may differ)
                 params |= {"layers": list(summary_layers(a)), "baseline_layers": list(summary_layers(b))}
-            common = {
-                "model": a,
-                "baseline": b,
-                "method": "collapse",
-                "params": json.dumps(params, sort_keys=True),
-                "layer": layer,
-                "m_grad": "",
-                "precision": config.precision.value,
-            }
-            for suffix, value in (("", mean), ("_ci_low", low), ("_ci_high", high)):
-                rows.append({**common, "metric": f"{metric}_difference{suffix}", "value": value})
+            difference = Metric(metric).difference
+            row = Row(a, difference, mean, "collapse", json.dumps(params, sort_keys=True), layer=layer, precision=config.precision.value, baseline=b)
+            rows += [row, row.with_metric(difference.ci_low, low), row.with_metric(difference.ci_high, high)]
     return rows

@@ -16,7 +16,6 @@ Nothing here prints: progress goes through a callback, and the CLI renders it.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import importlib.metadata
 import json
@@ -27,14 +26,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from ellrobust import stages as _stages  # noqa: F401  (registers the stages, in their order)
 from ellrobust.collapse import token_models
 from ellrobust.context import (
-    STAGES,
     EvalConfig,
     LoadedModel,
     ProgressEvent,
@@ -54,15 +50,21 @@ from ellrobust.derived import derive
 from ellrobust.determinism import deterministic_mode
 from ellrobust.distributed import init_distributed, local_world_size
 from ellrobust.errors import UsageError
+from ellrobust.files import RunLock, atomic_write
 from ellrobust.models import compiled as compiled_attention
 from ellrobust.models import load_model, state_dict_digest
 from ellrobust.models.external import split_prefix
 from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
-from ellrobust.results import SCHEMA_VERSION, RunLock, atomic_write, save_table, to_frame
+from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
+from ellrobust.results import table as results_table
+from ellrobust.stages import AttackStage, CleanStage, CollapseStage, CorruptionStage
 from ellrobust.version import __version__
 from ellrobust.workers import WorkerPool, auto_workers
 
-__all__ = ["EvalConfig", "Evaluation", "RunContext", "RunResult", "Unit", "UnitResult", "load_models"]
+__all__ = ["STAGES", "EvalConfig", "Evaluation", "RunContext", "RunResult", "Unit", "UnitResult", "load_models"]
+
+#: The stages of a run, in the order they run: clean first (every later stage may read its outcomes).
+STAGES = (CleanStage, AttackStage, CorruptionStage, CollapseStage)
 
 
 class UnitStore:
@@ -85,14 +87,18 @@ class UnitStore:
             return None  # a damaged unit file is simply recomputed
         if data.get("key") != key:
             return None
-        outcomes = {m: [int(c) for c in bits] for m, bits in data["outcomes"].items()}
-        return UnitResult(rows=data["rows"], outcomes=outcomes, values=data.get("values", {}), extra=data.get("extra", {}))
+        try:
+            rows = [Row(**r) for r in data["rows"]]
+            outcomes = {m: [int(c) for c in bits] for m, bits in data["outcomes"].items()}
+        except (KeyError, TypeError, ValueError):
+            return None  # a unit file this version cannot read is recomputed too
+        return UnitResult(rows=rows, outcomes=outcomes, values=data.get("values", {}), extra=data.get("extra", {}))
 
     def save(self, key: str, unit: Unit, result: UnitResult) -> None:
         payload = {
             "key": key,
             "unit": asdict(unit),
-            "rows": result.rows,
+            "rows": [row.as_dict() for row in result.rows],
             "outcomes": {m: "".join(str(int(v)) for v in vals) for m, vals in result.outcomes.items()},
             "values": result.values,
             "extra": result.extra,
@@ -263,9 +269,8 @@ class Evaluation:
             todo = []
         size = int(store.image_shape[-1])
         protocol = resolve_protocol(cfg.corruption_protocol, size).value
-        for _, make_stage in STAGES.items():  # e.g. compile numba's glass_blur once, for every worker
-            if hasattr(make_stage, "before_workers"):
-                make_stage.before_workers(cfg, size, protocol)
+        for stage in STAGES:  # e.g. compile numba's glass_blur once, for every worker
+            stage.before_workers(cfg, size, protocol)
         shared = {"dataset": data.dataset, "store": store, "indices": indices}
         label = f"decode {len(indices)} images"
         progress = self.progress if dist.is_main else no_progress
@@ -294,23 +299,20 @@ class Evaluation:
             lm.module.to(dist.device(cfg.device))
         ctx = RunContext(cfg, data, indices, models, self.progress if dist.is_main else no_progress, dist, store=store, pool=pool)
         units = UnitStore(self.run_dir)
-        all_rows: list[dict] = []
+        all_rows: list[Row] = []
         finished: list[tuple[Unit, UnitResult]] = []
         computed = reused = 0
-        stages = []
-        for stage_name, make_stage in STAGES.items():
-            stage = make_stage()
-            stages.append(stage)
+        stages = [make_stage() for make_stage in STAGES]
+        for stage in stages:
             planned = [(unit, self.identity(unit, ctx)) for unit in stage.units(ctx)]
             saved = [dist.broadcast(units.load(key, unit) if dist.is_main else None) for unit, key in planned]  # all ranks agree
-            if hasattr(stage, "prepare"):
-                stage.prepare(ctx, [unit for (unit, _), result in zip(planned, saved, strict=True) if result is None])
+            stage.prepare(ctx, [unit for (unit, _), result in zip(planned, saved, strict=True) if result is None])
             for (unit, key), result in zip(planned, saved, strict=True):
                 if result is None:
-                    ctx.unit_seed = unit_seed(cfg.seed, key)
-                    seed_everything(ctx.unit_seed)
+                    seed = unit_seed(cfg.seed, key)
+                    seed_everything(seed)
                     tick, compiling = time.perf_counter(), compiled_attention.STATS.compile_seconds
-                    result = stage.run(unit, ctx)
+                    result = stage.run(unit, ctx, seed)
                     result.extra["seconds"] = time.perf_counter() - tick
                     if compiled_attention.STATS.compile_seconds > compiling:  # compiles are timed apart from the work
                         result.extra["compile_seconds"] = compiled_attention.STATS.compile_seconds - compiling
@@ -321,41 +323,29 @@ class Evaluation:
                     ctx.progress(ProgressEvent("end", unit.label, cached=True))
                     reused += 1
                 ctx.results[unit] = result
-                if stage_name == "clean":
-                    ctx.clean[unit.model] = np.asarray(result.outcomes[unit.model], dtype=bool)
                 all_rows.extend(result.rows)
                 finished.append((unit, result))
         for stage in stages:
-            if hasattr(stage, "derive"):
-                all_rows.extend(stage.derive(ctx, list(all_rows)))
-        derived, sanity = derive(ctx, finished, all_rows)
+            all_rows.extend(stage.derive(ctx, list(all_rows)))
+        derived, sanity, outcomes = derive(ctx, finished, all_rows)
         all_rows.extend(derived)
-        table = self._finish_table(all_rows, ctx)
-        outcomes = [(unit, model, vals) for unit, result in finished for model, vals in result.outcomes.items()]
-        examples = examples_frame(outcomes, ctx)
+        table = results_table(all_rows, self._provenance(ctx))
+        examples = examples_frame([o for o in outcomes if o.method != "worst-case"], ctx.indices)
         if dist.is_main:
             save_table(table, self.run_dir)
-            atomic_write(self.run_dir / "examples.csv.gz", gzip.compress(examples.to_csv(index=False, lineterminator="\n").encode(), mtime=0))
+            save_examples(examples, self.run_dir)
             described = self._describe(ctx, started, finished, _compile_record(self._compile_start))
             atomic_write(self.run_dir / "run.json", json.dumps(described, indent=1, default=str) + "\n")
         dist.barrier()
         return RunResult(table, examples, sanity, self.run_dir, computed, reused)
 
-    def _finish_table(self, rows: list[dict], ctx: RunContext):
-        base = {
-            "dataset": ctx.data.spec.name,
-            "split": ctx.data.split,
-            "n": len(ctx.indices),
-            "seed": self.config.seed,
-            "ellrobust_version": __version__,
-            "torch_version": torch.__version__,
-        }
-        full = []
-        for row in rows:
-            model = row.get("model")
-            ck = ctx.models[model].digest if model in ctx.models else None
-            full.append({**base, "checkpoint": ck, **row})
-        return to_frame(full)
+    def _provenance(self, ctx: RunContext) -> dict[str, Provenance]:
+        """Each model's provenance: its checkpoint digest and the run's data, images, seed and versions."""
+        common = dict(
+            dataset=ctx.data.spec.name, split=ctx.data.split, n=len(ctx.indices), seed=self.config.seed,
+            ellrobust_version=__version__, torch_version=torch.__version__,
+        )  # fmt: skip
+        return {name: Provenance(checkpoint=lm.digest, **common) for name, lm in ctx.models.items()}
 
     def _describe(self, ctx: RunContext, started: float, finished: list[tuple[Unit, UnitResult]], attention: dict) -> dict:
         """run.json: the request, the models, the data, the environment, how the attention ran, and where the time went."""
@@ -427,26 +417,3 @@ def environment() -> dict:
     except importlib.metadata.PackageNotFoundError:
         env["timm"] = None
     return env
-
-
-def examples_frame(outcomes: list[tuple[Unit, str, list[int]]], ctx: RunContext):
-    import pandas as pd
-
-    columns = ["model", "method", "params", "eps", "severity", "m_grad", "precision", "index", "correct"]
-    frames = [
-        pd.DataFrame(
-            {
-                "model": model,
-                "method": unit.method,
-                "params": unit.params,
-                "eps": unit.eps,
-                "severity": unit.severity,
-                "m_grad": unit.m_grad,
-                "precision": unit.precision,
-                "index": ctx.indices,
-                "correct": np.asarray(vals, dtype=np.int8),
-            }
-        )
-        for unit, model, vals in outcomes
-    ]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

@@ -22,9 +22,9 @@ def rows(**changes: float) -> list[dict]:
         "clean": {"model": MODELS[1], "method": "clean", "metric": "clean_accuracy", "value": 0.8},
         "clean_base": {"model": MODELS[0], "method": "clean", "metric": "clean_accuracy", "value": 0.75},
         "pgd": {"model": MODELS[1], "method": "pgd", "params": '{"steps": 10}', "eps": 8 / 255, "m_grad": "detach", "metric": "robust_accuracy", "value": 0.5},
-        "cosine": {"model": MODELS[1], "method": "collapse", "layer": 2, "metric": "token_cosine", "value": 0.4},
+        "cosine": {"model": MODELS[1], "method": "collapse", "layer": 2, "precision": "fp32", "metric": "token_cosine", "value": 0.4},
         "p": {"model": MODELS[1], "baseline": MODELS[0], "method": "clean", "metric": "mcnemar_p", "value": 0.3},
-        "sanity": {"model": MODELS[1], "method": "sanity", "params": '{"detail": "ok"}', "m_grad": "detach", "metric": "sanity_robust_le_clean", "value": 1.0},
+        "sanity": {"model": MODELS[1], "method": "sanity", "params": '{"detail": "ok"}', "m_grad": "detach", "precision": "fp32", "metric": "sanity_robust_le_clean", "value": 1.0},
     }  # fmt: skip
     return [{**base, **row, **({"value": changes[name]} if name in changes else {})} for name, row in named.items()]
 
@@ -149,7 +149,8 @@ def test_compare_returns_typed_comparisons(tmp_path, baseline):
 
 
 def test_a_baseline_from_before_precision_existed_compares_with_the_fp32_rows(tmp_path, runner, baseline):
-    """Baselines written by 0.1 have no precision field; every attack of that version ran in fp32."""
+    """Baselines written by 0.1 have no precision field; every attack, sanity check and collapse pass of
+    that version ran in fp32 (real runs since tag them so, as these rows are)."""
     legacy = tmp_path / "legacy.json"
     legacy.write_text(json.dumps([{k: v for k, v in r.items() if k != "precision"} for r in json.loads(baseline.read_text())]))
     table = rows()

@@ -15,7 +15,6 @@ from ellrobust.cli import app
 from ellrobust.collapse import (
     CollapseAccumulator,
     CollapseConfig,
-    CollapseMetric,
     Feature,
     MetricKey,
     collapse_metrics,
@@ -32,6 +31,7 @@ from ellrobust.metrics.collapse import (
 )
 from ellrobust.models import load_model
 from ellrobust.models.checkpoint import save_safetensors
+from ellrobust.results import Metric
 
 NANO_DEPTH = 3
 TINY = ["--data", "synthetic", "-m", "deit-nano-elliptical", "-m", "deit-nano", "--n", "32", "--batch-size", "16"]
@@ -139,16 +139,16 @@ def test_collapse_metrics_match_a_recomputation_from_the_block_inputs(name, incl
                 q = q * block.m
             p = (q @ k.transpose(-2, -1) * attn.head_dim**-0.5).softmax(dim=-1)
             entropy = attention_entropy(p[:, :, first:])
-            key = CollapseMetric.ATTENTION_ENTROPY
+            key = Metric.ATTENTION_ENTROPY
             torch.testing.assert_close(out[MetricKey(key, layer)], entropy.mean(-1), atol=1e-5, rtol=1e-5)
             for head in range(attn.num_heads):
                 torch.testing.assert_close(out[MetricKey(key, layer, head)], entropy[:, head], atol=1e-5, rtol=1e-5)
             rank = effective_rank(block.attn_out[:, first:])
-            torch.testing.assert_close(out[MetricKey(CollapseMetric.EFFECTIVE_RANK, layer)], rank)
+            torch.testing.assert_close(out[MetricKey(Metric.EFFECTIVE_RANK, layer)], rank)
             heads = (p @ v)[:, :, first:]
             for head in range(attn.num_heads):
                 want = effective_rank(heads[:, head])
-                got = out[MetricKey(CollapseMetric.EFFECTIVE_RANK, layer, head)]
+                got = out[MetricKey(Metric.EFFECTIVE_RANK, layer, head)]
                 torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
 
 
@@ -161,7 +161,7 @@ def test_accumulator_averages_over_images_whatever_the_batches(images):
     split.add(images[:1], [0])
     split.add(images[1:], [1, 2, 3])
     common = {"model": "m", "method": "collapse", "m_grad": ""}
-    a, b = pd.DataFrame(whole.rows(common, 4)), pd.DataFrame(split.rows(common, 4))
+    a, b = (pd.DataFrame([r.as_dict() for r in acc.rows(common, 4)]) for acc in (whole, split))
     means = a[a.metric.isin(["token_cosine", "effective_rank"])]
     assert set(means.metric) == {"token_cosine", "effective_rank"} and sorted(means.layer.dropna().unique()) == [0, 1, 2]
     pd.testing.assert_frame_equal(a, b, atol=1e-6, rtol=1e-6)
@@ -177,7 +177,7 @@ def test_collapse_rows_carry_intervals_over_images_and_a_later_half_summary(imag
     values = accumulator.values(6)
     per_image = {layer: np.asarray(values[value_key("token_cosine", layer)], dtype=object) for layer in range(NANO_DEPTH)}
     assert all(per_image[layer][1] is None and per_image[layer][4] is None for layer in per_image)
-    rows = {(r["metric"], r["layer"]): r for r in accumulator.rows({"model": "m"}, 6)}
+    rows = {(r.metric, r.layer): r.as_dict() for r in accumulator.rows({"model": "m", "method": "collapse"}, 6)}
     for layer in range(NANO_DEPTH):
         measured = np.asarray([v for v in per_image[layer] if v is not None], dtype=float)
         mean, sd = measured.mean(), measured.std(ddof=1)
@@ -201,7 +201,7 @@ def test_config_validation():
     with pytest.raises(UsageError, match="--metrics must be among"):
         CollapseConfig(metrics=("cosine",))
     assert CollapseConfig(layers=(2, 0, 2)).layers == (0, 2)
-    assert CollapseConfig(metrics=("token_cosine",)).metrics == (CollapseMetric.TOKEN_COSINE,)
+    assert CollapseConfig(metrics=("token_cosine",)).metrics == (Metric.TOKEN_COSINE,)
 
 
 # --- the CLI ----------------------------------------------------------------------------------------

@@ -127,21 +127,22 @@ def suite_unknown_param(tmp: Path) -> list[str]:
     return ["eval", "-m", "deit-nano", *FAST, "--suite", str(tmp / "s.toml")]
 
 
-def _old_run(tmp: Path) -> Path:
-    run = tmp / "old"
+def _newer_run(tmp: Path) -> Path:
+    """A run folder of a results schema this version does not know yet (older ones are migrated)."""
+    run = tmp / "newer"
     run.mkdir()
-    (run / "results.csv").write_text("model,metric,value\ndeit,clean_accuracy,0.9\n")
-    (run / "run.json").write_text(json.dumps({"schema_version": 0}))
+    (run / "results.csv").write_text("model,dataset,n,method,metric,value\ndeit,digits,10,clean,clean_accuracy,0.9\n")
+    (run / "run.json").write_text(json.dumps({"schema_version": 99}))
     return run
 
 
-def old_run_report(tmp: Path) -> list[str]:
-    return ["report", str(_old_run(tmp)), "--out", str(tmp / "rep")]
+def newer_run_report(tmp: Path) -> list[str]:
+    return ["report", str(_newer_run(tmp)), "--out", str(tmp / "rep")]
 
 
-def old_run_check(tmp: Path) -> list[str]:
+def newer_run_check(tmp: Path) -> list[str]:
     (tmp / "b.json").write_text("[]")
-    return ["check", str(_old_run(tmp)), "--baseline", str(tmp / "b.json")]
+    return ["check", str(_newer_run(tmp)), "--baseline", str(tmp / "b.json")]
 
 
 def malformed_baseline(tmp: Path) -> list[str]:
@@ -241,8 +242,8 @@ CASES = [
     Case("collapse layer out of range", ["collapse", "-m", "deit-nano", *FAST, "--layers", "7"], "0–2"),
     Case("collapse unknown feature", ["collapse", "-m", "deit-nano", *FAST, "--feature", "keys"], "keys"),
     Case("report of a missing run", ["report", "/nonexistent/run", "--out", "/tmp/x"], "does not exist"),
-    Case("report of an older results folder", old_run_report, "schema"),
-    Case("check of an older results folder", old_run_check, "schema"),
+    Case("report of a newer results folder", newer_run_report, "newer than this ellrobust"),
+    Case("check of a newer results folder", newer_run_check, "newer than this ellrobust"),
     Case("check with a malformed baseline", malformed_baseline, "baseline"),
     Case("results table without required columns", results_missing_columns, "lacks the columns"),
     Case("train to a non-safetensors file", ["train", "-m", "deit-nano", "--out", "model.pt"], ".safetensors"),

@@ -422,9 +422,9 @@ def test_deterministic_mode_holds_during_the_run_and_is_recorded(monkeypatch, tm
     seen = []
     real = clean.CleanStage.run
 
-    def spy(self, unit, ctx):
+    def spy(self, unit, ctx, seed):
         seen.append((torch.are_deterministic_algorithms_enabled(), os.environ.get("CUBLAS_WORKSPACE_CONFIG")))
-        return real(self, unit, ctx)
+        return real(self, unit, ctx, seed)
 
     monkeypatch.setattr(clean.CleanStage, "run", spy)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)

@@ -186,16 +186,17 @@ def test_run_json_records_how_each_attack_unit_spent_its_time(tmp_path):
 def test_a_lower_precision_above_fp32_fails_its_sanity_check():
     from ellrobust.attacks.sanity import sanity_rows
     from ellrobust.context import Unit
+    from ellrobust.results import Metric, Row
 
     class Ctx:
         indices = list(range(100))
         data = type("D", (), {"num_classes": 10})()
 
-    rows = [{"model": "m", "metric": "clean_accuracy", "value": 0.9}]
+    rows = [Row("m", Metric.CLEAN_ACCURACY, 0.9, "clean")]
     for precision, value in (("fp32", 0.30), ("bf16", 0.50)):
-        rows.append({"model": "m", "method": "pgd", "params": "{}", "eps": 0.01, "m_grad": "", "precision": precision, "metric": "robust_accuracy", "value": value})
+        rows.append(Row("m", Metric.ROBUST_ACCURACY, value, "pgd", eps=0.01, precision=precision))
     extras = [(Unit("attack", "m", "pgd", "{}", 0.01, None, "", (), p), {"n_attacked": 0, "max_perturbation": 0, "min_pixel": 0, "max_pixel": 1}) for p in ("fp32", "bf16")]
-    flags = {(r["precision"], r["metric"]): r["value"] for r in sanity_rows(Ctx(), rows, extras)}
+    flags = {(r.precision, r.metric): r.value for r in sanity_rows(Ctx(), rows, extras)}
     assert flags[("bf16", "sanity_precision_not_above_fp32")] == 0.0
     assert ("fp32", "sanity_precision_not_above_fp32") not in flags
 

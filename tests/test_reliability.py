@@ -27,14 +27,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from ellrobust import results as results_module
+from ellrobust import files as files_module
 from ellrobust import workers
 from ellrobust.cli import app
 from ellrobust.corruptions.cache import FILE_OVERHEAD
 from ellrobust.corruptions.generate import GenerateTask
 from ellrobust.errors import DiskFullError, UsageError, format_bytes
+from ellrobust.files import atomic_write
 from ellrobust.parsing import parse_name_list
-from ellrobust.results import atomic_write
 
 ARGS = [
     "eval", "-m", "deit", "-m", "deit-elliptical", "-n", "32", "--batch-size", "8",
@@ -283,7 +283,7 @@ def test_a_worker_that_cannot_set_up_is_one_line_not_an_endless_respawn(runner, 
 
 
 class _FullDisk:
-    """``os`` as ellrobust.results sees it, with ``fsync`` failing (ENOSPC) from the ``after``-th file on."""
+    """``os`` as ellrobust.files sees it, with ``fsync`` failing (ENOSPC) from the ``after``-th file on."""
 
     def __init__(self, after: int, code: int = errno.ENOSPC) -> None:
         self.calls, self.after, self.code = 0, after, code
@@ -302,7 +302,7 @@ SMALL = ["eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--data", "syn
 
 
 def test_a_full_disk_while_saving_units_is_one_line_and_the_run_resumes(runner, tmp_path, monkeypatch):
-    monkeypatch.setattr(results_module, "os", _FullDisk(after=2))
+    monkeypatch.setattr(files_module, "os", _FullDisk(after=2))
     out = tmp_path / "run"
     result = runner.invoke(app, [*SMALL, "--out", str(out)])
     assert result.exit_code == 3
@@ -320,7 +320,7 @@ def test_a_full_disk_while_saving_units_is_one_line_and_the_run_resumes(runner, 
      (errno.EROFS, "the file system is read-only; pass --out")],
 )  # fmt: skip
 def test_atomic_write_refusals_name_the_folder_and_the_size_and_leave_nothing(tmp_path, monkeypatch, code, reason):
-    monkeypatch.setattr(results_module, "os", _FullDisk(after=0, code=code))
+    monkeypatch.setattr(files_module, "os", _FullDisk(after=0, code=code))
     with pytest.raises(DiskFullError, match=rf"'results.csv' in '{tmp_path}' \(about 1.5 KiB needed\): {reason}"):
         atomic_write(tmp_path / "results.csv", "x" * 1536)
     assert list(tmp_path.iterdir()) == []

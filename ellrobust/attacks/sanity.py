@@ -22,18 +22,9 @@ from collections import defaultdict
 from ellrobust.attacks import ATTACKS, AttackRequest
 from ellrobust.metrics.stats import binomial_se
 from ellrobust.precision import Precision
+from ellrobust.results import Metric, Row
 
 LARGE_EPS_METHOD = "sanity-pgd-large-eps"
-CHECKS = (
-    "perturbation_within_eps",
-    "inside_unit_range",
-    "robust_le_clean",
-    "monotone_in_eps",
-    "pgd_le_fgsm",
-    "no_gradient_masking",
-    "large_eps_reaches_chance",
-    "precision_not_above_fp32",
-)
 
 #: A lower-precision robust accuracy may exceed the fp32 one by this many binomial standard errors.
 PRECISION_SIGMAS = 2.0
@@ -43,28 +34,21 @@ def _norm(unit) -> str:
     return AttackRequest(unit.method, json.loads(unit.params)).norm
 
 
-def flag(model: str, mg: str, check: str, ok: bool, detail: str, precision: str = "") -> dict:
-    return {
-        "model": model,
-        "method": "sanity",
-        "params": json.dumps({"detail": detail}),
-        "m_grad": mg,
-        "precision": precision,
-        "metric": f"sanity_{check}",
-        "value": 1.0 if ok else 0.0,
-    }
+def flag(model: str, mg: str, check: str, ok: bool, detail: str, precision: str = "") -> Row:
+    """The row of one check: 1 pass, 0 fail, the detail in ``params``."""
+    return Row(model, Metric.sanity(check), 1.0 if ok else 0.0, "sanity", json.dumps({"detail": detail}), m_grad=mg, precision=precision)
 
 
-def sanity_rows(ctx, rows: list[dict], extras) -> list[dict]:
+def sanity_rows(ctx, rows: list[Row], extras) -> list[Row]:
     """Evaluate every applicable check for each model, m_grad mode and precision."""
     n = max(1, len(ctx.indices))
     slack = 1.0 / n + 1e-12
-    clean = {r["model"]: r["value"] for r in rows if r.get("metric") == "clean_accuracy"}
+    clean = {r.model: r.value for r in rows if r.metric is Metric.CLEAN_ACCURACY}
     robust: dict[tuple, dict[tuple, float]] = defaultdict(dict)  # (model, mg, precision) -> (method, norm, eps) -> acc
     for r in rows:
-        if r.get("metric") == "robust_accuracy" and r.get("method") not in ("worst-case",) and r.get("layer") is None:
-            norm = AttackRequest(r["method"], json.loads(r["params"])).norm
-            robust[(r["model"], r.get("m_grad", ""), r.get("precision", ""))][(r["method"], norm, r["eps"])] = r["value"]
+        if r.metric is Metric.ROBUST_ACCURACY and r.method != "worst-case" and r.layer is None and not r.baseline:
+            norm = AttackRequest(r.method, json.loads(r.params)).norm
+            robust[(r.model, r.m_grad, r.precision)][(r.method, norm, r.eps)] = r.value
     bounds: dict[tuple, list[str]] = defaultdict(list)
     ranges: dict[tuple, list[str]] = defaultdict(list)
     large: dict[tuple, float] = {}

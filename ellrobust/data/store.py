@@ -36,6 +36,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 
 from ellrobust.errors import DISK_ERRNOS, EllrobustError, UsageError, disk_error
+from ellrobust.files import atomic_write, require_free_space
 from ellrobust.workers import SHARED, WorkerPool, task_failed
 
 #: Bump when the store file's layout changes.
@@ -245,7 +246,6 @@ def reserve(path: Path, nbytes: int) -> None:
     So the free space is checked first (the message says how much is needed) and the blocks are then
     allocated (``posix_fallocate``); file systems without it keep the sparse file.
     """
-    from ellrobust.results import require_free_space
 
     require_free_space(path.parent, nbytes, "decoded images", fix="free space there, pass --cache DIR on a larger disk or raise --memory-budget")
     try:
@@ -284,8 +284,6 @@ def fill(store: ImageStore, todo: list[int], pool: WorkerPool, advance: Callable
             advance(len(done))
     store.decoded += len(todo)
     if isinstance(store.images, np.memmap) and store.decoded:
-        from ellrobust.results import atomic_write
-
         store.images.flush()
         meta = {"shape": list(store.images.shape), "labels": store.labels.tolist()}
         atomic_write(Path(store.location).with_suffix(".json"), json.dumps(meta) + "\n")

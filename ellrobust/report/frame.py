@@ -18,14 +18,14 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from ellrobust import results
+
 #: Text columns whose missing values mean "not applicable" and become "".
 TEXT_COLUMNS = ("run", "model", "checkpoint", "method", "params", "m_grad", "precision", "baseline", "metric")
 
 #: Significance level of every test the report and the verdict call significant (after Holm's adjustment).
 ALPHA = 0.05
 
-#: The fields that identify a measured number apart from its metric: a row's companions share them.
-KEY_FIELDS = ("run", "model", "baseline", "method", "params", "eps", "severity", "layer", "m_grad", "precision")
 
 
 def prepare(df: pd.DataFrame, run: str = "") -> pd.DataFrame:
@@ -98,16 +98,9 @@ def format_number_interval(value: float, low: float, high: float, signed: bool =
     return f"{fmt(value)} ({fmt(low)} … {fmt(high)})"
 
 
-def _key_value(value: object) -> object:
-    """A key field as a hashable, comparable value: missing → None, numbers → float."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    return value if isinstance(value, str) else float(value)
-
-
 def row_key(row: Mapping) -> tuple:
-    """A row's :data:`KEY_FIELDS` (absent ones as ``""``), normalised for lookups."""
-    return tuple(_key_value(row.get(f, "")) for f in KEY_FIELDS)
+    """A row's run and :func:`ellrobust.results.row_key`: the key its companions (intervals, p) share."""
+    return (str(row.get("run", "")), *results.row_key(row))
 
 
 class Lookup:

@@ -24,9 +24,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from ellrobust.files import atomic_write
 from ellrobust.report.frame import Lookup, holm_direction, series_columns, series_label
 from ellrobust.report.labels import Labels, collapse_label, split_params
-from ellrobust.results import atomic_write
 
 #: Line style and marker per m_grad mode: the adaptive ``full`` attack dashed with hollow squares, so
 #: it stays visible where it coincides with ``detach``.

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ellrobust.collapse import CollapseMetric
+from ellrobust import results
 from ellrobust.report.frame import (
     TEXT_COLUMNS,
     Lookup,
@@ -39,7 +39,7 @@ from ellrobust.report.labels import Labels, collapse_label, parse_params, split_
 from ellrobust.report.markdown import Align, Table
 
 #: Collapse metrics in the order the report shows them; any other per-layer metric follows.
-COLLAPSE_METRICS = tuple(m.value for m in CollapseMetric)
+COLLAPSE_METRICS = tuple(m.value for m in results.COLLAPSE_METRICS)
 #: Metrics of a paired accuracy comparison, in the order the paired table shows them.
 PAIRED_METRICS = (
     "accuracy_difference",

@@ -21,21 +21,20 @@ import json
 from dataclasses import replace
 
 import numpy as np
-import torch
 
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, perturbation_norm
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD
 from ellrobust.collapse import CollapseAccumulator
 from ellrobust.context import RunContext, Unit, UnitResult
 from ellrobust.precision import fp32_predictions
+from ellrobust.results import Metric, Row
+from ellrobust.stages.base import Stage
 
 #: The large-budget PGD sanity check: at eps = 0.5 any image can be turned into any other class.
 LARGE_EPS = 0.5
 LARGE_EPS_MAX_POINTS = 100
 
-
-
-class AttackStage:
+class AttackStage(Stage):
     def units(self, ctx: RunContext) -> list[Unit]:
         units = []
         for name, lm in ctx.models.items():
@@ -51,7 +50,7 @@ class AttackStage:
                         units.append(Unit("attack", name, LARGE_EPS_METHOD, large.params_json(), LARGE_EPS, None, mode, (), p))
         return units
 
-    def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
+    def run(self, unit: Unit, ctx: RunContext, seed: int) -> UnitResult:
         twin = replace(unit, m_grad="detach")
         if unit.m_grad == "full" and unit.method in ATTACKS and ATTACKS.get(unit.method).gradient_free and twin in ctx.results:
             return _with_m_grad(ctx.results[twin], unit.m_grad)  # no gradient, so m_grad cannot change it
@@ -59,7 +58,7 @@ class AttackStage:
         model = lm.module
         if lm.elliptical:
             model.set_m_grad(unit.m_grad)
-        clean = ctx.clean[unit.model]
+        clean = ctx.clean_outcomes(unit.model)
         survivors = clean
         if unit.prior:  # nested budgets: attack only what the next smaller budget did not fool
             previous = replace(unit, eps=unit.prior[-1], prior=unit.prior[:-1])
@@ -77,10 +76,10 @@ class AttackStage:
         local: dict[int, int] = {}
         stats = {"max_norm": 0.0, "lo": 1.0, "hi": 0.0}
         infos: list[dict] = []
-        for batch_pos, x, y in ctx.batches(positions, unit.label):
-            seed = torch.initial_seed() & 0x7FFFFFFF  # ctx.batches seeded this batch from the unit key
+        for batch in ctx.batches(positions, unit.label, seed):
+            x, y, batch_pos = batch.images, batch.labels, batch.positions
             info: dict = {}
-            adv = perturb(model, request, x, y, eps=unit.eps, num_classes=ctx.data.num_classes, seed=seed, precision=unit.precision, info=info)
+            adv = perturb(model, request, x, y, eps=unit.eps, num_classes=ctx.data.num_classes, seed=batch.seed, precision=unit.precision, info=info)
             infos.append(info)
             # The verdict: a strict fp32 forward, whatever precision the iterations ran in, so a lower
             # precision can only weaken the attack, never count a broken image as robust.
@@ -109,18 +108,14 @@ class AttackStage:
         if large:
             extra["robust_accuracy"] = float(robust[positions].mean()) if positions else 0.0
             return UnitResult(extra=extra)
-        common = {"model": unit.model, "method": unit.method, "params": unit.params, "eps": unit.eps, "m_grad": unit.m_grad, "precision": unit.precision}
-        rows = [
-            {**common, "metric": "robust_accuracy", "value": float(robust.mean())},
-            {**common, "metric": "n_attacked", "value": float(len(positions))},
-        ]
+        measured = {"model": unit.model, "method": unit.method, "params": unit.params, "eps": unit.eps, "m_grad": unit.m_grad, "precision": unit.precision}
+        row = Row(**measured, metric=Metric.ROBUST_ACCURACY, value=float(robust.mean()))
+        rows = [row, row.with_metric(Metric.N_ATTACKED, float(len(positions)))]
         values = {}
         if collapse is not None:
-            rows.extend(collapse.rows(common, len(ctx.indices), extra_params=request.params))
+            rows.extend(collapse.rows(measured, len(ctx.indices), extra_params=request.params))
             values = collapse.values(len(ctx.indices))
         return UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, values=values, extra=extra)
-
-
 
 
 def merge_info(parts: list[dict]) -> dict:
@@ -149,5 +144,5 @@ def _with_m_grad(result: UnitResult, m_grad: str) -> UnitResult:
     The metric ``m`` changes what gradients see, never the logits, and a gradient-free attack only
     queries logits, so its ``detach`` result holds for ``full`` as well; it is copied, not re-run.
     """
-    rows = [{**row, "m_grad": m_grad} for row in result.rows]
+    rows = [row.replace(m_grad=m_grad) for row in result.rows]
     return UnitResult(rows=rows, outcomes=dict(result.outcomes), values=dict(result.values), extra=dict(result.extra))

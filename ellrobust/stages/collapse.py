@@ -13,9 +13,10 @@ import torch
 
 from ellrobust.collapse import CollapseAccumulator, token_models
 from ellrobust.context import RunContext, Unit, UnitResult
+from ellrobust.stages.base import Stage
 
 
-class CollapseStage:
+class CollapseStage(Stage):
     def units(self, ctx: RunContext) -> list[Unit]:
         config = ctx.config.collapse
         if config is None:
@@ -26,11 +27,11 @@ class CollapseStage:
         return [Unit("collapse", name, "collapse", config.unit_params()) for name in names]
 
     @torch.no_grad()
-    def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
+    def run(self, unit: Unit, ctx: RunContext, seed: int) -> UnitResult:
         accumulator = CollapseAccumulator(ctx.models[unit.model].module, ctx.config.collapse, unit.model)
-        for positions, x, _ in ctx.batches(None, unit.label):
-            accumulator.add(x, positions)
+        for batch in ctx.batches(None, unit.label, seed):
+            accumulator.add(batch.images, batch.positions)
         accumulator.merge(ctx.dist.gather_objects(accumulator.state()))
         size = len(ctx.indices)
-        common = {"model": unit.model, "method": unit.method, "m_grad": "", "precision": ctx.config.collapse.precision.value}
-        return UnitResult(rows=accumulator.rows(common, size), values=accumulator.values(size))
+        measured = {"model": unit.model, "method": unit.method, "precision": ctx.config.collapse.precision.value}
+        return UnitResult(rows=accumulator.rows(measured, size), values=accumulator.values(size))

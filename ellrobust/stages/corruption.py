@@ -51,6 +51,8 @@ from ellrobust.metrics.corruption import (
 )
 from ellrobust.metrics.stats import paired_bootstrap_interval
 from ellrobust.precision import fp32_predictions
+from ellrobust.results import Metric, Row
+from ellrobust.stages.base import Stage
 
 #: Resamples of the paired bootstrap of the mCE difference.
 BOOTSTRAP_RESAMPLES = 2000
@@ -74,7 +76,7 @@ class Reference:
     baseline: str | None = None
 
 
-class CorruptionStage:
+class CorruptionStage(Stage):
     """Units over corruption × severity for all models; aggregates (CE, mCE) in :meth:`derive`.
 
     The source of images is opened in :meth:`units`, so a missing corruption or severity in a
@@ -120,7 +122,7 @@ class CorruptionStage:
         self._stream = ctx.pool.run(tasks, window=max(ctx.pool.default_window(), 2 * ctx.config.batch_size))
 
     @torch.no_grad()
-    def run(self, unit: Unit, ctx: RunContext) -> UnitResult:
+    def run(self, unit: Unit, ctx: RunContext, seed: int) -> UnitResult:
         with ctx.pool.sharing_cores():
             return self._run(unit, ctx)
 
@@ -148,16 +150,7 @@ class CorruptionStage:
         correct = {name: ctx.gather(vals, dtype=np.int64).tolist() for name, vals in local.items()}
         generated = sum(ctx.dist.gather_objects(generated))
         rows = [
-            {
-                "model": name,
-                "method": unit.method,
-                "params": unit.params,
-                "eps": None,  # explicit: a run without attacks has no other eps to type the column
-                "severity": unit.severity,
-                "m_grad": "",
-                "metric": "corruption_accuracy",
-                "value": float(np.mean(vals)),
-            }
+            Row(name, Metric.CORRUPTION_ACCURACY, float(np.mean(vals)), unit.method, params=unit.params, severity=unit.severity)
             for name, vals in correct.items()
         ]
         extra = {
@@ -169,22 +162,22 @@ class CorruptionStage:
         }
         return UnitResult(rows=rows, outcomes=correct, extra=extra)
 
-    def derive(self, ctx: RunContext, rows: list[dict]) -> list[dict]:
+    def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
         """Per-corruption accuracy, CE, mCE and relative mCE of every model, from the unit rows."""
         if self._source is None:
             return []
         accuracy: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))  # model → c → s → acc
         clean: dict[str, float] = {}
         for r in rows:
-            if r.get("metric") == "corruption_accuracy" and r.get("severity") is not None and r.get("method") in CORRUPTIONS:
-                accuracy[r["model"]][r["method"]][int(r["severity"])] = r["value"]
-            elif r.get("metric") == "clean_accuracy" and r.get("m_grad", "") == "":
-                clean[r["model"]] = r["value"]
+            if r.metric is Metric.CORRUPTION_ACCURACY and r.severity is not None and r.method in CORRUPTIONS:
+                accuracy[r.model][r.method][r.severity] = r.value
+            elif r.metric is Metric.CLEAN_ACCURACY and r.m_grad == "":
+                clean[r.model] = r.value
         errors = {m: {c: {s: 1.0 - a for s, a in sorted(by_s.items())} for c, by_s in by_c.items()} for m, by_c in accuracy.items()}
         clean_errors = {m: 1.0 - a for m, a in clean.items()}
         models = [m for m in ctx.models if m in errors]
         out = [
-            self._row(m, c, "corruption_accuracy", float(np.mean(list(accuracy[m][c].values()))))
+            self._row(m, c, Metric.CORRUPTION_ACCURACY, float(np.mean(list(accuracy[m][c].values()))))
             for m in models
             for c in self._names
             if c in accuracy[m]
@@ -196,7 +189,7 @@ class CorruptionStage:
         out.extend(self._mce_differences(ctx, models, references))
         return out
 
-    def _mce_differences(self, ctx: RunContext, models: list[str], references: list[Reference]) -> list[dict]:
+    def _mce_differences(self, ctx: RunContext, models: list[str], references: list[Reference]) -> list[Row]:
         """mCE of A minus mCE of B with a paired bootstrap interval over images, per normalisation.
 
         Each resample draws images with replacement and recomputes both models' errors on them (and
@@ -236,9 +229,8 @@ class CorruptionStage:
             for a, b in combinations(models, 2):
                 seed = int.from_bytes(_seed_bytes(ctx.config.seed, a, b, label), "little")
                 low, high = paired_bootstrap_interval(lambda rows, a=a, b=b: mce(a, rows) - mce(b, rows), n, seed=seed, resamples=BOOTSTRAP_RESAMPLES)
-                for metric, value in (("mce_difference", mce(a, None) - mce(b, None)), ("mce_difference_ci_low", low), ("mce_difference_ci_high", high)):
-                    row = self._row(a, "mce", metric, value, params=summary)
-                    out.append({**row, "baseline": b})
+                row = self._row(a, "mce", Metric.MCE_DIFFERENCE, mce(a, None) - mce(b, None), params=summary, baseline=b)
+                out += [row, row.with_metric(Metric.MCE_DIFFERENCE_CI_LOW, low), row.with_metric(Metric.MCE_DIFFERENCE_CI_HIGH, high)]
         return out
 
     def _references(self, ctx: RunContext, errors: dict, clean_errors: dict[str, float]) -> list[Reference]:
@@ -252,7 +244,7 @@ class CorruptionStage:
             Reference("baseline", errors.get(base, {}), clean_errors.get(base), baseline=base),
         ]
 
-    def _ce_rows(self, model: str, errors: dict[str, dict[int, float]], clean_error: float | None, ref: Reference) -> list[dict]:
+    def _ce_rows(self, model: str, errors: dict[str, dict[int, float]], clean_error: float | None, ref: Reference) -> list[Row]:
         """CE per corruption, mCE and relative mCE of one model against one reference."""
         label = {"normalization": ref.normalization} | ({"baseline": ref.baseline} if ref.baseline else {})
         out, ces, relative = [], [], []
@@ -264,7 +256,7 @@ class CorruptionStage:
             mine = [errors[c][s] for s in sev]
             theirs = [ref.errors[c][s] for s in sev] if ref.errors is not None else None
             ce = corruption_error(mine, theirs)
-            out.append(self._row(model, c, "ce", ce, params={**label, "severities": sev}, baseline=ref.baseline))
+            out.append(self._row(model, c, Metric.CE, ce, params={**label, "severities": sev}, baseline=ref.baseline))
             ces.append(ce)
             used.append(c)
             if clean_error is not None and (ref.errors is None or ref.clean_error is not None):
@@ -272,25 +264,13 @@ class CorruptionStage:
         if not used:
             return out
         summary = {**label, "severities": sorted({s for c in used for s in errors[c]}), "corruptions": used}
-        out.append(self._row(model, "mce", "mce", mean_corruption_error(ces), params=summary, baseline=ref.baseline))
+        out.append(self._row(model, "mce", Metric.MCE, mean_corruption_error(ces), params=summary, baseline=ref.baseline))
         if len(relative) == len(used):
-            out.append(self._row(model, "mce", "relative_mce", mean_corruption_error(relative), params=summary, baseline=ref.baseline))
+            out.append(self._row(model, "mce", Metric.RELATIVE_MCE, mean_corruption_error(relative), params=summary, baseline=ref.baseline))
         return out
 
-    def _row(self, model: str, method: str, metric: str, value: float, *, params: dict | None = None, baseline: str | None = None) -> dict:
-        row = {
-            "model": model,
-            "method": method,
-            "params": self._params(**(params or {})),
-            "eps": None,
-            "severity": None,
-            "m_grad": "",
-            "metric": metric,
-            "value": value,
-        }
-        if baseline is not None:
-            row["baseline"] = baseline
-        return row
+    def _row(self, model: str, method: str, metric: Metric, value: float, *, params: dict | None = None, baseline: str | None = None) -> Row:
+        return Row(model, metric, value, method, params=self._params(**(params or {})), baseline=baseline or "")
 
 
 def _seed_bytes(seed: int, a: str, b: str, label: dict) -> bytes:
