@@ -1,14 +1,14 @@
 """A tiny, typed registry used for every pluggable family (models, datasets, attacks, ...).
 
 Why a registry and not an if/elif chain: the CLI listings, the error messages with suggestions and
-the parametrised tests all iterate over the same table, so adding a member is one decorated
-definition and everything else follows.
+the parametrised tests all iterate over the same table, so adding a member is one entry in its
+family's table (``attacks/registry.py``, ``data/registry.py``, ...) and everything else follows.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from ellrobust.errors import UsageError
@@ -29,14 +29,6 @@ class Registry(Generic[T]):
             raise ValueError(f"duplicate {self.kind} name: {name!r}")
         self._entries[name] = entry
         return entry
-
-    def register(self, name: str) -> Callable[[T], T]:
-        """Decorator form of :meth:`add`."""
-
-        def decorate(entry: T) -> T:
-            return self.add(name, entry)
-
-        return decorate
 
     def get(self, name: str) -> T:
         """Look ``name`` up, or raise a :class:`UsageError` naming the closest choices."""

@@ -1,8 +1,16 @@
 """The naive reference implementation of elliptical attention, shared by the model tests.
 
-Written from DESIGN.md's formula with explicit loops and no code of ellrobust's attention, so that
-agreement with it checks the fused implementation (ellrobust's own ViTs, and those built from any
-checkpoint's shapes).
+Written from the paper's definition (Nielsen et al., NeurIPS 2024, arXiv 2406.13770) as the
+project's design notes state it (a DESIGN.md kept outside this repository), for one head with head
+dimension d, with explicit loops and no code of ellrobust's attention::
+
+    m_j  = mean over tokens n of |v^l[n, j] - v^(l-1)[n, j]|    (j = 1..d; all tokens, class token included)
+    m    = m / max_j m_j                                         (max-scaling: every m_j in (0, 1])
+    attn = softmax((q * m) k^T / sqrt(d)) v                      (m broadcast over the query tokens)
+
+``v^l`` is this layer's value projection of its normed input, ``v^(l-1)`` the previous layer's; the
+first layer, and every layer not in ``elliptical_layers``, uses standard attention. Agreement with it
+checks the fused implementation (ellrobust's own ViTs, and those built from any checkpoint's shapes).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import torch
 
 
 def naive_forward(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """DESIGN.md's formula with explicit loops over samples and heads and an explicit softmax.
+    """The formula above with explicit loops over samples and heads and an explicit softmax.
 
     Differentiable: ``m`` carries gradients only when the model's ``m_grad`` is ``full``.
     """

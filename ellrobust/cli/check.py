@@ -27,9 +27,9 @@ def register(app: typer.Typer) -> None:
 
         Examples:
 
-          ellrobust check reports/runs/ci --baseline reports/baseline.json >> "$GITHUB_STEP_SUMMARY"
+          ellrobust check reports/runs/ci --baseline reports/ci-baseline.json >> "$GITHUB_STEP_SUMMARY"
 
-          ellrobust check reports/runs/ci --baseline reports/baseline.json --update
+          ellrobust check reports/runs/ci --baseline reports/ci-baseline.json --update
         """
         from ellrobust.check import compare, read_baseline, summary_markdown, write_baseline
         from ellrobust.cli.render import stderr

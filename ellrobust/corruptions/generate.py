@@ -6,7 +6,7 @@ the same images whatever the batch size, the number of workers, the models or th
 Most corruptions draw from NumPy's global generator, which is seeded around each call and then
 restored, so the caller's random state is left as it was. ``glass_blur`` (numba) and
 ``impulse_noise`` (scikit-image) draw from generators of their own and take the seed as an argument
-(:attr:`~ellrobust.corruptions.Corruption.seed_argument`).
+(:attr:`~ellrobust.corruptions.registry.Corruption.seed_argument`).
 
 Pixels: datasets yield float CHW images in [0, 1]; ``imagecorruptions`` works on uint8 HWC images.
 An image is rounded to uint8, corrupted by ``imagecorruptions.corrupt`` itself (so its output is the
@@ -36,16 +36,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ellrobust.corruptions import CORRUPTIONS, LIBRARY, library_version
+from ellrobust.corruptions.batches import BatchPlan
 from ellrobust.corruptions.cache import ChunkCache
 from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
-from ellrobust.corruptions.sources import BatchPlan
+from ellrobust.corruptions.registry import CORRUPTIONS
+from ellrobust.data.store import image_name
 from ellrobust.errors import UsageError
 from ellrobust.registry import Registry
 from ellrobust.workers import SHARED
 
 #: ``imagecorruptions.corrupt`` rejects smaller images.
 MIN_SIZE = 32
+
+#: Package that generates the images; its version is part of every cache key and result row.
+LIBRARY = "imagecorruptions-imaug"
+
+
+def library_version() -> str:
+    """The installed ``imagecorruptions-imaug`` version (metadata only: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(LIBRARY)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def image_seed(run_seed: int, corruption: str, severity: int, index: int) -> int:
@@ -161,8 +175,6 @@ class GenerateTask:
         return corrupt_image(store.uint8_hwc(self.position), self.corruption, self.severity, self.seed, self.protocol)[None]
 
     def describe(self) -> str:
-        from ellrobust.data.store import image_name
-
         return f"corrupting {image_name(self.position)} ({self.corruption}, severity {self.severity})"
 
 

@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, TensorDataset
 
-from ellrobust.corruptions import CORRUPTIONS
-from ellrobust.corruptions.sources import BatchPlan
+from ellrobust.corruptions.batches import BatchPlan
+from ellrobust.corruptions.registry import CORRUPTIONS
+from ellrobust.data.images import read_rgb
+from ellrobust.data.transforms import deit_resize_crop
 from ellrobust.errors import UsageError
 from ellrobust.registry import Registry
 
@@ -142,8 +144,6 @@ class FileTask:
     size: int
 
     def __call__(self) -> np.ndarray:
-        from ellrobust.data import deit_resize_crop, read_rgb
-
         image = read_rgb(self.path)  # the clean images' rules: size limit, no EXIF rotation, one-line errors
         if image.size != (self.size, self.size):
             image = deit_resize_crop(self.size)(image)

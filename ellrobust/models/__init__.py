@@ -3,8 +3,9 @@
 from ellrobust.models.base import Classifier, TokenModel, has_tokens
 from ellrobust.models.checkpoint import convert_checkpoint, read_checkpoint, state_dict_digest
 from ellrobust.models.external import PREFIXES
+from ellrobust.models.registry import MODELS, ModelSpec
 from ellrobust.models.vit import MGrad, VisionTransformer, ViTConfig, elliptical_metric
-from ellrobust.models.zoo import INFERRED, MODELS, SHIPPED, SHORT_NAMES, ModelSpec, load_model, resolve_name
+from ellrobust.models.zoo import INFERRED, SHIPPED, SHORT_NAMES, load_model, resolve_name
 
 __all__ = [
     "Classifier",

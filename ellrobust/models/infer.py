@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ellrobust.errors import CheckpointError, UsageError
+from ellrobust.models.registry import MODELS
 from ellrobust.models.vit import ViTConfig
 
 
@@ -121,8 +122,6 @@ def _grid(tokens: int, prefix: int) -> tuple[int | None, bool]:
 
 def _heads(meta: Mapping[str, object], heads: int | None, width: int, source: str) -> int:
     """``--heads``, else the metadata's; they must agree when both are known, and divide the width."""
-    from ellrobust.models.zoo import MODELS
-
     recorded = meta.get("num_heads")
     if recorded is None and isinstance(meta.get("arch"), str) and meta["arch"] in MODELS:
         recorded = MODELS.get(meta["arch"]).config.num_heads  # checkpoints of a registered architecture

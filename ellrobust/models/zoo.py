@@ -1,4 +1,7 @@
-"""The model zoo: registered architectures (variants as data), short names and shipped checkpoints."""
+"""The model zoo: short names, shipped checkpoints and :func:`load_model`, over the registered architectures.
+
+The architectures themselves are :mod:`.registry` (variants as data); this module builds them.
+"""
 
 from __future__ import annotations
 
@@ -14,59 +17,12 @@ from ellrobust.errors import UsageError
 from ellrobust.models.checkpoint import load_weights, read_checkpoint
 from ellrobust.models.external import PREFIXES, ExternalRequest, split_prefix
 from ellrobust.models.infer import infer_config
-from ellrobust.models.vit import MGrad, VisionTransformer, ViTConfig
-from ellrobust.registry import Registry, unknown_choice
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A registered architecture: a name, its config, and a line for ``ellrobust models``."""
-
-    name: str
-    config: ViTConfig
-    description: str
-
-    @property
-    def elliptical(self) -> bool:
-        return bool(self.config.elliptical_layers)
-
-    def num_params(self) -> int:
-        return _count(self.config)
-
-
-def _count(c: ViTConfig) -> int:
-    """Exact parameter count of the architecture, without building it."""
-    d, h = c.embed_dim, c.mlp_hidden
-    block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d) + (2 * d if c.layer_scale else 0)
-    embed = c.in_chans * c.patch_size**2 * d + d + c.num_prefix_tokens * d + c.pos_embed_tokens * d
-    heads = (1 + int(c.distilled)) * (d * c.num_classes + c.num_classes)
-    return embed + c.depth * block + 2 * d + heads
-
-
-MODELS: Registry[ModelSpec] = Registry("model")
+from ellrobust.models.registry import MODELS
+from ellrobust.models.vit import MGrad, VisionTransformer
+from ellrobust.registry import unknown_choice
 
 #: Short names resolve to the dataset's default size of the baseline or elliptical twin.
 SHORT_NAMES = {"deit": "", "deit-elliptical": "-elliptical"}
-
-_SIZES = {
-    # name: (img, patch, width, depth, heads, classes, description)
-    "deit-nano": (32, 8, 32, 3, 2, 10, "test-sized DeiT for 32 px images (fast unit tests)"),
-    "deit-micro": (32, 4, 96, 6, 3, 10, "CPU-sized DeiT for 32 px images (the embedded default)"),
-    "deit-tiny": (224, 16, 192, 12, 3, 1000, "DeiT-Tiny (Touvron et al. 2021)"),
-    "deit-small": (224, 16, 384, 12, 6, 1000, "DeiT-Small (Touvron et al. 2021)"),
-    "deit-base": (224, 16, 768, 12, 12, 1000, "DeiT-Base (Touvron et al. 2021)"),
-}
-
-
-def _register_family() -> None:
-    for name, (img, patch, width, depth, heads, classes, desc) in _SIZES.items():
-        base = ViTConfig(img_size=img, patch_size=patch, embed_dim=width, depth=depth, num_heads=heads, num_classes=classes)
-        MODELS.add(name, ModelSpec(name, base, desc))
-        ell = replace(base, elliptical_layers=tuple(range(1, depth)))
-        MODELS.add(f"{name}-elliptical", ModelSpec(f"{name}-elliptical", ell, f"{desc}, elliptical attention in layers 1–{depth - 1}"))
-
-
-_register_family()
 
 
 @dataclass(frozen=True)

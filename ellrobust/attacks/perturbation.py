@@ -1,0 +1,57 @@
+"""Running an attack on a batch: :func:`perturb`, the one entry point every stage and test calls.
+
+It owns what no single attack should: validating the request, wrapping the model so that decisions
+are fp32 (:class:`~.cascade.Float32Logits`), and PGD's restarts, which torchattacks' PGD lacks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ellrobust.attacks.cascade import Float32Logits
+from ellrobust.attacks.request import AttackRequest, validate_request
+from ellrobust.precision import Precision, fp32_predictions
+
+
+def perturb(
+    model: nn.Module,
+    request: AttackRequest,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    eps: float,
+    num_classes: int,
+    seed: int,
+    precision: Precision | str = Precision.FP32,
+    info: dict | None = None,
+) -> torch.Tensor:
+    """Attack a batch of [0, 1] images; returns adversarial images in [0, 1].
+
+    The attack's iterations run in ``precision``; every decision this function or a cascade makes
+    about which images to attack again is a strict fp32 forward pass, so a lower precision can only
+    weaken the attack. ``info``, if given, receives the attack's diagnostics for this batch: cascades
+    (``autoattack``, ``apgd``) ``info["components"][name] = {"seconds", "attacked", "broken"}``, SPSA
+    ``info["spsa_images_per_forward"]``.
+
+    PGD-style restarts are run here (torchattacks' PGD has none): an example stays adversarial once
+    any restart fools the model.
+    """
+    validate_request(request, num_classes)
+    p = dict(request.params)
+    attack = request.definition.factory(Float32Logits(model), eps, p, num_classes, seed)
+    restarts = int(p.get("restarts", 1)) if request.name in ("pgd", "pgd-l2") else 1
+    adv = attack.run(images, labels, precision=precision, info=info)
+    for _ in range(restarts - 1):
+        fooled = fp32_predictions(model, adv) != labels
+        if bool(fooled.all()):
+            break
+        again = attack.run(images, labels, precision=precision, info=info)
+        adv = torch.where(fooled.view(-1, 1, 1, 1), adv, again)
+    return adv.detach()
+
+
+def perturbation_norm(adv: torch.Tensor, images: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-example size of the perturbation in the attack's norm."""
+    delta = (adv - images).flatten(1)
+    return delta.abs().amax(1) if norm == "Linf" else delta.norm(p=2, dim=1)

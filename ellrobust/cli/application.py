@@ -1,0 +1,110 @@
+"""The ``ellrobust`` application: the Typer app, its error handling, ``--debug``/``--version``, and ``main``.
+
+An :class:`~ellrobust.errors.EllrobustError` from anywhere becomes one line on stderr and its exit
+code: 2 for a :class:`~ellrobust.errors.UsageError`, 3 for a resource fault (a worker that died, a
+full disk); ``--debug`` shows the traceback instead. Exit 130 after Ctrl-C. The commands are the
+sibling modules, one per command, registered on :data:`app` below.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from typer.core import TyperGroup
+
+from ellrobust.allocator import keep_freed_memory
+from ellrobust.cli import check, collapse, convert, evaluate, listing, report, train
+from ellrobust.errors import DISK_ERRNOS, EllrobustError, disk_error
+from ellrobust.version import __version__
+
+try:  # Typer ≥ 0.16 vendors click; older releases use click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException
+
+
+class _Group(TyperGroup):
+    """Turns user errors and resource faults into one-line messages, inside Typer (so CliRunner sees it)."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return list(self.commands)  # registration order, not alphabetical
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except EllrobustError as exc:  # bad input (exit 2) or a resource fault: a dead worker, a full disk (exit 3)
+            if _debug(ctx):
+                raise
+            typer.echo(f"error: {_one_line(exc)}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno not in DISK_ERRNOS or _debug(ctx):
+                raise
+            what = f"file {os.path.basename(exc.filename)!r}" if exc.filename else "output"
+            # a write that no narrower handler knew about: the same line and exit code
+            error = disk_error(exc, None, what)
+            typer.echo(f"error: {_one_line(error)}", err=True)
+            raise typer.Exit(error.exit_code) from None
+        except ClickException as exc:  # option parsing: one line instead of a usage panel
+            sub = getattr(exc, "ctx", None)
+            path = sub.command_path if sub is not None else "ellrobust"
+            message = _one_line(exc.format_message()).rstrip()
+            message += "" if message.endswith((".", "?", "!")) else "."
+            typer.echo(f"error: {message} See `{path} --help`.", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: finished units are saved; run the same command again to resume.", err=True)
+            raise typer.Exit(130) from None
+
+
+def _one_line(exc: Exception | str) -> str:
+    """The message itself, also when a DataLoader worker wrapped it in a copy of its traceback."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if last.startswith(("ellrobust.errors.", "UsageError")) and ": " in last else last
+    return lines[0] if lines else type(exc).__name__
+
+
+def _debug(ctx: typer.Context) -> bool:
+    root = ctx.find_root()
+    return bool((root.params or {}).get("debug")) or os.environ.get("ELLROBUST_DEBUG") == "1"
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="ellrobust",
+    help="Is an Elliptical Attention ViT more robust than the same DeiT? Attacks, corruptions and "
+    "representation-collapse metrics with paired statistics, reports and CI checks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+def _register_commands(app: typer.Typer) -> None:
+    """Every command, in the order ``--help`` lists them; each module registers its own command(s)."""
+    for module in (evaluate, collapse, train, listing, convert, report, check):
+        module.register(app)
+
+
+_register_commands(app)
+
+
+def main() -> None:
+    """Console-script entry point: this process keeps the memory it frees (:mod:`ellrobust.allocator`)."""
+    keep_freed_memory()
+    sys.exit(app())
