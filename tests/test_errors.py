@@ -309,3 +309,10 @@ def test_help_states_every_bound(runner):
     text = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output  # one line per option: no wrapped bound
     assert text.count("at most 1,000,000") == 4 and "at most 100,000,000" in text
     assert "at most 100,000,000" in runner.invoke(app, ["collapse", "--help"], env={"COLUMNS": "200"}).output
+
+
+def test_version_needs_no_command(runner):
+    from ellrobust.version import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == __version__

@@ -85,14 +85,19 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: answered while the options are parsed, so it needs no command after it."""
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
 ) -> None:
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit(0)
+    """Options for every command (the callback above answers ``--version``)."""
 
 
 def _register_commands(app: typer.Typer) -> None:
