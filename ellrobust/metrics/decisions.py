@@ -79,7 +79,9 @@ def interval_direction(low: float, high: float, *, lower_is_better: bool = False
     return Favours.A if above != lower_is_better else Favours.B
 
 
-def images_needed(difference: float, half_width: float, n: int, alpha: float = ALPHA, power: float = POWER) -> int | None:
+def images_needed(
+    difference: float, half_width: float, n: int, alpha: float = ALPHA, power: float = POWER
+) -> int | None:
     """Images for a two-sided test at ``alpha`` to detect ``difference`` with ``power``, from an interval.
 
     A 95 % interval of half-width h on n images shrinks as 1/√n; a difference d is detected with the
