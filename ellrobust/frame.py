@@ -65,6 +65,16 @@ class Lookup:
         return str(metric) in self._metrics
 
 
+def interval_metrics(metric: str) -> tuple[str, str]:
+    """The metrics of a metric's interval rows: :attr:`~ellrobust.results.Metric.ci_low` and ``ci_high``,
+    or the same names for a metric this version does not know (a collapse metric of a newer one)."""
+    try:
+        known = Metric(metric)
+    except ValueError:
+        return f"{metric}_ci_low", f"{metric}_ci_high"
+    return known.ci_low.value, known.ci_high.value
+
+
 def paired_records(df: pd.DataFrame, lookup: Lookup | None = None) -> list[dict]:
     """Every paired accuracy comparison of a :func:`prepare`-d table, as written (``model`` − ``baseline``).
 

@@ -25,7 +25,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from ellrobust.files import atomic_write
-from ellrobust.frame import Lookup, split_params
+from ellrobust.frame import Lookup, interval_metrics, split_params
 from ellrobust.metrics.decisions import Favours, holm_direction
 from ellrobust.report.labels import Labels, collapse_label, series_columns, series_label
 from ellrobust.results import Metric
@@ -103,7 +103,8 @@ def _band(ax, x: list[float], values: list[float], lows: list[float], highs: lis
 
 def _intervals(rows: pd.DataFrame, lookup: Lookup, metric: str) -> tuple[list[float], list[float]]:
     records = rows.to_dict(orient="records")
-    return [lookup(r, f"{metric}_ci_low") for r in records], [lookup(r, f"{metric}_ci_high") for r in records]
+    low, high = interval_metrics(metric)
+    return [lookup(r, low) for r in records], [lookup(r, high) for r in records]
 
 
 def _clean_points(df: pd.DataFrame, lookup: Lookup) -> dict[tuple[str, str], tuple[float, float, float]]:
@@ -116,7 +117,7 @@ def _clean_points(df: pd.DataFrame, lookup: Lookup) -> dict[tuple[str, str], tup
 
 
 def _band_text(lookup: Lookup, metric: str, rows: pd.DataFrame) -> str:
-    if lookup.has(f"{metric}_ci_low"):
+    if lookup.has(interval_metrics(metric)[0]):
         return f"bands: 95 % Wilson interval at n = {_n_text(rows)}"
     return f"n = {_n_text(rows)}; no intervals in this run"
 

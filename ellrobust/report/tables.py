@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ellrobust.frame import TEXT_COLUMNS, Lookup, paired_records, parse_params, split_params
+from ellrobust.frame import TEXT_COLUMNS, Lookup, interval_metrics, paired_records, parse_params, split_params
 from ellrobust.metrics.decisions import Favours, holm_direction
 from ellrobust.report.format import (
     format_eps,
@@ -84,12 +84,6 @@ def _groups(df: pd.DataFrame, keys: list[str]):
 def _values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """A metric's own rows (not paired rows that happen to share its name)."""
     return df[(df["metric"] == str(metric)) & df["baseline"].eq("")]
-
-
-def _interval(metric: str) -> tuple[str, str]:
-    """The metrics of a metric's interval rows: :attr:`Metric.ci_low`, or the same names for a metric
-    this version does not know (a collapse metric of a newer one)."""
-    return f"{metric}_ci_low", f"{metric}_ci_high"
 
 
 def _sections(keys: list[tuple]) -> tuple[int, ...]:
@@ -357,8 +351,8 @@ def collapse_table(df: pd.DataFrame, metric: str) -> list[tuple[str, Table]]:
     paired difference (95 % CI) as columns; the later-half summary as the last row. One table per
     collapse setting (usually one), paired with its label."""
     lookup = Lookup(df)
-    low_name, high_name = _interval(metric)
-    diff_low, diff_high = _interval(f"{metric}_difference")
+    low_name, high_name = interval_metrics(metric)
+    diff_low, diff_high = interval_metrics(f"{metric}_difference")
     out = []
     for variant in _collapse_variants(df, metric):
         values = _clean_setting(_values(df, metric), variant)
@@ -410,7 +404,7 @@ def collapse_other_table(df: pd.DataFrame, metric: str, labels: Labels) -> Table
     if rows.empty:
         return None
     lookup = Lookup(df)
-    low_name, high_name = _interval(metric)
+    low_name, high_name = interval_metrics(metric)
     rows = rows.assign(
         images=[
             "clean" if m == "collapse" else labels.method(m, p)
