@@ -26,6 +26,9 @@ direction never fail, but those beyond the tolerance are reported as improvement
 A baseline row the run lacks is a regression (the run measures less than before); rows only in
 the run are counted as new. A baseline for other models, data or ``n`` is a usage error, not a
 pass: its numbers would not say anything about this run.
+
+:func:`compare` returns data (a :class:`CheckResult` of typed :class:`Comparison` s); the markdown
+summary a CI job prints is written from it by :mod:`ellrobust.report.check_summary`.
 """
 
 from __future__ import annotations
@@ -40,10 +43,8 @@ import pandas as pd
 
 from ellrobust.errors import UsageError
 from ellrobust.files import atomic_write
-from ellrobust.report.frame import format_eps
-from ellrobust.report.markdown import Align, Table, escape, table
 from ellrobust.results import KEY_FIELDS as ROW_KEY_FIELDS
-from ellrobust.results import migrate_records, records
+from ellrobust.results import PAIRED_METRICS, Metric, migrate_records, records
 from ellrobust.results import row_key as results_row_key
 
 #: The fields a baseline record keeps, in this order (the key fields, the setup, the value).
@@ -87,24 +88,18 @@ class Rule:
 
 _HIGHER, _LOWER = Direction.HIGHER_IS_BETTER, Direction.LOWER_IS_BETTER
 RULES: dict[str, Rule] = {
-    "clean_accuracy": Rule(Kind.BINOMIAL, _HIGHER),
-    "robust_accuracy": Rule(Kind.BINOMIAL, _HIGHER),
-    "corruption_accuracy": Rule(Kind.BINOMIAL, _HIGHER),
-    "corruption_error": Rule(Kind.BINOMIAL, _LOWER),
-    "ce": Rule(Kind.SCALED, _LOWER),
-    "mce": Rule(Kind.SCALED, _LOWER),
-    "relative_mce": Rule(Kind.SCALED, _LOWER),
-    "token_cosine": Rule(Kind.SCALED, _LOWER),  # higher: tokens more alike, more collapsed
-    "attention_entropy": Rule(Kind.SCALED, _HIGHER),  # entropy collapse is the failure mode
-    "effective_rank": Rule(Kind.SCALED, _HIGHER),
-    "accuracy_difference": Rule(Kind.SKIP),
-    "difference_ci_low": Rule(Kind.SKIP),
-    "difference_ci_high": Rule(Kind.SKIP),
-    "mcnemar_p": Rule(Kind.SKIP),
-    "mcnemar_p_adjusted": Rule(Kind.SKIP),
-    "detectable_difference": Rule(Kind.SKIP),
-    "n_required": Rule(Kind.SKIP),
-    "n_attacked": Rule(Kind.SKIP),
+    Metric.CLEAN_ACCURACY: Rule(Kind.BINOMIAL, _HIGHER),
+    Metric.ROBUST_ACCURACY: Rule(Kind.BINOMIAL, _HIGHER),
+    Metric.CORRUPTION_ACCURACY: Rule(Kind.BINOMIAL, _HIGHER),
+    Metric.CORRUPTION_ERROR: Rule(Kind.BINOMIAL, _LOWER),
+    Metric.CE: Rule(Kind.SCALED, _LOWER),
+    Metric.MCE: Rule(Kind.SCALED, _LOWER),
+    Metric.RELATIVE_MCE: Rule(Kind.SCALED, _LOWER),
+    Metric.TOKEN_COSINE: Rule(Kind.SCALED, _LOWER),  # higher: tokens more alike, more collapsed
+    Metric.ATTENTION_ENTROPY: Rule(Kind.SCALED, _HIGHER),  # entropy collapse is the failure mode
+    Metric.EFFECTIVE_RANK: Rule(Kind.SCALED, _HIGHER),
+    **dict.fromkeys(PAIRED_METRICS, Rule(Kind.SKIP)),
+    Metric.N_ATTACKED: Rule(Kind.SKIP),
 }
 
 #: Endings of statistics derived from compared numbers (intervals, paired differences): presence only.
@@ -130,7 +125,8 @@ class Status(StrEnum):
     SKIPPED = "skipped"
 
 
-Key = tuple[str, str, str, str, float | None, int | None, int | None, str, str, str]
+#: A row's identity: :func:`ellrobust.results.row_key` with the metric, in :data:`KEY_FIELDS` order.
+Key = tuple[object, ...]
 
 
 @dataclass(frozen=True)
@@ -152,6 +148,11 @@ class Comparison:
     tolerance: float | None
     rule: Rule
     status: Status
+
+    @property
+    def fields(self) -> dict[str, object]:
+        """The key as field → value (model, baseline, method, ..., metric)."""
+        return dict(zip(KEY_FIELDS, self.key, strict=True))
 
     @property
     def metric(self) -> str:
@@ -242,7 +243,7 @@ def read_baseline(path: Path) -> list[dict]:
         raise UsageError(
             f"baseline {str(path)!r} is not a list of result records with {', '.join(sorted(required))}; rewrite it with --update."
         )
-    data = migrate_records(data)  # a baseline of an older version, in the current shape
+    data = migrate_records(data)  # in the current shape, whichever version wrote it
     keys = [row_key(r) for r in data]
     if len(set(keys)) != len(keys):
         raise UsageError(f"baseline {str(path)!r} holds the same measurement twice; rewrite it with --update.")
@@ -259,7 +260,8 @@ def setup_of(rows: list[dict], fields: tuple[str, ...] = SETUP_FIELDS) -> dict:
     return setup
 
 
-def _describe(setup: dict) -> str:
+def describe_setup(setup: dict) -> str:
+    """``models a, b on digits (split test, n 40, seed 0)``: a setup in words, for messages and summaries."""
     details = ", ".join(f"{f} {'/'.join(setup[f])}" for f in SETUP_FIELDS if f in setup and f != "dataset")
     return f"models {', '.join(setup['models'])} on {'/'.join(setup['dataset'])} ({details})"
 
@@ -313,7 +315,8 @@ def compare(run: pd.DataFrame, baseline: list[dict], tolerance: float | None = N
     have, want = setup_of(run_rows, fields), setup_of(baseline, fields)
     if have != want:
         raise UsageError(
-            f"the baseline was recorded for {_describe(want)}, the run has {_describe(have)}; record a new baseline with --update."
+            f"the baseline was recorded for {describe_setup(want)}, the run has {describe_setup(have)}; "
+            "record a new baseline with --update."
         )
     by_key = {row_key(r): r for r in run_rows}
     comparisons = []
@@ -328,96 +331,3 @@ def compare(run: pd.DataFrame, baseline: list[dict], tolerance: float | None = N
         comparisons.append(Comparison(key, base, value, tol, rule, _status(rule, base, value, tol)))
     new_rows = len(set(by_key) - {row_key(r) for r in baseline})
     return CheckResult(tuple(comparisons), new_rows, have, tolerance)
-
-
-# --- the markdown summary -----------------------------------------------------------------------
-
-
-def _value(rule: Rule, value: float | None) -> str:
-    if value is None:
-        return "—"
-    if math.isnan(value):
-        return "NaN"
-    return f"{value * 100:.1f} %" if rule.kind is Kind.BINOMIAL else f"{value:.4g}"
-
-
-def _change(c: Comparison) -> str:
-    if c.run is None or c.rule.kind in (Kind.SKIP, Kind.FLAG) or math.isnan(c.run) or math.isnan(c.baseline):
-        return ""
-    diff = c.run - c.baseline
-    return f"{diff * 100:+.1f} pp" if c.rule.kind is Kind.BINOMIAL else f"{diff:+.4g}"
-
-
-def _allowed(c: Comparison) -> str:
-    if c.tolerance is None:
-        return {Kind.FLAG: "must pass", Kind.SKIP: "not compared"}.get(c.rule.kind, "")
-    amount = f"{c.tolerance * 100:.1f} pp" if c.rule.kind is Kind.BINOMIAL else f"{c.tolerance:.3g}"
-    return {Direction.HIGHER_IS_BETTER: f"drop ≤ {amount}", Direction.LOWER_IS_BETTER: f"rise ≤ {amount}"}.get(
-        c.rule.direction, f"±{amount}"
-    )
-
-
-def comparison_table(comparisons: tuple[Comparison, ...]) -> Table:
-    """The comparisons as a markdown table: what, baseline, run, change, allowed drop, status."""
-    rows = []
-    for c in comparisons:
-        model, base_model, method, params, eps, severity, layer, m_grad, precision, metric = c.key
-        where = ", ".join(
-            part
-            for part in (
-                method,
-                f"ε {format_eps(eps)}" if eps is not None else "",
-                f"severity {severity}" if severity is not None else "",
-                f"layer {layer}" if layer is not None else "",
-                f"m_grad {m_grad}" if m_grad else "",
-                precision if precision and precision != "fp32" else "",
-                f"vs {base_model}" if base_model else "",
-            )
-            if part
-        )
-        rows.append(
-            (
-                c.status.value,
-                metric,
-                model,
-                where,
-                _value(c.rule, c.baseline),
-                _value(c.rule, c.run),
-                _change(c),
-                _allowed(c),
-            )
-        )
-    headers = ("status", "metric", "model", "where", "baseline", "run", "change", "allowed change")
-    return Table(headers, tuple(rows), (Align.LEFT,) * 4 + (Align.RIGHT,) * 4)
-
-
-def summary_markdown(result: CheckResult, run_name: str, baseline_name: str) -> str:
-    """A markdown summary for a CI job page: verdict, counts, failures, improvements, all rows folded."""
-    counts = {s: sum(c.status is s for c in result.comparisons) for s in Status}
-    failures, improved = result.failures, tuple(c for c in result.comparisons if c.status is Status.IMPROVED)
-    verdict = (
-        "✅ no regression" if result.passed else f"❌ {len(failures)} regression{'s' if len(failures) != 1 else ''}"
-    )
-    rule = (
-        f"absolute tolerance {result.tolerance:g} for every compared number"
-        if result.tolerance is not None
-        else "accuracies may drop by 3 binomial standard errors at the run's n; other numbers by 5 % (at least 0.05)"
-    )
-    parts = [
-        f"## ellrobust check: {verdict}",
-        f"Run {escape(run_name)} against baseline {escape(baseline_name)}: {escape(_describe(result.setup))}. "
-        f"Rule: {rule}; sanity checks must keep passing; paired statistics are not compared.",
-        f"{len(result.comparisons)} baseline rows: "
-        + ", ".join(f"{counts[s]} {s.value}" for s in Status)
-        + f"; {result.new_rows} new in the run.",
-    ]
-    if failures:
-        parts += ["### Regressions", table(comparison_table(failures))]
-    if improved:
-        parts += [
-            "### Improvements beyond the tolerance",
-            "Consider recording them with `--update`.",
-            table(comparison_table(improved)),
-        ]
-    parts += ["<details><summary>All comparisons</summary>", table(comparison_table(result.comparisons)), "</details>"]
-    return "\n\n".join(parts) + "\n"

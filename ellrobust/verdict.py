@@ -1,57 +1,68 @@
-"""The verdict: one line per claim about an elliptical model against a plain one, judged by adjusted tests.
+"""The verdict: claims about an elliptical model against a plain one, each judged by adjusted tests.
 
 The question ellrobust exists for is *is the elliptical model more robust, and less collapsed, than
-the same DeiT?* Its answer must not be stronger than the statistics behind it. Every line therefore
-reads *supported*, *contradicted* or *inconclusive at this n* under rules fixed in advance:
+the same DeiT?* Its answer must not be stronger than the statistics behind it, so every claim reads
+*supported*, *contradicted* or *inconclusive at this n* under rules fixed in advance. The rules are
+written once, in :data:`RULES`, next to the code that applies them; the report's Verdict section and
+the README's are rendered from it (``python scripts/readme_rules.py``). What counts as significant
+(α, Holm's direction, the agreement of test and interval) is :mod:`ellrobust.metrics.decisions`.
 
-* **Attacks** (one line per attack, the worst case included, per ``m_grad`` mode and precision): a
-  budget ε *favours* a model when the paired difference points its way, the Holm-adjusted exact
-  McNemar p (``mcnemar_p_adjusted``) is below 0.05 and the 95 % score interval excludes 0 on that
-  side. The claim "the elliptical model is more robust" is *supported* when at least one budget
-  favours the elliptical model and none favours the baseline, *contradicted* in the mirror case,
-  and *inconclusive at this n* otherwise (nothing significant, or significant in both directions).
-* **Adaptive attack** (where ``m_grad`` full and detach were both run): among the attacks whose
-  detach line is supported, the same rule applied to their ``m_grad`` full rows. With no supported
-  detach line there is no advantage that could survive: inconclusive.
-* **Corruption mCE**: *supported* when the 95 % paired bootstrap interval of mCE(elliptical) −
-  mCE(baseline) (``mce_difference``) lies below 0, *contradicted* when above 0. AlexNet-normalised
-  mCE is judged where it exists, else unnormalised, else baseline-normalised.
-* **Collapse**: token cosine averaged over the later half of the layers (the summary rows, ``layer``
-  empty): *supported* when the 95 % paired t-interval of elliptical − baseline lies below 0 (less
-  collapsed), *contradicted* when above 0.
-
-Holm's family is every paired comparison of one pair of models in one run (each row with a
-``mcnemar_p`` for that pair), so a claim cannot be rescued by testing more budgets. A run whose table
-lacks the adjusted p or the interval a rule needs gets *inconclusive*, saying what is missing:
-nothing reads *supported* on evidence the rules did not see.
+:func:`claims` returns data: each :class:`Claim` carries the numbers behind its status (differences,
+intervals, adjusted p, n, what the run could detect, the images a difference would need). The words
+are the renderers' (:mod:`ellrobust.report.claims`), so the terminal and the report say the same.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import pandas as pd
 
-from ellrobust.report.frame import (
-    format_eps,
-    format_p,
-    format_pp,
-    format_pp_interval,
+from ellrobust.frame import Lookup, paired_records, prepare, split_params
+from ellrobust.metrics.decisions import (
+    ALPHA,
+    CONFIDENCE,
+    POWER,
+    Favours,
     holm_direction,
-    prepare,
-    row_key,
+    images_needed,
+    interval_direction,
 )
-from ellrobust.report.labels import build_labels, collapse_label, split_params
-
-#: z-values of a two-sided 5 % test and of 80 % power: scale an interval's half-width to a sample size.
-_Z_ALPHA, _Z_POWER = 1.959964, 0.841621
+from ellrobust.results import Metric
 
 #: Preference among mCE normalisations: the first one present is judged.
-_MCE_ORDER = ("alexnet", "none", "baseline")
-_MCE_NAMES = {"alexnet": "AlexNet-normalised", "none": "unnormalised", "baseline": "baseline-normalised"}
+MCE_ORDER = ("alexnet", "none", "baseline")
+
+_PERCENT, _POWER = (f"{round(level * 100)} %" for level in (CONFIDENCE, POWER))
+
+#: The rules, one markdown bullet each: the single source of the report's and the README's text.
+RULES = (
+    f"A budget (or a corruption × severity cell) *favours* a model when the paired difference points its way, "
+    f"the Holm-adjusted exact McNemar p is below {ALPHA:g} **and** the {_PERCENT} score interval excludes 0 on "
+    "that side.",
+    "**Attacks**, one line per attack (the worst case included) per m_grad mode and precision: *supported* when "
+    "at least one budget favours the elliptical model and none favours the baseline; *contradicted* in the mirror "
+    "case; otherwise (nothing significant, or significant in both directions) *inconclusive at this n*, with the "
+    f"smallest difference the run could detect ({_POWER} power) and the number of images a difference of the "
+    "observed size would need.",
+    "**Adaptive attack** (`--m-grad both`): the attacks whose m_grad detach line is supported, judged by the "
+    "same rule on their elliptical(full) − baseline rows. No supported detach line: inconclusive.",
+    f"**Corruption mCE**: *supported* when the {_PERCENT} paired bootstrap interval of mCE(elliptical) − "
+    "mCE(baseline) (`mce_difference`) lies below 0, *contradicted* when above 0; AlexNet-normalised mCE where it "
+    "exists, else unnormalised, else baseline-normalised. The corruption × severity cells that favour either "
+    "model are counted alongside.",
+    "**Collapse**: token cosine averaged over the later half of the layers (summary rows, `layer` empty): "
+    f"*supported* when the {_PERCENT} paired t-interval of elliptical − baseline lies below 0 (less collapsed), "
+    "*contradicted* when above 0.",
+    "**Holm's family** is every paired comparison of one pair of models in one run (clean, every attack × ε × "
+    "m_grad × precision and the worst case, every corruption × severity), so a claim cannot be rescued by "
+    "testing more budgets.",
+    "A line whose table lacks a row its rule needs (an adjusted p, a paired interval) reads *inconclusive* and "
+    "says what is missing: nothing reads *supported* on evidence the rules did not see.",
+)
 
 
 class ClaimStatus(StrEnum):
@@ -62,48 +73,175 @@ class ClaimStatus(StrEnum):
     INCONCLUSIVE = "inconclusive at this n"
 
 
+class ClaimKind(StrEnum):
+    """What a claim is about."""
+
+    ATTACK = "attack"  # more robust under one attack setting
+    ADAPTIVE = "adaptive"  # the advantage survives the adaptive attack (m_grad full)
+    MCE = "mce"  # lower mCE
+    COLLAPSE = "collapse"  # less collapsed tokens in the later half of the layers
+
+
+class Reason(StrEnum):
+    """Why a claim is inconclusive, or what its table lacks for it to be judged."""
+
+    NOT_SIGNIFICANT = "not significant"  # no budget survives Holm, or the interval includes 0
+    BOTH_DIRECTIONS = "both directions"  # budgets significant in either direction
+    NOTHING_TO_SURVIVE = "nothing to survive"  # adaptive: no supported m_grad detach line
+    NO_ADJUSTED_P = "no adjusted p"  # the table holds no mcnemar_p_adjusted
+    NO_PAIRED_INTERVAL = "no paired interval"  # the table holds no interval of the paired difference
+    NO_SUMMARY_ROWS = "no summary rows"  # collapse: no later-half summary rows
+
+
 @dataclass(frozen=True)
-class Claim:
-    """One line of the verdict.
+class Setting:
+    """One attack setting: the method and its params, the ``m_grad`` mode, the precision."""
+
+    method: str
+    params: str
+    m_grad: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The paired comparison at one budget ε, elliptical − baseline (NaN where the table has no such row).
 
     Attributes:
-        claim: The claim, in words (``deit-elliptical is more robust than deit under pgd (m_grad detach)``).
-        status: Supported, contradicted or inconclusive at this n.
-        evidence: The numbers behind the status: differences, intervals, adjusted p, n, and for an
-            inconclusive line what the run could detect and how many images a difference of the
-            observed size would need.
-        models: (elliptical model, baseline model).
+        eps: The budget in [0, 1] pixel units.
+        difference: Robust accuracy of the elliptical model minus the baseline's, as a fraction.
+        ci_low: Lower end of the difference's 95 % score interval.
+        ci_high: Upper end.
+        p: The exact McNemar p.
+        p_adjusted: The Holm-adjusted p.
+        detectable: The smallest difference the run detects with 80 % power at α.
+        n_required: Images a difference of the observed size would need.
+        favours: Whom the difference significantly favours (A: the elliptical model).
     """
 
-    claim: str
-    status: ClaimStatus
-    evidence: str
+    eps: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    p: float
+    p_adjusted: float
+    detectable: float
+    n_required: float
+    favours: Favours
+
+
+@dataclass(frozen=True)
+class AttackEvidence:
+    """The budgets of one attack setting."""
+
+    setting: Setting
+    budgets: tuple[Budget, ...]
+
+
+@dataclass(frozen=True)
+class Power:
+    """What the budgets of an inconclusive attack line could have shown.
+
+    Attributes:
+        detectable: The smallest and largest detectable difference over the budgets; None without rows.
+        largest: The budget with the largest observed difference; None when no budget moved.
+    """
+
+    detectable: tuple[float, float] | None
+    largest: Budget | None
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A paired difference judged by its interval alone (mCE, collapse), elliptical − baseline.
+
+    Attributes:
+        values: Each model's own value (its mCE, its mean token cosine), for those the table holds.
+        difference: The paired difference; NaN when the table holds none.
+        ci_low: Lower end of its 95 % interval (paired bootstrap for mCE, paired t for collapse).
+        ci_high: Upper end.
+        images_needed: For an inconclusive interval: the images a difference of the observed size would
+            need (the interval scaled as 1/√n); None when no difference was observed.
+    """
+
+    values: tuple[tuple[str, float], ...]
+    difference: float
+    ci_low: float
+    ci_high: float
+    images_needed: int | None = None
+
+
+@dataclass(frozen=True)
+class CellCount:
+    """How many corruption × severity cells favour each model, out of how many."""
+
+    elliptical: int
+    baseline: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the verdict and the numbers behind its status.
+
+    Attributes:
+        kind: What the claim is about.
+        models: (elliptical model, baseline model).
+        status: Supported, contradicted or inconclusive at this n.
+        n: The images behind the claim (None when the table does not say).
+        reason: Why an inconclusive claim is inconclusive (None otherwise).
+        attacks: The attack setting of an attack claim; for the adaptive claim, the m_grad full rows of
+            each attack whose detach line is supported.
+        power: For an inconclusive attack or adaptive claim, what the run could detect.
+        estimate: The judged difference of an mCE or collapse claim.
+        normalization: The mCE judged (``alexnet``, ``none``, ``baseline``, or as the table names it).
+        cells: For an mCE claim, the corruption × severity cells surviving Holm (None without adjusted p).
+        collapse: The collapse measurement of a collapse claim (``feature``, ``cls``, ``layers``).
+    """
+
+    kind: ClaimKind
     models: tuple[str, str]
+    status: ClaimStatus
+    n: int | None
+    reason: Reason | None = None
+    attacks: tuple[AttackEvidence, ...] = ()
+    power: Power | None = None
+    estimate: Estimate | None = None
+    normalization: str = ""
+    cells: CellCount | None = None
+    collapse: Mapping[str, object] = field(default_factory=dict)
 
 
 def elliptical_models(meta: Mapping) -> dict[str, bool]:
     """Model name → whether it is elliptical, from a run.json (``models[name]["elliptical"]``)."""
     models = meta.get("models") or {}
-    return {name: bool(info["elliptical"]) for name, info in models.items() if isinstance(info, Mapping) and "elliptical" in info}
+    return {
+        name: bool(info["elliptical"])
+        for name, info in models.items()
+        if isinstance(info, Mapping) and "elliptical" in info
+    }
 
 
 def claims(df: pd.DataFrame, elliptical: Mapping[str, bool]) -> list[Claim]:
     """Every claim the results table of one run can speak to, for each elliptical × plain pair of models.
 
     Args:
-        df: One run's results table (as written, or :func:`~ellrobust.report.frame.prepare`-d).
+        df: One run's results table (as written, or :func:`~ellrobust.frame.prepare`-d).
         elliptical: Model name → whether it is elliptical; models missing here are not judged.
 
     Returns:
         Claims grouped by pair, in the order attacks (in the run's order), adaptive attack, mCE,
-        collapse. Only what the run measured gets a line.
+        collapse. Only what the run measured gets a claim.
     """
     df = prepare(df) if "run" not in df else df
+    lookup = Lookup(df)
+    comparisons = paired_records(df, lookup)
     order = [m for m in dict.fromkeys([*df["model"], *df["baseline"]]) if m]
     out = []
     for e in (m for m in order if elliptical.get(m) is True):
         for b in (m for m in order if elliptical.get(m) is False):
-            pair = _Pair(e, b, _oriented(df, e, b), df)
+            mine = [_orient(r, e, b) for r in comparisons if {r["model"], r["baseline"]} == {e, b}]
+            pair = _Pair(e, b, df, lookup, mine)
             out += _attack_claims(pair)
             out += _adaptive_claim(pair)
             out += _mce_claim(pair)
@@ -115,273 +253,217 @@ def claims(df: pd.DataFrame, elliptical: Mapping[str, bool]) -> list[Claim]:
 class _Pair:
     elliptical: str
     baseline: str
-    paired: pd.DataFrame  # the pair's paired rows, oriented elliptical − baseline, one row per measurement
     df: pd.DataFrame
+    lookup: Lookup
+    comparisons: list[dict]  # the pair's paired accuracy comparisons, oriented elliptical − baseline
 
     @property
     def models(self) -> tuple[str, str]:
         return (self.elliptical, self.baseline)
 
-
-def _oriented(df: pd.DataFrame, e: str, b: str) -> pd.DataFrame:
-    """The paired rows of (e, b) in either orientation, with differences turned into e − b."""
-    rows = df[df["baseline"].ne("") & (((df["model"] == e) & (df["baseline"] == b)) | ((df["model"] == b) & (df["baseline"] == e)))]
-    rows = rows.copy()
-    flip = rows["model"] == b
-    metric = rows["metric"]
-    is_diff = metric.eq("accuracy_difference") | metric.str.endswith("_difference")
-    rows.loc[flip & is_diff, "value"] = 0.0 - rows.loc[flip & is_diff, "value"]  # 0.0 − x: no −0.0 in the text
-    for low, high in _interval_names(set(metric)):
-        lows, highs = flip & metric.eq(low), flip & metric.eq(high)
-        rows.loc[lows, "value"], rows.loc[highs, "value"] = 0.0 - rows.loc[lows, "value"], 0.0 - rows.loc[highs, "value"]
-        rows.loc[lows, "metric"], rows.loc[highs, "metric"] = high, low
-    rows.loc[flip, ["model", "baseline"]] = [e, b]
-    return rows
+    def estimate(self, rows: list[dict], metric: Metric) -> tuple[float, float, float]:
+        """(difference, low, high) of the pair's row of ``metric`` (the first of ``rows``), elliptical − baseline."""
+        if not rows:
+            return math.nan, math.nan, math.nan
+        r = rows[0]
+        d, low, high = r["value"], self.lookup(r, metric.ci_low), self.lookup(r, metric.ci_high)
+        if r["model"] == self.baseline:
+            return 0.0 - d, 0.0 - high, 0.0 - low  # 0.0 − x: no −0.0 in the text
+        return d, low, high
 
 
-def _interval_names(metrics: set[str]) -> list[tuple[str, str]]:
-    """(low, high) metric names of difference intervals present in the table."""
-    pairs = [("difference_ci_low", "difference_ci_high")]
-    pairs += [(m, m.removesuffix("_low") + "_high") for m in metrics if m.endswith("_difference_ci_low")]
-    return pairs
+def _orient(record: dict, e: str, b: str) -> dict:
+    """A paired accuracy comparison as elliptical − baseline, whichever way round the table wrote it."""
+    if record["model"] == e:
+        return record
+    low, high = record[Metric.DIFFERENCE_CI_LOW], record[Metric.DIFFERENCE_CI_HIGH]
+    return {
+        **record,
+        "model": e,
+        "baseline": b,
+        Metric.ACCURACY_DIFFERENCE.value: 0.0 - record[Metric.ACCURACY_DIFFERENCE],
+        Metric.DIFFERENCE_CI_LOW.value: 0.0 - high,
+        Metric.DIFFERENCE_CI_HIGH.value: 0.0 - low,
+    }
 
 
-_PAIRED = ("accuracy_difference", "difference_ci_low", "difference_ci_high", "mcnemar_p", "mcnemar_p_adjusted", "detectable_difference", "n_required")
-_FIELDS = ("method", "params", "eps", "severity", "m_grad", "precision", "n")
+def _budget(r: Mapping) -> Budget:
+    values = [float(r[m]) for m in (Metric.ACCURACY_DIFFERENCE, Metric.DIFFERENCE_CI_LOW, Metric.DIFFERENCE_CI_HIGH)]
+    return Budget(
+        float(r["eps"]),
+        *values,
+        p=float(r[Metric.MCNEMAR_P]),
+        p_adjusted=float(r[Metric.MCNEMAR_P_ADJUSTED]),
+        detectable=float(r[Metric.DETECTABLE_DIFFERENCE]),
+        n_required=float(r[Metric.N_REQUIRED]),
+        favours=holm_direction(*values, float(r[Metric.MCNEMAR_P_ADJUSTED])),
+    )
 
 
-def _paired_wide(pair: _Pair) -> pd.DataFrame:
-    """The pair's accuracy comparisons, one row per measurement, one column per paired metric (NaN if absent)."""
-    out: dict[tuple, dict] = {}
-    for r in pair.paired[pair.paired["metric"].isin(_PAIRED)].to_dict(orient="records"):
-        record = out.setdefault(row_key(r), {**{f: r.get(f) for f in _FIELDS}, **dict.fromkeys(_PAIRED, math.nan)})
-        record[r["metric"]] = r["value"]
-    return pd.DataFrame(list(out.values()), columns=[*_FIELDS, *_PAIRED])
+def _attacks(pair: _Pair) -> list[tuple[AttackEvidence, int | None]]:
+    """Each attack setting of the pair with its budgets (by ε) and its n, in the order the run wrote them."""
+    groups: dict[Setting, list[dict]] = {}
+    for r in pair.comparisons:
+        if not pd.isna(r["eps"]):
+            groups.setdefault(Setting(r["method"], r["params"], r["m_grad"], r["precision"]), []).append(r)
+    return [
+        (AttackEvidence(s, tuple(_budget(r) for r in sorted(rows, key=lambda r: r["eps"]))), _n(r["n"] for r in rows))
+        for s, rows in groups.items()
+    ]
 
 
-@dataclass(frozen=True)
-class _Attack:
-    """The paired budgets of one attack setting: method, params, m_grad mode and precision."""
-
-    method: str
-    params: str
-    m_grad: str
-    precision: str
-    rows: pd.DataFrame
-
-
-def _attacks(pair: _Pair) -> list[_Attack]:
-    wide = _paired_wide(pair)
-    wide = wide[wide["eps"].notna()]
-    groups = wide.groupby(["method", "params", "m_grad", "precision"], sort=False, dropna=False)
-    return [_Attack(*(_text(k) for k in key), rows.sort_values("eps")) for key, rows in groups]
+def _judge(budgets: Iterable[Budget]) -> tuple[ClaimStatus, Reason | None, Power | None]:
+    """Status of a set of paired budgets under the attack rule, why it is inconclusive, and its power."""
+    budgets = list(budgets)
+    if all(math.isnan(b.p_adjusted) for b in budgets):
+        return ClaimStatus.INCONCLUSIVE, Reason.NO_ADJUSTED_P, None
+    favours = {b.favours for b in budgets}
+    if Favours.A in favours and Favours.B not in favours:
+        return ClaimStatus.SUPPORTED, None, None
+    if Favours.B in favours and Favours.A not in favours:
+        return ClaimStatus.CONTRADICTED, None, None
+    reason = Reason.BOTH_DIRECTIONS if {Favours.A, Favours.B} <= favours else Reason.NOT_SIGNIFICANT
+    return ClaimStatus.INCONCLUSIVE, reason, _power(budgets)
 
 
-def _direction(row: Mapping) -> int:
-    return holm_direction(row["accuracy_difference"], row["difference_ci_low"], row["difference_ci_high"], row["mcnemar_p_adjusted"])
-
-
-def _judge(directions: list[int]) -> ClaimStatus:
-    if 1 in directions and -1 not in directions:
-        return ClaimStatus.SUPPORTED
-    if -1 in directions and 1 not in directions:
-        return ClaimStatus.CONTRADICTED
-    return ClaimStatus.INCONCLUSIVE
-
-
-def _budget_text(row: Mapping) -> str:
-    text = f"ε {format_eps(float(row['eps']))}: {format_pp(row['accuracy_difference'])} pp"
-    details = []
-    if not pd.isna(row["difference_ci_low"]):
-        details.append(f"95 % CI {format_pp_interval(row['difference_ci_low'], row['difference_ci_high'])}")
-    details.append(f"Holm p {format_p(row['mcnemar_p_adjusted'])}" if not pd.isna(row["mcnemar_p_adjusted"]) else f"unadjusted p {format_p(row['mcnemar_p'])}")
-    return f"{text} ({', '.join(details)})"
-
-
-def _power_text(rows: pd.DataFrame) -> str:
-    """What an inconclusive comparison could detect, and the images a difference of the observed size needs."""
-    parts = []
-    detectable = rows["detectable_difference"].dropna()
-    if len(detectable):
-        low, high = detectable.min() * 100, detectable.max() * 100
-        span = f"{low:.1f}" if math.isclose(low, high, abs_tol=0.05) else f"{low:.1f}–{high:.1f}"
-        parts.append(f"this run detects differences of {span} pp (80 % power, α = 0.05)")
-    moved = rows[rows["accuracy_difference"].abs() > 0]
-    if moved.empty:
-        parts.append("no difference was observed at any budget")
-    else:
-        largest = moved.loc[moved["accuracy_difference"].abs().idxmax()]
-        where = f" at ε {format_eps(float(largest['eps']))}" if "eps" in largest and not pd.isna(largest["eps"]) else ""
-        needed = largest["n_required"]
-        size = f"{abs(largest['accuracy_difference']) * 100:.1f} pp"
-        if pd.isna(needed):
-            parts.append(f"the largest observed difference is {size}{where}")
-        else:
-            parts.append(f"the largest observed difference, {size}{where}, needs about {int(needed)} images to detect")
-    return "; ".join(parts)
-
-
-def _condition(labels, method: str, params: str, m_grad: str, precision: str) -> str:
-    extra = [f"m_grad {m_grad}" if m_grad else "", precision if precision else ""]
-    extra = [x for x in extra if x]
-    return labels.method(method, params) + (f" ({', '.join(extra)})" if extra else "")
+def _power(budgets: list[Budget]) -> Power:
+    detectable = [b.detectable for b in budgets if not math.isnan(b.detectable)]
+    moved = [b for b in budgets if abs(b.difference) > 0]
+    largest = max(moved, key=lambda b: abs(b.difference)) if moved else None
+    return Power((min(detectable), max(detectable)) if detectable else None, largest)
 
 
 def _attack_claims(pair: _Pair) -> list[Claim]:
-    labels = build_labels(pair.df)
     out = []
-    for attack in _attacks(pair):
-        condition = _condition(labels, attack.method, attack.params, attack.m_grad, attack.precision)
-        claim = f"{pair.elliptical} is more robust than {pair.baseline} under {condition}"
-        out.append(Claim(claim, *_judge_rows(attack.rows), pair.models))
+    for attack, n in _attacks(pair):
+        status, reason, power = _judge(attack.budgets)
+        out.append(Claim(ClaimKind.ATTACK, pair.models, status, n, reason, (attack,), power))
     return out
-
-
-def _judge_rows(rows: pd.DataFrame) -> tuple[ClaimStatus, str]:
-    """Status and evidence of a set of paired budgets under the attack rule."""
-    evidence = f"{_n_text(rows)}; {_budgets_text(rows)}"
-    if rows["mcnemar_p_adjusted"].isna().all():
-        return ClaimStatus.INCONCLUSIVE, f"{evidence}; not judged: the run holds no Holm-adjusted p (mcnemar_p_adjusted)"
-    directions = [_direction(r) for r in rows.to_dict(orient="records")]
-    status = _judge(directions)
-    if status is ClaimStatus.INCONCLUSIVE:
-        why = "significant in both directions" if 1 in directions and -1 in directions else "no budget significant after Holm"
-        evidence += f"; {why}; {_power_text(rows)}"
-    return status, evidence
-
-
-def _budgets_text(rows: pd.DataFrame) -> str:
-    return "; ".join(_budget_text(r) for r in rows.to_dict(orient="records"))
 
 
 def _adaptive_claim(pair: _Pair) -> list[Claim]:
     attacks = _attacks(pair)
-    if not {"detach", "full"} <= {a.m_grad for a in attacks}:
+    if not {"detach", "full"} <= {a.setting.m_grad for a, _ in attacks}:
         return []
-    claim = f"{pair.elliptical}'s advantage over {pair.baseline} survives the adaptive attack (m_grad full)"
-    labels = build_labels(pair.df)
-    full = {(a.method, a.params, a.precision): a for a in attacks if a.m_grad == "full"}
+    full = {
+        (a.setting.method, a.setting.params, a.setting.precision): (a, n)
+        for a, n in attacks
+        if a.setting.m_grad == "full"
+    }
     survivors = [
-        full[(a.method, a.params, a.precision)]
-        for a in attacks
-        if a.m_grad == "detach" and (a.method, a.params, a.precision) in full and _judge_rows(a.rows)[0] is ClaimStatus.SUPPORTED
+        full[key]
+        for a, _ in attacks
+        if a.setting.m_grad == "detach"
+        and (key := (a.setting.method, a.setting.params, a.setting.precision)) in full
+        and _judge(a.budgets)[0] is ClaimStatus.SUPPORTED
     ]
     if not survivors:
-        evidence = "no attack shows a significant advantage under m_grad detach, so there is none to survive"
-        return [Claim(claim, ClaimStatus.INCONCLUSIVE, evidence, pair.models)]
-    rows = pd.concat([a.rows for a in survivors])
-    status, _ = _judge_rows(rows)
-    evidence = _n_text(rows) + "; " + "; ".join(
-        f"{_condition(labels, a.method, a.params, a.m_grad, a.precision)}: {_budgets_text(a.rows)}" for a in survivors
+        n = _n(n for _, n in attacks)
+        return [Claim(ClaimKind.ADAPTIVE, pair.models, ClaimStatus.INCONCLUSIVE, n, Reason.NOTHING_TO_SURVIVE)]
+    status, reason, power = _judge(b for a, _ in survivors for b in a.budgets)
+    evidence = tuple(a for a, _ in survivors)
+    return [Claim(ClaimKind.ADAPTIVE, pair.models, status, _n(n for _, n in survivors), reason, evidence, power)]
+
+
+def _interval_status(estimate: Estimate) -> tuple[ClaimStatus, Reason | None]:
+    """Supported when the interval of elliptical − baseline lies below 0 (lower is better), contradicted above."""
+    if math.isnan(estimate.ci_low) or math.isnan(estimate.ci_high) or math.isnan(estimate.difference):
+        return ClaimStatus.INCONCLUSIVE, Reason.NO_PAIRED_INTERVAL
+    favours = interval_direction(estimate.ci_low, estimate.ci_high, lower_is_better=True)
+    status = {Favours.A: ClaimStatus.SUPPORTED, Favours.B: ClaimStatus.CONTRADICTED}.get(
+        favours, ClaimStatus.INCONCLUSIVE
     )
-    if status is ClaimStatus.INCONCLUSIVE:
-        evidence += f"; {_power_text(rows)}"
-    return [Claim(claim, status, evidence, pair.models)]
+    return status, None if status is not ClaimStatus.INCONCLUSIVE else Reason.NOT_SIGNIFICANT
+
+
+def _estimate(
+    pair: _Pair, values: Mapping[str, float], difference: tuple[float, float, float], n: int | None
+) -> Estimate:
+    """The estimate with, where its interval includes 0, the images a difference of its size would need."""
+    d, low, high = difference
+    estimate = Estimate(tuple((m, values[m]) for m in pair.models if m in values), d, low, high)
+    if _interval_status(estimate)[1] is Reason.NOT_SIGNIFICANT and n is not None:
+        return Estimate(estimate.values, d, low, high, images_needed(d, (high - low) / 2, n))
+    return estimate
+
+
+def _paired_rows(pair: _Pair, metric: Metric) -> pd.DataFrame:
+    """The rows of a difference metric between the pair's two models, whichever way round."""
+    df = pair.df
+    same = (df["model"] == pair.elliptical) & (df["baseline"] == pair.baseline)
+    flipped = (df["model"] == pair.baseline) & (df["baseline"] == pair.elliptical)
+    return df[(df["metric"] == metric.value) & (same | flipped)]
 
 
 def _mce_claim(pair: _Pair) -> list[Claim]:
     df = pair.df
-    mce = df[(df["metric"] == "mce") & df["model"].isin(pair.models)]
+    mce = df[(df["metric"] == Metric.MCE.value) & df["model"].isin(pair.models)]
     if mce.empty:
         return []
-    diff = pair.paired[pair.paired["metric"].isin(["mce_difference", "mce_difference_ci_low", "mce_difference_ci_high"])]
     by_norm = {str(split_params(p)[0].get("normalization", "")): p for p in pd.unique(mce["params"])}
-    norm = next((k for k in _MCE_ORDER if k in by_norm), next(iter(by_norm)))
-    name = _MCE_NAMES.get(norm, norm or "mCE")
-    claim = f"{pair.elliptical} has a lower {name} mCE than {pair.baseline} (lower: more robust to corruptions)"
-    values = {r["model"]: r["value"] for r in mce[mce["params"] == by_norm[norm]].to_dict(orient="records")}
-    points = ", ".join(f"{m} {values[m]:.3f}" for m in pair.models if m in values)
-    n = _n_text(mce)
-    cells = _cell_counts(pair)
-    rows = {r["metric"]: r["value"] for r in diff[diff["params"] == by_norm[norm]].to_dict(orient="records")}
-    d, low, high = (rows.get(m, math.nan) for m in ("mce_difference", "mce_difference_ci_low", "mce_difference_ci_high"))
-    if pd.isna(d) or pd.isna(low) or pd.isna(high):
-        evidence = f"{n}; mCE {points}; not judged: the run holds no paired interval (mce_difference_ci_low/high){cells}"
-        return [Claim(claim, ClaimStatus.INCONCLUSIVE, evidence, pair.models)]
-    status = ClaimStatus.SUPPORTED if high < 0 else ClaimStatus.CONTRADICTED if low > 0 else ClaimStatus.INCONCLUSIVE
-    evidence = f"{n}; mCE {points}; difference {d:+.3f} (95 % paired bootstrap CI {low:+.3f} … {high:+.3f}){cells}"
-    if status is ClaimStatus.INCONCLUSIVE:
-        evidence += "; " + _scaled_n_text(d, (high - low) / 2, _n(mce))
-    return [Claim(claim, status, evidence, pair.models)]
-
-
-def _cell_counts(pair: _Pair) -> str:
-    """How many corruption × severity cells survive Holm, in each direction."""
-    wide = _paired_wide(pair)
-    cells = wide[wide["severity"].notna()] if len(wide) else wide
-    if cells.empty or cells["mcnemar_p_adjusted"].isna().all():
-        return ""
-    directions = [_direction(r) for r in cells.to_dict(orient="records")]
-    return (
-        f"; corruption × severity cells surviving Holm: {directions.count(1)} favour {pair.elliptical}, "
-        f"{directions.count(-1)} favour {pair.baseline}, of {len(directions)}"
+    norm = next((k for k in MCE_ORDER if k in by_norm), next(iter(by_norm)))
+    params = by_norm[norm]
+    values = {r["model"]: r["value"] for r in mce[mce["params"] == params].to_dict(orient="records")}
+    diffs = _paired_rows(pair, Metric.MCE_DIFFERENCE)
+    n = _n(mce["n"])
+    estimate = _estimate(
+        pair,
+        values,
+        pair.estimate(diffs[diffs["params"] == params].to_dict(orient="records"), Metric.MCE_DIFFERENCE),
+        n,
     )
+    status, reason = _interval_status(estimate)
+    return [
+        Claim(
+            ClaimKind.MCE,
+            pair.models,
+            status,
+            n,
+            reason,
+            estimate=estimate,
+            normalization=norm,
+            cells=_cell_count(pair),
+        )
+    ]
+
+
+def _cell_count(pair: _Pair) -> CellCount | None:
+    """How many corruption × severity cells survive Holm, in each direction."""
+    cells = [_budget({**r, "eps": math.nan}) for r in pair.comparisons if not pd.isna(r["severity"])]
+    if not cells or all(math.isnan(c.p_adjusted) for c in cells):
+        return None
+    favours = [c.favours for c in cells]
+    return CellCount(favours.count(Favours.A), favours.count(Favours.B), len(cells))
 
 
 def _collapse_claims(pair: _Pair) -> list[Claim]:
     df = pair.df
-    summary = df[(df["metric"] == "token_cosine") & df["layer"].isna() & (df["method"] == "collapse") & df["model"].isin(pair.models)]
-    per_layer = df[(df["metric"] == "token_cosine") & df["layer"].notna() & (df["method"] == "collapse") & df["model"].isin(pair.models)]
-    if not set(pair.models) <= set(summary["model"]) | set(per_layer["model"]):
+    cosine = df[
+        (df["metric"] == Metric.TOKEN_COSINE.value) & (df["method"] == "collapse") & df["model"].isin(pair.models)
+    ]
+    summary, per_layer = cosine[cosine["layer"].isna()], cosine[cosine["layer"].notna()]
+    if not set(pair.models) <= set(cosine["model"]):
         return []  # nothing measured, or a model without tokens (a CNN baseline): no collapse to compare
-    diffs = pair.paired[pair.paired["metric"].str.startswith("token_cosine_difference") & pair.paired["layer"].isna() & (pair.paired["method"] == "collapse")]
+    diffs = _paired_rows(pair, Metric.TOKEN_COSINE_DIFFERENCE)
+    diffs = diffs[diffs["layer"].isna() & (diffs["method"] == "collapse")].to_dict(orient="records")
+    all_heads = [p for p in dict.fromkeys(per_layer["params"]) if "head" not in split_params(p)[1]]
     out = []
-    variants = list(dict.fromkeys(summary["params"])) or list(dict.fromkeys(p for p in per_layer["params"] if "head" not in split_params(p)[1]))
-    for params in variants:
+    for params in list(dict.fromkeys(summary["params"])) or all_heads:
         settings = split_params(params)[1]
         if settings.get("head") is not None:
             continue
-        layers = settings.get("layers")
-        span = f"layers {_layers_text(layers)}, " if layers else ""
-        claim = (
-            f"{pair.elliptical}'s tokens are less collapsed than {pair.baseline}'s in the later half of the layers "
-            f"(token cosine, {span}{collapse_label(settings)})"
-        )
         values = {r["model"]: r["value"] for r in summary[summary["params"] == params].to_dict(orient="records")}
-        points = ", ".join(f"{m} {values[m]:.3f}" for m in pair.models if m in values)
         # the difference rows also carry the baseline's layers (models of different depths): match on what was measured
-        rows = {r["metric"]: r["value"] for r in diffs.to_dict(orient="records") if split_params(r["params"])[1] == settings}
-        d = rows.get("token_cosine_difference", math.nan)
-        low, high = rows.get("token_cosine_difference_ci_low", math.nan), rows.get("token_cosine_difference_ci_high", math.nan)
-        n_rows = summary if not summary.empty else per_layer
-        n = _n_text(n_rows)
-        if pd.isna(d) or pd.isna(low) or pd.isna(high):
-            missing = "no later-half summary rows" if summary.empty else "no paired interval (token_cosine_difference_ci_low/high)"
-            evidence = f"{n}; {'mean token cosine ' + points + '; ' if points else ''}not judged: the run holds {missing}"
-            out.append(Claim(claim, ClaimStatus.INCONCLUSIVE, evidence, pair.models))
-            continue
-        status = ClaimStatus.SUPPORTED if high < 0 else ClaimStatus.CONTRADICTED if low > 0 else ClaimStatus.INCONCLUSIVE
-        evidence = f"{n}; mean token cosine {points}; difference {d:+.3f} (95 % paired t-interval {low:+.3f} … {high:+.3f})"
-        if status is ClaimStatus.INCONCLUSIVE:
-            evidence += "; " + _scaled_n_text(d, (high - low) / 2, _n(n_rows))
-        out.append(Claim(claim, status, evidence, pair.models))
+        mine = [r for r in diffs if split_params(r["params"])[1] == settings]
+        n = _n((summary if not summary.empty else per_layer)["n"])
+        estimate = _estimate(pair, values, pair.estimate(mine, Metric.TOKEN_COSINE_DIFFERENCE), n)
+        status, reason = _interval_status(estimate)
+        if summary.empty and reason is Reason.NO_PAIRED_INTERVAL:
+            reason = Reason.NO_SUMMARY_ROWS
+        out.append(Claim(ClaimKind.COLLAPSE, pair.models, status, n, reason, estimate=estimate, collapse=settings))
     return out
 
 
-def _scaled_n_text(difference: float, half_width: float, n: int | None) -> str:
-    """Images for 80 % power at the observed difference, scaling the interval's half-width as 1/√n."""
-    if difference == 0 or n is None:
-        return "no difference was observed"
-    needed = math.ceil(n * ((_Z_ALPHA + _Z_POWER) / _Z_ALPHA) ** 2 * (half_width / abs(difference)) ** 2)
-    return f"a difference of the observed size needs about {needed} images to detect (interval scaled as 1/√n, 80 % power)"
-
-
-def _layers_text(layers: object) -> str:
-    values = [int(v) for v in layers] if isinstance(layers, list) else []
-    if values and values == list(range(values[0], values[-1] + 1)):
-        return f"{values[0]}–{values[-1]}" if len(values) > 1 else str(values[0])
-    return ", ".join(map(str, values))
-
-
-def _n(rows: pd.DataFrame) -> int | None:
-    ns = rows["n"].dropna() if "n" in rows else pd.Series(dtype=float)
-    return int(ns.min()) if len(ns) else None
-
-
-def _n_text(rows: pd.DataFrame) -> str:
-    n = _n(rows)
-    return f"n = {n}" if n is not None else "n unknown"
-
-
-def _text(value: object) -> str:
-    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+def _n(values: Iterable[object]) -> int | None:
+    ns = [v for v in values if not pd.isna(v)]
+    return int(min(ns)) if ns else None

@@ -211,8 +211,8 @@ def test_collapse_cli_table_and_json(runner, tmp_path):
     out = tmp_path / "run"
     table = runner.invoke(app, ["collapse", *TINY, "--out", str(out)])
     assert table.exit_code == 0, table.output
-    assert "Representation collapse per layer" in table.stdout
-    assert "token_cosine" in table.stdout and "effective_rank" in table.stdout
+    for title in ("Token cosine similarity", "Attention entropy", "Effective rank"):  # one table per metric
+        assert f"{title} per layer on the clean images" in table.stdout
     as_json = runner.invoke(app, ["collapse", *TINY, "--out", str(out), "--json"])  # resumes the same run
     assert as_json.exit_code == 0, as_json.output
     df = pd.DataFrame(json.loads(as_json.stdout))

@@ -1,7 +1,6 @@
 """``ellrobust report`` and ``eval --report``: every section, the verdict, valid PNG figures, safe markdown.
 
-Two kinds of input: a tiny real run (the engine of this branch writes no intervals, adjusted p-values
-or collapse differences: the "older run" path) and a hand-made table with every row of schema 2
+Two kinds of input: a tiny real run, and a hand-made table with chosen effects and every kind of row
 (:mod:`fake_results`).
 """
 
@@ -9,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,7 @@ from ellrobust.report.document import SECTIONS
 from ellrobust.report.markdown import escape
 from ellrobust.report.writer import write_report
 from ellrobust.results import load_results, records, save_table, to_frame
+from ellrobust.verdict import RULES, ClaimStatus
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HOSTILE = "evil|<script>alert(1)</script>*_x_* $\\frac{"
@@ -99,6 +101,11 @@ def with_more_rows(src: Path, dst: Path, rename: dict[str, str] | None = None) -
     return dst
 
 
+def claim_lines(verdict: str) -> list[str]:
+    """The verdict's claim lines (not the bullets of its rules)."""
+    return [line for line in verdict.splitlines() if line.startswith(tuple(f"- **{s.value}**" for s in ClaimStatus))]
+
+
 def headings(text: str) -> list[str]:
     return [line.lstrip("#").strip() for line in text.splitlines() if line.startswith("## ")]
 
@@ -120,7 +127,7 @@ def test_eval_report_writes_every_section(run_dir):
 def test_eval_prints_the_verdict_after_its_tables(tiny_eval):
     _, stdout = tiny_eval
     verdict = stdout.split("Verdict", 1)[1]
-    assert "Paired comparison" in stdout.split("Verdict", 1)[0]
+    assert "Paired differences" in stdout.split("Verdict", 1)[0]
     assert "deit-nano-elliptical is more robust than deit-nano under pgd (m_grad detach, fp32)" in verdict
     assert "supported:" not in verdict and "contradicted:" not in verdict  # 16 images: nothing survives Holm
 
@@ -144,7 +151,7 @@ def test_an_older_table_is_completed_by_the_migration_and_renders_like_a_current
     verdict = section(text, "Verdict")
     assert "the run holds no Holm-adjusted p" not in verdict and "Holm p" in verdict
     assert "95 % CI (%)" in section(text, "Clean accuracy") and "Holm p" in section(text, "Paired differences")
-    assert "detectable (pp)" not in section(text, "Paired differences")
+    assert "detectable" not in tables_in(section(text, "Paired differences"))[0][0]
 
 
 def test_a_real_run_carries_the_intervals_into_the_report(run_dir):
@@ -157,11 +164,12 @@ def test_report_of_a_full_run_opens_with_the_verdict(full_report):
     text = (full_report / "report.md").read_text()
     assert headings(text) == list(SECTIONS) and headings(text)[1] == "Verdict"
     verdict = section(text, "Verdict")
-    lines = [line for line in verdict.splitlines() if line.startswith("- **")]
+    lines = claim_lines(verdict)
     assert len(lines) == 9  # fgsm, pgd, worst-case × 2 m_grad modes, adaptive, mCE, collapse
     assert f"- **supported**: {ELLIPTICAL} is more robust than {BASELINE} under pgd (m_grad detach, fp32). n = 400;" in verdict
     assert all("n = 400" in line for line in lines)
-    assert "Holm p" in verdict and "**Rules.**" in verdict and "every paired comparison of those two models" in verdict
+    assert "Holm p" in verdict and "**Rules**" in verdict and "every paired comparison of one pair of models" in verdict
+    assert all(f"- {rule}" in verdict for rule in RULES)
 
 
 def test_full_run_tables_use_the_runs_intervals_and_short_labels(full_report):
@@ -182,11 +190,11 @@ def test_paired_table_marks_holm_and_power_and_corruption_cells_go_to_the_append
     text = (full_report / "report.md").read_text()
     paired = tables_in(section(text, "Paired differences"))[0]
     assert paired[0] == (
-        "| A | B | comparison | ε | m_grad | precision | A − B (pp) | 95 % CI (pp) | McNemar p | Holm p | survives Holm "
-        "| detectable (pp) | n needed |"
+        "| A | B | comparison | ε | m_grad | precision | A − B (pp) | 95 % CI | McNemar p | Holm p | survives Holm "
+        "| detectable | n needed |"
     )
     assert len(paired) == 2 + 1 + 3 * 3 * 2  # header, rule, clean, (fgsm, pgd, worst-case) × 3 ε × 2 m_grad
-    assert any("| yes (A) |" in row for row in paired) and any("| no |" in row for row in paired)
+    assert any("| **yes (A)** |" in row for row in paired) and any("| no |" in row for row in paired)
     appendix = section(text, "Appendix: per-cell tables")
     cells = next(t for t in tables_in(appendix) if "| severity |" in t[0] and "Holm p" in t[0])
     assert len(cells) == 2 + 3 * 5
@@ -300,7 +308,7 @@ def test_a_report_on_two_copies_of_one_network_never_reads_supported_or_contradi
     meta["models"]["deit"]["elliptical"] = True
     (out / "run.json").write_text(json.dumps(meta))
     verdict = section(write_report([out], out).read_text(), "Verdict")
-    lines = [line for line in verdict.splitlines() if line.startswith("- **")]
+    lines = claim_lines(verdict)
     assert len(lines) >= 4  # fgsm, pgd, worst case, mCE, collapse
     assert all(line.startswith("- **inconclusive at this n**") for line in lines), verdict
 
@@ -318,3 +326,23 @@ def test_the_apgd_row_is_described_as_apgd_ce_plus_apgd_t_never_as_autoattack():
     legend = dict(build_labels(df).legend)
     assert legend["apgd"].startswith("APGD-CE + APGD-T with") and "AutoAttack" not in legend["apgd"]
     assert legend["autoattack"].startswith("autoattack with") and legend["pgd"].startswith("pgd with")
+
+
+def test_report_and_check_never_load_the_engine(tmp_path):
+    """``ellrobust report`` and ``ellrobust check`` rebuild from run folders alone: in a fresh interpreter,
+    neither imports the engine or one of its stages (the structure test holds the direct imports; this
+    holds what actually loads)."""
+    run, out, baseline = fake_run(tmp_path / "run"), tmp_path / "report", tmp_path / "baseline.json"
+    code = f"""
+import sys
+from typer.testing import CliRunner
+from ellrobust.cli import app
+for args in (["report", {str(run)!r}, "--out", {str(out)!r}], ["check", {str(run)!r}, "-b", {str(baseline)!r}, "--update"],
+             ["check", {str(run)!r}, "-b", {str(baseline)!r}]):
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+print(sorted(m for m in sys.modules if m == "ellrobust.engine" or m.startswith("ellrobust.stages")))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

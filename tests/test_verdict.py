@@ -1,16 +1,26 @@
-"""The verdict: a claim reads supported only when the Holm-adjusted test and the interval both support it."""
+"""The verdict: a claim reads supported only when the Holm-adjusted test and the interval both support it.
+
+:func:`~ellrobust.verdict.claims` returns data; the tests read its numbers and, where the words
+matter, the text the renderers write from them (:mod:`ellrobust.report.claims`).
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 
 import pytest
 from fake_results import BASELINE, ELLIPTICAL, MODELS, PGD, Scenario, simulate
 from rich.console import Console
 
 from ellrobust.cli.render import collapse_table, corruption_table, paired_table, verdict
+from ellrobust.frame import prepare
+from ellrobust.metrics.decisions import Favours
+from ellrobust.report.claims import claim_text, evidence_text
+from ellrobust.report.labels import build_labels
 from ellrobust.results import to_frame
-from ellrobust.verdict import Claim, ClaimStatus, claims, elliptical_models
+from ellrobust.verdict import Claim, ClaimKind, ClaimStatus, Reason, claims, elliptical_models
 
 N = 500
 BASE = {"dataset": "digits", "split": "test", "n": N, "seed": 0}
@@ -30,11 +40,30 @@ def budget(eps: float, diff: float, low: float, high: float, p: float, p_adj: fl
     return [{**common, "metric": m, "value": v} for m, v in values.items()]
 
 
-def judge(*rows: list[dict]) -> list[Claim]:
-    return claims(to_frame([r for group in rows for r in group]), MODELS)
+@dataclass(frozen=True)
+class Said:
+    """A claim with the words the renderers write for it."""
+
+    data: Claim
+    claim: str
+    evidence: str
+
+    @property
+    def status(self) -> ClaimStatus:
+        return self.data.status
+
+    @property
+    def models(self) -> tuple[str, str]:
+        return self.data.models
 
 
-def only(found: list[Claim]) -> Claim:
+def judge(*rows: list[dict]) -> list[Said]:
+    df = prepare(to_frame([r for group in rows for r in group]))
+    labels = build_labels(df)
+    return [Said(c, claim_text(c, labels), evidence_text(c, labels)) for c in claims(df, MODELS)]
+
+
+def only(found: list[Said]) -> Said:
     assert len(found) == 1, found
     return found[0]
 
@@ -45,6 +74,11 @@ def test_clear_win_with_adjusted_p_below_alpha_is_supported():
     assert c.claim == f"{ELLIPTICAL} is more robust than {BASELINE} under pgd (m_grad detach, fp32)"
     assert "n = 500" in c.evidence and "ε 2/255: +12.0 pp" in c.evidence and "Holm p 0.0001" in c.evidence
     assert c.models == (ELLIPTICAL, BASELINE)
+    [attack] = c.data.attacks
+    first, second = attack.budgets
+    assert c.data.n == 500 and attack.setting.method == "pgd" and attack.setting.m_grad == "detach"
+    assert (first.difference, first.ci_low, first.ci_high, first.p_adjusted) == (0.12, 0.06, 0.18, 1e-4)
+    assert first.favours is Favours.A and second.favours is Favours.NEITHER
 
 
 def test_unadjusted_p_below_alpha_but_adjusted_above_is_not_supported():
@@ -53,6 +87,8 @@ def test_unadjusted_p_below_alpha_but_adjusted_above_is_not_supported():
     assert "no budget significant after Holm" in c.evidence
     assert "this run detects differences of 6.0 pp" in c.evidence
     assert "needs about 1234 images" in c.evidence  # how many images a difference of the observed size needs
+    assert c.data.reason is Reason.NOT_SIGNIFICANT
+    assert c.data.power.detectable == (0.06, 0.06) and c.data.power.largest.n_required == 1234
 
 
 def test_adjusted_p_below_alpha_with_an_interval_across_zero_is_not_supported():
@@ -106,6 +142,7 @@ def test_adaptive_attack_without_an_advantage_to_keep_is_inconclusive():
     found = judge(budget(2, 0.01, -0.05, 0.07, 0.7, 1.0), budget(2, 0.09, 0.03, 0.15, 1e-4, 1e-3, m_grad="full"))
     adaptive = only([c for c in found if "adaptive" in c.claim])
     assert adaptive.status is ClaimStatus.INCONCLUSIVE and "none to survive" in adaptive.evidence
+    assert adaptive.data.reason is Reason.NOTHING_TO_SURVIVE and adaptive.evidence.startswith("n = 500; ")
 
 
 def mce_rows(diff: float | None, low: float = float("nan"), high: float = float("nan")) -> list[dict]:
@@ -131,6 +168,13 @@ def test_mce_claim_follows_the_bootstrap_interval(rows, expected, says):
     assert c.claim.startswith(f"{ELLIPTICAL} has a lower unnormalised mCE than {BASELINE}")
     assert c.status is expected and says in c.evidence
     assert f"{ELLIPTICAL} 0.400, {BASELINE} 0.450" in c.evidence
+    assert c.data.kind is ClaimKind.MCE and c.data.estimate.values == ((ELLIPTICAL, 0.40), (BASELINE, 0.45))
+
+
+def test_an_inconclusive_interval_says_how_many_images_a_difference_of_its_size_needs():
+    estimate = only(judge(mce_rows(-0.01, -0.04, 0.02))).data.estimate
+    # the half-width 0.03 shrinks as 1/√n to 0.01 · 1.96 / (1.96 + 0.84) at 80 % power
+    assert estimate.images_needed == math.ceil(N * ((1.959964 + 0.841621) / 1.959964) ** 2 * (0.03 / 0.01) ** 2)
 
 
 def cosine_rows(diff: float, low: float, high: float) -> list[dict]:
@@ -151,15 +195,15 @@ def test_collapse_claim_reads_the_later_half_summary():
 
 def test_identical_models_are_never_supported_or_contradicted():
     found = claims(simulate(Scenario(identical=True)), MODELS)
-    kinds = {"robust than", "adaptive", "mCE", "collapsed"}
-    assert all(any(k in c.claim for c in found) for k in kinds), [c.claim for c in found]
+    assert {c.kind for c in found} == set(ClaimKind), [c.kind for c in found]
     assert {c.status for c in found} == {ClaimStatus.INCONCLUSIVE}
 
 
 def test_a_constructed_clear_win_is_supported_everywhere():
     found = claims(simulate(Scenario(attack_gain=0.3, corruption_gain=0.15, collapse_gain=0.2)), MODELS)
     assert len(found) == 9  # fgsm, pgd, worst-case × (detach, full), adaptive, mCE, collapse
-    assert {c.status for c in found} == {ClaimStatus.SUPPORTED}, [(c.claim, c.evidence) for c in found if c.status is not ClaimStatus.SUPPORTED]
+    unsupported = [c for c in found if c.status is not ClaimStatus.SUPPORTED]
+    assert not unsupported, unsupported
 
 
 def test_only_elliptical_against_plain_pairs_are_judged():
@@ -177,8 +221,9 @@ def render(renderable) -> str:
 
 def test_cli_paired_table_shows_holm_and_power():
     text = render(paired_table(simulate()))
-    assert "p Holm" in text and "detectable" in text and "n needed" in text
-    assert "✓ A" in text and "{" not in text
+    assert "Holm p" in text and "detectable" in text and "n needed" in text
+    assert "yes (A)" in text and "{" not in text
+    assert "Paired differences per corruption and severity" in text  # the corruption cells in a table of their own
 
 
 def test_cli_verdict_prints_one_line_per_claim():
@@ -192,11 +237,13 @@ def test_cli_verdict_prints_one_line_per_claim():
 def test_cli_collapse_table_shows_intervals_and_differences():
     text = render(collapse_table(simulate()))
     assert f"{ELLIPTICAL} − {BASELINE}" in text and "later half" in text
-    assert "[" in text  # intervals in brackets
+    assert "(0." in text and " … " in text  # intervals in parentheses, as in the report
+    assert "on adversarial images and per head" in text
     df = simulate()
     assert collapse_table(df[~df["metric"].str.startswith("token_cosine")]) is None
 
 
 def test_cli_corruption_table_shows_the_mce_difference():
     text = render(corruption_table(simulate()))
-    assert f"mce (none) {ELLIPTICAL} − {BASELINE}: -0.0" in text and "paired bootstrap" in text
+    assert "mCE difference on the same images" in text and "95 % bootstrap CI" in text
+    assert any(line.count("│") and "unnormalised" in line and "-0.0" in line for line in text.splitlines())

@@ -31,8 +31,9 @@ def register(app: typer.Typer) -> None:
 
           ellrobust check reports/runs/ci --baseline reports/ci-baseline.json --update
         """
-        from ellrobust.check import compare, read_baseline, summary_markdown, write_baseline
+        from ellrobust.check import compare, read_baseline, write_baseline
         from ellrobust.cli.render import stderr
+        from ellrobust.report.check_summary import summary_markdown
         from ellrobust.results import load_results
 
         table = load_results(run_dir)

@@ -70,8 +70,9 @@ def register(app: typer.Typer) -> None:
     @app.command("datasets")
     def datasets_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
         """List the registered datasets (all read locally; nothing is downloaded)."""
-        from ellrobust.cli.render import fmt_eps, stdout
+        from ellrobust.cli.render import stdout
         from ellrobust.data import DATASETS
+        from ellrobust.report.format import format_eps
 
         rows = [
             {
@@ -95,7 +96,9 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             table.add_row(
                 r["name"], str(r["image_size"]), str(r["classes"] or "from data"), r["default_model"],
-                ", ".join(fmt_eps(e) for e in r["default_eps"]), "required" if r["needs_data_root"] else "-", escape(r["description"]),
+                ", ".join(format_eps(e) for e in r["default_eps"]),
+                "required" if r["needs_data_root"] else "-",
+                escape(r["description"]),
             )
         stdout.print(table)
 

@@ -17,7 +17,8 @@ difference. The pieces:
 * per-image continuous metrics get Student-t intervals, and statistics without a closed-form variance
   (mCE) a percentile bootstrap over resampled images.
 
-Everything here is a pure function of numbers (numpy and scipy only).
+Everything here is a pure function of numbers (numpy and scipy only); the default level, α, power and
+the normal quantiles are those of :mod:`ellrobust.metrics.decisions`, which every judgement shares.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.stats import binomtest, norm
+from scipy.stats import binomtest
 from scipy.stats import t as student_t
+
+from ellrobust.metrics.decisions import ALPHA, CONFIDENCE, POWER, power_quantiles, z_value
 
 
 @dataclass(frozen=True)
@@ -56,14 +59,7 @@ def binomial_se(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n > 0 else float("inf")
 
 
-def _z(confidence: float) -> float:
-    """Two-sided standard normal quantile for a confidence level in (0, 1)."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    return float(norm.ppf(0.5 + confidence / 2))
-
-
-def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def wilson_interval(successes: float, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Wilson score interval for a proportion of ``successes`` out of ``n``.
 
     Computed by scipy (``binomtest(...).proportion_ci(method="wilson")``) for whole successes. A
@@ -71,7 +67,7 @@ def wilson_interval(successes: float, n: int, confidence: float = 0.95) -> tuple
     severities) gets the same closed-form score interval at its rate ``successes / n``. With ``n = 0``
     nothing is known, and the interval is the whole range (0.0, 1.0).
     """
-    z = _z(confidence)
+    z = z_value(confidence)
     if n == 0:
         return 0.0, 1.0
     whole = round(successes)
@@ -100,7 +96,7 @@ def _tango_score(delta: float, a_only: int, b_only: int, n: int) -> float:
     return (a_only - b_only - n * delta) / math.sqrt(n * variance)
 
 
-def paired_difference_interval(a_only: int, b_only: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+def paired_difference_interval(a_only: int, b_only: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Tango's (1998) score interval for p_A - p_B from paired correctness on ``n`` images.
 
     Only the discordant counts matter: ``a_only`` images A gets right and B wrong, ``b_only`` the other
@@ -113,7 +109,7 @@ def paired_difference_interval(a_only: int, b_only: int, n: int, confidence: flo
 
     scipy has no paired-proportion score interval, hence this implementation.
     """
-    z = _z(confidence)
+    z = z_value(confidence)
     if min(a_only, b_only) < 0 or a_only + b_only > n:
         raise ValueError(f"discordant counts {a_only} + {b_only} must be non-negative and at most n = {n}")
     if n == 0:
@@ -136,7 +132,7 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     return float(binomtest(min(a_only, b_only), n, 0.5).pvalue)
 
 
-def paired_comparison(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> PairedComparison:
+def paired_comparison(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) -> PairedComparison:
     """Compare two per-example correctness vectors over the same examples (Tango interval, exact McNemar)."""
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
@@ -180,13 +176,7 @@ def _mcnemar_n(difference: float, discordance_rate: float, z_alpha: float, z_pow
     return root**2 / difference**2
 
 
-def _power_quantiles(alpha: float, power: float) -> tuple[float, float]:
-    if not 0 < alpha < 1 or not 0 < power < 1:
-        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha} and {power}")
-    return float(norm.ppf(1 - alpha / 2)), float(norm.ppf(power))
-
-
-def required_n(difference: float, discordance_rate: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
+def required_n(difference: float, discordance_rate: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
     """Images needed for McNemar's test to detect ``difference`` with ``power`` at two-sided ``alpha``.
 
     Connor (1987) / Miettinen: n = [z_{1-alpha/2} sqrt(psi) + z_power sqrt(psi - delta^2)]^2 / delta^2,
@@ -194,14 +184,14 @@ def required_n(difference: float, discordance_rate: float, alpha: float = 0.05, 
     Rounded up. None when the difference is 0 (no n suffices) or larger in magnitude than the
     discordance rate (impossible: |p_A - p_B| <= psi always).
     """
-    z_alpha, z_power = _power_quantiles(alpha, power)
+    z_alpha, z_power = power_quantiles(alpha, power)
     delta = abs(difference)
     if delta == 0 or delta > discordance_rate:
         return None
     return math.ceil(_mcnemar_n(delta, discordance_rate, z_alpha, z_power))
 
 
-def detectable_difference(discordance_rate: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+def detectable_difference(discordance_rate: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
     """Smallest |p_A - p_B| that McNemar's test on ``n`` images detects with ``power`` at two-sided ``alpha``.
 
     Connor's (1987) formula (see :func:`required_n`) solved for the difference delta, with the
@@ -215,7 +205,7 @@ def detectable_difference(discordance_rate: float, n: int, alpha: float = 0.05, 
     The required n falls monotonically as delta grows, so the solution is unique; it is found by
     bracketed root finding. ``inf`` when even delta = 1 needs more than ``n`` images (n < z^2, under 4).
     """
-    z_alpha, z_power = _power_quantiles(alpha, power)
+    z_alpha, z_power = power_quantiles(alpha, power)
     if not 0 <= discordance_rate <= 1:
         raise ValueError(f"discordance_rate must lie in [0, 1], got {discordance_rate}")
 
@@ -227,14 +217,14 @@ def detectable_difference(discordance_rate: float, n: int, alpha: float = 0.05, 
     return float(brentq(excess, 1e-12, 1.0, xtol=1e-15))
 
 
-def mean_interval(values: np.ndarray | Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def mean_interval(values: np.ndarray | Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """Mean of ``values`` and its Student-t confidence interval: (mean, low, high).
 
     The t interval (n - 1 degrees of freedom) is the standard one for a mean over images, and for the
     mean of paired differences. One value gives (value, nan, nan): there is no spread to estimate, and a
     zero-width interval would claim a certainty the data cannot give. No values raise ValueError.
     """
-    _z(confidence)
+    z_value(confidence)
     x = np.asarray(values, dtype=float).ravel()
     if x.size == 0:
         raise ValueError("mean_interval needs at least one value")
@@ -251,7 +241,7 @@ def paired_bootstrap_interval(
     *,
     seed: int,
     resamples: int = 2000,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` over images resampled with replacement.
 
@@ -261,7 +251,7 @@ def paired_bootstrap_interval(
     The index draws come from ``np.random.default_rng(seed)`` in blocks, so the same seed gives the same
     interval; the statistic itself is called once per resample.
     """
-    _z(confidence)
+    z_value(confidence)
     if n < 1 or resamples < 1:
         raise ValueError(f"the bootstrap needs n >= 1 and resamples >= 1, got n = {n}, resamples = {resamples}")
     rng = np.random.default_rng(seed)

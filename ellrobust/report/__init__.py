@@ -1,10 +1,13 @@
-"""Reports: a markdown document plus PNG figures, rebuilt from run folders on disk alone.
+"""Reports and the terminal's tables: neutral tables drawn by two back ends, plus figures and the document.
 
-:func:`ellrobust.report.writer.write_report` reads each folder's ``results.csv`` and ``run.json``,
-judges the claims (:mod:`ellrobust.verdict`), renders the tables (:mod:`~ellrobust.report.tables`)
-and figures (:mod:`~ellrobust.report.plots`) and writes ``report.md`` with ``figures/``.
+:mod:`~ellrobust.report.tables` builds every table once as a neutral :class:`~ellrobust.report.model.Table`;
+:mod:`~ellrobust.report.render_rich` draws it on the terminal and :mod:`~ellrobust.report.markdown`
+in a report. Numbers are written by :mod:`~ellrobust.report.format`, the verdict's claims by
+:mod:`~ellrobust.report.claims`, the CI check's summary by :mod:`~ellrobust.report.check_summary`.
+:func:`ellrobust.report.writer.write_report` reads run folders, judges the claims
+(:mod:`ellrobust.verdict`), draws the figures (:mod:`~ellrobust.report.plots`) and writes
+``report.md`` with ``figures/``.
 
-This file imports nothing: :mod:`ellrobust.verdict` and the CLI use the pure helpers
-(:mod:`~ellrobust.report.frame`, :mod:`~ellrobust.report.labels`) without loading the document
-and its figures, and the document uses the verdict, so the modules form no import circle.
+This file imports nothing, so the terminal can use the tables without loading the document and its
+figures (matplotlib).
 """

@@ -14,11 +14,16 @@ from pathlib import Path
 
 import pandas as pd
 
+from ellrobust.frame import parse_params
+from ellrobust.metrics.decisions import ALPHA, POWER
 from ellrobust.report import tables
-from ellrobust.report.frame import format_eps
-from ellrobust.report.labels import Labels, build_labels, parse_params, settings_text
-from ellrobust.report.markdown import Align, Table, bullets, escape, heading, image, table
-from ellrobust.verdict import claims, elliptical_models
+from ellrobust.report.claims import claim_line
+from ellrobust.report.format import format_eps, format_level
+from ellrobust.report.labels import Labels, build_labels, settings_text
+from ellrobust.report.markdown import bullets, escape, heading, image, table
+from ellrobust.report.model import Align, Table
+from ellrobust.results import Metric
+from ellrobust.verdict import RULES, claims, elliptical_models
 from ellrobust.version import __version__
 
 #: The section headings, in order (tests and readers rely on them).
@@ -34,32 +39,11 @@ SECTIONS = (
     "Appendix: per-cell tables",
 )
 
-#: What Holm's adjustment runs over, said once in the verdict and once with the paired table.
+#: What Holm's adjustment runs over, said with the paired tables (the verdict's rules say it too).
 FAMILY = (
     "Holm's adjustment runs over one family per pair of models and run: every paired comparison of those two "
     "models in that run (clean, each attack × ε × m_grad × precision, each corruption × severity)."
 )
-
-#: The verdict's rules, as the report states them (see :mod:`ellrobust.verdict`).
-RULES = (
-    "**Rules.** A budget (or corruption cell) *favours* a model when the paired difference points its way, the "
-    "Holm-adjusted exact McNemar p is below 0.05 and the 95 % interval excludes 0 on that side. "
-    "*Attacks* (one line per attack, worst case included, per m_grad and precision): supported when at least one "
-    "budget favours the elliptical model and none favours the baseline, contradicted in the mirror case, otherwise "
-    "(nothing significant, or significant in both directions) inconclusive at this n. *Adaptive attack*: the attacks "
-    "supported under m_grad detach, judged by the same rule on their m_grad full rows (elliptical(full) − baseline). "
-    "*mCE*: supported when the 95 % paired bootstrap interval of mCE(elliptical) − mCE(baseline) lies below 0, "
-    "contradicted when above 0 (AlexNet-normalised where present, else unnormalised). *Collapse*: the same with the "
-    "95 % paired t-interval of token cosine averaged over the later half of the layers (lower: less collapsed). "
-    "A line whose test rows the run lacks reads inconclusive and says so."
-)
-
-COLLAPSE_TITLES = {
-    "token_cosine": "Token cosine similarity",
-    "attention_entropy": "Attention entropy",
-    "effective_rank": "Effective rank",
-}
-
 
 @dataclass(frozen=True)
 class Run:
@@ -69,7 +53,7 @@ class Run:
         label: Short name used in tables and legends when several runs are combined.
         path: The folder.
         meta: Its ``run.json`` (empty when the folder has none).
-        table: Its results, :func:`~ellrobust.report.frame.prepare`-d with ``run == label``.
+        table: Its results, :func:`~ellrobust.frame.prepare`-d with ``run == label``.
     """
 
     label: str
@@ -264,23 +248,24 @@ def _verdict(runs: list[Run]) -> list[str]:
             out.append(f"_No verdict for this run: {why}._")
             continue
         judged = True
-        out.append(bullets([f"**{c.status.value}**: {escape(c.claim)}. {escape(c.evidence)}." for c in found]))
+        labels = build_labels(run.table)
+        out.append(bullets([f"**{c.status.value}**: {escape(claim_line(c, labels))}" for c in found]))
         missing = _unmeasured(run.table)
         if missing:
             out.append(f"Not measured in this run, so not judged: {', '.join(missing)}.")
     if judged:
-        out += [RULES, FAMILY]
+        out += ["**Rules**, fixed before looking at any number:", bullets(list(RULES))]
     return out
 
 
 def _unmeasured(df: pd.DataFrame) -> list[str]:
     """Claims a run could not speak to, with the option that would measure them."""
     missing = []
-    if not (df["eps"].notna() & df["metric"].eq("robust_accuracy")).any():
+    if not (df["eps"].notna() & df["metric"].eq(Metric.ROBUST_ACCURACY.value)).any():
         missing.append("robustness under attack (`--attack`)")
-    if not df["metric"].eq("mce").any():
+    if not df["metric"].eq(Metric.MCE.value).any():
         missing.append("corruption mCE (`--corruption all`)")
-    if not (df["metric"].eq("token_cosine") & df["method"].eq("collapse")).any():
+    if not (df["metric"].eq(Metric.TOKEN_COSINE.value) & df["method"].eq("collapse")).any():
         missing.append("representation collapse (`--collapse`)")
     if not {"detach", "full"} <= set(df["m_grad"]):
         missing.append("the adaptive attack (`--m-grad both`)")
@@ -294,8 +279,7 @@ def _clean(df: pd.DataFrame) -> list[str]:
     with_ci = "95 % CI (%)" in t.headers
     return [
         _section("Clean accuracy"),
-        "Accuracy on the unperturbed images"
-        + (", with its 95 % Wilson score interval." if with_ci else "; this run recorded no intervals (older ellrobust)."),
+        "Accuracy on the unperturbed images" + (", with its 95 % Wilson score interval." if with_ci else "."),
         table(t),
     ]
 
@@ -305,8 +289,8 @@ def _robust(df: pd.DataFrame, labels: Labels, figures: Mapping[str, str]) -> lis
     t = tables.robust_table(df, labels)
     if t is None:
         return [*out, _absent("pass `--attack fgsm,pgd` (see `ellrobust attacks`)")]
-    half = tables.max_half_width(df, "robust_accuracy")
-    n = int(df.loc[df["metric"] == "robust_accuracy", "n"].min())
+    half = tables.max_half_width(df, Metric.ROBUST_ACCURACY)
+    n = int(df.loc[df["metric"] == Metric.ROBUST_ACCURACY.value, "n"].min())
     text = (
         "Accuracy (%) under each attack and budget ε, with its 95 % Wilson interval in parentheses; *clean* is ε = 0 and "
         "*worst-case* counts an image as robust only if it survives every attack. "
@@ -317,7 +301,7 @@ def _robust(df: pd.DataFrame, labels: Labels, figures: Mapping[str, str]) -> lis
             "is judged by the paired test (section Paired differences), not by overlapping intervals."
         )
     else:
-        text += f"n = {n}; this run recorded no intervals (older ellrobust)."
+        text += f"n = {n}."
     out += [text, table(t)]
     if "robust_accuracy" in figures:
         out.append(image("Robust accuracy vs eps, one panel per attack", figures["robust_accuracy"]))
@@ -381,7 +365,7 @@ def _collapse(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
         "per image first. Adversarial-image and per-head rows are in the appendix."
     )
     for metric in metrics:
-        out.append(heading(3, COLLAPSE_TITLES.get(metric, metric)))
+        out.append(heading(3, tables.COLLAPSE_TITLES.get(metric, metric)))
         variants = tables.collapse_table(df, metric)
         for label, t in variants:
             if len(variants) > 1:
@@ -400,20 +384,19 @@ def _paired(df: pd.DataFrame, labels: Labels) -> list[str]:
         return [_section("Paired differences"), _absent("evaluate two or more models in one run")]
     text = (
         "A − B is the difference of accuracies on the same images, in percentage points (positive: A is more accurate), "
-        "with its 95 % score interval for paired proportions; McNemar p is the exact test on the images where exactly "
-        "one model is right. m_grad is the elliptical model's mode. "
+        "with its 95 % score interval for paired proportions (*95 % CI*, also in pp); McNemar p is the exact test "
+        "on the images where exactly one model is right. m_grad is the elliptical model's mode. "
     )
     if "Holm p" in t.headers:
         text += (
-            f"{FAMILY} *Survives Holm* marks a difference whose adjusted p is below 0.05 with the interval on the same "
-            "side of 0, and says whom it favours. "
+            f"{FAMILY} *Survives Holm* marks, in bold, a difference whose adjusted p is below {ALPHA:g} with the "
+            "interval on the same side of 0, and says whom it favours. "
         )
-    else:
-        text += "This run recorded no Holm-adjusted p (older ellrobust): the p-values are unadjusted. "
-    if "detectable (pp)" in t.headers:
+    if "detectable" in t.headers:
         text += (
-            "*Detectable* is the smallest difference this n detects with 80 % power at α = 0.05 given the observed "
-            "discordance; *n needed* is the number of images a difference of the observed size would need."
+            f"*Detectable* is the smallest difference (pp) this n detects with {format_level(POWER)} power at "
+            f"α = {ALPHA:g} given the observed discordance; *n needed* is the number of images a difference of the "
+            "observed size would need."
         )
     return [_section("Paired differences"), text, table(t)]
 
@@ -448,7 +431,7 @@ def _appendix(df: pd.DataFrame, labels: Labels) -> list[str]:
         other = tables.collapse_other_table(df, metric, labels)
         if other is not None:
             out += [
-                heading(3, f"{COLLAPSE_TITLES.get(metric, metric)} on adversarial images and per head"),
+                heading(3, f"{tables.COLLAPSE_TITLES.get(metric, metric)} on adversarial images and per head"),
                 "Adversarial images are each model's own (the clean-correct images it was attacked on), so these "
                 "rows have no paired differences.",
                 table(other),

@@ -1,4 +1,4 @@
-"""Short labels for methods and their settings, and the legend that spells each one out once.
+"""Short labels for methods, settings and series, and the legend that spells each label out once.
 
 A row's ``params`` is JSON (``{"steps": 10, "step_size": "0.25*eps", ...}``): exact, but unreadable as
 a column header or a figure legend. A label names the method and, only where one method was run with
@@ -6,41 +6,26 @@ several settings, the settings that tell them apart (``pgd steps=50``). Collapse
 settings (``feature``, ``cls``, ``head``, ``layers``) merged with those of the attack that made the
 images; those get a label of their own (``residual, cls``). The report prints :attr:`Labels.legend`
 once, so every short label can be traced back to its full parameters.
+
+A *series* is what one line of a plot or one column of a wide table shows: a model, and, only where
+they vary, its ``m_grad`` mode, the attack precision, the method or the run it comes from. Keeping
+that rule here makes legends and table columns agree.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
 
-#: Keys of a row's params that describe the collapse measurement, not the method that made the images.
-COLLAPSE_KEYS = ("feature", "cls", "head", "layers")
+from ellrobust.frame import split_params
 
 _FEATURES = {
     "residual": "tokens of the residual stream after each block",
     "attention": "output of each block's attention branch",
 }
-
-
-def parse_params(params: object) -> dict:
-    """A row's params JSON as a dict; anything that is not a JSON object gives ``{}``."""
-    if not isinstance(params, str) or not params:
-        return {}
-    try:
-        obj = json.loads(params)
-    except ValueError:
-        return {}
-    return obj if isinstance(obj, dict) else {}
-
-
-def split_params(params: object) -> tuple[dict, dict]:
-    """(the method's settings, the collapse settings) of a row's params."""
-    obj = parse_params(params)
-    collapse = {k: obj[k] for k in COLLAPSE_KEYS if k in obj}
-    return {k: v for k, v in obj.items() if k not in COLLAPSE_KEYS}, collapse
 
 
 def _canonical(settings: Mapping) -> str:
@@ -137,3 +122,19 @@ def build_labels(df: pd.DataFrame) -> Labels:
     for settings in collapse.values():
         legend.setdefault(collapse_label(settings), _collapse_description(settings))
     return Labels(names, tuple(legend.items()))
+
+
+def varying(df: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """The columns among ``columns`` that take more than one value in ``df``."""
+    return [c for c in columns if c in df and df[c].nunique(dropna=False) > 1]
+
+
+def series_columns(df: pd.DataFrame, extra: Sequence[str] = ()) -> list[str]:
+    """``model`` plus whichever of run, ``extra`` and ``m_grad`` tell rows of ``df`` apart."""
+    return ["model", *varying(df, ["run", *extra, "m_grad", "precision"])]
+
+
+def series_label(row: pd.Series | dict, columns: Sequence[str]) -> str:
+    """``deit (m_grad full, run b)``: the model, then the non-empty distinguishing fields."""
+    parts = [f"{'m_grad ' if c == 'm_grad' else ''}{row[c]}" for c in columns if c != "model" and row.get(c)]
+    return f"{row['model']} ({', '.join(parts)})" if parts else str(row["model"])

@@ -1,4 +1,4 @@
-"""A small, safe markdown writer: escaping, pipe tables, headings and images.
+"""The markdown back end: escaping, pipe tables of the neutral table model, headings and images.
 
 Why our own and not ``DataFrame.to_markdown``: that needs ``tabulate`` and does not escape cells.
 Model names, run folders and sanity details come from users; a ``|`` would split a table cell, a
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from urllib.parse import quote
+
+from ellrobust.report.model import Align, Cell, Table
 
 #: Characters that start inline markdown (emphasis, code, links, strike-through, table cells), and
 #: underscores except between two letters or digits, where CommonMark never reads them as emphasis.
@@ -34,41 +34,25 @@ def escape(text: object) -> str:
     return _INLINE.sub(lambda m: "\\" + m.group(0), s)
 
 
-class Align(StrEnum):
-    """Column alignment of a markdown table."""
-
-    LEFT = "left"
-    RIGHT = "right"
-
-
-@dataclass(frozen=True)
-class Table:
-    """A rendered-to-text table: headers and rows of already formatted (not yet escaped) cells.
-
-    Attributes:
-        headers: Column titles.
-        rows: One tuple of cell texts per row, as long as ``headers``.
-        align: Alignment per column; numbers read best right-aligned.
-    """
-
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    align: tuple[Align, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.align) != len(self.headers) or any(len(r) != len(self.headers) for r in self.rows):
-            raise ValueError("every row and the alignment must have one entry per header")
-
-
 def table(t: Table) -> str:
-    """A GitHub-flavoured pipe table; every header and cell is escaped."""
+    """A neutral table as a GitHub-flavoured pipe table; every header and cell is escaped.
+
+    Emphasised cells are bold. The title, caption and sections are the terminal's: a document gives
+    each table a heading and prose of its own, and a pipe table has no rules between rows.
+    """
     rule = {Align.LEFT: ":---", Align.RIGHT: "---:"}
     lines = [
         "| " + " | ".join(escape(h) for h in t.headers) + " |",
         "| " + " | ".join(rule[a] for a in t.align) + " |",
     ]
-    lines += ["| " + " | ".join(escape(c) for c in row) + " |" for row in t.rows]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t.rows]
     return "\n".join(lines)
+
+
+def _cell(cell: str | Cell) -> str:
+    if isinstance(cell, Cell):
+        return f"**{escape(cell.text)}**" if cell.text else ""
+    return escape(cell)
 
 
 def heading(level: int, text: str) -> str:

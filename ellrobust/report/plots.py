@@ -25,8 +25,10 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from ellrobust.files import atomic_write
-from ellrobust.report.frame import Lookup, holm_direction, series_columns, series_label
-from ellrobust.report.labels import Labels, collapse_label, split_params
+from ellrobust.frame import Lookup, interval_metrics, split_params
+from ellrobust.metrics.decisions import Favours, holm_direction
+from ellrobust.report.labels import Labels, collapse_label, series_columns, series_label
+from ellrobust.results import Metric
 
 #: Line style and marker per m_grad mode: the adaptive ``full`` attack dashed with hollow squares, so
 #: it stays visible where it coincides with ``detach``.
@@ -34,9 +36,9 @@ _STYLES = {"": ("-", "o", None), "detach": ("-", "o", None), "full": ("--", "s",
 #: Markers per attack precision, used where a figure shows several precisions.
 _PRECISION_MARKERS = {"fp32": "o", "tf32": "^", "bf16": "v"}
 _COLLAPSE_LABELS = {
-    "token_cosine": ("mean token cosine similarity", "Token cosine similarity per layer (higher: more collapsed)"),
-    "attention_entropy": ("attention entropy", "Attention entropy per layer"),
-    "effective_rank": ("effective rank of the tokens", "Effective rank per layer (lower: more collapsed)"),
+    Metric.TOKEN_COSINE: ("mean token cosine similarity", "Token cosine similarity per layer (higher: more collapsed)"),
+    Metric.ATTENTION_ENTROPY: ("attention entropy", "Attention entropy per layer"),
+    Metric.EFFECTIVE_RANK: ("effective rank of the tokens", "Effective rank per layer (lower: more collapsed)"),
 }
 
 
@@ -101,26 +103,28 @@ def _band(ax, x: list[float], values: list[float], lows: list[float], highs: lis
 
 def _intervals(rows: pd.DataFrame, lookup: Lookup, metric: str) -> tuple[list[float], list[float]]:
     records = rows.to_dict(orient="records")
-    return [lookup(r, f"{metric}_ci_low") for r in records], [lookup(r, f"{metric}_ci_high") for r in records]
+    low, high = interval_metrics(metric)
+    return [lookup(r, low) for r in records], [lookup(r, high) for r in records]
 
 
 def _clean_points(df: pd.DataFrame, lookup: Lookup) -> dict[tuple[str, str], tuple[float, float, float]]:
     """(run, model) → clean accuracy and its interval: the ε = 0 / severity 0 point of every curve."""
+    low, high = Metric.CLEAN_ACCURACY.ci_low, Metric.CLEAN_ACCURACY.ci_high
     return {
-        (r["run"], r["model"]): (r["value"], lookup(r, "clean_accuracy_ci_low"), lookup(r, "clean_accuracy_ci_high"))
-        for r in df[(df["metric"] == "clean_accuracy") & df["baseline"].eq("")].to_dict(orient="records")
+        (r["run"], r["model"]): (r["value"], lookup(r, low), lookup(r, high))
+        for r in df[(df["metric"] == Metric.CLEAN_ACCURACY.value) & df["baseline"].eq("")].to_dict(orient="records")
     }
 
 
 def _band_text(lookup: Lookup, metric: str, rows: pd.DataFrame) -> str:
-    if lookup.has(f"{metric}_ci_low"):
+    if lookup.has(interval_metrics(metric)[0]):
         return f"bands: 95 % Wilson interval at n = {_n_text(rows)}"
     return f"n = {_n_text(rows)}; no intervals in this run"
 
 
 def robust_figure(df: pd.DataFrame, labels: Labels) -> Figure | None:
     """Accuracy vs eps, one panel per attack, every model on each panel; eps 0 is clean accuracy."""
-    rob = df[(df["metric"] == "robust_accuracy") & df["baseline"].eq("")]
+    rob = df[(df["metric"] == Metric.ROBUST_ACCURACY.value) & df["baseline"].eq("")]
     if rob.empty:
         return None
     lookup = Lookup(df)
@@ -139,7 +143,7 @@ def robust_figure(df: pd.DataFrame, labels: Labels) -> Figure | None:
             first = series.iloc[0]
             x = [e * scale for e in series["eps"]]
             values = series["value"].tolist()
-            lows, his = _intervals(series, lookup, "robust_accuracy")
+            lows, his = _intervals(series, lookup, Metric.ROBUST_ACCURACY)
             if (first["run"], first["model"]) in clean:
                 value, low, high = clean[(first["run"], first["model"])]
                 x, values, lows, his = [0.0, *x], [value, *values], [low, *lows], [high, *his]
@@ -152,13 +156,13 @@ def robust_figure(df: pd.DataFrame, labels: Labels) -> Figure | None:
     axes[0].set_ylabel("accuracy (%)")
     _accuracy_ylim(axes[0], highs)
     _legend(fig, axes)
-    fig.suptitle(f"Robust accuracy vs attack budget (ε = 0: clean; {_band_text(lookup, 'robust_accuracy', rob)})")
+    fig.suptitle(f"Robust accuracy vs attack budget (ε = 0: clean; {_band_text(lookup, Metric.ROBUST_ACCURACY, rob)})")
     return fig
 
 
 def corruption_figure(df: pd.DataFrame) -> Figure | None:
     """Corruption accuracy vs severity, one small panel per corruption; severity 0 is clean accuracy."""
-    cor = df[(df["metric"] == "corruption_accuracy") & df["baseline"].eq("")]
+    cor = df[(df["metric"] == Metric.CORRUPTION_ACCURACY.value) & df["baseline"].eq("")]
     if cor.empty:
         return None
     lookup = Lookup(df)
@@ -177,7 +181,7 @@ def corruption_figure(df: pd.DataFrame) -> Figure | None:
             first = series.iloc[0]
             x = [int(s) for s in series["severity"]]
             values = series["value"].tolist()
-            lows, his = _intervals(series, lookup, "corruption_accuracy")
+            lows, his = _intervals(series, lookup, Metric.CORRUPTION_ACCURACY)
             if (first["run"], first["model"]) in clean:
                 value, low, high = clean[(first["run"], first["model"])]
                 x, values, lows, his = [0, *x], [value, *values], [low, *lows], [high, *his]
@@ -259,9 +263,9 @@ def difference_heatmap(df: pd.DataFrame) -> Figure | None:
     """Paired accuracy differences on corrupted images, corruption × severity, one panel per pair of models.
 
     A diverging colour map centred at 0 (blue: the first model more accurate, red: the second); the
-    cells that survive Holm's adjustment (:func:`~ellrobust.report.frame.holm_direction`) are boxed and starred.
+    cells that survive Holm's adjustment (:func:`~ellrobust.metrics.decisions.holm_direction`) are boxed and starred.
     """
-    rows = df[(df["metric"] == "accuracy_difference") & df["severity"].notna() & df["baseline"].ne("")]
+    rows = df[(df["metric"] == Metric.ACCURACY_DIFFERENCE.value) & df["severity"].notna() & df["baseline"].ne("")]
     if rows.empty:
         return None
     lookup = Lookup(df)
@@ -281,8 +285,9 @@ def difference_heatmap(df: pd.DataFrame) -> Figure | None:
         for r in mine.to_dict(orient="records"):
             i, j = corruptions.index(r["method"]), severities.index(int(r["severity"]))
             grid[i, j] = r["value"] * 100
-            low, high = lookup(r, "difference_ci_low"), lookup(r, "difference_ci_high")
-            marked[i, j] = holm_direction(r["value"], low, high, lookup(r, "mcnemar_p_adjusted")) != 0
+            low, high = lookup(r, Metric.DIFFERENCE_CI_LOW), lookup(r, Metric.DIFFERENCE_CI_HIGH)
+            favours = holm_direction(r["value"], low, high, lookup(r, Metric.MCNEMAR_P_ADJUSTED))
+            marked[i, j] = favours is not Favours.NEITHER
         image = ax.imshow(grid, cmap="RdBu", norm=norm, aspect="auto")
         for (i, j), value in np.ndenumerate(grid):
             if np.isnan(value):

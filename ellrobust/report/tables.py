@@ -1,13 +1,16 @@
-"""Pivoting the long results table into the report's tables (pure functions, frame → :class:`Table`).
+"""The tables of a results table, built once for the terminal and the report (frame → neutral :class:`Table`).
 
-Each function takes a :func:`~ellrobust.report.frame.prepare`-d table and returns ``None`` when the
-run measured nothing of its kind, so the document can say so instead of printing an empty table.
-Rows keep the order in which the run produced them (the order the user named models and attacks),
-not alphabetical order. Values stay floats until here; this is where they are rounded.
+``eval`` prints these tables (:mod:`~ellrobust.report.render_rich`) and the report writes them
+(:mod:`~ellrobust.report.markdown`), so both show the same columns, labels and numbers. Each builder
+takes a :func:`~ellrobust.frame.prepare`-d table and returns ``None`` when the run measured nothing
+of its kind, so a caller can say so instead of printing an empty table. Rows keep the order in which
+the run produced them (the order the user named models and attacks), not alphabetical order. Values
+stay floats until here; they are written by :mod:`~ellrobust.report.format`.
 
-Intervals, adjusted p-values and power are read from their own rows (:class:`~ellrobust.report.frame.Lookup`);
-a column whose rows the run lacks (an older ellrobust) is left out rather than filled with guesses.
-Column headers are short words; methods and settings appear as the labels of :mod:`~ellrobust.report.labels`.
+Intervals, adjusted p-values and power are read from their own rows (:class:`~ellrobust.frame.Lookup`);
+a column whose rows the table lacks (a statistic the run did not compute) is left out rather than
+filled with guesses. Column headers are short words; methods and settings appear as the labels of
+:mod:`~ellrobust.report.labels`.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ellrobust import results
-from ellrobust.report.frame import (
-    TEXT_COLUMNS,
-    Lookup,
+from ellrobust.frame import TEXT_COLUMNS, Lookup, interval_metrics, paired_records, parse_params, split_params
+from ellrobust.metrics.decisions import Favours, holm_direction
+from ellrobust.report.format import (
     format_eps,
     format_int,
+    format_layers,
     format_number,
     format_number_interval,
     format_p,
@@ -30,30 +33,28 @@ from ellrobust.report.frame import (
     format_pct_interval,
     format_pp,
     format_pp_interval,
-    holm_direction,
-    series_columns,
-    series_label,
-    varying,
+    format_signed,
+    format_signed_interval,
 )
-from ellrobust.report.labels import Labels, collapse_label, parse_params, split_params
-from ellrobust.report.markdown import Align, Table
+from ellrobust.report.labels import Labels, collapse_label, series_columns, series_label, varying
+from ellrobust.report.model import Align, Cell, Table
+from ellrobust.results import COLLAPSE_METRICS, Metric
+from ellrobust.verdict import MCE_ORDER
 
-#: Collapse metrics in the order the report shows them; any other per-layer metric follows.
-COLLAPSE_METRICS = tuple(m.value for m in results.COLLAPSE_METRICS)
-#: Metrics of a paired accuracy comparison, in the order the paired table shows them.
-PAIRED_METRICS = (
-    "accuracy_difference",
-    "difference_ci_low",
-    "difference_ci_high",
-    "mcnemar_p",
-    "mcnemar_p_adjusted",
-    "detectable_difference",
-    "n_required",
-)
+#: Collapse metrics: the section title of each, and which way is more collapsed (a table's caption).
+COLLAPSE_TITLES = {
+    Metric.TOKEN_COSINE: "Token cosine similarity",
+    Metric.ATTENTION_ENTROPY: "Attention entropy",
+    Metric.EFFECTIVE_RANK: "Effective rank",
+}
+_COLLAPSED = {
+    Metric.TOKEN_COSINE: "higher: more collapsed",
+    Metric.EFFECTIVE_RANK: "lower: more collapsed",
+}
 #: Suffixes of rows that qualify another row (intervals, differences): never a metric of their own.
 COMPANION_SUFFIXES = ("_ci_low", "_ci_high", "_difference")
-#: Preference among CE normalisations for the corruption summary.
-CE_ORDER = ("alexnet", "none", "baseline")
+#: How the survival of Holm's adjustment reads in the paired tables (emphasised where it survives).
+SURVIVES_HOLM = {Favours.A: Cell("yes (A)"), Favours.B: Cell("yes (B)"), Favours.NEITHER: "no"}
 
 
 def _ordered(df: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
@@ -82,41 +83,48 @@ def _groups(df: pd.DataFrame, keys: list[str]):
 
 def _values(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """A metric's own rows (not paired rows that happen to share its name)."""
-    return df[(df["metric"] == metric) & df["baseline"].eq("")]
+    return df[(df["metric"] == str(metric)) & df["baseline"].eq("")]
+
+
+def _sections(keys: list[tuple]) -> tuple[int, ...]:
+    """The rows at which the group key changes: where the terminal draws a rule."""
+    return tuple(i for i in range(1, len(keys)) if keys[i] != keys[i - 1])
 
 
 def clean_table(df: pd.DataFrame) -> Table | None:
     """Clean accuracy per model, with the checkpoint digest and its 95 % Wilson interval where the run has it."""
-    rows = _ordered(_values(df, "clean_accuracy"), ["run", "model"])
+    rows = _ordered(_values(df, Metric.CLEAN_ACCURACY), ["run", "model"])
     if rows.empty:
         return None
     lookup = Lookup(df)
-    with_ci = lookup.has("clean_accuracy_ci_low")
+    with_ci = lookup.has(Metric.CLEAN_ACCURACY.ci_low)
     keys = [*varying(rows, ["run"]), "model"]
     out = []
     for r in rows.to_dict(orient="records"):
         cells = [*(str(r[k]) for k in keys), r["checkpoint"], format_int(r["n"]), format_pct(r["value"])]
         if with_ci:
-            cells.append(f"{format_pct(lookup(r, 'clean_accuracy_ci_low'))} – {format_pct(lookup(r, 'clean_accuracy_ci_high'))}")
+            low, high = (lookup(r, m) for m in (Metric.CLEAN_ACCURACY.ci_low, Metric.CLEAN_ACCURACY.ci_high))
+            cells.append(f"{format_pct(low)} – {format_pct(high)}")
         out.append(tuple(cells))
     headers = (*keys, "checkpoint", "n", "accuracy (%)", *(["95 % CI (%)"] if with_ci else []))
-    return Table(headers, tuple(out), (Align.LEFT,) * (len(keys) + 1) + (Align.RIGHT,) * (len(headers) - len(keys) - 1))
+    align = (Align.LEFT,) * (len(keys) + 1) + (Align.RIGHT,) * (len(headers) - len(keys) - 1)
+    return Table(headers, tuple(out), align, title="Clean accuracy (%)")
 
 
-def _accuracy_cell(lookup: Lookup, row: dict | None, metric: str) -> str:
+def _accuracy_cell(lookup: Lookup, row: dict | None, metric: Metric) -> str:
     if row is None:
         return ""
-    return format_pct_interval(row["value"], lookup(row, f"{metric}_ci_low"), lookup(row, f"{metric}_ci_high"))
+    return format_pct_interval(row["value"], lookup(row, metric.ci_low), lookup(row, metric.ci_high))
 
 
 def robust_table(df: pd.DataFrame, labels: Labels) -> Table | None:
     """Robust accuracy (%) (95 % CI) per attack × model (× m_grad × precision), one column per eps, clean first."""
-    rob = _values(df, "robust_accuracy")
+    rob = _values(df, Metric.ROBUST_ACCURACY)
     if rob.empty:
         return None
     lookup = Lookup(df)
     rob = rob.assign(attack=[labels.method(m, p) for m, p in zip(rob["method"], rob["params"], strict=True)])
-    clean = {(r["run"], r["model"]): r for r in _values(df, "clean_accuracy").to_dict(orient="records")}
+    clean = {(r["run"], r["model"]): r for r in _values(df, Metric.CLEAN_ACCURACY).to_dict(orient="records")}
     keys = [*varying(rob, ["run"]), "attack", "model", *(c for c in ("m_grad", "precision") if _any(rob, c))]
     eps_values = sorted(rob["eps"].dropna().unique())
     out = []
@@ -126,26 +134,27 @@ def robust_table(df: pd.DataFrame, labels: Labels) -> Table | None:
         out.append(
             (
                 *(str(fields[k]) for k in keys),
-                _accuracy_cell(lookup, clean.get((first["run"], first["model"])), "clean_accuracy"),
-                *(_accuracy_cell(lookup, by_eps.get(e), "robust_accuracy") for e in eps_values),
+                _accuracy_cell(lookup, clean.get((first["run"], first["model"])), Metric.CLEAN_ACCURACY),
+                *(_accuracy_cell(lookup, by_eps.get(e), Metric.ROBUST_ACCURACY) for e in eps_values),
             )
         )
     headers = (*keys, "clean", *(f"ε {format_eps(e)}" for e in eps_values))
-    return Table(headers, tuple(out), (Align.LEFT,) * len(keys) + (Align.RIGHT,) * (1 + len(eps_values)))
+    align = (Align.LEFT,) * len(keys) + (Align.RIGHT,) * (1 + len(eps_values))
+    return Table(headers, tuple(out), align, title="Robust accuracy (%) with 95 % Wilson intervals")
 
 
-def max_half_width(df: pd.DataFrame, metric: str) -> float | None:
+def max_half_width(df: pd.DataFrame, metric: Metric) -> float | None:
     """The widest half-interval (as a fraction) among a metric's rows, or None when the run has no intervals."""
     lookup = Lookup(df)
     rows = _values(df, metric).to_dict(orient="records")
-    widths = [(lookup(r, f"{metric}_ci_high") - lookup(r, f"{metric}_ci_low")) / 2 for r in rows]
+    widths = [(lookup(r, metric.ci_high) - lookup(r, metric.ci_low)) / 2 for r in rows]
     widths = [w for w in widths if not pd.isna(w)]
     return max(widths) if widths else None
 
 
 def corruption_table(df: pd.DataFrame) -> Table | None:
     """Corruption accuracy (%) (95 % CI) per corruption × model, one column per severity plus their mean."""
-    cor = _values(df, "corruption_accuracy")
+    cor = _values(df, Metric.CORRUPTION_ACCURACY)
     if cor.empty:
         return None
     lookup = Lookup(df)
@@ -159,33 +168,37 @@ def corruption_table(df: pd.DataFrame) -> Table | None:
         out.append(
             (
                 *(str(fields[k]) for k in keys),
-                *(_accuracy_cell(lookup, by_sev.get(s), "corruption_accuracy") for s in severities),
-                _accuracy_cell(lookup, overall, "corruption_accuracy"),
+                *(_accuracy_cell(lookup, by_sev.get(s), Metric.CORRUPTION_ACCURACY) for s in severities),
+                _accuracy_cell(lookup, overall, Metric.CORRUPTION_ACCURACY),
             )
         )
     headers = (*("corruption" if k == "method" else k for k in keys), *(f"severity {s}" for s in severities), "mean")
-    return Table(headers, tuple(out), (Align.LEFT,) * len(keys) + (Align.RIGHT,) * (len(severities) + 1))
+    align = (Align.LEFT,) * len(keys) + (Align.RIGHT,) * (len(severities) + 1)
+    return Table(headers, tuple(out), align, title="Corruption accuracy (%) per severity, with 95 % Wilson intervals")
 
 
-def _paired_records(df: pd.DataFrame, where: pd.Series) -> list[dict]:
-    """Paired accuracy comparisons as one dict per measurement with every paired metric (NaN if absent)."""
-    lookup = Lookup(df)
-    diffs = df[where & (df["metric"] == "accuracy_difference") & df["baseline"].ne("")]
-    return [{**r, **{m: lookup(r, m) for m in PAIRED_METRICS}} for r in diffs.to_dict(orient="records")]
+def _holm_direction(r: dict) -> Favours:
+    values = (
+        Metric.ACCURACY_DIFFERENCE,
+        Metric.DIFFERENCE_CI_LOW,
+        Metric.DIFFERENCE_CI_HIGH,
+        Metric.MCNEMAR_P_ADJUSTED,
+    )
+    return holm_direction(*(r[m] for m in values))
 
 
-def _holm_direction(r: dict) -> int:
-    return holm_direction(r["accuracy_difference"], r["difference_ci_low"], r["difference_ci_high"], r["mcnemar_p_adjusted"])
+def _normalization(params: str) -> str:
+    return str(parse_params(params).get("normalization", ""))
 
 
 def _ce_by_model(df: pd.DataFrame) -> tuple[str, dict[tuple[str, str, str], float]]:
     """The preferred CE normalisation present and (run, model, corruption) → its CE."""
-    ce = df[df["metric"] == "ce"]
-    norms = {str(parse_params(p).get("normalization", "")) for p in ce["params"]}
-    norm = next((k for k in CE_ORDER if k in norms), next(iter(sorted(norms)), ""))
+    ce = df[df["metric"] == Metric.CE.value]
+    norms = {_normalization(p) for p in ce["params"]}
+    norm = next((k for k in MCE_ORDER if k in norms), next(iter(sorted(norms)), ""))
     values = {}
     for r in ce.to_dict(orient="records"):
-        if str(parse_params(r["params"]).get("normalization", "")) == norm:
+        if _normalization(r["params"]) == norm:
             values[(r["run"], r["model"], r["method"])] = r["value"]
     return norm, values
 
@@ -193,7 +206,7 @@ def _ce_by_model(df: pd.DataFrame) -> tuple[str, dict[tuple[str, str, str], floa
 def corruption_summary(df: pd.DataFrame) -> tuple[Table, str] | None:
     """Per corruption: each model's mean accuracy over severities [CI], each pair's mean difference, how
     many severity cells survive Holm in each direction, and CE; with the CE normalisation shown."""
-    cor = _values(df, "corruption_accuracy")
+    cor = _values(df, Metric.CORRUPTION_ACCURACY)
     if cor.empty:
         return None
     lookup = Lookup(df)
@@ -203,21 +216,25 @@ def corruption_summary(df: pd.DataFrame) -> tuple[Table, str] | None:
     for r in cor.to_dict(orient="records"):
         if pd.isna(r["severity"]):
             means[(r["method"], series_label(r, columns))] = r
-    paired = _paired_records(df, df["severity"].notna())
+    paired = [r for r in paired_records(df, lookup) if not pd.isna(r["severity"])]
     pairs = list(dict.fromkeys((r["run"], r["model"], r["baseline"]) for r in paired))
     norm, ce = _ce_by_model(df)
     ce_models = list(dict.fromkeys((run, model) for run, model, _ in ce))
     out = []
     for corruption in pd.unique(cor["method"]):
-        cells = [str(corruption), *(_accuracy_cell(lookup, means.get((corruption, s)), "corruption_accuracy") for s in series)]
+        cells = [
+            str(corruption),
+            *(_accuracy_cell(lookup, means.get((corruption, s)), Metric.CORRUPTION_ACCURACY) for s in series),
+        ]
         for run, a, b in pairs:
             mine = [r for r in paired if (r["run"], r["model"], r["baseline"], r["method"]) == (run, a, b, corruption)]
             if not mine:
                 cells += ["", ""]
                 continue
             directions = [_holm_direction(r) for r in mine]
-            mean = sum(r["accuracy_difference"] for r in mine) / len(mine)
-            holm = "" if all(pd.isna(r["mcnemar_p_adjusted"]) for r in mine) else f"{directions.count(1)} / {directions.count(-1)} of {len(mine)}"
+            mean = sum(r[Metric.ACCURACY_DIFFERENCE] for r in mine) / len(mine)
+            adjusted = not all(pd.isna(r[Metric.MCNEMAR_P_ADJUSTED]) for r in mine)
+            holm = f"{directions.count(Favours.A)} / {directions.count(Favours.B)} of {len(mine)}" if adjusted else ""
             cells += [format_pp(mean), holm]
         cells += [format_number(ce.get((run, model, corruption), float("nan"))) for run, model in ce_models]
         out.append(tuple(cells))
@@ -229,12 +246,13 @@ def corruption_summary(df: pd.DataFrame) -> tuple[Table, str] | None:
     multi_ce = len({run for run, _ in ce_models}) > 1
     ce_headers = [f"CE {model}" + (f" ({run})" if multi_ce else "") for run, model in ce_models]
     headers = ("corruption", *(f"{s} (%)" for s in series), *pair_headers, *ce_headers)
-    return Table(headers, tuple(out), (Align.LEFT,) + (Align.RIGHT,) * (len(headers) - 1)), norm
+    title = "Corruptions: mean accuracy (%) over the severities, paired difference, cells surviving Holm, CE"
+    return Table(headers, tuple(out), (Align.LEFT,) + (Align.RIGHT,) * (len(headers) - 1), title=title), norm
 
 
 def _reference(row: dict) -> str:
     """What a CE row is normalised by, for its label: AlexNet, a baseline model, or nothing."""
-    normalization = str(parse_params(row["params"]).get("normalization", ""))
+    normalization = _normalization(row["params"])
     if row["baseline"]:
         return f"vs {row['baseline']}"
     return {"alexnet": "vs AlexNet", "none": "unnormalised"}.get(normalization, normalization)
@@ -246,8 +264,8 @@ def ce_table(df: pd.DataFrame) -> Table | None:
     CE may be reported against several references (AlexNet on ImageNet; elsewhere unnormalised and
     relative to a baseline model); each row names its reference, in the order the run wrote them.
     """
-    names = {"ce": "", "mce": "mCE", "relative_mce": "relative mCE"}
-    rows = df[df["metric"].isin(list(names))].copy()
+    names = {Metric.CE: "", Metric.MCE: "mCE", Metric.RELATIVE_MCE: "relative mCE"}
+    rows = df[df["metric"].isin([m.value for m in names])].copy()
     if rows.empty:
         return None
     rows["reference"] = [_reference(r) for r in rows.to_dict(orient="records")]
@@ -255,46 +273,50 @@ def ce_table(df: pd.DataFrame) -> Table | None:
     labels = list(dict.fromkeys(series_label(r, columns) for r in rows.to_dict(orient="records")))
     cells: dict[str, dict[str, float]] = {}
     for r in _ordered(rows, ["reference", "metric", "method"]).to_dict(orient="records"):
-        name = r["method"] if r["metric"] == "ce" else names[r["metric"]]
+        name = r["method"] if r["metric"] == Metric.CE else names[Metric(r["metric"])]
         row_label = f"{name} ({r['reference']})" if r["reference"] else name
         cells.setdefault(row_label, {})[series_label(r, columns)] = r["value"]
     out = tuple((label, *(format_number(v.get(s, float("nan"))) for s in labels)) for label, v in cells.items())
-    return Table(("corruption", *labels), out, (Align.LEFT,) + (Align.RIGHT,) * len(labels))
+    title = "Corruption error (CE) per corruption and mCE, by reference (lower is better)"
+    return Table(("corruption", *labels), out, (Align.LEFT,) + (Align.RIGHT,) * len(labels), title=title)
 
 
 def mce_difference_table(df: pd.DataFrame) -> Table | None:
     """mCE(A) − mCE(B) with its 95 % paired bootstrap interval, per normalisation."""
-    rows = df[(df["metric"] == "mce_difference") & df["baseline"].ne("")]
+    rows = df[(df["metric"] == Metric.MCE_DIFFERENCE.value) & df["baseline"].ne("")]
     if rows.empty:
         return None
     lookup = Lookup(df)
     keys = varying(rows, ["run"])
     out = []
     for r in rows.to_dict(orient="records"):
-        norm = str(parse_params(r["params"]).get("normalization", ""))
+        norm = _normalization(r["params"])
+        low, high = lookup(r, Metric.MCE_DIFFERENCE.ci_low), lookup(r, Metric.MCE_DIFFERENCE.ci_high)
         out.append(
             (
                 *(str(r[k]) for k in keys),
                 r["model"],
                 r["baseline"],
                 {"alexnet": "AlexNet", "none": "unnormalised", "baseline": "baseline-normalised"}.get(norm, norm),
-                f"{r['value']:+.3f}",
-                _range(lookup(r, "mce_difference_ci_low"), lookup(r, "mce_difference_ci_high")),
+                format_signed(r["value"]),
+                format_signed_interval(low, high),
             )
         )
     headers = (*keys, "A", "B", "normalisation", "mCE A − B", "95 % bootstrap CI")
-    return Table(headers, tuple(out), (Align.LEFT,) * (len(keys) + 3) + (Align.RIGHT,) * 2)
-
-
-def _range(low: float, high: float) -> str:
-    return "" if pd.isna(low) or pd.isna(high) else f"{low:+.3f} … {high:+.3f}"
+    title = "mCE difference on the same images (negative: A has the lower mCE)"
+    return Table(headers, tuple(out), (Align.LEFT,) * (len(keys) + 3) + (Align.RIGHT,) * 2, title=title)
 
 
 def collapse_metrics(df: pd.DataFrame) -> list[str]:
     """Collapse metrics present in the table (intervals and differences excluded): known ones first."""
     rows = df[(df["method"] == "collapse") | df["layer"].notna()]
     present = [m for m in pd.unique(rows["metric"]) if not any(s in m for s in COMPANION_SUFFIXES)]
-    return [m for m in COLLAPSE_METRICS if m in present] + [m for m in present if m not in COLLAPSE_METRICS]
+    known = [m.value for m in COLLAPSE_METRICS]
+    return [m for m in known if m in present] + [m for m in present if m not in known]
+
+
+def _title(metric: str) -> str:
+    return COLLAPSE_TITLES.get(metric, metric)
 
 
 def _collapse_variants(df: pd.DataFrame, metric: str) -> list[str]:
@@ -319,12 +341,9 @@ def _clean_setting(rows: pd.DataFrame, variant: str) -> pd.DataFrame:
     return rows[rows["params"].map(_all_heads).astype(bool)]
 
 
-def _layers_text(params: str) -> str:
-    layers = split_params(params)[1].get("layers")
-    values = [int(v) for v in layers] if isinstance(layers, list) else []
-    if len(values) > 1 and values == list(range(values[0], values[-1] + 1)):
-        return f"later half ({values[0]}–{values[-1]})"
-    return f"later half ({', '.join(map(str, values))})" if values else "later half"
+def _later_half(params: str) -> str:
+    layers = format_layers(split_params(params)[1].get("layers"))
+    return f"later half ({layers})" if layers else "later half"
 
 
 def collapse_table(df: pd.DataFrame, metric: str) -> list[tuple[str, Table]]:
@@ -332,6 +351,8 @@ def collapse_table(df: pd.DataFrame, metric: str) -> list[tuple[str, Table]]:
     paired difference (95 % CI) as columns; the later-half summary as the last row. One table per
     collapse setting (usually one), paired with its label."""
     lookup = Lookup(df)
+    low_name, high_name = interval_metrics(metric)
+    diff_low, diff_high = interval_metrics(f"{metric}_difference")
     out = []
     for variant in _collapse_variants(df, metric):
         values = _clean_setting(_values(df, metric), variant)
@@ -343,12 +364,13 @@ def collapse_table(df: pd.DataFrame, metric: str) -> list[tuple[str, Table]]:
         summary_label = None
         for r in values.to_dict(orient="records"):
             layer = "summary" if pd.isna(r["layer"]) else int(r["layer"])
-            summary_label = _layers_text(r["params"]) if layer == "summary" else summary_label
-            cells.setdefault(layer, {})[series_label(r, columns)] = format_number_interval(r["value"], lookup(r, f"{metric}_ci_low"), lookup(r, f"{metric}_ci_high"))
+            summary_label = _later_half(r["params"]) if layer == "summary" else summary_label
+            cell = format_number_interval(r["value"], lookup(r, low_name), lookup(r, high_name))
+            cells.setdefault(layer, {})[series_label(r, columns)] = cell
         for r in diffs.to_dict(orient="records"):
             layer = "summary" if pd.isna(r["layer"]) else int(r["layer"])
-            low, high = lookup(r, f"{metric}_difference_ci_low"), lookup(r, f"{metric}_difference_ci_high")
-            cells.setdefault(layer, {})[(r["run"], r["model"], r["baseline"])] = format_number_interval(r["value"], low, high, signed=True)
+            cell = format_number_interval(r["value"], lookup(r, diff_low), lookup(r, diff_high), signed=True)
+            cells.setdefault(layer, {})[(r["run"], r["model"], r["baseline"])] = cell
         layers = sorted(k for k in cells if k != "summary") + (["summary"] if "summary" in cells else [])
         rows = tuple(
             (summary_label if layer == "summary" else str(layer), *(cells[layer].get(k, "") for k in [*series, *pairs]))
@@ -356,7 +378,17 @@ def collapse_table(df: pd.DataFrame, metric: str) -> list[tuple[str, Table]]:
         )
         multi_run = len({p[0] for p in pairs}) > 1
         headers = ("layer", *series, *(f"{a} − {b}" + (f" ({run})" if multi_run else "") for run, a, b in pairs))
-        out.append((variant, Table(headers, rows, (Align.LEFT,) + (Align.RIGHT,) * (len(headers) - 1))))
+        note = f"{_COLLAPSED[metric]}; " if metric in _COLLAPSED else ""
+        table = Table(
+            headers,
+            rows,
+            (Align.LEFT,) + (Align.RIGHT,) * (len(headers) - 1),
+            title=f"{_title(metric)} per layer on the clean images ({variant}; 95 % CI over images)",
+            caption=f"{note}A − B: paired difference on the same images (95 % paired t-interval)"
+            if pairs
+            else note.rstrip("; "),
+        )
+        out.append((variant, table))
     return out
 
 
@@ -372,8 +404,12 @@ def collapse_other_table(df: pd.DataFrame, metric: str, labels: Labels) -> Table
     if rows.empty:
         return None
     lookup = Lookup(df)
+    low_name, high_name = interval_metrics(metric)
     rows = rows.assign(
-        images=["clean" if m == "collapse" else labels.method(m, p) for m, p in zip(rows["method"], rows["params"], strict=True)],
+        images=[
+            "clean" if m == "collapse" else labels.method(m, p)
+            for m, p in zip(rows["method"], rows["params"], strict=True)
+        ],
         setting=rows["params"].map(_collapse_label_of),
         layer_text=["later half" if pd.isna(v) else str(int(v)) for v in rows["layer"]],
     )
@@ -384,21 +420,46 @@ def collapse_other_table(df: pd.DataFrame, metric: str, labels: Labels) -> Table
     shown = [
         {**r, "mode": mode}
         for r in rows.to_dict(orient="records")
-        for mode in (list(dict.fromkeys(modes.get(_condition_key(r, condition), []))) or [""] if r["m_grad"] == "" else [r["m_grad"]])
+        for mode in (
+            list(dict.fromkeys(modes.get(_condition_key(r, condition), []))) or [""]
+            if r["m_grad"] == ""
+            else [r["m_grad"]]
+        )
     ]
     rows = pd.DataFrame(shown)
-    keys = [*varying(rows, ["run"]), "images", "eps", *(["mode"] if _any(rows, "m_grad") else []), *(["precision"] if _any(rows, "precision") else []), "setting", "layer_text"]
+    keys = [
+        *varying(rows, ["run"]),
+        "images",
+        "eps",
+        *(["mode"] if _any(rows, "m_grad") else []),
+        *(["precision"] if _any(rows, "precision") else []),
+        "setting",
+        "layer_text",
+    ]
     models = list(dict.fromkeys(rows["model"]))
-    out = []
+    out, groups = [], []
     for fields, group in _groups(rows, keys):
         by_model = {r["model"]: r for r in group.to_dict(orient="records")}
         cells = [
-            format_number_interval(r["value"], lookup(r, f"{metric}_ci_low"), lookup(r, f"{metric}_ci_high")) if (r := by_model.get(m)) else ""
+            format_number_interval(r["value"], lookup(r, low_name), lookup(r, high_name))
+            if (r := by_model.get(m))
+            else ""
             for m in models
         ]
         out.append((*(_key_cell(k, fields[k]) for k in keys), *cells))
-    headers = (*({"images": "images", "eps": "ε", "mode": "m_grad", "layer_text": "layer"}.get(k, k) for k in keys), *models)
-    return Table(headers, tuple(out), (Align.LEFT,) * len(keys) + (Align.RIGHT,) * len(models))
+        groups.append(tuple(_key_cell(k, fields[k]) for k in keys[:-1]))
+    headers = (
+        *({"images": "images", "eps": "ε", "mode": "m_grad", "layer_text": "layer"}.get(k, k) for k in keys),
+        *models,
+    )
+    return Table(
+        headers,
+        tuple(out),
+        (Align.LEFT,) * len(keys) + (Align.RIGHT,) * len(models),
+        title=f"{_title(metric)} on adversarial images and per head (95 % CI over images)",
+        caption="each model's own adversarial images (those it was attacked on): no paired differences",
+        sections=_sections(groups),
+    )
 
 
 def _condition_key(row: dict, columns: list[str]) -> tuple:
@@ -407,7 +468,7 @@ def _condition_key(row: dict, columns: list[str]) -> tuple:
 
 def _key_cell(column: str, value: object) -> str:
     if column == "eps":
-        return "" if pd.isna(value) else format_eps(float(value))
+        return format_eps(value)
     if column in ("severity", "layer", "n"):
         return format_int(value)
     return str(value)
@@ -417,9 +478,9 @@ def paired_table(df: pd.DataFrame, labels: Labels, corruptions: bool = False) ->
     """A − B accuracy differences with their 95 % interval, exact McNemar p, Holm-adjusted p and power.
 
     ``corruptions`` picks the corruption × severity cells (the appendix) instead of everything else.
-    Columns for metrics the run lacks (an older ellrobust) are left out.
+    Columns for statistics the table lacks are left out.
     """
-    records = _paired_records(df, df["severity"].notna() if corruptions else df["severity"].isna())
+    records = [r for r in paired_records(df) if pd.isna(r["severity"]) != corruptions]
     if not records:
         return None
     rows = pd.DataFrame(records)
@@ -432,29 +493,40 @@ def paired_table(df: pd.DataFrame, labels: Labels, corruptions: bool = False) ->
         *(c for c in ("eps", "severity") if _any(rows, c)),
         *(c for c in ("m_grad", "precision") if _any(rows, c)),
     ]
-    present = [m for m in PAIRED_METRICS if rows[m].notna().any()]
+    present = {
+        m
+        for m in (Metric.MCNEMAR_P, Metric.MCNEMAR_P_ADJUSTED, Metric.DETECTABLE_DIFFERENCE, Metric.N_REQUIRED)
+        if rows[m].notna().any()
+    }
     out = []
     for r in _ordered(rows, keys).to_dict(orient="records"):
         cells = [_key_cell(k, r[k]) for k in keys]
-        cells += [format_pp(r["accuracy_difference"]), format_pp_interval(r["difference_ci_low"], r["difference_ci_high"])]
-        if "mcnemar_p" in present:
-            cells.append(format_p(r["mcnemar_p"]))
-        if "mcnemar_p_adjusted" in present:
-            direction = _holm_direction(r)
-            cells += [format_p(r["mcnemar_p_adjusted"]), {1: "yes (A)", -1: "yes (B)"}.get(direction, "no")]
-        if "detectable_difference" in present:
-            cells.append(format_pct(r["detectable_difference"]))
-        if "n_required" in present:
-            cells.append("" if pd.isna(r["n_required"]) else str(int(r["n_required"])))
+        cells += [
+            format_pp(r[Metric.ACCURACY_DIFFERENCE]),
+            format_pp_interval(r[Metric.DIFFERENCE_CI_LOW], r[Metric.DIFFERENCE_CI_HIGH]),
+        ]
+        if Metric.MCNEMAR_P in present:
+            cells.append(format_p(r[Metric.MCNEMAR_P]))
+        if Metric.MCNEMAR_P_ADJUSTED in present:
+            cells += [format_p(r[Metric.MCNEMAR_P_ADJUSTED]), SURVIVES_HOLM[_holm_direction(r)]]
+        if Metric.DETECTABLE_DIFFERENCE in present:
+            cells.append(format_pct(r[Metric.DETECTABLE_DIFFERENCE]))
+        if Metric.N_REQUIRED in present:
+            cells.append(format_int(r[Metric.N_REQUIRED]))
         out.append(tuple(cells))
     names = {"model": "A", "baseline": "B", "eps": "ε", "comparison": "images" if corruptions else "comparison"}
-    headers = [*(names.get(k, k) for k in keys), "A − B (pp)", "95 % CI (pp)"]
-    headers += ["McNemar p"] if "mcnemar_p" in present else []
-    headers += ["Holm p", "survives Holm"] if "mcnemar_p_adjusted" in present else []
-    headers += ["detectable (pp)"] if "detectable_difference" in present else []
-    headers += ["n needed"] if "n_required" in present else []
+    headers = [*(names.get(k, k) for k in keys), "A − B (pp)", "95 % CI"]
+    headers += ["McNemar p"] if Metric.MCNEMAR_P in present else []
+    headers += ["Holm p", "survives Holm"] if Metric.MCNEMAR_P_ADJUSTED in present else []
+    headers += ["detectable"] if Metric.DETECTABLE_DIFFERENCE in present else []
+    headers += ["n needed"] if Metric.N_REQUIRED in present else []
     align = tuple(Align.LEFT if h == "survives Holm" or i < len(keys) else Align.RIGHT for i, h in enumerate(headers))
-    return Table(tuple(headers), tuple(out), align)
+    what = "per corruption and severity" if corruptions else "on the same images"
+    title = (
+        f"Paired differences {what} (A − B in percentage points, its 95 % score CI, exact McNemar p; "
+        "Holm over all paired comparisons of A and B in the run)"
+    )
+    return Table(tuple(headers), tuple(out), align, title=title)
 
 
 def sanity_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -486,4 +558,4 @@ def sanity_table(df: pd.DataFrame) -> Table | None:
         )
         for r in rows.to_dict(orient="records")
     )
-    return Table((*keys, "check", "result", "detail"), out, (Align.LEFT,) * (len(keys) + 3))
+    return Table((*keys, "check", "result", "detail"), out, (Align.LEFT,) * (len(keys) + 3), title="Sanity checks")

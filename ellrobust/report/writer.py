@@ -15,9 +15,9 @@ import pandas as pd
 
 from ellrobust.errors import UsageError
 from ellrobust.files import atomic_write
+from ellrobust.frame import prepare
 from ellrobust.report import plots
 from ellrobust.report.document import SECTIONS, Run, render
-from ellrobust.report.frame import prepare
 from ellrobust.report.labels import build_labels
 from ellrobust.report.tables import collapse_metrics
 from ellrobust.results import load_results
