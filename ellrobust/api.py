@@ -343,6 +343,8 @@ class _Entry:
 
 def _entries(models: object) -> list[_Entry]:
     if isinstance(models, Sequence) and not isinstance(models, str) and all(isinstance(m, str) for m in models):
+        if len(set(models)) != len(models):
+            raise UsageError("the same model is given twice; give each model once.")
         models = {m: m for m in models}
     if not isinstance(models, Mapping):
         raise UsageError(

@@ -315,6 +315,7 @@ BAD = [
         "checkpoint 'ckpt/missing.safetensors' does not exist",
     ),
     ("models not a mapping", SmallCNN(), {}, "models must map names to models"),
+    ("a name twice", ["deit", "deit"], {}, "the same model is given twice"),
     (
         "unknown option",
         SHIPPED_TOO,

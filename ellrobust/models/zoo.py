@@ -96,9 +96,11 @@ def is_elliptical_name(name: str, *, default_arch: str = "deit-micro") -> bool:
 
 
 def is_model_name(name: str) -> bool:
-    """Whether :func:`load_model` knows ``name`` as a name rather than a file: a short name, an
-    architecture, ``vit``/``vit-elliptical``, or ``PREFIX:NAME`` of a registered library (the library
-    itself then says whether it has NAME)."""
+    """Whether :func:`load_model` takes ``name`` as a model's name, not as a file.
+
+    A short name, an architecture, ``vit``/``vit-elliptical``, or ``PREFIX:NAME`` of a registered
+    library (the library itself then says whether it has NAME).
+    """
     prefix, sep, _ = name.partition(":")
     return name in SHORT_NAMES or name in MODELS or name in INFERRED or (bool(sep) and prefix in PREFIXES)
 
