@@ -56,10 +56,16 @@ class EvalConfig:
         heads, mean, std: per-model settings, like ``elliptical_layers`` one for all models (heads:
             for all models whose architecture comes from a checkpoint) or one per model, None for a
             model's own (:meth:`option_for`).
+        architectures: what builds each model, one per model in ``models`` order, when it is not
+            the model's name: ``ellrobust.evaluate({"ours": "deit-elliptical"})`` names a model
+            ``ours`` and builds ``deit-elliptical`` (None: the name itself). Empty, as on the command
+            line: every name is what builds it. A model that the caller gives as a module is not in
+            the request (:class:`~ellrobust.engine.Evaluation`'s ``modules``); its entry is None.
     """
 
     models: tuple[str, ...]
     checkpoints: tuple[str | None, ...] = ()
+    architectures: tuple[str | None, ...] = ()
     dataset: str = "digits"
     data_root: str | None = None
     split: str | None = None
@@ -90,6 +96,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.models:
             raise UsageError("no model given; pass --model NAME (see `ellrobust models`).")
+        if self.architectures and len(self.architectures) != len(self.models):
+            count = f"{len(self.architectures)} architectures for {len(self.models)} models"
+            raise UsageError(f"{count}; give one per model, in order.")
         if self.checkpoints and len(self.checkpoints) != len(self.models):
             raise UsageError(f"{len(self.checkpoints)} --checkpoint for {len(self.models)} --model; give one per model, in order.")
         if len(self.elliptical_layers) not in (0, 1, len(self.models)):
@@ -126,9 +135,15 @@ class EvalConfig:
     def to_dict(self) -> dict:
         """The request as plain JSON-ready data (what run.json records and the default --out hashes)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("attacks", "collapse")}
+        if not self.architectures:
+            del out["architectures"]  # absent when every name builds itself: the CLI's run folders keep their names
         out["attacks"] = [{"name": a.name, "params": dict(a.params), "eps": a.eps} for a in self.attacks]
         out["collapse"] = collapse_key(self.collapse)
         return json.loads(json.dumps(out, default=str))
+
+    def architecture(self, index: int) -> str:
+        """The name that builds the ``index``-th model (:attr:`architectures`, else the model's name)."""
+        return (self.architectures[index] if self.architectures else None) or self.models[index]
 
     def layers_for(self, index: int, elliptical: bool) -> tuple[int, ...] | None:
         """The ``--elliptical-layers`` of the ``index``-th model (None: its architecture's default)."""

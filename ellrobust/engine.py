@@ -23,6 +23,7 @@ import os
 import platform
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ from ellrobust.files import RunLock, atomic_write
 from ellrobust.models import compiled as compiled_attention
 from ellrobust.models import load_model, state_dict_digest
 from ellrobust.models.external import split_prefix
+from ellrobust.models.module import as_classifier
 from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
 from ellrobust.results import table as results_table
@@ -114,42 +116,75 @@ class RunResult:
     run_dir: Path
     computed: int
     reused: int
+    models: dict[str, dict]  # run.json's ``models`` (on every rank: the verdict needs to know which is elliptical)
 
 
-def load_models(config: EvalConfig, data: LoadedDataset, device: str) -> dict[str, LoadedModel]:
+def load_models(
+    config: EvalConfig, data: LoadedDataset, device: str, modules: Mapping[str, torch.nn.Module] | None = None
+) -> dict[str, LoadedModel]:
     """Load every model of the run for the dataset (its classes, its image size, its default size).
 
     Every model sees the run's images: ellrobust's ViTs are built for their size (position embeddings
     resampled); another library's model takes the size ``--img-size`` states, else its pretrained
     config's, and a model that takes another size than the run's images is an error naming both.
+
+    Args:
+        config: the request; each model is built from :meth:`EvalConfig.architecture`.
+        data: the run's dataset.
+        device: where the models go once loaded and checked.
+        modules: models the caller built (``ellrobust.evaluate``), by name: each is used as its
+            model instead of building one, behind the Classifier contract
+            (:func:`~ellrobust.models.module.as_classifier`, with the model's ``mean``/``std``), and
+            checked like every other model.
     """
     models = {}
+    modules = modules or {}
+    stray = [name for name in modules if name not in config.models]
+    if stray:
+        names = ", ".join(map(repr, stray))
+        raise UsageError(f"modules given for {names}, which the request does not name; name each among its models.")
     checkpoints = config.checkpoints or (None,) * len(config.models)
-    size = data.spec.image_size
-    if config.heads and not any(infers_architecture(name) for name in config.models):
+    builds = [config.architecture(i) for i, name in enumerate(config.models) if name not in modules]
+    if config.heads and not any(infers_architecture(build) for build in builds):
         raise UsageError("--heads applies to `-m vit` and `-m vit-elliptical` (architectures read from a checkpoint); no --model here is one.")
     for i, (name, ckpt) in enumerate(zip(config.models, checkpoints, strict=True)):
-        ell = config.layers_for(i, is_elliptical_name(name, default_arch=data.spec.default_arch))
-        with torch.random.fork_rng(devices=[]):  # the CPU generator only: no CUDA call before the workers fork
-            torch.manual_seed(config.seed)  # a randomly initialised architecture is the same in every run
-            module = load_model(
-                name,
-                checkpoint=ckpt,
-                num_classes=data.num_classes,
-                dataset=data.spec.name,
-                default_arch=data.spec.default_arch,
-                img_size=config.image_size if split_prefix(name) else size,
-                elliptical_layers=ell,
-                heads=config.option_for("heads", i, infers_architecture(name)),
-                mean=config.option_for("mean", i),
-                std=config.option_for("std", i),
-            )
+        if name in modules:
+            mean, std = config.option_for("mean", i), config.option_for("std", i)
+            module = as_classifier(modules[name], name, mean=mean, std=std)
+            weights = MODULE_WEIGHTS
+        else:
+            module = _build(config, i, ckpt, data)
+            weights = _weights_source(config.architecture(i), ckpt, data, config.seed)
         _check_input(name, module, data)
         module = module.to(device)
-        models[name] = LoadedModel(name, module, state_dict_digest(module), _weights_source(name, ckpt, data, config.seed))
+        models[name] = LoadedModel(name, module, state_dict_digest(module), weights)
     if config.collapse is not None:
         token_models({name: lm.module for name, lm in models.items()})  # no model to probe: refused before any work
     return models
+
+
+#: run.json's ``weights`` of a model the caller gave as a module: its weights are the module's own.
+MODULE_WEIGHTS = "in-memory module"
+
+
+def _build(config: EvalConfig, index: int, checkpoint: str | None, data: LoadedDataset) -> torch.nn.Module:
+    """The ``index``-th model of the request, built from its architecture and checkpoint for the run's data."""
+    build = config.architecture(index)
+    ell = config.layers_for(index, is_elliptical_name(build, default_arch=data.spec.default_arch))
+    with torch.random.fork_rng(devices=[]):  # the CPU generator only: no CUDA call before the workers fork
+        torch.manual_seed(config.seed)  # a randomly initialised architecture is the same in every run
+        return load_model(
+            build,
+            checkpoint=checkpoint,
+            num_classes=data.num_classes,
+            dataset=data.spec.name,
+            default_arch=data.spec.default_arch,
+            img_size=config.image_size if split_prefix(build) else data.spec.image_size,
+            elliptical_layers=ell,
+            heads=config.option_for("heads", index, infers_architecture(build)),
+            mean=config.option_for("mean", index),
+            std=config.option_for("std", index),
+        )
 
 
 def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> None:
@@ -166,7 +201,13 @@ def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> Non
         with torch.no_grad():
             logits = module(torch.zeros(1, 3, size, size))
     except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
-        raise UsageError(f"model {name!r} cannot take {size} px images ({type(exc).__name__}: {exc}).") from None
+        message = " ".join(str(exc).split())  # one line, also for libraries whose messages span several
+        raise UsageError(f"model {name!r} cannot take {size} px images ({type(exc).__name__}: {message}).") from None
+    if not isinstance(logits, torch.Tensor):
+        raise UsageError(
+            f"model {name!r} returns a {type(logits).__name__} for one image, not a tensor of logits; "
+            f"make its forward return the (B, {data.num_classes}) logits alone."
+        )
     if tuple(logits.shape) != (1, data.num_classes):
         raise UsageError(
             f"model {name!r} returns {tuple(logits.shape)} for one image, not (1, {data.num_classes}) logits for the "
@@ -182,13 +223,26 @@ def _weights_source(name: str, checkpoint: str | None, data: LoadedDataset, seed
 
 
 class Evaluation:
-    """Runs an :class:`EvalConfig` into a run folder and returns the assembled results."""
+    """Runs an :class:`EvalConfig` into a run folder and returns the assembled results.
 
-    def __init__(self, config: EvalConfig, run_dir: str | Path, progress: ProgressFn = no_progress, command: str | None = None) -> None:
+    ``modules`` are models the caller built, by their names in the config (``ellrobust.evaluate``):
+    they are not part of the request, which stays plain data, and each is identified like every other
+    model, by the digest of its weights and its ``describe()`` (:func:`load_models`).
+    """
+
+    def __init__(
+        self,
+        config: EvalConfig,
+        run_dir: str | Path,
+        progress: ProgressFn = no_progress,
+        command: str | None = None,
+        modules: Mapping[str, torch.nn.Module] | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.command = command  # the command line that asked for the run, recorded in run.json
+        self.modules = dict(modules or {})
         self.startup: dict[str, float] = {}
         self._compile_start = compiled_attention.STATS.snapshot()
 
@@ -235,7 +289,7 @@ class Evaluation:
                 # (a bad checkpoint, another input size) fails in seconds, not after decoding the data.
                 # Forked workers share their pages untouched.
                 tick = time.perf_counter()
-                models = load_models(cfg, data, "cpu")
+                models = load_models(cfg, data, "cpu", self.modules)
                 self.startup["models_s"] = time.perf_counter() - tick
                 store, pool = self._open_store(data, indices, dist)
                 try:
@@ -337,7 +391,7 @@ class Evaluation:
             described = self._describe(ctx, started, finished, _compile_record(self._compile_start))
             atomic_write(self.run_dir / "run.json", json.dumps(described, indent=1, default=str) + "\n")
         dist.barrier()
-        return RunResult(table, examples, sanity, self.run_dir, computed, reused)
+        return RunResult(table, examples, sanity, self.run_dir, computed, reused, _model_records(ctx))
 
     def _provenance(self, ctx: RunContext) -> dict[str, Provenance]:
         """Each model's provenance: its checkpoint digest and the run's data, images, seed and versions."""
@@ -353,10 +407,7 @@ class Evaluation:
             "schema_version": SCHEMA_VERSION,
             "command": self.command,
             "config": self.config.to_dict(),
-            "models": {
-                m.name: {"checkpoint": m.digest, "weights": m.weights, "elliptical": m.elliptical, "tokens": m.tokens, "config": m.architecture()}
-                for m in ctx.models.values()
-            },
+            "models": _model_records(ctx),
             "dataset": {"name": ctx.data.spec.name, "split": ctx.data.split, "digest": ctx.data.digest, "n": len(ctx.indices), "num_classes": ctx.data.num_classes},
             "corruption_protocol": ctx.corruption_protocol if self.config.corruptions else None,
             "environment": {**environment(), "world_size": ctx.dist.world_size},
@@ -367,6 +418,17 @@ class Evaluation:
             "unit_seconds": sum(float(r.extra.get("seconds", 0.0)) for _, r in finished),
             "units": [{"label": unit.label, "precision": unit.precision or None, **_timings(result.extra)} for unit, result in finished],
         }
+
+
+def _model_records(ctx: RunContext) -> dict[str, dict]:
+    """Each model's digest, weights, ellipticity, tokens and architecture: run.json's ``models``."""
+    return {
+        m.name: {
+            "checkpoint": m.digest, "weights": m.weights, "elliptical": m.elliptical, "tokens": m.tokens,
+            "config": m.architecture(),
+        }
+        for m in ctx.models.values()
+    }  # fmt: skip
 
 
 def _compile_record(start: dict) -> dict:

@@ -47,6 +47,8 @@ class Suite:
 
 #: The suites of the repo's attacks/ folder, installed as the package data ``ellrobust.attack_suites``.
 BUNDLED = ("quick", "paper", "ci")
+#: What ``ellrobust eval`` and ``ellrobust.evaluate`` run when asked for no attack, corruption or collapse.
+DEFAULT_SUITE = "quick"
 
 
 def bundled_suite(name: str) -> Path | None:
@@ -75,6 +77,24 @@ def _eps(value: object, where: str) -> tuple[float, ...]:
         raise UsageError(f"{where}: {exc}") from None
 
 
+def attack_request(name: str, params: dict, where: str, eps_where: str) -> AttackRequest:
+    """One attack as a suite entry (or ``ellrobust.evaluate(attacks={name: params})``) gives it.
+
+    ``params`` are the attack's parameters, and ``eps``, budgets for this attack alone. Every problem
+    is one line that starts with ``where`` (``eps_where`` for the budgets) and lists what the attack takes.
+    """
+    definition = ATTACKS.get(name)
+    params = dict(params)
+    eps = params.pop("eps", None)
+    unknown = sorted(set(params) - set(definition.defaults))
+    if unknown:
+        takes = ", ".join(definition.defaults) or "none"
+        raise UsageError(f"{where}: attack {name!r} takes no parameter {', '.join(unknown)}; it takes {takes}.")
+    validate_params(params)
+    request = make_request(name, params)
+    return AttackRequest(request.name, request.params, _eps(eps, eps_where)) if eps is not None else request
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file; every problem is a one-line :class:`UsageError`."""
     path = Path(path)
@@ -91,17 +111,9 @@ def load_suite(path: str | Path) -> Suite:
     for i, entry in enumerate(data.get("attack", [])):
         if "name" not in entry:
             raise UsageError(f"suite {str(path)!r}: attack #{i + 1} has no name.")
+        params = {k: v for k, v in entry.items() if k != "name"}
         name = entry["name"]
-        ATTACKS.get(name)
-        params = {k: v for k, v in entry.items() if k not in ("name", "eps")}
-        unknown = sorted(set(params) - set(ATTACKS.get(name).defaults))
-        if unknown:
-            raise UsageError(f"suite {str(path)!r}: attack {name!r} takes no parameter {', '.join(unknown)}; it takes {', '.join(ATTACKS.get(name).defaults) or 'none'}.")
-        validate_params(params)
-        request = make_request(name, params)
-        if "eps" in entry:
-            request = AttackRequest(request.name, request.params, _eps(entry["eps"], f"suite {path.name} attack {name}"))
-        attacks.append(request)
+        attacks.append(attack_request(name, params, f"suite {str(path)!r}", f"suite {path.name} attack {name}"))
     corr = data.get("corruptions", {})
     severities = corr.get("severities")
     return Suite(

@@ -67,6 +67,7 @@ FLOORS: tuple[tuple[str, frozenset[str]], ...] = (
     ("engine", frozenset({"ellrobust.engine"})),
     ("judgements", frozenset({"ellrobust.check", "ellrobust.frame", "ellrobust.verdict"})),  # numbers, no formatting
     ("report", frozenset({"ellrobust.report"})),
+    ("api", frozenset({"ellrobust.api"})),  # ellrobust.evaluate and run_config: what the CLI and the package face call
     ("cli", frozenset({"ellrobust.cli"})),
     ("front door", frozenset({"ellrobust", "ellrobust.__main__"})),
 )

@@ -21,8 +21,7 @@ from ellrobust.parsing import (
     parse_name_list,
     parse_workers,
 )
-
-DEFAULT_SUITE = "quick"
+from ellrobust.suites import DEFAULT_SUITE
 
 
 def default_run_dir(config) -> Path:
@@ -191,22 +190,24 @@ def register(app: typer.Typer) -> None:
 
 
 def execute(config, out: Path | None, max_image_pixels: int | None = None):
-    """Run an evaluation with progress on stderr; None on torchrun ranks other than 0.
+    """Run an evaluation with progress on stderr; its :class:`~ellrobust.api.Results` (None on torchrun's other ranks).
 
-    Shared by ``eval`` and ``collapse``: the default run folder is named after the request, and the
-    command line is recorded in run.json so that reports can say how to reproduce them.
+    Shared by ``eval`` and ``collapse``. It calls :func:`ellrobust.api.run_config`, as
+    ``ellrobust.evaluate`` does; here the default run folder is named after the request under
+    ``reports/runs/``, and the command line is recorded in run.json so that reports can say how to
+    reproduce them.
     ``--max-image-pixels`` is not part of the request (it changes no number, only which files may be
     read), so raising it after a refused image resumes the same run folder.
     """
+    from ellrobust.api import run_config
     from ellrobust.cli.render import stderr, unit_progress
     from ellrobust.data import image_pixel_limit
     from ellrobust.distributed import is_main_process
-    from ellrobust.engine import Evaluation
 
     run_dir = out if out is not None else default_run_dir(config)
     command = shlex.join(["ellrobust", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("ellrobust", "__main__.py") else None
     with image_pixel_limit(max_image_pixels), unit_progress(enabled=is_main_process()) as progress:
-        result = Evaluation(config, run_dir, progress, command=command).run()
+        result = run_config(config, out=run_dir, progress=progress, command=command)
     if not is_main_process():
         return None
     stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")

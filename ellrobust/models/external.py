@@ -135,23 +135,31 @@ class TimmVisionTransformer(ExternalClassifier):
         return int(self.net.num_prefix_tokens)
 
     def iter_blocks(self, images: torch.Tensor) -> Iterator[BlockOutput]:
-        net = self.net
-        x = net.norm_pre(net.patch_drop(net._pos_embed(net.patch_embed(self.normalize(images)))))  # (B, N, C)
-        for blk in net.blocks:
-            h = blk.norm1(x)
-            attn = blk.attn
-            B, N, _ = h.shape
-            q, k, v = attn.qkv(h).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            q, k = attn.q_norm(q), attn.k_norm(k)  # (B, H, N, D) each, as the attention uses them
-            a = blk.drop_path1(blk.ls1(attn(h)))
-            x = x + a
-            x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
-            yield BlockOutput(x=x, attn_out=a, attn_in=h, q=q, k=k, v=v, m=None)
+        return iter_timm_blocks(self.net, self.normalize(images))
 
     def forward_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[BlockOutput]]:
         """Every block's outputs kept, and the final normed tokens (timm's ``forward_features``)."""
         outs = list(self.iter_blocks(images))
         return self.net.norm(outs[-1].x), outs
+
+
+def iter_timm_blocks(net: nn.Module, images: torch.Tensor) -> Iterator[BlockOutput]:
+    """The blocks of a timm VisionTransformer (:func:`timm_has_tokens`), in timm's order.
+
+    ``images`` are what ``net`` takes (normalised). Shared by :class:`TimmVisionTransformer` and a timm
+    ViT given to ``ellrobust.evaluate`` as a module (:mod:`.module`).
+    """
+    x = net.norm_pre(net.patch_drop(net._pos_embed(net.patch_embed(images))))  # (B, N, C)
+    for blk in net.blocks:
+        h = blk.norm1(x)
+        attn = blk.attn
+        B, N, _ = h.shape
+        q, k, v = attn.qkv(h).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = attn.q_norm(q), attn.k_norm(k)  # (B, H, N, D) each, as the attention uses them
+        a = blk.drop_path1(blk.ls1(attn(h)))
+        x = x + a
+        x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+        yield BlockOutput(x=x, attn_out=a, attn_in=h, q=q, k=k, v=v, m=None)
 
 
 def timm_has_tokens(net: nn.Module) -> bool:

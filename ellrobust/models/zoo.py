@@ -95,6 +95,37 @@ def is_elliptical_name(name: str, *, default_arch: str = "deit-micro") -> bool:
     return MODELS.get(resolve_name(name, default_arch=default_arch)).elliptical
 
 
+def is_model_name(name: str) -> bool:
+    """Whether :func:`load_model` takes ``name`` as a model's name, not as a file.
+
+    A short name, an architecture, ``vit``/``vit-elliptical``, or ``PREFIX:NAME`` of a registered
+    library (the library itself then says whether it has NAME).
+    """
+    prefix, sep, _ = name.partition(":")
+    return name in SHORT_NAMES or name in MODELS or name in INFERRED or (bool(sep) and prefix in PREFIXES)
+
+
+def checkpoint_architecture(checkpoint: str | os.PathLike) -> str:
+    """The name that builds a checkpoint given without one: ellrobust's ViT from its shapes (``-m vit -c FILE``).
+
+    ``vit-elliptical`` when the file's metadata records elliptical layers (``ellrobust train`` writes
+    them), else ``vit``: official elliptical checkpoints record none, so they are named explicitly.
+    Only a safetensors header is read here; :func:`load_model` reads the weights and reports a file
+    that is missing or unreadable.
+    """
+    path = Path(checkpoint)
+    if path.suffix != ".safetensors" or not path.is_file():
+        return "vit"
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            layers = _maybe_json((f.metadata() or {}).get("elliptical_layers"))
+    except (SafetensorError, OSError, ValueError):
+        return "vit"
+    return "vit-elliptical" if isinstance(layers, list) and layers else "vit"
+
+
 def infers_architecture(name: str) -> bool:
     """Whether ``name`` builds its architecture from the checkpoint (``vit``, ``vit-elliptical``): what ``--heads`` applies to."""
     return name in INFERRED
