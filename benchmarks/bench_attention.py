@@ -88,7 +88,9 @@ def measure(arch: str, precision: Precision, batch: int, repeats: int, device: t
                 if rep >= 2:
                     times[label].append(t)
     if compiled.STATS.graphs != graphs:  # every state compiles in the warm-up rounds; a later compile would be timed
-        raise SystemExit(f"{compiled.STATS.graphs - graphs} graphs compiled inside the timed repetitions of {arch} {precision}")
+        raise SystemExit(
+            f"{compiled.STATS.graphs - graphs} graphs compiled inside the timed repetitions of {arch} {precision}"
+        )
     return times
 
 

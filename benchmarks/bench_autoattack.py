@@ -72,7 +72,9 @@ def robust_images(model, adv: torch.Tensor, labels: torch.Tensor) -> int:
         return int((model(adv).argmax(1) == labels).sum())
 
 
-def reference_autoattack(path: str, model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, device: str) -> tuple[torch.Tensor, dict]:
+def reference_autoattack(
+    path: str, model, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, device: str
+) -> tuple[torch.Tensor, dict]:
     """fra31/auto-attack's standard evaluation of ``x`` in one batch, and its seconds per attack.
 
     The reference logs the cumulative time after each attack ("robust accuracy after FAB-T: …
@@ -104,7 +106,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--reference", metavar="PATH", help="a local checkout of fra31/auto-attack to run side by side")
-    parser.add_argument("--alone", action=argparse.BooleanOptionalAction, default=True, help="also run each component alone")
+    parser.add_argument(
+        "--alone", action=argparse.BooleanOptionalAction, default=True, help="also run each component alone"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     eps, device = parse_fraction(args.eps), args.device
@@ -112,7 +116,9 @@ def main() -> None:
     x = torch.stack([data.dataset[i][0] for i in range(args.n)]).to(device)
     y = torch.stack([torch.as_tensor(data.dataset[i][1]) for i in range(args.n)]).to(device)
     request = make_request("autoattack")
-    hardware = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    hardware = (
+        torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    )
     print(f"device: {hardware}; {args.n} digits; eps {args.eps}; autoattack {request.params_json()}")
     totals = {"ellrobust": 0.0, "reference": 0.0}
     for name in args.models.split(","):
@@ -120,14 +126,18 @@ def main() -> None:
         clean = robust_images(model, x, y)
         perturb(model, request, x[:4], y[:4], eps=eps, num_classes=10, seed=args.seed)  # warm-up: compiles, untimed
         info: dict = {}
-        adv, wall, cpu = timed(partial(perturb, model, request, x, y, eps=eps, num_classes=10, seed=args.seed, info=info), device)
+        adv, wall, cpu = timed(
+            partial(perturb, model, request, x, y, eps=eps, num_classes=10, seed=args.seed, info=info), device
+        )
         totals["ellrobust"] += wall
         ours = robust_images(model, adv, y)
         print(f"\n## {name}: clean {clean}/{args.n}")
         print(f"ellrobust autoattack: robust {ours}/{args.n} images, {wall:.1f} s wall ({cpu:.1f} s CPU)")
         for component, stats in info["components"].items():
             share = stats["seconds"] / wall if wall else 0.0
-            print(f"  {component:8s} {stats['seconds']:7.1f} s ({share:4.0%})  attacked {stats['attacked']:4d}  broken {stats['broken']:4d}")
+            print(
+                f"  {component:8s} {stats['seconds']:7.1f} s ({share:4.0%})  attacked {stats['attacked']:4d}  broken {stats['broken']:4d}"
+            )
         if args.alone:
             with torch.no_grad(), precision_scope(Precision.FP32, x.device):
                 correct = torch.where(model(x).argmax(1) == y)[0]
@@ -138,7 +148,9 @@ def main() -> None:
                 left = robust_images(model, adv_c, y[correct])
                 print(f"  {component:8s} robust {left:4d}/{args.n}  {wall_c:7.1f} s wall ({cpu_c:.1f} s CPU)")
         if args.reference:
-            (adv_r, parts), wall_r, cpu_r = timed(partial(reference_autoattack, args.reference, model, x, y, eps, args.seed, device), device)
+            (adv_r, parts), wall_r, cpu_r = timed(
+                partial(reference_autoattack, args.reference, model, x, y, eps, args.seed, device), device
+            )
             totals["reference"] += wall_r
             theirs = robust_images(model, adv_r, y)
             print(f"reference autoattack: robust {theirs}/{args.n} images, {wall_r:.1f} s wall ({cpu_r:.1f} s CPU)")
@@ -151,7 +163,9 @@ def main() -> None:
             )
     if args.reference:
         ratio = totals["ellrobust"] / totals["reference"]
-        print(f"\nall models: ellrobust {totals['ellrobust']:.1f} s, reference {totals['reference']:.1f} s wall: ratio {ratio:.2f} (target ≤ 0.5)")
+        print(
+            f"\nall models: ellrobust {totals['ellrobust']:.1f} s, reference {totals['reference']:.1f} s wall: ratio {ratio:.2f} (target ≤ 0.5)"
+        )
 
 
 if __name__ == "__main__":

@@ -97,7 +97,9 @@ def main() -> None:
     breakdown(model, images, layers, sync, args.repeats, base)
 
 
-def breakdown(model, images: torch.Tensor, layers: tuple[int, ...], sync: Callable[[], None], repeats: int, forward: float) -> None:
+def breakdown(
+    model, images: torch.Tensor, layers: tuple[int, ...], sync: Callable[[], None], repeats: int, forward: float
+) -> None:
     """The full set's parts, each timed alone on the same blocks, as fractions of a forward pass."""
     with torch.no_grad():
         blocks = list(model.iter_blocks(images))
@@ -110,7 +112,9 @@ def breakdown(model, images: torch.Tensor, layers: tuple[int, ...], sync: Callab
         }
         if images.is_cuda:
             parts["eigenvalues: cuda eigvalsh (loop)"] = lambda: torch.linalg.eigvalsh(gram)
-            parts["singular values: cuda gesvda (batched)"] = lambda: torch.linalg.svdvals(tokens.double(), driver="gesvda")
+            parts["singular values: cuda gesvda (batched)"] = lambda: torch.linalg.svdvals(
+                tokens.double(), driver="gesvda"
+            )
         print(f"  breakdown over {len(layers)} layers × {len(images)} images ({tuple(gram.shape[1:])} Gram matrices):")
         for name, fn in parts.items():
             fn()
@@ -128,7 +132,9 @@ def breakdown(model, images: torch.Tensor, layers: tuple[int, ...], sync: Callab
             s = torch.linalg.svdvals(tokens.double(), driver="gesvda")
             p = s / s.sum(-1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
             approx = torch.exp(-torch.xlogy(p, p).sum(-1)).float()
-            print(f"    gesvda's effective rank vs the library's: largest relative deviation {((approx - reference).abs() / reference).max():.2e}")
+            print(
+                f"    gesvda's effective rank vs the library's: largest relative deviation {((approx - reference).abs() / reference).max():.2e}"
+            )
 
 
 if __name__ == "__main__":

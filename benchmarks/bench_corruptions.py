@@ -93,7 +93,12 @@ def main() -> None:
     parser.add_argument("--severity", default="3")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's); 1 avoids thread-pool stalls on a busy machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's); 1 avoids thread-pool stalls on a busy machine",
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -107,17 +112,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         shared = run(models, args, Path(tmp) / "shared")
         per_model = [run((m,), args, Path(tmp) / f"alone-{m}") for m in models]
-    alone = Timing(*(sum(getattr(t, f) for t in per_model) for f in ("seconds", "data_seconds", "model_seconds", "generated", "evaluated")))
+    alone = Timing(
+        *(
+            sum(getattr(t, f) for t in per_model)
+            for f in ("seconds", "data_seconds", "model_seconds", "generated", "evaluated")
+        )
+    )
 
     units = len(args.corruptions) * len(args.severities)
-    print(f"corruption evaluation of {len(models)} models ({', '.join(models)}) on {args.data}, n={args.n}, "
-          f"{len(args.corruptions)} corruptions × severities {list(args.severities)} = {units} units, "
-          f"batch {args.batch_size}, workers {args.workers}, torch threads {torch.get_num_threads()}")
+    print(
+        f"corruption evaluation of {len(models)} models ({', '.join(models)}) on {args.data}, n={args.n}, "
+        f"{len(args.corruptions)} corruptions × severities {list(args.severities)} = {units} units, "
+        f"batch {args.batch_size}, workers {args.workers}, torch threads {torch.get_num_threads()}"
+    )
     for label, t in (("shared batches", shared), ("per model", alone)):
-        print(f"  {label:<15} {t.generated:>6} images generated ({t.generated / (units * args.n):.0f}x each) in {t.data_seconds:6.2f} s "
-              f"({t.generated / t.data_seconds:5.0f} images/s); {t.evaluated} model-images, forward {t.model_seconds:6.2f} s; "
-              f"total {t.seconds:6.2f} s -> {t.evaluated / t.seconds:5.0f} model-images/s")
-    print(f"  generation throughput, shared vs per model: {alone.data_seconds / shared.data_seconds:.2f}x (target >= 1.8x)")
+        print(
+            f"  {label:<15} {t.generated:>6} images generated ({t.generated / (units * args.n):.0f}x each) in {t.data_seconds:6.2f} s "
+            f"({t.generated / t.data_seconds:5.0f} images/s); {t.evaluated} model-images, forward {t.model_seconds:6.2f} s; "
+            f"total {t.seconds:6.2f} s -> {t.evaluated / t.seconds:5.0f} model-images/s"
+        )
+    print(
+        f"  generation throughput, shared vs per model: {alone.data_seconds / shared.data_seconds:.2f}x (target >= 1.8x)"
+    )
     print(f"  end-to-end throughput, shared vs per model: {alone.seconds / shared.seconds:.2f}x")
 
 

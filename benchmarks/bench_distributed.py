@@ -30,13 +30,39 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=2)
     args = parser.parse_args()
     cores = os.cpu_count() or 1
-    eval_args = ["eval", "-m", "deit-elliptical", "-m", "deit", "--attack", "pgd", "--eps", "2/255,8/255", "-n", str(args.n), "--batch-size", "32", "--no-sanity"]
+    eval_args = [
+        "eval",
+        "-m",
+        "deit-elliptical",
+        "-m",
+        "deit",
+        "--attack",
+        "pgd",
+        "--eps",
+        "2/255,8/255",
+        "-n",
+        str(args.n),
+        "--batch-size",
+        "32",
+        "--no-sanity",
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         one_env = {**os.environ}
         multi_env = {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // args.nproc))}
         t1 = timed([sys.executable, "-m", "ellrobust", *eval_args, "--out", f"{tmp}/one"], one_env)
         tn = timed(
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}", "-m", "ellrobust", *eval_args, "--out", f"{tmp}/multi"],
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={args.nproc}",
+                "-m",
+                "ellrobust",
+                *eval_args,
+                "--out",
+                f"{tmp}/multi",
+            ],
             multi_env,
         )
         same = Path(f"{tmp}/one/results.csv").read_bytes() == Path(f"{tmp}/multi/results.csv").read_bytes()

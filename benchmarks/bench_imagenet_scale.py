@@ -74,7 +74,9 @@ def build_folder(root: Path, n: int, seed: int, device: str) -> Path:
     with torch.no_grad():
         predictions = []
         for start in range(0, n, 64):
-            batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in images[start : start + 64]]).to(device)
+            batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in images[start : start + 64]]).to(
+                device
+            )
             predictions += model(batch).argmax(1).tolist()
     val = root / "val"
     for k in range(CLASSES):
@@ -116,7 +118,9 @@ def per_image_forward(model, x: torch.Tensor, precision: str, repeats: int) -> f
     return statistics.median(times) / len(x)
 
 
-def spsa_alone(model, images: int, steps: int, chunk: int, precision: str, device: torch.device, repeats: int = 2) -> list[float]:
+def spsa_alone(
+    model, images: int, steps: int, chunk: int, precision: str, device: torch.device, repeats: int = 2
+) -> list[float]:
     """SPSA (128 samples) on one batch, each run divided by the forward passes it makes, timed right after it.
 
     The eval's unit time is compared with a forward rate measured minutes apart; this ratio is the
@@ -207,7 +211,19 @@ print(count / (time.perf_counter() - start))
 
 def run_eval(args: list[str], out: Path, device: str) -> dict:
     """One ``ellrobust eval`` through the CLI; returns its run.json and the command's wall time."""
-    cmd = [sys.executable, "-m", "ellrobust", "eval", *args, "--device", device, "--out", str(out), "--no-sanity", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ellrobust",
+        "eval",
+        *args,
+        "--device",
+        device,
+        "--out",
+        str(out),
+        "--no-sanity",
+        "--json",
+    ]
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -231,7 +247,9 @@ def compile_note(meta: dict) -> str:
 def main() -> None:
     keep_freed_memory()  # the allocation policy of the CLI's process, so the figures are the CLI's
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=64, help="images in the folder (the PGD and collapse runs use all of them)")
+    parser.add_argument(
+        "--n", type=int, default=64, help="images in the folder (the PGD and collapse runs use all of them)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 128 on CUDA, 32 on the CPU")
     parser.add_argument("--steps", type=int, default=5, help="PGD steps")
@@ -239,18 +257,24 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", help="precision of the PGD and SPSA iterations")
     parser.add_argument("--spsa-n", type=int, default=None, help="images of the SPSA run (default: N/4)")
     parser.add_argument("--spsa-steps", type=int, default=1, help="SPSA steps (the paper: 40)")
-    parser.add_argument("--corruption-n", type=int, default=16, help="images of the corruption run (15 corruptions × 5 severities)")
+    parser.add_argument(
+        "--corruption-n", type=int, default=16, help="images of the corruption run (15 corruptions × 5 severities)"
+    )
     parser.add_argument("--workers", default="auto")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--keep", type=Path, default=None, help="build the folder here and keep it (default: a temporary folder)")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="build the folder here and keep it (default: a temporary folder)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     batch = args.batch_size or (128 if device.type == "cuda" else 32)
     spsa_n = args.spsa_n or max(8, args.n // 4)
     root = Path(tempfile.mkdtemp()) if args.keep is None else args.keep
     cores = len(os.sched_getaffinity(0))
-    print(f"device {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}; {cores} cores; torch {torch.__version__}; "
-          f"N {args.n}; batch {batch}; precision {args.precision}")
+    print(
+        f"device {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}; {cores} cores; torch {torch.__version__}; "
+        f"N {args.n}; batch {batch}; precision {args.precision}"
+    )
 
     tick = time.perf_counter()
     weights = build_folder(root, args.n, seed=0, device=args.device)
@@ -259,19 +283,54 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", "import ellrobust.cli"], check=True)
     import_s = time.perf_counter() - start
     models = ["-m", f"{ARCH}-elliptical", "-c", str(weights), "-m", ARCH, "-c", str(weights)]
-    common = ["--data", "imagefolder", "--data-root", str(root / "val"), "--batch-size", str(batch), "--workers", args.workers]
+    common = [
+        "--data",
+        "imagefolder",
+        "--data-root",
+        str(root / "val"),
+        "--batch-size",
+        str(batch),
+        "--workers",
+        args.workers,
+    ]
 
     # --- PGD -----------------------------------------------------------------------------------------
-    pgd = run_eval([*common, *models, "--attack", "pgd", "--steps", str(args.steps), "--eps", args.eps, "--precision", args.precision], root / "pgd", args.device)
+    pgd = run_eval(
+        [
+            *common,
+            *models,
+            "--attack",
+            "pgd",
+            "--steps",
+            str(args.steps),
+            "--eps",
+            args.eps,
+            "--precision",
+            args.precision,
+        ],
+        root / "pgd",
+        args.device,
+    )
     startup = pgd["startup"]
     print("\n## startup")
     print(f"import of the CLI (python -c 'import ellrobust.cli'): {import_s:.2f} s")
-    print(f"index + digest {startup['index_s']:.2f} s; decode {startup['decoded_images']} images into the store "
-          f"({startup['workers']} workers) {startup['decode_s']:.2f} s; load models {startup['models_s']:.2f} s")
-    print(f"first unit starts after {startup['index_s'] + startup['decode_s'] + startup['models_s']:.2f} s of the run "
-          f"(whole command {pgd['command_s']:.1f} s)")
+    print(
+        f"index + digest {startup['index_s']:.2f} s; decode {startup['decoded_images']} images into the store "
+        f"({startup['workers']} workers) {startup['decode_s']:.2f} s; load models {startup['models_s']:.2f} s"
+    )
+    print(
+        f"first unit starts after {startup['index_s'] + startup['decode_s'] + startup['models_s']:.2f} s of the run "
+        f"(whole command {pgd['command_s']:.1f} s)"
+    )
 
-    model = load_model(ARCH + "-elliptical", checkpoint=weights, num_classes=CLASSES, dataset="imagefolder", default_arch=ARCH, img_size=224).to(device)
+    model = load_model(
+        ARCH + "-elliptical",
+        checkpoint=weights,
+        num_classes=CLASSES,
+        dataset="imagefolder",
+        default_arch=ARCH,
+        img_size=224,
+    ).to(device)
     steps_s, forwards_s = {}, {}
 
     def step_at(size: int) -> float:
@@ -284,7 +343,9 @@ def main() -> None:
 
     def forward_at(size: int, precision: str = "fp32") -> float:
         if (size, precision) not in forwards_s:
-            forwards_s[(size, precision)] = per_image_forward(model, torch.rand(size, 3, 224, 224, device=device), precision, args.repeats) * size
+            forwards_s[(size, precision)] = (
+                per_image_forward(model, torch.rand(size, 3, 224, 224, device=device), precision, args.repeats) * size
+            )
         return forwards_s[(size, precision)]
 
     def batch_sizes(images: int) -> list[int]:
@@ -297,13 +358,35 @@ def main() -> None:
     measured = unit_seconds(pgd, lambda u: " pgd " in f" {u['label']} " or u["label"].endswith(" clean"))
     ideal = ideal_attack + ideal_clean
     print("\n## PGD (both models, every budget)")
-    print(f"measured step at batch {batch}: {step_at(batch) / batch * 1e3:.2f} ms/image; clean forward {forward_at(batch) / batch * 1e3:.2f} ms/image")
-    print(f"unit time {measured:.2f} s vs ideal {ideal:.2f} s ({attacked} image-budgets × {args.steps} steps at the units' batch sizes "
-          f"+ {2 * args.n} clean forwards): {measured / ideal:.3f} × ideal (target ≤ 1.10); {compile_note(pgd)}")
+    print(
+        f"measured step at batch {batch}: {step_at(batch) / batch * 1e3:.2f} ms/image; clean forward {forward_at(batch) / batch * 1e3:.2f} ms/image"
+    )
+    print(
+        f"unit time {measured:.2f} s vs ideal {ideal:.2f} s ({attacked} image-budgets × {args.steps} steps at the units' batch sizes "
+        f"+ {2 * args.n} clean forwards): {measured / ideal:.3f} × ideal (target ≤ 1.10); {compile_note(pgd)}"
+    )
 
     # --- SPSA ----------------------------------------------------------------------------------------
-    spsa = run_eval([*common, *models, "--n", str(spsa_n), "--attack", "spsa", "--samples", "128", "--steps", str(args.spsa_steps),
-                     "--eps", args.eps.split(",")[0], "--precision", args.precision], root / "spsa", args.device)
+    spsa = run_eval(
+        [
+            *common,
+            *models,
+            "--n",
+            str(spsa_n),
+            "--attack",
+            "spsa",
+            "--samples",
+            "128",
+            "--steps",
+            str(args.spsa_steps),
+            "--eps",
+            args.eps.split(",")[0],
+            "--precision",
+            args.precision,
+        ],
+        root / "spsa",
+        args.device,
+    )
     chunk = max((u.get("spsa_images_per_forward", 0) for u in spsa["units"]), default=0) or batch
     probe = min(chunk, 256)  # beyond a few hundred images a forward pass costs the same per image
     spsa_forward = forward_at(probe, args.precision) / probe
@@ -311,35 +394,64 @@ def main() -> None:
     ideal = attacked * 2 * 128 * args.spsa_steps * spsa_forward
     measured = unit_seconds(spsa, lambda u: " spsa " in f" {u['label']} ")
     print("\n## SPSA (128 samples)")
-    print(f"images per forward pass the attack used: {chunk}; forward {spsa_forward * 1e3:.2f} ms/image at batch {probe}")
-    print(f"unit time {measured:.2f} s vs ideal {ideal:.2f} s ({attacked} images × 2 × 128 × {args.spsa_steps} steps): "
-          f"{measured / ideal:.3f} × ideal (target ≤ 1.10); {compile_note(spsa)}")
+    print(
+        f"images per forward pass the attack used: {chunk}; forward {spsa_forward * 1e3:.2f} ms/image at batch {probe}"
+    )
+    print(
+        f"unit time {measured:.2f} s vs ideal {ideal:.2f} s ({attacked} images × 2 × 128 × {args.spsa_steps} steps): "
+        f"{measured / ideal:.3f} × ideal (target ≤ 1.10); {compile_note(spsa)}"
+    )
     alone = spsa_alone(model, max(1, attacked // 2), args.spsa_steps, chunk, args.precision, device)
-    print(f"the attack alone on {max(1, attacked // 2)} images, each run beside the same forward passes timed alone "
-          f"(this machine's speed drifts between moments): {', '.join(f'{r:.3f}' for r in alone)} × its forward passes")
+    print(
+        f"the attack alone on {max(1, attacked // 2)} images, each run beside the same forward passes timed alone "
+        f"(this machine's speed drifts between moments): {', '.join(f'{r:.3f}' for r in alone)} × its forward passes"
+    )
 
     # --- corruptions ---------------------------------------------------------------------------------
     severities = (1, 2, 3, 4, 5)
     rate = single_core_rate(root / "val", min(args.corruption_n, 8), severities)
-    corr = run_eval([*common, *models, "--n", str(args.corruption_n), "--attack", "none", "--corruption", "all", "--severity", "1-5"], root / "corr", args.device)
+    corr = run_eval(
+        [
+            *common,
+            *models,
+            "--n",
+            str(args.corruption_n),
+            "--attack",
+            "none",
+            "--corruption",
+            "all",
+            "--severity",
+            "1-5",
+        ],
+        root / "corr",
+        args.device,
+    )
     generated = sum(u.get("generated_images", 0) for u in corr["units"])
     seconds = unit_seconds(corr, lambda u: "generated_images" in u)
     model_s = sum(u.get("model_seconds", 0.0) for u in corr["units"])
     achieved = generated / seconds
-    print(f"\n## corruptions ({len(names_in(CorruptionSet.BENCHMARK))} × {len(severities)}, {args.corruption_n} images, {corr['startup']['workers']} workers)")
+    print(
+        f"\n## corruptions ({len(names_in(CorruptionSet.BENCHMARK))} × {len(severities)}, {args.corruption_n} images, {corr['startup']['workers']} workers)"
+    )
     print(f"warm single-core rate {rate:.1f} images/s; ideal with {cores} cores {cores * rate:.1f} images/s")
     pooled = pool_rate(root / "val", args.corruption_n, severities, corr["startup"]["workers"])
-    print(f"generation alone (the run's store, worker pool and tasks; no models): {pooled:.1f} images/s = "
-          f"{pooled / (cores * rate):.2f} × cores × single-core rate (target ≥ 0.8)")
-    print(f"in eval: generated {generated} images in {seconds:.2f} s of corruption units, {model_s:.2f} s of it in the models' forward passes "
-          f"({achieved:.1f} images/s = {achieved / (cores * rate):.2f} × cores × single-core rate; the models share these cores)")
+    print(
+        f"generation alone (the run's store, worker pool and tasks; no models): {pooled:.1f} images/s = "
+        f"{pooled / (cores * rate):.2f} × cores × single-core rate (target ≥ 0.8)"
+    )
+    print(
+        f"in eval: generated {generated} images in {seconds:.2f} s of corruption units, {model_s:.2f} s of it in the models' forward passes "
+        f"({achieved:.1f} images/s = {achieved / (cores * rate):.2f} × cores × single-core rate; the models share these cores)"
+    )
 
     # --- collapse ------------------------------------------------------------------------------------
     col = run_eval([*common, *models, "--attack", "none", "--collapse"], root / "collapse", args.device)
     measured = unit_seconds(col, lambda u: u["label"].endswith(" collapse"))
     ideal = ideal_clean
     print("\n## collapse (token cosine, attention entropy, effective rank; both models)")
-    print(f"unit time {measured:.2f} s vs one forward pass of the images {ideal:.2f} s: {measured / ideal:.2f} × (target ≤ 1.5); {compile_note(col)}")
+    print(
+        f"unit time {measured:.2f} s vs one forward pass of the images {ideal:.2f} s: {measured / ideal:.2f} × (target ≤ 1.5); {compile_note(col)}"
+    )
     if args.keep is None:
         import shutil
 

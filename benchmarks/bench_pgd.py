@@ -59,7 +59,12 @@ def hand_loop(model, x_all, y_all, batch: int, device: str) -> float:
 def ellrobust_run(model_name: str, batch: int, device: str) -> tuple[float, float, object]:
     """Seconds of the run without its compilation, the compilation's seconds, and the results table."""
     config = EvalConfig(
-        models=(model_name,), attacks=(make_request("pgd", {"steps": STEPS, "step_size": "0.25*eps"}),), eps=EPS, batch_size=batch, sanity=False, device=device
+        models=(model_name,),
+        attacks=(make_request("pgd", {"steps": STEPS, "step_size": "0.25*eps"}),),
+        eps=EPS,
+        batch_size=batch,
+        sanity=False,
+        device=device,
     )
     with tempfile.TemporaryDirectory() as tmp:
         sync(device)
@@ -124,16 +129,22 @@ def main() -> None:
     f, fb = fwd_per_image(model, xb), fwd_bwd_per_image(model, xb, yb)
     ideal = attacked * (STEPS * fb + f) + len(x_all) * f
     ideal_hand = len(x_all) * len(EPS) * (STEPS * fb + f)
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    device = (
+        torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"CPU ({torch.get_num_threads()} threads)"
+    )
     t_hand, t_ours = statistics.median(hand), statistics.median(ours)
     print(f"device: {device}; model {args.model}; {len(x_all)} images; PGD-{STEPS} at {len(EPS)} budgets")
     print(f"clean accuracy: {clean:.3f}; images attacked: {int(attacked)} of {len(x_all) * len(EPS)}")
     print(f"hand-written torchattacks loop: {t_hand:.2f} s (median of {args.repeats})")
-    print(f"ellrobust eval:                 {t_ours:.2f} s (median of {args.repeats}; compilation apart: {', '.join(f'{c:.2f}' for c in compiles)} s)")
+    print(
+        f"ellrobust eval:                 {t_ours:.2f} s (median of {args.repeats}; compilation apart: {', '.join(f'{c:.2f}' for c in compiles)} s)"
+    )
     print(f"wall-time ratio ellrobust / hand loop: {t_ours / t_hand:.3f}  (target ≤ 1.0 when clean accuracy < 100 %)")
     print(f"ideal work (steps × fwd+bwd + 1 fwd per attacked image, 1 clean fwd per image): {ideal:.2f} s")
     print(f"overhead beyond ideal: {(t_ours / ideal - 1) * 100:+.1f} %  (target ≤ 10 %)")
-    print(f"for calibration, the hand loop against its own ideal ({ideal_hand:.2f} s): {(t_hand / ideal_hand - 1) * 100:+.1f} %")
+    print(
+        f"for calibration, the hand loop against its own ideal ({ideal_hand:.2f} s): {(t_hand / ideal_hand - 1) * 100:+.1f} %"
+    )
 
 
 if __name__ == "__main__":

@@ -110,7 +110,9 @@ class CollapseConfig:
             return tuple(range(depth))
         bad = [i for i in self.layers if i >= depth]
         if bad:
-            raise UsageError(f"--layers {bad} out of range for {model} ({depth} blocks): valid layers are 0–{depth - 1}.")
+            raise UsageError(
+                f"--layers {bad} out of range for {model} ({depth} blocks): valid layers are 0–{depth - 1}."
+            )
         return self.layers
 
     def row_params(self, head: int | None = None) -> dict[str, object]:
@@ -124,7 +126,13 @@ class CollapseConfig:
         """JSON of the whole config: a unit's identity, so changing any setting re-runs the unit."""
         layers = list(self.layers) if self.layers is not None else None
         metrics = [m.value for m in self.metrics]
-        unit = {**self.row_params(), "per_head": self.per_head, "layers": layers, "metrics": metrics, "precision": self.precision.value}
+        unit = {
+            **self.row_params(),
+            "per_head": self.per_head,
+            "layers": layers,
+            "metrics": metrics,
+            "precision": self.precision.value,
+        }
         return json.dumps(unit, sort_keys=True)
 
 
@@ -196,7 +204,9 @@ def collapse_metrics(
             heads = None
             if config.per_head:
                 # Head outputs before the projection, softmax(q kᵀ/√D) v: (B·H, N', D).
-                heads = F.scaled_dot_product_attention(block.q.float(), block.k.float(), block.v.float())[:, :, first:].flatten(0, 1)
+                heads = F.scaled_dot_product_attention(block.q.float(), block.k.float(), block.v.float())[
+                    :, :, first:
+                ].flatten(0, 1)
             if Metric.TOKEN_COSINE in wanted:
                 out[MetricKey(Metric.TOKEN_COSINE, layer)] = token_cosine(tokens)  # (B,)
                 if heads is not None:
@@ -317,9 +327,13 @@ class CollapseAccumulator:
 
     def values(self, size: int) -> dict[str, list[float | None]]:
         """Per-image values over the selection of ``size`` images (None where an image was not measured)."""
-        return {name: [None if np.isnan(v) else float(v) for v in series] for name, series in self._series(size).items()}
+        return {
+            name: [None if np.isnan(v) else float(v) for v in series] for name, series in self._series(size).items()
+        }
 
-    def rows(self, measured: Mapping[str, object], size: int, extra_params: Mapping[str, object] | None = None) -> list[Row]:
+    def rows(
+        self, measured: Mapping[str, object], size: int, extra_params: Mapping[str, object] | None = None
+    ) -> list[Row]:
         """Result rows: per layer × metric (× head), the mean over the images measured and its 95 % t interval.
 
         Summary rows over the later half of the measured layers (per image averaged over those layers
@@ -343,8 +357,14 @@ class CollapseAccumulator:
             if values.size == 0:
                 continue
             mean, low, high = mean_interval(values)
-            params = {**(extra_params or {}), **self.config.row_params(head)} | ({"layers": list(layers)} if layers else {})
-            where = {**measured, "params": json.dumps(params, sort_keys=True), "layer": layer}  # the collapse settings' params
+            params = {**(extra_params or {}), **self.config.row_params(head)} | (
+                {"layers": list(layers)} if layers else {}
+            )
+            where = {
+                **measured,
+                "params": json.dumps(params, sort_keys=True),
+                "layer": layer,
+            }  # the collapse settings' params
             row = Row(**where, metric=Metric(metric), value=mean)
             rows += [row, row.with_metric(row.metric.ci_low, low), row.with_metric(row.metric.ci_high, high)]
         return rows

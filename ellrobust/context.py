@@ -100,14 +100,18 @@ class EvalConfig:
             count = f"{len(self.architectures)} architectures for {len(self.models)} models"
             raise UsageError(f"{count}; give one per model, in order.")
         if self.checkpoints and len(self.checkpoints) != len(self.models):
-            raise UsageError(f"{len(self.checkpoints)} --checkpoint for {len(self.models)} --model; give one per model, in order.")
+            raise UsageError(
+                f"{len(self.checkpoints)} --checkpoint for {len(self.models)} --model; give one per model, in order."
+            )
         if len(self.elliptical_layers) not in (0, 1, len(self.models)):
             raise UsageError(
                 f"{len(self.elliptical_layers)} --elliptical-layers for {len(self.models)} --model; give one for all models or one per model, in order."
             )
         for flag, values in (("--heads", self.heads), ("--mean", self.mean), ("--std", self.std)):
             if len(values) not in (0, 1, len(self.models)):
-                raise UsageError(f"{len(values)} {flag} for {len(self.models)} --model; give one for all models or one per model, in order.")
+                raise UsageError(
+                    f"{len(values)} {flag} for {len(self.models)} --model; give one for all models or one per model, in order."
+                )
         if self.image_size is not None and self.image_size <= 0:
             raise UsageError(f"--img-size must be a positive number of pixels (got {self.image_size}).")
         if len(set(self.models)) != len(self.models):
@@ -119,14 +123,18 @@ class EvalConfig:
         if self.n is not None and self.n <= 0:
             raise UsageError(f"--n must be a positive number of images (got {self.n}).")
         if self.n is not None and self.n > MAX_IMAGES:
-            raise UsageError(f"--n {self.n} is above the bound of {MAX_IMAGES:,} images; leave --n out to take the whole split.")
+            raise UsageError(
+                f"--n {self.n} is above the bound of {MAX_IMAGES:,} images; leave --n out to take the whole split."
+            )
         if self.workers is not None and self.workers < 0:
             raise UsageError(f"--workers must be 'auto' or a number ≥ 0 (got {self.workers}).")
         if self.memory_budget_gb is not None and self.memory_budget_gb < 0:
             raise UsageError(f"--memory-budget must be ≥ 0 GiB (got {self.memory_budget_gb}).")
         protocols = [p.value for p in CorruptionProtocol]
         if self.corruption_protocol not in protocols:
-            raise UsageError(f"--corruption-protocol must be one of {', '.join(protocols)} (got {self.corruption_protocol!r}).")
+            raise UsageError(
+                f"--corruption-protocol must be one of {', '.join(protocols)} (got {self.corruption_protocol!r})."
+            )
         precisions = tuple(dict.fromkeys(parse_precision(p) for p in self.precision))
         if not precisions:
             raise UsageError("--precision is empty; choose among fp32, tf32, bf16.")
@@ -251,7 +259,16 @@ class UnitResult:
     def outcomes_of(self, unit: Unit) -> list[Outcomes]:
         """The unit's per-example outcomes as typed records, one per model, in the unit's measurement."""
         return [
-            Outcomes(model, unit.method, unit.params, unit.eps, unit.severity, unit.m_grad, unit.precision, np.asarray(vals, dtype=bool))
+            Outcomes(
+                model,
+                unit.method,
+                unit.params,
+                unit.eps,
+                unit.severity,
+                unit.m_grad,
+                unit.precision,
+                np.asarray(vals, dtype=bool),
+            )
             for model, vals in self.outcomes.items()
         ]
 

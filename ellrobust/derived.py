@@ -39,7 +39,9 @@ from ellrobust.metrics.stats import (
 from ellrobust.results import ACCURACIES, Metric, Outcomes, Row
 
 
-def derive(ctx: RunContext, finished: list[tuple[Unit, UnitResult]], rows: list[Row]) -> tuple[list[Row], list[Row], list[Outcomes]]:
+def derive(
+    ctx: RunContext, finished: list[tuple[Unit, UnitResult]], rows: list[Row]
+) -> tuple[list[Row], list[Row], list[Outcomes]]:
     """Worst case over attacks, intervals, paired comparisons and sanity flags, from the finished units.
 
     Returns:
@@ -56,7 +58,11 @@ def derive(ctx: RunContext, finished: list[tuple[Unit, UnitResult]], rows: list[
     for a, b in combinations(list(ctx.models), 2):
         derived += paired_rows(a, b, by_model.get(a, {}), by_model.get(b, {}))
     derived += collapse_difference_rows(ctx, finished)
-    sanity = sanity_rows(ctx, rows + derived, [(unit, result.extra) for unit, result in finished]) if ctx.config.sanity else []
+    sanity = (
+        sanity_rows(ctx, rows + derived, [(unit, result.extra) for unit, result in finished])
+        if ctx.config.sanity
+        else []
+    )
     return derived + sanity, sanity, outcomes
 
 
@@ -74,7 +80,18 @@ def worst_case(outcomes: Iterable[Outcomes]) -> tuple[list[Row], list[Outcomes]]
             continue
         worst = np.logical_and.reduce(list(per_attack.values()))
         params = json.dumps({"attacks": sorted(per_attack), "norm": norm}, sort_keys=True)
-        rows.append(Row(model, Metric.ROBUST_ACCURACY, float(worst.mean()), "worst-case", params=params, eps=eps, m_grad=mg, precision=precision))
+        rows.append(
+            Row(
+                model,
+                Metric.ROBUST_ACCURACY,
+                float(worst.mean()),
+                "worst-case",
+                params=params,
+                eps=eps,
+                m_grad=mg,
+                precision=precision,
+            )
+        )
         worst_outcomes.append(Outcomes(model, "worst-case", params, eps, None, mg, precision, worst))
     return rows, worst_outcomes
 
@@ -115,7 +132,19 @@ def paired_rows(a: str, b: str, outcomes_a: dict[tuple, np.ndarray], outcomes_b:
     adjusted = holm_adjust([cmp.p_value for _, cmp in found]) if found else []
     rows = []
     for ((method, params, eps, severity, mg, precision), cmp), p_adjusted in zip(found, adjusted, strict=True):
-        row = Row(a, Metric.ACCURACY_DIFFERENCE, cmp.difference, method, params, eps, severity, None, mg, precision, baseline=b)
+        row = Row(
+            a,
+            Metric.ACCURACY_DIFFERENCE,
+            cmp.difference,
+            method,
+            params,
+            eps,
+            severity,
+            None,
+            mg,
+            precision,
+            baseline=b,
+        )
         discordance = (cmp.a_only + cmp.b_only) / cmp.n if cmp.n else 0.0
         needed = required_n(abs(cmp.difference), discordance) if cmp.difference else None
         rows += [
@@ -158,6 +187,15 @@ def collapse_difference_rows(ctx: RunContext, finished: list[tuple[Unit, UnitRes
             if layer is None:  # the later-half summary: each model's own later half (depths may differ)
                 params |= {"layers": list(summary_layers(a)), "baseline_layers": list(summary_layers(b))}
             difference = Metric(metric).difference
-            row = Row(a, difference, mean, "collapse", json.dumps(params, sort_keys=True), layer=layer, precision=config.precision.value, baseline=b)
+            row = Row(
+                a,
+                difference,
+                mean,
+                "collapse",
+                json.dumps(params, sort_keys=True),
+                layer=layer,
+                precision=config.precision.value,
+                baseline=b,
+            )
             rows += [row, row.with_metric(difference.ci_low, low), row.with_metric(difference.ci_high, high)]
     return rows

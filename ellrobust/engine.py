@@ -146,7 +146,9 @@ def load_models(
     checkpoints = config.checkpoints or (None,) * len(config.models)
     builds = [config.architecture(i) for i, name in enumerate(config.models) if name not in modules]
     if config.heads and not any(infers_architecture(build) for build in builds):
-        raise UsageError("--heads applies to `-m vit` and `-m vit-elliptical` (architectures read from a checkpoint); no --model here is one.")
+        raise UsageError(
+            "--heads applies to `-m vit` and `-m vit-elliptical` (architectures read from a checkpoint); no --model here is one."
+        )
     for i, (name, ckpt) in enumerate(zip(config.models, checkpoints, strict=True)):
         if name in modules:
             mean, std = config.option_for("mean", i), config.option_for("std", i)
@@ -196,7 +198,9 @@ def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> Non
             if data.spec.resizable
             else f"pass --img-size {size} if its weights were trained on {size} px images"
         )
-        raise UsageError(f"model {name!r} takes {module.input_size} px images but the run's images ({data.spec.name}) are {size} px; {fix}.")
+        raise UsageError(
+            f"model {name!r} takes {module.input_size} px images but the run's images ({data.spec.name}) are {size} px; {fix}."
+        )
     try:
         with torch.no_grad():
             logits = module(torch.zeros(1, 3, size, size))
@@ -262,7 +266,9 @@ class Evaluation:
             # attack units also measure collapse on their adversarial images when it is requested
             "collapse": collapse_key(self.config.collapse) if unit.stage in ("attack", "collapse") else None,
         }
-        if self.config.deterministic:  # other kernels, maybe other last bits: not the same unit (absent when off: keys unchanged)
+        if (
+            self.config.deterministic
+        ):  # other kernels, maybe other last bits: not the same unit (absent when off: keys unchanged)
             ident["deterministic"] = True
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -280,7 +286,10 @@ class Evaluation:
         started = time.time()
         self._compile_start = compiled_attention.STATS.snapshot()  # the models' input check compiles too
         try:
-            with deterministic_mode(cfg.deterministic), RunLock(self.run_dir) if dist.is_main else contextlib.nullcontext():
+            with (
+                deterministic_mode(cfg.deterministic),
+                RunLock(self.run_dir) if dist.is_main else contextlib.nullcontext(),
+            ):
                 tick = time.perf_counter()
                 data = load_dataset(cfg.dataset, cfg.split, cfg.data_root, cfg.image_size)
                 indices = select_indices(len(data), cfg.n, cfg.seed)
@@ -313,13 +322,17 @@ class Evaluation:
         tick = time.perf_counter()
         decodes = not isinstance(data.dataset, TensorDataset)
         workers = cfg.workers if cfg.workers is not None else auto_workers(decodes, local_world_size())
-        plan = image_store.plan_for(cfg.cache_dir, self.run_dir, cfg.memory_budget_gb, shared_file=dist.enabled and decodes)
+        plan = image_store.plan_for(
+            cfg.cache_dir, self.run_dir, cfg.memory_budget_gb, shared_file=dist.enabled and decodes
+        )
         writer = not plan.shared_file or dist.local_rank == 0
         if writer:
             store, todo = image_store.allocate(data.dataset, indices, data.digest, data.spec.pixel_dtype, plan)
         else:
             dist.barrier()  # the node's first rank has decoded the images into the shared file
-            store = image_store.open_complete(plan.path(image_store.store_key(data.digest, indices, data.spec.pixel_dtype)), data.spec.pixel_dtype)
+            store = image_store.open_complete(
+                plan.path(image_store.store_key(data.digest, indices, data.spec.pixel_dtype)), data.spec.pixel_dtype
+            )
             todo = []
         size = int(store.image_shape[-1])
         protocol = resolve_protocol(cfg.corruption_protocol, size).value
@@ -342,16 +355,30 @@ class Evaluation:
         if plan.shared_file and writer:
             dist.barrier()
         self.startup.update(
-            decode_s=time.perf_counter() - tick, decoded_images=store.decoded, workers=workers, decode_workers=decoders if todo else 0,
+            decode_s=time.perf_counter() - tick,
+            decoded_images=store.decoded,
+            workers=workers,
+            decode_workers=decoders if todo else 0,
             store=store.location,
         )
         return store, pool
 
-    def _run(self, data: LoadedDataset, indices: list[int], models: dict[str, LoadedModel], store, pool: WorkerPool, dist, started: float) -> RunResult:
+    def _run(
+        self,
+        data: LoadedDataset,
+        indices: list[int],
+        models: dict[str, LoadedModel],
+        store,
+        pool: WorkerPool,
+        dist,
+        started: float,
+    ) -> RunResult:
         cfg = self.config
         for lm in models.values():
             lm.module.to(dist.device(cfg.device))
-        ctx = RunContext(cfg, data, indices, models, self.progress if dist.is_main else no_progress, dist, store=store, pool=pool)
+        ctx = RunContext(
+            cfg, data, indices, models, self.progress if dist.is_main else no_progress, dist, store=store, pool=pool
+        )
         units = UnitStore(self.run_dir)
         all_rows: list[Row] = []
         finished: list[tuple[Unit, UnitResult]] = []
@@ -359,7 +386,9 @@ class Evaluation:
         stages = [make_stage() for make_stage in STAGES]
         for stage in stages:
             planned = [(unit, self.identity(unit, ctx)) for unit in stage.units(ctx)]
-            saved = [dist.broadcast(units.load(key, unit) if dist.is_main else None) for unit, key in planned]  # all ranks agree
+            saved = [
+                dist.broadcast(units.load(key, unit) if dist.is_main else None) for unit, key in planned
+            ]  # all ranks agree
             stage.prepare(ctx, [unit for (unit, _), result in zip(planned, saved, strict=True) if result is None])
             for (unit, key), result in zip(planned, saved, strict=True):
                 if result is None:
@@ -401,14 +430,22 @@ class Evaluation:
         )  # fmt: skip
         return {name: Provenance(checkpoint=lm.digest, **common) for name, lm in ctx.models.items()}
 
-    def _describe(self, ctx: RunContext, started: float, finished: list[tuple[Unit, UnitResult]], attention: dict) -> dict:
+    def _describe(
+        self, ctx: RunContext, started: float, finished: list[tuple[Unit, UnitResult]], attention: dict
+    ) -> dict:
         """run.json: the request, the models, the data, the environment, how the attention ran, and where the time went."""
         return {
             "schema_version": SCHEMA_VERSION,
             "command": self.command,
             "config": self.config.to_dict(),
             "models": _model_records(ctx),
-            "dataset": {"name": ctx.data.spec.name, "split": ctx.data.split, "digest": ctx.data.digest, "n": len(ctx.indices), "num_classes": ctx.data.num_classes},
+            "dataset": {
+                "name": ctx.data.spec.name,
+                "split": ctx.data.split,
+                "digest": ctx.data.digest,
+                "n": len(ctx.indices),
+                "num_classes": ctx.data.num_classes,
+            },
             "corruption_protocol": ctx.corruption_protocol if self.config.corruptions else None,
             "environment": {**environment(), "world_size": ctx.dist.world_size},
             "startup": self.startup,
@@ -416,7 +453,10 @@ class Evaluation:
             "worker_deaths": ctx.pool.deaths,  # workers that died and whose tasks a fresh worker ran again
             "wall_time_s": time.time() - started,
             "unit_seconds": sum(float(r.extra.get("seconds", 0.0)) for _, r in finished),
-            "units": [{"label": unit.label, "precision": unit.precision or None, **_timings(result.extra)} for unit, result in finished],
+            "units": [
+                {"label": unit.label, "precision": unit.precision or None, **_timings(result.extra)}
+                for unit, result in finished
+            ],
         }
 
 
@@ -449,7 +489,16 @@ def _compile_record(start: dict) -> dict:
 
 
 #: Unit diagnostics that run.json lists per unit (time, work done, and how attacks spent it).
-_TIMING_KEYS = ("seconds", "compile_seconds", "n_attacked", "components", "spsa_images_per_forward", "generated_images", "data_seconds", "model_seconds")
+_TIMING_KEYS = (
+    "seconds",
+    "compile_seconds",
+    "n_attacked",
+    "components",
+    "spsa_images_per_forward",
+    "generated_images",
+    "data_seconds",
+    "model_seconds",
+)
 
 
 def _timings(extra: dict) -> dict:

@@ -47,7 +47,11 @@ class DiskFullError(ResourceError):
 
 
 #: ``errno`` values that mean "this folder cannot take the file", whatever the file.
-DISK_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded", errno.EROFS: "the file system is read-only"}
+DISK_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+}
 
 
 def format_bytes(n: float) -> str:
@@ -77,5 +81,9 @@ def disk_error(exc: OSError, path: str | Path | None, what: str, needed: int | N
     where = f" in {str(Path(target).parent)!r}" if target else ""
     size = f" (about {format_bytes(needed)} needed)" if needed is not None else ""
     reason = DISK_ERRNOS.get(exc.errno, exc.strerror or type(exc).__name__)
-    fix = DISK_FIX if exc.errno != errno.EROFS else DISK_FIX.replace("free space there or pass", "pass").replace("another disk", "a writable disk")
+    fix = (
+        DISK_FIX
+        if exc.errno != errno.EROFS
+        else DISK_FIX.replace("free space there or pass", "pass").replace("another disk", "a writable disk")
+    )
     return DiskFullError(f"cannot write the {what}{where}{size}: {reason}; {fix}.")

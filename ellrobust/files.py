@@ -65,7 +65,9 @@ def require_free_space(folder: Path, needed: int, what: str, fix: str = DISK_FIX
         raise
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise DiskFullError(f"the {what} need {format_bytes(needed)} in {str(folder)!r}, which has {format_bytes(free)} free; {fix}.")
+        raise DiskFullError(
+            f"the {what} need {format_bytes(needed)} in {str(folder)!r}, which has {format_bytes(free)} free; {fix}."
+        )
 
 
 class RunLock:
@@ -84,7 +86,9 @@ class RunLock:
         except (FileExistsError, NotADirectoryError):
             raise UsageError(f"--out {str(self.path.parent)!r} is (inside) a file; pass a folder.") from None
         except PermissionError:
-            raise UsageError(f"--out {str(self.path.parent)!r} is not writable; pass a folder you can write to.") from None
+            raise UsageError(
+                f"--out {str(self.path.parent)!r} is not writable; pass a folder you can write to."
+            ) from None
         except OSError as exc:
             if exc.errno in DISK_ERRNOS:
                 raise disk_error(exc, self.path, "run folder's lock file") from exc

@@ -44,9 +44,13 @@ def parse_eps_list(text: str, *, upper: float = 1.0) -> tuple[float, ...]:
         try:
             value = parse_fraction(item)
         except (ValueError, ZeroDivisionError, OverflowError):
-            raise UsageError(f"--eps value {item.strip()!r} is not a number; write budgets like 8/255 or 0.03, separated by commas.") from None
+            raise UsageError(
+                f"--eps value {item.strip()!r} is not a number; write budgets like 8/255 or 0.03, separated by commas."
+            ) from None
         if not 0 <= value <= upper:
-            raise UsageError(f"--eps value {item.strip()!r} = {value:g} is outside [0, {upper:g}]; budgets are in [0, 1] pixel units (8/255, not 8).")
+            raise UsageError(
+                f"--eps value {item.strip()!r} = {value:g} is outside [0, {upper:g}]; budgets are in [0, 1] pixel units (8/255, not 8)."
+            )
         out.append(value)
     return tuple(sorted(set(out)))
 
@@ -68,7 +72,11 @@ def parse_int_range(text: str, option: str, low: int, high: int) -> tuple[int, .
     for part in parts:
         try:
             if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                a, b = (
+                    part.split("-", 1)
+                    if not part.startswith("-")
+                    else ("-" + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1])
+                )
                 lo, hi = int(a), int(b)
                 if lo > hi:
                     raise ValueError
@@ -76,7 +84,9 @@ def parse_int_range(text: str, option: str, low: int, high: int) -> tuple[int, .
             else:
                 values = [int(part)]
         except ValueError:
-            raise UsageError(f"{option} value {part!r} is not an integer or a range; write e.g. {low}-{high} or {low},{high}.") from None
+            raise UsageError(
+                f"{option} value {part!r} is not an integer or a range; write e.g. {low}-{high} or {low},{high}."
+            ) from None
         for v in values:
             if not low <= v <= high:
                 raise UsageError(f"{option} value {v} is outside {low}–{high}.")
@@ -154,9 +164,13 @@ def parse_channels(values: list[str], option: str) -> tuple[tuple[float, float, 
         try:
             channels = [parse_fraction(part) for part in value.split(",")]
         except (ValueError, ZeroDivisionError, OverflowError):
-            raise UsageError(f"{option} value {value!r} is not a list of numbers; write e.g. {option} 0.485,0.456,0.406.") from None
+            raise UsageError(
+                f"{option} value {value!r} is not a list of numbers; write e.g. {option} 0.485,0.456,0.406."
+            ) from None
         if len(channels) not in (1, 3):
-            raise UsageError(f"{option} value {value!r} has {len(channels)} numbers; give 3 (R, G, B) or 1 for all channels.")
+            raise UsageError(
+                f"{option} value {value!r} has {len(channels)} numbers; give 3 (R, G, B) or 1 for all channels."
+            )
         if option == "--std" and min(channels) <= 0:
             raise UsageError(f"--std values must be positive (got {value!r}).")
         out.append(tuple(channels * 3) if len(channels) == 1 else tuple(channels))

@@ -101,7 +101,9 @@ def load_suite(path: str | Path) -> Suite:
     if not path.is_file():
         bundled = bundled_suite(str(path))
         if bundled is None:
-            raise UsageError(f"suite file {str(path)!r} does not exist; pass a TOML file such as attacks/quick.toml, or one of {', '.join(BUNDLED)}.")
+            raise UsageError(
+                f"suite file {str(path)!r} does not exist; pass a TOML file such as attacks/quick.toml, or one of {', '.join(BUNDLED)}."
+            )
         path = bundled
     try:
         data = tomllib.loads(path.read_text())

@@ -109,12 +109,16 @@ def train(
     g = torch.Generator().manual_seed(cfg.seed + info.rank)
     sampler = None
     if info.enabled:
-        sampler = DistributedSampler(train_data, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed)
+        sampler = DistributedSampler(
+            train_data, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
+        )
         loader = DataLoader(train_data, batch_size=cfg.batch_size, sampler=sampler)
     else:
         loader = DataLoader(train_data, batch_size=cfg.batch_size, shuffle=True, generator=g, drop_last=False)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n)]
+    no_decay = [
+        p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n and "cls_token" not in n)
+    ]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
@@ -160,7 +164,9 @@ def train(
     return result
 
 
-def checkpoint_metadata(*, arch: str, dataset: str, dataset_digest: str, model_cfg, cfg: TrainConfig, result: TrainResult) -> dict:
+def checkpoint_metadata(
+    *, arch: str, dataset: str, dataset_digest: str, model_cfg, cfg: TrainConfig, result: TrainResult
+) -> dict:
     """Everything needed to know what a trained checkpoint is and to reproduce it.
 
     The architecture is recorded in full (the :class:`~ellrobust.models.vit.ViTConfig` fields: width,

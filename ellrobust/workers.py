@@ -139,7 +139,14 @@ def _worker_main(conn: Connection, cv2_inherited: bool, inherited: list[Connecti
         except (EOFError, OSError):
             return
         except Exception as exc:  # a result or an exception that does not pickle: say so instead
-            conn.send((task_id, False, RuntimeError(f"the task's outcome cannot be sent to the parent ({type(exc).__name__}: {exc})"), None))
+            conn.send(
+                (
+                    task_id,
+                    False,
+                    RuntimeError(f"the task's outcome cannot be sent to the parent ({type(exc).__name__}: {exc})"),
+                    None,
+                )
+            )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -154,7 +161,7 @@ class RemoteTraceback(Exception):
         self.text = text
 
     def __str__(self) -> str:
-        return f"\n\"\"\"\n{self.text}\"\"\""
+        return f'\n"""\n{self.text}"""'
 
 
 def describe(task: object) -> str:
@@ -391,11 +398,15 @@ class WorkerPool:
             for _ in range(count):
                 parent_end, child_end = self._context.Pipe()
                 inherited = [w.conn for w in self._live] + [parent_end, self._wake_r, self._wake_w]
-                process = self._context.Process(target=_worker_main, args=(child_end, self._cv2_inherited, inherited), daemon=True)
+                process = self._context.Process(
+                    target=_worker_main, args=(child_end, self._cv2_inherited, inherited), daemon=True
+                )
                 try:
                     process.start()
                 except OSError as exc:
-                    raise WorkerError(f"cannot start a worker process ({exc.strerror or exc}); pass fewer --workers (this run has {self.workers}).") from exc
+                    raise WorkerError(
+                        f"cannot start a worker process ({exc.strerror or exc}); pass fewer --workers (this run has {self.workers})."
+                    ) from exc
                 finally:
                     child_end.close()
                 self._live.append(_Worker(process, parent_end))
@@ -452,7 +463,12 @@ class WorkerPool:
             except (EOFError, OSError):
                 return False
             except Exception as exc:  # an outcome that does not unpickle here: its task fails
-                message = (worker.tasks[0], False, RuntimeError(f"the task's outcome cannot be read ({type(exc).__name__}: {exc})"), None)
+                message = (
+                    worker.tasks[0],
+                    False,
+                    RuntimeError(f"the task's outcome cannot be read ({type(exc).__name__}: {exc})"),
+                    None,
+                )
             task_id, *outcome = message
             with self._cond:
                 if worker.tasks and worker.tasks[0] == task_id:
@@ -470,7 +486,14 @@ class WorkerPool:
             self._live.remove(worker)
             lost = [task_id for task_id in worker.tasks if task_id in self._tasks]
             cause = _death_cause(worker.process.exitcode)
-            self.deaths.append({"pid": worker.process.pid, "exitcode": worker.process.exitcode, "cause": cause, "lost_tasks": len(lost)})
+            self.deaths.append(
+                {
+                    "pid": worker.process.pid,
+                    "exitcode": worker.process.exitcode,
+                    "cause": cause,
+                    "lost_tasks": len(lost),
+                }
+            )
             if len(self.deaths) > DEATHS_SURVIVED:
                 doing = f", while {describe(self._tasks[lost[0]])}" if lost else ", while idle"
                 self._failure = WorkerError(

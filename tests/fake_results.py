@@ -83,7 +83,9 @@ def paired_stats(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     m = float(values.mean())
-    half = float(t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else 0.0
+    half = (
+        float(t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else 0.0
+    )
     return m, m - half, m + half
 
 
@@ -94,7 +96,9 @@ def simulate(s: Scenario = Scenario()) -> pd.DataFrame:
     n = s.n
     base = {"dataset": "digits", "split": "test", "n": n, "seed": 0, "ellrobust_version": "0.1.0", "torch_version": "2"}
     rows: list[dict] = []
-    outcomes: dict[tuple, dict[str, np.ndarray]] = {}  # (method, params, eps, severity, m_grad, precision) → model → correct
+    outcomes: dict[
+        tuple, dict[str, np.ndarray]
+    ] = {}  # (method, params, eps, severity, m_grad, precision) → model → correct
 
     def draw(p: float, within: np.ndarray | None = None) -> np.ndarray:
         u = rng.random(n)
@@ -113,7 +117,11 @@ def simulate(s: Scenario = Scenario()) -> pd.DataFrame:
             survive = max(0.02, 1 - strength * eps * 255 / 4)
             base_robust = draw(survive, clean[BASELINE])
             for mg, extra in (("detach", 0.0), ("full", -0.05)):
-                ell = base_robust & clean[ELLIPTICAL] if s.identical else draw(min(1.0, survive + gain(s.attack_gain) + extra), clean[ELLIPTICAL])
+                ell = (
+                    base_robust & clean[ELLIPTICAL]
+                    if s.identical
+                    else draw(min(1.0, survive + gain(s.attack_gain) + extra), clean[ELLIPTICAL])
+                )
                 key = (method, params, eps, None, mg, "fp32")
                 outcomes.setdefault(key, {})[ELLIPTICAL] = ell
                 outcomes[key][BASELINE] = base_robust  # a baseline's row (m_grad '') pairs with every mode
@@ -140,18 +148,38 @@ def simulate(s: Scenario = Scenario()) -> pd.DataFrame:
             k = int(correct.sum())
             low, high = wilson(k, n)
             row = {**common, "model": model, "m_grad": model_mg}
-            rows += [{**row, "metric": metric, "value": k / n}, {**row, "metric": f"{metric}_ci_low", "value": low}, {**row, "metric": f"{metric}_ci_high", "value": high}]
+            rows += [
+                {**row, "metric": metric, "value": k / n},
+                {**row, "metric": f"{metric}_ci_low", "value": low},
+                {**row, "metric": f"{metric}_ci_high", "value": high},
+            ]
     for corruption in CORRUPTIONS:  # the mean over severities (severity empty), Wilson at n
         for model in MODELS:
-            acc = np.mean([outcomes[(corruption, CORRUPTION_PARAMS, None, sv, "", "")][model].mean() for sv in SEVERITIES])
+            acc = np.mean(
+                [outcomes[(corruption, CORRUPTION_PARAMS, None, sv, "", "")][model].mean() for sv in SEVERITIES]
+            )
             low, high = wilson(round(acc * n), n)
             row = {**base, "model": model, "method": corruption, "params": CORRUPTION_PARAMS, "m_grad": ""}
-            rows += [{**row, "metric": "corruption_accuracy", "value": acc}, {**row, "metric": "corruption_accuracy_ci_low", "value": low}, {**row, "metric": "corruption_accuracy_ci_high", "value": high}]
+            rows += [
+                {**row, "metric": "corruption_accuracy", "value": acc},
+                {**row, "metric": "corruption_accuracy_ci_low", "value": low},
+                {**row, "metric": "corruption_accuracy_ci_high", "value": high},
+            ]
 
     paired: list[dict] = []
     for (method, params, eps, severity, mg, precision), by_model in outcomes.items():
         stats = paired_stats(by_model[ELLIPTICAL], by_model[BASELINE])
-        common = {**base, "model": ELLIPTICAL, "baseline": BASELINE, "method": method, "params": params, "eps": eps, "severity": severity, "m_grad": mg, "precision": precision}
+        common = {
+            **base,
+            "model": ELLIPTICAL,
+            "baseline": BASELINE,
+            "method": method,
+            "params": params,
+            "eps": eps,
+            "severity": severity,
+            "m_grad": mg,
+            "precision": precision,
+        }
         paired += [{**common, "metric": m, "value": v} for m, v in stats.items()]
     p_rows = [r for r in paired if r["metric"] == "mcnemar_p"]
     for r, adjusted in zip(p_rows, holm([r["value"] for r in p_rows]), strict=True):
@@ -161,12 +189,25 @@ def simulate(s: Scenario = Scenario()) -> pd.DataFrame:
     rows += _mce_rows(base, outcomes, rng)
     rows += _collapse_rows(base, s, rng)
     for model, mg in ((ELLIPTICAL, "detach"), (ELLIPTICAL, "full"), (BASELINE, "")):
-        rows.append({**base, "model": model, "method": "sanity", "params": json.dumps({"detail": "robust ≤ clean"}), "m_grad": mg, "metric": "sanity_robust_le_clean", "value": 1.0})
+        rows.append(
+            {
+                **base,
+                "model": model,
+                "method": "sanity",
+                "params": json.dumps({"detail": "robust ≤ clean"}),
+                "m_grad": mg,
+                "metric": "sanity_robust_le_clean",
+                "value": 1.0,
+            }
+        )
     return to_frame(rows)
 
 
 def _mce_rows(base: dict, outcomes: dict, rng: np.random.Generator) -> list[dict]:
-    errors = {m: np.stack([~outcomes[(c, CORRUPTION_PARAMS, None, sv, "", "")][m] for c in CORRUPTIONS for sv in SEVERITIES]) for m in MODELS}
+    errors = {
+        m: np.stack([~outcomes[(c, CORRUPTION_PARAMS, None, sv, "", "")][m] for c in CORRUPTIONS for sv in SEVERITIES])
+        for m in MODELS
+    }
 
     def mce(model: str, idx: np.ndarray) -> float:
         return float(errors[model][:, idx].mean())
@@ -174,12 +215,37 @@ def _mce_rows(base: dict, outcomes: dict, rng: np.random.Generator) -> list[dict
     n = base["n"]
     everything = np.arange(n)
     rows = []
-    params = json.dumps({"source": "generated on the fly", "normalization": "none", "severities": list(SEVERITIES), "corruptions": list(CORRUPTIONS)})
+    params = json.dumps(
+        {
+            "source": "generated on the fly",
+            "normalization": "none",
+            "severities": list(SEVERITIES),
+            "corruptions": list(CORRUPTIONS),
+        }
+    )
     for model in MODELS:
         for c in CORRUPTIONS:
             ce = float(np.mean([errors[model][CORRUPTIONS.index(c) * 5 + i].mean() for i in range(5)]))
-            rows.append({**base, "model": model, "method": c, "params": json.dumps({"normalization": "none"}), "metric": "ce", "value": ce})
-        rows.append({**base, "model": model, "method": "mce", "params": params, "metric": "mce", "value": mce(model, everything)})
+            rows.append(
+                {
+                    **base,
+                    "model": model,
+                    "method": c,
+                    "params": json.dumps({"normalization": "none"}),
+                    "metric": "ce",
+                    "value": ce,
+                }
+            )
+        rows.append(
+            {
+                **base,
+                "model": model,
+                "method": "mce",
+                "params": params,
+                "metric": "mce",
+                "value": mce(model, everything),
+            }
+        )
     boot = []
     for _ in range(200):
         idx = rng.integers(0, n, n)
@@ -200,7 +266,13 @@ def _collapse_rows(base: dict, s: Scenario, rng: np.random.Generator) -> list[di
     for model in MODELS:
         saving = 0.0 if (model == BASELINE or s.identical) else s.collapse_gain
         layers = np.arange(DEPTH)
-        per_image[model] = 0.2 + 0.1 * layers + shared - saving * layers / (DEPTH - 1) + (0 if s.identical else rng.normal(0, 0.02, (n, DEPTH)))
+        per_image[model] = (
+            0.2
+            + 0.1 * layers
+            + shared
+            - saving * layers / (DEPTH - 1)
+            + (0 if s.identical else rng.normal(0, 0.02, (n, DEPTH)))
+        )
     later = list(range(DEPTH // 2, DEPTH))
     rows = []
     common = {**base, "method": "collapse", "m_grad": ""}
@@ -210,19 +282,44 @@ def _collapse_rows(base: dict, s: Scenario, rng: np.random.Generator) -> list[di
             params = json.dumps({**COLLAPSE, **({"layers": later} if layer is None else {})}, sort_keys=True)
             m, low, high = mean_ci(v)
             row = {**common, "model": model, "params": params, "layer": layer}
-            rows += [{**row, "metric": "token_cosine", "value": m}, {**row, "metric": "token_cosine_ci_low", "value": low}, {**row, "metric": "token_cosine_ci_high", "value": high}]
+            rows += [
+                {**row, "metric": "token_cosine", "value": m},
+                {**row, "metric": "token_cosine_ci_low", "value": low},
+                {**row, "metric": "token_cosine_ci_high", "value": high},
+            ]
     for layer in [*range(DEPTH), None]:
         d, low, high = mean_ci(_pick(per_image[ELLIPTICAL], layer, later) - _pick(per_image[BASELINE], layer, later))
-        span = {"layers": later, "baseline_layers": later} if layer is None else {}  # the summary's difference names both spans
+        span = (
+            {"layers": later, "baseline_layers": later} if layer is None else {}
+        )  # the summary's difference names both spans
         params = json.dumps({**COLLAPSE, **span}, sort_keys=True)
         row = {**common, "model": ELLIPTICAL, "baseline": BASELINE, "params": params, "layer": layer}
-        rows += [{**row, "metric": "token_cosine_difference", "value": d}, {**row, "metric": "token_cosine_difference_ci_low", "value": low}, {**row, "metric": "token_cosine_difference_ci_high", "value": high}]
-    adversarial = json.dumps({**json.loads(PGD), **COLLAPSE}, sort_keys=True)  # each model's own attacked images: no pairs
+        rows += [
+            {**row, "metric": "token_cosine_difference", "value": d},
+            {**row, "metric": "token_cosine_difference_ci_low", "value": low},
+            {**row, "metric": "token_cosine_difference_ci_high", "value": high},
+        ]
+    adversarial = json.dumps(
+        {**json.loads(PGD), **COLLAPSE}, sort_keys=True
+    )  # each model's own attacked images: no pairs
     for model, mg in ((ELLIPTICAL, "detach"), (BASELINE, "")):
         for layer in range(DEPTH):
             m, low, high = mean_ci(per_image[model][:, layer] + 0.05)
-            row = {**base, "model": model, "method": "pgd", "params": adversarial, "eps": EPS[1], "m_grad": mg, "precision": "fp32", "layer": layer}
-            rows += [{**row, "metric": "token_cosine", "value": m}, {**row, "metric": "token_cosine_ci_low", "value": low}, {**row, "metric": "token_cosine_ci_high", "value": high}]
+            row = {
+                **base,
+                "model": model,
+                "method": "pgd",
+                "params": adversarial,
+                "eps": EPS[1],
+                "m_grad": mg,
+                "precision": "fp32",
+                "layer": layer,
+            }
+            rows += [
+                {**row, "metric": "token_cosine", "value": m},
+                {**row, "metric": "token_cosine_ci_low", "value": low},
+                {**row, "metric": "token_cosine_ci_high", "value": high},
+            ]
     return rows
 
 
@@ -248,7 +345,10 @@ def run_json(n: int = 400) -> dict:
             "collapse": COLLAPSE,
             "device": "cpu",
         },
-        "models": {ELLIPTICAL: {"checkpoint": "2e0e5993f7ec", "elliptical": True}, BASELINE: {"checkpoint": "3eb47d7a6053", "elliptical": False}},
+        "models": {
+            ELLIPTICAL: {"checkpoint": "2e0e5993f7ec", "elliptical": True},
+            BASELINE: {"checkpoint": "3eb47d7a6053", "elliptical": False},
+        },
         "dataset": {"name": "digits", "split": "test", "n": n, "num_classes": 10, "digest": "b7b84446f774"},
         "environment": {"ellrobust": "0.1.0", "torch": "2", "python": "3.11"},
     }

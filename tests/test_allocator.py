@@ -32,7 +32,9 @@ def _faults(policy: str) -> int:
 def test_freed_blocks_are_reused_instead_of_faulted_in_again():
     system, kept = _faults("system"), _faults("keep")
     assert system > 10 * 16384 // 2  # glibc maps and unmaps each 64 MB block: ~16 384 faults of 4 kB per block
-    assert kept < system / 2  # measured: 163 850 against 16 385 to 49 152 (the heap grows once; reclaim may take pages back)
+    assert (
+        kept < system / 2
+    )  # measured: 163 850 against 16 385 to 49 152 (the heap grows once; reclaim may take pages back)
 
 
 def test_the_policy_can_be_left_to_the_c_library(monkeypatch):

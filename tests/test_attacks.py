@@ -93,7 +93,13 @@ def test_unknown_attack_parameters_are_ignored_and_defaults_kept():
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("8/255", (8 / 255,)), ("1/255,2/255,4/255", (1 / 255, 2 / 255, 4 / 255)), ("0.03", (0.03,)), ("0", (0.0,)), ("4/255, 1/255", (1 / 255, 4 / 255))],
+    [
+        ("8/255", (8 / 255,)),
+        ("1/255,2/255,4/255", (1 / 255, 2 / 255, 4 / 255)),
+        ("0.03", (0.03,)),
+        ("0", (0.0,)),
+        ("4/255, 1/255", (1 / 255, 4 / 255)),
+    ],
 )
 def test_eps_parsing(text, expected):
     assert parse_eps_list(text) == pytest.approx(expected)
@@ -145,5 +151,7 @@ def test_autoattack_is_configured_as_the_standard_version():
     assert apgd_ce.attack.loss == "ce"
     assert apgd_t.attack.n_target_classes == fab_t.target_classes == 9  # torchattacks alone would use 999
     assert square.attack.n_queries == 5000 and square.attack.p_init == 0.8
-    assert not square.attack.rescale_schedule  # the reference passes resc_schedule=False; torchattacks' default rescales
+    assert (
+        not square.attack.rescale_schedule
+    )  # the reference passes resc_schedule=False; torchattacks' default rescales
     assert all(a.attack.eps == 4 / 255 for a in (apgd_ce, apgd_t, square)) and fab_t.eps == 4 / 255

@@ -105,7 +105,9 @@ def test_cascade_lists_every_component_even_when_nothing_is_left():
     assert info["components"]["second"]["attacked"] == 0 and info["components"]["second"]["broken"] == 0
 
 
-@pytest.mark.parametrize("name, components", [("autoattack", ["apgd-ce", "apgd-t", "fab-t", "square"]), ("apgd", ["apgd-ce", "apgd-t"])])
+@pytest.mark.parametrize(
+    "name, components", [("autoattack", ["apgd-ce", "apgd-t", "fab-t", "square"]), ("apgd", ["apgd-ce", "apgd-t"])]
+)
 def test_component_timings_are_recorded(nano, points, name, components):
     x, y = points
     info: dict = {}
@@ -174,13 +176,20 @@ def test_fab_t_halves_its_passes_on_out_of_memory_and_gets_the_same_result(digit
 
 
 def _spsa(model, **kw):
-    return SPSA(model, **({"eps": 8 / 255, "delta": 0.01, "lr": 0.01, "steps": 3, "samples": 16, "max_batch_size": 16, "seed": 5} | kw))
+    return SPSA(
+        model,
+        **(
+            {"eps": 8 / 255, "delta": 0.01, "lr": 0.01, "steps": 3, "samples": 16, "max_batch_size": 16, "seed": 5} | kw
+        ),
+    )
 
 
 def test_spsa_matches_torchattacks_and_does_not_depend_on_the_pass_size(nano, points, monkeypatch):
     x, y = points
     torch.manual_seed(5)  # torchattacks draws its directions from the global generator
-    reference = torchattacks.SPSA(nano, eps=8 / 255, delta=0.01, lr=0.01, nb_iter=3, nb_sample=16, max_batch_size=16)(x, y)
+    reference = torchattacks.SPSA(nano, eps=8 / 255, delta=0.01, lr=0.01, nb_iter=3, nb_sample=16, max_batch_size=16)(
+        x, y
+    )
     info: dict = {}
     whole = _spsa(nano).run(x, y, info=info)
     assert info["spsa_images_per_forward"] == 2 * 16 * len(x)  # all directions of an iteration in one pass

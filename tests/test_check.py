@@ -129,7 +129,9 @@ def test_update_round_trip_is_sorted_readable_and_stable(tmp_path, runner, basel
     text = baseline.read_text()
     assert text.startswith("[\n  {\n")  # pretty-printed, one field per line
     records = json.loads(text)
-    assert {"model", "method", "eps", "severity", "layer", "metric", "value", "n", "params", "m_grad"} <= records[0].keys()
+    assert {"model", "method", "eps", "severity", "layer", "metric", "value", "n", "params", "m_grad"} <= records[
+        0
+    ].keys()
     assert [r["metric"] for r in records] == [r["metric"] for r in read_baseline(baseline)]
     # The same results in another row order give the same bytes.
     again = tmp_path / "again.json"
@@ -152,7 +154,9 @@ def test_a_baseline_from_before_precision_existed_compares_with_the_fp32_rows(tm
     """Baselines written by 0.1 have no precision field; every attack, sanity check and collapse pass of
     that version ran in fp32 (real runs since tag them so, as these rows are)."""
     legacy = tmp_path / "legacy.json"
-    legacy.write_text(json.dumps([{k: v for k, v in r.items() if k != "precision"} for r in json.loads(baseline.read_text())]))
+    legacy.write_text(
+        json.dumps([{k: v for k, v in r.items() if k != "precision"} for r in json.loads(baseline.read_text())])
+    )
     table = rows()
     table[2]["precision"] = "fp32"
     assert check(runner, make_run(tmp_path / "fp32", table), legacy).exit_code == 0
@@ -172,7 +176,23 @@ def test_rules():
 def test_real_run_round_trip(tmp_path, runner):
     """A run written by the engine (CSV round trip included) checks clean against its own baseline."""
     run = tmp_path / "run"
-    args = ["eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "-d", "synthetic", "--attack", "fgsm", "--eps", "8/255", "--n", "16", "--out", str(run)]
+    args = [
+        "eval",
+        "-m",
+        "deit-nano",
+        "-m",
+        "deit-nano-elliptical",
+        "-d",
+        "synthetic",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "8/255",
+        "--n",
+        "16",
+        "--out",
+        str(run),
+    ]
     assert runner.invoke(app, args).exit_code == 0
     path = tmp_path / "baseline.json"
     assert check(runner, run, path, "--update").exit_code == 0

@@ -38,7 +38,11 @@ def test_deit_formats_load(tmp_path, trained_state, layout):
     state = dict(trained_state)
     if "module_prefix" in layout:
         state = {f"module.{k}": v for k, v in state.items()}
-    obj = {"model": state, "optimizer": {"lr": torch.tensor(0.1)}, "epoch": 3} if layout.startswith("model_key") else state
+    obj = (
+        {"model": state, "optimizer": {"lr": torch.tensor(0.1)}, "epoch": 3}
+        if layout.startswith("model_key")
+        else state
+    )
     path = tmp_path / "ck.pth"
     torch.save(obj, path)
     model = load_model("deit-nano-elliptical", checkpoint=path)

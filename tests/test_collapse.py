@@ -73,9 +73,13 @@ def test_attention_entropy_from_queries_and_keys_equals_the_probabilities_form(m
         p = (q.double() @ k.double().transpose(-2, -1) / math.sqrt(8)).softmax(dim=-1)
         want = attention_entropy(p)
         torch.testing.assert_close(attention_entropy_qk(q, k), want, atol=2e-5, rtol=1e-5)
-        torch.testing.assert_close(attention_entropy_qk(q[:, :, 1:], k), attention_entropy(p[:, :, 1:]), atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            attention_entropy_qk(q[:, :, 1:], k), attention_entropy(p[:, :, 1:]), atol=2e-5, rtol=1e-5
+        )
     n = 13
-    torch.testing.assert_close(attention_entropy_qk(torch.zeros(2, 3, n, 4), torch.randn(2, 3, n, 4)), torch.full((2, 3), math.log(n)))
+    torch.testing.assert_close(
+        attention_entropy_qk(torch.zeros(2, 3, n, 4), torch.randn(2, 3, n, 4)), torch.full((2, 3), math.log(n))
+    )
 
 
 def test_effective_rank_bounds_and_reference():
@@ -163,7 +167,11 @@ def test_accumulator_averages_over_images_whatever_the_batches(images):
     common = {"model": "m", "method": "collapse", "m_grad": ""}
     a, b = (pd.DataFrame([r.as_dict() for r in acc.rows(common, 4)]) for acc in (whole, split))
     means = a[a.metric.isin(["token_cosine", "effective_rank"])]
-    assert set(means.metric) == {"token_cosine", "effective_rank"} and sorted(means.layer.dropna().unique()) == [0, 1, 2]
+    assert set(means.metric) == {"token_cosine", "effective_rank"} and sorted(means.layer.dropna().unique()) == [
+        0,
+        1,
+        2,
+    ]
     pd.testing.assert_frame_equal(a, b, atol=1e-6, rtol=1e-6)
     assert json.loads(a.params[0]) == {"feature": "residual", "cls": True}
     assert CollapseAccumulator(model, config).rows(common, 4) == []
@@ -175,7 +183,9 @@ def test_collapse_rows_carry_intervals_over_images_and_a_later_half_summary(imag
     accumulator = CollapseAccumulator(model, CollapseConfig(metrics=("token_cosine",)))
     accumulator.add(images, [0, 2, 3, 5])  # positions 1 and 4 of a 6-image selection not measured
     values = accumulator.values(6)
-    per_image = {layer: np.asarray(values[value_key("token_cosine", layer)], dtype=object) for layer in range(NANO_DEPTH)}
+    per_image = {
+        layer: np.asarray(values[value_key("token_cosine", layer)], dtype=object) for layer in range(NANO_DEPTH)
+    }
     assert all(per_image[layer][1] is None and per_image[layer][4] is None for layer in per_image)
     rows = {(r.metric, r.layer): r.as_dict() for r in accumulator.rows({"model": "m", "method": "collapse"}, 6)}
     for layer in range(NANO_DEPTH):
@@ -222,7 +232,9 @@ def test_collapse_cli_table_and_json(runner, tmp_path):
         assert sorted(cos[cos.model == model].layer.dropna()) == list(range(NANO_DEPTH))
     assert cos.value.between(-1, 1).all()
     diff = df[(df.metric == "token_cosine_difference") & df.layer.notna()]
-    assert len(diff) == NANO_DEPTH and set(diff.model) == {"deit-nano-elliptical"} and set(diff.baseline) == {"deit-nano"}
+    assert (
+        len(diff) == NANO_DEPTH and set(diff.model) == {"deit-nano-elliptical"} and set(diff.baseline) == {"deit-nano"}
+    )
     names = ("token_cosine", "attention_entropy", "effective_rank")
     suffixes = ("", "_ci_low", "_ci_high", "_difference", "_difference_ci_low", "_difference_ci_high")
     assert set(df[df.layer.notna()].metric) == {m + s for m in names for s in suffixes}

@@ -53,7 +53,9 @@ def make_context(data, n=None, indices=None, **config) -> RunContext:
     """A run context with its image store filled inline (no worker processes)."""
     cfg = EvalConfig(models=MODELS, dataset=data.spec.name, n=n, **config)
     indices = select_indices(len(data), n, cfg.seed) if indices is None else indices
-    store, todo = allocate(data.dataset, indices, data.digest, data.spec.pixel_dtype, StorePlan(1 << 30, folder=Path(tempfile.mkdtemp())))
+    store, todo = allocate(
+        data.dataset, indices, data.digest, data.spec.pixel_dtype, StorePlan(1 << 30, folder=Path(tempfile.mkdtemp()))
+    )
     pool = WorkerPool(0, {"dataset": data.dataset, "store": store, "indices": indices})
     fill(store, todo, pool)
     return RunContext(cfg, data, indices, {}, lambda event: None, store=store, pool=pool)
@@ -119,11 +121,16 @@ def test_deterministic_corruptions_equal_the_library_output(name, severity, colo
     from imagecorruptions import corrupt
 
     image = to_uint8(colourful)
-    assert np.array_equal(corrupt_image(image, name, severity, seed=5), corrupt(image, severity=severity, corruption_name=name))
+    assert np.array_equal(
+        corrupt_image(image, name, severity, seed=5), corrupt(image, severity=severity, corruption_name=name)
+    )
 
 
 def test_image_seed_depends_on_every_part():
-    seeds = {image_seed(*k) for k in [(0, "fog", 1, 0), (1, "fog", 1, 0), (0, "snow", 1, 0), (0, "fog", 2, 0), (0, "fog", 1, 1)]}
+    seeds = {
+        image_seed(*k)
+        for k in [(0, "fog", 1, 0), (1, "fog", 1, 0), (0, "snow", 1, 0), (0, "fog", 2, 0), (0, "fog", 1, 1)]
+    }
     assert len(seeds) == 5 and all(0 <= s < 2**32 for s in seeds)
     assert image_seed(0, "fog", 1, 0) == image_seed(0, "fog", 1, 0)
 
@@ -184,7 +191,9 @@ def test_ce_mce_and_relative_mce_against_hand_computed_values():
 
 
 def test_two_models_share_each_corrupted_batch_and_get_every_aggregate(tmp_path):
-    cfg = EvalConfig(models=MODELS, dataset="synthetic", n=16, batch_size=8, corruptions=("fog", "contrast"), severities=(1, 3))
+    cfg = EvalConfig(
+        models=MODELS, dataset="synthetic", n=16, batch_size=8, corruptions=("fog", "contrast"), severities=(1, 3)
+    )
     run = Evaluation(cfg, tmp_path / "run").run()
     df = run.table
     # each image corrupted once per unit, for both models
@@ -210,7 +219,9 @@ def test_two_models_share_each_corrupted_batch_and_get_every_aggregate(tmp_path)
     for r in none.itertuples():
         assert r.value == pytest.approx((err[(r.model, r.method, 1)] + err[(r.model, r.method, 3)]) / 2)
     for r in base.itertuples():
-        expected = corruption_error([err[(r.model, r.method, s)] for s in (1, 3)], [err[("deit-nano", r.method, s)] for s in (1, 3)])
+        expected = corruption_error(
+            [err[(r.model, r.method, s)] for s in (1, 3)], [err[("deit-nano", r.method, s)] for s in (1, 3)]
+        )
         assert r.value == pytest.approx(expected, nan_ok=True)
     mce = df[df.metric == "mce"]
     assert len(mce) == 4 and set(mce.method) == {"mce"}
@@ -226,7 +237,9 @@ def test_two_models_share_each_corrupted_batch_and_get_every_aggregate(tmp_path)
 
 
 def test_cache_and_workers_reproduce_the_same_images(tmp_path):
-    common = dict(models=("deit-nano",), dataset="synthetic", n=12, batch_size=4, corruptions=("glass_blur",), severities=(2,))
+    common = dict(
+        models=("deit-nano",), dataset="synthetic", n=12, batch_size=4, corruptions=("glass_blur",), severities=(2,)
+    )
     plain = Evaluation(EvalConfig(**common), tmp_path / "plain").run()
     cached = Evaluation(EvalConfig(**common, cache_dir=str(tmp_path / "cache"), workers=2), tmp_path / "first").run()
     reused = Evaluation(EvalConfig(**common, cache_dir=str(tmp_path / "cache")), tmp_path / "second").run()
@@ -241,11 +254,18 @@ def test_cache_and_workers_reproduce_the_same_images(tmp_path):
 
 def write_cifar_c(root, data, corruptions=("fog",), severities=5) -> np.ndarray:
     """A CIFAR-10-C-shaped folder for ``data``: block s of each array holds the images + 10·s."""
-    clean = (torch.stack([data.dataset[i][0] for i in range(len(data))]) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    clean = (
+        (torch.stack([data.dataset[i][0] for i in range(len(data))]) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    )
     labels = data.dataset.tensors[1].numpy()
     root.mkdir(exist_ok=True)
     for name in corruptions:
-        np.save(root / f"{name}.npy", np.concatenate([np.clip(clean.astype(int) + 10 * s, 0, 255).astype(np.uint8) for s in range(1, severities + 1)]))
+        np.save(
+            root / f"{name}.npy",
+            np.concatenate(
+                [np.clip(clean.astype(int) + 10 * s, 0, 255).astype(np.uint8) for s in range(1, severities + 1)]
+            ),
+        )
     np.save(root / "labels.npy", np.tile(labels, 5))
     return clean
 
@@ -285,7 +305,9 @@ def write_imagenet_c(tmp_path, corruption="fog", severities=(1, 2)):
             for s in severities:
                 (root / corruption / str(s) / wnid).mkdir(parents=True, exist_ok=True)
                 size = 300 if (wnid, k) == ("n02", 1) else 224
-                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / corruption / str(s) / wnid / f"img{k}.png")
+                Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                    root / corruption / str(s) / wnid / f"img{k}.png"
+                )
     return val, root
 
 
@@ -309,14 +331,26 @@ def test_imagenet_c_layout_pairs_files_with_the_clean_selection(tmp_path):
 
 def test_imagenet_c_run_is_normalised_by_alexnet(tmp_path):
     val, root = write_imagenet_c(tmp_path)
-    cfg = EvalConfig(models=("deit-nano",), dataset="imagefolder", data_root=str(val), corruptions=("fog",), severities=(1, 2), corruption_source=str(root))
+    cfg = EvalConfig(
+        models=("deit-nano",),
+        dataset="imagefolder",
+        data_root=str(val),
+        corruptions=("fog",),
+        severities=(1, 2),
+        corruption_source=str(root),
+    )
     df = Evaluation(cfg, tmp_path / "run").run().table
     acc = df[(df.metric == "corruption_accuracy") & df.severity.notna()].set_index("severity").value
     ce = df[df.metric == "ce"]
     assert len(ce) == 1 and json.loads(ce.params.iloc[0])["normalization"] == "alexnet"
-    assert ce.value.iloc[0] == pytest.approx((2 - acc[1] - acc[2]) / (ALEXNET_ERRORS["fog"][0] + ALEXNET_ERRORS["fog"][1]))
+    assert ce.value.iloc[0] == pytest.approx(
+        (2 - acc[1] - acc[2]) / (ALEXNET_ERRORS["fog"][0] + ALEXNET_ERRORS["fog"][1])
+    )
     assert df[df.metric == "mce"].value.iloc[0] == pytest.approx(ce.value.iloc[0])
-    assert (df[df.metric.isin(["ce", "mce", "relative_mce"])].params.map(lambda p: json.loads(p)["normalization"]) == "alexnet").all()
+    assert (
+        df[df.metric.isin(["ce", "mce", "relative_mce"])].params.map(lambda p: json.loads(p)["normalization"])
+        == "alexnet"
+    ).all()
 
 
 # --- the command line ------------------------------------------------------------------------------
@@ -335,7 +369,21 @@ def assert_one_line_error(result, *fragments: str) -> None:
 
 
 def test_cli_runs_and_prints_mce(runner, tmp_path):
-    result = runner.invoke(app, [*CLI, "-m", "deit-nano-elliptical", "--corruption", "contrast", "--severity", "2", "--out", str(tmp_path / "r"), "--json"])
+    result = runner.invoke(
+        app,
+        [
+            *CLI,
+            "-m",
+            "deit-nano-elliptical",
+            "--corruption",
+            "contrast",
+            "--severity",
+            "2",
+            "--out",
+            str(tmp_path / "r"),
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     df = pd.DataFrame(json.loads(result.stdout))
     assert set(df[df.metric == "mce"].model) == set(MODELS)
@@ -365,5 +413,7 @@ def test_cli_rejects_a_c_folder_without_the_corruption_or_severity(runner, synth
 
 def test_cli_rejects_a_c_folder_of_unknown_layout(runner, tmp_path):
     (tmp_path / "empty").mkdir()
-    result = runner.invoke(app, [*CLI, "--corruption", "fog", "--corruption-root", str(tmp_path / "empty"), "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app, [*CLI, "--corruption", "fog", "--corruption-root", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]
+    )
     assert_one_line_error(result, "matches no known layout")

@@ -70,7 +70,10 @@ def test_imagefolder_at_another_img_size_is_other_data(tmp_path):
     for wnid in ("n01440764", "n01443537"):
         (tmp_path / wnid).mkdir()
         Image.new("RGB", (300, 260), color=(20, 200, 10)).save(tmp_path / wnid / "a.JPEG")
-    default, small = load_dataset("imagefolder", root=tmp_path), load_dataset("imagefolder", root=tmp_path, image_size=64)
+    default, small = (
+        load_dataset("imagefolder", root=tmp_path),
+        load_dataset("imagefolder", root=tmp_path, image_size=64),
+    )
     assert small.dataset[0][0].shape == (3, 64, 64) and small.spec.image_size == 64 and default.spec.image_size == 224
     assert small.digest != default.digest == load_dataset("imagefolder", root=tmp_path, image_size=224).digest
     with pytest.raises(UsageError, match="'digits' has 32 px images"):
@@ -88,13 +91,16 @@ def test_unknown_dataset_lists_choices():
 
 def _png16(path, rows: np.ndarray, colour: bool) -> None:
     """A 16-bit PNG written by hand (Pillow writes no 16-bit RGB), rows of big-endian samples."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     h, w = rows.shape[:2]
     raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rows)
     header = struct.pack(">IIBBBBB", w, h, 16, 2 if colour else 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 def _pixels(path) -> np.ndarray:
@@ -108,7 +114,9 @@ def test_sixteen_bit_images_keep_their_high_byte(tmp_path):
     _png16(tmp_path / "grey.png", values, colour=False)
     _png16(tmp_path / "rgb.png", np.stack([values, values[:, ::-1], values], axis=-1), colour=True)
     (tmp_path / "grey.pgm").write_bytes(b"P5\n5 1\n65535\n" + values.astype(">u2").tobytes())  # Pillow: mode I
-    high = (values >> 8).astype(np.uint8)  # 0, 0, 3, 156, 255: torchvision's convert("RGB") would give 0, 255, 255, 255, 255
+    high = (values >> 8).astype(
+        np.uint8
+    )  # 0, 0, 3, 156, 255: torchvision's convert("RGB") would give 0, 255, 255, 255, 255
     for name in ("grey.png", "grey.pgm"):
         assert np.array_equal(_pixels(tmp_path / name), np.repeat(high[..., None], 3, axis=-1)), name
     assert np.array_equal(_pixels(tmp_path / "rgb.png"), np.stack([high, high[:, ::-1], high], axis=-1))
@@ -124,7 +132,9 @@ def test_transparency_is_dropped_as_torchvision_does_without_a_warning(tmp_path)
     for name in ("p.png", "rgba.png", "la.png"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torchvision_pixels = np.asarray(Image.open(tmp_path / name).convert("RGB"))  # what torchvision's pil_loader gives
+            torchvision_pixels = np.asarray(
+                Image.open(tmp_path / name).convert("RGB")
+            )  # what torchvision's pil_loader gives
         assert np.array_equal(_pixels(tmp_path / name), torchvision_pixels), name
     assert tuple(_pixels(tmp_path / "p.png")[1, 1]) == (255, 0, 0)
 
@@ -138,13 +148,18 @@ def test_exif_orientation_is_not_applied(tmp_path):
     image.save(tmp_path / "plain.jpg", quality=95)
     assert Image.open(tmp_path / "rotated.jpg").getexif()[0x0112] == 6
     rotated, plain = _pixels(tmp_path / "rotated.jpg"), _pixels(tmp_path / "plain.jpg")
-    assert rotated.shape == (32, 64, 3) and np.array_equal(rotated, plain)  # the stored pixels, as torchvision reads them
+    assert rotated.shape == (32, 64, 3) and np.array_equal(
+        rotated, plain
+    )  # the stored pixels, as torchvision reads them
 
 
 def test_the_pixel_limit_is_strict_and_can_be_raised(tmp_path):
     pillows = Image.MAX_IMAGE_PIXELS
     Image.new("L", (400, 300)).save(tmp_path / "large.png")
-    with image_pixel_limit(100_000), pytest.raises(UsageError, match=r"large\.png.*more than 100,000 pixels.*--max-image-pixels"):
+    with (
+        image_pixel_limit(100_000),
+        pytest.raises(UsageError, match=r"large\.png.*more than 100,000 pixels.*--max-image-pixels"),
+    ):
         read_rgb(tmp_path / "large.png")  # 120 000 pixels: Pillow alone would only warn below twice its limit
     with image_pixel_limit(120_000):
         assert read_rgb(tmp_path / "large.png").size == (400, 300)

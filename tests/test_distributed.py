@@ -26,12 +26,23 @@ def _env() -> dict[str, str]:
 
 
 def torchrun(nproc: int, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "ellrobust", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "ellrobust",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
 
 
 def single(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ellrobust", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ellrobust", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300
+    )
 
 
 def test_two_process_eval_equals_one_process(tmp_path):
@@ -42,7 +53,12 @@ def test_two_process_eval_equals_one_process(tmp_path):
     assert (tmp_path / "one" / "results.csv").read_bytes() == (tmp_path / "two" / "results.csv").read_bytes()
     assert (tmp_path / "one" / "examples.csv.gz").read_bytes() == (tmp_path / "two" / "examples.csv.gz").read_bytes()
     metrics = set(pd.read_csv(tmp_path / "two" / "results.csv").metric)  # the identical table holds every statistic
-    assert {"token_cosine_ci_low", "token_cosine_difference_ci_high", "mce_difference_ci_low", "mcnemar_p_adjusted"} <= metrics
+    assert {
+        "token_cosine_ci_low",
+        "token_cosine_difference_ci_high",
+        "mce_difference_ci_low",
+        "mcnemar_p_adjusted",
+    } <= metrics
     assert two.stderr.count("results:") == 1  # rank 0 alone reports
     # resuming under torchrun: every rank agrees that all units are done
     again = torchrun(2, *EVAL, "--out", "two", cwd=tmp_path)
@@ -52,7 +68,25 @@ def test_two_process_eval_equals_one_process(tmp_path):
 
 def test_two_process_training_learns_and_rank0_writes(tmp_path):
     out = tmp_path / "ckpt" / "nano.safetensors"
-    run = torchrun(2, "train", "-m", "deit-nano", "--data", "synthetic", "--epochs", "15", "--warmup-epochs", "1", "--lr", "1e-2", "--batch-size", "16", "--out", str(out), cwd=tmp_path)
+    run = torchrun(
+        2,
+        "train",
+        "-m",
+        "deit-nano",
+        "--data",
+        "synthetic",
+        "--epochs",
+        "15",
+        "--warmup-epochs",
+        "1",
+        "--lr",
+        "1e-2",
+        "--batch-size",
+        "16",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stderr
     assert run.stdout.count("wrote") == 1
     assert sorted(p.name for p in out.parent.iterdir()) == ["nano.safetensors"]

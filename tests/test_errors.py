@@ -75,7 +75,19 @@ def _image_folder(tmp: Path, corrupt: bool) -> Path:
 
 def corrupt_image(tmp: Path) -> list[str]:
     root = _image_folder(tmp, corrupt=True)
-    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--batch-size", "4"]
+    return [
+        "eval",
+        "-m",
+        "deit-nano",
+        "--data",
+        "imagefolder",
+        "--data-root",
+        str(root),
+        "--attack",
+        "none",
+        "--batch-size",
+        "4",
+    ]
 
 
 def decompression_bomb(tmp: Path) -> list[str]:
@@ -83,7 +95,19 @@ def decompression_bomb(tmp: Path) -> list[str]:
     root = _image_folder(tmp, corrupt=False)
     Image.new("1", (20_000, 20_000)).save(root / "n02" / "bomb.png")
     assert (root / "n02" / "bomb.png").stat().st_size < 100_000
-    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--img-size", "32"]
+    return [
+        "eval",
+        "-m",
+        "deit-nano",
+        "--data",
+        "imagefolder",
+        "--data-root",
+        str(root),
+        "--attack",
+        "none",
+        "--img-size",
+        "32",
+    ]
 
 
 def image_over_the_pixel_limit(tmp: Path) -> list[str]:
@@ -149,7 +173,9 @@ def malformed_baseline(tmp: Path) -> list[str]:
     run = tmp / "run"
     run.mkdir()
     (tmp / "b.json").write_text("{not json")
-    (run / "results.csv").write_text("model,dataset,split,n,method,metric,value,seed\ndeit,digits,test,10,clean,clean_accuracy,0.9,0\n")
+    (run / "results.csv").write_text(
+        "model,dataset,split,n,method,metric,value,seed\ndeit,digits,test,10,clean,clean_accuracy,0.9,0\n"
+    )
     return ["check", str(run), "--baseline", str(tmp / "b.json")]
 
 
@@ -183,7 +209,9 @@ def vit_heads_not_dividing(tmp: Path) -> list[str]:
 def vit_with_register_tokens(tmp: Path) -> list[str]:
     import timm
 
-    net = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1, num_classes=10, reg_tokens=4)
+    net = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, depth=1, num_classes=10, reg_tokens=4
+    )
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp / "reg.safetensors"))
     return ["eval", "-m", "vit", "-c", str(tmp / "reg.safetensors"), "--heads", "3", *FAST, "--attack", "none"]
 
@@ -205,24 +233,62 @@ CASES = [
     Case("eps negative", ["eval", "-m", "deit", "--attack", "pgd", "--eps", "-2/255"], "outside [0, 1]"),
     Case("steps zero", ["eval", "-m", "deit", "--attack", "pgd", "--steps", "0"], "--steps must be a positive integer"),
     Case("steps not a number", ["eval", "-m", "deit", "--attack", "pgd", "--steps", "ten"], "'--steps'"),
-    Case("restarts negative", ["eval", "-m", "deit", "--attack", "pgd", "--restarts", "-1"], "--restarts must be a positive integer"),
-    Case("steps absurd", ["eval", "-m", "deit", "--attack", "pgd", "--steps", "99999999999999999999"], "--steps 99999999999999999999 is above the bound of 1,000,000"),
-    Case("restarts above the bound", ["eval", "-m", "deit", "--attack", "pgd", "--restarts", "1000001"], "--restarts 1000001 is above the bound"),
-    Case("samples above the bound", ["eval", "-m", "deit", "--attack", "spsa", "--samples", "1000001"], "--samples 1000001 is above the bound"),
-    Case("queries above the bound", ["eval", "-m", "deit", "--attack", "square", "--queries", "1000001"], "--queries 1000001 is above the bound"),
+    Case(
+        "restarts negative",
+        ["eval", "-m", "deit", "--attack", "pgd", "--restarts", "-1"],
+        "--restarts must be a positive integer",
+    ),
+    Case(
+        "steps absurd",
+        ["eval", "-m", "deit", "--attack", "pgd", "--steps", "99999999999999999999"],
+        "--steps 99999999999999999999 is above the bound of 1,000,000",
+    ),
+    Case(
+        "restarts above the bound",
+        ["eval", "-m", "deit", "--attack", "pgd", "--restarts", "1000001"],
+        "--restarts 1000001 is above the bound",
+    ),
+    Case(
+        "samples above the bound",
+        ["eval", "-m", "deit", "--attack", "spsa", "--samples", "1000001"],
+        "--samples 1000001 is above the bound",
+    ),
+    Case(
+        "queries above the bound",
+        ["eval", "-m", "deit", "--attack", "square", "--queries", "1000001"],
+        "--queries 1000001 is above the bound",
+    ),
     Case("suite budget above the bound", suite_budget_above_the_bound, "--queries 5000000 is above the bound"),
-    Case("n above the bound", ["eval", "-m", "deit", "-n", "100000001"], "--n 100000001 is above the bound of 100,000,000 images"),
-    Case("collapse n above the bound", ["collapse", "-m", "deit-nano", "-n", "100000001"], "--n 100000001 is above the bound"),
-    Case("step size malformed", ["eval", "-m", "deit", *FAST, "--attack", "pgd", "--step-size", "fast"], "step size 'fast'"),
+    Case(
+        "n above the bound",
+        ["eval", "-m", "deit", "-n", "100000001"],
+        "--n 100000001 is above the bound of 100,000,000 images",
+    ),
+    Case(
+        "collapse n above the bound",
+        ["collapse", "-m", "deit-nano", "-n", "100000001"],
+        "--n 100000001 is above the bound",
+    ),
+    Case(
+        "step size malformed",
+        ["eval", "-m", "deit", *FAST, "--attack", "pgd", "--step-size", "fast"],
+        "step size 'fast'",
+    ),
     Case("severity out of range", ["eval", "-m", "deit", "--corruption", "fog", "--severity", "6"], "outside 1–5"),
-    Case("severity malformed", ["eval", "-m", "deit", "--corruption", "fog", "--severity", "high"], "--severity value 'high'"),
+    Case(
+        "severity malformed",
+        ["eval", "-m", "deit", "--corruption", "fog", "--severity", "high"],
+        "--severity value 'high'",
+    ),
     Case("n zero", ["eval", "-m", "deit", "--n", "0"], "--n must be a positive"),
     Case("n empty", ["eval", "-m", "deit", "--n", ""], "'--n'"),
     Case("batch size zero", ["eval", "-m", "deit", "--batch-size", "0"], "--batch-size must be positive"),
     Case("m_grad unknown", ["eval", "-m", "deit", "--m-grad", "partial"], "--m-grad must be one of"),
     Case("checkpoint count", ["eval", "-m", "deit", "-m", "deit-elliptical", "-c", "a.pth"], "give one per model"),
     Case("missing checkpoint", ["eval", "-m", "deit-nano", "-c", "/nonexistent/ck.pth", *FAST], "does not exist"),
-    Case("missing data root", ["eval", "-m", "deit", "--data", "cifar10", "--data-root", "/nonexistent"], "not a folder"),
+    Case(
+        "missing data root", ["eval", "-m", "deit", "--data", "cifar10", "--data-root", "/nonexistent"], "not a folder"
+    ),
     Case("data root needed", ["eval", "-m", "deit", "--data", "cifar10"], "--data-root"),
     Case("data root is a file", data_root_is_file, "not a folder"),
     Case("out is a file", out_is_file, "is a file"),
@@ -232,9 +298,21 @@ CASES = [
     Case("pickle that would run code", code_pickle, "--trust"),
     Case("safetensors with wrong shapes", wrong_shapes_safetensors, "head.weight"),
     Case("corrupt image in image folder", corrupt_image, "broken.JPEG"),
-    Case("decompression bomb in image folder", decompression_bomb, f"bomb.png' has more than {Image.MAX_IMAGE_PIXELS:,} pixels"),
-    Case("image above --max-image-pixels", image_over_the_pixel_limit, "more than 50,000 pixels, the limit against decompression bombs"),
-    Case("max-image-pixels not positive", ["eval", "-m", "deit-nano", *FAST, "--max-image-pixels", "0"], "--max-image-pixels must be a positive"),
+    Case(
+        "decompression bomb in image folder",
+        decompression_bomb,
+        f"bomb.png' has more than {Image.MAX_IMAGE_PIXELS:,} pixels",
+    ),
+    Case(
+        "image above --max-image-pixels",
+        image_over_the_pixel_limit,
+        "more than 50,000 pixels, the limit against decompression bombs",
+    ),
+    Case(
+        "max-image-pixels not positive",
+        ["eval", "-m", "deit-nano", *FAST, "--max-image-pixels", "0"],
+        "--max-image-pixels must be a positive",
+    ),
     Case("empty dataset", empty_dataset, "no"),
     Case("suite file missing", ["eval", "-m", "deit", "--suite", "/nonexistent.toml"], "does not exist"),
     Case("suite not TOML", suite_bad_toml, "not valid TOML"),
@@ -252,15 +330,39 @@ CASES = [
     Case("convert a missing file", ["convert", "/nonexistent.pth", "out.safetensors"], "does not exist"),
     Case("unknown command", ["evaluate"], "No such command"),
     Case("unknown model prefix", ["eval", "-m", "tv:resnet18", *FAST], "unknown model prefix 'tv'"),
-    Case("unknown timm model", ["eval", "-m", "timm:vit_tiny_patch16_244", *FAST], "Did you mean 'timm:vit_tiny_patch16_224'"),
+    Case(
+        "unknown timm model",
+        ["eval", "-m", "timm:vit_tiny_patch16_244", *FAST],
+        "Did you mean 'timm:vit_tiny_patch16_224'",
+    ),
     Case("unknown timm tag", ["eval", "-m", "timm:resnet18.nosuchtag", *FAST], "Invalid pretrained tag"),
-    Case("unknown torchvision model", ["eval", "-m", "torchvision:resnet19", *FAST], "Did you mean 'torchvision:resnet18'"),
+    Case(
+        "unknown torchvision model",
+        ["eval", "-m", "torchvision:resnet19", *FAST],
+        "Did you mean 'torchvision:resnet18'",
+    ),
     Case("prefix without a name", ["eval", "-m", "timm:", *FAST], "names no timm model"),
-    Case("model input size differs from the images", ["eval", "-m", "timm:test_vit", *FAST], "takes 160 px images but the run's images (synthetic) are 32 px; pass --img-size 32"),
-    Case("img-size on a fixed-size dataset", ["eval", "-m", "deit-nano", *FAST, "--img-size", "64"], "has 32 px images"),
-    Case("img-size not positive", ["eval", "-m", "deit-nano", *FAST, "--img-size", "0"], "--img-size must be a positive"),
-    Case("elliptical layers of a baseline", ["eval", "-m", "timm:test_vit", *FAST, "--img-size", "32", "--elliptical-layers", "1"], "is a baseline"),
-    Case("collapse of a model without tokens", ["collapse", "-m", "timm:test_resnet", *FAST, "--img-size", "32"], "collapse needs tokens"),
+    Case(
+        "model input size differs from the images",
+        ["eval", "-m", "timm:test_vit", *FAST],
+        "takes 160 px images but the run's images (synthetic) are 32 px; pass --img-size 32",
+    ),
+    Case(
+        "img-size on a fixed-size dataset", ["eval", "-m", "deit-nano", *FAST, "--img-size", "64"], "has 32 px images"
+    ),
+    Case(
+        "img-size not positive", ["eval", "-m", "deit-nano", *FAST, "--img-size", "0"], "--img-size must be a positive"
+    ),
+    Case(
+        "elliptical layers of a baseline",
+        ["eval", "-m", "timm:test_vit", *FAST, "--img-size", "32", "--elliptical-layers", "1"],
+        "is a baseline",
+    ),
+    Case(
+        "collapse of a model without tokens",
+        ["collapse", "-m", "timm:test_resnet", *FAST, "--img-size", "32"],
+        "collapse needs tokens",
+    ),
     Case("vit without a checkpoint", ["eval", "-m", "vit", *FAST], "pass its weights with -c FILE"),
     Case("vit without --heads", vit_without_heads, "pass --heads"),
     Case("heads not dividing the width", vit_heads_not_dividing, "does not divide the width 32"),
@@ -270,8 +372,29 @@ CASES = [
     Case("mean malformed", ["eval", "-m", "deit-nano", *FAST, "--mean", "0.5,x,0.5"], "--mean value '0.5,x,0.5'"),
     Case("mean of two channels", ["eval", "-m", "deit-nano", *FAST, "--mean", "0.5,0.5"], "give 3 (R, G, B)"),
     Case("std not positive", ["eval", "-m", "deit-nano", *FAST, "--std", "0"], "--std values must be positive"),
-    Case("mean count", ["eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "-m", "deit-micro", *FAST, "--mean", "0.5", "--mean", "0.5"], "2 --mean for 3 --model"),
-    Case("train another library's model", ["train", "-m", "timm:resnet18", "--out", "m.safetensors"], "trains ellrobust's ViTs"),
+    Case(
+        "mean count",
+        [
+            "eval",
+            "-m",
+            "deit-nano",
+            "-m",
+            "deit-nano-elliptical",
+            "-m",
+            "deit-micro",
+            *FAST,
+            "--mean",
+            "0.5",
+            "--mean",
+            "0.5",
+        ],
+        "2 --mean for 3 --model",
+    ),
+    Case(
+        "train another library's model",
+        ["train", "-m", "timm:resnet18", "--out", "m.safetensors"],
+        "trains ellrobust's ViTs",
+    ),
 ]
 
 
@@ -295,7 +418,10 @@ def test_nan_weights_are_reported_not_crashed(runner, tmp_path):
     state["head.weight"] = torch.full_like(state["head.weight"], float("nan"))
     path = tmp_path / "nan.safetensors"
     save_file(state, str(path))
-    result = runner.invoke(app, ["eval", "-m", "deit-nano", "-c", str(path), *FAST, "--attack", "fgsm", "--out", str(tmp_path / "r"), "--json"])
+    result = runner.invoke(
+        app,
+        ["eval", "-m", "deit-nano", "-c", str(path), *FAST, "--attack", "fgsm", "--out", str(tmp_path / "r"), "--json"],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     clean = [r for r in rows if r["metric"] == "clean_accuracy"]
@@ -306,7 +432,9 @@ def test_nan_weights_are_reported_not_crashed(runner, tmp_path):
 
 def test_help_states_every_bound(runner):
     """Each bounded option says its bound in --help (four budgets at 1,000,000; -n at 100,000,000)."""
-    text = runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "200"}).output  # one line per option: no wrapped bound
+    text = runner.invoke(
+        app, ["eval", "--help"], env={"COLUMNS": "200"}
+    ).output  # one line per option: no wrapped bound
     assert text.count("at most 1,000,000") == 4 and "at most 100,000,000" in text
     assert "at most 100,000,000" in runner.invoke(app, ["collapse", "--help"], env={"COLUMNS": "200"}).output
 

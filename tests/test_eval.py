@@ -22,11 +22,28 @@ def run_cli(runner, *args: str):
 
 def test_eval_writes_the_tidy_table_and_pairs(runner, tmp_path):
     out = tmp_path / "run"
-    result = run_cli(runner, "eval", *SHIPPED, "--attack", "fgsm,pgd", "--eps", "2/255,8/255", "--steps", "3", "--m-grad", "both", "--out", str(out), "--json")
+    result = run_cli(
+        runner,
+        "eval",
+        *SHIPPED,
+        "--attack",
+        "fgsm,pgd",
+        "--eps",
+        "2/255,8/255",
+        "--steps",
+        "3",
+        "--m-grad",
+        "both",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     df = pd.DataFrame(rows)
-    assert {"model", "dataset", "metric", "value", "checkpoint", "eps", "m_grad", "params", "n", "seed"} <= set(df.columns)
+    assert {"model", "dataset", "metric", "value", "checkpoint", "eps", "m_grad", "params", "n", "seed"} <= set(
+        df.columns
+    )
     clean = df[df.metric == "clean_accuracy"]
     assert set(clean.model) == {"deit", "deit-elliptical"}
     assert (clean.value > 0.9).all()
@@ -44,7 +61,13 @@ def test_eval_writes_the_tidy_table_and_pairs(runner, tmp_path):
     assert {"clean", "fgsm", "pgd", "worst-case"} <= set(paired.method)
     assert (df[df.metric == "mcnemar_p"].value.between(0, 1)).all()
     sanity = df[df.method == "sanity"]
-    assert {"sanity_perturbation_within_eps", "sanity_inside_unit_range", "sanity_robust_le_clean", "sanity_pgd_le_fgsm", "sanity_large_eps_reaches_chance"} <= set(sanity.metric)
+    assert {
+        "sanity_perturbation_within_eps",
+        "sanity_inside_unit_range",
+        "sanity_robust_le_clean",
+        "sanity_pgd_le_fgsm",
+        "sanity_large_eps_reaches_chance",
+    } <= set(sanity.metric)
     assert (sanity[sanity.metric == "sanity_perturbation_within_eps"].value == 1).all()
     assert (out / "results.csv").is_file() and (out / "examples.csv.gz").is_file() and (out / "run.json").is_file()
     examples = pd.read_csv(out / "examples.csv.gz")

@@ -107,12 +107,16 @@ def test_missing_timm_is_one_line_naming_the_extra(monkeypatch, runner, tmp_path
     with pytest.raises(UsageError, match=r"pip install 'ellrobust\[timm\]'"):
         load_model("timm:resnet18")
     result = runner.invoke(app, ["eval", "-m", "timm:resnet18", *FAST, "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and result.stderr.strip().splitlines() == ["error: timm models need the timm package: pip install 'ellrobust[timm]'."]
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        "error: timm models need the timm package: pip install 'ellrobust[timm]'."
+    ]
 
 
 def test_timm_checkpoint_mismatch_is_the_strict_key_report(tmp_path):
     path = _save(_timm("vit_tiny_patch16_224", num_classes=10, img_size=32), tmp_path / "ck.safetensors")
-    with pytest.raises(CheckpointError, match=r"wrong shapes: pos_embed: checkpoint \(1, 5, 192\) vs model \(1, 197, 192\).*--img-size"):
+    with pytest.raises(
+        CheckpointError, match=r"wrong shapes: pos_embed: checkpoint \(1, 5, 192\) vs model \(1, 197, 192\).*--img-size"
+    ):
         load_model("timm:vit_tiny_patch16_224", checkpoint=path, num_classes=10)
     assert load_model("timm:vit_tiny_patch16_224", checkpoint=path, num_classes=10, img_size=32).input_size == 32
     with pytest.raises(CheckpointError, match="unexpected keys: blocks.10.*wrong shapes: blocks.0"):
@@ -133,7 +137,14 @@ def test_inferred_vit_matches_timm(small_vit):
     net, path = small_vit
     model = load_model("vit", checkpoint=path, heads=4)
     cfg = model.cfg
-    assert (cfg.img_size, cfg.patch_size, cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.num_classes) == (64, 8, 4, 128, 4, 10)
+    assert (cfg.img_size, cfg.patch_size, cfg.depth, cfg.embed_dim, cfg.num_heads, cfg.num_classes) == (
+        64,
+        8,
+        4,
+        128,
+        4,
+        10,
+    )
     assert (cfg.mlp_ratio, cfg.elliptical_layers, cfg.distilled, cfg.layer_scale) == (4.0, (), False, False)
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     torch.testing.assert_close(model(images), net(_normalised(images, cfg.mean, cfg.std)), atol=1e-5, rtol=1e-5)
@@ -154,8 +165,16 @@ def test_inferred_elliptical_twin_equals_the_naive_reference(small_vit):
 @pytest.mark.parametrize(
     "name, kw, flags",
     [
-        ("deit_tiny_distilled_patch16_224", {"img_size": 32, "depth": 2}, {"distilled": True, "layer_scale": False, "class_pos_embed": True}),
-        ("deit3_small_patch16_224", {"img_size": 48, "depth": 2}, {"distilled": False, "layer_scale": True, "class_pos_embed": False}),
+        (
+            "deit_tiny_distilled_patch16_224",
+            {"img_size": 32, "depth": 2},
+            {"distilled": True, "layer_scale": False, "class_pos_embed": True},
+        ),
+        (
+            "deit3_small_patch16_224",
+            {"img_size": 48, "depth": 2},
+            {"distilled": False, "layer_scale": True, "class_pos_embed": False},
+        ),
     ],
     ids=["distilled-deit", "layerscale-deit3"],
 )
@@ -168,13 +187,23 @@ def test_distilled_and_layerscale_checkpoints_load_and_match_timm(tmp_path, name
     assert {k: getattr(model.cfg, k) for k in flags} == flags
     size = kw["img_size"]
     images = torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(4))
-    torch.testing.assert_close(model(images), net(_normalised(images, model.cfg.mean, model.cfg.std)), atol=1e-5, rtol=1e-5)
-    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in net.parameters()) == ModelSpec("x", model.cfg, "").num_params()
+    torch.testing.assert_close(
+        model(images), net(_normalised(images, model.cfg.mean, model.cfg.std)), atol=1e-5, rtol=1e-5
+    )
+    assert (
+        sum(p.numel() for p in model.parameters())
+        == sum(p.numel() for p in net.parameters())
+        == ModelSpec("x", model.cfg, "").num_params()
+    )
     tokens, blocks = model.forward_blocks(images)
-    torch.testing.assert_close(tokens, net.forward_features(_normalised(images, model.cfg.mean, model.cfg.std)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        tokens, net.forward_features(_normalised(images, model.cfg.mean, model.cfg.std)), atol=1e-5, rtol=1e-5
+    )
     assert model.num_prefix_tokens == 1 + flags["distilled"]
     # resampled to another size, like every ellrobust ViT
-    assert load_model("vit-elliptical", checkpoint=path, heads=heads, img_size=2 * size)(torch.rand(1, 3, 2 * size, 2 * size)).shape == (1, 10)
+    assert load_model("vit-elliptical", checkpoint=path, heads=heads, img_size=2 * size)(
+        torch.rand(1, 3, 2 * size, 2 * size)
+    ).shape == (1, 10)
 
 
 @pytest.mark.parametrize(
@@ -185,7 +214,10 @@ def test_distilled_and_layerscale_checkpoints_load_and_match_timm(tmp_path, name
         ({"class_token": False, "global_pool": "avg"}, "no class token (cls_token), a global-pool head (fc_norm)"),
         ({"qkv_bias": False}, "a qkv projection without bias"),
         ({"pre_norm": True}, "a norm before the blocks (norm_pre)"),
-        ({"reg_tokens": 1, "qk_norm": True, "pre_norm": True}, "register tokens (reg_token), query/key norms (q_norm, k_norm), a norm before"),
+        (
+            {"reg_tokens": 1, "qk_norm": True, "pre_norm": True},
+            "register tokens (reg_token), query/key norms (q_norm, k_norm), a norm before",
+        ),
     ],
     ids=["registers", "qk-norm", "avg-pool", "no-qkv-bias", "pre-norm", "several"],
 )
@@ -213,7 +245,19 @@ def test_heads_come_from_the_flag_or_the_metadata(tmp_path, small_vit):
 def test_trained_checkpoints_need_no_flags(runner, tmp_path):
     """`ellrobust train` records the heads and elliptical layers: `-m vit-elliptical -c FILE` rebuilds the model exactly."""
     out = tmp_path / "nano.safetensors"
-    args = ["train", "-m", "deit-nano-elliptical", "--data", "synthetic", "--epochs", "1", "--elliptical-layers", "2", "--out", str(out)]
+    args = [
+        "train",
+        "-m",
+        "deit-nano-elliptical",
+        "--data",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--elliptical-layers",
+        "2",
+        "--out",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     twin = load_model("vit-elliptical", checkpoint=out)
@@ -223,7 +267,9 @@ def test_trained_checkpoints_need_no_flags(runner, tmp_path):
     assert load_model("vit", checkpoint=out).cfg.elliptical_layers == ()  # the name decides: `vit` is the plain twin
 
 
-@pytest.mark.parametrize("name", ["deit-nano-elliptical", "vit-elliptical", "timm:test_vit", "timm:test_resnet", "torchvision:resnet18"])
+@pytest.mark.parametrize(
+    "name", ["deit-nano-elliptical", "vit-elliptical", "timm:test_vit", "timm:test_resnet", "torchvision:resnet18"]
+)
 @torch.no_grad()
 def test_every_kind_of_model_keeps_the_contract(tmp_path, name):
     """[0, 1] images in, logits out, the Classifier questions answered; tokens where the probe can read them."""
@@ -250,24 +296,75 @@ def test_torchvision_resnet18_runs_through_eval_fgsm(runner, tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), path)
     out = tmp_path / "run"
-    args = ["eval", *FAST, "-m", "torchvision:resnet18", "-c", str(path), "-m", "deit-nano-elliptical", "-c", "-", "--img-size", "32"]
-    result = runner.invoke(app, [*args, "--attack", "fgsm", "--eps", "8/255", "--m-grad", "both", "--out", str(out), "--json", "--report"])
+    args = [
+        "eval",
+        *FAST,
+        "-m",
+        "torchvision:resnet18",
+        "-c",
+        str(path),
+        "-m",
+        "deit-nano-elliptical",
+        "-c",
+        "-",
+        "--img-size",
+        "32",
+    ]
+    result = runner.invoke(
+        app, [*args, "--attack", "fgsm", "--eps", "8/255", "--m-grad", "both", "--out", str(out), "--json", "--report"]
+    )
     assert result.exit_code == 0, result.output
     rows = [r for r in json.loads(result.stdout) if r["model"] == "torchvision:resnet18"]
     robust = [r for r in rows if r["metric"] == "robust_accuracy" and r["method"] == "fgsm"]
     assert len(robust) == 1 and robust[0]["m_grad"] == ""  # a baseline: m_grad does not apply
     info = json.loads((out / "run.json").read_text())["models"]["torchvision:resnet18"]
     assert info["weights"] == str(path) and not info["elliptical"] and not info["tokens"]
-    assert info["config"]["library"] == "torchvision" and info["config"]["name"] == "resnet18" and info["config"]["img_size"] == 32
+    assert (
+        info["config"]["library"] == "torchvision"
+        and info["config"]["name"] == "resnet18"
+        and info["config"]["img_size"] == 32
+    )
     assert "torchvision resnet18 (ResNet), 32 px" in (out / "report.md").read_text()
     again = runner.invoke(app, [*args, "--attack", "fgsm", "--eps", "8/255", "--m-grad", "both", "--out", str(out)])
     assert "0 units computed" in again.stderr
-    other = runner.invoke(app, [*args, "--mean", "0.5", "--mean", "-", "--attack", "fgsm", "--eps", "8/255", "--m-grad", "both", "--out", str(out)])
-    assert other.exit_code == 0 and "0 units computed" not in other.stderr  # another normalisation, other logits: recomputed
+    other = runner.invoke(
+        app,
+        [
+            *args,
+            "--mean",
+            "0.5",
+            "--mean",
+            "-",
+            "--attack",
+            "fgsm",
+            "--eps",
+            "8/255",
+            "--m-grad",
+            "both",
+            "--out",
+            str(out),
+        ],
+    )
+    assert (
+        other.exit_code == 0 and "0 units computed" not in other.stderr
+    )  # another normalisation, other logits: recomputed
 
 
 def test_mixed_collapse_measures_the_models_with_tokens(runner, tmp_path):
-    args = ["eval", *FAST, "-m", "timm:test_vit", "-m", "timm:test_resnet", "-m", "deit-nano", "--img-size", "32", "--attack", "none"]
+    args = [
+        "eval",
+        *FAST,
+        "-m",
+        "timm:test_vit",
+        "-m",
+        "timm:test_resnet",
+        "-m",
+        "deit-nano",
+        "--img-size",
+        "32",
+        "--attack",
+        "none",
+    ]
     result = runner.invoke(app, [*args, "--collapse", "--out", str(tmp_path / "r"), "--json"])
     assert result.exit_code == 0, result.output
     measured = {r["model"] for r in json.loads(result.stdout) if r["metric"] == "token_cosine"}
@@ -279,11 +376,30 @@ def test_inferred_vit_through_the_cli_on_an_image_folder(runner, tmp_path, small
     _, path = small_vit
     root = _image_folder(tmp_path / "data", 64)
     base = ["eval", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--heads", "4"]
-    result = runner.invoke(app, [*base, "-m", "vit", "-c", str(path), "-m", "vit-elliptical", "-c", str(path), "--img-size", "64", "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app,
+        [
+            *base,
+            "-m",
+            "vit",
+            "-c",
+            str(path),
+            "-m",
+            "vit-elliptical",
+            "-c",
+            str(path),
+            "--img-size",
+            "64",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "r" / "run.json").read_text())
     assert meta["models"]["vit-elliptical"]["config"]["elliptical_layers"] == [1, 2, 3]
-    assert meta["models"]["vit"]["config"] | {"elliptical_layers": None} == meta["models"]["vit-elliptical"]["config"] | {"elliptical_layers": None}
+    assert meta["models"]["vit"]["config"] | {"elliptical_layers": None} == meta["models"]["vit-elliptical"][
+        "config"
+    ] | {"elliptical_layers": None}
     at_224 = runner.invoke(app, [*base, "-m", "vit", "-c", str(path), "--out", str(tmp_path / "r224"), "--json"])
     assert at_224.exit_code == 0, at_224.output  # resampled to the folder's default 224 px, like every ellrobust ViT
     assert json.loads((tmp_path / "r224" / "run.json").read_text())["dataset"]["digest"] != meta["dataset"]["digest"]

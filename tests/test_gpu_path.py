@@ -35,7 +35,9 @@ def fresh_compiler(monkeypatch):
     """Compiled functions with no graphs yet, counters at zero, and no decision about the compiler made."""
     monkeypatch.setattr(compiled, "STATS", compiled.CompileStats())
     monkeypatch.setattr(compiled, "_compiler_works", None)
-    monkeypatch.setattr(vit_module, "_SCALINGS", {d: compiled.CompiledFunction(f.fn) for d, f in vit_module._SCALINGS.items()})
+    monkeypatch.setattr(
+        vit_module, "_SCALINGS", {d: compiled.CompiledFunction(f.fn) for d, f in vit_module._SCALINGS.items()}
+    )
     return compiled
 
 
@@ -55,7 +57,8 @@ def _graphs_and_states() -> tuple[int, int]:
 
 
 @pytest.mark.parametrize(
-    ("value", "cpu", "cuda"), [("auto", False, True), ("1", False, True), ("force", True, True), ("0", False, False), ("off", False, False)]
+    ("value", "cpu", "cuda"),
+    [("auto", False, True), ("1", False, True), ("force", True, True), ("0", False, False), ("off", False, False)],
 )
 def test_compile_mode_from_the_environment(fresh_compiler, monkeypatch, value, cpu, cuda):
     monkeypatch.setenv(compiled.COMPILE_ENV, value)
@@ -106,7 +109,9 @@ def _nano() -> torch.nn.Module:
     return load_model("deit-nano-elliptical").eval()
 
 
-def test_an_out_of_memory_error_inside_the_compiled_call_propagates_and_the_next_call_is_compiled(forced, monkeypatch, images):
+def test_an_out_of_memory_error_inside_the_compiled_call_propagates_and_the_next_call_is_compiled(
+    forced, monkeypatch, images
+):
     """The memory sizer halves its passes on OOM: the error must reach it, and compilation must stay on."""
     real_backend = compiled._counting_backend
     raised = []
@@ -196,7 +201,7 @@ def test_compiled_and_eager_logits_agree_in_fp32_and_bf16(fresh_compiler, monkey
             out_bf16 = model(x).float()
     assert compiled.STATS.graphs == 2 and compiled.STATS.fallback is None
     torch.testing.assert_close(out, eager, atol=1e-5, rtol=1e-5)
-    step = 2.0 ** -7 * eager_bf16.abs().max()  # one bf16 step at the logits' scale
+    step = 2.0**-7 * eager_bf16.abs().max()  # one bf16 step at the logits' scale
     assert (out_bf16 - eager_bf16).abs().max() <= step
 
 
@@ -221,7 +226,11 @@ def test_an_fp32_scope_inside_bf16_is_fp32(images):
 
 
 def _switches() -> tuple[str, str, bool]:
-    return (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision, torch.is_autocast_enabled("cpu"))
+    return (
+        torch.backends.cuda.matmul.fp32_precision,
+        torch.backends.cudnn.conv.fp32_precision,
+        torch.is_autocast_enabled("cpu"),
+    )
 
 
 class _SeesBackward(torch.nn.Module):
@@ -405,7 +414,9 @@ def test_a_node_decodes_with_the_workers_of_all_its_ranks(monkeypatch, tmp_path)
     monkeypatch.setattr(engine, "WorkerPool", RecordingPool)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     data = load_dataset("imagefolder", None, str(root), 32)
-    evaluation = Evaluation(EvalConfig(models=("deit-nano",), dataset="imagefolder", data_root=str(root), workers=1), tmp_path / "run")
+    evaluation = Evaluation(
+        EvalConfig(models=("deit-nano",), dataset="imagefolder", data_root=str(root), workers=1), tmp_path / "run"
+    )
     store, pool = evaluation._open_store(data, list(range(6)), NodeRankZero())
     with pool:
         assert sizes == [2, 1]  # decoding: both ranks' workers; the run: this rank's
@@ -444,7 +455,9 @@ def test_an_operation_without_a_deterministic_kernel_is_one_line():
 
     with pytest.raises(UsageError, match="--deterministic: .* has no deterministic kernel"):
         with deterministic_mode():
-            raise RuntimeError("cumsum_cuda_kernel does not have a deterministic implementation, but you set 'torch.use_deterministic_algorithms(True)'.")
+            raise RuntimeError(
+                "cumsum_cuda_kernel does not have a deterministic implementation, but you set 'torch.use_deterministic_algorithms(True)'."
+            )
     assert not torch.are_deterministic_algorithms_enabled()
     with pytest.raises(ValueError):  # other errors are left alone
         with deterministic_mode():

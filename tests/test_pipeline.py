@@ -57,7 +57,9 @@ def counting(monkeypatch):
         made.append(CountingDataset())
         return made[-1]
 
-    spec = DatasetSpec("counting", "decode counter", 32, "deit-nano", (4 / 255,), build, num_classes=10, pixel_dtype="uint8")
+    spec = DatasetSpec(
+        "counting", "decode counter", 32, "deit-nano", (4 / 255,), build, num_classes=10, pixel_dtype="uint8"
+    )
     monkeypatch.setitem(DATASETS._entries, "counting", spec)
     return made
 
@@ -90,11 +92,21 @@ def test_each_image_is_decoded_exactly_once_per_run(counting, tmp_path, workers)
 
 
 def test_a_store_file_in_the_cache_is_reused_by_the_next_run(counting, tmp_path):
-    common = dict(models=("deit-nano",), dataset="counting", n=12, batch_size=4, cache_dir=str(tmp_path / "cache"), memory_budget_gb=0)
+    common = dict(
+        models=("deit-nano",),
+        dataset="counting",
+        n=12,
+        batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+        memory_budget_gb=0,
+    )
     first = Evaluation(EvalConfig(**common), tmp_path / "first").run()
     second = Evaluation(EvalConfig(**common), tmp_path / "second").run()
     assert counting[0].decodes[:].count(1) == 12 and sum(counting[1].decodes[:]) == 0  # the second run decoded nothing
-    assert first.table[first.table.metric == "clean_accuracy"].value.tolist() == second.table[second.table.metric == "clean_accuracy"].value.tolist()
+    assert (
+        first.table[first.table.metric == "clean_accuracy"].value.tolist()
+        == second.table[second.table.metric == "clean_accuracy"].value.tolist()
+    )
     meta = json.loads((tmp_path / "second" / "run.json").read_text())["startup"]
     assert meta["decoded_images"] == 0 and meta["store"].startswith(str(tmp_path / "cache"))
 
@@ -121,12 +133,16 @@ def test_verdicts_are_fp32_forwards_whatever_the_attack_precision(tmp_path, monk
     def loaded(*args, **kwargs):
         models = load(*args, **kwargs)
         for lm in models.values():
-            lm.module.register_forward_pre_hook(lambda module, inputs: calls.append("T" if torch.is_autocast_enabled("cpu") else "F"))
+            lm.module.register_forward_pre_hook(
+                lambda module, inputs: calls.append("T" if torch.is_autocast_enabled("cpu") else "F")
+            )
         return models
 
     monkeypatch.setattr(engine, "load_models", loaded)
     attack = make_request("pgd", {"steps": 2})
-    cfg = EvalConfig(models=("deit",), n=16, batch_size=8, attacks=(attack,), eps=(8 / 255,), precision=("bf16",), sanity=False)
+    cfg = EvalConfig(
+        models=("deit",), n=16, batch_size=8, attacks=(attack,), eps=(8 / 255,), precision=("bf16",), sanity=False
+    )
     table = Evaluation(cfg, tmp_path / "run").run().table
     # two clean batches (fp32), then per attacked batch of the shipped model: two PGD steps in bf16, one fp32 verdict
     assert re.fullmatch(r"FF(TTF)+", "".join(calls)), "".join(calls)
@@ -136,7 +152,9 @@ def test_verdicts_are_fp32_forwards_whatever_the_attack_precision(tmp_path, monk
 def test_precision_is_part_of_the_unit_identity_and_of_the_rows(tmp_path):
     from ellrobust.attacks import make_request
 
-    common = dict(models=("deit-nano",), dataset="synthetic", n=16, batch_size=8, attacks=(make_request("fgsm"),), eps=(8 / 255,))
+    common = dict(
+        models=("deit-nano",), dataset="synthetic", n=16, batch_size=8, attacks=(make_request("fgsm"),), eps=(8 / 255,)
+    )
     first = Evaluation(EvalConfig(**common, precision=("fp32",)), tmp_path / "run").run()
     second = Evaluation(EvalConfig(**common, precision=("fp32", "bf16")), tmp_path / "run").run()
     assert second.reused == first.computed and second.computed >= 2  # clean + fp32 reused; bf16 units are new
@@ -150,7 +168,24 @@ def test_precision_is_part_of_the_unit_identity_and_of_the_rows(tmp_path):
 def test_bf16_and_tf32_agree_with_fp32_within_noise_on_the_shipped_models(runner, tmp_path):
     """A lower precision of the iterations may weaken the attack, but only within sampling noise here."""
     out = tmp_path / "run"
-    args = ["eval", "-m", "deit-elliptical", "-m", "deit", "--attack", "pgd", "--eps", "2/255", "--n", "120", "--precision", "bf16,tf32,fp32", "--out", str(out), "--json"]
+    args = [
+        "eval",
+        "-m",
+        "deit-elliptical",
+        "-m",
+        "deit",
+        "--attack",
+        "pgd",
+        "--eps",
+        "2/255",
+        "--n",
+        "120",
+        "--precision",
+        "bf16,tf32,fp32",
+        "--out",
+        str(out),
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     df = pd.DataFrame(json.loads(result.stdout))
@@ -169,8 +204,13 @@ def test_run_json_records_how_each_attack_unit_spent_its_time(tmp_path):
     """AutoAttack-style cascades time each component; SPSA records the images per forward pass it used."""
     from ellrobust.attacks import make_request
 
-    attacks = (make_request("apgd", {"steps": 2, "target_classes": 2}), make_request("spsa", {"steps": 2, "samples": 4}))
-    cfg = EvalConfig(models=("deit",), n=12, batch_size=6, attacks=attacks, eps=(8 / 255,), sanity=False)  # the shipped model: images to attack
+    attacks = (
+        make_request("apgd", {"steps": 2, "target_classes": 2}),
+        make_request("spsa", {"steps": 2, "samples": 4}),
+    )
+    cfg = EvalConfig(
+        models=("deit",), n=12, batch_size=6, attacks=attacks, eps=(8 / 255,), sanity=False
+    )  # the shipped model: images to attack
     Evaluation(cfg, tmp_path / "run").run()
     units = {u["label"]: u for u in json.loads((tmp_path / "run" / "run.json").read_text())["units"]}
     apgd = next(u for label, u in units.items() if label.startswith("deit apgd"))
@@ -195,7 +235,13 @@ def test_a_lower_precision_above_fp32_fails_its_sanity_check():
     rows = [Row("m", Metric.CLEAN_ACCURACY, 0.9, "clean")]
     for precision, value in (("fp32", 0.30), ("bf16", 0.50)):
         rows.append(Row("m", Metric.ROBUST_ACCURACY, value, "pgd", eps=0.01, precision=precision))
-    extras = [(Unit("attack", "m", "pgd", "{}", 0.01, None, "", (), p), {"n_attacked": 0, "max_perturbation": 0, "min_pixel": 0, "max_pixel": 1}) for p in ("fp32", "bf16")]
+    extras = [
+        (
+            Unit("attack", "m", "pgd", "{}", 0.01, None, "", (), p),
+            {"n_attacked": 0, "max_perturbation": 0, "min_pixel": 0, "max_pixel": 1},
+        )
+        for p in ("fp32", "bf16")
+    ]
     flags = {(r.precision, r.metric): r.value for r in sanity_rows(Ctx(), rows, extras)}
     assert flags[("bf16", "sanity_precision_not_above_fp32")] == 0.0
     assert ("fp32", "sanity_precision_not_above_fp32") not in flags
@@ -215,11 +261,28 @@ def test_auto_workers_use_the_cores_for_data_that_needs_decoding_only():
 
 
 def test_workers_auto_is_the_default_and_is_recorded(runner, tmp_path):
-    result = runner.invoke(app, ["eval", "--data", "synthetic", "-m", "deit-nano", "--n", "8", "--attack", "none", "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--data",
+            "synthetic",
+            "-m",
+            "deit-nano",
+            "--n",
+            "8",
+            "--attack",
+            "none",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "r" / "run.json").read_text())
     assert meta["config"]["workers"] is None and meta["startup"]["workers"] == 0  # in-memory data: no processes
-    bad = runner.invoke(app, ["eval", "--data", "synthetic", "-m", "deit-nano", "--workers", "lots", "--out", str(tmp_path / "b")])
+    bad = runner.invoke(
+        app, ["eval", "--data", "synthetic", "-m", "deit-nano", "--workers", "lots", "--out", str(tmp_path / "b")]
+    )
     assert bad.exit_code == 2 and "--workers" in bad.output and "Traceback" not in bad.output
 
 
@@ -233,16 +296,48 @@ def test_elliptical_layers_parse():
 
 def test_elliptical_layers_apply_per_model_and_are_recorded(runner, tmp_path):
     base = ["eval", "--data", "synthetic", "-n", "8", "--attack", "none", "--json"]
-    once = runner.invoke(app, [*base, "-m", "deit-nano-elliptical", "-m", "deit-nano", "--elliptical-layers", "2", "--out", str(tmp_path / "a")])
+    once = runner.invoke(
+        app,
+        [
+            *base,
+            "-m",
+            "deit-nano-elliptical",
+            "-m",
+            "deit-nano",
+            "--elliptical-layers",
+            "2",
+            "--out",
+            str(tmp_path / "a"),
+        ],
+    )
     assert once.exit_code == 0, once.output
     models = json.loads((tmp_path / "a" / "run.json").read_text())["models"]
     assert models["deit-nano-elliptical"]["config"]["elliptical_layers"] == [2]
     assert models["deit-nano"]["config"]["elliptical_layers"] == []
-    per_model = runner.invoke(app, [*base, "-m", "deit-nano-elliptical", "-m", "deit-nano", "--elliptical-layers", "1", "--elliptical-layers", "-", "--out", str(tmp_path / "b")])
+    per_model = runner.invoke(
+        app,
+        [
+            *base,
+            "-m",
+            "deit-nano-elliptical",
+            "-m",
+            "deit-nano",
+            "--elliptical-layers",
+            "1",
+            "--elliptical-layers",
+            "-",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
     assert per_model.exit_code == 0, per_model.output
-    assert json.loads((tmp_path / "b" / "run.json").read_text())["models"]["deit-nano-elliptical"]["config"]["elliptical_layers"] == [1]
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["models"]["deit-nano-elliptical"]["config"][
+        "elliptical_layers"
+    ] == [1]
     # other layers, other logits: the unit is not reused from the run with layer 2
-    again = runner.invoke(app, [*base, "-m", "deit-nano-elliptical", "--elliptical-layers", "1", "--out", str(tmp_path / "a")])
+    again = runner.invoke(
+        app, [*base, "-m", "deit-nano-elliptical", "--elliptical-layers", "1", "--out", str(tmp_path / "a")]
+    )
     assert "1 units computed" in again.stderr
 
 
@@ -250,12 +345,31 @@ def test_elliptical_layers_apply_per_model_and_are_recorded(runner, tmp_path):
     ("args", "fragment"),
     [
         (["-m", "deit-nano-elliptical", "--elliptical-layers", "5"], "out of range"),
-        (["-m", "deit-nano", "-m", "deit-nano-elliptical", "--elliptical-layers", "1", "--elliptical-layers", "2"], "not elliptical"),
-        (["-m", "deit-nano", "-m", "deit-nano-elliptical", "-m", "deit-micro", "--elliptical-layers", "1", "--elliptical-layers", "2"], "--elliptical-layers"),
+        (
+            ["-m", "deit-nano", "-m", "deit-nano-elliptical", "--elliptical-layers", "1", "--elliptical-layers", "2"],
+            "not elliptical",
+        ),
+        (
+            [
+                "-m",
+                "deit-nano",
+                "-m",
+                "deit-nano-elliptical",
+                "-m",
+                "deit-micro",
+                "--elliptical-layers",
+                "1",
+                "--elliptical-layers",
+                "2",
+            ],
+            "--elliptical-layers",
+        ),
     ],
 )
 def test_bad_elliptical_layers_get_one_line(runner, tmp_path, args, fragment):
-    result = runner.invoke(app, ["eval", "--data", "synthetic", "-n", "8", "--attack", "none", *args, "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app, ["eval", "--data", "synthetic", "-n", "8", "--attack", "none", *args, "--out", str(tmp_path / "r")]
+    )
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and fragment in errors[0] and "Traceback" not in result.output

@@ -60,7 +60,9 @@ def _units(out: Path) -> int:
 
 def kill_when(out: Path, condition, timeout: float = 120.0) -> int:
     """Start the run, SIGKILL it once ``condition(out)`` holds; returns the units saved by then."""
-    proc = subprocess.Popen(cli(*ARGS, "--out", str(out)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cli(*ARGS, "--out", str(out)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None and not condition(out):
         time.sleep(0.01)
@@ -70,7 +72,9 @@ def kill_when(out: Path, condition, timeout: float = 120.0) -> int:
     return _units(out)
 
 
-@pytest.mark.parametrize("after_units", [1, 6, pytest.param(0, marks=pytest.mark.slow), pytest.param(11, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "after_units", [1, 6, pytest.param(0, marks=pytest.mark.slow), pytest.param(11, marks=pytest.mark.slow)]
+)
 def test_sigkill_after_n_units_then_resume_gives_the_same_table(tmp_path, reference, after_units):
     out = tmp_path / "run"
     saved = kill_when(out, lambda o: _units(o) >= after_units and (after_units > 0 or (o / ".lock").exists()))
@@ -82,7 +86,9 @@ def test_sigkill_after_n_units_then_resume_gives_the_same_table(tmp_path, refere
     assert (out / "examples.csv.gz").read_bytes() == (reference / "examples.csv.gz").read_bytes()
 
 
-@pytest.mark.parametrize("delay", [2.5, pytest.param(0.7, marks=pytest.mark.slow), pytest.param(3.7, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "delay", [2.5, pytest.param(0.7, marks=pytest.mark.slow), pytest.param(3.7, marks=pytest.mark.slow)]
+)
 def test_sigkill_at_arbitrary_moments_then_resume(tmp_path, reference, delay):
     out = tmp_path / "run"
     start = time.time()
@@ -103,8 +109,16 @@ def test_damaged_unit_file_is_recomputed(tmp_path, reference):
 
 def test_second_run_on_the_same_out_is_refused(tmp_path):
     out = tmp_path / "run"
-    slow = [*ARGS, "--corruption", "all", "--severity", "2"]  # long enough to still hold the lock when the second run starts
-    first = subprocess.Popen(cli(*slow, "--out", str(out)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    slow = [
+        *ARGS,
+        "--corruption",
+        "all",
+        "--severity",
+        "2",
+    ]  # long enough to still hold the lock when the second run starts
+    first = subprocess.Popen(
+        cli(*slow, "--out", str(out)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not (out / ".lock").exists():
@@ -159,7 +173,9 @@ def image_root(tmp_path_factory) -> Path:
 def image_reference(image_root, tmp_path_factory) -> Path:
     """The undisturbed run every disturbed one must reproduce, byte for byte."""
     out = tmp_path_factory.mktemp("image-ref") / "run"
-    subprocess.run(cli(*image_args(image_root), "--out", str(out)), check=True, env=ENV, capture_output=True, timeout=300)
+    subprocess.run(
+        cli(*image_args(image_root), "--out", str(out)), check=True, env=ENV, capture_output=True, timeout=300
+    )
     return out
 
 
@@ -195,7 +211,13 @@ def no_partial_files(out: Path) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="finds the pool's workers through /proc")
 def test_a_worker_killed_from_outside_is_replaced_and_the_table_is_unchanged(tmp_path, image_root, image_reference):
     out = tmp_path / "run"
-    proc = subprocess.Popen(cli(*image_args(image_root), "--out", str(out)), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cli(*image_args(image_root), "--out", str(out)),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not list((out / "units").glob("corruption_*.json")):
         time.sleep(0.01)
@@ -235,7 +257,9 @@ def _first(marker: Path) -> bool:
     return True
 
 
-def test_the_tasks_of_a_dead_worker_are_run_again_by_a_fresh_one(runner, tmp_path, image_root, image_reference, monkeypatch, watchdog):
+def test_the_tasks_of_a_dead_worker_are_run_again_by_a_fresh_one(
+    runner, tmp_path, image_root, image_reference, monkeypatch, watchdog
+):
     _dying_tasks(monkeypatch, tmp_path, once=True)
     out = tmp_path / "run"
     result = runner.invoke(app, [*image_args(image_root), "--out", str(out)])
@@ -245,13 +269,21 @@ def test_the_tasks_of_a_dead_worker_are_run_again_by_a_fresh_one(runner, tmp_pat
     assert (out / "results.csv").read_bytes() == (image_reference / "results.csv").read_bytes()
 
 
-def test_a_worker_that_dies_again_stops_the_run_with_one_line_and_keeps_finished_units(runner, tmp_path, image_root, monkeypatch, watchdog):
+def test_a_worker_that_dies_again_stops_the_run_with_one_line_and_keeps_finished_units(
+    runner, tmp_path, image_root, monkeypatch, watchdog
+):
     _dying_tasks(monkeypatch, tmp_path, once=False)
     out = tmp_path / "run"
     result = runner.invoke(app, [*image_args(image_root), "--out", str(out)])
     assert result.exit_code == 3
     line = one_error_line(result)
-    for fragment in ("died again: killed by SIGKILL", "out-of-memory killer", "while corrupting image '", "fewer --workers (this run has 2)", "--memory-budget"):
+    for fragment in (
+        "died again: killed by SIGKILL",
+        "out-of-memory killer",
+        "while corrupting image '",
+        "fewer --workers (this run has 2)",
+        "--memory-budget",
+    ):
         assert fragment in line, line
     assert len(saved_units(out, "clean_")) == 2 and not saved_units(out, "corruption_")
     assert not (out / "results.csv").exists() and no_partial_files(out)
@@ -260,7 +292,9 @@ def test_a_worker_that_dies_again_stops_the_run_with_one_line_and_keeps_finished
     assert resumed.exit_code == 0 and "(6 units computed, 2 reused)" in resumed.stderr, resumed.output
 
 
-def test_a_task_that_raises_in_a_worker_is_one_line_naming_the_image(runner, tmp_path, image_root, monkeypatch, watchdog):
+def test_a_task_that_raises_in_a_worker_is_one_line_naming_the_image(
+    runner, tmp_path, image_root, monkeypatch, watchdog
+):
     def failing(task):
         raise MemoryError("cannot allocate 1.2 GiB")
 
@@ -268,10 +302,15 @@ def test_a_task_that_raises_in_a_worker_is_one_line_naming_the_image(runner, tmp
     result = runner.invoke(app, [*image_args(image_root), "--out", str(tmp_path / "run")])
     assert result.exit_code == 3
     line = one_error_line(result)
-    assert f"corrupting image '{image_root}/n00/img00.JPEG' (gaussian_noise, severity 1) failed: MemoryError: cannot allocate 1.2 GiB" in line, line
+    assert (
+        f"corrupting image '{image_root}/n00/img00.JPEG' (gaussian_noise, severity 1) failed: MemoryError: cannot allocate 1.2 GiB"
+        in line
+    ), line
 
 
-def test_a_worker_that_cannot_set_up_is_one_line_not_an_endless_respawn(runner, tmp_path, image_root, monkeypatch, watchdog):
+def test_a_worker_that_cannot_set_up_is_one_line_not_an_endless_respawn(
+    runner, tmp_path, image_root, monkeypatch, watchdog
+):
     def missing(cv2_inherited):
         raise ModuleNotFoundError("No module named 'threadpoolctl'")
 
@@ -279,7 +318,9 @@ def test_a_worker_that_cannot_set_up_is_one_line_not_an_endless_respawn(runner, 
     result = runner.invoke(app, [*image_args(image_root), "--out", str(tmp_path / "run")])
     assert result.exit_code == 3
     line = one_error_line(result)
-    assert "could not set up (ModuleNotFoundError: No module named 'threadpoolctl')" in line and "--workers 0" in line, line
+    assert (
+        "could not set up (ModuleNotFoundError: No module named 'threadpoolctl')" in line and "--workers 0" in line
+    ), line
 
 
 class _FullDisk:
@@ -298,7 +339,23 @@ class _FullDisk:
         return getattr(os, name)
 
 
-SMALL = ["eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--data", "synthetic", "-n", "16", "--batch-size", "8", "--attack", "fgsm", "--eps", "2/255,4/255"]
+SMALL = [
+    "eval",
+    "-m",
+    "deit-nano",
+    "-m",
+    "deit-nano-elliptical",
+    "--data",
+    "synthetic",
+    "-n",
+    "16",
+    "--batch-size",
+    "8",
+    "--attack",
+    "fgsm",
+    "--eps",
+    "2/255,4/255",
+]
 
 
 def test_a_full_disk_while_saving_units_is_one_line_and_the_run_resumes(runner, tmp_path, monkeypatch):
@@ -307,7 +364,9 @@ def test_a_full_disk_while_saving_units_is_one_line_and_the_run_resumes(runner, 
     result = runner.invoke(app, [*SMALL, "--out", str(out)])
     assert result.exit_code == 3
     line = one_error_line(result)
-    assert f"in '{out}/units' (about " in line and "B needed): no space left on the device" in line and "--out" in line, line
+    assert (
+        f"in '{out}/units' (about " in line and "B needed): no space left on the device" in line and "--out" in line
+    ), line
     assert len(saved_units(out)) == 2 and no_partial_files(out)
     monkeypatch.undo()
     resumed = runner.invoke(app, [*SMALL, "--out", str(out)])
@@ -348,13 +407,19 @@ def test_the_store_file_is_refused_at_once_when_its_disk_is_too_small(runner, tm
     assert not list(out.glob("images-*")) and not (out / "units").exists()
 
 
-def test_the_corruption_cache_is_refused_before_generation_when_its_disk_is_too_small(runner, tmp_path, image_root, monkeypatch):
-    monkeypatch.setattr(shutil, "disk_usage", _free({"cache": 1024}))  # the store (cache/images) fits, the batches do not
+def test_the_corruption_cache_is_refused_before_generation_when_its_disk_is_too_small(
+    runner, tmp_path, image_root, monkeypatch
+):
+    monkeypatch.setattr(
+        shutil, "disk_usage", _free({"cache": 1024})
+    )  # the store (cache/images) fits, the batches do not
     out, cache = tmp_path / "run", tmp_path / "cache"
     result = runner.invoke(app, [*image_args(image_root), "--cache", str(cache), "--out", str(out)])
     assert result.exit_code == 3
     line = one_error_line(result)
-    needed = format_bytes(6 * 24 * (3 * 224 * 224 + 8) + 6 * 3 * FILE_OVERHEAD)  # 6 units of 3 batch files, 24 images + labels each
+    needed = format_bytes(
+        6 * 24 * (3 * 224 * 224 + 8) + 6 * 3 * FILE_OVERHEAD
+    )  # 6 units of 3 batch files, 24 images + labels each
     assert f"the corrupted images to cache need {needed} in '{cache}', which has 1.0 KiB free" in line, line
     assert len(saved_units(out, "clean_")) == 2 and not saved_units(out, "corruption_")
     assert not [p for p in cache.rglob("*.npz")]
@@ -368,11 +433,18 @@ def test_a_disk_error_no_writer_expected_is_still_one_line(runner, tmp_path, mon
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "rep" / "report.md"))
 
     run = tmp_path / "run"
-    assert runner.invoke(app, ["eval", "-m", "deit-nano", "--data", "synthetic", "-n", "8", "--attack", "none", "--out", str(run)]).exit_code == 0
+    assert (
+        runner.invoke(
+            app, ["eval", "-m", "deit-nano", "--data", "synthetic", "-n", "8", "--attack", "none", "--out", str(run)]
+        ).exit_code
+        == 0
+    )
     monkeypatch.setattr(writer, "render", full)
     result = runner.invoke(app, ["report", str(run), "--out", str(tmp_path / "rep")])
     assert result.exit_code == 3
-    assert f"cannot write the file 'report.md' in '{tmp_path}/rep': no space left on the device" in one_error_line(result)
+    assert f"cannot write the file 'report.md' in '{tmp_path}/rep': no space left on the device" in one_error_line(
+        result
+    )
 
 
 @pytest.fixture
@@ -382,7 +454,10 @@ def small_tmpfs(tmp_path):
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "full"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=True)

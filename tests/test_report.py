@@ -80,15 +80,40 @@ def with_more_rows(src: Path, dst: Path, rename: dict[str, str] | None = None) -
         for corruption in CORRUPTIONS:  # per severity, then the mean over severities (severity empty)
             for severity in (1, 2, 3, 4, 5, None):
                 value = 0.9 - 0.15 * (severity or 3) + 0.05 * i
-                extra.append({**base, "model": model, "method": corruption, "params": "{}", "severity": severity, "metric": "corruption_accuracy", "value": value})
+                extra.append(
+                    {
+                        **base,
+                        "model": model,
+                        "method": corruption,
+                        "params": "{}",
+                        "severity": severity,
+                        "metric": "corruption_accuracy",
+                        "value": value,
+                    }
+                )
         for reference in ({"normalization": "none"}, {"normalization": "baseline", "baseline": "deit-nano"}):
-            ref = {"params": json.dumps({"normalization": reference["normalization"]}), "baseline": reference.get("baseline")}
+            ref = {
+                "params": json.dumps({"normalization": reference["normalization"]}),
+                "baseline": reference.get("baseline"),
+            }
             for corruption in CORRUPTIONS:
-                extra.append({**base, **ref, "model": model, "method": corruption, "metric": "ce", "value": 0.8 - 0.1 * i})
+                extra.append(
+                    {**base, **ref, "model": model, "method": corruption, "metric": "ce", "value": 0.8 - 0.1 * i}
+                )
             for metric in ("mce", "relative_mce"):
                 extra.append({**base, **ref, "model": model, "method": "mce", "metric": metric, "value": 0.8 - 0.1 * i})
         for layer in range(3):
-            extra.append({**base, "model": model, "method": "collapse", "params": "{}", "layer": layer, "metric": "token_cosine", "value": 0.2 + (0.3 - 0.1 * i) * layer})
+            extra.append(
+                {
+                    **base,
+                    "model": model,
+                    "method": "collapse",
+                    "params": "{}",
+                    "layer": layer,
+                    "metric": "token_cosine",
+                    "value": 0.2 + (0.3 - 0.1 * i) * layer,
+                }
+            )
     df = to_frame(table + extra)
     meta = json.loads((src / "run.json").read_text())
     for old, new in (rename or {}).items():
@@ -145,7 +170,10 @@ def test_an_older_table_is_completed_by_the_migration_and_renders_like_a_current
     bare = tmp_path / "bare"
     shutil.copytree(run_dir, bare)
     full = load_results(bare)
-    df = full[~full.metric.str.endswith(("_ci_low", "_ci_high")) & ~full.metric.isin(["mcnemar_p_adjusted", "detectable_difference", "n_required"])]
+    df = full[
+        ~full.metric.str.endswith(("_ci_low", "_ci_high"))
+        & ~full.metric.isin(["mcnemar_p_adjusted", "detectable_difference", "n_required"])
+    ]
     save_table(df.reset_index(drop=True), bare)
     text = write_report([bare], bare).read_text()
     verdict = section(text, "Verdict")
@@ -166,7 +194,10 @@ def test_report_of_a_full_run_opens_with_the_verdict(full_report):
     verdict = section(text, "Verdict")
     lines = claim_lines(verdict)
     assert len(lines) == 9  # fgsm, pgd, worst-case × 2 m_grad modes, adaptive, mCE, collapse
-    assert f"- **supported**: {ELLIPTICAL} is more robust than {BASELINE} under pgd (m_grad detach, fp32). n = 400;" in verdict
+    assert (
+        f"- **supported**: {ELLIPTICAL} is more robust than {BASELINE} under pgd (m_grad detach, fp32). n = 400;"
+        in verdict
+    )
     assert all("n = 400" in line for line in lines)
     assert "Holm p" in verdict and "**Rules**" in verdict and "every paired comparison of one pair of models" in verdict
     assert all(f"- {rule}" in verdict for rule in RULES)
@@ -205,7 +236,9 @@ def test_corruption_summary_heat_map_and_mce_difference(full_report):
     text = (full_report / "report.md").read_text()
     corruptions = section(text, "Corruptions")
     summary = tables_in(corruptions.split("### Summary per corruption", 1)[1])[0]
-    assert summary[0].startswith("| corruption | deit-elliptical (%) | deit (%) | deit-elliptical − deit (pp) | cells surviving Holm (A / B) | CE")
+    assert summary[0].startswith(
+        "| corruption | deit-elliptical (%) | deit (%) | deit-elliptical − deit (pp) | cells surviving Holm (A / B) | CE"
+    )
     assert len(summary) == 2 + 3
     assert re.search(r"\| gaussian_noise \| \d+\.\d \(\d+\.\d–\d+\.\d\) \|", summary[2])
     assert re.search(r"\| \d / 0 of 5 \|", summary[2])
@@ -219,11 +252,15 @@ def test_collapse_tables_show_intervals_differences_and_the_later_half(full_repo
     collapse = tables_in(section(text, "Representation collapse"))[0]
     assert collapse[0] == "| layer | deit-elliptical | deit | deit-elliptical − deit |"
     assert collapse[-1].startswith("| later half (3–5) |")
-    assert re.search(r"\| 5 \| 0\.\d{3} \(0\.\d{3} … 0\.\d{3}\) \| .* \| -0\.\d{3} \(-0\.\d{3} … -0\.\d{3}\) \|", collapse[-2])
+    assert re.search(
+        r"\| 5 \| 0\.\d{3} \(0\.\d{3} … 0\.\d{3}\) \| .* \| -0\.\d{3} \(-0\.\d{3} … -0\.\d{3}\) \|", collapse[-2]
+    )
     for name in ("robust_accuracy", "corruption_accuracy", "corruption_difference", "collapse_token_cosine"):
         assert f"](figures/{name}.png)" in text
         assert_png(full_report / "figures" / f"{name}.png")
-    adversarial = tables_in(section(text, "Appendix: per-cell tables").split("on adversarial images and per head", 1)[1])[0]
+    adversarial = tables_in(
+        section(text, "Appendix: per-cell tables").split("on adversarial images and per head", 1)[1]
+    )[0]
     assert adversarial[0] == "| images | ε | m_grad | precision | setting | layer | deit-elliptical | deit |"
     assert adversarial[2].startswith("| pgd | 2/255 | detach | fp32 | residual, cls | 0 |")
     assert adversarial[2].count("…") == 2  # the baseline (attacked once, m_grad '') stands next to the detach mode
@@ -300,7 +337,21 @@ def test_a_report_on_two_copies_of_one_network_never_reads_supported_or_contradi
 
     weights = shipped_checkpoint("digits", "deit-micro").path
     out = tmp_path / "run"
-    args = ["eval", "-m", "deit", "-c", str(weights), "-m", "deit-micro", "-c", str(weights), "--attack", "fgsm,pgd", "--eps", "2/255,8/255"]
+    args = [
+        "eval",
+        "-m",
+        "deit",
+        "-c",
+        str(weights),
+        "-m",
+        "deit-micro",
+        "-c",
+        str(weights),
+        "--attack",
+        "fgsm,pgd",
+        "--eps",
+        "2/255,8/255",
+    ]
     args += ["--corruption", "contrast,fog", "--severity", "1,3", "--collapse", "--n", "100", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

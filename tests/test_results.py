@@ -48,7 +48,16 @@ def test_a_row_only_takes_metrics_of_the_vocabulary():
 
 def test_the_key_is_the_same_after_a_csv_round_trip(tmp_path):
     rows = [
-        Row("a", Metric.ROBUST_ACCURACY, 0.4, "pgd", '{"steps": 10, "alpha": "0.25*eps"}', eps=1 / 255, m_grad="detach", precision="fp32"),
+        Row(
+            "a",
+            Metric.ROBUST_ACCURACY,
+            0.4,
+            "pgd",
+            '{"steps": 10, "alpha": "0.25*eps"}',
+            eps=1 / 255,
+            m_grad="detach",
+            precision="fp32",
+        ),
         Row("a", Metric.CORRUPTION_ACCURACY, 0.7, "fog", severity=3),
         Row("a", Metric.TOKEN_COSINE, 0.2, "collapse", layer=4, precision="fp32"),
         Row("a", Metric.ACCURACY_DIFFERENCE, 0.01, "clean", baseline="b"),
@@ -66,13 +75,28 @@ def test_text_fields_that_do_not_apply_are_shown_as_they_always_were():
     """``m_grad`` is "" where no mode applies, ``precision`` and ``baseline`` are missing (null in JSON)."""
     df = table([Row("a", Metric.CLEAN_ACCURACY, 1.0, "clean")], {"a": Provenance("x", "d", None, 1, 0, "0", "0")})
     assert df["m_grad"].tolist() == [""] and df["baseline"].isna().all() and df["precision"].isna().all()
-    assert Row(**Row("a", Metric.CLEAN_ACCURACY, 1.0, "clean").as_dict()) == Row("a", Metric.CLEAN_ACCURACY, 1.0, "clean")
+    assert Row(**Row("a", Metric.CLEAN_ACCURACY, 1.0, "clean").as_dict()) == Row(
+        "a", Metric.CLEAN_ACCURACY, 1.0, "clean"
+    )
 
 
 def test_the_examples_table_holds_one_row_per_image_and_outcome():
-    outcomes = [Outcomes("a", "pgd", "{}", 0.1, None, "detach", "fp32", [1, 0, 1]), Outcomes("b", "clean", correct=[0, 0, 1])]
+    outcomes = [
+        Outcomes("a", "pgd", "{}", 0.1, None, "detach", "fp32", [1, 0, 1]),
+        Outcomes("b", "clean", correct=[0, 0, 1]),
+    ]
     df = examples_frame(outcomes, [7, 3, 5])
-    assert list(df.columns) == ["model", "method", "params", "eps", "severity", "m_grad", "precision", "index", "correct"]
+    assert list(df.columns) == [
+        "model",
+        "method",
+        "params",
+        "eps",
+        "severity",
+        "m_grad",
+        "precision",
+        "index",
+        "correct",
+    ]
     assert df["index"].tolist() == [7, 3, 5, 7, 3, 5] and df["correct"].tolist() == [1, 0, 1, 0, 0, 1]
 
 
@@ -82,7 +106,9 @@ def test_the_examples_table_holds_one_row_per_image_and_outcome():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
-    cfg = EvalConfig(models=("deit-elliptical", "deit"), n=30, attacks=(make_request("fgsm"),), eps=(2 / 255, 8 / 255), sanity=False)
+    cfg = EvalConfig(
+        models=("deit-elliptical", "deit"), n=30, attacks=(make_request("fgsm"),), eps=(2 / 255, 8 / 255), sanity=False
+    )
     Evaluation(cfg, out).run()
     return out
 
@@ -105,17 +131,44 @@ def test_an_older_table_gets_the_intervals_and_the_holm_p_the_engine_computes(ru
     expected = full.sort_values(key, na_position="first").reset_index(drop=True)
     got = completed.sort_values(key, na_position="first").reset_index(drop=True)
     assert len(got) == len(expected)
-    np.testing.assert_allclose(got["value"].to_numpy(float), expected["value"].to_numpy(float), rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(
+        got["value"].to_numpy(float), expected["value"].to_numpy(float), rtol=1e-12, equal_nan=True
+    )
     assert complete_table(full).equals(full)  # a current table is left as it is
 
 
 def test_records_of_0_1_get_the_precision_their_measurements_ran_in():
     old = [
         {"model": "a", "method": "clean", "metric": "clean_accuracy", "value": 1.0, "n": 5, "dataset": "d"},
-        {"model": "a", "method": "pgd", "eps": 0.01, "m_grad": "detach", "metric": "robust_accuracy", "value": 0.5, "n": 5, "dataset": "d"},
+        {
+            "model": "a",
+            "method": "pgd",
+            "eps": 0.01,
+            "m_grad": "detach",
+            "metric": "robust_accuracy",
+            "value": 0.5,
+            "n": 5,
+            "dataset": "d",
+        },
         {"model": "a", "method": "sanity", "metric": "sanity_robust_le_clean", "value": 1.0, "n": 5, "dataset": "d"},
-        {"model": "a", "method": "collapse", "layer": 2, "metric": "token_cosine", "value": 0.3, "n": 5, "dataset": "d"},
-        {"model": "a", "method": "fog", "severity": 2, "metric": "corruption_accuracy", "value": 0.8, "n": 5, "dataset": "d"},
+        {
+            "model": "a",
+            "method": "collapse",
+            "layer": 2,
+            "metric": "token_cosine",
+            "value": 0.3,
+            "n": 5,
+            "dataset": "d",
+        },
+        {
+            "model": "a",
+            "method": "fog",
+            "severity": 2,
+            "metric": "corruption_accuracy",
+            "value": 0.8,
+            "n": 5,
+            "dataset": "d",
+        },
     ]
     assert [r["precision"] for r in migrate_records(old)] == [None, "fp32", "fp32", "fp32", None]
     current = {**old[1], "precision": "bf16"}

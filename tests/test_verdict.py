@@ -26,15 +26,41 @@ N = 500
 BASE = {"dataset": "digits", "split": "test", "n": N, "seed": 0}
 
 
-def budget(eps: float, diff: float, low: float, high: float, p: float, p_adj: float | None, *, method: str = "pgd",
-           m_grad: str = "detach", precision: str = "fp32", flip: bool = False, n_required: float = float("nan")) -> list[dict]:
+def budget(
+    eps: float,
+    diff: float,
+    low: float,
+    high: float,
+    p: float,
+    p_adj: float | None,
+    *,
+    method: str = "pgd",
+    m_grad: str = "detach",
+    precision: str = "fp32",
+    flip: bool = False,
+    n_required: float = float("nan"),
+) -> list[dict]:
     """The paired rows of one attack budget, elliptical − baseline (``flip``: written as baseline − elliptical)."""
     model, baseline, sign = (BASELINE, ELLIPTICAL, -1) if flip else (ELLIPTICAL, BASELINE, 1)
     lo, hi = (-high, -low) if flip else (low, high)
-    common = {**BASE, "model": model, "baseline": baseline, "method": method, "params": PGD if method == "pgd" else "{}",
-              "eps": eps / 255, "m_grad": m_grad, "precision": precision}
-    values = {"accuracy_difference": sign * diff, "difference_ci_low": lo, "difference_ci_high": hi, "mcnemar_p": p,
-              "detectable_difference": 0.06, "n_required": n_required}
+    common = {
+        **BASE,
+        "model": model,
+        "baseline": baseline,
+        "method": method,
+        "params": PGD if method == "pgd" else "{}",
+        "eps": eps / 255,
+        "m_grad": m_grad,
+        "precision": precision,
+    }
+    values = {
+        "accuracy_difference": sign * diff,
+        "difference_ci_low": lo,
+        "difference_ci_high": hi,
+        "mcnemar_p": p,
+        "detectable_difference": 0.06,
+        "n_required": n_required,
+    }
     if p_adj is not None:
         values["mcnemar_p_adjusted"] = p_adj
     return [{**common, "metric": m, "value": v} for m, v in values.items()]
@@ -120,7 +146,11 @@ def test_one_line_per_attack_m_grad_and_precision():
         budget(2, 0.12, 0.06, 0.18, 1e-5, 1e-4, precision="bf16"),
         budget(2, 0.12, 0.06, 0.18, 1e-5, 1e-4, method="fgsm"),
     )
-    assert [c.claim.split(" under ")[1] for c in found] == ["pgd (m_grad detach, fp32)", "pgd (m_grad detach, bf16)", "fgsm (m_grad detach, fp32)"]
+    assert [c.claim.split(" under ")[1] for c in found] == [
+        "pgd (m_grad detach, fp32)",
+        "pgd (m_grad detach, bf16)",
+        "fgsm (m_grad detach, fp32)",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -135,7 +165,9 @@ def test_adaptive_attack_is_judged_on_the_full_rows_of_supported_attacks(full, e
     found = judge(budget(2, 0.12, 0.06, 0.18, 1e-5, 1e-4), full)
     adaptive = [c for c in found if "adaptive" in c.claim]
     assert only(adaptive).status is expected
-    assert only(adaptive).claim == f"{ELLIPTICAL}'s advantage over {BASELINE} survives the adaptive attack (m_grad full)"
+    assert (
+        only(adaptive).claim == f"{ELLIPTICAL}'s advantage over {BASELINE} survives the adaptive attack (m_grad full)"
+    )
 
 
 def test_adaptive_attack_without_an_advantage_to_keep_is_inconclusive():
@@ -147,10 +179,16 @@ def test_adaptive_attack_without_an_advantage_to_keep_is_inconclusive():
 
 def mce_rows(diff: float | None, low: float = float("nan"), high: float = float("nan")) -> list[dict]:
     params = json.dumps({"normalization": "none"})
-    rows = [{**BASE, "model": m, "method": "mce", "params": params, "metric": "mce", "value": v} for m, v in ((ELLIPTICAL, 0.40), (BASELINE, 0.45))]
+    rows = [
+        {**BASE, "model": m, "method": "mce", "params": params, "metric": "mce", "value": v}
+        for m, v in ((ELLIPTICAL, 0.40), (BASELINE, 0.45))
+    ]
     if diff is not None:
         common = {**BASE, "model": ELLIPTICAL, "baseline": BASELINE, "method": "mce", "params": params}
-        rows += [{**common, "metric": m, "value": v} for m, v in (("mce_difference", diff), ("mce_difference_ci_low", low), ("mce_difference_ci_high", high))]
+        rows += [
+            {**common, "metric": m, "value": v}
+            for m, v in (("mce_difference", diff), ("mce_difference_ci_low", low), ("mce_difference_ci_high", high))
+        ]
     return rows
 
 
@@ -180,9 +218,18 @@ def test_an_inconclusive_interval_says_how_many_images_a_difference_of_its_size_
 def cosine_rows(diff: float, low: float, high: float) -> list[dict]:
     params = json.dumps({"cls": True, "feature": "residual", "layers": [3, 4, 5]})
     common = {**BASE, "method": "collapse", "params": params, "m_grad": ""}
-    rows = [{**common, "model": m, "metric": "token_cosine", "value": v} for m, v in ((ELLIPTICAL, 0.5), (BASELINE, 0.5 - diff))]
-    paired = {**common, "params": json.dumps({"baseline_layers": [3, 4, 5], "cls": True, "feature": "residual", "layers": [3, 4, 5]})}  # as the engine writes it
-    rows += [{**paired, "model": ELLIPTICAL, "baseline": BASELINE, "metric": f"token_cosine_difference{s}", "value": v} for s, v in (("", diff), ("_ci_low", low), ("_ci_high", high))]
+    rows = [
+        {**common, "model": m, "metric": "token_cosine", "value": v}
+        for m, v in ((ELLIPTICAL, 0.5), (BASELINE, 0.5 - diff))
+    ]
+    paired = {
+        **common,
+        "params": json.dumps({"baseline_layers": [3, 4, 5], "cls": True, "feature": "residual", "layers": [3, 4, 5]}),
+    }  # as the engine writes it
+    rows += [
+        {**paired, "model": ELLIPTICAL, "baseline": BASELINE, "metric": f"token_cosine_difference{s}", "value": v}
+        for s, v in (("", diff), ("_ci_low", low), ("_ci_high", high))
+    ]
     return rows
 
 
@@ -210,7 +257,10 @@ def test_only_elliptical_against_plain_pairs_are_judged():
     df = simulate()
     assert claims(df, {}) == []
     assert claims(df, {ELLIPTICAL: True, BASELINE: True}) == []
-    assert elliptical_models({"models": {ELLIPTICAL: {"elliptical": True}, BASELINE: {"elliptical": False}, "x": {}}}) == MODELS
+    assert (
+        elliptical_models({"models": {ELLIPTICAL: {"elliptical": True}, BASELINE: {"elliptical": False}, "x": {}}})
+        == MODELS
+    )
 
 
 def render(renderable) -> str:

@@ -41,7 +41,12 @@ class Torchattack:
     attack: object  # a torchattacks.Attack
 
     def run(
-        self, images: torch.Tensor, labels: torch.Tensor, *, precision: Precision | str = Precision.FP32, info: dict | None = None
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        precision: Precision | str = Precision.FP32,
+        info: dict | None = None,
     ) -> torch.Tensor:
         self.attack.set_model_training_mode(model_training=False)
         with precision_scope(precision, images.device):
@@ -93,7 +98,12 @@ class Cascade:
     components: Sequence[tuple[str, Attack]]
 
     def run(
-        self, images: torch.Tensor, labels: torch.Tensor, *, precision: Precision | str = Precision.FP32, info: dict | None = None
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        precision: Precision | str = Precision.FP32,
+        info: dict | None = None,
     ) -> torch.Tensor:
         """The adversarial images (clean where no component broke the image); fills ``info["components"]``."""
         device = images.device

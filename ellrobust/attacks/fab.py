@@ -188,7 +188,12 @@ class FabTargeted:
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
 
     def run(
-        self, images: torch.Tensor, labels: torch.Tensor, *, precision: Precision | str = Precision.FP32, info: dict | None = None
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        precision: Precision | str = Precision.FP32,
+        info: dict | None = None,
     ) -> torch.Tensor:
         """Attack ``images`` (N, C, H, W) in [0, 1]; the model's passes run in ``precision``."""
         with evaluating(self.model):
@@ -215,7 +220,12 @@ class FabTargeted:
         upper = len(slot_img) if device.type == "cuda" else len(correct)
         size = PassSize(
             images_per_pass(
-                self.model, images, grad=True, extra_bytes_per_image=_STEP_BYTES_PER_PIXEL * x0.shape[1], upper=upper, precision=precision
+                self.model,
+                images,
+                grad=True,
+                extra_bytes_per_image=_STEP_BYTES_PER_PIXEL * x0.shape[1],
+                upper=upper,
+                precision=precision,
             )
         )
         img = slot_img.to(device)

@@ -73,7 +73,9 @@ def _leaf_output_bytes(model: nn.Module, image: torch.Tensor) -> int:
     return total[0]
 
 
-def pass_bytes_per_image(model: nn.Module, image: torch.Tensor, *, grad: bool, precision: Precision | str = Precision.FP32) -> int:
+def pass_bytes_per_image(
+    model: nn.Module, image: torch.Tensor, *, grad: bool, precision: Precision | str = Precision.FP32
+) -> int:
     """Bytes one more image adds to a forward pass in ``precision`` (``grad``: forward and input-gradient pass)."""
     with precision_scope(precision, image.device):
         return (3 if grad else 2) * _leaf_output_bytes(model, image)

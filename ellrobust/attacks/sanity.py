@@ -36,7 +36,15 @@ def _norm(unit) -> str:
 
 def flag(model: str, mg: str, check: str, ok: bool, detail: str, precision: str = "") -> Row:
     """The row of one check: 1 pass, 0 fail, the detail in ``params``."""
-    return Row(model, Metric.sanity(check), 1.0 if ok else 0.0, "sanity", json.dumps({"detail": detail}), m_grad=mg, precision=precision)
+    return Row(
+        model,
+        Metric.sanity(check),
+        1.0 if ok else 0.0,
+        "sanity",
+        json.dumps({"detail": detail}),
+        m_grad=mg,
+        precision=precision,
+    )
 
 
 def sanity_rows(ctx, rows: list[Row], extras) -> list[Row]:
@@ -71,9 +79,21 @@ def sanity_rows(ctx, rows: list[Row], extras) -> list[Row]:
         model, mg, precision = key
         accs = robust.get(key, {})
         check = functools.partial(flag, model, mg, precision=precision)
-        out.append(check("perturbation_within_eps", not bounds[key], "; ".join(bounds[key]) or "every perturbation within its eps ball"))
-        out.append(check("inside_unit_range", not ranges[key], "; ".join(ranges[key]) or "every adversarial image in [0, 1]"))
-        above = [f"{m}@{e:.4g}: {v:.3f} > clean {clean.get(model, 1):.3f}" for (m, _, e), v in accs.items() if v > clean.get(model, 1.0) + 1e-12]
+        out.append(
+            check(
+                "perturbation_within_eps",
+                not bounds[key],
+                "; ".join(bounds[key]) or "every perturbation within its eps ball",
+            )
+        )
+        out.append(
+            check("inside_unit_range", not ranges[key], "; ".join(ranges[key]) or "every adversarial image in [0, 1]")
+        )
+        above = [
+            f"{m}@{e:.4g}: {v:.3f} > clean {clean.get(model, 1):.3f}"
+            for (m, _, e), v in accs.items()
+            if v > clean.get(model, 1.0) + 1e-12
+        ]
         out.append(check("robust_le_clean", not above, "; ".join(above) or "robust ≤ clean for every attack"))
         rising = []
         by_attack: dict[tuple, list[tuple[float, float]]] = defaultdict(list)
@@ -81,35 +101,62 @@ def sanity_rows(ctx, rows: list[Row], extras) -> list[Row]:
             by_attack[(m, norm)].append((e, v))
         for (m, _), pts in by_attack.items():
             pts.sort()
-            rising += [f"{m}: {a:.3f}@{e1:.4g} → {b:.3f}@{e2:.4g}" for (e1, a), (e2, b) in zip(pts, pts[1:], strict=False) if b > a + slack]
+            rising += [
+                f"{m}: {a:.3f}@{e1:.4g} → {b:.3f}@{e2:.4g}"
+                for (e1, a), (e2, b) in zip(pts, pts[1:], strict=False)
+                if b > a + slack
+            ]
         if any(len(p) > 1 for p in by_attack.values()):
             out.append(check("monotone_in_eps", not rising, "; ".join(rising) or "accuracy non-increasing in eps"))
-        pairs = [(e, accs[("pgd", "Linf", e)], accs[("fgsm", "Linf", e)]) for (m, norm, e) in accs if m == "pgd" and ("fgsm", "Linf", e) in accs]
+        pairs = [
+            (e, accs[("pgd", "Linf", e)], accs[("fgsm", "Linf", e)])
+            for (m, norm, e) in accs
+            if m == "pgd" and ("fgsm", "Linf", e) in accs
+        ]
         if pairs:
             worse = [f"eps {e:.4g}: pgd {p:.3f} > fgsm {f:.3f}" for e, p, f in pairs if p > f + slack]
             out.append(check("pgd_le_fgsm", not worse, "; ".join(worse) or "PGD at least as strong as FGSM"))
         masking = []
         for (m, norm, e), v in accs.items():
             if m in ATTACKS and ATTACKS.get(m).gradient_free:
-                grads = [w for (m2, n2, e2), w in accs.items() if e2 == e and n2 == norm and m2 in ATTACKS and not ATTACKS.get(m2).gradient_free]
+                grads = [
+                    w
+                    for (m2, n2, e2), w in accs.items()
+                    if e2 == e and n2 == norm and m2 in ATTACKS and not ATTACKS.get(m2).gradient_free
+                ]
                 if grads and v < min(grads) - slack:
                     masking.append(f"{m} {v:.3f} < best gradient attack {min(grads):.3f} at eps {e:.4g}")
         if any(m in ATTACKS and ATTACKS.get(m).gradient_free for (m, _, _) in accs) and any(
             m in ATTACKS and not ATTACKS.get(m).gradient_free for (m, _, _) in accs
         ):
-            out.append(check("no_gradient_masking", not masking, "; ".join(masking) or "gradient-free attacks no stronger than gradient attacks"))
+            out.append(
+                check(
+                    "no_gradient_masking",
+                    not masking,
+                    "; ".join(masking) or "gradient-free attacks no stronger than gradient attacks",
+                )
+            )
         if key in large:
             ok = large[key] <= chance + 1e-12
-            out.append(check("large_eps_reaches_chance", ok, f"PGD at eps 0.5: accuracy {large[key]:.3f} (chance {chance:.3f})"))
+            out.append(
+                check(
+                    "large_eps_reaches_chance", ok, f"PGD at eps 0.5: accuracy {large[key]:.3f} (chance {chance:.3f})"
+                )
+            )
         reference = robust.get((model, mg, Precision.FP32.value))
         if precision and precision != Precision.FP32 and reference:
-            shared = [(m, e, v, reference[(m, norm, e)]) for (m, norm, e), v in accs.items() if (m, norm, e) in reference]
+            shared = [
+                (m, e, v, reference[(m, norm, e)]) for (m, norm, e), v in accs.items() if (m, norm, e) in reference
+            ]
             if shared:
                 above = [
                     f"{m}@{e:.4g}: {precision} {v:.3f} > fp32 {f:.3f}"
                     for m, e, v, f in shared
                     if v > f + max(PRECISION_SIGMAS * binomial_se(f, n), slack)
                 ]
-                detail = "; ".join(above) or f"{precision} robust accuracy within {PRECISION_SIGMAS:g} binomial SE of fp32 (or below it)"
+                detail = (
+                    "; ".join(above)
+                    or f"{precision} robust accuracy within {PRECISION_SIGMAS:g} binomial SE of fp32 (or below it)"
+                )
                 out.append(check("precision_not_above_fp32", not above, detail))
     return out

@@ -49,14 +49,30 @@ class SPSA:
         seed: seeds the directions.
     """
 
-    def __init__(self, model: nn.Module, *, eps: float, delta: float, lr: float, steps: int, samples: int, max_batch_size: int, seed: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float,
+        delta: float,
+        lr: float,
+        steps: int,
+        samples: int,
+        max_batch_size: int,
+        seed: int,
+    ):
         self.model = model
         self.eps, self.delta, self.lr = float(eps), float(delta), float(lr)
         self.steps, self.samples, self.max_batch_size = int(steps), int(samples), int(max_batch_size)
         self.seed = int(seed)
 
     def run(
-        self, images: torch.Tensor, labels: torch.Tensor, *, precision: Precision | str = Precision.FP32, info: dict | None = None
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        precision: Precision | str = Precision.FP32,
+        info: dict | None = None,
     ) -> torch.Tensor:
         """Attack ``images`` in [0, 1]; records ``info["spsa_images_per_forward"]``."""
         with evaluating(self.model):
@@ -72,7 +88,12 @@ class SPSA:
         pairs = self.samples * n  # (direction, image); each costs two images in a pass, x + δv and x − δv
         image_bytes = x[0].numel() * x.element_size()
         per_forward = images_per_pass(
-            self.model, x, grad=False, extra_bytes_per_image=2 * image_bytes, upper=2 * min(self.samples, self.max_batch_size) * n, precision=precision
+            self.model,
+            x,
+            grad=False,
+            extra_bytes_per_image=2 * image_bytes,
+            upper=2 * min(self.samples, self.max_batch_size) * n,
+            precision=precision,
         )
         size = PassSize(max(1, per_forward // 2))
         generator = torch.Generator(device=x.device).manual_seed(self.seed)
@@ -82,7 +103,9 @@ class SPSA:
         for _ in range(self.steps):
             optimizer.zero_grad()
             # as torchattacks: bernoulli_() · 2 − 1, one direction for every image of the batch
-            v = torch.empty((self.samples, *x.shape[1:]), device=x.device, dtype=x.dtype).bernoulli_(0.5, generator=generator)
+            v = torch.empty((self.samples, *x.shape[1:]), device=x.device, dtype=x.dtype).bernoulli_(
+                0.5, generator=generator
+            )
             v = v.mul_(2.0).sub_(1.0)
             parts = size.map(partial(self._differences, x + dx, y, v, precision), pairs)
             df = torch.cat(parts).view(self.samples, n)  # f(x + δv) − f(x − δv), direction-major

@@ -29,17 +29,38 @@ def register(app: typer.Typer) -> None:
     def collapse_cmd(
         model: list[str] = options.MODELS,
         checkpoint: list[str] = options.CHECKPOINTS,
-        data: str = typer.Option("digits", "--data", "-d", help="Dataset (see `ellrobust datasets`); its test/val split is used."),
+        data: str = typer.Option(
+            "digits", "--data", "-d", help="Dataset (see `ellrobust datasets`); its test/val split is used."
+        ),
         data_root: Path | None = options.DATA_ROOT,
-        n: int = typer.Option(256, "--n", "-n", help=f"Number of images, a seeded subset of the split (all if the split is smaller; at most {MAX_IMAGES:,})."),
+        n: int = typer.Option(
+            256,
+            "--n",
+            "-n",
+            help=f"Number of images, a seeded subset of the split (all if the split is smaller; at most {MAX_IMAGES:,}).",
+        ),
         seed: int = typer.Option(0, help="Seed for the image subset."),
         batch_size: int = options.BATCH_SIZE,
-        feature: str = typer.Option("residual", "--feature", help="Tokens to measure: residual (stream after each block) or attention (attention-branch output)."),
+        feature: str = typer.Option(
+            "residual",
+            "--feature",
+            help="Tokens to measure: residual (stream after each block) or attention (attention-branch output).",
+        ),
         no_cls: bool = typer.Option(False, "--no-cls", help="Leave the class token out (the paper keeps it)."),
         per_head: bool = typer.Option(False, "--per-head", help="Also report each head (needs --feature attention)."),
-        layers: str | None = typer.Option(None, "--layers", help="0-based blocks to measure, e.g. 0,3,5 or 0-5 (default: all)."),
-        metrics: str = typer.Option("token_cosine,attention_entropy,effective_rank", "--metrics", help="Metrics, comma-separated; token_cosine alone is nearly free on top of a forward pass."),
-        precision: str = typer.Option("fp32", "--precision", help="Precision of the measuring forward passes: fp32, tf32 or bf16 (clean accuracy stays fp32)."),
+        layers: str | None = typer.Option(
+            None, "--layers", help="0-based blocks to measure, e.g. 0,3,5 or 0-5 (default: all)."
+        ),
+        metrics: str = typer.Option(
+            "token_cosine,attention_entropy,effective_rank",
+            "--metrics",
+            help="Metrics, comma-separated; token_cosine alone is nearly free on top of a forward pass.",
+        ),
+        precision: str = typer.Option(
+            "fp32",
+            "--precision",
+            help="Precision of the measuring forward passes: fp32, tf32 or bf16 (clean accuracy stays fp32).",
+        ),
         elliptical_layers: list[str] = options.ELLIPTICAL_LAYERS,
         heads: list[str] = options.HEADS,
         mean: list[str] = options.MEAN,

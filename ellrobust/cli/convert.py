@@ -12,7 +12,11 @@ def register(app: typer.Typer) -> None:
     def convert_cmd(
         src: Path = typer.Argument(..., help="Checkpoint to read (.pth/.pt/.safetensors)."),
         dst: Path = typer.Argument(..., help="safetensors file to write."),
-        trust: bool = typer.Option(False, "--trust", help="Allow full unpickling of SRC. This runs any code the file contains: only for files from a source you trust."),
+        trust: bool = typer.Option(
+            False,
+            "--trust",
+            help="Allow full unpickling of SRC. This runs any code the file contains: only for files from a source you trust.",
+        ),
     ) -> None:
         """Convert a checkpoint to safetensors (weights only), once, so it never needs unpickling again."""
         from ellrobust.cli.render import stdout

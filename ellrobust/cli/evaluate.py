@@ -59,12 +59,26 @@ def register(app: typer.Typer) -> None:
         data: str = typer.Option("digits", "--data", "-d", help="Dataset (see `ellrobust datasets`)."),
         data_root: Path | None = options.DATA_ROOT,
         split: str | None = typer.Option(None, help="Split to evaluate (default: the dataset's test/val split)."),
-        n: int | None = typer.Option(None, "--n", "-n", help=f"Number of images, a seeded subset of the split (default: all; at most {MAX_IMAGES:,}). Under torchrun write -n (torchrun reads --n as one of its own options)."),
+        n: int | None = typer.Option(
+            None,
+            "--n",
+            "-n",
+            help=f"Number of images, a seeded subset of the split (default: all; at most {MAX_IMAGES:,}). Under torchrun write -n (torchrun reads --n as one of its own options).",
+        ),
         seed: int = typer.Option(0, help="Seed for the image subset and the attacks' randomness."),
         batch_size: int = options.BATCH_SIZE,
-        attack: str | None = typer.Option(None, "--attack", "-a", help="Attacks, comma-separated (see `ellrobust attacks`), or 'none' for clean accuracy only."),
-        suite: Path | None = typer.Option(None, "--suite", help="A TOML suite from attacks/ (default when no --attack: attacks/quick.toml)."),
-        eps: str | None = typer.Option(None, "--eps", help="Budgets in [0, 1] pixel units, e.g. 1/255,2/255,4/255 (default: the dataset's)."),
+        attack: str | None = typer.Option(
+            None,
+            "--attack",
+            "-a",
+            help="Attacks, comma-separated (see `ellrobust attacks`), or 'none' for clean accuracy only.",
+        ),
+        suite: Path | None = typer.Option(
+            None, "--suite", help="A TOML suite from attacks/ (default when no --attack: attacks/quick.toml)."
+        ),
+        eps: str | None = typer.Option(
+            None, "--eps", help="Budgets in [0, 1] pixel units, e.g. 1/255,2/255,4/255 (default: the dataset's)."
+        ),
         steps: int | None = typer.Option(None, help=f"Iterations (PGD, APGD, SPSA), at most {MAX_BUDGET:,}."),
         step_size: str | None = typer.Option(None, help="PGD step: absolute (2/255) or relative to eps (0.25*eps)."),
         restarts: int | None = typer.Option(None, help=f"Random restarts (PGD, APGD, Square), at most {MAX_BUDGET:,}."),
@@ -74,25 +88,55 @@ def register(app: typer.Typer) -> None:
         lr: float | None = typer.Option(None, help="SPSA learning rate."),
         delta: float | None = typer.Option(None, help="SPSA finite-difference step."),
         queries: int | None = typer.Option(None, help=f"Square Attack query budget, at most {MAX_BUDGET:,}."),
-        m_grad: str | None = typer.Option(None, "--m-grad", help="Attack through the elliptical metric: detach (the paper; default), full (adaptive), or both."),
-        corruption: str | None = typer.Option(None, "--corruption", help="ImageNet-C corruptions: all, extra, or names, comma-separated."),
+        m_grad: str | None = typer.Option(
+            None,
+            "--m-grad",
+            help="Attack through the elliptical metric: detach (the paper; default), full (adaptive), or both.",
+        ),
+        corruption: str | None = typer.Option(
+            None, "--corruption", help="ImageNet-C corruptions: all, extra, or names, comma-separated."
+        ),
         severity: str | None = typer.Option(None, "--severity", help="Corruption severities, e.g. 1-5 (default) or 3."),
-        corruption_root: Path | None = typer.Option(None, "--corruption-root", help="Precomputed ImageNet-C / CIFAR-10-C folder instead of generating corruptions."),
-        corruption_protocol: str = typer.Option("auto", "--corruption-protocol", help="Corruption constants: imagenet-c, cifar-10-c (Hendrycks & Dietterich's for 32 px images) or auto (cifar-10-c under 64 px)."),
-        cache: Path | None = typer.Option(None, "--cache", help="Cache folder for decoded images and generated corrupted images, reused by later runs."),
+        corruption_root: Path | None = typer.Option(
+            None,
+            "--corruption-root",
+            help="Precomputed ImageNet-C / CIFAR-10-C folder instead of generating corruptions.",
+        ),
+        corruption_protocol: str = typer.Option(
+            "auto",
+            "--corruption-protocol",
+            help="Corruption constants: imagenet-c, cifar-10-c (Hendrycks & Dietterich's for 32 px images) or auto (cifar-10-c under 64 px).",
+        ),
+        cache: Path | None = typer.Option(
+            None,
+            "--cache",
+            help="Cache folder for decoded images and generated corrupted images, reused by later runs.",
+        ),
         workers: str = options.WORKERS,
-        memory_budget: float | None = typer.Option(None, "--memory-budget", help="GiB the decoded images may take in memory before they go to a memory-mapped file (default: half the available memory)."),
+        memory_budget: float | None = typer.Option(
+            None,
+            "--memory-budget",
+            help="GiB the decoded images may take in memory before they go to a memory-mapped file (default: half the available memory).",
+        ),
         max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
-        precision: str = typer.Option("fp32", "--precision", help="Precision of the attack iterations: fp32, tf32 or bf16, or several side by side (bf16,fp32). Verdicts are always fp32."),
+        precision: str = typer.Option(
+            "fp32",
+            "--precision",
+            help="Precision of the attack iterations: fp32, tf32 or bf16, or several side by side (bf16,fp32). Verdicts are always fp32.",
+        ),
         elliptical_layers: list[str] = options.ELLIPTICAL_LAYERS,
         heads: list[str] = options.HEADS,
         mean: list[str] = options.MEAN,
         std: list[str] = options.STD,
         img_size: int | None = options.IMG_SIZE,
-        collapse: bool = typer.Option(False, "--collapse", help="Add per-layer token cosine similarity, attention entropy and effective rank."),
+        collapse: bool = typer.Option(
+            False, "--collapse", help="Add per-layer token cosine similarity, attention entropy and effective rank."
+        ),
         out: Path | None = options.OUT,
         json_out: bool = options.JSON,
-        report: bool = typer.Option(False, "--report", help="Write report.md and figures into the run folder at the end."),
+        report: bool = typer.Option(
+            False, "--report", help="Write report.md and figures into the run folder at the end."
+        ),
         sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Run the attack sanity checks."),
         device: str = options.DEVICE,
         deterministic: bool = options.DETERMINISTIC,
@@ -124,13 +168,27 @@ def register(app: typer.Typer) -> None:
         from ellrobust.verdict import elliptical_models
 
         overrides = attack_overrides(
-            steps=steps, step_size=step_size, restarts=restarts, random_start=random_start, norm=norm, samples=samples, lr=lr, delta=delta, queries=queries
+            steps=steps,
+            step_size=step_size,
+            restarts=restarts,
+            random_start=random_start,
+            norm=norm,
+            samples=samples,
+            lr=lr,
+            delta=delta,
+            queries=queries,
         )
-        use_suite = suite if suite is not None else (Path(DEFAULT_SUITE) if attack is None and corruption is None and not collapse else None)
+        use_suite = (
+            suite
+            if suite is not None
+            else (Path(DEFAULT_SUITE) if attack is None and corruption is None and not collapse else None)
+        )
         loaded = load_suite(use_suite) if use_suite is not None else None
         eps_values = parse_eps_list(eps) if eps is not None else (loaded.eps if loaded else None)
         attacks = build_attacks(attack, loaded, overrides, eps is not None)
-        corruptions = parse_name_list(corruption, "--corruption") if corruption else (loaded.corruptions if loaded else ())
+        corruptions = (
+            parse_name_list(corruption, "--corruption") if corruption else (loaded.corruptions if loaded else ())
+        )
         if severity is not None:
             severities = parse_int_range(severity, "--severity", 1, 5)
         else:
@@ -169,7 +227,9 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(table)
         else:
-            stdout.print(accuracy_table(table, f"Accuracy (%) · {config.dataset} · n={table['n'].iloc[0]} · seed={seed}"))
+            stdout.print(
+                accuracy_table(table, f"Accuracy (%) · {config.dataset} · n={table['n'].iloc[0]} · seed={seed}")
+            )
             corr = corruption_table(table)
             if corr is not None:
                 stdout.print(corr)
@@ -205,7 +265,9 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     from ellrobust.distributed import is_main_process
 
     run_dir = out if out is not None else default_run_dir(config)
-    command = shlex.join(["ellrobust", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("ellrobust", "__main__.py") else None
+    command = (
+        shlex.join(["ellrobust", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("ellrobust", "__main__.py") else None
+    )
     with image_pixel_limit(max_image_pixels), unit_progress(enabled=is_main_process()) as progress:
         result = run_config(config, out=run_dir, progress=progress, command=command)
     if not is_main_process():
@@ -213,10 +275,14 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
     meta = json.loads((run_dir / "run.json").read_text())
     for death in meta.get("worker_deaths", []):
-        stderr.print(f"warning: a worker process died ({death['cause']}); a fresh worker ran its {death['lost_tasks']} task(s) again (see run.json).")
+        stderr.print(
+            f"warning: a worker process died ({death['cause']}); a fresh worker ran its {death['lost_tasks']} task(s) again (see run.json)."
+        )
     if config.collapse is not None:
         models = meta["models"]
         skipped = [name for name, info in models.items() if not info.get("tokens", True)]
         if skipped:
-            stderr.print(f"collapse: not measured for {', '.join(skipped)} (no tokens); the other models were measured.")
+            stderr.print(
+                f"collapse: not measured for {', '.join(skipped)} (no tokens); the other models were measured."
+            )
     return result

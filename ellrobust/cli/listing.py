@@ -34,30 +34,57 @@ def register(app: typer.Typer) -> None:
         for ck in SHIPPED:
             meta = ck.metadata()
             shipped.append(
-                {"dataset": ck.dataset, "arch": ck.arch, "file": ck.filename, "available": ck.path.is_file(), "test_accuracy": meta.get("test_accuracy")}
+                {
+                    "dataset": ck.dataset,
+                    "arch": ck.arch,
+                    "file": ck.filename,
+                    "available": ck.path.is_file(),
+                    "test_accuracy": meta.get("test_accuracy"),
+                }
             )
         sources = [
             {"name": "vit", "example": "-m vit -c deit_small.safetensors --heads 6", "description": _INFERRED_HELP},
-            {"name": "vit-elliptical", "example": "-m vit-elliptical -c deit_small.safetensors --heads 6", "description": _TWIN_HELP},
-            *({"name": f"{p.prefix}:NAME", "example": p.example, "description": p.description} for _, p in PREFIXES.items()),
+            {
+                "name": "vit-elliptical",
+                "example": "-m vit-elliptical -c deit_small.safetensors --heads 6",
+                "description": _TWIN_HELP,
+            },
+            *(
+                {"name": f"{p.prefix}:NAME", "example": p.example, "description": p.description}
+                for _, p in PREFIXES.items()
+            ),
         ]
         if json_out:
-            typer.echo(json.dumps({"architectures": rows, "short_names": SHORT_NAMES, "shipped": shipped, "your_own": sources}, indent=1))
+            typer.echo(
+                json.dumps(
+                    {"architectures": rows, "short_names": SHORT_NAMES, "shipped": shipped, "your_own": sources},
+                    indent=1,
+                )
+            )
             return
         table = Table(title="Architectures")
         for col in ("name", "params", "image", "patch", "width×depth×heads", "elliptical", "description"):
             table.add_column(col)
         for r in rows:
             table.add_row(
-                r["name"], f"{r['params'] / 1e6:.2f} M", str(r["image_size"]), str(r["patch_size"]),
-                f"{r['width']}×{r['depth']}×{r['heads']}", "yes" if r["elliptical"] else "no", r["description"],
+                r["name"],
+                f"{r['params'] / 1e6:.2f} M",
+                str(r["image_size"]),
+                str(r["patch_size"]),
+                f"{r['width']}×{r['depth']}×{r['heads']}",
+                "yes" if r["elliptical"] else "no",
+                r["description"],
             )
         stdout.print(table)
         ship = Table(title="Shipped checkpoints (short names `deit` / `deit-elliptical` on the embedded dataset)")
         for col in ("dataset", "architecture", "file", "test accuracy"):
             ship.add_column(col)
         for s in shipped:
-            acc = f"{s['test_accuracy'] * 100:.1f}%" if isinstance(s["test_accuracy"], float) else ("missing" if not s["available"] else "")
+            acc = (
+                f"{s['test_accuracy'] * 100:.1f}%"
+                if isinstance(s["test_accuracy"], float)
+                else ("missing" if not s["available"] else "")
+            )
             ship.add_row(s["dataset"], s["arch"], s["file"], acc)
         stdout.print(ship)
         own = Table(title="Your own model (weights from local files only; nothing is downloaded)")
@@ -95,7 +122,10 @@ def register(app: typer.Typer) -> None:
             table.add_column(col)
         for r in rows:
             table.add_row(
-                r["name"], str(r["image_size"]), str(r["classes"] or "from data"), r["default_model"],
+                r["name"],
+                str(r["image_size"]),
+                str(r["classes"] or "from data"),
+                r["default_model"],
                 ", ".join(format_eps(e) for e in r["default_eps"]),
                 "required" if r["needs_data_root"] else "-",
                 escape(r["description"]),
@@ -109,7 +139,15 @@ def register(app: typer.Typer) -> None:
         from ellrobust.cli.render import stdout
 
         rows = [
-            {"name": d.name, "label": d.label, "norm": d.norm, "gradient_free": d.gradient_free, "params": dict(d.defaults), "cost": d.cost, "description": d.description}
+            {
+                "name": d.name,
+                "label": d.label,
+                "norm": d.norm,
+                "gradient_free": d.gradient_free,
+                "params": dict(d.defaults),
+                "cost": d.cost,
+                "description": d.description,
+            }
             for _, d in ATTACKS.items()
         ]
         corruptions = _corruption_rows()
@@ -121,7 +159,13 @@ def register(app: typer.Typer) -> None:
             table.add_column(col)
         for r in rows:
             params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
-            table.add_row(r["name"] + (" (gradient-free)" if r["gradient_free"] else ""), r["norm"], params, r["cost"], r["description"])
+            table.add_row(
+                r["name"] + (" (gradient-free)" if r["gradient_free"] else ""),
+                r["norm"],
+                params,
+                r["cost"],
+                r["description"],
+            )
         stdout.print(table)
         if corruptions:
             ctable = Table(title="Corruptions (--corruption)")

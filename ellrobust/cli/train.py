@@ -24,10 +24,24 @@ def register(app: typer.Typer) -> None:
         label_smoothing: float = typer.Option(0.1, min=0.0, max=1.0, help="Label smoothing."),
         seed: int = typer.Option(0, help="Seed (initialisation, shuffling, augmentation)."),
         checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Start from these weights (fine-tuning)."),
-        reset_head: bool = typer.Option(False, "--reset-head", help="Start with a fresh classifier when the checkpoint's has another size."),
-        elliptical_layers: str | None = typer.Option(None, "--elliptical-layers", help="0-based elliptical blocks of an elliptical model, e.g. 1-11 (default: every block after the first); recorded in the checkpoint."),
-        heads: int | None = typer.Option(None, "--heads", help="Attention heads of `-m vit` / `-m vit-elliptical` started from --checkpoint (architecture read from its shapes); recorded in the checkpoint."),
-        precision: str = typer.Option("fp32", "--precision", help="fp32, tf32 or bf16 (autocast) for the training forward and backward passes; the test accuracy is measured in fp32."),
+        reset_head: bool = typer.Option(
+            False, "--reset-head", help="Start with a fresh classifier when the checkpoint's has another size."
+        ),
+        elliptical_layers: str | None = typer.Option(
+            None,
+            "--elliptical-layers",
+            help="0-based elliptical blocks of an elliptical model, e.g. 1-11 (default: every block after the first); recorded in the checkpoint.",
+        ),
+        heads: int | None = typer.Option(
+            None,
+            "--heads",
+            help="Attention heads of `-m vit` / `-m vit-elliptical` started from --checkpoint (architecture read from its shapes); recorded in the checkpoint.",
+        ),
+        precision: str = typer.Option(
+            "fp32",
+            "--precision",
+            help="fp32, tf32 or bf16 (autocast) for the training forward and backward passes; the test accuracy is measured in fp32.",
+        ),
         device: str = typer.Option("cpu", help="Torch device."),
         max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
     ) -> None:
@@ -56,37 +70,68 @@ def register(app: typer.Typer) -> None:
         if out.exists() and out.is_dir():
             raise UsageError(f"--out {str(out)!r} is a folder; pass a file path ending in .safetensors.")
         if checkpoint is None and model in ("deit", "deit-elliptical"):
-            raise UsageError(f"--model {model!r} is a short name for a trained model; train an architecture such as 'deit-micro' or 'deit-micro-elliptical'.")
+            raise UsageError(
+                f"--model {model!r} is a short name for a trained model; train an architecture such as 'deit-micro' or 'deit-micro-elliptical'."
+            )
         if split_prefix(model) is not None:
-            raise UsageError(f"`ellrobust train` trains ellrobust's ViTs; {model!r} is another library's model (evaluate it with `ellrobust eval`).")
+            raise UsageError(
+                f"`ellrobust train` trains ellrobust's ViTs; {model!r} is another library's model (evaluate it with `ellrobust eval`)."
+            )
         train_data = load_dataset(data, "train", data_root)
         test_split = train_data.spec.eval_split
         test_data = load_dataset(data, test_split, data_root)
         torch.manual_seed(seed)
         layers = parse_elliptical_layers([elliptical_layers])[0] if elliptical_layers is not None else None
         net = load_model(
-            model, checkpoint=checkpoint, num_classes=train_data.num_classes, img_size=train_data.spec.image_size,
-            dataset=data, default_arch=train_data.spec.default_arch, reset_head=reset_head, elliptical_layers=layers, heads=heads,
+            model,
+            checkpoint=checkpoint,
+            num_classes=train_data.num_classes,
+            img_size=train_data.spec.image_size,
+            dataset=data,
+            default_arch=train_data.spec.default_arch,
+            reset_head=reset_head,
+            elliptical_layers=layers,
+            heads=heads,
         )
         cfg = TrainConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-            label_smoothing=label_smoothing, seed=seed, precision=parse_precision(precision),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+            seed=seed,
+            precision=parse_precision(precision),
         )
         main = is_main_process()
         progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-            console=stderr, disable=not main,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=stderr,
+            disable=not main,
         )
         with image_pixel_limit(max_image_pixels), progress:
             task = progress.add_task(f"train {model} on {data}", total=None, info="")
 
             def report(kind: str, done: int, total: int, info: dict) -> None:
-                progress.update(task, completed=done, total=total, info=f"epoch {info['epoch']} loss {info['loss']:.3f} acc {info['acc'] * 100:.1f}%")
+                progress.update(
+                    task,
+                    completed=done,
+                    total=total,
+                    info=f"epoch {info['epoch']} loss {info['loss']:.3f} acc {info['acc'] * 100:.1f}%",
+                )
 
             result = train(net, train_data.dataset, cfg, test_data=test_data.dataset, progress=report, device=device)
         if not main:
             return  # under torchrun, rank 0 alone writes the checkpoint
-        meta = checkpoint_metadata(arch=model, dataset=data, dataset_digest=train_data.digest, model_cfg=net.cfg, cfg=cfg, result=result)
+        meta = checkpoint_metadata(
+            arch=model, dataset=data, dataset_digest=train_data.digest, model_cfg=net.cfg, cfg=cfg, result=result
+        )
         save_safetensors(net.state_dict(), out, meta)
         first, last = result.history[0].loss, result.history[-1].loss
-        stdout.print(f"{model} on {data}: loss {first:.3f} → {last:.3f}, test accuracy {result.test_accuracy * 100:.2f}%; rank 0 wrote {out}")
+        stdout.print(
+            f"{model} on {data}: loss {first:.3f} → {last:.3f}, test accuracy {result.test_accuracy * 100:.2f}%; rank 0 wrote {out}"
+        )

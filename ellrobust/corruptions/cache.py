@@ -71,4 +71,9 @@ class ChunkCache:
         the middle of a unit (one line, but after the work), and a run should not fill a disk anyway.
         """
         needed = images * (image_bytes + np.dtype(np.int64).itemsize) + batches * FILE_OVERHEAD
-        require_free_space(self.root, needed, "corrupted images to cache", fix="free space there, pass --cache on a larger disk, or run without --cache")
+        require_free_space(
+            self.root,
+            needed,
+            "corrupted images to cache",
+            fix="free space there, pass --cache on a larger disk, or run without --cache",
+        )

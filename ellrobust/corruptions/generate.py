@@ -102,7 +102,9 @@ def _imagenet_c(image: np.ndarray, corruption: str, severity: int, seed: int) ->
     """ImageNet-C's constants: ``imagecorruptions.corrupt`` itself, seeded (module docstring)."""
     spec = CORRUPTIONS.get(corruption)
     if min(image.shape[:2]) < MIN_SIZE:
-        raise UsageError(f"corruptions need images of at least {MIN_SIZE}×{MIN_SIZE} px (got {image.shape[1]}×{image.shape[0]}).")
+        raise UsageError(
+            f"corruptions need images of at least {MIN_SIZE}×{MIN_SIZE} px (got {image.shape[1]}×{image.shape[0]})."
+        )
     from imagecorruptions import corrupt
 
     kwargs = {"seed": seed} if spec.seed_argument else {}
@@ -172,7 +174,9 @@ class GenerateTask:
 
     def __call__(self) -> np.ndarray:
         store = SHARED["store"]
-        return corrupt_image(store.uint8_hwc(self.position), self.corruption, self.severity, self.seed, self.protocol)[None]
+        return corrupt_image(store.uint8_hwc(self.position), self.corruption, self.severity, self.seed, self.protocol)[
+            None
+        ]
 
     def describe(self) -> str:
         return f"corrupting {image_name(self.position)} ({self.corruption}, severity {self.severity})"
@@ -187,7 +191,9 @@ class CachedTask:
     def __call__(self) -> np.ndarray:
         cached = ChunkCache.load(self.path)
         if cached is None:
-            raise UsageError(f"the cached batch {str(self.path)!r} became unreadable during the run; delete it and re-run.")
+            raise UsageError(
+                f"the cached batch {str(self.path)!r} became unreadable during the run; delete it and re-run."
+            )
         return cached[0]
 
 
@@ -204,10 +210,14 @@ class GeneratedSource:
         self.label = f"{LIBRARY} {library_version()}"
         self.protocol = ctx.corruption_protocol
         self.params = {"protocol": self.protocol}
-        self.imagenet = ctx.data.spec.name == "imagefolder" and ctx.data.num_classes == 1000 and self.protocol == "imagenet-c"
+        self.imagenet = (
+            ctx.data.spec.name == "imagefolder" and ctx.data.num_classes == 1000 and self.protocol == "imagenet-c"
+        )
         cfg = ctx.config
         self.cache = (
-            ChunkCache.for_run(cfg.cache_dir, data_digest=ctx.data.digest, run_seed=cfg.seed, library=f"{self.label} {self.protocol}")
+            ChunkCache.for_run(
+                cfg.cache_dir, data_digest=ctx.data.digest, run_seed=cfg.seed, library=f"{self.label} {self.protocol}"
+            )
             if cfg.cache_dir is not None
             else None
         )
@@ -220,13 +230,17 @@ class GeneratedSource:
         low, high = (MIN_SIDE, MAX_SIDE) if self.protocol == CorruptionProtocol.CIFAR_10_C else (MIN_SIZE, None)
         if size < low or (high is not None and size > high):
             limits = f"{low}–{high} px" if high is not None else f"at least {low} px"
-            raise UsageError(f"dataset {name!r} has {size} px images; the {self.protocol} corruption protocol needs {limits} (see --corruption-protocol).")
+            raise UsageError(
+                f"dataset {name!r} has {size} px images; the {self.protocol} corruption protocol needs {limits} (see --corruption-protocol)."
+            )
 
     def reserve(self, plans) -> None:
         """With ``--cache``, refuse at once when its disk cannot take every batch that ``plans`` will store."""
         stored = [plan for plan in plans if plan.on_finish is not None]  # a generated batch is cached when it finishes
         if self.cache is not None and stored:
-            self.cache.require_space(sum(plan.generated for plan in stored), len(stored), int(np.prod(self.ctx.store.image_shape)))
+            self.cache.require_space(
+                sum(plan.generated for plan in stored), len(stored), int(np.prod(self.ctx.store.image_shape))
+            )
 
     def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         idx = [self.ctx.indices[p] for p in positions]
@@ -234,6 +248,9 @@ class GeneratedSource:
         if path is not None and path.is_file():
             return BatchPlan([CachedTask(path)])
         seed = self.ctx.config.seed
-        tasks = [GenerateTask(p, corruption, severity, image_seed(seed, corruption, severity, i), self.protocol) for p, i in zip(positions, idx, strict=True)]
+        tasks = [
+            GenerateTask(p, corruption, severity, image_seed(seed, corruption, severity, i), self.protocol)
+            for p, i in zip(positions, idx, strict=True)
+        ]
         store = None if path is None else (lambda images, labels, path=path: self.cache.store(path, images, labels))
         return BatchPlan(tasks, generated=len(tasks), on_finish=store)

@@ -116,7 +116,9 @@ class CifarCSource:
                 raise UsageError(f"--corruption-root {str(self.root)!r} has no {name!r} (expected {path.name}).")
             shape = np.load(path, mmap_mode="r").shape
             if len(shape) != 4 or shape[1:] != (size, size, 3):
-                raise UsageError(f"{str(path)!r} holds images of shape {shape[1:]}; expected ({size}, {size}, 3) uint8.")
+                raise UsageError(
+                    f"{str(path)!r} holds images of shape {shape[1:]}; expected ({size}, {size}, 3) uint8."
+                )
             present = min(shape[0] // self.per_severity, N_SEVERITIES)
             missing = [s for s in severities if s > present]
             if missing:
@@ -130,7 +132,9 @@ class CifarCSource:
 
     def batch_plan(self, corruption: str, severity: int, positions: list[int]) -> BatchPlan:
         offset = (severity - 1) * self.per_severity
-        return BatchPlan([ArrayTask(self.root / f"{corruption}.npy", tuple(offset + self.ctx.indices[p] for p in positions))])
+        return BatchPlan(
+            [ArrayTask(self.root / f"{corruption}.npy", tuple(offset + self.ctx.indices[p] for p in positions))]
+        )
 
 
 # --- ImageNet-C --------------------------------------------------------------------------------------
@@ -172,10 +176,14 @@ class ImageNetCSource:
     def check(self, corruptions: tuple[str, ...], severities: tuple[int, ...]) -> None:
         for name in corruptions:
             if not (self.root / name).is_dir():
-                raise UsageError(f"--corruption-root {str(self.root)!r} has no {name!r} folder (expected {name}/<severity>/<wnid>/).")
+                raise UsageError(
+                    f"--corruption-root {str(self.root)!r} has no {name!r} folder (expected {name}/<severity>/<wnid>/)."
+                )
             for s in severities:
                 if not (self.root / name / str(s)).is_dir():
-                    raise UsageError(f"--corruption-root {str(self.root)!r} has no severity {s} of {name!r} (expected {name}/{s}/).")
+                    raise UsageError(
+                        f"--corruption-root {str(self.root)!r} has no severity {s} of {name!r} (expected {name}/{s}/)."
+                    )
 
     def reserve(self, plans) -> None:
         """A precomputed set is only read: nothing to reserve."""
@@ -201,8 +209,12 @@ def _has_corruption_folders(root: Path) -> bool:
 
 LAYOUTS.add(
     "cifar10-c",
-    Layout("cifar10-c", "<root>/<corruption>.npy (5 severities × N images, 32×32×3 uint8) and <root>/labels.npy",
-           lambda root: (root / "labels.npy").is_file(), CifarCSource),
+    Layout(
+        "cifar10-c",
+        "<root>/<corruption>.npy (5 severities × N images, 32×32×3 uint8) and <root>/labels.npy",
+        lambda root: (root / "labels.npy").is_file(),
+        CifarCSource,
+    ),
 )
 LAYOUTS.add(
     "imagenet-c",

@@ -105,7 +105,9 @@ class ImageStore:
         if self.images.dtype == np.uint8:
             levels = np.rint(pixels * 255.0)
             if pixels.size and float(np.abs(pixels * 255.0 - levels).max()) > 1e-3:
-                raise UsageError("the dataset yields pixels that are not multiples of 1/255; register it with pixel_dtype='float32'.")
+                raise UsageError(
+                    "the dataset yields pixels that are not multiples of 1/255; register it with pixel_dtype='float32'."
+                )
             self.images[position] = np.clip(levels, 0, 255).astype(np.uint8)
         else:
             self.images[position] = pixels
@@ -152,7 +154,11 @@ class DecodeTask:
 
     def describe(self) -> str:
         first, last = image_name(self.positions[0]), image_name(self.positions[-1])
-        return f"decoding {first}" if len(self.positions) == 1 else f"decoding {len(self.positions)} images, {first} to {last}"
+        return (
+            f"decoding {first}"
+            if len(self.positions) == 1
+            else f"decoding {len(self.positions)} images, {first} to {last}"
+        )
 
 
 @dataclass(frozen=True)
@@ -205,7 +211,9 @@ def _dtype(pixel_dtype: str) -> np.dtype:
     return np.dtype(np.uint8 if pixel_dtype == "uint8" else np.float32)
 
 
-def allocate(dataset: Dataset, indices: list[int], digest: str, pixel_dtype: str, plan: StorePlan) -> tuple[ImageStore, list[int]]:
+def allocate(
+    dataset: Dataset, indices: list[int], digest: str, pixel_dtype: str, plan: StorePlan
+) -> tuple[ImageStore, list[int]]:
     """Create the store and return it with the positions still to decode.
 
     A tensor dataset is wrapped (no decoding), and a finished store file is mapped read-only (no
@@ -247,7 +255,12 @@ def reserve(path: Path, nbytes: int) -> None:
     allocated (``posix_fallocate``); file systems without it keep the sparse file.
     """
 
-    require_free_space(path.parent, nbytes, "decoded images", fix="free space there, pass --cache DIR on a larger disk or raise --memory-budget")
+    require_free_space(
+        path.parent,
+        nbytes,
+        "decoded images",
+        fix="free space there, pass --cache DIR on a larger disk or raise --memory-budget",
+    )
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
     except OSError as exc:

@@ -106,4 +106,6 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 def _same_length(errors: Sequence[float], reference: Sequence[float]) -> None:
     if len(errors) != len(reference) or not errors:
-        raise ValueError(f"errors and reference must cover the same, non-empty severities ({len(errors)} vs {len(reference)})")
+        raise ValueError(
+            f"errors and reference must cover the same, non-empty severities ({len(errors)} vs {len(reference)})"
+        )

@@ -48,7 +48,9 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> tuple[di
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist or is not a file; pass the path of a .safetensors or .pth file.")
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} does not exist or is not a file; pass the path of a .safetensors or .pth file."
+        )
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError, safe_open
 
@@ -57,7 +59,9 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> tuple[di
                 meta = dict(f.metadata() or {})
                 state = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({exc}); re-export it.") from None
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} is not a readable safetensors file ({exc}); re-export it."
+            ) from None
     else:
         meta = {}
         try:
@@ -94,14 +98,18 @@ def resample_pos_embed(pos_embed: torch.Tensor, num_patches: int, num_prefix: in
     old = int(round(grid.shape[1] ** 0.5))
     new = int(round(num_patches**0.5))
     if old * old != grid.shape[1] or new * new != num_patches:
-        raise CheckpointError(f"cannot resample position embeddings from {grid.shape[1]} to {num_patches} patches (not square grids).")
+        raise CheckpointError(
+            f"cannot resample position embeddings from {grid.shape[1]} to {num_patches} patches (not square grids)."
+        )
     grid = grid.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
     grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False, antialias=True)
     grid = grid.permute(0, 2, 3, 1).reshape(1, new * new, -1).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=1)
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, reset_head: bool = False, source: str = "checkpoint") -> None:
+def load_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], *, reset_head: bool = False, source: str = "checkpoint"
+) -> None:
     """Load ``state`` into ellrobust's ViT strictly; any mismatch raises with the full key report.
 
     Position embeddings of another grid size are resampled. A classifier of another size is an
@@ -122,12 +130,18 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, reset_head
     shapes = _shape_mismatches(own, state)
     if missing or unexpected or shapes:
         heads_only = shapes and all(s.split(".")[0] in HEAD_MODULES for s in shapes) and not (missing or unexpected)
-        fix = " Pass --reset-head to fine-tune with a new classifier." if heads_only else " Check --model matches the checkpoint's architecture."
+        fix = (
+            " Pass --reset-head to fine-tune with a new classifier."
+            if heads_only
+            else " Check --model matches the checkpoint's architecture."
+        )
         raise CheckpointError(f"{source} does not fit the model ({mismatch_report(missing, unexpected, shapes)}).{fix}")
     model.load_state_dict(state, strict=True)
 
 
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint", fix: str = "") -> None:
+def load_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint", fix: str = ""
+) -> None:
     """Load ``state`` into any module strictly; any mismatch raises with the same key report as :func:`load_weights`.
 
     Missing and unexpected keys are the module's own verdict (``load_state_dict`` with its loading
@@ -148,12 +162,16 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], *, source: st
         result = module.load_state_dict(state, strict=False)
         missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
     if missing or unexpected or shapes:
-        raise CheckpointError(f"{source} does not fit the model ({mismatch_report(missing, unexpected, shapes)}).{' ' + fix if fix else ''}")
+        raise CheckpointError(
+            f"{source} does not fit the model ({mismatch_report(missing, unexpected, shapes)}).{' ' + fix if fix else ''}"
+        )
 
 
 def _shape_mismatches(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> list[str]:
     return sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in set(own) & set(state) if state[k].shape != own[k].shape
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if state[k].shape != own[k].shape
     )
 
 
@@ -185,7 +203,9 @@ def state_dict_digest(model: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def save_safetensors(state: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, object] | None = None) -> Path:
+def save_safetensors(
+    state: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, object] | None = None
+) -> Path:
     """Write ``state`` atomically as safetensors; metadata values are JSON-encoded strings."""
     from safetensors.torch import save_file
 

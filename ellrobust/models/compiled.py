@@ -127,7 +127,9 @@ def state_key(*tensors: torch.Tensor) -> tuple:
         torch.get_num_threads(),
         torch.get_default_dtype(),
     )
-    layout = tuple((t.device, t.dtype, t.requires_grad, t.shape[0] == 1, tuple(t.shape[1:]), t.stride()) for t in tensors)
+    layout = tuple(
+        (t.device, t.dtype, t.requires_grad, t.shape[0] == 1, tuple(t.shape[1:]), t.stride()) for t in tensors
+    )
     return state, layout
 
 
@@ -205,7 +207,9 @@ class CompiledFunction:
         """The first call in a new state: compile its graph, run it, and settle the process's choice."""
         global _compiler_works
         backend = os.environ.get(BACKEND_ENV, DEFAULT_BACKEND)
-        compiled = torch.compile(_own_code(self.fn, len(self._compiled)), backend=_counting_backend(backend), fullgraph=True)
+        compiled = torch.compile(
+            _own_code(self.fn, len(self._compiled)), backend=_counting_backend(backend), fullgraph=True
+        )
         self._compiled[key] = compiled
         if tensors[0].shape[0] > 1:
             for t in tensors:

@@ -78,7 +78,15 @@ class ExternalClassifier(nn.Module):
     """
 
     def __init__(
-        self, net: nn.Module, *, library: str, name: str, mean: Triple, std: Triple, input_size: int | None, num_classes: int
+        self,
+        net: nn.Module,
+        *,
+        library: str,
+        name: str,
+        mean: Triple,
+        std: Triple,
+        input_size: int | None,
+        num_classes: int,
     ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
@@ -169,7 +177,9 @@ def timm_has_tokens(net: nn.Module) -> bool:
 
     if not isinstance(net, VisionTransformer):
         return False
-    return all(type(b) is Block and type(b.attn) is Attention and getattr(b.attn, "gate", None) is None for b in net.blocks)
+    return all(
+        type(b) is Block and type(b.attn) is Attention and getattr(b.attn, "gate", None) is None for b in net.blocks
+    )
 
 
 def _import_timm():
@@ -198,7 +208,9 @@ def _normalisation(req: ExternalRequest, label: str, mean: Triple | None, std: T
     """``--mean/--std`` when given, else the pretrained config's; neither is an error naming the flags."""
     mean, std = req.mean or mean, req.std or std
     if mean is None or std is None:
-        raise UsageError(f"model {label!r} has no pretrained configuration to take its normalisation from; pass --mean and --std.")
+        raise UsageError(
+            f"model {label!r} has no pretrained configuration to take its normalisation from; pass --mean and --std."
+        )
     return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
@@ -222,7 +234,9 @@ def build_timm(req: ExternalRequest) -> nn.Module:
     try:
         cfg = get_pretrained_cfg(req.name)
     except RuntimeError as exc:  # an unknown pretrained tag
-        raise UsageError(f"model {label!r}: {exc} List the tags with `python -c \"import timm; print(timm.list_pretrained('{arch}*'))\"`.") from None
+        raise UsageError(
+            f"model {label!r}: {exc} List the tags with `python -c \"import timm; print(timm.list_pretrained('{arch}*'))\"`."
+        ) from None
     pretrained_size = _square(cfg.input_size) if cfg is not None else None
     mean, std = _normalisation(req, label, cfg.mean if cfg else None, cfg.std if cfg else None)
     kwargs: dict[str, object] = {"pretrained": False}
@@ -238,7 +252,9 @@ def build_timm(req: ExternalRequest) -> nn.Module:
     input_size = req.img_size or pretrained_size
     num_classes = int(getattr(net, "num_classes", req.num_classes or 0))
     wrapper = TimmVisionTransformer if timm_has_tokens(net) else ExternalClassifier
-    model = wrapper(net, library="timm", name=req.name, mean=mean, std=std, input_size=input_size, num_classes=num_classes)
+    model = wrapper(
+        net, library="timm", name=req.name, mean=mean, std=std, input_size=input_size, num_classes=num_classes
+    )
     return _load_checkpoint(model, req, label)
 
 
@@ -253,7 +269,9 @@ def build_torchvision(req: ExternalRequest) -> nn.Module:
     label = f"torchvision:{req.name}"
     names = models.list_models(module=models)  # the classifiers (detection, segmentation, video live in submodules)
     if req.name not in names:
-        raise _unknown("torchvision", req.name, names, 'python -c "import torchvision; print(torchvision.models.list_models())"')
+        raise _unknown(
+            "torchvision", req.name, names, 'python -c "import torchvision; print(torchvision.models.list_models())"'
+        )
     try:
         transforms = models.get_model_weights(req.name).DEFAULT.transforms()
         mean, std, size = tuple(transforms.mean), tuple(transforms.std), _square(transforms.crop_size)
@@ -266,9 +284,19 @@ def build_torchvision(req: ExternalRequest) -> nn.Module:
     try:
         net = models.get_model(req.name, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"torchvision could not build {label!r} with {kwargs} ({type(exc).__name__}: {exc}).") from None
+        raise UsageError(
+            f"torchvision could not build {label!r} with {kwargs} ({type(exc).__name__}: {exc})."
+        ) from None
     num_classes = req.num_classes or _classes_of(net)
-    model = ExternalClassifier(net, library="torchvision", name=req.name, mean=mean, std=std, input_size=req.img_size or size, num_classes=num_classes)
+    model = ExternalClassifier(
+        net,
+        library="torchvision",
+        name=req.name,
+        mean=mean,
+        std=std,
+        input_size=req.img_size or size,
+        num_classes=num_classes,
+    )
     return _load_checkpoint(model, req, label)
 
 

@@ -42,10 +42,18 @@ UNSUPPORTED: tuple[Unsupported, ...] = (
     Unsupported("a norm on the attention output (attn.norm)", _any(r"\.attn\.norm\.")),
     Unsupported("a norm inside the MLP (mlp.norm)", _any(r"\.mlp\.norm\.")),
     Unsupported("gated MLPs (SwiGLU)", _any(r"\.mlp\.(fc1_g|fc1_x|w12|w3)\.")),
-    Unsupported("BEiT-style attention (q_bias, v_bias, relative positions)", _any(r"\.attn\.(q_bias|v_bias|relative_position)")),
+    Unsupported(
+        "BEiT-style attention (q_bias, v_bias, relative positions)", _any(r"\.attn\.(q_bias|v_bias|relative_position)")
+    ),
     Unsupported("separate q, k, v projections (no attn.qkv)", _any(r"\.attn\.(q|k|v)_proj\.")),
-    Unsupported("a qkv projection without bias", lambda keys: "blocks.0.attn.qkv.weight" in keys and "blocks.0.attn.qkv.bias" not in keys),
-    Unsupported("norms without bias (RMSNorm)", lambda keys: "blocks.0.norm1.weight" in keys and "blocks.0.norm1.bias" not in keys),
+    Unsupported(
+        "a qkv projection without bias",
+        lambda keys: "blocks.0.attn.qkv.weight" in keys and "blocks.0.attn.qkv.bias" not in keys,
+    ),
+    Unsupported(
+        "norms without bias (RMSNorm)",
+        lambda keys: "blocks.0.norm1.weight" in keys and "blocks.0.norm1.bias" not in keys,
+    ),
     Unsupported("a norm before the blocks (norm_pre)", _any(r"^norm_pre\.")),
     Unsupported("a norm in the patch embedding (patch_embed.norm)", _any(r"^patch_embed\.norm\.")),
     Unsupported("a global-pool head (fc_norm)", _any(r"^fc_norm\.")),
@@ -77,7 +85,9 @@ def infer_config(
     """
     keys = set(state)
     if "patch_embed.proj.weight" not in keys or "pos_embed" not in keys or not any(_BLOCK.match(k) for k in keys):
-        raise CheckpointError(f"{source} is not a ViT state dict (no patch_embed.proj, pos_embed or blocks.N keys); `-m vit` builds timm-style ViT/DeiT checkpoints.")
+        raise CheckpointError(
+            f"{source} is not a ViT state dict (no patch_embed.proj, pos_embed or blocks.N keys); `-m vit` builds timm-style ViT/DeiT checkpoints."
+        )
     found = [u.what for u in UNSUPPORTED if u.present(keys)]
     if found:
         raise CheckpointError(f"{source} is a ViT variant `-m vit` does not support: {', '.join(found)}.{hint}")
@@ -88,7 +98,9 @@ def infer_config(
     tokens = state["pos_embed"].shape[1]
     grid, class_pos_embed = _grid(tokens, prefix)
     if patch != patch_w or grid is None:
-        raise CheckpointError(f"{source}: non-square patches or position grid ({patch}×{patch_w} patches, {tokens} position embeddings) are not supported.")
+        raise CheckpointError(
+            f"{source}: non-square patches or position grid ({patch}×{patch_w} patches, {tokens} position embeddings) are not supported."
+        )
     hidden = state["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in keys else 4 * width
     config = {
         "img_size": grid * patch,
@@ -107,7 +119,9 @@ def infer_config(
         raise CheckpointError(f"{source} takes {in_chans}-channel images; ellrobust's datasets are RGB (3 channels).")
     cfg = ViTConfig(**config)
     if cfg.mlp_hidden != hidden:
-        raise CheckpointError(f"{source}: an MLP of {hidden} for width {width} is not a ratio ellrobust's ViT can represent.")
+        raise CheckpointError(
+            f"{source}: an MLP of {hidden} for width {width} is not a ratio ellrobust's ViT can represent."
+        )
     return cfg
 
 
@@ -126,11 +140,15 @@ def _heads(meta: Mapping[str, object], heads: int | None, width: int, source: st
     if recorded is None and isinstance(meta.get("arch"), str) and meta["arch"] in MODELS:
         recorded = MODELS.get(meta["arch"]).config.num_heads  # checkpoints of a registered architecture
     if heads is not None and recorded is not None and heads != recorded:
-        raise UsageError(f"--heads {heads} contradicts {source}, whose metadata records {recorded} heads; drop --heads.")
+        raise UsageError(
+            f"--heads {heads} contradicts {source}, whose metadata records {recorded} heads; drop --heads."
+        )
     chosen = heads if heads is not None else recorded
     if chosen is None:
         usual = f" (timm's ViT/DeiT sizes use 64 channels per head: --heads {width // 64})" if width % 64 == 0 else ""
-        raise UsageError(f"the number of attention heads is not in the shapes of {source} (width {width}); pass --heads{usual}.")
+        raise UsageError(
+            f"the number of attention heads is not in the shapes of {source} (width {width}); pass --heads{usual}."
+        )
     if not isinstance(chosen, int) or chosen <= 0 or width % chosen:
         raise UsageError(f"--heads {chosen} does not divide the width {width} of {source}; pick a divisor of {width}.")
     return chosen

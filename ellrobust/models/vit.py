@@ -75,7 +75,9 @@ class ViTConfig:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         bad = [i for i in self.elliptical_layers if not 1 <= i < self.depth]
         if bad:
-            raise ValueError(f"elliptical layers {bad} out of range 1..{self.depth - 1} (layer 0 has no previous values)")
+            raise ValueError(
+                f"elliptical layers {bad} out of range 1..{self.depth - 1} (layer 0 has no previous values)"
+            )
 
     @property
     def grid_size(self) -> int:
@@ -325,7 +327,14 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.pos_embed_tokens, cfg.embed_dim))
         ell = set(cfg.elliptical_layers)
         self.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_hidden, elliptical=i in ell, m_grad=cfg.m_grad, layer_scale=cfg.layer_scale)
+            Block(
+                cfg.embed_dim,
+                cfg.num_heads,
+                cfg.mlp_hidden,
+                elliptical=i in ell,
+                m_grad=cfg.m_grad,
+                layer_scale=cfg.layer_scale,
+            )
             for i in range(cfg.depth)
         )
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)

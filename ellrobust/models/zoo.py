@@ -175,15 +175,21 @@ def load_model(
     if external is not None:
         entry, library_name = external
         if elliptical_layers is not None:
-            raise UsageError(f"model {name!r} is a baseline and has no elliptical layers; the elliptical twin of a ViT checkpoint is `-m vit-elliptical -c FILE`.")
+            raise UsageError(
+                f"model {name!r} is a baseline and has no elliptical layers; the elliptical twin of a ViT checkpoint is `-m vit-elliptical -c FILE`."
+            )
         if reset_head or heads is not None:
-            raise UsageError(f"model {name!r}: {'--reset-head' if reset_head else '--heads'} applies to ellrobust's ViTs only.")
+            raise UsageError(
+                f"model {name!r}: {'--reset-head' if reset_head else '--heads'} applies to ellrobust's ViTs only."
+            )
         return entry.build(ExternalRequest(library_name, checkpoint, num_classes, img_size, mean, std))
     if heads is not None and name not in INFERRED:
         raise UsageError(f"--heads applies to `-m vit` and `-m vit-elliptical` (the heads of {name!r} are known).")
     if name in INFERRED:
         if checkpoint is None:
-            raise UsageError(f"-m {name} builds the ViT from a checkpoint's shapes; pass its weights with -c FILE (--checkpoint).")
+            raise UsageError(
+                f"-m {name} builds the ViT from a checkpoint's shapes; pass its weights with -c FILE (--checkpoint)."
+            )
         state, meta = _read(checkpoint)
         hint = f" Evaluate it as a baseline with `-m timm:NAME -c {checkpoint}`."
         cfg = infer_config(state, meta, heads=heads, source=f"checkpoint {str(checkpoint)!r}", hint=hint)
@@ -204,7 +210,9 @@ def load_model(
     if img_size is not None:
         changes["img_size"] = img_size
     if elliptical_layers is not None and not elliptical:
-        raise UsageError(f"model {label!r} is not elliptical; pick its elliptical twin ('-elliptical') to set elliptical layers.")
+        raise UsageError(
+            f"model {label!r} is not elliptical; pick its elliptical twin ('-elliptical') to set elliptical layers."
+        )
     recorded = meta.get("elliptical_layers")
     if elliptical_layers is not None:
         changes["elliptical_layers"] = tuple(elliptical_layers)

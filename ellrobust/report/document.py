@@ -45,6 +45,7 @@ FAMILY = (
     "models in that run (clean, each attack × ε × m_grad × precision, each corruption × severity)."
 )
 
+
 @dataclass(frozen=True)
 class Run:
     """One run folder as the report sees it.
@@ -133,9 +134,7 @@ def _setup_lines(run: Run) -> list[str]:
     )
     attacks = cfg.get("attacks") or []
     if attacks:
-        names = "; ".join(
-            a["name"] + (f" ({settings_text(a['params'])})" if a.get("params") else "") for a in attacks
-        )
+        names = "; ".join(a["name"] + (f" ({settings_text(a['params'])})" if a.get("params") else "") for a in attacks)
         eps = ", ".join(format_eps(e) for e in cfg.get("eps") or []) or "each attack's default"
         lines.append(f"**attacks**: {escape(names)}; ε {escape(eps)}; m_grad {escape(cfg.get('m_grad', '?'))}")
     precisions = _precisions(run)
@@ -204,7 +203,9 @@ def _architecture(cfg: dict) -> str:
     if cfg.get("library", "ellrobust") != "ellrobust":
         return f"{cfg['library']} {cfg.get('name', '?')} ({cfg.get('class', '?')}), {size}"
     variants = [v for v, on in (("distilled", cfg.get("distilled")), ("LayerScale", cfg.get("layer_scale"))) if on]
-    return f"{cfg['embed_dim']}×{cfg['depth']}×{cfg['num_heads']}, patch {cfg['patch_size']}, {size}" + "".join(f", {v}" for v in variants)
+    return f"{cfg['embed_dim']}×{cfg['depth']}×{cfg['num_heads']}, patch {cfg['patch_size']}, {size}" + "".join(
+        f", {v}" for v in variants
+    )
 
 
 def _models_table(run: Run) -> Table:
@@ -226,12 +227,17 @@ def _models_table(run: Run) -> Table:
         elliptical = {True: "yes", False: "no"}.get(info.get("elliptical"), "?")
         layers = ", ".join(map(str, cfg.get("elliptical_layers") or [])) or ("none" if cfg else "")
         out.append(
-            (name, info.get("checkpoint", "?"), info.get("weights") or files.get(name) or "?", elliptical, _architecture(cfg), layers)
+            (
+                name,
+                info.get("checkpoint", "?"),
+                info.get("weights") or files.get(name) or "?",
+                elliptical,
+                _architecture(cfg),
+                layers,
+            )
         )
     headers = ("model", "checkpoint digest", "weights", "elliptical", "architecture", "elliptical layers")
     return Table(headers, tuple(out), (Align.LEFT,) * len(headers))
-
-
 
 
 def _verdict(runs: list[Run]) -> list[str]:
@@ -242,8 +248,10 @@ def _verdict(runs: list[Run]) -> list[str]:
         if len(runs) > 1:
             out.append(heading(3, f"Run {run.label}"))
         if not found:
-            why = "run.json does not say which models are elliptical" if not elliptical_models(run.meta) else (
-                "it needs an elliptical and a plain model evaluated together"
+            why = (
+                "run.json does not say which models are elliptical"
+                if not elliptical_models(run.meta)
+                else ("it needs an elliptical and a plain model evaluated together")
             )
             out.append(f"_No verdict for this run: {why}._")
             continue
@@ -329,7 +337,9 @@ def _corruptions(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) 
             table(t),
         ]
         if "corruption_difference" in figures:
-            out.append(image("Paired accuracy difference per corruption and severity", figures["corruption_difference"]))
+            out.append(
+                image("Paired accuracy difference per corruption and severity", figures["corruption_difference"])
+            )
         if "corruption_accuracy" in figures:
             out.append(image("Corruption accuracy by corruption and severity", figures["corruption_accuracy"]))
     if ce is not None:
@@ -349,7 +359,11 @@ def _corruptions(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) 
     return out
 
 
-_NORMALISATIONS = {"alexnet": "normalised by AlexNet", "none": "unnormalised", "baseline": "relative to the baseline model"}
+_NORMALISATIONS = {
+    "alexnet": "normalised by AlexNet",
+    "none": "unnormalised",
+    "baseline": "relative to the baseline model",
+}
 
 
 def _collapse(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:

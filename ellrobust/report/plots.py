@@ -91,7 +91,9 @@ def _style(colors: dict[tuple[str, str], str], first: pd.Series, columns: list[s
     }
 
 
-def _band(ax, x: list[float], values: list[float], lows: list[float], highs: list[float], style: dict, scale: float = 100) -> list[float]:
+def _band(
+    ax, x: list[float], values: list[float], lows: list[float], highs: list[float], style: dict, scale: float = 100
+) -> list[float]:
     """Draw a line with its interval band (where the run wrote one); returns the upper edges (for the y range)."""
     lo, hi = np.array(lows, dtype=float) * scale, np.array(highs, dtype=float) * scale
     known = ~(np.isnan(lo) | np.isnan(hi))
@@ -129,7 +131,15 @@ def robust_figure(df: pd.DataFrame, labels: Labels) -> Figure | None:
         return None
     lookup = Lookup(df)
     clean = _clean_points(df, lookup)
-    panels = list(dict.fromkeys(zip(rob["method"], (labels.method(m, p) for m, p in zip(rob["method"], rob["params"], strict=True)), strict=True)))
+    panels = list(
+        dict.fromkeys(
+            zip(
+                rob["method"],
+                (labels.method(m, p) for m, p in zip(rob["method"], rob["params"], strict=True)),
+                strict=True,
+            )
+        )
+    )
     columns = series_columns(rob)
     colors = _palette(df)
     fig, axes = _grid(len(panels), 3, (4.4, 3.4))
@@ -227,7 +237,9 @@ def collapse_figure(df: pd.DataFrame, metric: str) -> Figure | None:
         first = series.iloc[0]
         style = _style(colors, first, [c for c in columns if c != "params"])
         if "params" in columns:
-            style["label"] = _plain(f"{series_label(first, [c for c in columns if c != 'params'])}, {_collapse_text(first['params'])}")
+            style["label"] = _plain(
+                f"{series_label(first, [c for c in columns if c != 'params'])}, {_collapse_text(first['params'])}"
+            )
         lows, highs = _intervals(series, lookup, metric)
         _band(ax, [int(v) for v in series["layer"]], series["value"].tolist(), lows, highs, style, scale=1)
     ylabel, title = _COLLAPSE_LABELS.get(metric, (_plain(metric.replace("_", " ")), _plain(f"{metric} per layer")))
@@ -242,7 +254,12 @@ def collapse_figure(df: pd.DataFrame, metric: str) -> Figure | None:
         for i, (_, series) in enumerate(diffs.groupby(["run", "model", "baseline", "params"], sort=False)):
             series = series.sort_values("layer")
             first = series.iloc[0]
-            style = {"color": f"C{(i + 2) % 10}", "marker": "o", "markersize": 5, "label": _plain(f"{first['model']} − {first['baseline']}")}
+            style = {
+                "color": f"C{(i + 2) % 10}",
+                "marker": "o",
+                "markersize": 5,
+                "label": _plain(f"{first['model']} − {first['baseline']}"),
+            }
             lows, highs = _intervals(series, lookup, f"{metric}_difference")
             _band(ax, [int(v) for v in series["layer"]], series["value"].tolist(), lows, highs, style, scale=1)
         ax.axhline(0, color="0.3", linewidth=0.8)
@@ -274,7 +291,10 @@ def difference_heatmap(df: pd.DataFrame) -> Figure | None:
     severities = sorted(int(s) for s in rows["severity"].unique())
     limit = max(float(rows["value"].abs().max()) * 100, 1.0)
     norm = TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit)
-    fig = Figure(figsize=(1.2 + 0.75 * len(severities) * len(pairs) + 1.6 * len(pairs), 1.3 + 0.38 * len(corruptions)), layout="constrained")
+    fig = Figure(
+        figsize=(1.2 + 0.75 * len(severities) * len(pairs) + 1.6 * len(pairs), 1.3 + 0.38 * len(corruptions)),
+        layout="constrained",
+    )
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(pairs), squeeze=False, sharey=True).ravel().tolist()
     image = None
@@ -293,7 +313,15 @@ def difference_heatmap(df: pd.DataFrame) -> Figure | None:
             if np.isnan(value):
                 continue
             star = "*" if marked[i, j] else ""
-            ax.text(j, i, f"{value:+.0f}{star}", ha="center", va="center", fontsize="small", color="white" if abs(value) > 0.6 * limit else "black")
+            ax.text(
+                j,
+                i,
+                f"{value:+.0f}{star}",
+                ha="center",
+                va="center",
+                fontsize="small",
+                color="white" if abs(value) > 0.6 * limit else "black",
+            )
             if marked[i, j]:
                 ax.add_patch(Rectangle((j - 0.45, i - 0.45), 0.9, 0.9, fill=False, edgecolor="black", linewidth=1.5))
         ax.set_xticks(range(len(severities)), [str(s) for s in severities])
@@ -301,7 +329,9 @@ def difference_heatmap(df: pd.DataFrame) -> Figure | None:
         ax.set_xlabel("severity")
         ax.set_title(_plain(f"{a} − {b}" + (f" ({run})" if len({p[0] for p in pairs}) > 1 else "")), fontsize="medium")
     fig.colorbar(image, ax=axes, label="A − B (pp); blue: A more accurate", shrink=0.9)
-    fig.suptitle("Paired accuracy difference on corrupted images (boxed *: survives Holm's adjustment)", fontsize="medium")
+    fig.suptitle(
+        "Paired accuracy difference on corrupted images (boxed *: survives Holm's adjustment)", fontsize="medium"
+    )
     return fig
 
 

@@ -74,7 +74,10 @@ def _wilson_rows(df: pd.DataFrame) -> list[dict]:
         if (*row_key(r), metric.ci_low.value) in present:
             continue
         low, high = wilson_interval(float(r["value"]) * int(r["n"]), int(r["n"]))
-        out += [{**r, "metric": metric.ci_low.value, "value": low}, {**r, "metric": metric.ci_high.value, "value": high}]
+        out += [
+            {**r, "metric": metric.ci_low.value, "value": low},
+            {**r, "metric": metric.ci_high.value, "value": high},
+        ]
     return out
 
 
@@ -92,4 +95,3 @@ def _holm_rows(df: pd.DataFrame) -> list[dict]:
 
 def _blank(value: object) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)) or value == ""
-

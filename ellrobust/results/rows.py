@@ -265,7 +265,9 @@ def row_key(record: Mapping[str, object], *, with_metric: bool = False) -> tuple
     params are canonical JSON, so a row and its companions match wherever they were read from.
     """
     values = [
-        _canonical_params(record.get("metric"), record.get(name)) if name == "params" else _key_value(name, record.get(name))
+        _canonical_params(record.get("metric"), record.get(name))
+        if name == "params"
+        else _key_value(name, record.get(name))
         for name in KEY_FIELDS
     ]
     if with_metric:

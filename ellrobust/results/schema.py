@@ -104,8 +104,12 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     try:
         raw = json.loads(path.read_text()) if path.suffix == ".json" else pd.read_csv(path).to_dict(orient="records")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{str(path)!r} is not a readable results table ({type(exc).__name__}); re-run the evaluation.") from None
+        raise UsageError(
+            f"{str(path)!r} is not a readable results table ({type(exc).__name__}); re-run the evaluation."
+        ) from None
     missing = [c for c in REQUIRED_COLUMNS if not raw or c not in raw[0]]
     if missing:
-        raise UsageError(f"{str(path)!r} lacks the columns {', '.join(missing)}: not an ellrobust results table; re-run the evaluation.")
+        raise UsageError(
+            f"{str(path)!r} lacks the columns {', '.join(missing)}: not an ellrobust results table; re-run the evaluation."
+        )
     return complete_table(to_frame(migrate_records(raw)))

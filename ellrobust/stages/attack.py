@@ -34,6 +34,7 @@ from ellrobust.stages.base import Stage
 LARGE_EPS = 0.5
 LARGE_EPS_MAX_POINTS = 100
 
+
 class AttackStage(Stage):
     def units(self, ctx: RunContext) -> list[Unit]:
         units = []
@@ -44,15 +45,26 @@ class AttackStage(Stage):
                     for req in ctx.config.attacks:
                         budgets = sorted(float(e) for e in ctx.eps_for(req))
                         for i, eps in enumerate(budgets):
-                            units.append(Unit("attack", name, req.name, req.params_json(), eps, None, mode, tuple(budgets[:i]), p))
+                            units.append(
+                                Unit(
+                                    "attack", name, req.name, req.params_json(), eps, None, mode, tuple(budgets[:i]), p
+                                )
+                            )
                     if ctx.config.sanity and any(not r.definition.gradient_free for r in ctx.config.attacks):
                         large = make_request("pgd", {"steps": 10, "step_size": "0.1*eps"})
-                        units.append(Unit("attack", name, LARGE_EPS_METHOD, large.params_json(), LARGE_EPS, None, mode, (), p))
+                        units.append(
+                            Unit("attack", name, LARGE_EPS_METHOD, large.params_json(), LARGE_EPS, None, mode, (), p)
+                        )
         return units
 
     def run(self, unit: Unit, ctx: RunContext, seed: int) -> UnitResult:
         twin = replace(unit, m_grad="detach")
-        if unit.m_grad == "full" and unit.method in ATTACKS and ATTACKS.get(unit.method).gradient_free and twin in ctx.results:
+        if (
+            unit.m_grad == "full"
+            and unit.method in ATTACKS
+            and ATTACKS.get(unit.method).gradient_free
+            and twin in ctx.results
+        ):
             return _with_m_grad(ctx.results[twin], unit.m_grad)  # no gradient, so m_grad cannot change it
         lm = ctx.models[unit.model]
         model = lm.module
@@ -79,7 +91,17 @@ class AttackStage(Stage):
         for batch in ctx.batches(positions, unit.label, seed):
             x, y, batch_pos = batch.images, batch.labels, batch.positions
             info: dict = {}
-            adv = perturb(model, request, x, y, eps=unit.eps, num_classes=ctx.data.num_classes, seed=batch.seed, precision=unit.precision, info=info)
+            adv = perturb(
+                model,
+                request,
+                x,
+                y,
+                eps=unit.eps,
+                num_classes=ctx.data.num_classes,
+                seed=batch.seed,
+                precision=unit.precision,
+                info=info,
+            )
             infos.append(info)
             # The verdict: a strict fp32 forward, whatever precision the iterations ran in, so a lower
             # precision can only weaken the attack, never count a broken image as robust.
@@ -108,7 +130,14 @@ class AttackStage(Stage):
         if large:
             extra["robust_accuracy"] = float(robust[positions].mean()) if positions else 0.0
             return UnitResult(extra=extra)
-        measured = {"model": unit.model, "method": unit.method, "params": unit.params, "eps": unit.eps, "m_grad": unit.m_grad, "precision": unit.precision}
+        measured = {
+            "model": unit.model,
+            "method": unit.method,
+            "params": unit.params,
+            "eps": unit.eps,
+            "m_grad": unit.m_grad,
+            "precision": unit.precision,
+        }
         row = Row(**measured, metric=Metric.ROBUST_ACCURACY, value=float(robust.mean()))
         rows = [row, row.with_metric(Metric.N_ATTACKED, float(len(positions)))]
         values = {}

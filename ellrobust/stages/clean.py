@@ -23,7 +23,9 @@ class CleanStage(Stage):
         local: dict[int, int] = {}
         nonfinite: dict[int, int] = {}
         for batch in ctx.batches(None, unit.label, seed):
-            with precision_scope(Precision.FP32, batch.images.device):  # a verdict: strict fp32 whatever the attacks use
+            with precision_scope(
+                Precision.FP32, batch.images.device
+            ):  # a verdict: strict fp32 whatever the attacks use
                 logits = model(batch.images)
             finite = torch.isfinite(logits).all(1)
             ok = (logits.argmax(1) == batch.labels) & finite  # NaN logits never count as correct
@@ -33,6 +35,8 @@ class CleanStage(Stage):
         nonfinite = int(ctx.gather(nonfinite, dtype=np.int64).sum())
         rows = [Row(unit.model, Metric.CLEAN_ACCURACY, sum(correct) / len(correct), "clean")]
         if nonfinite:
-            detail = json.dumps({"detail": f"{nonfinite} of {len(correct)} images give NaN/inf logits: broken weights or inputs"})
+            detail = json.dumps(
+                {"detail": f"{nonfinite} of {len(correct)} images give NaN/inf logits: broken weights or inputs"}
+            )
             rows.append(Row(unit.model, Metric.SANITY_FINITE_LOGITS, 0.0, "sanity", params=detail))
         return UnitResult(rows=rows, outcomes={unit.model: correct})

@@ -23,7 +23,9 @@ class CollapseStage(Stage):
             return []
         names = token_models({name: lm.module for name, lm in ctx.models.items()})
         for name in names:
-            config.resolve_layers(ctx.models[name].module.depth, name)  # a bad --layers fails before any collapse unit runs
+            config.resolve_layers(
+                ctx.models[name].module.depth, name
+            )  # a bad --layers fails before any collapse unit runs
         return [Unit("collapse", name, "collapse", config.unit_params()) for name in names]
 
     @torch.no_grad()

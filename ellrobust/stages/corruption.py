@@ -116,7 +116,9 @@ class CorruptionStage(Stage):
         """Stream the images of every pending unit through the pool, in unit and batch order."""
         plans = {unit: self._plans(ctx, unit) for unit in pending}
         if pending:
-            self._source.reserve([plan for unit_plans in plans.values() for _, plan in unit_plans])  # e.g. --cache's disk space
+            self._source.reserve(
+                [plan for unit_plans in plans.values() for _, plan in unit_plans]
+            )  # e.g. --cache's disk space
         self._pending = dict(plans)  # run() takes its unit's plans out of this one
         tasks = (task for unit in pending for _, plan in plans[unit] for task in plan.tasks)
         self._stream = ctx.pool.run(tasks, window=max(ctx.pool.default_window(), 2 * ctx.config.batch_size))
@@ -150,7 +152,14 @@ class CorruptionStage(Stage):
         correct = {name: ctx.gather(vals, dtype=np.int64).tolist() for name, vals in local.items()}
         generated = sum(ctx.dist.gather_objects(generated))
         rows = [
-            Row(name, Metric.CORRUPTION_ACCURACY, float(np.mean(vals)), unit.method, params=unit.params, severity=unit.severity)
+            Row(
+                name,
+                Metric.CORRUPTION_ACCURACY,
+                float(np.mean(vals)),
+                unit.method,
+                params=unit.params,
+                severity=unit.severity,
+            )
             for name, vals in correct.items()
         ]
         extra = {
@@ -173,7 +182,10 @@ class CorruptionStage(Stage):
                 accuracy[r.model][r.method][r.severity] = r.value
             elif r.metric is Metric.CLEAN_ACCURACY and r.m_grad == "":
                 clean[r.model] = r.value
-        errors = {m: {c: {s: 1.0 - a for s, a in sorted(by_s.items())} for c, by_s in by_c.items()} for m, by_c in accuracy.items()}
+        errors = {
+            m: {c: {s: 1.0 - a for s, a in sorted(by_s.items())} for c, by_s in by_c.items()}
+            for m, by_c in accuracy.items()
+        }
         clean_errors = {m: 1.0 - a for m, a in clean.items()}
         models = [m for m in ctx.models if m in errors]
         out = [
@@ -203,7 +215,9 @@ class CorruptionStage(Stage):
             return []
         # wrong[m][c, i]: how many severities of corruption c image i is misclassified at, per model
         wrong = {
-            m: np.stack([np.sum([1 - np.asarray(units[(c, s)].outcomes[m]) for s in severities], axis=0) for c in names]).astype(np.float64)
+            m: np.stack(
+                [np.sum([1 - np.asarray(units[(c, s)].outcomes[m]) for s in severities], axis=0) for c in names]
+            ).astype(np.float64)
             for m in models
         }
         n = len(ctx.indices)
@@ -222,21 +236,37 @@ class CorruptionStage(Stage):
                 own = (wrong[model][used] if rows is None else wrong[model][used][:, rows]).mean(axis=1)
                 if ref.normalization == "none":
                     return float(np.mean(own / len(severities)))
-                theirs = fixed if fixed is not None else (wrong[ref.baseline][used] if rows is None else wrong[ref.baseline][used][:, rows]).mean(axis=1)
+                theirs = (
+                    fixed
+                    if fixed is not None
+                    else (wrong[ref.baseline][used] if rows is None else wrong[ref.baseline][used][:, rows]).mean(
+                        axis=1
+                    )
+                )
                 with np.errstate(divide="ignore", invalid="ignore"):
                     return float(np.mean(np.where(theirs > 0, own / theirs, np.nan)))
 
             for a, b in combinations(models, 2):
                 seed = int.from_bytes(_seed_bytes(ctx.config.seed, a, b, label), "little")
-                low, high = paired_bootstrap_interval(lambda rows, a=a, b=b: mce(a, rows) - mce(b, rows), n, seed=seed, resamples=BOOTSTRAP_RESAMPLES)
-                row = self._row(a, "mce", Metric.MCE_DIFFERENCE, mce(a, None) - mce(b, None), params=summary, baseline=b)
-                out += [row, row.with_metric(Metric.MCE_DIFFERENCE_CI_LOW, low), row.with_metric(Metric.MCE_DIFFERENCE_CI_HIGH, high)]
+                low, high = paired_bootstrap_interval(
+                    lambda rows, a=a, b=b: mce(a, rows) - mce(b, rows), n, seed=seed, resamples=BOOTSTRAP_RESAMPLES
+                )
+                row = self._row(
+                    a, "mce", Metric.MCE_DIFFERENCE, mce(a, None) - mce(b, None), params=summary, baseline=b
+                )
+                out += [
+                    row,
+                    row.with_metric(Metric.MCE_DIFFERENCE_CI_LOW, low),
+                    row.with_metric(Metric.MCE_DIFFERENCE_CI_HIGH, high),
+                ]
         return out
 
     def _references(self, ctx: RunContext, errors: dict, clean_errors: dict[str, float]) -> list[Reference]:
         if self._source.imagenet:
             sev = sorted(ctx.config.severities)
-            alexnet = {c: dict(zip(sev, e, strict=True)) for c in self._names if (e := alexnet_errors(c, sev)) is not None}
+            alexnet = {
+                c: dict(zip(sev, e, strict=True)) for c in self._names if (e := alexnet_errors(c, sev)) is not None
+            }
             return [Reference("alexnet", alexnet, ALEXNET_CLEAN_ERROR)]
         base = baseline_model(ctx)
         return [
@@ -244,7 +274,9 @@ class CorruptionStage(Stage):
             Reference("baseline", errors.get(base, {}), clean_errors.get(base), baseline=base),
         ]
 
-    def _ce_rows(self, model: str, errors: dict[str, dict[int, float]], clean_error: float | None, ref: Reference) -> list[Row]:
+    def _ce_rows(
+        self, model: str, errors: dict[str, dict[int, float]], clean_error: float | None, ref: Reference
+    ) -> list[Row]:
         """CE per corruption, mCE and relative mCE of one model against one reference."""
         label = {"normalization": ref.normalization} | ({"baseline": ref.baseline} if ref.baseline else {})
         out, ces, relative = [], [], []
@@ -264,12 +296,32 @@ class CorruptionStage(Stage):
         if not used:
             return out
         summary = {**label, "severities": sorted({s for c in used for s in errors[c]}), "corruptions": used}
-        out.append(self._row(model, "mce", Metric.MCE, mean_corruption_error(ces), params=summary, baseline=ref.baseline))
+        out.append(
+            self._row(model, "mce", Metric.MCE, mean_corruption_error(ces), params=summary, baseline=ref.baseline)
+        )
         if len(relative) == len(used):
-            out.append(self._row(model, "mce", Metric.RELATIVE_MCE, mean_corruption_error(relative), params=summary, baseline=ref.baseline))
+            out.append(
+                self._row(
+                    model,
+                    "mce",
+                    Metric.RELATIVE_MCE,
+                    mean_corruption_error(relative),
+                    params=summary,
+                    baseline=ref.baseline,
+                )
+            )
         return out
 
-    def _row(self, model: str, method: str, metric: Metric, value: float, *, params: dict | None = None, baseline: str | None = None) -> Row:
+    def _row(
+        self,
+        model: str,
+        method: str,
+        metric: Metric,
+        value: float,
+        *,
+        params: dict | None = None,
+        baseline: str | None = None,
+    ) -> Row:
         return Row(model, metric, value, method, params=self._params(**(params or {})), baseline=baseline or "")
 
 
