@@ -136,7 +136,8 @@ def main() -> None:
         for component, stats in info["components"].items():
             share = stats["seconds"] / wall if wall else 0.0
             print(
-                f"  {component:8s} {stats['seconds']:7.1f} s ({share:4.0%})  attacked {stats['attacked']:4d}  broken {stats['broken']:4d}"
+                f"  {component:8s} {stats['seconds']:7.1f} s ({share:4.0%})  "
+                f"attacked {stats['attacked']:4d}  broken {stats['broken']:4d}"
             )
         if args.alone:
             with torch.no_grad(), precision_scope(Precision.FP32, x.device):
@@ -164,7 +165,8 @@ def main() -> None:
     if args.reference:
         ratio = totals["ellrobust"] / totals["reference"]
         print(
-            f"\nall models: ellrobust {totals['ellrobust']:.1f} s, reference {totals['reference']:.1f} s wall: ratio {ratio:.2f} (target ≤ 0.5)"
+            f"\nall models: ellrobust {totals['ellrobust']:.1f} s, reference {totals['reference']:.1f} s wall: "
+            f"ratio {ratio:.2f} (target ≤ 0.5)"
         )
 
 

@@ -92,7 +92,10 @@ def main() -> None:
         line = f"  {name:<18} {median * 1e3:8.1f} ms  (p25–p75 {low * 1e3:.1f}–{high * 1e3:.1f})"
         if name != "forward":
             ratio = median / base
-            line += f"   ratio {ratio:.3f}  (target ≤ {TARGETS[name]:.2f}: {'met' if ratio <= TARGETS[name] else 'NOT met'})"
+            line += (
+                f"   ratio {ratio:.3f}  (target ≤ {TARGETS[name]:.2f}: "
+                f"{'met' if ratio <= TARGETS[name] else 'NOT met'})"
+            )
         print(line)
     breakdown(model, images, layers, sync, args.repeats, base)
 
@@ -133,7 +136,8 @@ def breakdown(
             p = s / s.sum(-1, keepdim=True).clamp_min(torch.finfo(s.dtype).tiny)
             approx = torch.exp(-torch.xlogy(p, p).sum(-1)).float()
             print(
-                f"    gesvda's effective rank vs the library's: largest relative deviation {((approx - reference).abs() / reference).max():.2e}"
+                "    gesvda's effective rank vs the library's: largest relative deviation "
+                f"{((approx - reference).abs() / reference).max():.2e}"
             )
 
 

@@ -127,12 +127,15 @@ def main() -> None:
     )
     for label, t in (("shared batches", shared), ("per model", alone)):
         print(
-            f"  {label:<15} {t.generated:>6} images generated ({t.generated / (units * args.n):.0f}x each) in {t.data_seconds:6.2f} s "
-            f"({t.generated / t.data_seconds:5.0f} images/s); {t.evaluated} model-images, forward {t.model_seconds:6.2f} s; "
+            f"  {label:<15} {t.generated:>6} images generated ({t.generated / (units * args.n):.0f}x each) "
+            f"in {t.data_seconds:6.2f} s "
+            f"({t.generated / t.data_seconds:5.0f} images/s); {t.evaluated} model-images, "
+            f"forward {t.model_seconds:6.2f} s; "
             f"total {t.seconds:6.2f} s -> {t.evaluated / t.seconds:5.0f} model-images/s"
         )
     print(
-        f"  generation throughput, shared vs per model: {alone.data_seconds / shared.data_seconds:.2f}x (target >= 1.8x)"
+        f"  generation throughput, shared vs per model: {alone.data_seconds / shared.data_seconds:.2f}x "
+        "(target >= 1.8x)"
     )
     print(f"  end-to-end throughput, shared vs per model: {alone.seconds / shared.seconds:.2f}x")
 

@@ -196,10 +196,12 @@ names = names_in(CorruptionSet.BENCHMARK)
 for name in names:
     for s in {severities!r}:
         warm_up(name, s, "imagenet-c", 224)
-store, todo = allocate(data.dataset, indices, data.digest, "uint8", plan_for(None, Path(tempfile.mkdtemp()), None, shared_file=False))
+store, todo = allocate(data.dataset, indices, data.digest, "uint8", \
+plan_for(None, Path(tempfile.mkdtemp()), None, shared_file=False))
 with WorkerPool({workers}, {{"dataset": data.dataset, "store": store, "indices": indices}}) as pool:
     fill(store, todo, pool)
-    tasks = [GenerateTask(p, name, s, 1000 * p + s, "imagenet-c") for name in names for s in {severities!r} for p in range({images})]
+    tasks = [GenerateTask(p, name, s, 1000 * p + s, "imagenet-c") \
+for name in names for s in {severities!r} for p in range({images})]
     list(pool.run(tasks[: {workers} or 1]))  # every worker has run once
     start = time.perf_counter()
     count = sum(1 for _ in pool.run(tasks))
@@ -241,7 +243,10 @@ def unit_seconds(meta: dict, predicate) -> float:
 
 def compile_note(meta: dict) -> str:
     attention = meta.get("attention", {})
-    return f"attention {'compiled' if attention.get('compiled') else 'eager'}: {attention.get('graphs', 0)} graphs, {attention.get('compile_seconds', 0.0):.1f} s compiling (not counted)"
+    return (
+        f"attention {'compiled' if attention.get('compiled') else 'eager'}: {attention.get('graphs', 0)} graphs, "
+        f"{attention.get('compile_seconds', 0.0):.1f} s compiling (not counted)"
+    )
 
 
 def main() -> None:
@@ -272,7 +277,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp()) if args.keep is None else args.keep
     cores = len(os.sched_getaffinity(0))
     print(
-        f"device {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}; {cores} cores; torch {torch.__version__}; "
+        f"device {torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}; {cores} cores; "
+        f"torch {torch.__version__}; "
         f"N {args.n}; batch {batch}; precision {args.precision}"
     )
 
@@ -359,10 +365,12 @@ def main() -> None:
     ideal = ideal_attack + ideal_clean
     print("\n## PGD (both models, every budget)")
     print(
-        f"measured step at batch {batch}: {step_at(batch) / batch * 1e3:.2f} ms/image; clean forward {forward_at(batch) / batch * 1e3:.2f} ms/image"
+        f"measured step at batch {batch}: {step_at(batch) / batch * 1e3:.2f} ms/image; "
+        f"clean forward {forward_at(batch) / batch * 1e3:.2f} ms/image"
     )
     print(
-        f"unit time {measured:.2f} s vs ideal {ideal:.2f} s ({attacked} image-budgets × {args.steps} steps at the units' batch sizes "
+        f"unit time {measured:.2f} s vs ideal {ideal:.2f} s ({attacked} image-budgets × {args.steps} steps "
+        "at the units' batch sizes "
         f"+ {2 * args.n} clean forwards): {measured / ideal:.3f} × ideal (target ≤ 1.10); {compile_note(pgd)}"
     )
 
@@ -431,7 +439,8 @@ def main() -> None:
     model_s = sum(u.get("model_seconds", 0.0) for u in corr["units"])
     achieved = generated / seconds
     print(
-        f"\n## corruptions ({len(names_in(CorruptionSet.BENCHMARK))} × {len(severities)}, {args.corruption_n} images, {corr['startup']['workers']} workers)"
+        f"\n## corruptions ({len(names_in(CorruptionSet.BENCHMARK))} × {len(severities)}, "
+        f"{args.corruption_n} images, {corr['startup']['workers']} workers)"
     )
     print(f"warm single-core rate {rate:.1f} images/s; ideal with {cores} cores {cores * rate:.1f} images/s")
     pooled = pool_rate(root / "val", args.corruption_n, severities, corr["startup"]["workers"])
@@ -440,8 +449,10 @@ def main() -> None:
         f"{pooled / (cores * rate):.2f} × cores × single-core rate (target ≥ 0.8)"
     )
     print(
-        f"in eval: generated {generated} images in {seconds:.2f} s of corruption units, {model_s:.2f} s of it in the models' forward passes "
-        f"({achieved:.1f} images/s = {achieved / (cores * rate):.2f} × cores × single-core rate; the models share these cores)"
+        f"in eval: generated {generated} images in {seconds:.2f} s of corruption units, "
+        f"{model_s:.2f} s of it in the models' forward passes "
+        f"({achieved:.1f} images/s = {achieved / (cores * rate):.2f} × cores × single-core rate; "
+        "the models share these cores)"
     )
 
     # --- collapse ------------------------------------------------------------------------------------
@@ -450,7 +461,8 @@ def main() -> None:
     ideal = ideal_clean
     print("\n## collapse (token cosine, attention entropy, effective rank; both models)")
     print(
-        f"unit time {measured:.2f} s vs one forward pass of the images {ideal:.2f} s: {measured / ideal:.2f} × (target ≤ 1.5); {compile_note(col)}"
+        f"unit time {measured:.2f} s vs one forward pass of the images {ideal:.2f} s: "
+        f"{measured / ideal:.2f} × (target ≤ 1.5); {compile_note(col)}"
     )
     if args.keep is None:
         import shutil

@@ -137,13 +137,15 @@ def main() -> None:
     print(f"clean accuracy: {clean:.3f}; images attacked: {int(attacked)} of {len(x_all) * len(EPS)}")
     print(f"hand-written torchattacks loop: {t_hand:.2f} s (median of {args.repeats})")
     print(
-        f"ellrobust eval:                 {t_ours:.2f} s (median of {args.repeats}; compilation apart: {', '.join(f'{c:.2f}' for c in compiles)} s)"
+        f"ellrobust eval:                 {t_ours:.2f} s (median of {args.repeats}; "
+        f"compilation apart: {', '.join(f'{c:.2f}' for c in compiles)} s)"
     )
     print(f"wall-time ratio ellrobust / hand loop: {t_ours / t_hand:.3f}  (target ≤ 1.0 when clean accuracy < 100 %)")
     print(f"ideal work (steps × fwd+bwd + 1 fwd per attacked image, 1 clean fwd per image): {ideal:.2f} s")
     print(f"overhead beyond ideal: {(t_ours / ideal - 1) * 100:+.1f} %  (target ≤ 10 %)")
     print(
-        f"for calibration, the hand loop against its own ideal ({ideal_hand:.2f} s): {(t_hand / ideal_hand - 1) * 100:+.1f} %"
+        f"for calibration, the hand loop against its own ideal ({ideal_hand:.2f} s): "
+        f"{(t_hand / ideal_hand - 1) * 100:+.1f} %"
     )
 
 

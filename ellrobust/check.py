@@ -107,7 +107,8 @@ DERIVED_SUFFIXES = ("_ci_low", "_ci_high", "_difference")
 
 
 def rule_for(metric: str) -> Rule:
-    """The rule of a metric; sanity flags by prefix, derived statistics by suffix, unknown metrics scaled and two-sided."""
+    """The rule of a metric; sanity flags by prefix, derived statistics by suffix, unknown metrics scaled
+    and two-sided."""
     if metric.startswith("sanity_"):
         return Rule(Kind.FLAG, _HIGHER)
     if metric.endswith(DERIVED_SUFFIXES):
@@ -241,7 +242,8 @@ def read_baseline(path: Path) -> list[dict]:
     required = {"model", "metric", "value", "n", "dataset"}
     if not isinstance(data, list) or not all(isinstance(r, dict) and required <= r.keys() for r in data):
         raise UsageError(
-            f"baseline {str(path)!r} is not a list of result records with {', '.join(sorted(required))}; rewrite it with --update."
+            f"baseline {str(path)!r} is not a list of result records with {', '.join(sorted(required))}; "
+            "rewrite it with --update."
         )
     data = migrate_records(data)  # in the current shape, whichever version wrote it
     keys = [row_key(r) for r in data]

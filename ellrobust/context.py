@@ -105,12 +105,14 @@ class EvalConfig:
             )
         if len(self.elliptical_layers) not in (0, 1, len(self.models)):
             raise UsageError(
-                f"{len(self.elliptical_layers)} --elliptical-layers for {len(self.models)} --model; give one for all models or one per model, in order."
+                f"{len(self.elliptical_layers)} --elliptical-layers for {len(self.models)} --model; "
+                "give one for all models or one per model, in order."
             )
         for flag, values in (("--heads", self.heads), ("--mean", self.mean), ("--std", self.std)):
             if len(values) not in (0, 1, len(self.models)):
                 raise UsageError(
-                    f"{len(values)} {flag} for {len(self.models)} --model; give one for all models or one per model, in order."
+                    f"{len(values)} {flag} for {len(self.models)} --model; "
+                    "give one for all models or one per model, in order."
                 )
         if self.image_size is not None and self.image_size <= 0:
             raise UsageError(f"--img-size must be a positive number of pixels (got {self.image_size}).")
@@ -186,7 +188,8 @@ def collapse_key(collapse: object | None) -> object:
 
 @dataclass
 class LoadedModel:
-    """A model of the run: any :class:`~ellrobust.models.base.Classifier` (ellrobust's ViT, a timm or torchvision model)."""
+    """A model of the run: any :class:`~ellrobust.models.base.Classifier` (ellrobust's ViT, a timm or
+    torchvision model)."""
 
     name: str
     module: nn.Module

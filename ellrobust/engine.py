@@ -147,7 +147,8 @@ def load_models(
     builds = [config.architecture(i) for i, name in enumerate(config.models) if name not in modules]
     if config.heads and not any(infers_architecture(build) for build in builds):
         raise UsageError(
-            "--heads applies to `-m vit` and `-m vit-elliptical` (architectures read from a checkpoint); no --model here is one."
+            "--heads applies to `-m vit` and `-m vit-elliptical` (architectures read from a checkpoint); "
+            "no --model here is one."
         )
     for i, (name, ckpt) in enumerate(zip(config.models, checkpoints, strict=True)):
         if name in modules:
@@ -199,7 +200,8 @@ def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> Non
             else f"pass --img-size {size} if its weights were trained on {size} px images"
         )
         raise UsageError(
-            f"model {name!r} takes {module.input_size} px images but the run's images ({data.spec.name}) are {size} px; {fix}."
+            f"model {name!r} takes {module.input_size} px images "
+            f"but the run's images ({data.spec.name}) are {size} px; {fix}."
         )
     try:
         with torch.no_grad():
@@ -433,7 +435,8 @@ class Evaluation:
     def _describe(
         self, ctx: RunContext, started: float, finished: list[tuple[Unit, UnitResult]], attention: dict
     ) -> dict:
-        """run.json: the request, the models, the data, the environment, how the attention ran, and where the time went."""
+        """run.json: the request, the models, the data, the environment, how the attention ran, and where the
+        time went."""
         return {
             "schema_version": SCHEMA_VERSION,
             "command": self.command,

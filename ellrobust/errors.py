@@ -65,7 +65,10 @@ def format_bytes(n: float) -> str:
 
 
 #: What a write that ran out of room should suggest (run folder, cache); the same command then resumes.
-DISK_FIX = "free space there or pass --out (the run folder) or --cache on another disk, then re-run the same command: finished units are kept"
+DISK_FIX = (
+    "free space there or pass --out (the run folder) or --cache on another disk, "
+    "then re-run the same command: finished units are kept"
+)
 
 
 def disk_error(exc: OSError, path: str | Path | None, what: str, needed: int | None = None) -> DiskFullError:

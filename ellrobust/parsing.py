@@ -49,7 +49,8 @@ def parse_eps_list(text: str, *, upper: float = 1.0) -> tuple[float, ...]:
             ) from None
         if not 0 <= value <= upper:
             raise UsageError(
-                f"--eps value {item.strip()!r} = {value:g} is outside [0, {upper:g}]; budgets are in [0, 1] pixel units (8/255, not 8)."
+                f"--eps value {item.strip()!r} = {value:g} is outside [0, {upper:g}]; "
+                "budgets are in [0, 1] pixel units (8/255, not 8)."
             )
         out.append(value)
     return tuple(sorted(set(out)))
@@ -155,7 +156,8 @@ def parse_heads(values: list[str]) -> tuple[int | None, ...]:
 
 
 def parse_channels(values: list[str], option: str) -> tuple[tuple[float, float, float] | None, ...]:
-    """``--mean``/``--std``: three comma-separated values (R, G, B) or one for all channels; ``-`` keeps a model's own."""
+    """``--mean``/``--std``: three comma-separated values (R, G, B) or one for all channels; ``-`` keeps a
+    model's own."""
     out: list[tuple[float, float, float] | None] = []
     for value in values:
         if _keeps_default(value):

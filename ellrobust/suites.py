@@ -102,7 +102,8 @@ def load_suite(path: str | Path) -> Suite:
         bundled = bundled_suite(str(path))
         if bundled is None:
             raise UsageError(
-                f"suite file {str(path)!r} does not exist; pass a TOML file such as attacks/quick.toml, or one of {', '.join(BUNDLED)}."
+                f"suite file {str(path)!r} does not exist; "
+                f"pass a TOML file such as attacks/quick.toml, or one of {', '.join(BUNDLED)}."
             )
         path = bundled
     try:

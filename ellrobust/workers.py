@@ -195,7 +195,8 @@ def _death_cause(exitcode: int | None) -> str:
 
 
 def _stop(live: list[_Worker]) -> None:
-    """End workers: SIGTERM (a task may be running; nothing in it needs cleaning up), SIGKILL after :data:`STOP_TIMEOUT`."""
+    """End workers: SIGTERM (a task may be running; nothing in it needs cleaning up), SIGKILL after
+    :data:`STOP_TIMEOUT`."""
     for worker in live:
         worker.process.terminate()
     for worker in live:
@@ -405,7 +406,8 @@ class WorkerPool:
                     process.start()
                 except OSError as exc:
                     raise WorkerError(
-                        f"cannot start a worker process ({exc.strerror or exc}); pass fewer --workers (this run has {self.workers})."
+                        f"cannot start a worker process ({exc.strerror or exc}); "
+                        f"pass fewer --workers (this run has {self.workers})."
                     ) from exc
                 finally:
                     child_end.close()
@@ -497,8 +499,10 @@ class WorkerPool:
             if len(self.deaths) > DEATHS_SURVIVED:
                 doing = f", while {describe(self._tasks[lost[0]])}" if lost else ", while idle"
                 self._failure = WorkerError(
-                    f"a worker process died again: {cause}{doing}. The run stops after {len(self.deaths)} worker deaths; "
-                    f"finished units are kept: re-run the same command with fewer --workers (this run has {self.workers}) "
+                    f"a worker process died again: {cause}{doing}. "
+                    f"The run stops after {len(self.deaths)} worker deaths; "
+                    "finished units are kept: "
+                    f"re-run the same command with fewer --workers (this run has {self.workers}) "
                     "or a smaller --memory-budget."
                 )
             else:

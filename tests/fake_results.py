@@ -332,7 +332,8 @@ def run_json(n: int = 400) -> dict:
     """The parts of run.json the report reads."""
     return {
         "schema_version": 2,
-        "command": "ellrobust eval -m deit-elliptical -m deit --attack fgsm,pgd --m-grad both --corruption gaussian_noise,fog,contrast --collapse",
+        "command": "ellrobust eval -m deit-elliptical -m deit --attack fgsm,pgd --m-grad both "
+        "--corruption gaussian_noise,fog,contrast --collapse",
         "config": {
             "seed": 0,
             "attacks": [{"name": "fgsm", "params": {}}, {"name": "pgd", "params": json.loads(PGD)}],

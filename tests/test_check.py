@@ -21,10 +21,13 @@ def rows(**changes: float) -> list[dict]:
     named = {
         "clean": {"model": MODELS[1], "method": "clean", "metric": "clean_accuracy", "value": 0.8},
         "clean_base": {"model": MODELS[0], "method": "clean", "metric": "clean_accuracy", "value": 0.75},
-        "pgd": {"model": MODELS[1], "method": "pgd", "params": '{"steps": 10}', "eps": 8 / 255, "m_grad": "detach", "metric": "robust_accuracy", "value": 0.5},
-        "cosine": {"model": MODELS[1], "method": "collapse", "layer": 2, "precision": "fp32", "metric": "token_cosine", "value": 0.4},
+        "pgd": {"model": MODELS[1], "method": "pgd", "params": '{"steps": 10}', "eps": 8 / 255, "m_grad": "detach",
+                "metric": "robust_accuracy", "value": 0.5},
+        "cosine": {"model": MODELS[1], "method": "collapse", "layer": 2, "precision": "fp32", "metric": "token_cosine",
+                   "value": 0.4},
         "p": {"model": MODELS[1], "baseline": MODELS[0], "method": "clean", "metric": "mcnemar_p", "value": 0.3},
-        "sanity": {"model": MODELS[1], "method": "sanity", "params": '{"detail": "ok"}', "m_grad": "detach", "precision": "fp32", "metric": "sanity_robust_le_clean", "value": 1.0},
+        "sanity": {"model": MODELS[1], "method": "sanity", "params": '{"detail": "ok"}', "m_grad": "detach",
+                   "precision": "fp32", "metric": "sanity_robust_le_clean", "value": 1.0},
     }  # fmt: skip
     return [{**base, **row, **({"value": changes[name]} if name in changes else {})} for name, row in named.items()]
 

@@ -16,8 +16,8 @@ import pytest
 
 EVAL = [
     "eval", "--data", "synthetic", "-m", "deit-nano", "-m", "deit-nano-elliptical", "-n", "40", "--batch-size", "8",
-    "--attack", "fgsm,pgd", "--steps", "2", "--eps", "2/255,8/255", "--corruption", "contrast,gaussian_noise", "--severity", "1,3",
-    "--collapse",
+    "--attack", "fgsm,pgd", "--steps", "2", "--eps", "2/255,8/255", "--corruption", "contrast,gaussian_noise",
+    "--severity", "1,3", "--collapse",
 ]  # fmt: skip
 
 
@@ -107,8 +107,9 @@ def test_two_process_collapse_matches_one_process(tmp_path):
 def test_two_process_eval_of_other_libraries_models_matches_one_process(tmp_path):
     """timm and torchvision baselines shard like ellrobust's models: same table, same run.json models."""
     args = [
-        "eval", "--data", "synthetic", "-m", "timm:test_vit", "-m", "torchvision:resnet18", "-m", "deit-nano-elliptical",
-        "--img-size", "32", "-n", "24", "--batch-size", "8", "--attack", "fgsm", "--eps", "4/255", "--collapse",
+        "eval", "--data", "synthetic", "-m", "timm:test_vit", "-m", "torchvision:resnet18",
+        "-m", "deit-nano-elliptical", "--img-size", "32",
+ "-n", "24", "--batch-size", "8", "--attack", "fgsm", "--eps", "4/255", "--collapse",
     ]  # fmt: skip
     one = single(*args, "--out", "one", cwd=tmp_path)
     two = torchrun(2, *args, "--out", "two", cwd=tmp_path)

@@ -112,8 +112,8 @@ def decompression_bomb(tmp: Path) -> list[str]:
 
 def image_over_the_pixel_limit(tmp: Path) -> list[str]:
     root = _image_folder(tmp, corrupt=False)  # 240 × 240 = 57 600 pixels each
-    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none", "--img-size", "32",
-            "--max-image-pixels", "50000"]  # fmt: skip
+    return ["eval", "-m", "deit-nano", "--data", "imagefolder", "--data-root", str(root), "--attack", "none",
+            "--img-size", "32", "--max-image-pixels", "50000"]  # fmt: skip
 
 
 def suite_budget_above_the_bound(tmp: Path) -> list[str]:

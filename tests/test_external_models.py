@@ -243,7 +243,8 @@ def test_heads_come_from_the_flag_or_the_metadata(tmp_path, small_vit):
 
 
 def test_trained_checkpoints_need_no_flags(runner, tmp_path):
-    """`ellrobust train` records the heads and elliptical layers: `-m vit-elliptical -c FILE` rebuilds the model exactly."""
+    """`ellrobust train` records the heads and elliptical layers: `-m vit-elliptical -c FILE` rebuilds the
+    model exactly."""
     out = tmp_path / "nano.safetensors"
     args = [
         "train",

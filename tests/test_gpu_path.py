@@ -456,7 +456,8 @@ def test_an_operation_without_a_deterministic_kernel_is_one_line():
     with pytest.raises(UsageError, match="--deterministic: .* has no deterministic kernel"):
         with deterministic_mode():
             raise RuntimeError(
-                "cumsum_cuda_kernel does not have a deterministic implementation, but you set 'torch.use_deterministic_algorithms(True)'."
+                "cumsum_cuda_kernel does not have a deterministic implementation, "
+                "but you set 'torch.use_deterministic_algorithms(True)'."
             )
     assert not torch.are_deterministic_algorithms_enabled()
     with pytest.raises(ValueError):  # other errors are left alone

@@ -303,8 +303,8 @@ def test_a_task_that_raises_in_a_worker_is_one_line_naming_the_image(
     assert result.exit_code == 3
     line = one_error_line(result)
     assert (
-        f"corrupting image '{image_root}/n00/img00.JPEG' (gaussian_noise, severity 1) failed: MemoryError: cannot allocate 1.2 GiB"
-        in line
+        f"corrupting image '{image_root}/n00/img00.JPEG' (gaussian_noise, severity 1) failed: "
+        "MemoryError: cannot allocate 1.2 GiB" in line
     ), line
 
 
@@ -375,7 +375,8 @@ def test_a_full_disk_while_saving_units_is_one_line_and_the_run_resumes(runner, 
 
 @pytest.mark.parametrize(
     ("code", "reason"),
-    [(errno.ENOSPC, "no space left on the device; free space there"), (errno.EDQUOT, "the disk quota is exceeded; free space there"),
+    [(errno.ENOSPC, "no space left on the device; free space there"),
+     (errno.EDQUOT, "the disk quota is exceeded; free space there"),
      (errno.EROFS, "the file system is read-only; pass --out")],
 )  # fmt: skip
 def test_atomic_write_refusals_name_the_folder_and_the_size_and_leave_nothing(tmp_path, monkeypatch, code, reason):
@@ -464,8 +465,9 @@ def small_tmpfs(tmp_path):
 
 
 def test_a_real_full_disk_is_one_line_keeps_finished_units_and_resumes(tmp_path, small_tmpfs):
-    args = ["eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--data", "synthetic", "-n", "32", "--batch-size", "32",
-            "--attack", "none", "--corruption", "fog", "--severity", "1", "--collapse", "--out", str(small_tmpfs / "run")]  # fmt: skip
+    args = ["eval", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--data", "synthetic", "-n", "32",
+            "--batch-size", "32", "--attack", "none", "--corruption", "fog", "--severity", "1", "--collapse",
+            "--out", str(small_tmpfs / "run")]  # fmt: skip
     full = subprocess.run(cli(*args), env=ENV, capture_output=True, text=True, timeout=300)
     assert full.returncode == 3, full.stderr
     lines = [line for line in full.stderr.splitlines() if line.strip()]

@@ -237,7 +237,8 @@ def test_corruption_summary_heat_map_and_mce_difference(full_report):
     corruptions = section(text, "Corruptions")
     summary = tables_in(corruptions.split("### Summary per corruption", 1)[1])[0]
     assert summary[0].startswith(
-        "| corruption | deit-elliptical (%) | deit (%) | deit-elliptical − deit (pp) | cells surviving Holm (A / B) | CE"
+        "| corruption | deit-elliptical (%) | deit (%) | deit-elliptical − deit (pp) "
+        "| cells surviving Holm (A / B) | CE"
     )
     assert len(summary) == 2 + 3
     assert re.search(r"\| gaussian_noise \| \d+\.\d \(\d+\.\d–\d+\.\d\) \|", summary[2])
@@ -388,7 +389,8 @@ def test_report_and_check_never_load_the_engine(tmp_path):
 import sys
 from typer.testing import CliRunner
 from ellrobust.cli import app
-for args in (["report", {str(run)!r}, "--out", {str(out)!r}], ["check", {str(run)!r}, "-b", {str(baseline)!r}, "--update"],
+for args in (["report", {str(run)!r}, "--out", {str(out)!r}], \
+["check", {str(run)!r}, "-b", {str(baseline)!r}, "--update"],
              ["check", {str(run)!r}, "-b", {str(baseline)!r}]):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

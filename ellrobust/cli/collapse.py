@@ -37,7 +37,9 @@ def register(app: typer.Typer) -> None:
             256,
             "--n",
             "-n",
-            help=f"Number of images, a seeded subset of the split (all if the split is smaller; at most {MAX_IMAGES:,}).",
+            help=(
+                f"Number of images, a seeded subset of the split (all if the split is smaller; at most {MAX_IMAGES:,})."
+            ),
         ),
         seed: int = typer.Option(0, help="Seed for the image subset."),
         batch_size: int = options.BATCH_SIZE,

@@ -15,7 +15,10 @@ def register(app: typer.Typer) -> None:
         trust: bool = typer.Option(
             False,
             "--trust",
-            help="Allow full unpickling of SRC. This runs any code the file contains: only for files from a source you trust.",
+            help=(
+                "Allow full unpickling of SRC. This runs any code the file contains: "
+                "only for files from a source you trust."
+            ),
         ),
     ) -> None:
         """Convert a checkpoint to safetensors (weights only), once, so it never needs unpickling again."""

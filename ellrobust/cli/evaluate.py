@@ -63,7 +63,10 @@ def register(app: typer.Typer) -> None:
             None,
             "--n",
             "-n",
-            help=f"Number of images, a seeded subset of the split (default: all; at most {MAX_IMAGES:,}). Under torchrun write -n (torchrun reads --n as one of its own options).",
+            help=(
+                f"Number of images, a seeded subset of the split (default: all; at most {MAX_IMAGES:,}). "
+                "Under torchrun write -n (torchrun reads --n as one of its own options)."
+            ),
         ),
         seed: int = typer.Option(0, help="Seed for the image subset and the attacks' randomness."),
         batch_size: int = options.BATCH_SIZE,
@@ -105,7 +108,10 @@ def register(app: typer.Typer) -> None:
         corruption_protocol: str = typer.Option(
             "auto",
             "--corruption-protocol",
-            help="Corruption constants: imagenet-c, cifar-10-c (Hendrycks & Dietterich's for 32 px images) or auto (cifar-10-c under 64 px).",
+            help=(
+                "Corruption constants: imagenet-c, cifar-10-c (Hendrycks & Dietterich's for 32 px images) "
+                "or auto (cifar-10-c under 64 px)."
+            ),
         ),
         cache: Path | None = typer.Option(
             None,
@@ -116,13 +122,19 @@ def register(app: typer.Typer) -> None:
         memory_budget: float | None = typer.Option(
             None,
             "--memory-budget",
-            help="GiB the decoded images may take in memory before they go to a memory-mapped file (default: half the available memory).",
+            help=(
+                "GiB the decoded images may take in memory before they go to a memory-mapped file "
+                "(default: half the available memory)."
+            ),
         ),
         max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
         precision: str = typer.Option(
             "fp32",
             "--precision",
-            help="Precision of the attack iterations: fp32, tf32 or bf16, or several side by side (bf16,fp32). Verdicts are always fp32.",
+            help=(
+                "Precision of the attack iterations: fp32, tf32 or bf16, or several side by side (bf16,fp32). "
+                "Verdicts are always fp32."
+            ),
         ),
         elliptical_layers: list[str] = options.ELLIPTICAL_LAYERS,
         heads: list[str] = options.HEADS,
@@ -276,7 +288,8 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     meta = json.loads((run_dir / "run.json").read_text())
     for death in meta.get("worker_deaths", []):
         stderr.print(
-            f"warning: a worker process died ({death['cause']}); a fresh worker ran its {death['lost_tasks']} task(s) again (see run.json)."
+            f"warning: a worker process died ({death['cause']}); "
+            f"a fresh worker ran its {death['lost_tasks']} task(s) again (see run.json)."
         )
     if config.collapse is not None:
         models = meta["models"]

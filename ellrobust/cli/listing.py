@@ -180,7 +180,10 @@ _INFERRED_HELP = (
     "ellrobust's ViT built from the checkpoint's shapes (width, depth, patch, image size, classes; DeiT's distillation "
     "token and DeiT-III's LayerScale included); the heads from --heads or the checkpoint's metadata"
 )
-_TWIN_HELP = "the elliptical twin of any plain ViT checkpoint: --elliptical-layers (default: every block after the first) or the metadata's"
+_TWIN_HELP = (
+    "the elliptical twin of any plain ViT checkpoint: --elliptical-layers (default: every block after the first) "
+    "or the metadata's"
+)
 
 
 def _corruption_rows() -> list[dict]:

@@ -30,17 +30,26 @@ def register(app: typer.Typer) -> None:
         elliptical_layers: str | None = typer.Option(
             None,
             "--elliptical-layers",
-            help="0-based elliptical blocks of an elliptical model, e.g. 1-11 (default: every block after the first); recorded in the checkpoint.",
+            help=(
+                "0-based elliptical blocks of an elliptical model, e.g. 1-11 (default: every block after the first); "
+                "recorded in the checkpoint."
+            ),
         ),
         heads: int | None = typer.Option(
             None,
             "--heads",
-            help="Attention heads of `-m vit` / `-m vit-elliptical` started from --checkpoint (architecture read from its shapes); recorded in the checkpoint.",
+            help=(
+                "Attention heads of `-m vit` / `-m vit-elliptical` started from --checkpoint "
+                "(architecture read from its shapes); recorded in the checkpoint."
+            ),
         ),
         precision: str = typer.Option(
             "fp32",
             "--precision",
-            help="fp32, tf32 or bf16 (autocast) for the training forward and backward passes; the test accuracy is measured in fp32.",
+            help=(
+                "fp32, tf32 or bf16 (autocast) for the training forward and backward passes; "
+                "the test accuracy is measured in fp32."
+            ),
         ),
         device: str = typer.Option("cpu", help="Torch device."),
         max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
@@ -71,11 +80,13 @@ def register(app: typer.Typer) -> None:
             raise UsageError(f"--out {str(out)!r} is a folder; pass a file path ending in .safetensors.")
         if checkpoint is None and model in ("deit", "deit-elliptical"):
             raise UsageError(
-                f"--model {model!r} is a short name for a trained model; train an architecture such as 'deit-micro' or 'deit-micro-elliptical'."
+                f"--model {model!r} is a short name for a trained model; "
+                "train an architecture such as 'deit-micro' or 'deit-micro-elliptical'."
             )
         if split_prefix(model) is not None:
             raise UsageError(
-                f"`ellrobust train` trains ellrobust's ViTs; {model!r} is another library's model (evaluate it with `ellrobust eval`)."
+                f"`ellrobust train` trains ellrobust's ViTs; {model!r} is another library's model "
+                "(evaluate it with `ellrobust eval`)."
             )
         train_data = load_dataset(data, "train", data_root)
         test_split = train_data.spec.eval_split
@@ -133,5 +144,6 @@ def register(app: typer.Typer) -> None:
         save_safetensors(net.state_dict(), out, meta)
         first, last = result.history[0].loss, result.history[-1].loss
         stdout.print(
-            f"{model} on {data}: loss {first:.3f} → {last:.3f}, test accuracy {result.test_accuracy * 100:.2f}%; rank 0 wrote {out}"
+            f"{model} on {data}: loss {first:.3f} → {last:.3f}, test accuracy {result.test_accuracy * 100:.2f}%; "
+            f"rank 0 wrote {out}"
         )

@@ -231,7 +231,8 @@ class GeneratedSource:
         if size < low or (high is not None and size > high):
             limits = f"{low}–{high} px" if high is not None else f"at least {low} px"
             raise UsageError(
-                f"dataset {name!r} has {size} px images; the {self.protocol} corruption protocol needs {limits} (see --corruption-protocol)."
+                f"dataset {name!r} has {size} px images; the {self.protocol} corruption protocol needs {limits} "
+                "(see --corruption-protocol)."
             )
 
     def reserve(self, plans) -> None:

@@ -98,13 +98,15 @@ class CifarCSource:
         self.labels = np.load(root / "labels.npy")
         if len(self.labels) != N_SEVERITIES * self.per_severity:
             raise UsageError(
-                f"{str(root / 'labels.npy')!r} holds {len(self.labels)} labels, not {N_SEVERITIES} × the {self.per_severity} images of "
+                f"{str(root / 'labels.npy')!r} holds {len(self.labels)} labels, "
+                f"not {N_SEVERITIES} × the {self.per_severity} images of "
                 f"{ctx.data.spec.name}/{ctx.data.split}; a -C set must be the test split of --data."
             )
         clean = _clean_labels(ctx.data.dataset)
         if clean is not None and not np.array_equal(self.labels[: self.per_severity][ctx.indices], clean[ctx.indices]):
             raise UsageError(
-                f"the labels in {str(root / 'labels.npy')!r} differ from those of {ctx.data.spec.name}/{ctx.data.split}; "
+                f"the labels in {str(root / 'labels.npy')!r} differ from those of "
+                f"{ctx.data.spec.name}/{ctx.data.split}; "
                 "a -C set must be the test split of --data, in the same order."
             )
 
@@ -165,7 +167,8 @@ class ImageNetCSource:
         samples = getattr(ctx.data.dataset, "samples", None)
         if samples is None:
             raise UsageError(
-                f"{str(root)!r} is an ImageNet-C folder; evaluate it with --data imagefolder --data-root <the clean val folder> "
+                f"{str(root)!r} is an ImageNet-C folder; "
+                "evaluate it with --data imagefolder --data-root <the clean val folder> "
                 "so that each corrupted image is paired with its clean one."
             )
         self.root = root

@@ -121,7 +121,8 @@ class ImageStore:
 
 
 def image_name(position: int) -> str:
-    """The image at a position of the run's selection, for messages: its file, else its dataset index (reads :data:`SHARED`)."""
+    """The image at a position of the run's selection, for messages: its file, else its dataset index
+    (reads :data:`SHARED`)."""
     index = SHARED["indices"][position]
     samples = getattr(SHARED["dataset"], "samples", None)
     return f"image {samples[index][0]!r}" if samples is not None else f"image {index} of the dataset"

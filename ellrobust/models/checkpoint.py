@@ -76,7 +76,8 @@ def read_checkpoint(path: str | os.PathLike, *, trust: bool = False) -> tuple[di
             ) from None
         except (RuntimeError, EOFError, OSError, ValueError) as exc:
             raise CheckpointError(
-                f"checkpoint {str(path)!r} is truncated or not a PyTorch file ({type(exc).__name__}); re-download or re-save it."
+                f"checkpoint {str(path)!r} is truncated or not a PyTorch file ({type(exc).__name__}); "
+                "re-download or re-save it."
             ) from None
         for key in NESTED_KEYS:
             if isinstance(obj, dict) and _is_state_dict(obj.get(key)):
@@ -163,7 +164,8 @@ def load_strict(
         missing, unexpected = sorted(result.missing_keys), sorted(result.unexpected_keys)
     if missing or unexpected or shapes:
         raise CheckpointError(
-            f"{source} does not fit the model ({mismatch_report(missing, unexpected, shapes)}).{' ' + fix if fix else ''}"
+            f"{source} does not fit the model ({mismatch_report(missing, unexpected, shapes)})."
+            f"{' ' + fix if fix else ''}"
         )
 
 

@@ -171,7 +171,8 @@ def iter_timm_blocks(net: nn.Module, images: torch.Tensor) -> Iterator[BlockOutp
 
 
 def timm_has_tokens(net: nn.Module) -> bool:
-    """Whether ``net`` is a timm VisionTransformer made of timm's standard blocks (see :class:`TimmVisionTransformer`)."""
+    """Whether ``net`` is a timm VisionTransformer made of timm's standard blocks (see
+    :class:`TimmVisionTransformer`)."""
     from timm.layers import Attention
     from timm.models.vision_transformer import Block, VisionTransformer
 
@@ -217,7 +218,10 @@ def _normalisation(req: ExternalRequest, label: str, mean: Triple | None, std: T
 def _load_checkpoint(model: ExternalClassifier, req: ExternalRequest, label: str) -> ExternalClassifier:
     if req.checkpoint is not None:
         state, _ = read_checkpoint(req.checkpoint)
-        fix = f"Check that {label!r} is the checkpoint's architecture (and --img-size, if the weights were trained at another size)."
+        fix = (
+            f"Check that {label!r} is the checkpoint's architecture "
+            "(and --img-size, if the weights were trained at another size)."
+        )
         load_strict(model.net, state, source=f"checkpoint {str(req.checkpoint)!r}", fix=fix)
     return model.eval()
 
@@ -235,7 +239,8 @@ def build_timm(req: ExternalRequest) -> nn.Module:
         cfg = get_pretrained_cfg(req.name)
     except RuntimeError as exc:  # an unknown pretrained tag
         raise UsageError(
-            f"model {label!r}: {exc} List the tags with `python -c \"import timm; print(timm.list_pretrained('{arch}*'))\"`."
+            f"model {label!r}: {exc} "
+            f"List the tags with `python -c \"import timm; print(timm.list_pretrained('{arch}*'))\"`."
         ) from None
     pretrained_size = _square(cfg.input_size) if cfg is not None else None
     mean, std = _normalisation(req, label, cfg.mean if cfg else None, cfg.std if cfg else None)
@@ -310,7 +315,8 @@ PREFIXES.add(
     "timm",
     ModelPrefix(
         "timm",
-        "any timm classifier as a baseline, built without weights (pip install 'ellrobust[timm]'); timm ViTs expose tokens for collapse",
+        "any timm classifier as a baseline, built without weights (pip install 'ellrobust[timm]'); "
+        "timm ViTs expose tokens for collapse",
         "-m timm:deit_small_patch16_224 -c deit_small.safetensors",
         build_timm,
     ),

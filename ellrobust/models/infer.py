@@ -86,7 +86,8 @@ def infer_config(
     keys = set(state)
     if "patch_embed.proj.weight" not in keys or "pos_embed" not in keys or not any(_BLOCK.match(k) for k in keys):
         raise CheckpointError(
-            f"{source} is not a ViT state dict (no patch_embed.proj, pos_embed or blocks.N keys); `-m vit` builds timm-style ViT/DeiT checkpoints."
+            f"{source} is not a ViT state dict (no patch_embed.proj, pos_embed or blocks.N keys); "
+            "`-m vit` builds timm-style ViT/DeiT checkpoints."
         )
     found = [u.what for u in UNSUPPORTED if u.present(keys)]
     if found:
@@ -99,7 +100,8 @@ def infer_config(
     grid, class_pos_embed = _grid(tokens, prefix)
     if patch != patch_w or grid is None:
         raise CheckpointError(
-            f"{source}: non-square patches or position grid ({patch}×{patch_w} patches, {tokens} position embeddings) are not supported."
+            f"{source}: non-square patches or position grid ({patch}×{patch_w} patches, {tokens} position embeddings) "
+            "are not supported."
         )
     hidden = state["blocks.0.mlp.fc1.weight"].shape[0] if "blocks.0.mlp.fc1.weight" in keys else 4 * width
     config = {

@@ -127,7 +127,8 @@ def checkpoint_architecture(checkpoint: str | os.PathLike) -> str:
 
 
 def infers_architecture(name: str) -> bool:
-    """Whether ``name`` builds its architecture from the checkpoint (``vit``, ``vit-elliptical``): what ``--heads`` applies to."""
+    """Whether ``name`` builds its architecture from the checkpoint (``vit``, ``vit-elliptical``): what
+    ``--heads`` applies to."""
     return name in INFERRED
 
 
@@ -176,7 +177,8 @@ def load_model(
         entry, library_name = external
         if elliptical_layers is not None:
             raise UsageError(
-                f"model {name!r} is a baseline and has no elliptical layers; the elliptical twin of a ViT checkpoint is `-m vit-elliptical -c FILE`."
+                f"model {name!r} is a baseline and has no elliptical layers; "
+                "the elliptical twin of a ViT checkpoint is `-m vit-elliptical -c FILE`."
             )
         if reset_head or heads is not None:
             raise UsageError(

@@ -300,12 +300,14 @@ def _robust(df: pd.DataFrame, labels: Labels, figures: Mapping[str, str]) -> lis
     half = tables.max_half_width(df, Metric.ROBUST_ACCURACY)
     n = int(df.loc[df["metric"] == Metric.ROBUST_ACCURACY.value, "n"].min())
     text = (
-        "Accuracy (%) under each attack and budget ε, with its 95 % Wilson interval in parentheses; *clean* is ε = 0 and "
+        "Accuracy (%) under each attack and budget ε, with its 95 % Wilson interval in parentheses; "
+        "*clean* is ε = 0 and "
         "*worst-case* counts an image as robust only if it survives every attack. "
     )
     if half is not None:
         text += (
-            f"At n = {n} these intervals are up to ±{half * 100:.1f} percentage points wide, so a gap between two models "
+            f"At n = {n} these intervals are up to ±{half * 100:.1f} percentage points wide, "
+            "so a gap between two models "
             "is judged by the paired test (section Paired differences), not by overlapping intervals."
         )
     else:
@@ -347,7 +349,8 @@ def _corruptions(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) 
             heading(3, "Corruption error and mCE"),
             "Corruption error (CE) per corruption, summed over severities and normalised by the reference each row "
             "names: AlexNet's errors on ImageNet-C (Hendrycks & Dietterich 2019), or a baseline model's where AlexNet "
-            "numbers do not exist; mCE is their mean, relative mCE the same for the drop from clean error. Lower is better.",
+            "numbers do not exist; mCE is their mean, relative mCE the same for the drop from clean error. "
+            "Lower is better.",
             table(ce),
         ]
     if mce is not None:
@@ -397,7 +400,8 @@ def _paired(df: pd.DataFrame, labels: Labels) -> list[str]:
     if t is None:
         return [_section("Paired differences"), _absent("evaluate two or more models in one run")]
     text = (
-        "A − B is the difference of accuracies on the same images, in percentage points (positive: A is more accurate), "
+        "A − B is the difference of accuracies on the same images, in percentage points "
+        "(positive: A is more accurate), "
         "with its 95 % score interval for paired proportions (*95 % CI*, also in pp); McNemar p is the exact test "
         "on the images where exactly one model is right. m_grad is the elliptical model's mode. "
     )

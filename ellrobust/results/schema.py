@@ -98,7 +98,8 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     version = run_schema(path.parent)
     if version is not None and version > SCHEMA_VERSION:
         raise UsageError(
-            f"{str(path.parent)!r} was written with results schema {version}, newer than this ellrobust's {SCHEMA_VERSION}; "
+            f"{str(path.parent)!r} was written with results schema {version}, "
+            f"newer than this ellrobust's {SCHEMA_VERSION}; "
             "read it with a newer ellrobust."
         )
     try:
@@ -110,6 +111,7 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if not raw or c not in raw[0]]
     if missing:
         raise UsageError(
-            f"{str(path)!r} lacks the columns {', '.join(missing)}: not an ellrobust results table; re-run the evaluation."
+            f"{str(path)!r} lacks the columns {', '.join(missing)}: not an ellrobust results table; "
+            "re-run the evaluation."
         )
     return complete_table(to_frame(migrate_records(raw)))
