@@ -122,17 +122,13 @@ class ExternalClassifier(nn.Module):
         return self.net(self.normalize(images))
 
 
-class TimmVisionTransformer(ExternalClassifier):
-    """A timm ``VisionTransformer`` whose blocks' tokens the collapse probe reads.
+class TimmTokens:
+    """The token protocol of a wrapper around a timm ``VisionTransformer`` (``self.net``) that
+    normalises its [0, 1] images itself (``self.normalize``): one definition for a ``-m timm:NAME``
+    model and for a timm module handed to ``ellrobust.evaluate``."""
 
-    :meth:`iter_blocks` runs timm's own modules in timm's order (patch embedding, prefix tokens
-    and positions, ``norm_pre``, each block, ``norm``) and keeps each block's residual stream, its
-    attention branch, and the queries, keys and values of its attention (one more ``attn.qkv`` on
-    the block's normed input: the fused attention does not return them). Only timm's standard
-    ``Block`` with its standard ``Attention`` qualifies (:func:`timm_has_tokens`), so that the block
-    written out here is the block timm runs; ``tests/test_external_models.py`` checks the final
-    tokens against ``forward_features``.
-    """
+    net: nn.Module
+    normalize: nn.Module
 
     @property
     def depth(self) -> int:
@@ -144,6 +140,19 @@ class TimmVisionTransformer(ExternalClassifier):
 
     def iter_blocks(self, images: torch.Tensor) -> Iterator[BlockOutput]:
         return iter_timm_blocks(self.net, self.normalize(images))
+
+
+class TimmVisionTransformer(TimmTokens, ExternalClassifier):
+    """A timm ``VisionTransformer`` whose blocks' tokens the collapse probe reads.
+
+    :meth:`iter_blocks` runs timm's own modules in timm's order (patch embedding, prefix tokens
+    and positions, ``norm_pre``, each block, ``norm``) and keeps each block's residual stream, its
+    attention branch, and the queries, keys and values of its attention (one more ``attn.qkv`` on
+    the block's normed input: the fused attention does not return them). Only timm's standard
+    ``Block`` with its standard ``Attention`` qualifies (:func:`timm_has_tokens`), so that the block
+    written out here is the block timm runs; ``tests/test_external_models.py`` checks the final
+    tokens against ``forward_features``.
+    """
 
     def forward_blocks(self, images: torch.Tensor) -> tuple[torch.Tensor, list[BlockOutput]]:
         """Every block's outputs kept, and the final normed tokens (timm's ``forward_features``)."""

@@ -32,7 +32,7 @@ from torch import nn
 
 from ellrobust.errors import UsageError
 from ellrobust.models.base import Classifier, has_tokens
-from ellrobust.models.external import iter_timm_blocks, timm_has_tokens
+from ellrobust.models.external import TimmTokens, timm_has_tokens
 from ellrobust.models.vit import BlockOutput, Normalize
 
 Triple = tuple[float, float, float]
@@ -101,19 +101,8 @@ class ModuleTokenClassifier(ModuleClassifier):
         return self.net.iter_blocks(self.normalize(images))
 
 
-class TimmModuleClassifier(ModuleClassifier):
+class TimmModuleClassifier(TimmTokens, ModuleClassifier):
     """A timm VisionTransformer given as a module: its tokens read as ``-m timm:NAME`` reads them."""
-
-    @property
-    def depth(self) -> int:
-        return len(self.net.blocks)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.net.num_prefix_tokens)
-
-    def iter_blocks(self, images: torch.Tensor) -> Iterator[BlockOutput]:
-        return iter_timm_blocks(self.net, self.normalize(images))
 
 
 def as_classifier(module: object, name: str, *, mean: Triple | None = None, std: Triple | None = None) -> nn.Module:
