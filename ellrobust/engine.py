@@ -268,9 +268,8 @@ class Evaluation:
             # attack units also measure collapse on their adversarial images when it is requested
             "collapse": collapse_key(self.config.collapse) if unit.stage in ("attack", "collapse") else None,
         }
-        if (
-            self.config.deterministic
-        ):  # other kernels, maybe other last bits: not the same unit (absent when off: keys unchanged)
+        # other kernels, maybe other last bits: not the same unit (absent when off: keys unchanged)
+        if self.config.deterministic:
             ident["deterministic"] = True
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -388,9 +387,8 @@ class Evaluation:
         stages = [make_stage() for make_stage in STAGES]
         for stage in stages:
             planned = [(unit, self.identity(unit, ctx)) for unit in stage.units(ctx)]
-            saved = [
-                dist.broadcast(units.load(key, unit) if dist.is_main else None) for unit, key in planned
-            ]  # all ranks agree
+            # every rank takes rank 0's answer, so all ranks agree on what is reused
+            saved = [dist.broadcast(units.load(key, unit) if dist.is_main else None) for unit, key in planned]
             stage.prepare(ctx, [unit for (unit, _), result in zip(planned, saved, strict=True) if result is None])
             for (unit, key), result in zip(planned, saved, strict=True):
                 if result is None:

@@ -23,9 +23,8 @@ class CleanStage(Stage):
         local: dict[int, int] = {}
         nonfinite: dict[int, int] = {}
         for batch in ctx.batches(None, unit.label, seed):
-            with precision_scope(
-                Precision.FP32, batch.images.device
-            ):  # a verdict: strict fp32 whatever the attacks use
+            # a verdict: strict fp32 whatever the attacks use
+            with precision_scope(Precision.FP32, batch.images.device):
                 logits = model(batch.images)
             finite = torch.isfinite(logits).all(1)
             ok = (logits.argmax(1) == batch.labels) & finite  # NaN logits never count as correct

@@ -22,10 +22,8 @@ class CollapseStage(Stage):
         if config is None:
             return []
         names = token_models({name: lm.module for name, lm in ctx.models.items()})
-        for name in names:
-            config.resolve_layers(
-                ctx.models[name].module.depth, name
-            )  # a bad --layers fails before any collapse unit runs
+        for name in names:  # a bad --layers fails before any collapse unit runs
+            config.resolve_layers(ctx.models[name].module.depth, name)
         return [Unit("collapse", name, "collapse", config.unit_params()) for name in names]
 
     @torch.no_grad()

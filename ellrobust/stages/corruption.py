@@ -115,10 +115,8 @@ class CorruptionStage(Stage):
     def prepare(self, ctx: RunContext, pending: list[Unit]) -> None:
         """Stream the images of every pending unit through the pool, in unit and batch order."""
         plans = {unit: self._plans(ctx, unit) for unit in pending}
-        if pending:
-            self._source.reserve(
-                [plan for unit_plans in plans.values() for _, plan in unit_plans]
-            )  # e.g. --cache's disk space
+        if pending:  # e.g. --cache's disk space
+            self._source.reserve([plan for unit_plans in plans.values() for _, plan in unit_plans])
         self._pending = dict(plans)  # run() takes its unit's plans out of this one
         tasks = (task for unit in pending for _, plan in plans[unit] for task in plan.tasks)
         self._stream = ctx.pool.run(tasks, window=max(ctx.pool.default_window(), 2 * ctx.config.batch_size))
