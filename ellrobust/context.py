@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -92,6 +93,7 @@ class EvalConfig:
     sanity: bool = True
     device: str = "cpu"
     deterministic: bool = False  # torch's deterministic kernels on CUDA (:mod:`ellrobust.determinism`)
+    save_adversarial: bool = False  # every attack unit writes its images (:mod:`ellrobust.results.adversarial`)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -252,12 +254,17 @@ class UnitResult:
         values: per-image measurements other than correctness (collapse metrics), keyed by a name
             the producing stage chooses; one float per image the unit measured.
         extra: diagnostics for run.json and the sanity checks (timings, perturbation sizes).
+        predictions: per model, the class predicted for each selected image (as ``outcomes``).
+        linf, l2: per attacked model, the size of each selected image's perturbation.
     """
 
     rows: list[Row] = field(default_factory=list)
     outcomes: dict[str, list[int]] = field(default_factory=dict)
     values: dict[str, list[float]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    predictions: dict[str, list[int]] = field(default_factory=dict)
+    linf: dict[str, list[float]] = field(default_factory=dict)
+    l2: dict[str, list[float]] = field(default_factory=dict)
 
     def outcomes_of(self, unit: Unit) -> list[Outcomes]:
         """The unit's per-example outcomes as typed records, one per model, in the unit's measurement."""
@@ -271,6 +278,9 @@ class UnitResult:
                 unit.m_grad,
                 unit.precision,
                 np.asarray(vals, dtype=bool),
+                self.predictions.get(model),
+                self.linf.get(model),
+                self.l2.get(model),
             )
             for model, vals in self.outcomes.items()
         ]
@@ -326,6 +336,7 @@ class RunContext:
     store: ImageStore | None = None
     pool: WorkerPool | None = None
     results: dict[Unit, UnitResult] = field(default_factory=dict)  # every unit finished so far
+    run_dir: Path | None = None  # where units write files beside their rows (--save-adversarial)
 
     @property
     def device(self) -> torch.device:

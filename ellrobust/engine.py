@@ -94,7 +94,15 @@ class UnitStore:
             outcomes = {m: [int(c) for c in bits] for m, bits in data["outcomes"].items()}
         except (KeyError, TypeError, ValueError):
             return None  # a unit file this version cannot read is recomputed too
-        return UnitResult(rows=rows, outcomes=outcomes, values=data.get("values", {}), extra=data.get("extra", {}))
+        return UnitResult(
+            rows=rows,
+            outcomes=outcomes,
+            values=data.get("values", {}),
+            extra=data.get("extra", {}),
+            predictions=data.get("predictions", {}),  # absent from unit files of ellrobust 0.2
+            linf=data.get("linf", {}),
+            l2=data.get("l2", {}),
+        )
 
     def save(self, key: str, unit: Unit, result: UnitResult) -> None:
         payload = {
@@ -104,6 +112,9 @@ class UnitStore:
             "outcomes": {m: "".join(str(int(v)) for v in vals) for m, vals in result.outcomes.items()},
             "values": result.values,
             "extra": result.extra,
+            "predictions": result.predictions,
+            "linf": result.linf,
+            "l2": result.l2,
         }
         atomic_write(self.path(key, unit), json.dumps(payload, sort_keys=True) + "\n")
 
@@ -271,6 +282,9 @@ class Evaluation:
         # other kernels, maybe other last bits: not the same unit (absent when off: keys unchanged)
         if self.config.deterministic:
             ident["deterministic"] = True
+        # a unit computed without its images cannot give them later (absent when off: keys unchanged)
+        if self.config.save_adversarial and unit.stage == "attack":
+            ident["save_adversarial"] = True
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def run(self) -> RunResult:
@@ -378,7 +392,15 @@ class Evaluation:
         for lm in models.values():
             lm.module.to(dist.device(cfg.device))
         ctx = RunContext(
-            cfg, data, indices, models, self.progress if dist.is_main else no_progress, dist, store=store, pool=pool
+            cfg,
+            data,
+            indices,
+            models,
+            self.progress if dist.is_main else no_progress,
+            dist,
+            store=store,
+            pool=pool,
+            run_dir=self.run_dir,
         )
         units = UnitStore(self.run_dir)
         all_rows: list[Row] = []

@@ -152,6 +152,12 @@ def register(app: typer.Typer) -> None:
         sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Run the attack sanity checks."),
         device: str = options.DEVICE,
         deterministic: bool = options.DETERMINISTIC,
+        save_adversarial: bool = typer.Option(
+            False,
+            "--save-adversarial",
+            help="Keep every attack's images: one safetensors file per model, attack and budget in the run "
+            "folder's adversarial/ (index, x_adv, label, prediction; README, 'Adversarial images').",
+        ),
     ) -> None:
         """Evaluate models on the same images: clean accuracy, attacks, corruptions, collapse.
 
@@ -231,6 +237,7 @@ def register(app: typer.Typer) -> None:
             sanity=sanity,
             device=device,
             deterministic=deterministic,
+            save_adversarial=save_adversarial,
         )
         result = execute(config, out, max_image_pixels)
         if result is None:

@@ -3,9 +3,12 @@
 A measurement (:data:`~ellrobust.results.rows.MEASUREMENT_FIELDS`: method, params, budget or
 severity, ``m_grad``, precision) decides for each of the run's images whether a model got it right
 (clean, corrupted) or kept it right (under attack). Those bits are what paired statistics, worst
-cases and CI reports are computed from; they never travel inside a results row. On disk they are the
-run folder's ``examples.csv.gz``: one line per (model, measurement, image), with the image's index
-in the evaluated split.
+cases and CI reports are computed from; they never travel inside a results row. Beside the bit, each
+image keeps what the model said (``prediction``: the class it predicted on the clean, corrupted or
+adversarial image) and, under attack, how large the perturbation was (``linf`` and ``l2``, in [0, 1]
+pixel units, whatever the attack's norm). On disk they are the run folder's ``examples.csv.gz``: one
+line per (model, measurement, image), with the image's index in the evaluated split; a column a run
+did not measure (norms of a clean image, predictions in a run folder of ellrobust 0.2) is empty.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from ellrobust.files import atomic_write
 from ellrobust.results.rows import MEASUREMENT_FIELDS
 
 #: The columns of the per-example table, in order.
-EXAMPLE_COLUMNS = ("model", *MEASUREMENT_FIELDS, "index", "correct")
+EXAMPLE_COLUMNS = ("model", *MEASUREMENT_FIELDS, "index", "correct", "prediction", "linf", "l2")
+#: Columns a measurement may leave empty (read back as missing, not as text).
+_OPTIONAL_COLUMNS = ("eps", "severity", "prediction", "linf", "l2")
 EXAMPLES_FILE = "examples.csv.gz"
 
 
@@ -35,6 +40,10 @@ class Outcomes:
         method, params, eps, severity, m_grad, precision: the measurement.
         correct: one bool per selected image: classified correctly (clean, corrupted), still
             classified correctly (attacked: robust).
+        prediction: the class predicted for each selected image (on the adversarial image under
+            attack; on the clean image for an image that was not attacked), or None when unknown.
+        linf, l2: under attack, the size of each image's perturbation (0 for an image not
+            attacked), or None.
     """
 
     model: str
@@ -45,9 +54,19 @@ class Outcomes:
     m_grad: str = ""
     precision: str = ""
     correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), compare=False)
+    prediction: np.ndarray | None = field(default=None, compare=False)
+    linf: np.ndarray | None = field(default=None, compare=False)
+    l2: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "correct", np.asarray(self.correct, dtype=bool))
+        for name, dtype in (("prediction", np.int64), ("linf", np.float64), ("l2", np.float64)):
+            value = getattr(self, name)
+            if value is not None:
+                value = np.asarray(value, dtype=dtype)
+                if value.shape != self.correct.shape:
+                    raise ValueError(f"{name} has {value.size} values for {self.correct.size} images")
+                object.__setattr__(self, name, value)
 
     @property
     def measurement(self) -> tuple:
@@ -64,6 +83,9 @@ def examples_frame(outcomes: Iterable[Outcomes], indices: Sequence[int]) -> pd.D
                 **{name: value for name, value in zip(MEASUREMENT_FIELDS, o.measurement, strict=True)},
                 "index": list(indices),
                 "correct": o.correct.astype(np.int8),
+                "prediction": pd.array(o.prediction if o.prediction is not None else [None] * len(o.correct), "Int64"),
+                "linf": o.linf if o.linf is not None else np.nan,
+                "l2": o.l2 if o.l2 is not None else np.nan,
             }
         )
         for o in outcomes
@@ -82,4 +104,7 @@ def load_examples(run_dir: Path) -> pd.DataFrame | None:
     path = Path(run_dir) / EXAMPLES_FILE
     if not path.is_file():
         return None
-    return pd.read_csv(path, keep_default_na=False, na_values={"eps": [""], "severity": [""]})
+    df = pd.read_csv(path, keep_default_na=False, na_values={name: [""] for name in _OPTIONAL_COLUMNS})
+    if "prediction" in df:
+        df["prediction"] = df["prediction"].astype("Int64")
+    return df

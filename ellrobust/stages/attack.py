@@ -10,6 +10,11 @@ attacked. This is sound (robust accuracy can only get lower, i.e. the evaluation
 saves most of the work at large budgets. ``Unit.prior`` records the smaller budgets, so a unit is
 never reused from a run with another list of budgets.
 
+Each unit records, per image, the class predicted on the image the verdict was taken on and the
+perturbation's L∞ and L2 sizes (an image fooled at a smaller budget keeps that budget's image, an
+image not attacked its clean prediction and size 0); with ``--save-adversarial`` it writes those
+images (:mod:`ellrobust.results.adversarial`), so the file and the per-example table agree.
+
 With ``--collapse``, each unit of a model with tokens also measures representation collapse on its
 adversarial images (rows with the attack's method, eps and m_grad). These are the clean-correct images only, so they
 are a different image set from the clean collapse rows (method ``collapse``), which use every image.
@@ -19,15 +24,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, perturbation_norm
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD
 from ellrobust.collapse import CollapseAccumulator
-from ellrobust.context import RunContext, Unit, UnitResult
+from ellrobust.context import RunContext, Unit, UnitResult, clean_unit
 from ellrobust.precision import fp32_predictions
 from ellrobust.results import Metric, Row
+from ellrobust.results.adversarial import AdversarialSet, load_adversarial, save_adversarial
 from ellrobust.stages.base import Stage
 
 #: The large-budget PGD sanity check: at eps = 0.5 any image can be turned into any other class.
@@ -72,6 +80,7 @@ class AttackStage(Stage):
             model.set_m_grad(unit.m_grad)
         clean = ctx.clean_outcomes(unit.model)
         survivors = clean
+        previous = None
         if unit.prior:  # nested budgets: attack only what the next smaller budget did not fool
             previous = replace(unit, eps=unit.prior[-1], prior=unit.prior[:-1])
             survivors = np.asarray(ctx.results[previous].outcomes[unit.model], dtype=bool)
@@ -86,6 +95,9 @@ class AttackStage(Stage):
         if ctx.config.collapse is not None and not large and lm.tokens:
             collapse = CollapseAccumulator(model, ctx.config.collapse, unit.model)
         local: dict[int, int] = {}
+        said: dict[str, dict[int, float]] = {"prediction": {}, "linf": {}, "l2": {}}
+        keep = ctx.config.save_adversarial and not large
+        images: dict[int, np.ndarray] = {}
         stats = {"max_norm": 0.0, "lo": 1.0, "hi": 0.0}
         infos: list[dict] = []
         for batch in ctx.batches(positions, unit.label, seed):
@@ -105,11 +117,18 @@ class AttackStage(Stage):
             infos.append(info)
             # The verdict: a strict fp32 forward, whatever precision the iterations ran in, so a lower
             # precision can only weaken the attack, never count a broken image as robust.
-            ok = (fp32_predictions(model, adv) == y).int().tolist()
+            predicted = fp32_predictions(model, adv)
+            ok = (predicted == y).int().tolist()
             if collapse is not None:
                 collapse.add(adv, batch_pos)
             local.update(zip(batch_pos, ok, strict=True))
-            stats["max_norm"] = max(stats["max_norm"], float(perturbation_norm(adv, x, request.norm).max()))
+            sizes = {"linf": perturbation_norm(adv, x, "Linf"), "l2": perturbation_norm(adv, x, "L2")}
+            for name, per_image in (("prediction", predicted), *sizes.items()):
+                said[name].update(zip(batch_pos, per_image.tolist(), strict=True))
+            if keep:
+                images.update(zip(batch_pos, adv.float().cpu().numpy(), strict=True))
+            own = sizes["linf"] if request.norm == "Linf" else sizes["l2"]
+            stats["max_norm"] = max(stats["max_norm"], float(own.max()))
             stats["lo"], stats["hi"] = min(stats["lo"], float(adv.min())), max(stats["hi"], float(adv.max()))
         robust = ctx.gather(local, dtype=np.int8)
         if collapse is not None:
@@ -144,7 +163,98 @@ class AttackStage(Stage):
         if collapse is not None:
             rows.extend(collapse.rows(measured, len(ctx.indices), extra_params=request.params))
             values = collapse.values(len(ctx.indices))
-        return UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, values=values, extra=extra)
+        result = UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, values=values, extra=extra)
+        carried = _carried(ctx, unit, previous)
+        if carried is not None:
+            for name, per_image in carried.items():
+                gathered = ctx.gather(said[name], dtype=per_image.dtype)
+                per_image[positions] = gathered[positions]
+            result.predictions[unit.model] = carried["prediction"].tolist()
+            result.linf[unit.model] = carried["linf"].tolist()
+            result.l2[unit.model] = carried["l2"].tolist()
+        if keep:
+            parts = ctx.dist.gather_objects(images)
+            if ctx.dist.is_main:
+                attacked = {p: a for part in parts for p, a in part.items()}
+                predicted = result.predictions.get(unit.model)
+                path = _save_images(ctx, unit, request.norm, previous, attacked, predicted)
+                extra["adversarial_file"] = str(path.relative_to(ctx.run_dir))
+        return result
+
+
+def _carried(ctx: RunContext, unit: Unit, previous: Unit | None) -> dict[str, np.ndarray] | None:
+    """What each selected image shows before this unit attacks: the prediction and perturbation sizes of
+    the next smaller budget (nested budgets), or the clean prediction and size 0.
+
+    None when the unit they come from predates per-image predictions (a run folder of ellrobust 0.2):
+    this unit's examples then leave those columns empty rather than mix in guesses.
+    """
+    if previous is None:
+        clean = ctx.results[clean_unit(unit.model)].predictions.get(unit.model)
+        if clean is None:
+            return None
+        zeros = np.zeros(len(clean), dtype=np.float64)
+        return {"prediction": np.asarray(clean, dtype=np.int64), "linf": zeros, "l2": zeros.copy()}
+    before = ctx.results[previous]
+    known = (before.predictions, before.linf, before.l2)
+    if any(unit.model not in part for part in known):
+        return None
+    return {
+        "prediction": np.asarray(before.predictions[unit.model], dtype=np.int64),
+        "linf": np.asarray(before.linf[unit.model], dtype=np.float64),
+        "l2": np.asarray(before.l2[unit.model], dtype=np.float64),
+    }
+
+
+def _save_images(
+    ctx: RunContext,
+    unit: Unit,
+    norm: str,
+    previous: Unit | None,
+    attacked: dict[int, np.ndarray],
+    predicted: list[int] | None,
+) -> Path:
+    """Write the unit's images for the whole selection: the attacked ones over the smaller budget's (or
+    the clean) images, with the predictions the unit recorded (computed here when an older clean unit
+    recorded none)."""
+    every = list(range(len(ctx.indices)))
+    if previous is None:
+        base = ctx.store.batch(every, "cpu")[0].float().numpy()
+    else:
+        name = ctx.results[previous].extra.get("adversarial_file")
+        path = ctx.run_dir / name if name else None
+        if path is None or not path.is_file():
+            raise FileNotFoundError(
+                f"the adversarial images of {unit.model} at the smaller budget {unit.prior[-1]:.6g} are missing "
+                f"({path or 'never saved'}); run again with a new --out."
+            )
+        base = load_adversarial(path).x_adv.copy()
+    for position, image in attacked.items():
+        base[position] = image
+    labels = ctx.store.labels[every].astype(np.int64)
+    if predicted is None:
+        model = ctx.models[unit.model].module
+        chunks = [base[i : i + ctx.config.batch_size] for i in range(0, len(base), ctx.config.batch_size)]
+        predicted = [
+            int(c) for chunk in chunks for c in fp32_predictions(model, torch.from_numpy(chunk).to(ctx.device))
+        ]
+    prediction = np.asarray(predicted, dtype=np.int64)
+    return save_adversarial(
+        ctx.run_dir,
+        AdversarialSet(
+            unit.model,
+            unit.method,
+            unit.params,
+            float(unit.eps),
+            unit.m_grad,
+            unit.precision,
+            norm,
+            np.asarray(ctx.indices, dtype=np.int64),
+            base,
+            labels,
+            prediction,
+        ),
+    )
 
 
 def merge_info(parts: list[dict]) -> dict:
@@ -173,5 +283,4 @@ def _with_m_grad(result: UnitResult, m_grad: str) -> UnitResult:
     The metric ``m`` changes what gradients see, never the logits, and a gradient-free attack only
     queries logits, so its ``detach`` result holds for ``full`` as well; it is copied, not re-run.
     """
-    rows = [row.replace(m_grad=m_grad) for row in result.rows]
-    return UnitResult(rows=rows, outcomes=dict(result.outcomes), values=dict(result.values), extra=dict(result.extra))
+    return replace(result, rows=[row.replace(m_grad=m_grad) for row in result.rows], extra=dict(result.extra))

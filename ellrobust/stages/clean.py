@@ -21,6 +21,7 @@ class CleanStage(Stage):
     def run(self, unit: Unit, ctx: RunContext, seed: int) -> UnitResult:
         model = ctx.models[unit.model].module
         local: dict[int, int] = {}
+        predicted: dict[int, int] = {}
         nonfinite: dict[int, int] = {}
         for batch in ctx.batches(None, unit.label, seed):
             # a verdict: strict fp32 whatever the attacks use
@@ -29,6 +30,7 @@ class CleanStage(Stage):
             finite = torch.isfinite(logits).all(1)
             ok = (logits.argmax(1) == batch.labels) & finite  # NaN logits never count as correct
             local.update(zip(batch.positions, ok.int().tolist(), strict=True))
+            predicted.update(zip(batch.positions, logits.argmax(1).tolist(), strict=True))
             nonfinite.update(zip(batch.positions, (~finite).int().tolist(), strict=True))
         correct = ctx.gather(local, dtype=np.int64).tolist()
         nonfinite = int(ctx.gather(nonfinite, dtype=np.int64).sum())
@@ -38,4 +40,5 @@ class CleanStage(Stage):
                 {"detail": f"{nonfinite} of {len(correct)} images give NaN/inf logits: broken weights or inputs"}
             )
             rows.append(Row(unit.model, Metric.SANITY_FINITE_LOGITS, 0.0, "sanity", params=detail))
-        return UnitResult(rows=rows, outcomes={unit.model: correct})
+        predictions = {unit.model: ctx.gather(predicted, dtype=np.int64).tolist()}
+        return UnitResult(rows=rows, outcomes={unit.model: correct}, predictions=predictions)

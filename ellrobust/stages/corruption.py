@@ -129,6 +129,7 @@ class CorruptionStage(Stage):
     def _run(self, unit: Unit, ctx: RunContext) -> UnitResult:
         plans = self._pending.pop(unit)
         local: dict[str, dict[int, int]] = {name: {} for name in ctx.models}
+        predicted: dict[str, dict[int, int]] = {name: {} for name in ctx.models}
         generated = 0
         data_s = model_s = 0.0  # where the time goes: waiting for images vs the models' forward passes
         ctx.progress(ProgressEvent("start", unit.label, total=len(plans)))
@@ -142,7 +143,9 @@ class CorruptionStage(Stage):
             y = torch.from_numpy(ctx.store.labels[positions]).to(ctx.device)
             generated += plan.generated
             for name, lm in ctx.models.items():
-                local[name].update(zip(positions, (fp32_predictions(lm.module, x) == y).int().tolist(), strict=True))
+                said = fp32_predictions(lm.module, x)
+                local[name].update(zip(positions, (said == y).int().tolist(), strict=True))
+                predicted[name].update(zip(positions, said.tolist(), strict=True))
             tick = time.perf_counter()
             model_s += tick - ready
             ctx.progress(ProgressEvent("advance", unit.label, advance=1))
@@ -167,7 +170,8 @@ class CorruptionStage(Stage):
             "data_seconds": data_s,
             "model_seconds": model_s,
         }
-        return UnitResult(rows=rows, outcomes=correct, extra=extra)
+        predictions = {name: ctx.gather(vals, dtype=np.int64).tolist() for name, vals in predicted.items()}
+        return UnitResult(rows=rows, outcomes=correct, extra=extra, predictions=predictions)
 
     def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
         """Per-corruption accuracy, CE, mCE and relative mCE of every model, from the unit rows."""
