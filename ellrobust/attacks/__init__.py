@@ -10,11 +10,17 @@ Computed here, same algorithms: FAB-T for AutoAttack's verdict (:mod:`.fab`: the
 iterates without its per-iteration overheads), SPSA with passes sized to free memory (:mod:`.spsa`),
 and the AutoAttack cascade itself (:mod:`.cascade`: components timed, decisions in strict fp32).
 
+Minimal-norm answers, one ε* per image instead of one verdict per budget (:mod:`.minimal`): FMN
+(:mod:`.fast_minimum_norm`) and a bisection over any fixed-budget attack (:mod:`.bisection`).
+
 The registry is :mod:`.registry`, requests and their validation :mod:`.request`, running an attack
 :mod:`.perturbation`; this file only re-exports them.
 """
 
+from ellrobust.attacks.bisection import RegistryAttack, bisect, registry_attack
 from ellrobust.attacks.factories import resolve_step_size
+from ellrobust.attacks.fast_minimum_norm import fmn
+from ellrobust.attacks.minimal import MinimalResult, robust_curve
 from ellrobust.attacks.perturbation import perturb, perturbation_norm
 from ellrobust.attacks.registry import ATTACKS, AttackDef
 from ellrobust.attacks.request import BUDGETS, AttackRequest, make_request, validate_params, validate_request
@@ -24,10 +30,16 @@ __all__ = [
     "BUDGETS",
     "AttackDef",
     "AttackRequest",
+    "MinimalResult",
+    "RegistryAttack",
+    "bisect",
+    "fmn",
     "make_request",
     "perturb",
     "perturbation_norm",
+    "registry_attack",
     "resolve_step_size",
+    "robust_curve",
     "validate_params",
     "validate_request",
 ]
