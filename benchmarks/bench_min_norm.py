@@ -28,9 +28,10 @@ from collections.abc import Callable
 import torch
 
 from ellrobust.allocator import keep_freed_memory
-from ellrobust.attacks import MinimalResult, bisect, fmn, registry_attack, robust_curve
+from ellrobust.attacks import MinimalResult, bisect, fmn, registry_attack
 from ellrobust.attacks.bisection import DEFAULT_RESOLUTION
 from ellrobust.data import load_dataset
+from ellrobust.metrics.minimal import robust_curve
 from ellrobust.models import load_model
 from ellrobust.parsing import parse_fraction
 from ellrobust.precision import fp32_predictions
@@ -120,7 +121,7 @@ def main() -> None:
         parts: list[MinimalResult] = outputs[name]
         eps_star = torch.cat([r.eps_star for r in parts])
         censored = torch.cat([r.censored for r in parts])
-        curve = float(robust_curve(eps_star, censored, [eps])[0])
+        curve = float(robust_curve(eps_star.numpy(), censored.numpy(), [eps], eps_max=parts[0].eps_max)[0])
         print(f"; {name.split(',')[0]} {curve:.3f}", end="")
     print()
     for name in list(methods)[2:]:

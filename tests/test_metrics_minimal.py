@@ -310,3 +310,11 @@ def test_other_bad_arguments():
         worst_case_eps(eps, eps, censored=[censored], eps_max=1.0)
     with pytest.raises(ValueError, match="differ in length"):
         worst_case_eps(eps, eps[:1], censored=[censored, censored[:1]], eps_max=1.0)
+
+
+def test_robust_curve_counts_an_eps_star_at_the_budget_up_to_float32_rounding_as_broken():
+    budget = 8 / 255
+    measured = np.float64(np.float32(0.5) + np.float32(budget)) - np.float64(np.float32(0.5))  # a clamped float32 step
+    eps_star = np.array([measured, budget * (1 + 1e-3), 0.0])
+    curve = robust_curve(eps_star, np.zeros(3, dtype=bool), np.array([budget]), eps_max=1.0)
+    assert measured != budget and curve.tolist() == [1 / 3]  # rounding: broken; 0.1 % above: robust

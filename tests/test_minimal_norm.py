@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from ellrobust.attacks import MinimalResult, bisect, fmn, registry_attack, robust_curve
+from ellrobust.attacks import MinimalResult, bisect, fmn, registry_attack
 from ellrobust.attacks.minimal import conclude
 from ellrobust.data import load_dataset
 from ellrobust.errors import UsageError
@@ -234,21 +234,6 @@ def test_the_model_is_in_eval_mode_during_the_attack_and_restored_after():
     fmn(model, x, y, norm="Linf", steps=3)
     bisect(lambda m, images, labels, eps: images, model, x, y, norm="Linf", eps_max=0.1)  # never breaks one
     assert seen and not any(seen) and model.training
-
-
-def test_robust_curve_on_hand_made_answers():
-    eps_star = torch.tensor([0.0, 0.1, 0.2, 0.3], dtype=torch.float64)
-    censored = torch.tensor([False, False, False, True])
-    curve = robust_curve(eps_star, censored, [0.0, 0.05, 0.1, 0.25, 0.3])
-    assert curve.dtype == torch.float64
-    assert curve.tolist() == [0.75, 0.75, 0.5, 0.25, 0.25]  # ε* = ε is broken at ε; censored robust up to eps_max
-    with pytest.raises(UsageError, match=r"above eps_max 0\.3") as info:
-        robust_curve(eps_star, censored, [0.1, 0.31])
-    assert "\n" not in str(info.value)
-    # without censored images every budget has an answer
-    assert robust_curve(eps_star, torch.zeros(4, dtype=torch.bool), [0.25, 10.0]).tolist() == [0.25, 0.0]
-    with pytest.raises(UsageError, match="≥ 0"):
-        robust_curve(eps_star, censored, [-0.1])
 
 
 def test_bad_requests_are_refused_in_one_line(clear):

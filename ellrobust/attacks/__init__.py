@@ -20,7 +20,7 @@ The registry is :mod:`.registry`, requests and their validation :mod:`.request`,
 from ellrobust.attacks.bisection import RegistryAttack, bisect, registry_attack
 from ellrobust.attacks.factories import resolve_step_size
 from ellrobust.attacks.fast_minimum_norm import fmn
-from ellrobust.attacks.minimal import MinimalResult, robust_curve
+from ellrobust.attacks.minimal import MinimalResult
 from ellrobust.attacks.perturbation import perturb, perturbation_norm
 from ellrobust.attacks.registry import ATTACKS, AttackDef
 from ellrobust.attacks.request import BUDGETS, AttackRequest, make_request, validate_params, validate_request
@@ -39,7 +39,6 @@ __all__ = [
     "perturbation_norm",
     "registry_attack",
     "resolve_step_size",
-    "robust_curve",
     "validate_params",
     "validate_request",
 ]

@@ -28,10 +28,11 @@ from torch import nn
 
 from ellrobust.attacks.cascade import evaluating
 from ellrobust.attacks.fast_minimum_norm import DEFAULT_EPS_MAX
-from ellrobust.attacks.minimal import MinimalResult, check_batch, check_norm, conclude, perturbation_norms, within
+from ellrobust.attacks.minimal import MinimalResult, check_batch, check_norm, conclude, perturbation_norms
 from ellrobust.attacks.perturbation import perturb
 from ellrobust.attacks.request import AttackRequest, make_request, validate_request
 from ellrobust.errors import UsageError
+from ellrobust.metrics.minimal import within
 from ellrobust.precision import Precision, fp32_predictions
 
 #: One sixteenth of a grey level: below what an 8-bit image can show, so a curve read off the bisected

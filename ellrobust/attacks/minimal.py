@@ -2,7 +2,7 @@
 
 A fixed-budget attack answers "is this image broken at ε?" once per budget; a minimal-norm attack
 answers "from which ε on is it broken?" once per image, and every robust-accuracy curve follows from
-those answers without attacking again (:func:`robust_curve`). Two attacks give them:
+those answers without attacking again (:func:`ellrobust.metrics.minimal.robust_curve`). Two attacks give them:
 :func:`~.fast_minimum_norm.fmn` (one optimisation per image) and :func:`~.bisection.bisect` (a binary
 search over a fixed-budget attack, slower but exact up to its resolution for that attack).
 
@@ -17,27 +17,22 @@ The rules every answer follows:
 * an image the model gets wrong clean has ``eps_star`` 0 and ``x_adv`` the clean image;
 * an image no adversarial example within ``eps_max`` was found for is *censored*: ``eps_star`` is
   ``eps_max`` and ``x_adv`` the clean image. Its true ε* is only known to be above ``eps_max``, which
-  is why :func:`robust_curve` refuses budgets beyond it.
+  is why :func:`~ellrobust.metrics.minimal.robust_curve` refuses budgets beyond it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ellrobust.errors import UsageError
+from ellrobust.metrics.minimal import within
 from ellrobust.precision import fp32_predictions
 
 NORMS = ("Linf", "L2")
-
-#: A measured norm within this of a budget is inside it: ``x + δ`` clamped to [0, 1] and taken back off
-#: ``x`` in float32 can land an ulp or so past the budget the attack clamped to (the tolerance of the
-#: budget checks in the attack tests; an L2 norm sums many such roundings).
-_REL_TOL, _ABS_TOL = 1e-5, 1e-6
 
 
 @dataclass(frozen=True)
@@ -92,11 +87,6 @@ def perturbation_norms(x_adv: torch.Tensor, images: torch.Tensor, norm: str) -> 
     return delta.abs().amax(1) if norm == "Linf" else delta.norm(p=2, dim=1)
 
 
-def within(norms: torch.Tensor, eps: float | torch.Tensor) -> torch.Tensor:
-    """Which measured norms are inside budget ``eps``, up to float32 rounding of the clamped images."""
-    return norms <= eps * (1 + _REL_TOL) + _ABS_TOL
-
-
 def conclude(
     model: nn.Module,
     images: torch.Tensor,
@@ -140,38 +130,3 @@ def conclude(
         eps_max=float(eps_max),
         resolution=resolution,
     )
-
-
-def robust_curve(
-    eps_star: torch.Tensor, censored: torch.Tensor, eps_grid: Sequence[float] | torch.Tensor
-) -> torch.Tensor:
-    """Robust accuracy at each budget of ``eps_grid``: the fraction of images with ε* > ε (float64).
-
-    An image with ε* = ε is broken at ε (its adversarial example is inside the budget); one
-    misclassified clean (ε* = 0) is broken at every ε ≥ 0, so the curve at 0 is clean accuracy. A
-    censored image's ε* is only known to exceed its ``eps_max`` (its recorded ``eps_star``): it counts as
-    robust at every ε up to there, and a budget beyond the smallest such ``eps_max`` has no answer, so it
-    is refused. Without censored images every budget has one.
-    """
-    eps_star = torch.as_tensor(eps_star, dtype=torch.float64).flatten()
-    censored = torch.as_tensor(censored, dtype=torch.bool).flatten()
-    grid = torch.as_tensor(eps_grid, dtype=torch.float64).flatten()
-    if eps_star.shape != censored.shape:
-        raise UsageError(
-            f"robust_curve: eps_star has {len(eps_star)} images, censored {len(censored)}; pass one per image."
-        )
-    if len(eps_star) == 0:
-        raise UsageError("robust_curve needs at least one image.")
-    if bool((grid < 0).any()) or not bool(torch.isfinite(grid).all()):
-        raise UsageError(f"robust_curve: budgets must be finite and ≥ 0 (got {grid.tolist()}).")
-    if bool(censored.any()):
-        bound = float(eps_star[censored].min())
-        above = grid[grid > bound]
-        if len(above):
-            raise UsageError(
-                f"robust_curve: ε {float(above[0]):.6g} is above eps_max {bound:.6g}, where {int(censored.sum())} "
-                "censored images are only known to be robust; pass budgets ≤ eps_max "
-                "or attack again with a larger eps_max."
-            )
-    robust = censored.unsqueeze(0) | (eps_star.unsqueeze(0) > grid.unsqueeze(1))
-    return robust.double().mean(1)

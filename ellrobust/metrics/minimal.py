@@ -46,6 +46,18 @@ from scipy.stats import binom, norm, rankdata
 from ellrobust.metrics.decisions import ALPHA, CONFIDENCE, POWER, z_value
 from ellrobust.metrics.stats import mcnemar_exact, wilson_interval
 
+#: A measured norm within this of a budget is inside it: an attack's ``x + δ`` clamped to [0, 1] and taken
+#: back off ``x`` in float32 can land an ulp or so past the budget it clamped to (an L2 norm sums many such
+#: roundings). So an image whose ε* is the budget up to that rounding counts as broken at that budget, as
+#: the fixed-budget attack that found it says.
+REL_TOL, ABS_TOL = 1e-5, 1e-6
+
+
+def within(norms, eps):
+    """Which measured norms are inside budget ``eps`` up to float32 rounding (numpy arrays or torch tensors)."""
+    return norms <= eps * (1 + REL_TOL) + ABS_TOL
+
+
 #: Largest number of pairs for which the signed-rank test and the Hodges–Lehmann interval use the exact
 #: null distribution of the signed-rank statistic (scipy's own limit for its exact test); beyond it the
 #: normal approximation, whose interval rank already equals the exact one at n = 30, 40 and 50.
@@ -151,9 +163,9 @@ def _pairs(
 def robust_curve(eps_star: np.ndarray, censored: np.ndarray, eps_grid: np.ndarray, *, eps_max: float) -> np.ndarray:
     """Fraction of images with ε* > ε at each ε of ``eps_grid``: the robust accuracy an attack at ε measures.
 
-    A censored image is robust at every ε ≤ eps_max. Beyond eps_max its ε* is unknown, so a grid past
-    eps_max is refused rather than guessed. At ε = 0 the curve is the clean accuracy (misclassified
-    images have ε* = 0).
+    ε* equal to ε up to float32 rounding (:func:`within`) is broken at ε. A censored image is robust
+    at every ε ≤ eps_max. Beyond eps_max its ε* is unknown, so a grid past eps_max is refused rather
+    than guessed. At ε = 0 the curve is the clean accuracy (misclassified images have ε* = 0).
     """
     eps_max = _check_eps_max(eps_max)
     eps, flags = _budgets(eps_star, censored, eps_max, "robust_curve")
@@ -165,7 +177,7 @@ def robust_curve(eps_star: np.ndarray, censored: np.ndarray, eps_grid: np.ndarra
             f"eps_grid reaches {grid.max()}, above eps_max = {eps_max}, where censored ε* are unknown; "
             "stop the grid at eps_max or rerun the attack with a larger eps_max"
         )
-    robust = flags[None, :] | (eps[None, :] > grid[:, None])
+    robust = flags[None, :] | ~within(eps[None, :], grid[:, None])
     return robust.mean(axis=1)
 
 
