@@ -246,9 +246,9 @@ def evaluate(
             ``seed``, ``device``, ``precision`` (``"bf16"``, ``"bf16,fp32"``), ``m_grad``
             (``"detach"``, ``"full"``, ``"both"``), ``severities`` (``"1-5"``, ``3``), ``workers``
             (``"auto"`` or a number), ``split``, ``data_root``, ``image_size``, ``sanity``,
-            ``deterministic``, ``save_adversarial``, ``cache_dir``, ``corruption_source``, ``corruption_protocol``,
-            ``memory_budget_gb``, and ``max_image_pixels`` (not part of the request: it changes no
-            number). An unknown name is refused, listing the valid ones.
+            ``deterministic``, ``save_adversarial``, ``transfer``, ``cache_dir``, ``corruption_source``,
+            ``corruption_protocol``, ``memory_budget_gb``, and ``max_image_pixels`` (not part of the
+            request: it changes no number). An unknown name is refused, listing the valid ones.
 
     Returns:
         The run's :class:`Results`.
@@ -614,6 +614,7 @@ _READERS: dict[str, Callable[[str, object], object]] = {
     "device": _device,
     "deterministic": _flag,
     "save_adversarial": _flag,
+    "transfer": _flag,
 }
 
 

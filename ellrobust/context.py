@@ -94,6 +94,7 @@ class EvalConfig:
     device: str = "cpu"
     deterministic: bool = False  # torch's deterministic kernels on CUDA (:mod:`ellrobust.determinism`)
     save_adversarial: bool = False  # every attack unit writes its images (:mod:`ellrobust.results.adversarial`)
+    transfer: bool = False  # every attack unit's images are also judged by every other model of the run
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -120,6 +121,11 @@ class EvalConfig:
             raise UsageError(f"--img-size must be a positive number of pixels (got {self.image_size}).")
         if len(set(self.models)) != len(self.models):
             raise UsageError("the same --model is given twice; give each model once.")
+        if self.transfer and len(self.models) < 2:
+            raise UsageError(
+                "--transfer judges each model's adversarial images by the other models, and there is only "
+                f"{self.models[0]!r}; add a second --model."
+            )
         if self.m_grad not in M_GRAD_CHOICES:
             raise UsageError(f"--m-grad must be one of {', '.join(M_GRAD_CHOICES)} (got {self.m_grad!r}).")
         if self.batch_size <= 0:
@@ -256,6 +262,8 @@ class UnitResult:
         extra: diagnostics for run.json and the sanity checks (timings, perturbation sizes).
         predictions: per model, the class predicted for each selected image (as ``outcomes``).
         linf, l2: per attacked model, the size of each selected image's perturbation.
+        transfer, transfer_predictions: with ``--transfer``, per other model of the run, whether it
+            classifies the attacked model's adversarial images correctly, and what it predicts.
     """
 
     rows: list[Row] = field(default_factory=list)
@@ -265,10 +273,27 @@ class UnitResult:
     predictions: dict[str, list[int]] = field(default_factory=dict)
     linf: dict[str, list[float]] = field(default_factory=dict)
     l2: dict[str, list[float]] = field(default_factory=dict)
+    transfer: dict[str, list[int]] = field(default_factory=dict)
+    transfer_predictions: dict[str, list[int]] = field(default_factory=dict)
 
     def outcomes_of(self, unit: Unit) -> list[Outcomes]:
-        """The unit's per-example outcomes as typed records, one per model, in the unit's measurement."""
-        return [
+        """The unit's per-example outcomes as typed records, one per model, in the unit's measurement;
+        transferred ones in the measurement :func:`transfer_params` names."""
+        transferred = [
+            Outcomes(
+                target,
+                unit.method,
+                transfer_params(unit),
+                unit.eps,
+                None,
+                "",
+                unit.precision,
+                np.asarray(vals, dtype=bool),
+                self.transfer_predictions.get(target),
+            )
+            for target, vals in self.transfer.items()
+        ]
+        return transferred + [
             Outcomes(
                 model,
                 unit.method,
@@ -396,6 +421,21 @@ class RunContext:
         if self.config.eps is not None:
             return self.config.eps
         return request.definition.default_eps or self.data.spec.default_eps
+
+
+def transfer_params(unit: Unit) -> str:
+    """The params of a transferred measurement: the attack's, plus the model it attacked (``source``) and,
+    for an elliptical source, its ``source_m_grad``.
+
+    The target takes no gradient, so its own m_grad does not apply (its rows' ``m_grad`` is empty); the
+    source is part of the params so that the images of different sources are different measurements,
+    and two targets judged on the same source's images pair up image by image.
+    """
+    params = json.loads(unit.params)
+    params["source"] = unit.model
+    if unit.m_grad:
+        params["source_m_grad"] = unit.m_grad
+    return json.dumps(params, sort_keys=True)
 
 
 def clean_unit(model: str) -> Unit:

@@ -69,11 +69,24 @@ def derive(
 def worst_case(outcomes: Iterable[Outcomes]) -> tuple[list[Row], list[Outcomes]]:
     """Per model, norm, eps, m_grad and precision: an image is robust only if it survives every attack of the run."""
     groups: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
+    transferred = []
     for o in outcomes:
         if o.eps is None or o.method == LARGE_EPS_METHOD:  # attack outcomes are the ones with a budget
             continue
-        norm = AttackRequest(o.method, json.loads(o.params)).norm
-        groups[(o.model, norm, o.eps, o.m_grad, o.precision)][o.method] = o.correct
+        params = json.loads(o.params)
+        norm = AttackRequest(o.method, params).norm
+        if "source" in params:  # named without the source, so both models' worst cases stay one measurement
+            transferred.append((o, norm, f"{o.method} transferred"))
+        else:
+            groups[(o.model, norm, o.eps, o.m_grad, o.precision)][o.method] = o.correct
+    # Another model's adversarial images lie in the same ball: the worst case of each of the target's
+    # m_grad modes counts them too (the target takes no gradient, so its mode does not change them).
+    for o, norm, name in transferred:
+        for key in list(groups):
+            model, group_norm, eps, _, precision = key
+            if (model, group_norm, eps, precision) == (o.model, norm, o.eps, o.precision):
+                earlier = groups[key].get(name)  # from another source (three models or more): both count
+                groups[key][name] = o.correct if earlier is None else earlier & o.correct
     rows, worst_outcomes = [], []
     for (model, norm, eps, mg, precision), per_attack in groups.items():
         if len(per_attack) < 2:

@@ -102,6 +102,8 @@ class UnitStore:
             predictions=data.get("predictions", {}),  # absent from unit files of ellrobust 0.2
             linf=data.get("linf", {}),
             l2=data.get("l2", {}),
+            transfer=data.get("transfer", {}),
+            transfer_predictions=data.get("transfer_predictions", {}),
         )
 
     def save(self, key: str, unit: Unit, result: UnitResult) -> None:
@@ -115,6 +117,8 @@ class UnitStore:
             "predictions": result.predictions,
             "linf": result.linf,
             "l2": result.l2,
+            "transfer": result.transfer,
+            "transfer_predictions": result.transfer_predictions,
         }
         atomic_write(self.path(key, unit), json.dumps(payload, sort_keys=True) + "\n")
 
@@ -285,6 +289,9 @@ class Evaluation:
         # a unit computed without its images cannot give them later (absent when off: keys unchanged)
         if self.config.save_adversarial and unit.stage == "attack":
             ident["save_adversarial"] = True
+        # the models that judge the unit's images are part of its numbers (absent when off: keys unchanged)
+        if self.config.transfer and unit.stage == "attack":
+            ident["transfer"] = {m.name: m.digest for m in ctx.models.values() if m.name != unit.model}
         return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
     def run(self) -> RunResult:
@@ -511,7 +518,7 @@ def _compile_record(start: dict) -> dict:
     }
 
 
-#: Unit diagnostics that run.json lists per unit (time, work done, and how attacks spent it).
+#: Unit diagnostics that run.json lists per unit (time, work done, how attacks spent it, files written).
 _TIMING_KEYS = (
     "seconds",
     "compile_seconds",
@@ -521,6 +528,7 @@ _TIMING_KEYS = (
     "generated_images",
     "data_seconds",
     "model_seconds",
+    "adversarial_file",
 )
 
 

@@ -7,6 +7,7 @@ the saved files must reproduce exactly those predictions when the models are run
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -88,6 +89,10 @@ def test_an_image_fooled_at_the_smaller_budget_keeps_that_image_at_the_larger(ru
 
 def test_saved_images_reproduce_the_recorded_predictions(run, examples):
     paths = sorted((run / ADVERSARIAL_DIR).glob("*.safetensors"))
+    named = {
+        u["adversarial_file"] for u in json.loads((run / "run.json").read_text())["units"] if "adversarial_file" in u
+    }
+    assert named == {str(p.relative_to(run)) for p in paths}  # run.json names every file
     assert len(paths) == 2 * 2 * 2  # pgd and fgsm × 2 budgets × 2 models
     for path in paths:
         saved = load_adversarial(path)

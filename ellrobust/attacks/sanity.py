@@ -57,6 +57,12 @@ def sanity_rows(ctx, rows: list[Row], extras) -> list[Row]:
         if r.metric is Metric.ROBUST_ACCURACY and r.method != "worst-case" and r.layer is None and not r.baseline:
             norm = AttackRequest(r.method, json.loads(r.params)).norm
             robust[(r.model, r.m_grad, r.precision)][(r.method, norm, r.eps)] = r.value
+    transferred: dict[tuple, list[tuple[str, str, str, float, float]]] = defaultdict(list)
+    for r in rows:
+        if r.metric is Metric.TRANSFER_ACCURACY:
+            params = json.loads(r.params)
+            norm = AttackRequest(r.method, params).norm
+            transferred[(r.model, r.precision)].append((r.method, params["source"], norm, r.eps, r.value))
     bounds: dict[tuple, list[str]] = defaultdict(list)
     ranges: dict[tuple, list[str]] = defaultdict(list)
     large: dict[tuple, float] = {}
@@ -134,6 +140,19 @@ def sanity_rows(ctx, rows: list[Row], extras) -> list[Row]:
                     "no_gradient_masking",
                     not masking,
                     "; ".join(masking) or "gradient-free attacks no stronger than gradient attacks",
+                )
+            )
+        stronger = [
+            f"{m} from {source} {v:.3f} < white-box {accs[(m, norm, e)]:.3f} at eps {e:.4g}"
+            for m, source, norm, e, v in transferred.get((model, precision), [])
+            if (m, norm, e) in accs and v < accs[(m, norm, e)] - slack
+        ]
+        if any((m, norm, e) in accs for m, _, norm, e, _ in transferred.get((model, precision), [])):
+            out.append(
+                check(
+                    "transfer_not_stronger",
+                    not stronger,
+                    "; ".join(stronger) or "every white-box attack at least as strong as the same attack transferred",
                 )
             )
         if key in large:

@@ -158,6 +158,12 @@ def register(app: typer.Typer) -> None:
             help="Keep every attack's images: one safetensors file per model, attack and budget in the run "
             "folder's adversarial/ (index, x_adv, label, prediction; README, 'Adversarial images').",
         ),
+        transfer: bool = typer.Option(
+            False,
+            "--transfer",
+            help="Judge every model's adversarial images by every other model too (transfer_accuracy rows, "
+            "a source × target table): a white-box attack weaker than a transferred one signals gradient masking.",
+        ),
     ) -> None:
         """Evaluate models on the same images: clean accuracy, attacks, corruptions, collapse.
 
@@ -177,6 +183,7 @@ def register(app: typer.Typer) -> None:
             print_json,
             stderr,
             stdout,
+            transfer_table,
             verdict,
             warn_sanity,
         )
@@ -238,6 +245,7 @@ def register(app: typer.Typer) -> None:
             device=device,
             deterministic=deterministic,
             save_adversarial=save_adversarial,
+            transfer=transfer,
         )
         result = execute(config, out, max_image_pixels)
         if result is None:
@@ -249,9 +257,9 @@ def register(app: typer.Typer) -> None:
             stdout.print(
                 accuracy_table(table, f"Accuracy (%) · {config.dataset} · n={table['n'].iloc[0]} · seed={seed}")
             )
-            corr = corruption_table(table)
-            if corr is not None:
-                stdout.print(corr)
+            for extra in (transfer_table(table), corruption_table(table)):
+                if extra is not None:
+                    stdout.print(extra)
             paired = paired_table(table)
             if paired is not None:
                 stdout.print(paired)

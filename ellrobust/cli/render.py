@@ -92,6 +92,13 @@ def accuracy_table(df: pd.DataFrame, title: str) -> RenderableType:
     return Group() if found is None else rich_table(replace(found, title=title))
 
 
+def transfer_table(df: pd.DataFrame) -> RenderableType | None:
+    """The report's source × target table (``--transfer``), None for a run without it."""
+    frame = prepare(df)
+    found = tables.transfer_table(frame, build_labels(frame))
+    return None if found is None else rich_table(found)
+
+
 def corruption_table(df: pd.DataFrame) -> RenderableType | None:
     """The report's corruption tables: the summary per corruption, CE and mCE, the mCE difference."""
     frame = prepare(df)

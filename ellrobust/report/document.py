@@ -79,6 +79,7 @@ def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str], report
         *_verdict(runs),
         *_clean(df),
         *_robust(df, labels, figures),
+        *_transfer(df, labels),
         *_corruptions(runs, df, figures),
         *_collapse(df, figures),
         *_paired(df, labels),
@@ -316,6 +317,21 @@ def _robust(df: pd.DataFrame, labels: Labels, figures: Mapping[str, str]) -> lis
     if "robust_accuracy" in figures:
         out.append(image("Robust accuracy vs eps, one panel per attack", figures["robust_accuracy"]))
     return out
+
+
+def _transfer(df: pd.DataFrame, labels: Labels) -> list[str]:
+    """The source × target table of ``--transfer``; nothing for a run without it."""
+    t = tables.transfer_table(df, labels)
+    if t is None:
+        return []
+    text = (
+        "Each row attacks one model (the source) and judges its adversarial images by every model of the "
+        "run: the diagonal is the white-box accuracy, the other cells the transferred one, with 95 % Wilson "
+        "intervals. Images the source got wrong clean are not attacked, so there the target sees the clean "
+        "image. A white-box attack that leaves a model more accurate than another model's transferred "
+        "images do is a sign of gradient masking: the sanity check `transfer_not_stronger` flags it."
+    )
+    return [_section("Transfer between the models"), text, table(t)]
 
 
 def _corruptions(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:

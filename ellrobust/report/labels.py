@@ -88,9 +88,20 @@ class Labels:
     legend: tuple[tuple[str, str], ...]
 
     def method(self, method: str, params: object) -> str:
-        """The label of a row's method (its collapse settings ignored); the bare name when it has no settings."""
+        """The label of a row's method (its collapse settings and a transfer's source ignored); the bare
+        name when it has no settings."""
         settings, _ = split_params(params)
+        settings = without_source(settings)
         return self.names.get((method, _canonical(settings)), method)
+
+
+#: The params a transferred measurement adds to its attack's (:func:`ellrobust.context.transfer_params`).
+TRANSFER_KEYS = ("source", "source_m_grad")
+
+
+def without_source(settings: Mapping) -> dict:
+    """An attack's settings without what a transfer adds: the attack the images come from."""
+    return {k: v for k, v in settings.items() if k not in TRANSFER_KEYS}
 
 
 def build_labels(df: pd.DataFrame) -> Labels:
@@ -105,6 +116,7 @@ def build_labels(df: pd.DataFrame) -> Labels:
     eps = df["eps"] if "eps" in df else pd.Series(float("nan"), index=df.index)
     for method, params, has_eps in zip(df["method"], df["params"], eps.notna(), strict=True):
         settings, measured = split_params(params)
+        settings = without_source(settings)  # a transferred attack is labelled as the attack it transfers
         if has_eps and settings:
             variants.setdefault(str(method), {}).setdefault(_canonical(settings), settings)
         if measured:

@@ -143,6 +143,40 @@ def robust_table(df: pd.DataFrame, labels: Labels) -> Table | None:
     return Table(headers, tuple(out), align, title="Robust accuracy (%) with 95 % Wilson intervals")
 
 
+def transfer_table(df: pd.DataFrame, labels: Labels) -> Table | None:
+    """Source × target per attack and budget (``--transfer``): each target's accuracy (%) (95 % CI) on
+    the adversarial images crafted on the source, the white-box accuracy on the diagonal."""
+    transferred = _values(df, Metric.TRANSFER_ACCURACY)
+    if transferred.empty:
+        return None
+    lookup = Lookup(df)
+    white_box = _values(df, Metric.ROBUST_ACCURACY)
+    white_box = white_box[white_box["method"].ne("worst-case")]
+    cells: dict[tuple, dict[str, str]] = {}
+    for metric, rows in ((Metric.ROBUST_ACCURACY, white_box), (Metric.TRANSFER_ACCURACY, transferred)):
+        for r in rows.to_dict(orient="records"):
+            params = parse_params(r["params"])
+            source = params.get("source", r["model"])
+            mode = params.get("source_m_grad", "") if "source" in params else r["m_grad"]
+            key = (labels.method(r["method"], r["params"]), r["eps"], r["precision"], source, mode)
+            cells.setdefault(key, {})[r["model"]] = _accuracy_cell(lookup, r, metric)
+    keys = [k for k in cells if any(target != k[3] for target in cells[k])]  # settings something transferred from
+    if not keys:
+        return None
+    targets = list(dict.fromkeys(df["model"]))
+    with_precision = len({k[2] for k in keys}) > 1
+    out = []
+    for key in sorted(keys, key=lambda k: (k[0], k[1], str(k[2]), targets.index(k[3]) if k[3] in targets else 0)):
+        attack, eps, precision, source, mode = key
+        first = [attack, f"{format_eps(eps)}", *([str(precision)] if with_precision else [])]
+        out.append((*first, f"{source} ({mode})" if mode else source, *(cells[key].get(t, "") for t in targets)))
+    headers = ("attack", "ε", *(["precision"] if with_precision else []), "source / target", *targets)
+    align = (Align.LEFT,) * (len(headers) - len(targets)) + (Align.RIGHT,) * len(targets)
+    sections = _sections([row[:2] for row in out])
+    title = "Transfer: accuracy (%) of each target on the source's adversarial images (diagonal: white-box)"
+    return Table(headers, tuple(out), align, title=title, sections=sections)
+
+
 def max_half_width(df: pd.DataFrame, metric: Metric) -> float | None:
     """The widest half-interval (as a fraction) among a metric's rows, or None when the run has no intervals."""
     lookup = Lookup(df)

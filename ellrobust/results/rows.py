@@ -34,6 +34,9 @@ class Metric(StrEnum):
     CORRUPTION_ACCURACY_CI_LOW = "corruption_accuracy_ci_low"
     CORRUPTION_ACCURACY_CI_HIGH = "corruption_accuracy_ci_high"
     N_ATTACKED = "n_attacked"
+    TRANSFER_ACCURACY = "transfer_accuracy"  # a model on another model's adversarial images (params: source)
+    TRANSFER_ACCURACY_CI_LOW = "transfer_accuracy_ci_low"
+    TRANSFER_ACCURACY_CI_HIGH = "transfer_accuracy_ci_high"
     CORRUPTION_ERROR = "corruption_error"
     CE = "ce"
     MCE = "mce"
@@ -75,6 +78,7 @@ class Metric(StrEnum):
     SANITY_NO_GRADIENT_MASKING = "sanity_no_gradient_masking"
     SANITY_LARGE_EPS_REACHES_CHANCE = "sanity_large_eps_reaches_chance"
     SANITY_PRECISION_NOT_ABOVE_FP32 = "sanity_precision_not_above_fp32"
+    SANITY_TRANSFER_NOT_STRONGER = "sanity_transfer_not_stronger"
 
     @property
     def ci_low(self) -> Metric:
@@ -101,7 +105,7 @@ class Metric(StrEnum):
 
 
 #: Accuracies: fractions of the run's images, each with a Wilson interval.
-ACCURACIES = (Metric.CLEAN_ACCURACY, Metric.ROBUST_ACCURACY, Metric.CORRUPTION_ACCURACY)
+ACCURACIES = (Metric.CLEAN_ACCURACY, Metric.ROBUST_ACCURACY, Metric.CORRUPTION_ACCURACY, Metric.TRANSFER_ACCURACY)
 #: Collapse metrics measured per layer, each with a t interval over images and paired differences.
 COLLAPSE_METRICS = (Metric.TOKEN_COSINE, Metric.ATTENTION_ENTROPY, Metric.EFFECTIVE_RANK)
 #: The rows of one paired accuracy comparison, in the order they are written and shown.

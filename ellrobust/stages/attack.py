@@ -15,6 +15,11 @@ perturbation's L∞ and L2 sizes (an image fooled at a smaller budget keeps that
 image not attacked its clean prediction and size 0); with ``--save-adversarial`` it writes those
 images (:mod:`ellrobust.results.adversarial`), so the file and the per-example table agree.
 
+With ``--transfer``, every other model of the run judges the same adversarial images (a strict fp32
+forward each, no attack): ``transfer_accuracy`` rows with the attacked model as ``source`` in their
+params (:func:`~ellrobust.context.transfer_params`). An image the source got wrong clean is not
+attacked, so the target is judged on the clean image there, as a saved file holds it.
+
 With ``--collapse``, each unit of a model with tokens also measures representation collapse on its
 adversarial images (rows with the attack's method, eps and m_grad). These are the clean-correct images only, so they
 are a different image set from the clean collapse rows (method ``collapse``), which use every image.
@@ -32,7 +37,7 @@ import torch
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, perturbation_norm
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD
 from ellrobust.collapse import CollapseAccumulator
-from ellrobust.context import RunContext, Unit, UnitResult, clean_unit
+from ellrobust.context import RunContext, Unit, UnitResult, clean_unit, transfer_params
 from ellrobust.precision import fp32_predictions
 from ellrobust.results import Metric, Row
 from ellrobust.results.adversarial import AdversarialSet, load_adversarial, save_adversarial
@@ -97,6 +102,8 @@ class AttackStage(Stage):
         local: dict[int, int] = {}
         said: dict[str, dict[int, float]] = {"prediction": {}, "linf": {}, "l2": {}}
         keep = ctx.config.save_adversarial and not large
+        targets = [t for t in ctx.models if t != unit.model] if ctx.config.transfer and not large else []
+        judged: dict[str, tuple[dict[int, int], dict[int, int]]] = {t: ({}, {}) for t in targets}
         images: dict[int, np.ndarray] = {}
         stats = {"max_norm": 0.0, "lo": 1.0, "hi": 0.0}
         infos: list[dict] = []
@@ -127,6 +134,10 @@ class AttackStage(Stage):
                 said[name].update(zip(batch_pos, per_image.tolist(), strict=True))
             if keep:
                 images.update(zip(batch_pos, adv.float().cpu().numpy(), strict=True))
+            for target in targets:  # a verdict too: strict fp32, whatever precision the attack ran in
+                said_by_target = fp32_predictions(ctx.models[target].module, adv)
+                judged[target][0].update(zip(batch_pos, (said_by_target == y).int().tolist(), strict=True))
+                judged[target][1].update(zip(batch_pos, said_by_target.tolist(), strict=True))
             own = sizes["linf"] if request.norm == "Linf" else sizes["l2"]
             stats["max_norm"] = max(stats["max_norm"], float(own.max()))
             stats["lo"], stats["hi"] = min(stats["lo"], float(adv.min())), max(stats["hi"], float(adv.max()))
@@ -172,6 +183,16 @@ class AttackStage(Stage):
             result.predictions[unit.model] = carried["prediction"].tolist()
             result.linf[unit.model] = carried["linf"].tolist()
             result.l2[unit.model] = carried["l2"].tolist()
+        for target in targets:
+            correct, predicted = _transfer_base(ctx, previous, target)
+            correct[positions] = ctx.gather(judged[target][0], dtype=np.int64)[positions]
+            result.transfer[target] = correct.tolist()
+            if predicted is not None:
+                predicted[positions] = ctx.gather(judged[target][1], dtype=np.int64)[positions]
+                result.transfer_predictions[target] = predicted.tolist()
+            accuracy = float(correct.mean())
+            transferred = Row(target, Metric.TRANSFER_ACCURACY, accuracy, unit.method, transfer_params(unit), unit.eps)
+            result.rows.append(transferred.replace(precision=unit.precision))
         if keep:
             parts = ctx.dist.gather_objects(images)
             if ctx.dist.is_main:
@@ -204,6 +225,19 @@ def _carried(ctx: RunContext, unit: Unit, previous: Unit | None) -> dict[str, np
         "linf": np.asarray(before.linf[unit.model], dtype=np.float64),
         "l2": np.asarray(before.l2[unit.model], dtype=np.float64),
     }
+
+
+def _transfer_base(ctx: RunContext, previous: Unit | None, target: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """What ``target`` says of each image before this unit's attack: of the smaller budget's images
+    (nested budgets), else of the clean images (correctness; predictions, None where a unit of
+    ellrobust 0.2 recorded none)."""
+    if previous is None:
+        clean = ctx.results[clean_unit(target)]
+        correct, predicted = clean.outcomes[target], clean.predictions.get(target)
+    else:
+        before = ctx.results[previous]
+        correct, predicted = before.transfer[target], before.transfer_predictions.get(target)
+    return np.asarray(correct, dtype=np.int64), None if predicted is None else np.asarray(predicted, dtype=np.int64)
 
 
 def _save_images(
