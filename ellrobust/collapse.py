@@ -7,6 +7,11 @@ on a batch of images,
 * ``token_cosine``: mean pairwise cosine similarity between tokens (the paper's measure),
 * ``attention_entropy``: entropy of the attention rows, averaged over query tokens and heads,
 * ``effective_rank``: effective rank of the token matrix (Roy & Vetterli 2007),
+* ``elliptical_m_mean`` and ``elliptical_m_spread`` (elliptical layers only): the mean and the
+  standard deviation, over the head's coordinates, of the metric ``m`` elliptical attention scales
+  its queries by (max-scaled to (0, 1]: 1 everywhere is standard attention, small values a strongly
+  stretched ellipse), averaged over heads; on clean images (``collapse`` rows) and on each attack's
+  adversarial images, so a reader sees what the attack does to the quantity the method rests on,
 
 and sums them per image so that an accumulator can average over any number of batches.
 
@@ -18,6 +23,7 @@ no collapse to measure: a run measures the models that have tokens (:func:`token
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -215,6 +221,17 @@ def collapse_metrics(
                 grams.append(token_gram(tokens))  # (B, k, k): solved with every other layer's below
                 if heads is not None:
                     _split_heads(out, Metric.EFFECTIVE_RANK, layer, effective_rank(heads).view(block.q.shape[:2]))
+            if block.m is not None:  # elliptical layers: the metric m, (B, H, 1, D) -> (B, H, D)
+                m = block.m.float().squeeze(-2)
+                summaries = {
+                    Metric.ELLIPTICAL_M_MEAN: m.mean,
+                    Metric.ELLIPTICAL_M_SPREAD: functools.partial(torch.std, m, correction=0),
+                }
+                for metric in wanted & summaries.keys():
+                    values = summaries[metric](dim=-1)  # (B, H)
+                    out[MetricKey(metric, layer)] = values.mean(dim=-1)
+                    if config.per_head:
+                        _split_heads(out, metric, layer, values)
             if Metric.ATTENTION_ENTROPY in wanted:
                 # From the queries and keys of the forward pass: no second qkv, no (B, H, N, N) probabilities.
                 entropy = attention_entropy_qk(block.q[:, :, first:].float(), block.k.float())  # (B, H)
@@ -229,7 +246,13 @@ def collapse_metrics(
 
 
 #: The order of a layer's values in a unit result (and so of its rows): the order they were always written in.
-_METRIC_ORDER = (Metric.TOKEN_COSINE, Metric.EFFECTIVE_RANK, Metric.ATTENTION_ENTROPY)
+_METRIC_ORDER = (
+    Metric.TOKEN_COSINE,
+    Metric.EFFECTIVE_RANK,
+    Metric.ATTENTION_ENTROPY,
+    Metric.ELLIPTICAL_M_MEAN,
+    Metric.ELLIPTICAL_M_SPREAD,
+)
 
 
 def _row_order(item: tuple[MetricKey, torch.Tensor]) -> tuple[int, int, int]:
@@ -321,8 +344,10 @@ class CollapseAccumulator:
             out[value_key(key.metric.value, key.layer, key.head)] = series
         if self.summary_layers and keys:
             for metric in self.config.metrics:
-                parts = [out[value_key(metric.value, layer)] for layer in self.summary_layers]
-                out[value_key(metric.value, None)] = np.mean(parts, axis=0)
+                # a metric some layers lack (m, where a layer is not elliptical) has no later-half summary
+                parts = [out.get(value_key(metric.value, layer)) for layer in self.summary_layers]
+                if all(part is not None for part in parts):
+                    out[value_key(metric.value, None)] = np.mean(parts, axis=0)
         return out
 
     def values(self, size: int) -> dict[str, list[float | None]]:

@@ -408,6 +408,14 @@ def _collapse(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
             out.append("_Only adversarial-image or per-head rows: see the appendix._")
         if f"collapse_{metric}" in figures:
             out.append(image(f"{metric} per layer", figures[f"collapse_{metric}"]))
+    if "elliptical_m" in figures:
+        out += [
+            "The elliptical metric m (what elliptical attention scales each head's queries by, max-scaled to "
+            "(0, 1]: 1 on every coordinate is standard attention) per layer, on the clean images and on each "
+            "attack's adversarial images (those the model was attacked on, so a different image set): its mean "
+            "over a head's coordinates and their spread, averaged over heads.",
+            image("The elliptical metric m per layer, clean and adversarial", figures["elliptical_m"]),
+        ]
     return out
 
 

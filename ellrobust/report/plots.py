@@ -27,8 +27,9 @@ from matplotlib.ticker import MaxNLocator
 from ellrobust.files import atomic_write
 from ellrobust.frame import Lookup, interval_metrics, split_params
 from ellrobust.metrics.decisions import Favours, holm_direction
+from ellrobust.report.format import format_eps
 from ellrobust.report.labels import Labels, collapse_label, series_columns, series_label
-from ellrobust.results import Metric
+from ellrobust.results import ELLIPTICAL_METRICS, Metric
 
 #: Line style and marker per m_grad mode: the adaptive ``full`` attack dashed with hollow squares, so
 #: it stays visible where it coincides with ``detach``.
@@ -270,6 +271,58 @@ def collapse_figure(df: pd.DataFrame, metric: str) -> Figure | None:
         ax.grid(alpha=0.3)
         ax.legend(loc="best", fontsize="small")
     return fig
+
+
+def elliptical_m_figure(df: pd.DataFrame) -> Figure | None:
+    """The elliptical metric m per layer, its mean and its spread over coordinates, on the clean images and
+    on each attack's adversarial images: one colour per model, one line style per set of images."""
+    panels = [(metric, _m_rows(df, metric)) for metric in ELLIPTICAL_METRICS]
+    if all(rows.empty for _, rows in panels):
+        return None
+    lookup = Lookup(df)
+    colors = _palette(df)
+    fig = Figure(figsize=(11.0, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (metric, rows) in zip(fig.subplots(1, 2, squeeze=False).ravel().tolist(), panels, strict=True):
+        images = list(dict.fromkeys(zip(rows["method"], rows["eps"].fillna(-1), rows["m_grad"], strict=True)))
+        images.sort(key=lambda image: image[0] != "collapse")  # the clean images first: the solid line
+        for _, series in rows.groupby(["run", "model", "method", "eps", "m_grad"], sort=False, dropna=False):
+            series = series.sort_values("layer")
+            first = series.iloc[0]
+            which = images.index((first["method"], -1 if pd.isna(first["eps"]) else first["eps"], first["m_grad"]))
+            clean = first["method"] == "collapse"
+            where = "clean" if clean else f"{first['method']} ε {format_eps(first['eps'])}"
+            mode = f", m_grad {first['m_grad']}" if first["m_grad"] else ""
+            style = {
+                "color": colors[(first["run"], first["model"])],
+                "linestyle": ("-", "--", ":", "-.")[which % 4],
+                "marker": "o" if clean else "s",
+                "markersize": 4,
+                "label": _plain(f"{first['model']}: {where}{mode}"),
+            }
+            lows, highs = _intervals(series, lookup, metric)
+            _band(ax, [int(v) for v in series["layer"]], series["value"].tolist(), lows, highs, style, scale=1)
+        ax.set_xlabel("layer")
+        ax.set_ylabel(_M_LABELS[metric])
+        ax.set_title(_plain(f"{_M_LABELS[metric]} per layer"))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize="small")
+    fig.suptitle("The elliptical metric m on clean and adversarial images (bands: 95 % t-interval over images)")
+    return fig
+
+
+#: Axis labels of the elliptical metric's panels.
+_M_LABELS = {
+    Metric.ELLIPTICAL_M_MEAN: "mean of m over coordinates",
+    Metric.ELLIPTICAL_M_SPREAD: "spread (s.d.) of m over coordinates",
+}
+
+
+def _m_rows(df: pd.DataFrame, metric: Metric) -> pd.DataFrame:
+    """A metric of m per layer, all heads together, of every set of images (clean and adversarial)."""
+    rows = df[(df["metric"] == metric.value) & df["layer"].notna() & df["baseline"].eq("")]
+    return rows[rows["params"].map(lambda p: split_params(p)[1].get("head") is None).astype(bool)]
 
 
 def _collapse_text(params: str) -> str:

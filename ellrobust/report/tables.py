@@ -46,6 +46,8 @@ COLLAPSE_TITLES = {
     Metric.TOKEN_COSINE: "Token cosine similarity",
     Metric.ATTENTION_ENTROPY: "Attention entropy",
     Metric.EFFECTIVE_RANK: "Effective rank",
+    Metric.ELLIPTICAL_M_MEAN: "Elliptical metric m: mean over coordinates",
+    Metric.ELLIPTICAL_M_SPREAD: "Elliptical metric m: spread (standard deviation) over coordinates",
 }
 _COLLAPSED = {
     Metric.TOKEN_COSINE: "higher: more collapsed",

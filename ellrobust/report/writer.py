@@ -20,7 +20,7 @@ from ellrobust.report import plots
 from ellrobust.report.document import SECTIONS, Run, render
 from ellrobust.report.labels import build_labels
 from ellrobust.report.tables import collapse_metrics
-from ellrobust.results import load_results
+from ellrobust.results import ELLIPTICAL_METRICS, load_results
 
 __all__ = ["SECTIONS", "load_runs", "write_report"]
 
@@ -51,7 +51,8 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
         "robust_accuracy": plots.robust_figure(df, build_labels(df)),
         "corruption_accuracy": plots.corruption_figure(df),
         "corruption_difference": plots.difference_heatmap(df),
-        **{f"collapse_{m}": plots.collapse_figure(df, m) for m in collapse_metrics(df)},
+        **{f"collapse_{m}": plots.collapse_figure(df, m) for m in collapse_metrics(df) if m not in ELLIPTICAL_METRICS},
+        "elliptical_m": plots.elliptical_m_figure(df),
     }
     figures = {}
     for name, fig in drawn.items():

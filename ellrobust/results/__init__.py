@@ -6,6 +6,7 @@ from ellrobust.results.rows import (
     ACCURACIES,
     COLLAPSE_METRICS,
     COLUMNS,
+    ELLIPTICAL_METRICS,
     KEY_FIELDS,
     MEASUREMENT_FIELDS,
     METRICS,
@@ -29,6 +30,7 @@ from ellrobust.results.schema import (
 __all__ = [
     "ACCURACIES",
     "COLLAPSE_METRICS",
+    "ELLIPTICAL_METRICS",
     "COLUMNS",
     "EXAMPLE_COLUMNS",
     "KEY_FIELDS",

@@ -62,6 +62,18 @@ class Metric(StrEnum):
     EFFECTIVE_RANK_DIFFERENCE = "effective_rank_difference"
     EFFECTIVE_RANK_DIFFERENCE_CI_LOW = "effective_rank_difference_ci_low"
     EFFECTIVE_RANK_DIFFERENCE_CI_HIGH = "effective_rank_difference_ci_high"
+    ELLIPTICAL_M_MEAN = "elliptical_m_mean"  # the elliptical metric m per layer: its mean over coordinates
+    ELLIPTICAL_M_MEAN_CI_LOW = "elliptical_m_mean_ci_low"
+    ELLIPTICAL_M_MEAN_CI_HIGH = "elliptical_m_mean_ci_high"
+    ELLIPTICAL_M_MEAN_DIFFERENCE = "elliptical_m_mean_difference"
+    ELLIPTICAL_M_MEAN_DIFFERENCE_CI_LOW = "elliptical_m_mean_difference_ci_low"
+    ELLIPTICAL_M_MEAN_DIFFERENCE_CI_HIGH = "elliptical_m_mean_difference_ci_high"
+    ELLIPTICAL_M_SPREAD = "elliptical_m_spread"  # ... and its standard deviation over coordinates
+    ELLIPTICAL_M_SPREAD_CI_LOW = "elliptical_m_spread_ci_low"
+    ELLIPTICAL_M_SPREAD_CI_HIGH = "elliptical_m_spread_ci_high"
+    ELLIPTICAL_M_SPREAD_DIFFERENCE = "elliptical_m_spread_difference"
+    ELLIPTICAL_M_SPREAD_DIFFERENCE_CI_LOW = "elliptical_m_spread_difference_ci_low"
+    ELLIPTICAL_M_SPREAD_DIFFERENCE_CI_HIGH = "elliptical_m_spread_difference_ci_high"
     ACCURACY_DIFFERENCE = "accuracy_difference"  # paired: model − baseline, same images
     DIFFERENCE_CI_LOW = "difference_ci_low"  # score interval for paired proportions (Tango)
     DIFFERENCE_CI_HIGH = "difference_ci_high"
@@ -106,8 +118,16 @@ class Metric(StrEnum):
 
 #: Accuracies: fractions of the run's images, each with a Wilson interval.
 ACCURACIES = (Metric.CLEAN_ACCURACY, Metric.ROBUST_ACCURACY, Metric.CORRUPTION_ACCURACY, Metric.TRANSFER_ACCURACY)
-#: Collapse metrics measured per layer, each with a t interval over images and paired differences.
-COLLAPSE_METRICS = (Metric.TOKEN_COSINE, Metric.ATTENTION_ENTROPY, Metric.EFFECTIVE_RANK)
+#: Metrics measured per layer by ``--collapse``, each with a t interval over images and paired differences.
+COLLAPSE_METRICS = (
+    Metric.TOKEN_COSINE,
+    Metric.ATTENTION_ENTROPY,
+    Metric.EFFECTIVE_RANK,
+    Metric.ELLIPTICAL_M_MEAN,
+    Metric.ELLIPTICAL_M_SPREAD,
+)
+#: The per-layer metrics only an elliptical layer has (a model with standard attention gets no rows).
+ELLIPTICAL_METRICS = (Metric.ELLIPTICAL_M_MEAN, Metric.ELLIPTICAL_M_SPREAD)
 #: The rows of one paired accuracy comparison, in the order they are written and shown.
 PAIRED_METRICS = (
     Metric.ACCURACY_DIFFERENCE,
