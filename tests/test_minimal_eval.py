@@ -13,12 +13,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from ellrobust.attacks import ATTACKS, make_request
 from ellrobust.attacks.bisection import DEFAULT_RESOLUTION
 from ellrobust.cli import app
+from ellrobust.metrics.stats import holm_adjust
 from ellrobust.results import load_examples
+from ellrobust.verdict import ClaimKind
+from ellrobust.verdict import claims as verdict_claims
 
 EPS_MAX = 6 / 255
 GRID = (1 / 255, 2 / 255, 4 / 255)
@@ -133,3 +137,79 @@ def test_resume_reuses_units(run, tmp_path):
     result = _invoke([*ARGS, "--suite", str(suite), "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert "0 units computed" in result.output
+
+
+def _pair_rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    return table[(table.metric == metric) & (table.model == "deit-elliptical") & (table.baseline == "deit")]
+
+
+def test_paired_sign_test_matches_examples(table, examples):
+    a, b = _stars(examples, "deit-elliptical"), _stars(examples, "deit")
+    d = a.eps_star.to_numpy() - b.eps_star.to_numpy()
+    k, n = int((d > 0).sum()), int((d != 0).sum())
+    sign_p = _pair_rows(table, "eps_star_sign_p")
+    assert len(sign_p) == 1 and sign_p.method.iloc[0] == "fmn"
+    assert sign_p.value.iloc[0] == pytest.approx(binomtest(k, n, 0.5).pvalue if n else 1.0)
+    adjusted = _pair_rows(table, "eps_star_sign_p_adjusted").value.iloc[0]
+    assert adjusted >= sign_p.value.iloc[0]
+    family = [*_pair_rows(table, "mcnemar_p").value, sign_p.value.iloc[0]]
+    assert adjusted == pytest.approx(holm_adjust(family)[-1])  # one Holm family with the McNemar p's
+    estimate = _pair_rows(table, "eps_star_difference").value.iloc[0]
+    low = _pair_rows(table, "eps_star_difference_ci_low").value.iloc[0]
+    high = _pair_rows(table, "eps_star_difference_ci_high").value.iloc[0]
+    assert low <= estimate <= high
+    assert len(_pair_rows(table, "eps_star_wilcoxon_p")) == 1
+
+
+def test_verdict_claim_and_sanity(run, table):
+    stdout = (run.parent / "stdout.txt").read_text()
+    assert "needs larger minimal budgets ε* than deit under fmn" in " ".join(stdout.split())
+    claims = verdict_claims(pd.read_csv(run / "results.csv"), {"deit-elliptical": True, "deit": False})
+    minimal = [c for c in claims if c.kind is ClaimKind.MINIMAL]
+    assert len(minimal) == 1 and minimal[0].minimal.setting.method == "fmn"
+    sanity = table[table.metric == "sanity_minimal_norm_not_beaten"]
+    assert set(sanity.model) == {"deit-elliptical", "deit"}
+    for _, row in sanity.iterrows():
+        detail = json.loads(row.params)["detail"]
+        assert row.value == 1 or ("pgd broke" in detail and "fmn" in detail)
+    worst = table[(table.method == "worst-case") & (table.metric == "robust_accuracy")]
+    assert all(json.loads(p)["attacks"] == ["fmn", "pgd"] for p in worst.params)
+    for model in ("deit-elliptical", "deit"):
+        for eps in GRID:
+            at = table[(table.model == model) & np.isclose(table.eps, eps) & (table.metric == "robust_accuracy")]
+            assert at[at.method == "worst-case"].value.iloc[0] <= at[at.method != "worst-case"].value.min()
+
+
+def _minimal_table(d: float, low: float, high: float, p_adjusted: float) -> pd.DataFrame:
+    base = {"method": "fmn", "params": "{}", "m_grad": "detach", "precision": "fp32", "n": 100, "baseline": ""}
+    base |= {"eps": None, "severity": None, "layer": None}
+    rows = [{**base, "model": m, "metric": "eps_star_median", "value": 0.02} for m in ("e", "b")]
+    rows[1]["m_grad"] = ""
+    paired = {**base, "model": "e", "baseline": "b"}
+    for metric, value in (
+        ("eps_star_difference", d),
+        ("eps_star_difference_ci_low", low),
+        ("eps_star_difference_ci_high", high),
+        ("eps_star_sign_p", p_adjusted / 2),
+        ("eps_star_sign_p_adjusted", p_adjusted),
+        ("eps_star_wilcoxon_p", 0.5),
+    ):
+        rows.append({**paired, "metric": metric, "value": value})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("numbers", "status"),
+    [
+        ((0.01, 0.005, 0.02, 0.001), "supported"),
+        ((-0.01, -0.02, -0.005, 0.001), "contradicted"),
+        ((0.01, -0.001, 0.02, 0.001), "inconclusive at this n"),  # the interval includes 0
+        ((0.01, 0.005, 0.02, 0.2), "inconclusive at this n"),  # not significant after Holm
+    ],
+)
+def test_minimal_claim_rule(numbers, status):
+    found = [
+        c for c in verdict_claims(_minimal_table(*numbers), {"e": True, "b": False}) if c.kind is ClaimKind.MINIMAL
+    ]
+    assert len(found) == 1 and found[0].status.value == status
+    assert found[0].minimal.medians == (("e", 0.02), ("b", 0.02))
