@@ -264,6 +264,10 @@ class UnitResult:
         linf, l2: per attacked model, the size of each selected image's perturbation.
         transfer, transfer_predictions: with ``--transfer``, per other model of the run, whether it
             classifies the attacked model's adversarial images correctly, and what it predicts.
+        eps_star, censored: per model of a minimal-norm unit, each selected image's minimal budget ε*
+            (0 for an image misclassified clean, ``eps_max`` when censored) and whether it is censored.
+            Such a unit's outcomes are those of the budgets in ``extra["eps_grid"]`` (the run's grid for
+            the method, set when the run reads the unit: :meth:`ellrobust.stages.minimal.MinimalStage.finish`).
     """
 
     rows: list[Row] = field(default_factory=list)
@@ -275,10 +279,18 @@ class UnitResult:
     l2: dict[str, list[float]] = field(default_factory=dict)
     transfer: dict[str, list[int]] = field(default_factory=dict)
     transfer_predictions: dict[str, list[int]] = field(default_factory=dict)
+    eps_star: dict[str, list[float]] = field(default_factory=dict)
+    censored: dict[str, list[int]] = field(default_factory=dict)
 
     def outcomes_of(self, unit: Unit) -> list[Outcomes]:
         """The unit's per-example outcomes as typed records, one per model, in the unit's measurement;
-        transferred ones in the measurement :func:`transfer_params` names."""
+        transferred ones in the measurement :func:`transfer_params` names.
+
+        A minimal-norm unit gives one per model and budget of its grid: robust at ε when ε* > ε
+        (:func:`ellrobust.metrics.minimal.robust_flags`), each carrying the images' ε* and censoring.
+        """
+        if self.eps_star:
+            return self._minimal_outcomes(unit)
         transferred = [
             Outcomes(
                 target,
@@ -309,6 +321,32 @@ class UnitResult:
             )
             for model, vals in self.outcomes.items()
         ]
+
+    def _minimal_outcomes(self, unit: Unit) -> list[Outcomes]:
+        from ellrobust.metrics.minimal import robust_flags
+
+        grid = [float(e) for e in self.extra.get("eps_grid", [])]
+        eps_max = float(self.extra["eps_max"])
+        out = []
+        for model, stars in self.eps_star.items():
+            censored = np.asarray(self.censored[model], dtype=bool)
+            flags = robust_flags(np.asarray(stars, dtype=float), censored, grid, eps_max=eps_max)
+            out += [
+                Outcomes(
+                    model,
+                    unit.method,
+                    unit.params,
+                    eps,
+                    None,
+                    unit.m_grad,
+                    unit.precision,
+                    robust,
+                    eps_star=np.asarray(stars, dtype=float),
+                    censored=censored,
+                )
+                for eps, robust in zip(grid, flags, strict=True)
+            ]
+        return out
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,8 @@ so the run holds what a reviewer asks for (see :mod:`ellrobust.metrics.stats` fo
 * each pair of models gets, per shared measurement, the paired difference with the Tango score
   interval, the exact McNemar p, the p Holm-adjusted over the *family* (every paired comparison of
   that pair of models in the run), the smallest difference the run could detect and the images a
-  difference of the observed size would need;
+  difference of the observed size would need; each minimal-norm method both models ran adds the
+  paired sign test on ε* (and Hodges–Lehmann, Wilcoxon), its p in the same Holm family;
 * per-layer collapse metrics of models measured on the same images get paired differences per layer
   and over the later half of the layers, with t intervals over images.
 
@@ -25,9 +26,10 @@ from itertools import combinations
 import numpy as np
 
 from ellrobust.attacks import AttackRequest
-from ellrobust.attacks.sanity import LARGE_EPS_METHOD, sanity_rows
+from ellrobust.attacks.sanity import LARGE_EPS_METHOD, flag, sanity_rows
 from ellrobust.collapse import later_half, parse_value_key
 from ellrobust.context import RunContext, Unit, UnitResult
+from ellrobust.metrics.minimal import EpsComparison, paired_eps_test, within
 from ellrobust.metrics.stats import (
     detectable_difference,
     holm_adjust,
@@ -55,11 +57,13 @@ def derive(
     by_model: dict[str, dict[tuple, np.ndarray]] = defaultdict(dict)
     for o in outcomes:
         by_model[o.model][o.measurement] = o.correct
+    budgets = minimal_budgets(finished)
     for a, b in combinations(list(ctx.models), 2):
-        derived += paired_rows(a, b, by_model.get(a, {}), by_model.get(b, {}))
+        derived += paired_rows(a, b, by_model.get(a, {}), by_model.get(b, {}), budgets.get(a, {}), budgets.get(b, {}))
     derived += collapse_difference_rows(ctx, finished)
     sanity = (
         sanity_rows(ctx, rows + derived, [(unit, result.extra) for unit, result in finished])
+        + minimal_sanity_rows(outcomes, budgets)
         if ctx.config.sanity
         else []
     )
@@ -125,25 +129,62 @@ def interval_rows(rows: list[Row], n: int) -> list[Row]:
     return out
 
 
-def paired_rows(a: str, b: str, outcomes_a: dict[tuple, np.ndarray], outcomes_b: dict[tuple, np.ndarray]) -> list[Row]:
+#: Per model, per minimal-norm measurement: (ε* per image, censored flags, eps_max).
+Budgets = dict[tuple, tuple[np.ndarray, np.ndarray, float]]
+
+
+def minimal_budgets(finished: list[tuple[Unit, UnitResult]]) -> dict[str, Budgets]:
+    """Each model's minimal budgets ε*, by measurement (method, params, None, None, m_grad, precision)."""
+    out: dict[str, Budgets] = defaultdict(dict)
+    for unit, result in finished:
+        for model, stars in result.eps_star.items():
+            key = (unit.method, unit.params, None, None, unit.m_grad, unit.precision)
+            censored = np.asarray(result.censored[model], dtype=bool)
+            out[model][key] = (np.asarray(stars, dtype=float), censored, float(result.extra["eps_max"]))
+    return out
+
+
+def _shared(key: tuple, of_a: dict, of_b: dict):
+    """Model A's and B's values of measurement ``key`` (a baseline's m_grad '' one for either mode), or None."""
+    method, params, eps, severity, mg, precision = key
+    blank = (method, params, eps, severity, "", precision)
+    if mg == "" and not (key in of_a and key in of_b):
+        return None
+    va, vb = of_a.get(key, of_a.get(blank)), of_b.get(key, of_b.get(blank))
+    return None if va is None or vb is None else (va, vb)
+
+
+def paired_rows(
+    a: str,
+    b: str,
+    outcomes_a: dict[tuple, np.ndarray],
+    outcomes_b: dict[tuple, np.ndarray],
+    budgets_a: Budgets | None = None,
+    budgets_b: Budgets | None = None,
+) -> list[Row]:
     """Paired comparison rows of model ``a`` against ``b`` on every measurement both have, Holm-adjusted.
 
     A baseline runs once (m_grad '') and is compared with each m_grad mode of an elliptical model.
-    The Holm family is every comparison of this pair of models in the run.
+    The Holm family is every comparison of this pair of models in the run: the exact McNemar p of each
+    shared accuracy measurement and the sign-test p on ε* of each shared minimal-norm method
+    (:func:`ellrobust.metrics.minimal.paired_eps_test`), adjusted together.
     """
     found = []
     for key in sorted(set(outcomes_a) | set(outcomes_b), key=str):
-        method, params, eps, severity, mg, precision = key
-        blank = (method, params, eps, severity, "", precision)
-        if mg == "" and not (key in outcomes_a and key in outcomes_b):
-            continue
-        va = outcomes_a.get(key, outcomes_a.get(blank))
-        vb = outcomes_b.get(key, outcomes_b.get(blank))
-        if va is None or vb is None:
-            continue
-        found.append((key, paired_comparison(va, vb)))
-    adjusted = holm_adjust([cmp.p_value for _, cmp in found]) if found else []
-    rows = []
+        pair = _shared(key, outcomes_a, outcomes_b)
+        if pair is not None:
+            found.append((key, paired_comparison(*pair)))
+    budgets_a, budgets_b = budgets_a or {}, budgets_b or {}
+    minimal = []
+    for key in sorted(set(budgets_a) | set(budgets_b), key=str):
+        pair = _shared(key, budgets_a, budgets_b)
+        if pair is not None:
+            (ea, ca, eps_max), (eb, cb, _) = pair
+            minimal.append((key, paired_eps_test(ea, ca, eb, cb, eps_max=eps_max)))
+    family = [cmp.p_value for _, cmp in found] + [cmp.p_value for _, cmp in minimal]
+    adjusted = list(holm_adjust(family)) if family else []
+    eps_star_rows = _eps_star_rows(a, b, minimal, adjusted[len(found) :])
+    adjusted, rows = adjusted[: len(found)], []
     for ((method, params, eps, severity, mg, precision), cmp), p_adjusted in zip(found, adjusted, strict=True):
         row = Row(
             a,
@@ -168,6 +209,23 @@ def paired_rows(a: str, b: str, outcomes_a: dict[tuple, np.ndarray], outcomes_b:
             row.with_metric(Metric.MCNEMAR_P_ADJUSTED, float(p_adjusted)),
             row.with_metric(Metric.DETECTABLE_DIFFERENCE, detectable_difference(discordance, cmp.n)),
             row.with_metric(Metric.N_REQUIRED, float(needed) if needed is not None else float("nan")),
+        ]
+    return rows + eps_star_rows
+
+
+def _eps_star_rows(a: str, b: str, comparisons: list[tuple[tuple, EpsComparison]], adjusted: list[float]) -> list[Row]:
+    """The rows of each paired ε* comparison: Hodges–Lehmann A − B with its interval, sign p (raw, Holm), Wilcoxon p."""
+    rows = []
+    for ((method, params, _, _, mg, precision), cmp), p_adjusted in zip(comparisons, adjusted, strict=True):
+        row = Row(a, Metric.EPS_STAR_DIFFERENCE, cmp.hl_estimate, method, params, m_grad=mg, precision=precision)
+        row = row.replace(baseline=b)
+        rows += [
+            row,
+            row.with_metric(Metric.EPS_STAR_DIFFERENCE_CI_LOW, cmp.hl_low),
+            row.with_metric(Metric.EPS_STAR_DIFFERENCE_CI_HIGH, cmp.hl_high),
+            row.with_metric(Metric.EPS_STAR_SIGN_P, cmp.sign_p),
+            row.with_metric(Metric.EPS_STAR_SIGN_P_ADJUSTED, float(p_adjusted)),
+            row.with_metric(Metric.EPS_STAR_WILCOXON_P, cmp.wilcoxon_p),
         ]
     return rows
 
@@ -212,3 +270,46 @@ def collapse_difference_rows(ctx: RunContext, finished: list[tuple[Unit, UnitRes
             )
             rows += [row, row.with_metric(difference.ci_low, low), row.with_metric(difference.ci_high, high)]
     return rows
+
+
+def minimal_sanity_rows(outcomes: list[Outcomes], budgets: dict[str, Budgets]) -> list[Row]:
+    """``sanity_minimal_norm_not_beaten`` per model, m_grad mode and precision with a minimal-norm method.
+
+    A minimal-norm method's ε* claims that nothing smaller breaks the image; it fails when a fixed-budget
+    attack of the run, in the same norm, broke an image at some ε where the method's ε* > ε (a censored
+    ε* counts as > ε for ε ≤ eps_max). The detail names the method, the attack, the ε and the count.
+    """
+    fixed = [
+        o
+        for o in outcomes
+        if o.eps is not None
+        and o.method not in ("worst-case", LARGE_EPS_METHOD)
+        and o.eps_star is None
+        and o.severity is None
+    ]
+    found: dict[tuple, list[str]] = {}
+    for model, per_method in budgets.items():
+        for (method, params, _, _, mg, precision), (stars, censored, eps_max) in per_method.items():
+            norm = AttackRequest(method, json.loads(params)).norm
+            beaten = found.setdefault((model, mg, precision), [])
+            for o in fixed:
+                same = o.model == model and o.m_grad in (mg, "") and o.precision == precision
+                if not same or AttackRequest(o.method, json.loads(o.params)).norm != norm:
+                    continue
+                above = (censored & (o.eps <= eps_max)) | (~censored & ~within(stars, o.eps))
+                count = int((~o.correct & above).sum())
+                if count:
+                    beaten.append(
+                        f"{o.method} broke {count} image(s) at ε {o.eps * 255:.4g}/255 below their {method} ε*"
+                    )
+    return [
+        flag(
+            model,
+            mg,
+            "minimal_norm_not_beaten",
+            not beaten,
+            "; ".join(beaten) or "no fixed-budget attack broke an image below its minimal-norm ε*",
+            precision=precision,
+        )
+        for (model, mg, precision), beaten in found.items()
+    ]

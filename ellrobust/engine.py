@@ -59,14 +59,14 @@ from ellrobust.models.module import as_classifier
 from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
 from ellrobust.results import table as results_table
-from ellrobust.stages import AttackStage, CleanStage, CollapseStage, CorruptionStage
+from ellrobust.stages import AttackStage, CleanStage, CollapseStage, CorruptionStage, MinimalStage
 from ellrobust.version import __version__
 from ellrobust.workers import WorkerPool, auto_workers
 
 __all__ = ["STAGES", "EvalConfig", "Evaluation", "RunContext", "RunResult", "Unit", "UnitResult", "load_models"]
 
 #: The stages of a run, in the order they run: clean first (every later stage may read its outcomes).
-STAGES = (CleanStage, AttackStage, CorruptionStage, CollapseStage)
+STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage)
 
 
 class UnitStore:
@@ -104,6 +104,8 @@ class UnitStore:
             l2=data.get("l2", {}),
             transfer=data.get("transfer", {}),
             transfer_predictions=data.get("transfer_predictions", {}),
+            eps_star=data.get("eps_star", {}),  # minimal-norm units only
+            censored={m: [int(c) for c in bits] for m, bits in data.get("censored", {}).items()},
         )
 
     def save(self, key: str, unit: Unit, result: UnitResult) -> None:
@@ -120,6 +122,9 @@ class UnitStore:
             "transfer": result.transfer,
             "transfer_predictions": result.transfer_predictions,
         }
+        if result.eps_star:  # minimal-norm units only: other unit files stay as they were
+            payload["eps_star"] = result.eps_star
+            payload["censored"] = {m: "".join(str(int(v)) for v in vals) for m, vals in result.censored.items()}
         atomic_write(self.path(key, unit), json.dumps(payload, sort_keys=True) + "\n")
 
 
@@ -434,6 +439,7 @@ class Evaluation:
                 else:
                     ctx.progress(ProgressEvent("end", unit.label, cached=True))
                     reused += 1
+                result = stage.finish(unit, result, ctx)
                 ctx.results[unit] = result
                 all_rows.extend(result.rows)
                 finished.append((unit, result))

@@ -57,9 +57,14 @@ RULES = (
     "**Collapse**: token cosine averaged over the later half of the layers (summary rows, `layer` empty): "
     f"*supported* when the {_PERCENT} paired t-interval of elliptical − baseline lies below 0 (less collapsed), "
     "*contradicted* when above 0.",
+    "**Minimal budgets** (`--attack fmn`, `bisect-<attack>`), one line per method per m_grad mode and precision: "
+    "*supported* when the paired sign test on the per-image minimal budgets ε* survives Holm (adjusted p below "
+    f"{ALPHA:g}) **and** the {_PERCENT} Hodges–Lehmann interval of ε*(elliptical) − ε*(baseline) lies above 0 "
+    "(the elliptical model needs larger budgets); *contradicted* in the mirror case; otherwise *inconclusive at "
+    "this n*. Censored ε* (not broken within eps_max) count at eps_max.",
     "**Holm's family** is every paired comparison of one pair of models in one run (clean, every attack × ε × "
-    "m_grad × precision and the worst case, every corruption × severity), so a claim cannot be rescued by "
-    "testing more budgets.",
+    "m_grad × precision and the worst case, every corruption × severity, the sign test on ε* of every "
+    "minimal-norm method), so a claim cannot be rescued by testing more budgets.",
     "A line whose table lacks a row its rule needs (an adjusted p, a paired interval) reads *inconclusive* and "
     "says what is missing: nothing reads *supported* on evidence the rules did not see.",
 )
@@ -80,6 +85,7 @@ class ClaimKind(StrEnum):
     ADAPTIVE = "adaptive"  # the advantage survives the adaptive attack (m_grad full)
     MCE = "mce"  # lower mCE
     COLLAPSE = "collapse"  # less collapsed tokens in the later half of the layers
+    MINIMAL = "minimal"  # larger minimal budgets ε* (FMN, bisection)
 
 
 class Reason(StrEnum):
@@ -181,6 +187,33 @@ class CellCount:
 
 
 @dataclass(frozen=True)
+class MinimalEvidence:
+    """The paired comparison of minimal budgets ε* of one minimal-norm setting, elliptical − baseline.
+
+    Attributes:
+        setting: The method, its params, m_grad mode and precision.
+        medians: Each model's median ε* (censored at eps_max), for those the table holds.
+        difference: The Hodges–Lehmann estimate of ε*(elliptical) − ε*(baseline), in pixel units.
+        ci_low: Lower end of its 95 % distribution-free interval.
+        ci_high: Upper end.
+        sign_p: The paired sign test's p.
+        p_adjusted: Its Holm-adjusted p (the pair's family).
+        wilcoxon_p: The signed-rank test's p (secondary).
+        favours: Whom the comparison significantly favours (A: the elliptical model).
+    """
+
+    setting: Setting
+    medians: tuple[tuple[str, float], ...]
+    difference: float
+    ci_low: float
+    ci_high: float
+    sign_p: float
+    p_adjusted: float
+    wilcoxon_p: float
+    favours: Favours
+
+
+@dataclass(frozen=True)
 class Claim:
     """One claim of the verdict and the numbers behind its status.
 
@@ -197,6 +230,7 @@ class Claim:
         normalization: The mCE judged (``alexnet``, ``none``, ``baseline``, or as the table names it).
         cells: For an mCE claim, the corruption × severity cells surviving Holm (None without adjusted p).
         collapse: The collapse measurement of a collapse claim (``feature``, ``cls``, ``layers``).
+        minimal: The paired ε* comparison of a minimal-budget claim.
     """
 
     kind: ClaimKind
@@ -210,6 +244,7 @@ class Claim:
     normalization: str = ""
     cells: CellCount | None = None
     collapse: Mapping[str, object] = field(default_factory=dict)
+    minimal: MinimalEvidence | None = None
 
 
 def elliptical_models(meta: Mapping) -> dict[str, bool]:
@@ -230,8 +265,8 @@ def claims(df: pd.DataFrame, elliptical: Mapping[str, bool]) -> list[Claim]:
         elliptical: Model name → whether it is elliptical; models missing here are not judged.
 
     Returns:
-        Claims grouped by pair, in the order attacks (in the run's order), adaptive attack, mCE,
-        collapse. Only what the run measured gets a claim.
+        Claims grouped by pair, in the order attacks (in the run's order), minimal budgets, adaptive
+        attack, mCE, collapse. Only what the run measured gets a claim.
     """
     df = prepare(df) if "run" not in df else df
     lookup = Lookup(df)
@@ -243,6 +278,7 @@ def claims(df: pd.DataFrame, elliptical: Mapping[str, bool]) -> list[Claim]:
             mine = [_orient(r, e, b) for r in comparisons if {r["model"], r["baseline"]} == {e, b}]
             pair = _Pair(e, b, df, lookup, mine)
             out += _attack_claims(pair)
+            out += _minimal_claims(pair)
             out += _adaptive_claim(pair)
             out += _mce_claim(pair)
             out += _collapse_claims(pair)
@@ -363,6 +399,45 @@ def _adaptive_claim(pair: _Pair) -> list[Claim]:
     status, reason, power = _judge(b for a, _ in survivors for b in a.budgets)
     evidence = tuple(a for a, _ in survivors)
     return [Claim(ClaimKind.ADAPTIVE, pair.models, status, _n(n for _, n in survivors), reason, evidence, power)]
+
+
+def _minimal_claims(pair: _Pair) -> list[Claim]:
+    """One claim per minimal-norm setting both models ran: the sign test on ε* under Holm and the HL interval."""
+    df, out = pair.df, []
+    for r in _paired_rows(pair, Metric.EPS_STAR_DIFFERENCE).to_dict(orient="records"):
+        d, low, high = pair.estimate([r], Metric.EPS_STAR_DIFFERENCE)
+        p_adjusted = pair.lookup(r, Metric.EPS_STAR_SIGN_P_ADJUSTED)
+        setting = Setting(r["method"], r["params"], r["m_grad"], r["precision"])
+        medians = df[
+            (df["metric"] == Metric.EPS_STAR_MEDIAN.value)
+            & (df["method"] == r["method"])
+            & (df["params"] == r["params"])
+            & (df["precision"] == r["precision"])
+            & ((df["model"] == pair.baseline) | (df["m_grad"] == r["m_grad"]))
+            & df["model"].isin(pair.models)
+        ]
+        values = {m["model"]: float(m["value"]) for m in medians.to_dict(orient="records")}
+        favours = holm_direction(d, low, high, p_adjusted)
+        evidence = MinimalEvidence(
+            setting,
+            tuple((m, values[m]) for m in pair.models if m in values),
+            d,
+            low,
+            high,
+            pair.lookup(r, Metric.EPS_STAR_SIGN_P),
+            p_adjusted,
+            pair.lookup(r, Metric.EPS_STAR_WILCOXON_P),
+            favours,
+        )
+        if math.isnan(p_adjusted):
+            status, reason = ClaimStatus.INCONCLUSIVE, Reason.NO_ADJUSTED_P
+        else:
+            status = {Favours.A: ClaimStatus.SUPPORTED, Favours.B: ClaimStatus.CONTRADICTED}.get(
+                favours, ClaimStatus.INCONCLUSIVE
+            )
+            reason = None if status is not ClaimStatus.INCONCLUSIVE else Reason.NOT_SIGNIFICANT
+        out.append(Claim(ClaimKind.MINIMAL, pair.models, status, _n([r["n"]]), reason, minimal=evidence))
+    return out
 
 
 def _interval_status(estimate: Estimate) -> tuple[ClaimStatus, Reason | None]:

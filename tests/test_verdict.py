@@ -242,7 +242,8 @@ def test_collapse_claim_reads_the_later_half_summary():
 
 def test_identical_models_are_never_supported_or_contradicted():
     found = claims(simulate(Scenario(identical=True)), MODELS)
-    assert {c.kind for c in found} == set(ClaimKind), [c.kind for c in found]
+    # the simulated table has no minimal-norm method (its claims: tests/test_minimal_eval.py)
+    assert {c.kind for c in found} == set(ClaimKind) - {ClaimKind.MINIMAL}, [c.kind for c in found]
     assert {c.status for c in found} == {ClaimStatus.INCONCLUSIVE}
 
 

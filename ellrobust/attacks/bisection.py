@@ -27,17 +27,20 @@ import torch
 from torch import nn
 
 from ellrobust.attacks.cascade import evaluating
-from ellrobust.attacks.fast_minimum_norm import DEFAULT_EPS_MAX
-from ellrobust.attacks.minimal import MinimalResult, check_batch, check_norm, conclude, perturbation_norms
+from ellrobust.attacks.minimal import (
+    DEFAULT_EPS_MAX,
+    DEFAULT_RESOLUTION,
+    MinimalResult,
+    check_batch,
+    check_norm,
+    conclude,
+    perturbation_norms,
+)
 from ellrobust.attacks.perturbation import perturb
 from ellrobust.attacks.request import AttackRequest, make_request, validate_request
 from ellrobust.errors import UsageError
 from ellrobust.metrics.minimal import within
 from ellrobust.precision import Precision, fp32_predictions
-
-#: One sixteenth of a grey level: below what an 8-bit image can show, so a curve read off the bisected
-#: ε* is as fine as any budget grid anyone writes in /255 units.
-DEFAULT_RESOLUTION = 1 / 255 / 16
 
 #: ``attack_fn(model, images, labels, eps) -> x_adv``: a fixed-budget attack, [0, 1] images in and out.
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]

@@ -50,14 +50,17 @@ import torch
 from torch import nn
 
 from ellrobust.attacks.cascade import Float32Logits, evaluating
-from ellrobust.attacks.minimal import MinimalResult, check_batch, check_norm, conclude, perturbation_norms
+from ellrobust.attacks.minimal import (
+    DEFAULT_EPS_MAX,
+    MinimalResult,
+    check_batch,
+    check_norm,
+    conclude,
+    perturbation_norms,
+)
 from ellrobust.attacks.request import validate_params
 from ellrobust.errors import UsageError
 from ellrobust.precision import Precision, fp32_predictions, precision_scope
-
-#: Largest norm searched when none is given: twice the largest default budget of the registry in that
-#: norm (8/255 for L∞ attacks, 0.5 for L2), so every default curve is covered with room to spare.
-DEFAULT_EPS_MAX = {"Linf": 16 / 255, "L2": 1.0}
 
 #: The dual norm's p, for the distance to the linearised boundary: |margin| / ‖∇margin‖_q.
 _DUAL = {"Linf": 1.0, "L2": 2.0}

@@ -34,6 +34,14 @@ from ellrobust.precision import fp32_predictions
 
 NORMS = ("Linf", "L2")
 
+#: Largest norm searched when none is given: twice the largest default budget of the registry in that
+#: norm (8/255 for L∞ attacks, 0.5 for L2), so every default curve is covered with room to spare.
+DEFAULT_EPS_MAX = {"Linf": 16 / 255, "L2": 1.0}
+
+#: One sixteenth of a grey level: below what an 8-bit image can show, so a curve read off the bisected
+#: ε* is as fine as any budget grid anyone writes in /255 units.
+DEFAULT_RESOLUTION = 1 / 255 / 16
+
 
 @dataclass(frozen=True)
 class MinimalResult:

@@ -13,6 +13,8 @@ from types import MappingProxyType
 
 from ellrobust.attacks import factories
 from ellrobust.attacks.cascade import Attack
+from ellrobust.attacks.minimal import DEFAULT_EPS_MAX, DEFAULT_RESOLUTION
+from ellrobust.errors import UsageError
 from ellrobust.registry import Registry
 
 
@@ -22,6 +24,12 @@ class AttackDef:
 
     ``factory(model, eps, params, num_classes, seed)`` returns an :class:`~.cascade.Attack`.
     ``label`` is the attack's name as papers write it, for reports and legends.
+
+    A *minimal-norm* method (``minimal`` set: FMN, ``bisect-<attack>``) answers once per image with the
+    smallest budget ε* that breaks it (:class:`~.minimal.MinimalResult`), not at one budget: the run's
+    minimal stage (:mod:`ellrobust.stages.minimal`) runs it through :func:`.minimal_methods.solve`, and
+    its ``factory`` refuses to run at a fixed budget. Its params
+    hold ``eps_max`` (None in the defaults: :data:`~.minimal.DEFAULT_EPS_MAX` of its norm).
     """
 
     name: str
@@ -33,13 +41,25 @@ class AttackDef:
     gradient_free: bool = False
     default_eps: tuple[float, ...] | None = None  # L2 attacks need budgets on another scale
     cost: str = ""  # forward/backward passes per attacked image, for the listing
+    minimal: str = ""  # a minimal-norm method's search (:data:`~.minimal_methods.SEARCHES`): "fmn" or "bisect"
+    bisects: str = ""  # the fixed-budget attack a bisection runs
+
+    @property
+    def is_minimal(self) -> bool:
+        return bool(self.minimal)
 
     def params(self, overrides: Mapping[str, object] | None = None) -> dict[str, object]:
-        """The attack's parameters with ``overrides`` applied; names it does not take are ignored."""
+        """The attack's parameters with ``overrides`` applied; names it does not take are ignored.
+
+        A minimal-norm method's ``eps_max`` left at None becomes its norm's default, so the params a
+        run records say how far it searched.
+        """
         out = dict(self.defaults)
         for key, value in (overrides or {}).items():
             if key in out and value is not None:
                 out[key] = value
+        if self.is_minimal and out.get("eps_max") is None:
+            out["eps_max"] = DEFAULT_EPS_MAX.get(str(out.get("norm", self.norm)), DEFAULT_EPS_MAX[self.norm])
         return out
 
 
@@ -150,6 +170,41 @@ _DEFINITIONS = (
 )
 
 
+def _fixed_budget_refused(*args: object, **kw: object) -> Attack:
+    raise UsageError("a minimal-norm method answers per image, not at one budget; it runs in the minimal stage.")
+
+
+_FMN = AttackDef(
+    "fmn",
+    "FMN",
+    "Fast Minimum-Norm attack (Pintor et al. 2021): each image's minimal budget ε* (norm: Linf or L2); "
+    "robust accuracy at every eps of the run from one run; censored above eps_max",
+    "Linf",
+    _frozen(steps=100, norm="Linf", eps_max=None),
+    _fixed_budget_refused,
+    cost="steps × (fwd+bwd + fwd)",
+    minimal="fmn",
+)
+
+
+def _bisection(inner: AttackDef) -> AttackDef:
+    """``bisect-<inner>``: each image's minimal budget for ``inner`` by bisection, in ``inner``'s norm."""
+    return AttackDef(
+        f"bisect-{inner.name}",
+        f"bisect({inner.label})",
+        f"Minimal budget ε* per image by bisection over {inner.name} to within resolution (default 1/255/16), "
+        "censored above eps_max",
+        inner.norm,
+        _frozen(**inner.defaults, eps_max=None, resolution=DEFAULT_RESOLUTION),
+        _fixed_budget_refused,
+        gradient_free=inner.gradient_free,
+        default_eps=inner.default_eps,
+        cost=f"(1 + ⌈log2(eps_max / resolution)⌉) × ({inner.cost})",
+        minimal="bisect",
+        bisects=inner.name,
+    )
+
+
 def _registry(definitions: Iterable[AttackDef]) -> Registry[AttackDef]:
     registry: Registry[AttackDef] = Registry("attack")
     for definition in definitions:
@@ -157,4 +212,5 @@ def _registry(definitions: Iterable[AttackDef]) -> Registry[AttackDef]:
     return registry
 
 
-ATTACKS: Registry[AttackDef] = _registry(_DEFINITIONS)
+#: Every attack: the fixed-budget ones, then FMN and a bisection over each fixed-budget attack.
+ATTACKS: Registry[AttackDef] = _registry((*_DEFINITIONS, _FMN, *(_bisection(d) for d in _DEFINITIONS)))

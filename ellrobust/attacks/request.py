@@ -62,6 +62,18 @@ def validate_params(params: Mapping[str, object]) -> None:
         value = params.get(key)
         if value is not None and not (isinstance(value, (int, float)) and value > 0):
             raise UsageError(f"--{key} must be a positive number (got {value!r}).")
+    for key in ("eps_max", "resolution"):
+        value = params.get(key)
+        if value is not None and not (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
+        ):
+            raise UsageError(f"{key} must be a positive budget in [0, 1] pixel units (got {value!r}).")
+    if params.get("resolution") is not None and params.get("eps_max") is not None:
+        if params["resolution"] >= params["eps_max"]:
+            raise UsageError(
+                f"resolution {params['resolution']:.6g} must be below eps_max {params['eps_max']:.6g}; "
+                "pass a smaller one."
+            )
     if params.get("norm") not in (None, "Linf", "L2"):
         raise UsageError(f"--norm must be Linf or L2 (got {params['norm']!r}).")
 

@@ -177,8 +177,26 @@ def robust_curve(eps_star: np.ndarray, censored: np.ndarray, eps_grid: np.ndarra
             f"eps_grid reaches {grid.max()}, above eps_max = {eps_max}, where censored ε* are unknown; "
             "stop the grid at eps_max or rerun the attack with a larger eps_max"
         )
-    robust = flags[None, :] | ~within(eps[None, :], grid[:, None])
-    return robust.mean(axis=1)
+    return robust_flags(eps, flags, grid, eps_max=eps_max).mean(axis=1)
+
+
+def robust_flags(eps_star: np.ndarray, censored: np.ndarray, eps_grid, *, eps_max: float) -> np.ndarray:
+    """Per budget of ``eps_grid`` and image, whether the image is robust there (``(len(grid), n)`` bools).
+
+    The per-image form of :func:`robust_curve` (its mean over images): robust at ε when censored or
+    ε* > ε beyond float32 rounding (:func:`within`); a grid past ``eps_max`` is refused.
+    """
+    eps_max = _check_eps_max(eps_max)
+    eps, flags = _budgets(eps_star, censored, eps_max, "robust_flags")
+    grid = np.asarray(eps_grid, dtype=float).reshape(-1)
+    if not np.isfinite(grid).all() or (grid < 0).any():
+        raise ValueError("eps_grid must be a 1-D array of finite, non-negative budgets")
+    if (grid > eps_max).any():
+        raise ValueError(
+            f"eps_grid reaches {grid.max()}, above eps_max = {eps_max}, where censored ε* are unknown; "
+            "stop the grid at eps_max or rerun the attack with a larger eps_max"
+        )
+    return flags[None, :] | ~within(eps[None, :], grid[:, None])
 
 
 def robust_curve_interval(

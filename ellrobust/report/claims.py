@@ -12,6 +12,7 @@ import math
 
 from ellrobust.metrics.decisions import ALPHA, CONFIDENCE, POWER
 from ellrobust.report.format import (
+    format_budget,
     format_eps,
     format_layers,
     format_level,
@@ -46,6 +47,8 @@ def claim_text(claim: Claim, labels: Labels) -> str:
         return f"{e} is more robust than {b} under {_setting(labels, claim.attacks[0].setting)}"
     if claim.kind is ClaimKind.ADAPTIVE:
         return f"{e}'s advantage over {b} survives the adaptive attack (m_grad full)"
+    if claim.kind is ClaimKind.MINIMAL:
+        return f"{e} needs larger minimal budgets ε* than {b} under {_setting(labels, claim.minimal.setting)}"
     if claim.kind is ClaimKind.MCE:
         name = MCE_NAMES.get(claim.normalization, claim.normalization)
         return f"{e} has a lower {name + ' ' if name else ''}mCE than {b} (lower: more robust to corruptions)"
@@ -62,6 +65,8 @@ def evidence_text(claim: Claim, labels: Labels) -> str:
     parts = [f"n = {claim.n}" if claim.n is not None else "n unknown"]
     if claim.kind in (ClaimKind.ATTACK, ClaimKind.ADAPTIVE):
         parts += _attack_evidence(claim, labels)
+    elif claim.kind is ClaimKind.MINIMAL:
+        parts += _minimal_evidence(claim)
     else:
         parts += _estimate_evidence(claim)
     return "; ".join(parts)
@@ -123,6 +128,25 @@ def _power(power: Power) -> list[str]:
         parts.append(f"the largest observed difference is {size}")
     else:
         parts.append(f"the largest observed difference, {size}, needs about {int(largest.n_required)} images to detect")
+    return parts
+
+
+def _minimal_evidence(claim: Claim) -> list[str]:
+    """Medians, the Hodges–Lehmann difference with its interval, the sign test's Holm p, Wilcoxon's p."""
+    m = claim.minimal
+    parts = []
+    if m.medians:
+        parts.append("median ε* " + ", ".join(f"{model} {format_budget(value)}" for model, value in m.medians))
+    if claim.reason is Reason.NO_ADJUSTED_P:
+        return [*parts, "not judged: the run holds no Holm-adjusted p (eps_star_sign_p_adjusted)"]
+    interval = f"{format_budget(m.ci_low, signed=True)} … {format_budget(m.ci_high, signed=True)}"
+    parts.append(
+        f"Hodges–Lehmann ε* difference {format_budget(m.difference, signed=True)} "
+        f"({format_level(CONFIDENCE)} CI {interval}), sign test Holm p {format_p(m.p_adjusted)} "
+        f"(unadjusted {format_p(m.sign_p)}; Wilcoxon p {format_p(m.wilcoxon_p)})"
+    )
+    if claim.reason is Reason.NOT_SIGNIFICANT:
+        parts.append("not significant after Holm, or the interval includes 0")
     return parts
 
 

@@ -28,6 +28,14 @@ def format_eps(eps: float | None) -> str:
     return f"{k:.3g}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
 
 
+def format_budget(value: float | None, *, signed: bool = False) -> str:
+    """A measured budget (a minimal ε*, a difference of two) in /255 units with two decimals (``6.78/255``)."""
+    if _missing(value):
+        return ""
+    k = value * 255
+    return (f"{k:+.2f}" if signed else f"{k:.2f}") + "/255"
+
+
 def format_pct(value: float) -> str:
     """A fraction as a percentage with one decimal."""
     return "" if _missing(value) else f"{value * 100:.1f}"

@@ -6,7 +6,8 @@ severity, ``m_grad``, precision) decides for each of the run's images whether a 
 cases and CI reports are computed from; they never travel inside a results row. Beside the bit, each
 image keeps what the model said (``prediction``: the class it predicted on the clean, corrupted or
 adversarial image) and, under attack, how large the perturbation was (``linf`` and ``l2``, in [0, 1]
-pixel units, whatever the attack's norm). On disk they are the run folder's ``examples.csv.gz``: one
+pixel units, whatever the attack's norm); a minimal-norm method adds each image's minimal budget
+(``eps_star``) and whether it is ``censored``. On disk they are the run folder's ``examples.csv.gz``: one
 line per (model, measurement, image), with the image's index in the evaluated split; a column a run
 did not measure (norms of a clean image, predictions in a run folder of ellrobust 0.2) is empty.
 """
@@ -25,9 +26,19 @@ from ellrobust.files import atomic_write
 from ellrobust.results.rows import MEASUREMENT_FIELDS
 
 #: The columns of the per-example table, in order.
-EXAMPLE_COLUMNS = ("model", *MEASUREMENT_FIELDS, "index", "correct", "prediction", "linf", "l2")
+EXAMPLE_COLUMNS = (
+    "model",
+    *MEASUREMENT_FIELDS,
+    "index",
+    "correct",
+    "prediction",
+    "linf",
+    "l2",
+    "eps_star",
+    "censored",
+)
 #: Columns a measurement may leave empty (read back as missing, not as text).
-_OPTIONAL_COLUMNS = ("eps", "severity", "prediction", "linf", "l2")
+_OPTIONAL_COLUMNS = ("eps", "severity", "prediction", "linf", "l2", "eps_star", "censored")
 EXAMPLES_FILE = "examples.csv.gz"
 
 
@@ -44,6 +55,9 @@ class Outcomes:
             attack; on the clean image for an image that was not attacked), or None when unknown.
         linf, l2: under attack, the size of each image's perturbation (0 for an image not
             attacked), or None.
+        eps_star, censored: for a minimal-norm method (FMN, ``bisect-<attack>``), each image's
+            minimal budget ε* (0 misclassified clean, ``eps_max`` when censored) and whether no
+            adversarial example was found within ``eps_max``; None for other measurements.
     """
 
     model: str
@@ -57,10 +71,13 @@ class Outcomes:
     prediction: np.ndarray | None = field(default=None, compare=False)
     linf: np.ndarray | None = field(default=None, compare=False)
     l2: np.ndarray | None = field(default=None, compare=False)
+    eps_star: np.ndarray | None = field(default=None, compare=False)
+    censored: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "correct", np.asarray(self.correct, dtype=bool))
-        for name, dtype in (("prediction", np.int64), ("linf", np.float64), ("l2", np.float64)):
+        typed = (("prediction", np.int64), ("linf", np.float64), ("l2", np.float64))
+        for name, dtype in (*typed, ("eps_star", np.float64), ("censored", bool)):
             value = getattr(self, name)
             if value is not None:
                 value = np.asarray(value, dtype=dtype)
@@ -86,6 +103,10 @@ def examples_frame(outcomes: Iterable[Outcomes], indices: Sequence[int]) -> pd.D
                 "prediction": pd.array(o.prediction if o.prediction is not None else [None] * len(o.correct), "Int64"),
                 "linf": o.linf if o.linf is not None else np.nan,
                 "l2": o.l2 if o.l2 is not None else np.nan,
+                "eps_star": o.eps_star if o.eps_star is not None else np.nan,
+                "censored": pd.array(
+                    o.censored.astype(np.int8) if o.censored is not None else [None] * len(o.correct), "Int64"
+                ),
             }
         )
         for o in outcomes
@@ -105,6 +126,7 @@ def load_examples(run_dir: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     df = pd.read_csv(path, keep_default_na=False, na_values={name: [""] for name in _OPTIONAL_COLUMNS})
-    if "prediction" in df:
-        df["prediction"] = df["prediction"].astype("Int64")
+    for name in ("prediction", "censored"):
+        if name in df:
+            df[name] = df[name].astype("Int64")
     return df

@@ -81,6 +81,14 @@ class Metric(StrEnum):
     MCNEMAR_P_ADJUSTED = "mcnemar_p_adjusted"  # Holm over every paired comparison of one pair of models in a run
     DETECTABLE_DIFFERENCE = "detectable_difference"
     N_REQUIRED = "n_required"
+    EPS_STAR_MEDIAN = "eps_star_median"  # minimal-norm methods: the median ε* (censored at eps_max)
+    N_CENSORED = "n_censored"  # images not broken within eps_max
+    EPS_STAR_DIFFERENCE = "eps_star_difference"  # paired: Hodges–Lehmann estimate of ε*(model) − ε*(baseline)
+    EPS_STAR_DIFFERENCE_CI_LOW = "eps_star_difference_ci_low"  # its distribution-free interval
+    EPS_STAR_DIFFERENCE_CI_HIGH = "eps_star_difference_ci_high"
+    EPS_STAR_SIGN_P = "eps_star_sign_p"  # the paired sign test on ε*
+    EPS_STAR_SIGN_P_ADJUSTED = "eps_star_sign_p_adjusted"  # Holm, in the same family as mcnemar_p_adjusted
+    EPS_STAR_WILCOXON_P = "eps_star_wilcoxon_p"  # the signed-rank test on ε*, secondary
     SANITY_FINITE_LOGITS = "sanity_finite_logits"  # sanity checks: 1 pass, 0 fail, the detail in params
     SANITY_PERTURBATION_WITHIN_EPS = "sanity_perturbation_within_eps"
     SANITY_INSIDE_UNIT_RANGE = "sanity_inside_unit_range"
@@ -91,6 +99,7 @@ class Metric(StrEnum):
     SANITY_LARGE_EPS_REACHES_CHANCE = "sanity_large_eps_reaches_chance"
     SANITY_PRECISION_NOT_ABOVE_FP32 = "sanity_precision_not_above_fp32"
     SANITY_TRANSFER_NOT_STRONGER = "sanity_transfer_not_stronger"
+    SANITY_MINIMAL_NORM_NOT_BEATEN = "sanity_minimal_norm_not_beaten"
 
     @property
     def ci_low(self) -> Metric:
@@ -137,6 +146,16 @@ PAIRED_METRICS = (
     Metric.MCNEMAR_P_ADJUSTED,
     Metric.DETECTABLE_DIFFERENCE,
     Metric.N_REQUIRED,
+)
+
+#: The rows of one paired comparison of minimal budgets ε*, in the order they are written and shown.
+EPS_STAR_PAIRED_METRICS = (
+    Metric.EPS_STAR_DIFFERENCE,
+    Metric.EPS_STAR_DIFFERENCE_CI_LOW,
+    Metric.EPS_STAR_DIFFERENCE_CI_HIGH,
+    Metric.EPS_STAR_SIGN_P,
+    Metric.EPS_STAR_SIGN_P_ADJUSTED,
+    Metric.EPS_STAR_WILCOXON_P,
 )
 
 #: Metric names users' scripts may rely on (README, "Results"), besides the ``sanity_*`` checks.

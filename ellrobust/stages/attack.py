@@ -48,6 +48,11 @@ LARGE_EPS = 0.5
 LARGE_EPS_MAX_POINTS = 100
 
 
+def fixed_budget(requests) -> list[AttackRequest]:
+    """The requests this stage runs: those answering at one budget (minimal-norm methods have a stage of their own)."""
+    return [r for r in requests if not r.definition.is_minimal]
+
+
 class AttackStage(Stage):
     def units(self, ctx: RunContext) -> list[Unit]:
         units = []
@@ -55,7 +60,7 @@ class AttackStage(Stage):
             for mode in ctx.config.m_grad_modes(lm.elliptical):
                 for precision in ctx.config.precision:
                     p = precision.value
-                    for req in ctx.config.attacks:
+                    for req in fixed_budget(ctx.config.attacks):
                         budgets = sorted(float(e) for e in ctx.eps_for(req))
                         for i, eps in enumerate(budgets):
                             units.append(
@@ -63,7 +68,9 @@ class AttackStage(Stage):
                                     "attack", name, req.name, req.params_json(), eps, None, mode, tuple(budgets[:i]), p
                                 )
                             )
-                    if ctx.config.sanity and any(not r.definition.gradient_free for r in ctx.config.attacks):
+                    if ctx.config.sanity and any(
+                        not r.definition.gradient_free for r in fixed_budget(ctx.config.attacks)
+                    ):
                         large = make_request("pgd", {"steps": 10, "step_size": "0.1*eps"})
                         units.append(
                             Unit("attack", name, LARGE_EPS_METHOD, large.params_json(), LARGE_EPS, None, mode, (), p)

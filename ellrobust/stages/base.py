@@ -3,7 +3,8 @@
 The engine runs an explicit, ordered tuple of stages (:data:`ellrobust.engine.STAGES`): clean first,
 because every later stage may read its outcomes through :meth:`~ellrobust.context.RunContext.clean_outcomes`.
 For each stage it asks for the units, loads the finished ones from disk, calls :meth:`Stage.prepare`
-with the rest, then :meth:`Stage.run` for each of them with the unit's seed; after the last stage,
+with the rest, then :meth:`Stage.run` for each of them with the unit's seed, and passes every unit's
+result, computed or loaded, through :meth:`Stage.finish`; after the last stage,
 :meth:`Stage.derive` adds rows that need every unit of the run. The hooks a stage does not need keep
 these no-op defaults.
 """
@@ -31,6 +32,14 @@ class Stage:
     def run(self, unit: Unit, ctx: RunContext, seed: int) -> UnitResult:
         """Compute one unit; ``seed`` comes from the unit's key (the same on every rank and every resume)."""
         raise NotImplementedError
+
+    def finish(self, unit: Unit, result: UnitResult, ctx: RunContext) -> UnitResult:
+        """The unit's result as this run reads it, computed or loaded from disk (after it was saved).
+
+        For what depends on the run's request but not on the unit's numbers (the minimal stage's rows
+        at the run's budgets), so that a unit is reused whatever those are. The default: as it is.
+        """
+        return result
 
     def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
         """Rows computed from every row of the run once all units are done (e.g. mCE over corruptions)."""
