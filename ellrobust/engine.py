@@ -273,7 +273,25 @@ class Evaluation:
         self._compile_start = compiled_attention.STATS.snapshot()
 
     def identity(self, unit: Unit, ctx: RunContext) -> str:
-        """A hash of everything a unit's numbers depend on: its key on disk and its seed."""
+        """A hash of everything a unit's numbers depend on: its key on disk."""
+        return _digest(self._identity(unit, ctx))
+
+    def seed_identity(self, unit: Unit, ctx: RunContext) -> str:
+        """The hash a unit's seed comes from: its identity without what is measured beside the attack.
+
+        Collapse on the adversarial images, the saved images and the transferred verdicts read an
+        attack's images without changing them, and deterministic kernels change no random number; so
+        none of them may change the attack's random numbers (random starts, SPSA's directions), and an
+        attack gives the same images, the same robust accuracy, with or without them.
+        """
+        ident = self._identity(unit, ctx)
+        if unit.stage != "collapse":
+            ident["collapse"] = None
+        for name in ("deterministic", "save_adversarial", "transfer"):
+            ident.pop(name, None)
+        return _digest(ident)
+
+    def _identity(self, unit: Unit, ctx: RunContext) -> dict:
         models = list(ctx.models.values()) if unit.model == "*" else [ctx.models[unit.model]]
         ident = {
             "unit": asdict(unit),
@@ -297,7 +315,7 @@ class Evaluation:
         # the models that judge the unit's images are part of its numbers (absent when off: keys unchanged)
         if self.config.transfer and unit.stage == "attack":
             ident["transfer"] = {m.name: m.digest for m in ctx.models.values() if m.name != unit.model}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+        return ident
 
     def run(self) -> RunResult:
         """Run every unit not already on disk, then assemble and save the table (rank 0 writes).
@@ -426,7 +444,7 @@ class Evaluation:
             stage.prepare(ctx, [unit for (unit, _), result in zip(planned, saved, strict=True) if result is None])
             for (unit, key), result in zip(planned, saved, strict=True):
                 if result is None:
-                    seed = unit_seed(cfg.seed, key)
+                    seed = unit_seed(cfg.seed, self.seed_identity(unit, ctx))
                     seed_everything(seed)
                     tick, compiling = time.perf_counter(), compiled_attention.STATS.compile_seconds
                     result = stage.run(unit, ctx, seed)
@@ -536,6 +554,10 @@ _TIMING_KEYS = (
     "model_seconds",
     "adversarial_file",
 )
+
+
+def _digest(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _timings(extra: dict) -> dict:

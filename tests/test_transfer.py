@@ -118,3 +118,19 @@ def test_transfer_needs_two_models(runner):
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--transfer" in lines[0] and "add a second --model" in lines[0], lines
+
+
+def test_what_is_measured_beside_an_attack_leaves_its_numbers_alone(run, tmp_path):
+    """--transfer, --save-adversarial and --collapse read the attack's images; its random starts are the same."""
+    from typer.testing import CliRunner
+
+    plain = tmp_path / "plain"
+    result = CliRunner().invoke(app, [*[a for a in ARGS if a != "--transfer"], "--collapse", "--out", str(plain)])
+    assert result.exit_code == 0, result.output
+
+    def white_box(folder: Path) -> pd.Series:
+        table = load_results(folder)
+        rows = table[(table.metric == "robust_accuracy") & table.method.isin(["pgd", "fgsm"])]
+        return rows.set_index(["model", "method", "eps", "m_grad"]).value.sort_index()
+
+    pd.testing.assert_series_equal(white_box(run), white_box(plain))
