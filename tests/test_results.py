@@ -99,9 +99,11 @@ def test_the_examples_table_holds_one_row_per_image_and_outcome():
         "prediction",
         "linf",
         "l2",
+        "eps_star",
+        "censored",
     ]
     assert df["index"].tolist() == [7, 3, 5, 7, 3, 5] and df["correct"].tolist() == [1, 0, 1, 0, 0, 1]
-    assert df["prediction"].isna().all() and df["linf"].isna().all()  # these outcomes recorded neither
+    assert df["prediction"].isna().all() and df["linf"].isna().all() and df["eps_star"].isna().all()  # none recorded
 
 
 # --- the migration --------------------------------------------------------------------------------------
