@@ -351,7 +351,7 @@ def _minimal(df: pd.DataFrame, labels: Labels, figures: Mapping[str, str]) -> li
         "averages of ε*_A − ε*_B, and its 95 % interval the Wilcoxon signed-rank test inverted (whose p is "
         "shown as a secondary statistic: it weighs magnitudes that censoring turns into bounds)."
     )
-    out = [_section("Minimal budgets ε*"), text]
+    out = [_section("Minimal budgets ε*"), escape(text)]
     if t is not None:
         out.append(table(t))
     if "robustness_curve" in figures:

@@ -287,7 +287,7 @@ def robustness_curve_figure(df: pd.DataFrame, examples: pd.DataFrame | None) -> 
         )
     unit = "ε (/255 of the pixel range)" if scale == 255 else "ε ([0, 1] pixel units)"
     ax.set_xlim(0, eps_top * scale)
-    ax.set_ylim(0, 102)
+    ax.set_ylim(-2, 102)  # markers at 0 % stay whole
     ax.set_xlabel(unit)
     ax.set_ylabel("robust accuracy (%)")
     ax.set_title("Robust accuracy from ε*\n(bands, error bars: pointwise 95 % Wilson)", fontsize="medium")
