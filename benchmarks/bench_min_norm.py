@@ -16,6 +16,16 @@ the ratios of one run); then the answers themselves (median ε*, censored images
 first (allocator, kernels, compilation on CUDA); on CUDA each clock is read after a synchronisation.
 
     python benchmarks/bench_min_norm.py [-n 64] [--steps 100] [--batch 64] [--eps 8/255] [--repeats 1] [--device cpu]
+
+``--images-needed`` answers another question: how many images does each paired test need? On the
+shipped models (``--model`` against ``--baseline``, default deit-elliptical vs deit; ``-n`` default
+200), it measures every image's ε* for both (FMN L∞, ``--steps``, eps_max 16/255) and PGD-10's
+correctness at each budget of the quick start (1, 2, 4, 8 /255), then, per budget,
+:func:`ellrobust.metrics.minimal.images_needed` draws ``--repeats`` (default 200) subsets of each
+size of ``--sizes`` and prints the power of the sign test on ε* next to McNemar's at that budget, and
+the smallest size reaching 80 % power for each (">" the largest size when none does).
+
+    python benchmarks/bench_min_norm.py --images-needed [-n 200] [--steps 100] [--repeats 200] [--sizes 25,50,100,200]
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from ellrobust.allocator import keep_freed_memory
 from ellrobust.attacks import MinimalResult, bisect, fmn, registry_attack
 from ellrobust.attacks.bisection import DEFAULT_RESOLUTION
 from ellrobust.data import load_dataset
-from ellrobust.metrics.minimal import robust_curve
+from ellrobust.metrics.minimal import images_needed, robust_curve
 from ellrobust.models import load_model
 from ellrobust.parsing import parse_fraction
 from ellrobust.precision import fp32_predictions
@@ -54,22 +64,98 @@ def timed(run: Callable[[], object], device: str) -> tuple[float, float, object]
     return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
+def load_images(n: int | None, device: str):
+    """The first ``n`` digits test images and labels on ``device``, and the dataset."""
+    data = load_dataset("digits")
+    n = min(n, len(data))
+    x = torch.stack([data.dataset[i][0] for i in range(n)]).to(device)
+    y = torch.stack([torch.as_tensor(data.dataset[i][1]) for i in range(n)]).to(device)
+    return x, y, data
+
+
+def needed_images(args: argparse.Namespace) -> None:
+    """``--images-needed``: the power of the sign test on ε* against McNemar's at each quick-start budget."""
+    x_all, y_all, data = load_images(args.n if args.n is not None else 200, args.device)
+    n = len(y_all)
+    torch.manual_seed(0)
+    pgd = registry_attack("pgd", num_classes=data.num_classes, params={"steps": 10})
+    stars, flags, correct = {}, {}, {}
+    for name in (args.model, args.baseline):
+        model = load_model(name).to(args.device).eval()
+        parts, right = [], {e: [] for e in SWEEP}
+        for start in range(0, n, args.batch):
+            x, y = x_all[start : start + args.batch], y_all[start : start + args.batch]
+            parts.append(fmn(model, x, y, norm="Linf", steps=args.steps, eps_max=EPS_MAX))
+            for e in SWEEP:
+                right[e].append((fp32_predictions(model, pgd(model, x, y, e)) == y).cpu())
+        stars[name] = torch.cat([r.eps_star for r in parts]).cpu().numpy()
+        flags[name] = torch.cat([r.censored for r in parts]).cpu().numpy()
+        correct[name] = {e: torch.cat(v).numpy() for e, v in right.items()}
+    sizes = sorted({m for m in (int(v) for v in args.sizes.split(",")) if 1 <= m <= n}) or sorted(
+        {max(1, n // 4), max(1, n // 2), n}
+    )
+    a, b = args.model, args.baseline
+    print(f"{a} vs {b}: {n} digits test images; FMN L∞ {args.steps} steps, eps_max 16/255; PGD-10 at fixed ε")
+    print(f"censored: {a} {int(flags[a].sum())}, {b} {int(flags[b].sum())} of {n}; {args.repeats} subsets per size")
+    header = "  ".join(f"{m:>11}" for m in sizes)
+    for e in SWEEP:
+        found = images_needed(
+            stars[a],
+            flags[a],
+            stars[b],
+            flags[b],
+            correct[a][e],
+            correct[b][e],
+            eps_max=EPS_MAX,
+            sizes=sizes,
+            seed=0,
+            repeats=args.repeats,
+        )
+
+        def needed(m: int | None) -> str:
+            return str(m) if m is not None else f"> {sizes[-1]}"
+
+        print(f"{f'ε {e * 255:g}/255: power at size':<26}{header}")
+        print(f"{'  sign test on ε*':<26}{'  '.join(f'{p:11.2f}' for p in found.sign_power)}")
+        print(f"{'  McNemar at this ε':<26}{'  '.join(f'{p:11.2f}' for p in found.mcnemar_power)}")
+        print(
+            f"  images for {found.power:.0%} power: sign test {needed(found.sign_needed)}, "
+            f"McNemar {needed(found.mcnemar_needed)}"
+        )
+
+
 def main() -> None:
     keep_freed_memory()  # the allocation policy of the CLI's process, so the figures are the CLI's
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=64, help="images (the first N of the digits test split)")
+    parser.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help="images (the first N of the digits test split; 64, or 200 with --images-needed)",
+    )
     parser.add_argument("--steps", type=int, default=100, help="FMN iterations")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--eps", default="8/255", help="PGD-10's budget, the unit of cost")
     parser.add_argument("--model", default="deit-elliptical")
-    parser.add_argument("--repeats", type=int, default=1, help="timed passes over the images; medians are printed")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed passes over the images, medians printed (default 1); with --images-needed, subsets per size (200)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images-needed", action="store_true", help="power of the sign test on ε* vs McNemar")
+    parser.add_argument("--baseline", default="deit", help="with --images-needed: model B")
+    parser.add_argument("--sizes", default="25,50,100,200", help="with --images-needed: subset sizes (at most -n)")
     args = parser.parse_args()
+    if args.images_needed:
+        args.repeats = args.repeats if args.repeats is not None else 200
+        needed_images(args)
+        return
+    args.repeats = args.repeats if args.repeats is not None else 1
     eps = parse_fraction(args.eps)
-    data = load_dataset("digits")
-    n = min(args.n, len(data))
-    x_all = torch.stack([data.dataset[i][0] for i in range(n)]).to(args.device)
-    y_all = torch.stack([torch.as_tensor(data.dataset[i][1]) for i in range(n)]).to(args.device)
+    x_all, y_all, data = load_images(args.n if args.n is not None else 64, args.device)
+    n = len(y_all)
     torch.manual_seed(0)
     model = load_model(args.model).to(args.device).eval()
     pgd = registry_attack("pgd", num_classes=data.num_classes, params={"steps": 10})

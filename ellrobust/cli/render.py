@@ -99,6 +99,13 @@ def transfer_table(df: pd.DataFrame) -> RenderableType | None:
     return None if found is None else rich_table(found)
 
 
+def eps_star_table(df: pd.DataFrame) -> RenderableType | None:
+    """The report's minimal-budget table (ε* per pair of models and minimal-norm method), None for a run without it."""
+    frame = prepare(df)
+    found = tables.eps_star_table(frame, build_labels(frame))
+    return None if found is None else rich_table(found)
+
+
 def corruption_table(df: pd.DataFrame) -> RenderableType | None:
     """The report's corruption tables: the summary per corruption, CE and mCE, the mCE difference."""
     frame = prepare(df)

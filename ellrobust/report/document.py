@@ -80,6 +80,7 @@ def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str], report
         *_clean(df),
         *_robust(df, labels, figures),
         *_transfer(df, labels),
+        *_minimal(df, labels, figures),
         *_corruptions(runs, df, figures),
         *_collapse(df, figures),
         *_paired(df, labels),
@@ -332,6 +333,30 @@ def _transfer(df: pd.DataFrame, labels: Labels) -> list[str]:
         "images do is a sign of gradient masking: the sanity check `transfer_not_stronger` flags it."
     )
     return [_section("Transfer between the models"), text, table(t)]
+
+
+def _minimal(df: pd.DataFrame, labels: Labels, figures: Mapping[str, str]) -> list[str]:
+    """The minimal budgets ε* of ``--attack fmn`` (or ``bisect-<attack>``) per pair of models; nothing without them."""
+    t = tables.eps_star_table(df, labels)
+    if t is None and "robustness_curve" not in figures:
+        return []
+    text = (
+        "A minimal-norm attack gives, per image and model, the smallest budget ε* that breaks it (0 for an "
+        "image misclassified clean), so the robust accuracy at any ε is the fraction of images with ε* > ε. "
+        "An image not broken up to the method's eps_max is censored: its ε* is recorded as eps_max and only "
+        "known to exceed it, so a median marked ≥ (half or more of the images censored) is a lower bound, and "
+        "a pair with both images censored is a tie. The paired sign test on the signs of ε*_A − ε*_B (exact, "
+        "ties dropped; the censoring leaves the signs known) is the test that enters Holm's family, beside the "
+        "McNemar tests of the fixed-budget attacks; the Hodges–Lehmann difference is the median of the Walsh "
+        "averages of ε*_A − ε*_B, and its 95 % interval the Wilcoxon signed-rank test inverted (whose p is "
+        "shown as a secondary statistic: it weighs magnitudes that censoring turns into bounds)."
+    )
+    out = [_section("Minimal budgets ε*"), escape(text)]
+    if t is not None:
+        out.append(table(t))
+    if "robustness_curve" in figures:
+        out.append(image("Robust accuracy vs ε from ε*, and the paired difference", figures["robustness_curve"]))
+    return out
 
 
 def _corruptions(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:

@@ -28,12 +28,20 @@ def format_eps(eps: float | None) -> str:
     return f"{k:.3g}/255" if abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
 
 
-def format_budget(value: float | None, *, signed: bool = False) -> str:
-    """A measured budget (a minimal ε*, a difference of two) in /255 units with two decimals (``6.78/255``)."""
+def format_budget(value: float | None, *, signed: bool = False, unit: bool = True) -> str:
+    """A measured budget (a minimal ε*, a difference of two) in /255 units with two decimals (``6.78/255``;
+    ``6.78`` without ``unit``, for a column whose header names it)."""
     if _missing(value):
         return ""
     k = value * 255
-    return (f"{k:+.2f}" if signed else f"{k:.2f}") + "/255"
+    return (f"{k:+.2f}" if signed else f"{k:.2f}") + ("/255" if unit else "")
+
+
+def format_budget_interval(low: float, high: float) -> str:
+    """``-1.42 … +1.23``: the interval of a difference of budgets in /255 units (the header names the unit)."""
+    if _missing(low) or _missing(high):
+        return ""
+    return f"{format_budget(low, signed=True, unit=False)} … {format_budget(high, signed=True, unit=False)}"
 
 
 def format_pct(value: float) -> str:

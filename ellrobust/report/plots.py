@@ -25,8 +25,10 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
 from ellrobust.files import atomic_write
-from ellrobust.frame import Lookup, interval_metrics, split_params
+from ellrobust.frame import Lookup, interval_metrics, parse_params, split_params
 from ellrobust.metrics.decisions import Favours, holm_direction
+from ellrobust.metrics.minimal import robust_curve_interval, robust_flags
+from ellrobust.metrics.stats import paired_difference_interval
 from ellrobust.report.format import format_eps
 from ellrobust.report.labels import Labels, collapse_label, series_columns, series_label
 from ellrobust.results import ELLIPTICAL_METRICS, Metric
@@ -168,6 +170,155 @@ def robust_figure(df: pd.DataFrame, labels: Labels) -> Figure | None:
     _accuracy_ylim(axes[0], highs)
     _legend(fig, axes)
     fig.suptitle(f"Robust accuracy vs attack budget (ε = 0: clean; {_band_text(lookup, Metric.ROBUST_ACCURACY, rob)})")
+    return fig
+
+
+#: Points of the ε grid on which the robustness curve is drawn, from 0 to the method's eps_max.
+CURVE_POINTS = 200
+
+#: A minimal-norm measurement of one model: (run, model, method, params, m_grad, precision).
+Budget = tuple[str, str, str, str, str, str]
+
+
+def minimal_budgets(examples: pd.DataFrame | None) -> dict[Budget, tuple[pd.Series, pd.Series, float]]:
+    """Each model's per-image ε* and censored flags (indexed by the image's index in the split) and eps_max,
+    per minimal-norm measurement, from a per-example table with a ``run`` column (one run folder's
+    ``examples.csv.gz`` each, :func:`ellrobust.results.load_examples`); empty without one.
+
+    The table holds one line per image and grid budget, all with the same ε*; the first is kept.
+    """
+    if examples is None or "eps_star" not in examples or examples["eps_star"].isna().all():
+        return {}
+    rows = examples[examples["eps_star"].notna()].copy()
+    for column in ("run", "m_grad", "precision", "params"):
+        rows[column] = rows[column].astype("string").fillna("").astype(str) if column in rows else ""
+    keys = ["run", "model", "method", "params", "m_grad", "precision"]
+    out = {}
+    for key, group in rows.groupby(keys, sort=False):
+        group = group.drop_duplicates("index").set_index("index")
+        eps_max = parse_params(key[3]).get("eps_max")
+        if eps_max is None:
+            continue
+        out[key] = (group["eps_star"].astype(float), group["censored"].fillna(0).astype(bool), float(eps_max))
+    return out
+
+
+def _norm_of(method: str, params: str) -> str | None:
+    from ellrobust.attacks import ATTACKS
+
+    settings = parse_params(params)
+    if settings.get("norm"):
+        return str(settings["norm"])
+    return ATTACKS.get(method).norm if method in ATTACKS else None
+
+
+def _paired_curve(
+    a: tuple[pd.Series, pd.Series, float], b: tuple[pd.Series, pd.Series, float], grid: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Robust accuracy of A − B at each ε of ``grid`` on the images both have, with Tango's paired interval."""
+    common = a[0].index.intersection(b[0].index)
+    eps_max = min(a[2], b[2])
+    flags_a = robust_flags(a[0][common].to_numpy(), a[1][common].to_numpy(), grid, eps_max=eps_max)
+    flags_b = robust_flags(b[0][common].to_numpy(), b[1][common].to_numpy(), grid, eps_max=eps_max)
+    a_only, b_only, n = (flags_a & ~flags_b).sum(axis=1), (~flags_a & flags_b).sum(axis=1), len(common)
+    limits = np.array([paired_difference_interval(int(x), int(y), n) for x, y in zip(a_only, b_only, strict=True)])
+    return (a_only - b_only) / max(n, 1), limits[:, 0], limits[:, 1]
+
+
+def robustness_curve_figure(df: pd.DataFrame, examples: pd.DataFrame | None) -> Figure | None:
+    """Robust accuracy vs ε read from each image's minimal budget ε* (left), and the paired difference A − B
+    (right), on a fine grid from 0 to the method's eps_max.
+
+    Left: per model and m_grad mode, the fraction of images with ε* > ε with its pointwise 95 % Wilson
+    band, and the fixed-budget attacks of the run in the same norm as markers with their Wilson intervals.
+    Right: for each pair of models the run compared on ε* (``eps_star_difference`` rows), the difference of
+    the two curves on the same images with the pointwise 95 % Tango score interval
+    (:func:`~ellrobust.metrics.stats.paired_difference_interval`) of the per-image robust flags at each ε.
+    ``examples`` is the per-example table of the runs with a ``run`` column; None without ε* draws nothing.
+    """
+    budgets = minimal_budgets(examples)
+    if not budgets:
+        return None
+    lookup = Lookup(df)
+    colors = _palette(df)
+    pairs = df[(df["metric"] == Metric.EPS_STAR_DIFFERENCE.value) & df["baseline"].ne("")].to_dict(orient="records")
+    pairs = [
+        r for r in pairs if (r["run"], r["model"], r["method"], r["params"], r["m_grad"], r["precision"]) in budgets
+    ]
+    fig = Figure(figsize=(12.0 if pairs else 6.5, 5.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if pairs else 1, squeeze=False).ravel().tolist()
+    methods = list(dict.fromkeys(key[2] for key in budgets))
+    norms = {_norm_of(key[2], key[3]) for key in budgets}
+    scale = 255 if _in_255([eps_max for _, _, eps_max in budgets.values()]) and norms == {"Linf"} else 1
+    ax = axes[0]
+    eps_top = 0.0
+    for key, (stars, censored, eps_max) in budgets.items():
+        run, model, method, _, mode, precision = key
+        grid = np.linspace(0.0, eps_max, CURVE_POINTS)
+        curve = robust_curve_interval(stars.to_numpy(), censored.to_numpy(), grid, eps_max=eps_max)
+        linestyle = ("-", "--", ":", "-.")[(methods.index(method) + (mode == "full")) % 4]
+        what = [model, *([method] if len(methods) > 1 else []), *([f"m_grad {mode}"] if mode else [])]
+        style = {"color": colors.get((run, model), "C0"), "linestyle": linestyle, "label": _plain(", ".join(what))}
+        ax.fill_between(grid * scale, curve.low * 100, curve.high * 100, color=style["color"], alpha=0.15, linewidth=0)
+        ax.plot(grid * scale, curve.robust * 100, **style)
+        eps_top = max(eps_top, eps_max)
+    fixed = df[(df["metric"] == Metric.ROBUST_ACCURACY.value) & df["baseline"].eq("") & df["eps"].notna()]
+    fixed = fixed[~fixed["method"].isin(methods + ["worst-case"])]
+    fixed = fixed[[_norm_of(m, p) in norms for m, p in zip(fixed["method"], fixed["params"], strict=True)]]
+    markers = {method: "osv^D"[i % 5] for i, method in enumerate(dict.fromkeys(fixed["method"]))}
+    groups = list(fixed.groupby(["run", "model", "method", "params", "m_grad", "precision"], sort=False))
+    for i, (_, series) in enumerate(groups):
+        shift = (i - (len(groups) - 1) / 2) * 0.006 * eps_top  # side by side, not on top of each other
+        first = series.iloc[0]
+        values = series["value"].to_numpy() * 100
+        lows, highs = (np.array(v, dtype=float) * 100 for v in _intervals(series, lookup, Metric.ROBUST_ACCURACY))
+        errors = np.vstack([values - np.nan_to_num(lows, nan=0), np.nan_to_num(highs, nan=0) - values]).clip(min=0)
+        mode = f", m_grad {first['m_grad']}" if first["m_grad"] else ""
+        ax.errorbar(
+            (series["eps"].to_numpy() + shift) * scale,
+            values,
+            yerr=errors if not np.isnan(lows).all() else None,
+            fmt=markers[first["method"]],
+            color=colors.get((first["run"], first["model"]), "C0"),
+            markerfacecolor="none" if first["m_grad"] == "full" else None,
+            capsize=3,
+            label=_plain(f"{first['model']}: {first['method']} at fixed ε{mode}"),
+        )
+    unit = "ε (/255 of the pixel range)" if scale == 255 else "ε ([0, 1] pixel units)"
+    ax.set_xlim(0, eps_top * scale)
+    ax.set_ylim(-2, 102)  # markers at 0 % stay whole
+    ax.set_xlabel(unit)
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_title("Robust accuracy from ε*\n(bands, error bars: pointwise 95 % Wilson)", fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
+    if pairs:
+        ax = axes[1]
+        for r in pairs:
+            a = budgets[(r["run"], r["model"], r["method"], r["params"], r["m_grad"], r["precision"])]
+            b_key = (r["run"], r["baseline"], r["method"], r["params"])
+            b = budgets.get((*b_key, r["m_grad"], r["precision"]), budgets.get((*b_key, "", r["precision"])))
+            if b is None:
+                continue
+            grid = np.linspace(0.0, min(a[2], b[2]), CURVE_POINTS)
+            diff, low, high = _paired_curve(a, b, grid)
+            what = [*([r["method"]] if len(methods) > 1 else []), *([f"m_grad {r['m_grad']}"] if r["m_grad"] else [])]
+            label = f"{r['model']} − {r['baseline']}" + (f" ({', '.join(what)})" if what else "")
+            color = colors.get((r["run"], r["model"]), "C0")
+            ax.fill_between(grid * scale, low * 100, high * 100, color=color, alpha=0.15, linewidth=0)
+            ax.plot(grid * scale, diff * 100, color=color, label=_plain(label))
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xlim(0, eps_top * scale)
+        ax.set_xlabel(unit)
+        ax.set_ylabel("A − B robust accuracy (pp)")
+        ax.set_title(
+            "Paired difference A − B on the same images\n(band: pointwise 95 % Tango score)", fontsize="medium"
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize="small")
+    n = _n_text(df[df["metric"] == Metric.EPS_STAR_MEDIAN.value])
+    fig.suptitle(f"Robust accuracy vs ε from minimal budgets ε* (n = {n}; curves: fraction of images with ε* > ε)")
     return fig
 
 

@@ -23,6 +23,8 @@ import pandas as pd
 from ellrobust.frame import TEXT_COLUMNS, Lookup, interval_metrics, paired_records, parse_params, split_params
 from ellrobust.metrics.decisions import Favours, holm_direction
 from ellrobust.report.format import (
+    format_budget,
+    format_budget_interval,
     format_eps,
     format_int,
     format_layers,
@@ -177,6 +179,82 @@ def transfer_table(df: pd.DataFrame, labels: Labels) -> Table | None:
     sections = _sections([row[:2] for row in out])
     title = "Transfer: accuracy (%) of each target on the source's adversarial images (diagonal: white-box)"
     return Table(headers, tuple(out), align, title=title, sections=sections)
+
+
+def _median_cell(row: dict | None, censored: float) -> str:
+    """A model's median ε* in /255 with its censored count, ``≥`` where half or more of its images are
+    censored (the median is then only a lower bound): ``≥ 16.00 (25)``."""
+    if row is None:
+        return ""
+    n = row["n"]
+    bound = not pd.isna(censored) and not pd.isna(n) and censored >= (int(n) + 1) // 2
+    count = "" if pd.isna(censored) else f" ({int(censored)})"
+    return ("≥ " if bound else "") + format_budget(row["value"], unit=False) + count
+
+
+def eps_star_table(df: pd.DataFrame, labels: Labels) -> Table | None:
+    """Per pair of models and minimal-norm method (× m_grad × precision where they vary): each model's median
+    ε* (``≥`` when only a lower bound) and censored count, the Hodges–Lehmann difference A − B with its 95 %
+    interval, the sign test's p (raw and Holm-adjusted, in the McNemar family), Wilcoxon's p, and whether
+    the difference survives Holm."""
+    diffs = df[(df["metric"] == Metric.EPS_STAR_DIFFERENCE.value) & df["baseline"].ne("")]
+    if diffs.empty:
+        return None
+    lookup = Lookup(df)
+    medians = {}
+    for r in _values(df, Metric.EPS_STAR_MEDIAN).to_dict(orient="records"):
+        medians[(r["run"], r["model"], r["method"], r["params"], r["m_grad"], r["precision"])] = r
+
+    def median_of(model: str, r: dict) -> dict | None:
+        key = (r["run"], model, r["method"], r["params"])
+        return medians.get((*key, r["m_grad"], r["precision"]), medians.get((*key, "", r["precision"])))
+
+    rows = diffs.assign(comparison=[labels.method(m, p) for m, p in zip(diffs["method"], diffs["params"], strict=True)])
+    keys = [
+        *varying(rows, ["run"]),
+        "model",
+        "baseline",
+        "comparison",
+        *varying(rows, ["m_grad", "precision"]),
+    ]
+    out = []
+    for r in _ordered(rows, keys).to_dict(orient="records"):
+        cells = [_key_cell(k, r[k]) for k in keys]
+        for model in (r["model"], r["baseline"]):
+            found = median_of(model, r)
+            censored = lookup(found, Metric.N_CENSORED) if found is not None else float("nan")
+            cells.append(_median_cell(found, censored))
+        low = lookup(r, Metric.EPS_STAR_DIFFERENCE_CI_LOW)
+        high = lookup(r, Metric.EPS_STAR_DIFFERENCE_CI_HIGH)
+        p_adjusted = lookup(r, Metric.EPS_STAR_SIGN_P_ADJUSTED)
+        cells += [
+            f"{format_budget(r['value'], signed=True, unit=False)} ({format_budget_interval(low, high)})"
+            if not (pd.isna(low) or pd.isna(high))
+            else format_budget(r["value"], signed=True, unit=False),
+            format_p(lookup(r, Metric.EPS_STAR_SIGN_P)),
+            format_p(p_adjusted),
+            SURVIVES_HOLM[holm_direction(r["value"], low, high, p_adjusted)],
+            format_p(lookup(r, Metric.EPS_STAR_WILCOXON_P)),
+        ]
+        out.append(tuple(cells))
+    names = {"model": "A", "baseline": "B", "comparison": "method"}
+    headers = (
+        *(names.get(k, k) for k in keys),
+        "median ε* A (censored)",
+        "median ε* B (censored)",
+        "HL A − B (95 % CI)",
+        "sign p",
+        "Holm p",
+        "survives Holm",
+        "Wilcoxon p",
+    )
+    align = tuple(Align.LEFT if h == "survives Holm" or i < len(keys) else Align.RIGHT for i, h in enumerate(headers))
+    title = (
+        "Minimal budgets ε* (/255) on the same images: median per model (≥: only a lower bound) with the images "
+        "censored at eps_max, Hodges–Lehmann A − B with its 95 % CI, paired sign test (Holm over all paired "
+        "comparisons of A and B in the run)"
+    )
+    return Table(headers, tuple(out), align, title=title)
 
 
 def max_half_width(df: pd.DataFrame, metric: Metric) -> float | None:

@@ -20,7 +20,7 @@ from ellrobust.report import plots
 from ellrobust.report.document import SECTIONS, Run, render
 from ellrobust.report.labels import build_labels
 from ellrobust.report.tables import collapse_metrics
-from ellrobust.results import ELLIPTICAL_METRICS, load_results
+from ellrobust.results import ELLIPTICAL_METRICS, load_examples, load_results
 
 __all__ = ["SECTIONS", "load_runs", "write_report"]
 
@@ -42,6 +42,18 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
     return runs
 
 
+def _minimal_examples(runs: list[Run]) -> pd.DataFrame | None:
+    """The per-example lines that carry a minimal budget ε*, of every run that has them, tagged with the run."""
+    found = []
+    for run in runs:
+        if not (run.table["metric"] == "eps_star_median").any():
+            continue  # no minimal-norm method: do not read a large per-example table for nothing
+        examples = load_examples(run.path)
+        if examples is not None and "eps_star" in examples:
+            found.append(examples[examples["eps_star"].notna()].assign(run=run.label))
+    return pd.concat(found, ignore_index=True) if found else None
+
+
 def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     """Write ``report.md`` and its figures for the given run folders; returns the report's path."""
     runs = load_runs(run_dirs)
@@ -53,6 +65,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
         "corruption_difference": plots.difference_heatmap(df),
         **{f"collapse_{m}": plots.collapse_figure(df, m) for m in collapse_metrics(df) if m not in ELLIPTICAL_METRICS},
         "elliptical_m": plots.elliptical_m_figure(df),
+        "robustness_curve": plots.robustness_curve_figure(df, _minimal_examples(runs)),
     }
     figures = {}
     for name, fig in drawn.items():

@@ -1,0 +1,122 @@
+"""The minimal budgets ε* in the terminal and the report: the ε* table, its section, the robustness curve.
+
+One small run of the shipped digits models (FMN at 10 steps with a small eps_max, so that some images
+are censored, beside 3-step PGD), with ``--report``; the table and the curve are checked against the
+per-example table and the rows the run wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from ellrobust.cli import app
+from ellrobust.frame import Lookup, prepare
+from ellrobust.metrics.minimal import robust_curve
+from ellrobust.report import plots, tables
+from ellrobust.report.format import format_budget, format_budget_interval, format_p
+from ellrobust.report.labels import build_labels
+from ellrobust.results import Metric, load_examples, load_results
+
+EPS_MAX = 6 / 255
+GRID = (1 / 255, 2 / 255, 4 / 255)
+SUITE = f"""
+description = "fmn beside pgd"
+
+[[attack]]
+name = "fmn"
+steps = 10
+eps_max = {EPS_MAX!r}
+
+[[attack]]
+name = "pgd"
+steps = 3
+"""
+ARGS = ["eval", "-m", "deit-elliptical", "-m", "deit", "-n", "16", "--batch-size", "16", "--eps", "1/255,2/255,4/255"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("minimal-report")
+    suite = folder / "suite.toml"
+    suite.write_text(SUITE)
+    out = folder / "run"
+    result = CliRunner().invoke(app, [*ARGS, "--suite", str(suite), "--out", str(out), "--report"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+@pytest.fixture(scope="module")
+def frame(run) -> pd.DataFrame:
+    return prepare(load_results(run[0]))
+
+
+@pytest.fixture(scope="module")
+def table(frame):
+    found = tables.eps_star_table(frame, build_labels(frame))
+    assert found is not None
+    return found
+
+
+def _stars(run_dir: Path, model: str) -> pd.DataFrame:
+    examples = load_examples(run_dir)
+    fmn = examples[(examples.method == "fmn") & (examples.model == model)]
+    return fmn.drop_duplicates("index").set_index("index").sort_index()
+
+
+def test_table_medians_are_those_of_the_examples(run, table):
+    (row,) = table.rows
+    cells = dict(zip(table.headers, row, strict=True))
+    assert (cells["A"], cells["B"], cells["method"]) == ("deit-elliptical", "deit", "fmn")
+    for model, side in (("deit-elliptical", "A"), ("deit", "B")):
+        stars = _stars(run[0], model)
+        censored = int(stars["censored"].sum())
+        bound = "≥ " if censored >= (len(stars) + 1) // 2 else ""
+        expected = f"{bound}{format_budget(float(np.median(stars['eps_star'])), unit=False)} ({censored})"
+        assert cells[f"median ε* {side} (censored)"] == expected
+
+
+def test_table_statistics_are_the_rows(frame, table):
+    cells = dict(zip(table.headers, table.rows[0], strict=True))
+    lookup = Lookup(frame)
+    (diff,) = frame[(frame.metric == Metric.EPS_STAR_DIFFERENCE.value) & frame.baseline.ne("")].to_dict("records")
+    low, high = lookup(diff, Metric.EPS_STAR_DIFFERENCE_CI_LOW), lookup(diff, Metric.EPS_STAR_DIFFERENCE_CI_HIGH)
+    hl = format_budget(diff["value"], signed=True, unit=False)
+    assert cells["HL A − B (95 % CI)"] == f"{hl} ({format_budget_interval(low, high)})"
+    assert cells["sign p"] == format_p(lookup(diff, Metric.EPS_STAR_SIGN_P))
+    assert cells["Holm p"] == format_p(lookup(diff, Metric.EPS_STAR_SIGN_P_ADJUSTED))
+    assert cells["Wilcoxon p"] == format_p(lookup(diff, Metric.EPS_STAR_WILCOXON_P))
+    assert str(cells["survives Holm"]) in ("no", "yes (A)", "yes (B)")
+
+
+def test_eval_prints_the_table(run, table):
+    output = run[1]
+    assert "Minimal budgets ε*" in output
+    assert "median ε* A" in output and table.rows[0][3].split(" (")[0] in output
+
+
+def test_report_has_the_section_and_the_figure(run):
+    report = (run[0] / "report.md").read_text()
+    assert "## Minimal budgets ε\\*" in report
+    assert "Hodges–Lehmann" in report and "censored" in report
+    assert "figures/robustness_curve.png" in report
+    assert (run[0] / "figures" / "robustness_curve.png").stat().st_size > 0
+
+
+def test_curve_at_the_grid_is_the_fmn_rows(run, frame):
+    """The figure's curves are read from ε*: at the run's grid they are the fmn robust_accuracy rows."""
+    budgets = plots.minimal_budgets(load_examples(run[0]).assign(run=""))
+    assert {key[1] for key in budgets} == {"deit-elliptical", "deit"}
+    rows = frame[(frame.metric == Metric.ROBUST_ACCURACY.value) & (frame.method == "fmn") & frame.baseline.eq("")]
+    for (_, model, *_), (stars, censored, eps_max) in budgets.items():
+        assert eps_max == pytest.approx(EPS_MAX)
+        mine = rows[rows.model == model].sort_values("eps")
+        curve = robust_curve(stars.to_numpy(), censored.to_numpy(), np.array(GRID), eps_max=eps_max)
+        np.testing.assert_allclose(mine["eps"], GRID)
+        np.testing.assert_allclose(curve, mine["value"])
+    figure = plots.robustness_curve_figure(frame, load_examples(run[0]).assign(run=""))
+    assert figure is not None and len(figure.axes) == 2
