@@ -88,7 +88,7 @@ def test_an_image_fooled_at_the_smaller_budget_keeps_that_image_at_the_larger(ru
 
 
 def test_saved_images_reproduce_the_recorded_predictions(run, examples):
-    paths = sorted((run / ADVERSARIAL_DIR).glob("*.safetensors"))
+    paths = sorted(p for p in (run / ADVERSARIAL_DIR).glob("*.safetensors") if p.name != "clean.safetensors")
     named = {
         u["adversarial_file"] for u in json.loads((run / "run.json").read_text())["units"] if "adversarial_file" in u
     }
@@ -134,7 +134,7 @@ def test_a_full_disk_for_the_images_is_one_line_and_writes_nothing(tmp_path, mon
     assert result.exit_code == 3, result.output
     assert "Traceback" not in result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "adversarial images (--save-adversarial)" in lines[0] and "free" in lines[0], lines
+    assert len(lines) == 1 and "(--save-adversarial)" in lines[0] and "free" in lines[0], lines
     assert not list((out / ADVERSARIAL_DIR).glob("*")) and not list(out.rglob("*.tmp"))
 
 
@@ -153,3 +153,20 @@ def test_the_examples_table_keeps_predictions_and_sizes_and_reads_older_files(tm
     assert load_examples(tmp_path).correct.tolist() == back.correct.tolist()
     with pytest.raises(ValueError, match="prediction has 1 values for 2 images"):
         Outcomes("a", "clean", correct=[1, 0], prediction=[3])
+
+
+def test_the_clean_images_are_saved_once_and_the_report_shows_a_gallery(run, examples, tmp_path):
+    from typer.testing import CliRunner
+
+    from ellrobust.results.adversarial import load_clean
+
+    clean = load_clean(run)
+    saved = load_adversarial(find_adversarial(run, model="deit", method="fgsm", eps=EPS[0])[0])
+    assert np.array_equal(clean["index"], saved.index) and np.array_equal(clean["label"], saved.label)
+    wrong = (_measurement(examples, "deit", "clean").loc[saved.index].correct == 0).to_numpy()
+    assert np.array_equal(saved.x_adv[wrong], clean["x"][wrong])  # not attacked: the clean image
+    assert np.abs(saved.x_adv - clean["x"]).reshape(len(wrong), -1).max(1).max() <= EPS[0] + 1e-6
+    result = CliRunner().invoke(app, ["report", str(run), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "report" / "figures" / "gallery.png").is_file()
+    assert "figures/gallery.png" in (tmp_path / "report" / "report.md").read_text()

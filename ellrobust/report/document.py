@@ -317,6 +317,13 @@ def _robust(df: pd.DataFrame, labels: Labels, figures: Mapping[str, str]) -> lis
     out += [text, table(t)]
     if "robust_accuracy" in figures:
         out.append(image("Robust accuracy vs eps, one panel per attack", figures["robust_accuracy"]))
+    if "gallery" in figures:
+        out += [
+            "A few images under the run's strongest attack at its largest budget (`--save-adversarial`): for "
+            "each model the clean image, the adversarial one with the class the model gives it, and the "
+            "perturbation amplified; images on which the two models disagree come first.",
+            image("Adversarial images of both models", figures["gallery"]),
+        ]
     return out
 
 

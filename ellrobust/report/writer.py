@@ -66,6 +66,7 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
         **{f"collapse_{m}": plots.collapse_figure(df, m) for m in collapse_metrics(df) if m not in ELLIPTICAL_METRICS},
         "elliptical_m": plots.elliptical_m_figure(df),
         "robustness_curve": plots.robustness_curve_figure(df, _minimal_examples(runs)),
+        "gallery": plots.gallery_figure(runs[0].path, runs[0].table) if len(runs) == 1 else None,
     }
     figures = {}
     for name, fig in drawn.items():

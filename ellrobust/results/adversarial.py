@@ -21,7 +21,10 @@ running the model on ``x_adv`` gives ``prediction``, the same as ``examples.csv.
 ``method``, ``params``, ``eps``, ``m_grad``, ``precision``, ``norm``) and the ellrobust version.
 
 Files live in the run folder's ``adversarial/``; :func:`find_adversarial` finds one by its
-measurement. numpy and any safetensors reader load them (``safetensors.numpy.load_file``).
+measurement. Beside them, ``clean.safetensors`` holds the clean images of the selection once
+(``index``, ``x``, ``label``; :func:`load_clean`), so that ``x_adv − x`` is each image's perturbation
+without the dataset at hand. numpy and any safetensors reader load them
+(``safetensors.numpy.load_file``).
 """
 
 from __future__ import annotations
@@ -106,6 +109,34 @@ def save_adversarial(run_dir: Path, images: AdversarialSet) -> Path:
     return path
 
 
+CLEAN_FILE = "clean.safetensors"
+
+
+def save_clean(run_dir: Path, index: np.ndarray, x: np.ndarray, label: np.ndarray) -> Path:
+    """Write the selection's clean images once (``adversarial/clean.safetensors``); returns the path."""
+    from safetensors.numpy import save
+
+    folder = Path(run_dir) / ADVERSARIAL_DIR
+    arrays = {
+        "index": np.ascontiguousarray(index, dtype=np.int64),
+        "x": np.ascontiguousarray(x, dtype=np.float32),
+        "label": np.ascontiguousarray(label, dtype=np.int64),
+    }
+    needed = sum(a.nbytes for a in arrays.values()) + _HEADER_BYTES
+    require_free_space(folder, needed, "clean images beside the adversarial images (--save-adversarial)")
+    path = folder / CLEAN_FILE
+    atomic_write(path, save(arrays))
+    return path
+
+
+def load_clean(run_dir: Path) -> dict[str, np.ndarray] | None:
+    """The clean images a run with ``--save-adversarial`` wrote (``index``, ``x``, ``label``), or None."""
+    from safetensors.numpy import load_file
+
+    path = Path(run_dir) / ADVERSARIAL_DIR / CLEAN_FILE
+    return load_file(str(path)) if path.is_file() else None
+
+
 def load_adversarial(path: Path) -> AdversarialSet:
     """A saved file, with its measurement read from the header; one-line error for a file that is not one."""
     from safetensors import SafetensorError, safe_open
@@ -144,6 +175,8 @@ def find_adversarial(
 
     found = []
     for path in sorted((Path(run_dir) / ADVERSARIAL_DIR).glob("*.safetensors")):
+        if path.name == CLEAN_FILE:
+            continue
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata() or {}
         if (

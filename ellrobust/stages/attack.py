@@ -40,7 +40,7 @@ from ellrobust.collapse import CollapseAccumulator
 from ellrobust.context import RunContext, Unit, UnitResult, clean_unit, transfer_params
 from ellrobust.precision import fp32_predictions
 from ellrobust.results import Metric, Row
-from ellrobust.results.adversarial import AdversarialSet, load_adversarial, save_adversarial
+from ellrobust.results.adversarial import AdversarialSet, load_adversarial, load_clean, save_adversarial, save_clean
 from ellrobust.stages.base import Stage
 
 #: The large-budget PGD sanity check: at eps = 0.5 any image can be turned into any other class.
@@ -259,8 +259,11 @@ def _save_images(
     the clean) images, with the predictions the unit recorded (computed here when an older clean unit
     recorded none)."""
     every = list(range(len(ctx.indices)))
+    labels = ctx.store.labels[every].astype(np.int64)
     if previous is None:
         base = ctx.store.batch(every, "cpu")[0].float().numpy()
+        if load_clean(ctx.run_dir) is None:  # once per run folder: the images every file perturbs
+            save_clean(ctx.run_dir, np.asarray(ctx.indices, dtype=np.int64), base, labels)
     else:
         name = ctx.results[previous].extra.get("adversarial_file")
         path = ctx.run_dir / name if name else None
@@ -272,7 +275,6 @@ def _save_images(
         base = load_adversarial(path).x_adv.copy()
     for position, image in attacked.items():
         base[position] = image
-    labels = ctx.store.labels[every].astype(np.int64)
     if predicted is None:
         model = ctx.models[unit.model].module
         chunks = [base[i : i + ctx.config.batch_size] for i in range(0, len(base), ctx.config.batch_size)]
