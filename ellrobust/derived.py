@@ -299,9 +299,10 @@ def minimal_sanity_rows(outcomes: list[Outcomes], budgets: dict[str, Budgets]) -
                 above = (censored & (o.eps <= eps_max)) | (~censored & ~within(stars, o.eps))
                 count = int((~o.correct & above).sum())
                 if count:
-                    beaten.append(
-                        f"{o.method} broke {count} image(s) at ε {o.eps * 255:.4g}/255 below their {method} ε*"
-                    )
+                    given = json.loads(o.params)  # a source: another model's images (--transfer)
+                    mode = f" ({given['source_m_grad']})" if "source_m_grad" in given else ""
+                    attack = f"{o.method} from {given['source']}{mode}" if "source" in given else o.method
+                    beaten.append(f"{attack} broke {count} image(s) at ε {o.eps * 255:.4g}/255 below their {method} ε*")
     return [
         flag(
             model,

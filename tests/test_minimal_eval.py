@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from minimal_suite import EPS_MAX, GRID, SUITE
 from scipy.stats import binomtest
 from typer.testing import CliRunner
 
@@ -24,20 +25,6 @@ from ellrobust.results import load_examples
 from ellrobust.verdict import ClaimKind
 from ellrobust.verdict import claims as verdict_claims
 
-EPS_MAX = 6 / 255
-GRID = (1 / 255, 2 / 255, 4 / 255)
-SUITE = f"""
-description = "fmn beside pgd"
-
-[[attack]]
-name = "fmn"
-steps = 10
-eps_max = {EPS_MAX!r}
-
-[[attack]]
-name = "pgd"
-steps = 3
-"""
 ARGS = ["eval", "-m", "deit-elliptical", "-m", "deit", "-n", "32", "--batch-size", "16", "--eps", "1/255,2/255,4/255"]
 
 

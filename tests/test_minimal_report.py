@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from minimal_suite import EPS_MAX, GRID, SUITE
 from typer.testing import CliRunner
 
 from ellrobust.cli import app
@@ -22,20 +23,6 @@ from ellrobust.report.format import format_budget, format_budget_interval, forma
 from ellrobust.report.labels import build_labels
 from ellrobust.results import Metric, load_examples, load_results
 
-EPS_MAX = 6 / 255
-GRID = (1 / 255, 2 / 255, 4 / 255)
-SUITE = f"""
-description = "fmn beside pgd"
-
-[[attack]]
-name = "fmn"
-steps = 10
-eps_max = {EPS_MAX!r}
-
-[[attack]]
-name = "pgd"
-steps = 3
-"""
 ARGS = ["eval", "-m", "deit-elliptical", "-m", "deit", "-n", "16", "--batch-size", "16", "--eps", "1/255,2/255,4/255"]
 
 
