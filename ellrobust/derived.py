@@ -59,7 +59,9 @@ def derive(
         by_model[o.model][o.measurement] = o.correct
     budgets = minimal_budgets(finished)
     for a, b in combinations(list(ctx.models), 2):
-        derived += paired_rows(a, b, by_model.get(a, {}), by_model.get(b, {}), budgets.get(a, {}), budgets.get(b, {}))
+        mine, theirs = crossed(by_model.get(a, {}), b), crossed(by_model.get(b, {}), a)
+        outcomes_a, outcomes_b = by_model.get(a, {}) | mine, by_model.get(b, {}) | theirs
+        derived += paired_rows(a, b, outcomes_a, outcomes_b, budgets.get(a, {}), budgets.get(b, {}))
     derived += collapse_difference_rows(ctx, finished)
     sanity = (
         sanity_rows(ctx, rows + derived, [(unit, result.extra) for unit, result in finished])
@@ -68,6 +70,27 @@ def derive(
         else []
     )
     return derived + sanity, sanity, outcomes
+
+
+def crossed(outcomes: dict[tuple, np.ndarray], source: str) -> dict[tuple, np.ndarray]:
+    """A model's outcomes on ``source``'s adversarial images (``--transfer``), keyed to pair with the other way.
+
+    Model A judged on B's images and B judged on A's images are two accuracies on the same images: their
+    paired comparison says which model the other's attack transfers to less. The key drops the source
+    from the params (both sides name the other model) and marks them ``"transfer": "crossed"``; ``m_grad``
+    is the elliptical source's mode, so a baseline's outcomes on each mode's images pair with the
+    elliptical model's one outcome on the baseline's images (as a baseline's white-box rows do).
+    """
+    out = {}
+    for (method, params, eps, severity, _, precision), correct in outcomes.items():
+        given = json.loads(params)
+        if given.get("source") != source:
+            continue
+        mode = given.pop("source_m_grad", "")
+        del given["source"]
+        given["transfer"] = "crossed"
+        out[(method, json.dumps(given, sort_keys=True), eps, severity, mode, precision)] = correct
+    return out
 
 
 def worst_case(outcomes: Iterable[Outcomes]) -> tuple[list[Row], list[Outcomes]]:

@@ -134,3 +134,22 @@ def test_what_is_measured_beside_an_attack_leaves_its_numbers_alone(run, tmp_pat
         return rows.set_index(["model", "method", "eps", "m_grad"]).value.sort_index()
 
     pd.testing.assert_series_equal(white_box(run), white_box(plain))
+
+
+def test_each_model_on_the_others_images_is_a_paired_comparison_in_holms_family(run):
+    table, examples = load_results(run), load_examples(run)
+    crossed = table.params.str.contains('"transfer": "crossed"')
+    paired = table[(table.metric == "accuracy_difference") & crossed]
+    found = {(m, round(e * 255)) for m, e in zip(paired.method, paired.eps, strict=True)}
+    assert found == {(m, e) for m in ("pgd", "fgsm") for e in (2, 8)}
+    given = examples.params.map(json.loads)
+    examples = examples.assign(source=given.map(lambda p: p.get("source", "")))
+    for r in paired.itertuples():
+        at = examples[(examples.method == r.method) & np.isclose(examples.eps, r.eps)]
+        on_b = at[(at.model == "deit-elliptical") & (at.source == "deit")]
+        on_a = at[(at.model == "deit") & (at.source == "deit-elliptical")]
+        assert len(on_a) == len(on_b) == 40
+        assert r.value == pytest.approx(on_b.correct.mean() - on_a.correct.mean())
+    family = table[(table.metric == "mcnemar_p_adjusted") & (table.model == "deit-elliptical")]
+    raw = table[(table.metric == "mcnemar_p") & (table.model == "deit-elliptical")]
+    assert len(family) == len(raw) and len(family) > len(paired)  # adjusted together with the white-box tests

@@ -91,12 +91,13 @@ class Labels:
         """The label of a row's method (its collapse settings and a transfer's source ignored); the bare
         name when it has no settings."""
         settings, _ = split_params(params)
-        settings = without_source(settings)
-        return self.names.get((method, _canonical(settings)), method)
+        label = self.names.get((method, _canonical(without_source(settings))), method)
+        return f"{label} transferred" if settings.get("transfer") == "crossed" else label
 
 
-#: The params a transferred measurement adds to its attack's (:func:`ellrobust.context.transfer_params`).
-TRANSFER_KEYS = ("source", "source_m_grad")
+#: The params a transferred measurement adds to its attack's (:func:`ellrobust.context.transfer_params`),
+#: and the mark of a crossed comparison (each model on the other's images: :func:`ellrobust.derived.crossed`).
+TRANSFER_KEYS = ("source", "source_m_grad", "transfer")
 
 
 def without_source(settings: Mapping) -> dict:
