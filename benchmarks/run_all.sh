@@ -53,6 +53,8 @@ run bench_pgd "$python" benchmarks/bench_pgd.py --device "$device"
 run "bench_collapse (deit-micro)" "$python" benchmarks/bench_collapse.py --device "$device" --repeats 31
 run "bench_collapse (deit-tiny)" "$python" benchmarks/bench_collapse.py --device "$device" --model deit-tiny-elliptical --batch "$([ "$device" = cuda ] && echo 128 || echo 16)" --repeats 7
 run bench_corruptions "$python" benchmarks/bench_corruptions.py
+run bench_min_norm "$python" benchmarks/bench_min_norm.py --device "$device"
+run "bench_min_norm (images needed)" "$python" benchmarks/bench_min_norm.py --device "$device" --images-needed
 if [ "$device" = cpu ]; then run bench_distributed "$python" benchmarks/bench_distributed.py; fi
 
 echo "## outcomes ($device)"
