@@ -19,7 +19,7 @@ import torch
 from ellrobust import load_model
 from ellrobust.cli import app
 from ellrobust.results import Outcomes, examples_frame, load_examples, save_examples
-from ellrobust.results.adversarial import ADVERSARIAL_DIR, find_adversarial, load_adversarial
+from ellrobust.results.adversarial import ADVERSARIAL_DIR, adversarial_files, find_adversarial, load_adversarial
 
 EPS = (2 / 255, 8 / 255)
 ARGS = [
@@ -88,7 +88,7 @@ def test_an_image_fooled_at_the_smaller_budget_keeps_that_image_at_the_larger(ru
 
 
 def test_saved_images_reproduce_the_recorded_predictions(run, examples):
-    paths = sorted(p for p in (run / ADVERSARIAL_DIR).glob("*.safetensors") if p.name != "clean.safetensors")
+    paths = adversarial_files(run)
     named = {
         u["adversarial_file"] for u in json.loads((run / "run.json").read_text())["units"] if "adversarial_file" in u
     }

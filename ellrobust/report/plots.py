@@ -32,7 +32,7 @@ from ellrobust.metrics.stats import paired_difference_interval
 from ellrobust.report.format import format_eps
 from ellrobust.report.labels import Labels, collapse_label, series_columns, series_label
 from ellrobust.results import ELLIPTICAL_METRICS, Metric
-from ellrobust.results.adversarial import ADVERSARIAL_DIR, CLEAN_FILE, load_adversarial, load_clean
+from ellrobust.results.adversarial import adversarial_files, load_adversarial, load_clean
 
 #: Line style and marker per m_grad mode: the adaptive ``full`` attack dashed with hollow squares, so
 #: it stays visible where it coincides with ``detach``.
@@ -572,8 +572,7 @@ def gallery_figure(run_dir: Path, df: pd.DataFrame) -> Figure | None:
     clean = load_clean(run_dir)
     if clean is None:
         return None
-    folder = Path(run_dir) / ADVERSARIAL_DIR
-    sets = [load_adversarial(p) for p in sorted(folder.glob("*.safetensors")) if p.name != CLEAN_FILE]
+    sets = [load_adversarial(p) for p in adversarial_files(run_dir)]
     shown = _gallery_sets(sets, df)
     if shown is None or any(not np.array_equal(s.index, clean["index"]) for s in shown):
         return None

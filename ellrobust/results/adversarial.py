@@ -167,6 +167,11 @@ def load_adversarial(path: Path) -> AdversarialSet:
     )
 
 
+def adversarial_files(run_dir: Path) -> list[Path]:
+    """Every saved adversarial-image file of ``run_dir``, in name order (not the clean images' file)."""
+    return [p for p in sorted((Path(run_dir) / ADVERSARIAL_DIR).glob("*.safetensors")) if p.name != CLEAN_FILE]
+
+
 def find_adversarial(
     run_dir: Path, *, model: str, method: str, eps: float, m_grad: str = "", precision: str = "fp32"
 ) -> list[Path]:
@@ -174,9 +179,7 @@ def find_adversarial(
     from safetensors import safe_open
 
     found = []
-    for path in sorted((Path(run_dir) / ADVERSARIAL_DIR).glob("*.safetensors")):
-        if path.name == CLEAN_FILE:
-            continue
+    for path in adversarial_files(run_dir):
         with safe_open(str(path), framework="numpy") as handle:
             meta = handle.metadata() or {}
         if (
