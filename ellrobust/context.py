@@ -458,7 +458,7 @@ class RunContext:
             return request.eps
         if self.config.eps is not None:
             return self.config.eps
-        return request.definition.default_eps or self.data.spec.default_eps
+        return request.default_eps or self.data.spec.default_eps
 
 
 def transfer_params(unit: Unit) -> str:

@@ -20,13 +20,18 @@ MAX_IMAGES = 10**8
 
 
 def parse_fraction(text: str) -> float:
-    """``"8/255"``, ``"0.03"``, ``"1e-2"`` → float. Raises ValueError on anything else."""
+    """``"8/255"``, ``"0.03"``, ``"1e-2"``, ``"1/255/16"`` (divisions from left to right) → float.
+
+    Raises ValueError on anything else (ZeroDivisionError on a zero divisor).
+    """
     text = text.strip()
     if not text:
         raise ValueError("empty")
     if "/" in text:
-        num, _, den = text.partition("/")
-        value = float(Fraction(num.strip())) / float(Fraction(den.strip()))
+        first, *divisors = (Fraction(part.strip()) for part in text.split("/"))
+        for divisor in divisors:
+            first /= divisor
+        value = float(first)
     else:
         value = float(text)
     if not math.isfinite(value):
@@ -54,6 +59,22 @@ def parse_eps_list(text: str, *, upper: float = 1.0) -> tuple[float, ...]:
             )
         out.append(value)
     return tuple(sorted(set(out)))
+
+
+def parse_budget(text: str | None, option: str) -> float | None:
+    """One budget in [0, 1] pixel units (``16/255``, ``0.0625``, ``1/255/16``), or None when not given."""
+    if text is None:
+        return None
+    try:
+        value = parse_fraction(text)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise UsageError(f"{option} {text.strip()!r} is not a number; write a budget like 16/255 or 0.0625.") from None
+    if not 0 < value <= 1:
+        raise UsageError(
+            f"{option} {text.strip()!r} = {value:g} is outside (0, 1]; "
+            "budgets are in [0, 1] pixel units (16/255, not 16)."
+        )
+    return value
 
 
 def parse_name_list(text: str, option: str) -> tuple[str, ...]:

@@ -103,6 +103,7 @@ def test_unknown_attack_parameters_are_ignored_and_defaults_kept():
         ("0.03", (0.03,)),
         ("0", (0.0,)),
         ("4/255, 1/255", (1 / 255, 4 / 255)),
+        ("1/255/16", (1 / 255 / 16,)),  # divisions from left to right (the bisection's default resolution)
     ],
 )
 def test_eps_parsing(text, expected):

@@ -12,6 +12,7 @@ from scipy.stats import binomtest, norm, wilcoxon
 from ellrobust.metrics.minimal import (
     EXACT_MAX_N,
     _signed_rank_cdf,
+    fixed_budget_eps,
     hodges_lehmann,
     images_needed,
     median_interval,
@@ -226,6 +227,28 @@ def test_worst_case_takes_the_minimum_and_censoring_only_when_all_are_censored()
     # broken exactly at eps_max by one method: the minimum over the methods that broke it, not censored
     eps, censored = worst_case_eps([1.0], [1.0], censored=[[True], [False]], eps_max=eps_max)
     assert (eps[0], censored[0]) == (1.0, False)
+
+
+def test_fixed_budget_bound_is_the_smallest_grid_budget_that_broke_the_image():
+    grid = [0.1, 0.2, 0.4, 0.8]
+    broken = np.array(  # one line per image here, one per budget for the function (transposed)
+        [
+            [True, False, False, False],
+            [False, True, False, False],  # broken at 0.2, not at 0.4: the bound stays 0.2
+            [False, False, False, False],
+            [False, False, False, True],  # broken only above eps_max: censored
+        ]
+    )
+    eps, censored = fixed_budget_eps(broken.T, grid, eps_max=0.5)
+    np.testing.assert_array_equal(eps, [0.1, 0.2, 0.5, 0.5])
+    np.testing.assert_array_equal(censored, [False, False, True, True])
+    combined, all_censored = worst_case_eps(
+        eps, np.array([0.3, 0.3, 0.3, 0.5]), censored=[censored, [False, False, False, True]], eps_max=0.5
+    )
+    np.testing.assert_array_equal(combined, [0.1, 0.2, 0.3, 0.5])
+    np.testing.assert_array_equal(all_censored, [False, False, False, True])
+    with pytest.raises(ValueError, match="len\\(eps_grid\\)"):
+        fixed_budget_eps(broken.T[:2], grid, eps_max=0.5)
 
 
 # ---------------------------------------------------------------- images needed

@@ -78,6 +78,9 @@ def test_registry_lists_minimal_methods():
         (["--attack", "bisect-nope"], "unknown attack 'bisect-nope'"),
         (["--attack", "bisect-fmn"], "unknown attack 'bisect-fmn'"),
         (["--attack", "fmn", "--eps", "32/255"], "above eps_max"),
+        (["--attack", "fmn", "--eps-max", "16"], "--eps-max '16' = 16 is outside (0, 1]"),
+        (["--attack", "bisect-fgsm", "--resolution", "fine"], "--resolution 'fine' is not a number"),
+        (["--attack", "bisect-fgsm", "--eps-max", "1/255", "--resolution", "2/255"], "must be below eps_max"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, extra, needle):
@@ -85,6 +88,28 @@ def test_bad_input_is_one_line(tmp_path, extra, needle):
     assert result.exit_code == 2, result.output
     assert needle in result.output and "Traceback" not in result.output
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_search_options_from_the_command_line(tmp_path):
+    """--eps-max and --resolution reach the minimal-norm methods' params (and the rows); others ignore them."""
+    args = ["eval", "-m", "deit", "-n", "4", "--steps", "2", "--eps", "1/255", "--json", "--no-sanity"]
+    extra = ["--attack", "fmn,bisect-fgsm,fgsm", "--eps-max", "8/255", "--resolution", "1/255/4"]
+    result = _invoke([*args, *extra, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    rows = [r for r in json.loads(result.stdout) if r["metric"] == "robust_accuracy"]
+    params = {r["method"]: json.loads(r["params"]) for r in rows}
+    assert params["fmn"]["eps_max"] == params["bisect-fgsm"]["eps_max"] == pytest.approx(8 / 255)
+    assert params["bisect-fgsm"]["resolution"] == pytest.approx(1 / 1020) and "resolution" not in params["fmn"]
+    assert "eps_max" not in params["fgsm"]
+
+
+def test_a_norm_changed_to_l2_takes_the_l2_budgets():
+    """``--attack apgd --norm L2`` without --eps runs at L2 budgets, not at the dataset's L∞ ones."""
+    l2 = make_request("pgd-l2").default_eps
+    assert l2 is not None and min(l2) >= 0.1
+    assert make_request("apgd", {"norm": "L2"}).default_eps == l2
+    assert make_request("fmn", {"norm": "L2"}).default_eps == l2
+    assert make_request("apgd").default_eps is None  # L∞: the dataset's budgets
 
 
 def test_rows_at_grid_match_examples(table, examples):

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from ellrobust.cli import app
 from ellrobust.frame import Lookup, prepare
-from ellrobust.metrics.minimal import robust_curve
+from ellrobust.metrics.minimal import robust_curve, within
 from ellrobust.report import plots, tables
 from ellrobust.report.format import format_budget, format_budget_interval, format_p
 from ellrobust.report.labels import build_labels
@@ -107,3 +107,22 @@ def test_curve_at_the_grid_is_the_fmn_rows(run, frame):
         np.testing.assert_allclose(curve, mine["value"])
     figure = plots.robustness_curve_figure(frame, load_examples(run[0]).assign(run=""))
     assert figure is not None and len(figure.axes) == 2
+
+
+def test_worst_case_curve_counts_an_image_broken_by_any_method_at_or_below_eps(run):
+    """The dotted curve: an image is broken at ε once FMN's ε* or a PGD budget at or below ε broke it."""
+    examples = load_examples(run[0]).assign(run="")
+    worst = plots.worst_case_budgets(examples, plots.minimal_budgets(examples))
+    assert {key[1] for key in worst} == {"deit-elliptical", "deit"}
+    below_fmn = False
+    for (_, model, _, _, norm), (stars, censored, eps_max, names) in worst.items():
+        assert (names, norm, eps_max) == (("fmn", "pgd"), "Linf", pytest.approx(EPS_MAX))
+        fmn = _stars(run[0], model)
+        pgd = examples[(examples.method == "pgd") & (examples.model == model)]
+        for eps in GRID:
+            by_pgd = set(pgd.loc[(pgd.eps <= eps) & (pgd.correct == 0), "index"])
+            by_fmn = set(fmn.index[~fmn.censored.astype(bool) & within(fmn.eps_star.to_numpy(), eps)])
+            curve = robust_curve(stars.to_numpy(), censored.to_numpy(), np.array([eps]), eps_max=eps_max)[0]
+            assert curve == pytest.approx(1 - len(by_pgd | by_fmn) / len(fmn))
+            below_fmn |= len(by_pgd - by_fmn) > 0
+    assert below_fmn  # the suite's weak FMN is beaten by PGD somewhere: the worst case lies below it there

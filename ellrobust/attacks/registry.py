@@ -69,6 +69,9 @@ def _frozen(**kw: object) -> Mapping[str, object]:
 
 
 _L2_EPS = (0.1, 0.25, 0.5)
+#: Budgets of an attack whose ``--norm`` is not its definition's (APGD, Square, FMN with ``--norm L2``):
+#: the definition's defaults are on the other norm's scale. None: the dataset's (L∞) defaults.
+NORM_DEFAULT_EPS: Mapping[str, tuple[float, ...] | None] = MappingProxyType({"Linf": None, "L2": _L2_EPS})
 
 _DEFINITIONS = (
     AttackDef(

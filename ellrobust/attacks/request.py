@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ellrobust.attacks.registry import ATTACKS, AttackDef
+from ellrobust.attacks.registry import ATTACKS, NORM_DEFAULT_EPS, AttackDef
 from ellrobust.errors import UsageError
 from ellrobust.parsing import MAX_BUDGET
 
@@ -32,6 +32,18 @@ class AttackRequest:
     @property
     def norm(self) -> str:
         return str(self.params.get("norm", self.definition.norm))
+
+    @property
+    def default_eps(self) -> tuple[float, ...] | None:
+        """The budgets to run at when neither the suite nor ``--eps`` gives any (None: the dataset's).
+
+        The definition's defaults are budgets in its own norm; a request whose ``norm`` parameter
+        changed the threat model (``--attack apgd --norm L2``) gets that norm's defaults instead, so an
+        L2 attack never runs at L∞ budgets 255 times too small to mean anything.
+        """
+        if self.norm == self.definition.norm:
+            return self.definition.default_eps
+        return NORM_DEFAULT_EPS.get(self.norm)
 
     def params_json(self) -> str:
         return json.dumps(dict(self.params), sort_keys=True)

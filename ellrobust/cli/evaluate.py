@@ -15,6 +15,7 @@ from ellrobust.cli import options
 from ellrobust.parsing import (
     MAX_BUDGET,
     MAX_IMAGES,
+    parse_budget,
     parse_checkpoints,
     parse_eps_list,
     parse_int_range,
@@ -91,6 +92,15 @@ def register(app: typer.Typer) -> None:
         lr: float | None = typer.Option(None, help="SPSA learning rate."),
         delta: float | None = typer.Option(None, help="SPSA finite-difference step."),
         queries: int | None = typer.Option(None, help=f"Square Attack query budget, at most {MAX_BUDGET:,}."),
+        eps_max: str | None = typer.Option(
+            None,
+            "--eps-max",
+            help="Minimal-norm methods (fmn, bisect-*): the largest budget searched, e.g. 16/255 "
+            "(default: 16/255 L∞, 1.0 L2); an image unbroken there is censored.",
+        ),
+        resolution: str | None = typer.Option(
+            None, "--resolution", help="bisect-*: the width to which ε* is bisected (default 1/255/16)."
+        ),
         m_grad: str | None = typer.Option(
             None,
             "--m-grad",
@@ -203,6 +213,8 @@ def register(app: typer.Typer) -> None:
             lr=lr,
             delta=delta,
             queries=queries,
+            eps_max=parse_budget(eps_max, "--eps-max"),
+            resolution=parse_budget(resolution, "--resolution"),
         )
         use_suite = (
             suite

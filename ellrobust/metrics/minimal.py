@@ -241,6 +241,28 @@ def worst_case_eps(
     return np.where(all_censored, eps_max, broken), all_censored
 
 
+def fixed_budget_eps(broken: np.ndarray, eps_grid, *, eps_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the smallest budget of ``eps_grid`` at which a fixed-budget attack broke it, and whether none did.
+
+    A fixed-budget attack that broke an image at ε shows that its ε* is at most ε: the smallest such ε
+    of the run's grid is that attack's bound on ε*, the form :func:`worst_case_eps` combines with a
+    minimal-norm method's. An image the attack broke at no budget up to ``eps_max`` is censored there
+    (recorded as ``eps_max``, like a minimal-norm method's). Budgets above ``eps_max`` are left out: a
+    curve from these budgets ends at ``eps_max``. ``broken`` is ``(len(eps_grid), n)`` bools.
+    """
+    eps_max = _check_eps_max(eps_max)
+    grid = np.asarray(eps_grid, dtype=float).reshape(-1)
+    flags = np.asarray(broken, dtype=bool)
+    if flags.ndim != 2 or flags.shape[0] != grid.size:
+        raise ValueError(f"broken must be (len(eps_grid), n) = ({grid.size}, n) bools, got shape {flags.shape}")
+    if not np.isfinite(grid).all() or (grid < 0).any():
+        raise ValueError("eps_grid must be a 1-D array of finite, non-negative budgets")
+    keep = grid <= eps_max
+    stars = np.where(flags[keep], grid[keep, None], np.inf).min(axis=0, initial=np.inf)
+    censored = np.isinf(stars)
+    return np.where(censored, eps_max, stars), censored
+
+
 def _differences(d: np.ndarray) -> np.ndarray:
     d = np.asarray(d, dtype=float)
     if d.ndim != 1 or d.size == 0 or not np.isfinite(d).all():

@@ -27,7 +27,13 @@ from matplotlib.ticker import MaxNLocator
 from ellrobust.files import atomic_write
 from ellrobust.frame import Lookup, interval_metrics, parse_params, split_params
 from ellrobust.metrics.decisions import Favours, holm_direction
-from ellrobust.metrics.minimal import robust_curve_interval, robust_flags
+from ellrobust.metrics.minimal import (
+    fixed_budget_eps,
+    robust_curve,
+    robust_curve_interval,
+    robust_flags,
+    worst_case_eps,
+)
 from ellrobust.metrics.stats import paired_difference_interval
 from ellrobust.report.format import format_eps
 from ellrobust.report.labels import Labels, collapse_label, series_columns, series_label
@@ -213,6 +219,64 @@ def _norm_of(method: str, params: str) -> str | None:
     return ATTACKS.get(method).norm if method in ATTACKS else None
 
 
+#: Methods whose per-example lines are not one attack's outcomes at a budget: derived, or the sanity attack.
+_NOT_AN_ATTACK = ("worst-case", "sanity-pgd-large-eps")
+
+
+def worst_case_budgets(
+    examples: pd.DataFrame | None, budgets: dict[Budget, tuple[pd.Series, pd.Series, float]]
+) -> dict[tuple[str, str, str, str, str], tuple[pd.Series, pd.Series, float, tuple[str, ...]]]:
+    """Per (run, model, m_grad, precision, norm) with a minimal-norm method: each image's worst-case ε*.
+
+    An image counts as broken at ε if any method of the run broke it at or below ε: the minimum of the
+    minimal-norm methods' ε* and of the smallest grid budget at which a fixed-budget attack in the same
+    norm broke it (:func:`~ellrobust.metrics.minimal.fixed_budget_eps`; attacks in the same ``m_grad``
+    mode, and another model's transferred images in every mode, as the worst-case rows count them).
+    The result holds the combined ε* and censored flags (indexed by image), the smallest eps_max of the
+    minimal-norm methods (where the combined curve ends) and the methods combined; a group that no
+    fixed-budget attack or second minimal-norm method joins is left out (its curve is the method's own).
+    """
+    if examples is None or not budgets:
+        return {}
+    lines = examples[examples["eps"].notna() & examples["eps_star"].isna() & ~examples["method"].isin(_NOT_AN_ATTACK)]
+    if "severity" in lines:
+        lines = lines[lines["severity"].isna()]
+    lines = lines.assign(
+        **{c: lines[c].astype("string").fillna("").astype(str) for c in ("run", "m_grad", "precision", "params")}
+    )
+    groups: dict[tuple[str, str, str, str, str], list] = {}
+    for (run, model, method, params, mode, precision), value in budgets.items():
+        groups.setdefault((run, model, mode, precision, _norm_of(method, params)), []).append((method, value))
+    out = {}
+    for (run, model, mode, precision, norm), minimal in groups.items():
+        index = minimal[0][1][0].index
+        eps_max = min(value[2] for _, value in minimal)
+        stars = [value[0].reindex(index).to_numpy() for _, value in minimal]
+        censored = [
+            (value[1].reindex(index).to_numpy()) | (s > eps_max) for (_, value), s in zip(minimal, stars, strict=True)
+        ]
+        stars = [np.minimum(s, eps_max) for s in stars]
+        names = [method for method, _ in minimal]
+        mine = lines[(lines["run"] == run) & (lines["model"] == model) & (lines["precision"] == precision)]
+        for (method, params, line_mode), attack in mine.groupby(["method", "params", "m_grad"], sort=False):
+            transferred = "source" in parse_params(params)
+            if _norm_of(method, params) != norm or not (transferred or line_mode == mode):
+                continue
+            robust = attack.pivot_table(index="eps", columns="index", values="correct", aggfunc="min")
+            robust = robust.reindex(columns=index, fill_value=1).fillna(1).astype(bool)
+            bound, never = fixed_budget_eps(~robust.to_numpy(), robust.index.to_numpy(), eps_max=eps_max)
+            stars.append(bound)
+            censored.append(never)
+            source = parse_params(params).get("source")
+            names.append(f"{method} from {source}" if transferred else method)
+        if len(names) < 2:
+            continue
+        combined, all_censored = worst_case_eps(*stars, censored=censored, eps_max=eps_max)
+        key = (run, model, mode, precision, norm)
+        out[key] = (pd.Series(combined, index=index), pd.Series(all_censored, index=index), eps_max, tuple(names))
+    return out
+
+
 def _paired_curve(
     a: tuple[pd.Series, pd.Series, float], b: tuple[pd.Series, pd.Series, float], grid: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -231,7 +295,9 @@ def robustness_curve_figure(df: pd.DataFrame, examples: pd.DataFrame | None) -> 
     (right), on a fine grid from 0 to the method's eps_max.
 
     Left: per model and m_grad mode, the fraction of images with ε* > ε with its pointwise 95 % Wilson
-    band, and the fixed-budget attacks of the run in the same norm as markers with their Wilson intervals.
+    band, the fixed-budget attacks of the run in the same norm as markers with their Wilson intervals,
+    and (dotted) the per-image worst case over every method (:func:`worst_case_budgets`): where a
+    fixed-budget attack broke images that the minimal-norm method did not at that ε, it lies below.
     Right: for each pair of models the run compared on ε* (``eps_star_difference`` rows), the difference of
     the two curves on the same images with the pointwise 95 % Tango score interval
     (:func:`~ellrobust.metrics.stats.paired_difference_interval`) of the per-image robust flags at each ε.
@@ -264,6 +330,12 @@ def robustness_curve_figure(df: pd.DataFrame, examples: pd.DataFrame | None) -> 
         ax.fill_between(grid * scale, curve.low * 100, curve.high * 100, color=style["color"], alpha=0.15, linewidth=0)
         ax.plot(grid * scale, curve.robust * 100, **style)
         eps_top = max(eps_top, eps_max)
+    for (run, model, mode, _, _), (stars, censored, eps_max, names) in worst_case_budgets(examples, budgets).items():
+        grid = np.linspace(0.0, eps_max, CURVE_POINTS)
+        robust = robust_curve(stars.to_numpy(), censored.to_numpy(), grid, eps_max=eps_max)
+        what = f"{model}, m_grad {mode}" if mode else model
+        label = _plain(f"{what}: per-image worst case of {len(set(names))} methods")
+        ax.plot(grid * scale, robust * 100, color=colors.get((run, model), "C0"), linestyle=(0, (1, 1)), label=label)
     fixed = df[(df["metric"] == Metric.ROBUST_ACCURACY.value) & df["baseline"].eq("") & df["eps"].notna()]
     fixed = fixed[~fixed["method"].isin(methods + ["worst-case"])]
     fixed = fixed[[_norm_of(m, p) in norms for m, p in zip(fixed["method"], fixed["params"], strict=True)]]
@@ -293,7 +365,7 @@ def robustness_curve_figure(df: pd.DataFrame, examples: pd.DataFrame | None) -> 
     ax.set_ylabel("robust accuracy (%)")
     ax.set_title("Robust accuracy from ε*\n(bands, error bars: pointwise 95 % Wilson)", fontsize="medium")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="center right", fontsize="x-small")  # the curves fall to 0 % well before eps_max: room there
     if pairs:
         ax = axes[1]
         for r in pairs:

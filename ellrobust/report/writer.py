@@ -43,14 +43,15 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
 
 
 def _minimal_examples(runs: list[Run]) -> pd.DataFrame | None:
-    """The per-example lines that carry a minimal budget ε*, of every run that has them, tagged with the run."""
+    """The per-example attack lines (a budget: ε* and fixed-budget outcomes) of every run with a minimal-norm
+    method, tagged with the run: the robustness curve reads the one, its per-image worst case both."""
     found = []
     for run in runs:
         if not (run.table["metric"] == "eps_star_median").any():
             continue  # no minimal-norm method: do not read a large per-example table for nothing
         examples = load_examples(run.path)
         if examples is not None and "eps_star" in examples:
-            found.append(examples[examples["eps_star"].notna()].assign(run=run.label))
+            found.append(examples[examples["eps"].notna()].assign(run=run.label))
     return pd.concat(found, ignore_index=True) if found else None
 
 
