@@ -247,7 +247,9 @@ def evaluate(
             (``"detach"``, ``"full"``, ``"both"``), ``severities`` (``"1-5"``, ``3``), ``workers``
             (``"auto"`` or a number), ``split``, ``data_root``, ``image_size``, ``sanity``,
             ``deterministic``, ``save_adversarial``, ``transfer``, ``cache_dir``, ``corruption_source``,
-            ``corruption_protocol``, ``memory_budget_gb``, and ``max_image_pixels`` (not part of the
+            ``corruption_protocol``, ``memory_budget_gb``, ``indices`` (a file of dataset indices or
+            relative paths: exactly those images, README "Datasets"), ``class_map`` (an image folder's
+            class numbering, timm's format), and ``max_image_pixels`` (not part of the
             request: it changes no number). An unknown name is refused, listing the valid ones.
 
     Returns:
@@ -615,6 +617,8 @@ _READERS: dict[str, Callable[[str, object], object]] = {
     "deterministic": _flag,
     "save_adversarial": _flag,
     "transfer": _flag,
+    "indices": _path,
+    "class_map": _path,
 }
 
 

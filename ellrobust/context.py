@@ -95,6 +95,10 @@ class EvalConfig:
     deterministic: bool = False  # torch's deterministic kernels on CUDA (:mod:`ellrobust.determinism`)
     save_adversarial: bool = False  # every attack unit writes its images (:mod:`ellrobust.results.adversarial`)
     transfer: bool = False  # every attack unit's images are also judged by every other model of the run
+    # which images and labels (README "Datasets"): a file of dataset indices or relative paths (with n: the
+    # seeded n of them), and an image folder's class numbering in timm's --class-map format
+    indices: str | None = None
+    class_map: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -155,6 +159,9 @@ class EvalConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("attacks", "collapse")}
         if not self.architectures:
             del out["architectures"]  # absent when every name builds itself: the CLI's run folders keep their names
+        for name in ("indices", "class_map"):
+            if out[name] is None:
+                del out[name]  # absent when not asked for: run folders keep their names
         out["attacks"] = [{"name": a.name, "params": dict(a.params), "eps": a.eps} for a in self.attacks]
         out["collapse"] = collapse_key(self.collapse)
         return json.loads(json.dumps(out, default=str))

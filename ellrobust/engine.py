@@ -47,6 +47,7 @@ from ellrobust.context import (
 from ellrobust.corruptions.protocol import resolve_protocol
 from ellrobust.data import LoadedDataset, load_dataset, select_indices
 from ellrobust.data import store as image_store
+from ellrobust.data.selection import IndexList, read_index_file
 from ellrobust.derived import derive
 from ellrobust.determinism import deterministic_mode
 from ellrobust.distributed import init_distributed, local_world_size
@@ -55,6 +56,7 @@ from ellrobust.files import RunLock, atomic_write
 from ellrobust.models import compiled as compiled_attention
 from ellrobust.models import load_model, state_dict_digest
 from ellrobust.models.external import split_prefix
+from ellrobust.models.masked import mask_logits
 from ellrobust.models.module import as_classifier
 from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
@@ -156,6 +158,10 @@ def load_models(
             model instead of building one, behind the Classifier contract
             (:func:`~ellrobust.models.module.as_classifier`, with the model's ``mean``/``std``), and
             checked like every other model.
+
+    On a dataset of some of ImageNet's classes (ImageNet-R, -A: ``data.class_indices_1k``) a model
+    that gives 1000 logits is evaluated on those classes' logits (:mod:`ellrobust.models.masked`);
+    one that gives the dataset's own count is used as it is. The weights' digest is the model's own.
     """
     models = {}
     modules = modules or {}
@@ -178,9 +184,12 @@ def load_models(
         else:
             module = _build(config, i, ckpt, data)
             weights = _weights_source(config.architecture(i), ckpt, data, config.seed)
-        _check_input(name, module, data)
+        outputs = _check_input(name, module, data)
+        digest = state_dict_digest(module)
+        if outputs != data.num_classes:  # ImageNet-1k logits, masked to the dataset's classes
+            module = mask_logits(module, data.class_indices_1k)
         module = module.to(device)
-        models[name] = LoadedModel(name, module, state_dict_digest(module), weights)
+        models[name] = LoadedModel(name, module, digest, weights)
     if config.collapse is not None:
         token_models({name: lm.module for name, lm in models.items()})  # no model to probe: refused before any work
     return models
@@ -199,7 +208,7 @@ def _build(config: EvalConfig, index: int, checkpoint: str | None, data: LoadedD
         return load_model(
             build,
             checkpoint=checkpoint,
-            num_classes=data.num_classes,
+            num_classes=_head_size(build, checkpoint, data),
             dataset=data.spec.name,
             default_arch=data.spec.default_arch,
             img_size=config.image_size if split_prefix(build) else data.spec.image_size,
@@ -210,8 +219,27 @@ def _build(config: EvalConfig, index: int, checkpoint: str | None, data: LoadedD
         )
 
 
-def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> None:
-    """Refuse, before any work, a model that cannot take the run's images or gives the wrong number of logits."""
+def _head_size(build: str, checkpoint: str | None, data: LoadedDataset) -> int | None:
+    """The classifier size to build: the dataset's classes, but on a dataset of some ImageNet classes
+    (ImageNet-R, -A) a checkpoint's own head and another library's default (1000 classes, masked later).
+
+    A randomly initialised ellrobust ViT gets the dataset's classes there too: it knows no ImageNet class.
+    """
+    if data.class_indices_1k is None or (checkpoint is None and not split_prefix(build)):
+        return data.num_classes
+    return None
+
+
+#: ImageNet-1k's classes: what a model gives on a dataset of some of them before its logits are masked.
+IMAGENET_1K = 1000
+
+
+def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> int:
+    """Refuse, before any work, a model that cannot take the run's images or gives the wrong number of logits.
+
+    Returns the model's number of logits: the dataset's classes, or ImageNet-1k's on a dataset of
+    some of them (``data.class_indices_1k``), which the caller then masks.
+    """
     size = data.spec.image_size
     if module.input_size is not None and module.input_size != size:
         fix = (
@@ -234,11 +262,19 @@ def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> Non
             f"model {name!r} returns a {type(logits).__name__} for one image, not a tensor of logits; "
             f"make its forward return the (B, {data.num_classes}) logits alone."
         )
+    if data.class_indices_1k is not None and tuple(logits.shape) in ((1, data.num_classes), (1, IMAGENET_1K)):
+        return int(logits.shape[1])
+    if data.class_indices_1k is not None:
+        raise UsageError(
+            f"model {name!r} returns {tuple(logits.shape)} for one image, neither (1, {IMAGENET_1K}) ImageNet logits "
+            f"(masked to the {data.num_classes} classes of {data.spec.name}) nor (1, {data.num_classes})."
+        )
     if tuple(logits.shape) != (1, data.num_classes):
         raise UsageError(
             f"model {name!r} returns {tuple(logits.shape)} for one image, not (1, {data.num_classes}) logits for the "
             f"{data.num_classes} classes of {data.spec.name}."
         )
+    return data.num_classes
 
 
 def _weights_source(name: str, checkpoint: str | None, data: LoadedDataset, seed: int) -> str:
@@ -270,6 +306,7 @@ class Evaluation:
         self.command = command  # the command line that asked for the run, recorded in run.json
         self.modules = dict(modules or {})
         self.startup: dict[str, float] = {}
+        self.listed: IndexList | None = None  # the images of --indices, once the dataset is loaded
         self._compile_start = compiled_attention.STATS.snapshot()
 
     def identity(self, unit: Unit, ctx: RunContext) -> str:
@@ -336,8 +373,10 @@ class Evaluation:
                 RunLock(self.run_dir) if dist.is_main else contextlib.nullcontext(),
             ):
                 tick = time.perf_counter()
-                data = load_dataset(cfg.dataset, cfg.split, cfg.data_root, cfg.image_size)
-                indices = select_indices(len(data), cfg.n, cfg.seed)
+                data = load_dataset(cfg.dataset, cfg.split, cfg.data_root, cfg.image_size, cfg.class_map)
+                self.listed = read_index_file(cfg.indices, data.dataset) if cfg.indices is not None else None
+                among = self.listed.indices if self.listed is not None else None
+                indices = select_indices(len(data), cfg.n, cfg.seed, among)
                 self.startup["index_s"] = time.perf_counter() - tick
                 # The models are loaded on the CPU before any image is decoded: a model that cannot run
                 # (a bad checkpoint, another input size) fails in seconds, not after decoding the data.
@@ -499,6 +538,7 @@ class Evaluation:
                 "digest": ctx.data.digest,
                 "n": len(ctx.indices),
                 "num_classes": ctx.data.num_classes,
+                **self._data_choices(ctx),
             },
             "corruption_protocol": ctx.corruption_protocol if self.config.corruptions else None,
             "environment": {**environment(), "world_size": ctx.dist.world_size},
@@ -512,6 +552,24 @@ class Evaluation:
                 for unit, result in finished
             ],
         }
+
+    def _data_choices(self, ctx: RunContext) -> dict:
+        """run.json's record of how the images were chosen and labelled, where the request chose it
+        (absent otherwise: run.json as before): the ``--indices`` file, the ``--class-map`` file, and
+        the ImageNet-1k logits a 1000-class model was masked to."""
+        out: dict[str, object] = {}
+        if self.listed is not None:
+            out["indices_file"] = self.listed.record()
+        if self.config.class_map is not None:
+            out["class_map"] = {"path": self.config.class_map, "sha256": _file_sha256(self.config.class_map)}
+        if ctx.data.class_indices_1k is not None:
+            masked = [m.name for m in ctx.models.values() if "logits_kept" in m.architecture()]
+            out["class_indices_1k"] = {"indices": list(ctx.data.class_indices_1k), "masked_models": masked}
+        return out
+
+
+def _file_sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
 
 
 def _model_records(ctx: RunContext) -> dict[str, dict]:

@@ -28,6 +28,13 @@ class CheckpointError(UsageError):
     """A checkpoint that cannot be loaded safely or does not fit the architecture."""
 
 
+class DataWarning(UserWarning):
+    """Data that loads but probably not as meant (numbered class folders sorted as text).
+
+    A warning, not an error, since the data may be right; the CLI prints it as one line on stderr.
+    """
+
+
 class ResourceError(EllrobustError):
     """The machine could not carry the run (memory, disk, a crashed process), not the input.
 

@@ -69,6 +69,17 @@ def register(app: typer.Typer) -> None:
                 "Under torchrun write -n (torchrun reads --n as one of its own options)."
             ),
         ),
+        indices: Path | None = typer.Option(
+            None,
+            "--indices",
+            help="A file of the images to evaluate, one dataset index or path relative to the split folder a line "
+            "(RobustBench's imagenet_test_image_ids.txt works as it is); with --n, a seeded subset of them.",
+        ),
+        class_map: Path | None = typer.Option(
+            None,
+            "--class-map",
+            help="imagefolder: the class folder names, one a line, the line number (from 0) being the label (timm's).",
+        ),
         seed: int = typer.Option(0, help="Seed for the image subset and the attacks' randomness."),
         batch_size: int = options.BATCH_SIZE,
         attack: str | None = typer.Option(
@@ -259,6 +270,8 @@ def register(app: typer.Typer) -> None:
             deterministic=deterministic,
             save_adversarial=save_adversarial,
             transfer=transfer,
+            indices=str(indices) if indices else None,
+            class_map=str(class_map) if class_map else None,
         )
         result = execute(config, out, max_image_pixels)
         if result is None:
@@ -300,7 +313,7 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     read), so raising it after a refused image resumes the same run folder.
     """
     from ellrobust.api import run_config
-    from ellrobust.cli.render import stderr, unit_progress
+    from ellrobust.cli.render import data_warnings, stderr, unit_progress
     from ellrobust.data import image_pixel_limit
     from ellrobust.distributed import is_main_process
 
@@ -308,7 +321,11 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     command = (
         shlex.join(["ellrobust", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("ellrobust", "__main__.py") else None
     )
-    with image_pixel_limit(max_image_pixels), unit_progress(enabled=is_main_process()) as progress:
+    with (
+        image_pixel_limit(max_image_pixels),
+        data_warnings(),
+        unit_progress(enabled=is_main_process()) as progress,
+    ):
         result = run_config(config, out=run_dir, progress=progress, command=command)
     if not is_main_process():
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -36,6 +37,26 @@ if TYPE_CHECKING:
 #: Tables keep their shape when piped (rich would squeeze them into 80 columns).
 stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 stderr = Console(stderr=True, soft_wrap=True)
+
+
+@contextmanager
+def data_warnings():
+    """The library's :class:`~ellrobust.errors.DataWarning` s (data that loads, maybe not as meant), each as
+    one line on stderr, every time, instead of Python's two lines once per place."""
+    from ellrobust.errors import DataWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DataWarning):
+            stderr.print(f"warning: {message}", markup=False, highlight=False)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", DataWarning)
+        warnings.showwarning = show
+        yield
 
 
 @contextmanager
