@@ -47,6 +47,7 @@ from ellrobust.context import (
 from ellrobust.corruptions.protocol import resolve_protocol
 from ellrobust.data import LoadedDataset, load_dataset, select_indices
 from ellrobust.data import store as image_store
+from ellrobust.data.imagenet_o import split_ood
 from ellrobust.derived import derive
 from ellrobust.determinism import deterministic_mode
 from ellrobust.distributed import init_distributed, local_world_size
@@ -59,14 +60,14 @@ from ellrobust.models.module import as_classifier
 from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
 from ellrobust.results import table as results_table
-from ellrobust.stages import AttackStage, CleanStage, CollapseStage, CorruptionStage, MinimalStage
+from ellrobust.stages import AttackStage, CleanStage, CollapseStage, CorruptionStage, MinimalStage, OODStage
 from ellrobust.version import __version__
 from ellrobust.workers import WorkerPool, auto_workers
 
 __all__ = ["STAGES", "EvalConfig", "Evaluation", "RunContext", "RunResult", "Unit", "UnitResult", "load_models"]
 
 #: The stages of a run, in the order they run: clean first (every later stage may read its outcomes).
-STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage)
+STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage, OODStage)
 
 
 class UnitStore:
@@ -337,7 +338,8 @@ class Evaluation:
             ):
                 tick = time.perf_counter()
                 data = load_dataset(cfg.dataset, cfg.split, cfg.data_root, cfg.image_size)
-                indices = select_indices(len(data), cfg.n, cfg.seed)
+                # out-of-distribution images (imagenet-o) are stored after the selection, for the OOD stage alone
+                indices, ood_indices = split_ood(data.dataset, select_indices(len(data), cfg.n, cfg.seed))
                 self.startup["index_s"] = time.perf_counter() - tick
                 # The models are loaded on the CPU before any image is decoded: a model that cannot run
                 # (a bad checkpoint, another input size) fails in seconds, not after decoding the data.
@@ -345,11 +347,11 @@ class Evaluation:
                 tick = time.perf_counter()
                 models = load_models(cfg, data, "cpu", self.modules)
                 self.startup["models_s"] = time.perf_counter() - tick
-                store, pool = self._open_store(data, indices, dist)
+                store, pool = self._open_store(data, indices + ood_indices, dist)
                 try:
                     with pool:
                         dist.bind_device(cfg.device)  # the run's first CUDA call: every fork is behind us
-                        return self._run(data, indices, models, store, pool, dist, started)
+                        return self._run(data, indices, models, store, pool, dist, started, ood_indices)
                 finally:
                     store.close()
         finally:
@@ -417,6 +419,7 @@ class Evaluation:
         pool: WorkerPool,
         dist,
         started: float,
+        ood_indices: list[int],
     ) -> RunResult:
         cfg = self.config
         for lm in models.values():
@@ -431,6 +434,7 @@ class Evaluation:
             store=store,
             pool=pool,
             run_dir=self.run_dir,
+            ood_indices=ood_indices,
         )
         units = UnitStore(self.run_dir)
         all_rows: list[Row] = []

@@ -1,8 +1,8 @@
 """The dataset registry and how a run gets its images: :func:`load_dataset`, :func:`select_indices`.
 
 Every dataset yields ``(image, label)`` with float CHW images in [0, 1]. :data:`DATASETS` is built
-here, explicitly, from the builders of :mod:`.digits`, :mod:`.synthetic`, :mod:`.cifar10` and
-:mod:`.imagefolder`; registration order is listing order (``ellrobust datasets``).
+here, explicitly, from the builders of :mod:`.digits`, :mod:`.synthetic`, :mod:`.cifar10`,
+:mod:`.imagefolder` and :mod:`.imagenet_o`; registration order is listing order (``ellrobust datasets``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, TensorDataset
 from ellrobust.data.cifar10 import build_cifar10
 from ellrobust.data.digits import build_digits
 from ellrobust.data.imagefolder import build_imagefolder
+from ellrobust.data.imagenet_o import build_imagenet_o
 from ellrobust.data.synthetic import build_synthetic
 from ellrobust.errors import UsageError
 from ellrobust.registry import Registry
@@ -102,6 +103,20 @@ _DEFINITIONS = (
         build=build_imagefolder,
         needs_root=True,
         splits=("val", "train"),
+        eval_split="val",
+        pixel_dtype="uint8",
+        resizable=True,
+    ),
+    DatasetSpec(
+        name="imagenet-o",
+        description="ImageNet-O out-of-distribution detection: --data-root holding imagenet-o/<wnid>/*.jpg and "
+        "ImageNet's val/<wnid>/*.JPEG (in-distribution: its images of ImageNet-O's 200 classes), DeiT eval transform",
+        image_size=224,
+        default_arch="deit-tiny",
+        default_eps=(1 / 255, 2 / 255, 4 / 255),
+        build=build_imagenet_o,
+        needs_root=True,
+        splits=("val",),
         eval_split="val",
         pixel_dtype="uint8",
         resizable=True,
