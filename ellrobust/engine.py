@@ -2,7 +2,7 @@
 
 Data flow, one direction only::
 
-    dataset ─► models ─► stages (clean, attacks, corruptions, collapse) ─► units ─► results table
+    dataset ─► models ─► stages (clean, attacks, corruptions, collapse, OOD) ─► units ─► results table
 
 A *unit* is the smallest piece of work that is saved: (model, method, params, eps/severity, m_grad).
 Its key is a hash of everything that determines its numbers (checkpoint digest, data digest, the
@@ -503,6 +503,7 @@ class Evaluation:
                 "digest": ctx.data.digest,
                 "n": len(ctx.indices),
                 "num_classes": ctx.data.num_classes,
+                **({"n_ood": len(ctx.ood_indices)} if ctx.ood_indices else {}),  # imagenet-o: beside the n in-dist.
             },
             "corruption_protocol": ctx.corruption_protocol if self.config.corruptions else None,
             "environment": {**environment(), "world_size": ctx.dist.world_size},

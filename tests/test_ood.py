@@ -24,8 +24,11 @@ from ellrobust.cli import app
 from ellrobust.data import load_dataset
 from ellrobust.data.imagenet_o import imagenet_o_classes
 from ellrobust.errors import UsageError
+from ellrobust.frame import prepare
 from ellrobust.metrics.ood import auroc, auroc_interval, average_precision, delong, paired_auroc, structural_components
 from ellrobust.metrics.stats import holm_adjust
+from ellrobust.report import tables
+from ellrobust.report.writer import write_report
 from ellrobust.results import Metric
 from ellrobust.results.scores import load_scores
 
@@ -189,6 +192,12 @@ def test_imagenet_o_pair_end_to_end(tmp_path):
     family = holm_adjust([value[("a", "b", Metric.MCNEMAR_P)], cmp.p_value])
     assert value[("a", "b", Metric.MCNEMAR_P_ADJUSTED)] == pytest.approx(family[0])
     assert value[("a", "b", Metric.OOD_AUROC_DELONG_P_ADJUSTED)] == pytest.approx(family[1])
+    # the tables of the terminal and the report, and the report itself
+    frame = prepare(table)
+    per_model, paired = tables.ood_table(frame), tables.ood_difference_table(frame)
+    assert [row[0] for row in per_model.rows] == ["a", "b"] and [row[:2] for row in paired.rows] == [("a", "b")]
+    report = write_report([result.run_dir], tmp_path / "report").read_text()
+    assert "Out-of-distribution detection (ImageNet-O)" in report and "DeLong" in report
     # resumed: every unit is reused and the table is the same
     again = ellrobust.evaluate(
         {"a": Linear(0), "b": Linear(1)},

@@ -199,7 +199,7 @@ class Row:
         model: the model measured (in a paired row, model A of A − B).
         metric: what the number is.
         value: the number (NaN where a statistic is undefined, e.g. the images needed for a zero difference).
-        method: ``clean``, an attack, a corruption, ``worst-case``, ``collapse``, ``mce``, ``sanity``.
+        method: ``clean``, an attack, a corruption, ``worst-case``, ``collapse``, ``mce``, ``ood``, ``sanity``.
         params: the method's parameters as JSON (a sanity row: its detail).
         eps: the attack budget in [0, 1] pixel units.
         severity: the corruption severity (None: averaged over severities).
