@@ -31,7 +31,7 @@ from ellrobust.attacks.sanity import LARGE_EPS_METHOD, flag, sanity_rows
 from ellrobust.collapse import later_half, parse_value_key
 from ellrobust.context import RunContext, Unit, UnitResult
 from ellrobust.metrics.minimal import EpsComparison, paired_eps_test, within
-from ellrobust.metrics.ood import paired_auroc
+from ellrobust.metrics.ood import AurocComparison, paired_auroc
 from ellrobust.metrics.stats import (
     detectable_difference,
     holm_adjust,
@@ -215,7 +215,10 @@ def paired_rows(
             minimal.append((key, paired_eps_test(ea, ca, eb, cb, eps_max=eps_max)))
     ood = []
     if scores_a is not None and scores_b is not None:  # the same images, so the same flags
-        ood.append(paired_auroc(-scores_a[0], -scores_b[0], scores_a[1]))
+        if np.isfinite(scores_a[0]).all() and np.isfinite(scores_b[0]).all():
+            ood.append(paired_auroc(-scores_a[0], -scores_b[0], scores_a[1]))
+        else:  # NaN logits: no test, and a NaN p does not count towards Holm's family
+            ood.append(AurocComparison(*(float("nan"),) * 4))
     family = [cmp.p_value for _, cmp in found] + [cmp.p_value for _, cmp in minimal] + [c.p_value for c in ood]
     adjusted = list(holm_adjust(family)) if family else []
     ood_rows = _ood_rows(a, b, ood, adjusted[len(found) + len(minimal) :])
@@ -249,7 +252,7 @@ def paired_rows(
     return rows + eps_star_rows + ood_rows
 
 
-def _ood_rows(a: str, b: str, comparisons: list, adjusted: list[float]) -> list[Row]:
+def _ood_rows(a: str, b: str, comparisons: list[AurocComparison], adjusted: list[float]) -> list[Row]:
     """The rows of the paired AUROC comparison: A − B with DeLong's interval, its p (raw, Holm)."""
     rows = []
     for cmp, p_adjusted in zip(comparisons, adjusted, strict=True):

@@ -22,7 +22,7 @@ from torch import nn
 import ellrobust
 from ellrobust.cli import app
 from ellrobust.data import load_dataset
-from ellrobust.data.imagenet_o import imagenet_o_classes
+from ellrobust.data.imagenet_o import imagenet_o_classes, split_ood
 from ellrobust.errors import UsageError
 from ellrobust.frame import prepare
 from ellrobust.metrics.ood import auroc, auroc_interval, average_precision, delong, paired_auroc, structural_components
@@ -61,6 +61,8 @@ def test_all_tied_scores_and_msp_saturation():
     assert average_precision(scores, ood) == pytest.approx(average_precision_score(ood, scores)) == pytest.approx(0.4)
     with pytest.raises(ValueError, match="both"):
         auroc(scores, np.ones(5, dtype=bool))
+    with pytest.raises(ValueError, match="not finite"):
+        paired_auroc(scores, np.r_[scores[:4], np.nan], ood)
 
 
 def _direct_components(scores: np.ndarray, ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -144,12 +146,14 @@ def _imagenet_o_root(root: Path, *, with_val: bool = True) -> Path:
 
 
 class Linear(nn.Module):
-    """A seeded linear classifier of 16 px images over the val folder's 201 classes."""
+    """A seeded linear classifier of 16 px images over the val folder's 201 classes (``broken``: NaN weights)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, broken: bool = False) -> None:
         super().__init__()
         torch.manual_seed(seed)
         self.linear = nn.Linear(3 * 16 * 16, 201)
+        if broken:
+            self.linear.bias.data[:] = float("nan")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return 4 * self.linear(x.flatten(1))
@@ -158,7 +162,7 @@ class Linear(nn.Module):
 def test_imagenet_o_pair_end_to_end(tmp_path):
     root = _imagenet_o_root(tmp_path / "data")
     result = ellrobust.evaluate(
-        {"a": Linear(0), "b": Linear(1)},
+        {"a": Linear(0), "b": Linear(1), "nan": Linear(2, broken=True)},
         data="imagenet-o",
         data_root=str(root),
         image_size=16,
@@ -172,11 +176,16 @@ def test_imagenet_o_pair_end_to_end(tmp_path):
     }
     # the in-distribution images are the 15 val images of ImageNet-O's classes: the usual clean rows
     assert set(table["n"]) == {15}
-    assert len(result.examples) == 2 * 15
+    assert len(result.examples) == 3 * 15
     scores = load_scores(result.run_dir)
-    assert len(scores) == 2 * (15 + 8) and scores.groupby("model")["ood"].sum().tolist() == [8, 8]
+    assert len(scores) == 3 * (15 + 8) and scores.groupby("model")["ood"].sum().tolist() == [8, 8, 8]
+    # NaN logits (a model named "nan", read back as a name): the statistics are NaN, the run goes on, and
+    # the NaN p is no member of Holm's family
+    assert scores.loc[scores["model"] == "nan", "msp"].isna().all()
+    assert np.isnan(value[("nan", "", Metric.OOD_AUROC)]) and np.isnan(value[("a", "nan", Metric.OOD_AUROC_DELONG_P)])
+    assert np.isnan(value[("a", "nan", Metric.OOD_AUROC_DELONG_P_ADJUSTED)])
     per_model = {}
-    for model, rows in scores.groupby("model"):
+    for model, rows in scores[scores["model"] != "nan"].groupby("model"):
         ood, msp = rows["ood"].to_numpy().astype(bool), rows["msp"].to_numpy()
         assert ((msp > 1 / 200 - 1e-9) & (msp <= 1)).all()  # a softmax over ImageNet-O's 200 logits
         per_model[model] = (msp, ood)
@@ -195,12 +204,13 @@ def test_imagenet_o_pair_end_to_end(tmp_path):
     # the tables of the terminal and the report, and the report itself
     frame = prepare(table)
     per_model, paired = tables.ood_table(frame), tables.ood_difference_table(frame)
-    assert [row[0] for row in per_model.rows] == ["a", "b"] and [row[:2] for row in paired.rows] == [("a", "b")]
+    assert [row[0] for row in per_model.rows] == ["a", "b", "nan"]
+    assert [row[:2] for row in paired.rows] == [("a", "b"), ("a", "nan"), ("b", "nan")]
     report = write_report([result.run_dir], tmp_path / "report").read_text()
     assert "Out-of-distribution detection (ImageNet-O)" in report and "DeLong" in report
     # resumed: every unit is reused and the table is the same
     again = ellrobust.evaluate(
-        {"a": Linear(0), "b": Linear(1)},
+        {"a": Linear(0), "b": Linear(1), "nan": Linear(2, broken=True)},
         data="imagenet-o",
         data_root=str(root),
         image_size=16,
@@ -231,3 +241,13 @@ def test_a_validation_folder_without_imagenet_o_classes_is_refused(tmp_path):
     _png(root / "val" / "n01440764" / "a.png", np.random.default_rng(0))
     with pytest.raises(UsageError, match="no class folder for 200 of ImageNet-O's 200 classes"):
         load_dataset("imagenet-o", root=root, image_size=16)
+
+
+def test_a_selection_is_cut_into_both_sets_and_needs_both():
+    class Flagged:
+        ood = np.array([False, False, True, True])
+
+    assert split_ood(Flagged(), [0, 2, 3]) == ([0], [2, 3])
+    assert split_ood(object(), [0, 2]) == ([0, 2], [])  # no OOD images: the whole selection
+    with pytest.raises(UsageError, match="hold no out-of-distribution image; raise --n"):
+        split_ood(Flagged(), [0, 1])

@@ -18,7 +18,8 @@ probability, so a higher score means "more likely out of distribution". Every fu
   gives the paired difference, its Wald interval and the two-sided z-test p; the interval and the
   test share one standard error, so they always agree on the side of 0.
 
-Pure functions of numpy arrays; the normal quantile is that of :mod:`ellrobust.metrics.decisions`.
+Pure functions of numpy arrays, which refuse non-finite scores (a NaN has no rank); the normal
+quantile is that of :mod:`ellrobust.metrics.decisions`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def _check(scores: np.ndarray, ood: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     scores, ood = np.asarray(scores, dtype=float), np.asarray(ood, dtype=bool)
     if scores.shape[-1] != ood.shape[0] or ood.ndim != 1:
         raise ValueError(f"{scores.shape[-1]} scores for {ood.shape[0]} flags")
+    if not np.isfinite(scores).all():
+        raise ValueError("a score is not finite (NaN logits?): the images have no order to measure")
     if ood.all() or not ood.any():
         raise ValueError("AUROC needs both out-of-distribution and in-distribution images")
     return scores, ood

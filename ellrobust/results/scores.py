@@ -46,6 +46,11 @@ def save_scores(frame: pd.DataFrame, run_dir: Path) -> None:
 
 
 def load_scores(run_dir: Path) -> pd.DataFrame | None:
-    """A run folder's per-image OOD scores, or None when the run measured none."""
+    """A run folder's per-image OOD scores, or None when the run measured none.
+
+    Only an empty ``msp`` (NaN logits) is missing: a model's name is text, even one that reads as ``nan``.
+    """
     path = Path(run_dir) / OOD_SCORES_FILE
-    return pd.read_csv(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    return pd.read_csv(path, dtype={"model": str}, keep_default_na=False, na_values={"msp": [""]})

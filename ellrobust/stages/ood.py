@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ellrobust.context import RunContext, Unit, UnitResult
-from ellrobust.metrics.ood import auroc_interval, average_precision, delong
+from ellrobust.metrics.ood import auroc, auroc_interval, average_precision
 from ellrobust.precision import Precision, precision_scope
 from ellrobust.results import Metric, Row
 from ellrobust.results.scores import save_scores, scores_frame
@@ -59,13 +59,15 @@ class OODStage(Stage):
         msp = ctx.gather(local, size=size)
         ood = np.arange(size) >= len(ctx.indices)
         score = -msp  # higher: more likely out of distribution (Hendrycks et al.)
-        low, high = auroc_interval(score, ood)
-        row = Row(unit.model, Metric.OOD_AUROC, float(delong(score, ood).aurocs[0]), OOD_METHOD, OOD_PARAMS)
+        nan = float("nan")  # NaN logits (the clean stage's sanity row names them): no ranking, no statistic
+        finite = bool(np.isfinite(score).all())
+        low, high = auroc_interval(score, ood) if finite else (nan, nan)
+        row = Row(unit.model, Metric.OOD_AUROC, auroc(score, ood) if finite else nan, OOD_METHOD, OOD_PARAMS)
         rows = [
             row,
             row.with_metric(Metric.OOD_AUROC_CI_LOW, low),
             row.with_metric(Metric.OOD_AUROC_CI_HIGH, high),
-            row.with_metric(Metric.OOD_AUPR, average_precision(score, ood)),
+            row.with_metric(Metric.OOD_AUPR, average_precision(score, ood) if finite else nan),
         ]
         return UnitResult(rows=rows, values={"msp": msp.tolist(), "ood": ood.astype(float).tolist()})
 
