@@ -3,7 +3,7 @@
 Nothing here downloads: the default (scikit-learn's digits) ships inside the scikit-learn wheel, and
 every other dataset is read from a local ``--data-root``. The registry and loading are
 :mod:`.registry`, one module per dataset (:mod:`.digits`, :mod:`.synthetic`, :mod:`.cifar10`,
-:mod:`.imagefolder`, :mod:`.imagenet_o`), decoding files :mod:`.images`, DeiT's geometry :mod:`.transforms`, and the
+:mod:`.imagefolder`), decoding files :mod:`.images`, DeiT's geometry :mod:`.transforms`, and the
 run's decoded images :mod:`.store`; this file only re-exports them.
 """
 

@@ -12,6 +12,10 @@ needs no option beyond those of an image folder; links are fine::
     <root>/imagenet-o/<wnid>/*.jpg    the ImageNet-O release as unpacked
     <root>/val/<wnid>/*.JPEG          ImageNet's validation images in class folders (all 1000)
 
+The class list ``classes/imagenet_o.txt`` (one wnid a line, in ImageNet's sorted order, like the
+other shipped lists) is ``imagenet_o_wnids`` of ``eval_many_models.py`` in
+github.com/hendrycks/natural-adv-examples (MIT License, Copyright (c) 2019 Dan Hendrycks).
+
 The dataset lists the in-distribution images first, then the OOD ones; :attr:`ImageNetOFolder.ood`
 flags the latter. Labels are indices into the validation folder's sorted class folders (ImageNet's
 1000-class numbering), so the in-distribution images also give the usual clean accuracy; an OOD
@@ -43,7 +47,7 @@ NO_CLASS = -1
 def imagenet_o_classes() -> tuple[str, ...]:
     """ImageNet-O's 200 WordNet ids, in ImageNet's order (package data ``classes/imagenet_o.txt``)."""
     text = files("ellrobust.data").joinpath("classes/imagenet_o.txt").read_text()
-    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 class ImageNetOFolder(Dataset):
