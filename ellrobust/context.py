@@ -407,6 +407,10 @@ class RunContext:
     pool: WorkerPool | None = None
     results: dict[Unit, UnitResult] = field(default_factory=dict)  # every unit finished so far
     run_dir: Path | None = None  # where units write files beside their rows (--save-adversarial)
+    # Out-of-distribution images (imagenet-o): their dataset indices, stored after the selection, at
+    # store positions len(indices) onwards; only the OOD stage reads them (every other stage reads
+    # the selection, the in-distribution images).
+    ood_indices: list[int] = field(default_factory=list)
 
     @property
     def device(self) -> torch.device:
@@ -414,8 +418,14 @@ class RunContext:
 
     @functools.cached_property
     def indices_digest(self) -> str:
-        """A hash of the selected dataset indices (part of every unit's identity), computed once."""
-        return hashlib.sha256(np.asarray(self.indices, dtype=np.int64).tobytes()).hexdigest()
+        """A hash of the selected dataset indices (part of every unit's identity), computed once.
+
+        With OOD images their indices count too (absent otherwise: keys unchanged).
+        """
+        h = hashlib.sha256(np.asarray(self.indices, dtype=np.int64).tobytes())
+        if self.ood_indices:
+            h.update(b"ood:" + np.asarray(self.ood_indices, dtype=np.int64).tobytes())
+        return h.hexdigest()
 
     @property
     def image_size(self) -> int:

@@ -8,7 +8,8 @@ so the run holds what a reviewer asks for (see :mod:`ellrobust.metrics.stats` fo
   interval, the exact McNemar p, the p Holm-adjusted over the *family* (every paired comparison of
   that pair of models in the run), the smallest difference the run could detect and the images a
   difference of the observed size would need; each minimal-norm method both models ran adds the
-  paired sign test on ε* (and Hodges–Lehmann, Wilcoxon), its p in the same Holm family;
+  paired sign test on ε* (and Hodges–Lehmann, Wilcoxon), its p in the same Holm family, and an
+  OOD detection (imagenet-o) adds DeLong's paired test of the AUROCs, its p in that family too;
 * per-layer collapse metrics of models measured on the same images get paired differences per layer
   and over the later half of the layers, with t intervals over images.
 
@@ -30,6 +31,7 @@ from ellrobust.attacks.sanity import LARGE_EPS_METHOD, flag, sanity_rows
 from ellrobust.collapse import later_half, parse_value_key
 from ellrobust.context import RunContext, Unit, UnitResult
 from ellrobust.metrics.minimal import EpsComparison, paired_eps_test, within
+from ellrobust.metrics.ood import AurocComparison, paired_auroc
 from ellrobust.metrics.stats import (
     detectable_difference,
     holm_adjust,
@@ -39,6 +41,7 @@ from ellrobust.metrics.stats import (
     wilson_interval,
 )
 from ellrobust.results import ACCURACIES, Metric, Outcomes, Row
+from ellrobust.stages.ood import OOD_METHOD, OOD_PARAMS, ood_scores
 
 
 def derive(
@@ -58,10 +61,13 @@ def derive(
     for o in outcomes:
         by_model[o.model][o.measurement] = o.correct
     budgets = minimal_budgets(finished)
+    scores = ood_scores(dict(finished))
     for a, b in combinations(list(ctx.models), 2):
         mine, theirs = crossed(by_model.get(a, {}), b), crossed(by_model.get(b, {}), a)
         outcomes_a, outcomes_b = by_model.get(a, {}) | mine, by_model.get(b, {}) | theirs
-        derived += paired_rows(a, b, outcomes_a, outcomes_b, budgets.get(a, {}), budgets.get(b, {}))
+        derived += paired_rows(
+            a, b, outcomes_a, outcomes_b, budgets.get(a, {}), budgets.get(b, {}), scores.get(a), scores.get(b)
+        )
     derived += collapse_difference_rows(ctx, finished)
     sanity = (
         sanity_rows(ctx, rows + derived, [(unit, result.extra) for unit, result in finished])
@@ -184,13 +190,16 @@ def paired_rows(
     outcomes_b: dict[tuple, np.ndarray],
     budgets_a: Budgets | None = None,
     budgets_b: Budgets | None = None,
+    scores_a: tuple[np.ndarray, np.ndarray] | None = None,
+    scores_b: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[Row]:
     """Paired comparison rows of model ``a`` against ``b`` on every measurement both have, Holm-adjusted.
 
     A baseline runs once (m_grad '') and is compared with each m_grad mode of an elliptical model.
     The Holm family is every comparison of this pair of models in the run: the exact McNemar p of each
-    shared accuracy measurement and the sign-test p on ε* of each shared minimal-norm method
-    (:func:`ellrobust.metrics.minimal.paired_eps_test`), adjusted together.
+    shared accuracy measurement, the sign-test p on ε* of each shared minimal-norm method
+    (:func:`ellrobust.metrics.minimal.paired_eps_test`) and, where both models scored OOD images
+    (``scores_a``/``scores_b``: MSP and OOD flags), DeLong's p for their AUROCs, adjusted together.
     """
     found = []
     for key in sorted(set(outcomes_a) | set(outcomes_b), key=str):
@@ -204,9 +213,16 @@ def paired_rows(
         if pair is not None:
             (ea, ca, eps_max), (eb, cb, _) = pair
             minimal.append((key, paired_eps_test(ea, ca, eb, cb, eps_max=eps_max)))
-    family = [cmp.p_value for _, cmp in found] + [cmp.p_value for _, cmp in minimal]
+    ood = []
+    if scores_a is not None and scores_b is not None:  # the same images, so the same flags
+        if np.isfinite(scores_a[0]).all() and np.isfinite(scores_b[0]).all():
+            ood.append(paired_auroc(-scores_a[0], -scores_b[0], scores_a[1]))
+        else:  # NaN logits: no test, and a NaN p does not count towards Holm's family
+            ood.append(AurocComparison(*(float("nan"),) * 4))
+    family = [cmp.p_value for _, cmp in found] + [cmp.p_value for _, cmp in minimal] + [c.p_value for c in ood]
     adjusted = list(holm_adjust(family)) if family else []
-    eps_star_rows = _eps_star_rows(a, b, minimal, adjusted[len(found) :])
+    ood_rows = _ood_rows(a, b, ood, adjusted[len(found) + len(minimal) :])
+    eps_star_rows = _eps_star_rows(a, b, minimal, adjusted[len(found) : len(found) + len(minimal)])
     adjusted, rows = adjusted[: len(found)], []
     for ((method, params, eps, severity, mg, precision), cmp), p_adjusted in zip(found, adjusted, strict=True):
         row = Row(
@@ -233,7 +249,22 @@ def paired_rows(
             row.with_metric(Metric.DETECTABLE_DIFFERENCE, detectable_difference(discordance, cmp.n)),
             row.with_metric(Metric.N_REQUIRED, float(needed) if needed is not None else float("nan")),
         ]
-    return rows + eps_star_rows
+    return rows + eps_star_rows + ood_rows
+
+
+def _ood_rows(a: str, b: str, comparisons: list[AurocComparison], adjusted: list[float]) -> list[Row]:
+    """The rows of the paired AUROC comparison: A − B with DeLong's interval, its p (raw, Holm)."""
+    rows = []
+    for cmp, p_adjusted in zip(comparisons, adjusted, strict=True):
+        row = Row(a, Metric.OOD_AUROC_DIFFERENCE, cmp.difference, OOD_METHOD, OOD_PARAMS, baseline=b)
+        rows += [
+            row,
+            row.with_metric(Metric.OOD_AUROC_DIFFERENCE_CI_LOW, cmp.ci_low),
+            row.with_metric(Metric.OOD_AUROC_DIFFERENCE_CI_HIGH, cmp.ci_high),
+            row.with_metric(Metric.OOD_AUROC_DELONG_P, cmp.p_value),
+            row.with_metric(Metric.OOD_AUROC_DELONG_P_ADJUSTED, float(p_adjusted)),
+        ]
+    return rows
 
 
 def _eps_star_rows(a: str, b: str, comparisons: list[tuple[tuple, EpsComparison]], adjusted: list[float]) -> list[Row]:

@@ -2,7 +2,7 @@
 
 Data flow, one direction only::
 
-    dataset ─► models ─► stages (clean, attacks, corruptions, collapse) ─► units ─► results table
+    dataset ─► models ─► stages (clean, attacks, corruptions, collapse, OOD) ─► units ─► results table
 
 A *unit* is the smallest piece of work that is saved: (model, method, params, eps/severity, m_grad).
 Its key is a hash of everything that determines its numbers (checkpoint digest, data digest, the
@@ -47,6 +47,7 @@ from ellrobust.context import (
 from ellrobust.corruptions.protocol import resolve_protocol
 from ellrobust.data import LoadedDataset, load_dataset, select_indices
 from ellrobust.data import store as image_store
+from ellrobust.data.imagenet_o import split_ood
 from ellrobust.data.selection import IndexList, read_index_file
 from ellrobust.derived import derive
 from ellrobust.determinism import deterministic_mode
@@ -61,14 +62,14 @@ from ellrobust.models.module import as_classifier
 from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
 from ellrobust.results import table as results_table
-from ellrobust.stages import AttackStage, CleanStage, CollapseStage, CorruptionStage, MinimalStage
+from ellrobust.stages import AttackStage, CleanStage, CollapseStage, CorruptionStage, MinimalStage, OODStage
 from ellrobust.version import __version__
 from ellrobust.workers import WorkerPool, auto_workers
 
 __all__ = ["STAGES", "EvalConfig", "Evaluation", "RunContext", "RunResult", "Unit", "UnitResult", "load_models"]
 
 #: The stages of a run, in the order they run: clean first (every later stage may read its outcomes).
-STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage)
+STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage, OODStage)
 
 
 class UnitStore:
@@ -376,7 +377,8 @@ class Evaluation:
                 data = load_dataset(cfg.dataset, cfg.split, cfg.data_root, cfg.image_size, cfg.class_map)
                 self.listed = read_index_file(cfg.indices, data.dataset) if cfg.indices is not None else None
                 among = self.listed.indices if self.listed is not None else None
-                indices = select_indices(len(data), cfg.n, cfg.seed, among)
+                # out-of-distribution images (imagenet-o) are stored after the selection, for the OOD stage alone
+                indices, ood_indices = split_ood(data.dataset, select_indices(len(data), cfg.n, cfg.seed, among))
                 self.startup["index_s"] = time.perf_counter() - tick
                 # The models are loaded on the CPU before any image is decoded: a model that cannot run
                 # (a bad checkpoint, another input size) fails in seconds, not after decoding the data.
@@ -384,11 +386,11 @@ class Evaluation:
                 tick = time.perf_counter()
                 models = load_models(cfg, data, "cpu", self.modules)
                 self.startup["models_s"] = time.perf_counter() - tick
-                store, pool = self._open_store(data, indices, dist)
+                store, pool = self._open_store(data, indices + ood_indices, dist)
                 try:
                     with pool:
                         dist.bind_device(cfg.device)  # the run's first CUDA call: every fork is behind us
-                        return self._run(data, indices, models, store, pool, dist, started)
+                        return self._run(data, indices, models, store, pool, dist, started, ood_indices)
                 finally:
                     store.close()
         finally:
@@ -456,6 +458,7 @@ class Evaluation:
         pool: WorkerPool,
         dist,
         started: float,
+        ood_indices: list[int],
     ) -> RunResult:
         cfg = self.config
         for lm in models.values():
@@ -470,6 +473,7 @@ class Evaluation:
             store=store,
             pool=pool,
             run_dir=self.run_dir,
+            ood_indices=ood_indices,
         )
         units = UnitStore(self.run_dir)
         all_rows: list[Row] = []
@@ -539,6 +543,7 @@ class Evaluation:
                 "n": len(ctx.indices),
                 "num_classes": ctx.data.num_classes,
                 **self._data_choices(ctx),
+                **({"n_ood": len(ctx.ood_indices)} if ctx.ood_indices else {}),  # imagenet-o: beside the n in-dist.
             },
             "corruption_protocol": ctx.corruption_protocol if self.config.corruptions else None,
             "environment": {**environment(), "world_size": ctx.dist.world_size},

@@ -201,6 +201,7 @@ def register(app: typer.Typer) -> None:
             collapse_table,
             corruption_table,
             eps_star_table,
+            ood_table,
             paired_table,
             print_json,
             stderr,
@@ -283,7 +284,7 @@ def register(app: typer.Typer) -> None:
             stdout.print(
                 accuracy_table(table, f"Accuracy (%) · {config.dataset} · n={table['n'].iloc[0]} · seed={seed}")
             )
-            for extra in (transfer_table(table), eps_star_table(table), corruption_table(table)):
+            for extra in (transfer_table(table), eps_star_table(table), corruption_table(table), ood_table(table)):
                 if extra is not None:
                     stdout.print(extra)
             paired = paired_table(table)

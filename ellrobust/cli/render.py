@@ -127,6 +127,12 @@ def eps_star_table(df: pd.DataFrame) -> RenderableType | None:
     return None if found is None else rich_table(found)
 
 
+def ood_table(df: pd.DataFrame) -> RenderableType | None:
+    """The report's OOD tables (imagenet-o): AUROC and AUPR per model, the paired AUROC difference."""
+    frame = prepare(df)
+    return _group([tables.ood_table(frame), tables.ood_difference_table(frame)])
+
+
 def corruption_table(df: pd.DataFrame) -> RenderableType | None:
     """The report's corruption tables: the summary per corruption, CE and mCE, the mCE difference."""
     frame = prepare(df)

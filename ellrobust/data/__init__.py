@@ -3,8 +3,8 @@
 Nothing here downloads: the default (scikit-learn's digits) ships inside the scikit-learn wheel, and
 every other dataset is read from a local ``--data-root``. The registry and loading are
 :mod:`.registry`, one module per dataset (:mod:`.digits`, :mod:`.synthetic`, :mod:`.cifar10`,
-:mod:`.imagefolder`, ImageNet's shifts :mod:`.shifts`), decoding files :mod:`.images`, DeiT's
-geometry :mod:`.transforms`, ``--indices`` :mod:`.selection`, and the run's decoded images
+:mod:`.imagefolder`, ImageNet's shifts :mod:`.shifts`, ImageNet-O :mod:`.imagenet_o`), decoding files
+:mod:`.images`, DeiT's geometry :mod:`.transforms`, ``--indices`` :mod:`.selection`, and the run's decoded images
 :mod:`.store`; this file only re-exports them.
 """
 

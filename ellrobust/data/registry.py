@@ -2,7 +2,8 @@
 
 Every dataset yields ``(image, label)`` with float CHW images in [0, 1]. :data:`DATASETS` is built
 here, explicitly, from the builders of :mod:`.digits`, :mod:`.synthetic`, :mod:`.cifar10`,
-:mod:`.imagefolder` and :mod:`.shifts`; registration order is listing order (``ellrobust datasets``).
+:mod:`.imagefolder`, :mod:`.shifts` and :mod:`.imagenet_o`; registration order is listing order
+(``ellrobust datasets``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from torch.utils.data import Dataset, TensorDataset
 from ellrobust.data.cifar10 import build_cifar10
 from ellrobust.data.digits import build_digits
 from ellrobust.data.imagefolder import build_imagefolder
+from ellrobust.data.imagenet_o import build_imagenet_o
 from ellrobust.data.shifts import IMAGENET_A, IMAGENET_R, IMAGENET_SKETCH, IMAGENET_V2, indices_in_1k
 from ellrobust.data.synthetic import build_synthetic
 from ellrobust.errors import UsageError
@@ -158,6 +160,20 @@ _DEFINITIONS = (
         build=IMAGENET_V2.build,
         num_classes=1000,
         **_SHIFT,
+    ),
+    DatasetSpec(
+        name="imagenet-o",
+        description="ImageNet-O out-of-distribution detection: --data-root holding imagenet-o/<wnid>/*.jpg and "
+        "ImageNet's val/<wnid>/*.JPEG (in-distribution: its images of ImageNet-O's 200 classes), DeiT eval transform",
+        image_size=224,
+        default_arch="deit-tiny",
+        default_eps=(1 / 255, 2 / 255, 4 / 255),
+        build=build_imagenet_o,
+        needs_root=True,
+        splits=("val",),
+        eval_split="val",
+        pixel_dtype="uint8",
+        resizable=True,
     ),
 )
 

@@ -82,6 +82,7 @@ def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str], report
         *_transfer(df, labels),
         *_minimal(df, labels, figures),
         *_corruptions(runs, df, figures),
+        *_ood(df),
         *_collapse(df, figures),
         *_paired(df, labels),
         *_sanity(df),
@@ -364,6 +365,25 @@ def _minimal(df: pd.DataFrame, labels: Labels, figures: Mapping[str, str]) -> li
     if "robustness_curve" in figures:
         out.append(image("Robust accuracy vs ε from ε*, and the paired difference", figures["robustness_curve"]))
     return out
+
+
+def _ood(df: pd.DataFrame) -> list[str]:
+    """OOD detection on ImageNet-O (``--data imagenet-o``); nothing for a run without it."""
+    per_model, paired = tables.ood_table(df), tables.ood_difference_table(df)
+    if per_model is None:
+        return []
+    text = (
+        "Each model scores every image by its maximum softmax probability over the logits of ImageNet-O's 200 "
+        "classes (Hendrycks et al.'s protocol); ImageNet-O's images are the positive class with the score −MSP, "
+        "ImageNet's validation images of the same 200 classes the negative one. AUROC and AUPR are those of "
+        "scikit-learn; the intervals and the paired test are DeLong's, whose p enters Holm's family beside the "
+        "McNemar tests."
+    )
+    return [
+        _section("Out-of-distribution detection (ImageNet-O)"),
+        escape(text),
+        *(table(t) for t in (per_model, paired) if t),
+    ]
 
 
 def _corruptions(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:

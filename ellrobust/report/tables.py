@@ -257,6 +257,59 @@ def eps_star_table(df: pd.DataFrame, labels: Labels) -> Table | None:
     return Table(headers, tuple(out), align, title=title)
 
 
+def ood_table(df: pd.DataFrame) -> Table | None:
+    """OOD detection (imagenet-o) per model: AUROC with DeLong's 95 % interval and AUPR, OOD positive, score −MSP."""
+    rows = _ordered(_values(df, Metric.OOD_AUROC), ["run", "model"])
+    if rows.empty:
+        return None
+    lookup = Lookup(df)
+    keys = [*varying(rows, ["run"]), "model"]
+    out = []
+    for r in rows.to_dict(orient="records"):
+        low, high = lookup(r, Metric.OOD_AUROC_CI_LOW), lookup(r, Metric.OOD_AUROC_CI_HIGH)
+        cells = [*(str(r[k]) for k in keys), format_int(r["n"]), format_pct(r["value"])]
+        cells += [f"{format_pct(low)} – {format_pct(high)}", format_pct(lookup(r, Metric.OOD_AUPR))]
+        out.append(tuple(cells))
+    headers = (*keys, "n in-dist.", "AUROC (%)", "95 % DeLong CI", "AUPR (%)")
+    title = (
+        "Out-of-distribution detection (%): ImageNet-O against ImageNet val, scored by the maximum softmax "
+        "probability over ImageNet-O's 200 classes (OOD positive, score −MSP)"
+    )
+    return Table(headers, tuple(out), (Align.LEFT,) * len(keys) + (Align.RIGHT,) * 4, title=title)
+
+
+def ood_difference_table(df: pd.DataFrame) -> Table | None:
+    """AUROC(A) − AUROC(B) on the same images with DeLong's 95 % interval, its p (raw, Holm) and whether it survives."""
+    rows = df[(df["metric"] == Metric.OOD_AUROC_DIFFERENCE.value) & df["baseline"].ne("")]
+    if rows.empty:
+        return None
+    lookup = Lookup(df)
+    keys = [*varying(rows, ["run"]), "model", "baseline"]
+    out = []
+    for r in _ordered(rows, keys).to_dict(orient="records"):
+        low, high = lookup(r, Metric.OOD_AUROC_DIFFERENCE_CI_LOW), lookup(r, Metric.OOD_AUROC_DIFFERENCE_CI_HIGH)
+        p_adjusted = lookup(r, Metric.OOD_AUROC_DELONG_P_ADJUSTED)
+        out.append(
+            (
+                *(str(r[k]) for k in keys),
+                format_pp(r["value"]),
+                format_pp_interval(low, high),
+                format_p(lookup(r, Metric.OOD_AUROC_DELONG_P)),
+                format_p(p_adjusted),
+                SURVIVES_HOLM[holm_direction(r["value"], low, high, p_adjusted)],
+            )
+        )
+    names = {"model": "A", "baseline": "B"}
+    headers = (*(names.get(k, k) for k in keys), "AUROC A − B (pp)", "95 % DeLong CI", "DeLong p", "Holm p")
+    headers = (*headers, "survives Holm")
+    align = tuple(Align.LEFT if h == "survives Holm" or i < len(keys) else Align.RIGHT for i, h in enumerate(headers))
+    title = (
+        "OOD detection on the same images: AUROC A − B (percentage points) with DeLong's paired 95 % CI and z-test "
+        "(Holm over all paired comparisons of A and B in the run)"
+    )
+    return Table(headers, tuple(out), align, title=title)
+
+
 def max_half_width(df: pd.DataFrame, metric: Metric) -> float | None:
     """The widest half-interval (as a fraction) among a metric's rows, or None when the run has no intervals."""
     lookup = Lookup(df)

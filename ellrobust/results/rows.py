@@ -89,6 +89,15 @@ class Metric(StrEnum):
     EPS_STAR_SIGN_P = "eps_star_sign_p"  # the paired sign test on ε*
     EPS_STAR_SIGN_P_ADJUSTED = "eps_star_sign_p_adjusted"  # Holm, in the same family as mcnemar_p_adjusted
     EPS_STAR_WILCOXON_P = "eps_star_wilcoxon_p"  # the signed-rank test on ε*, secondary
+    OOD_AUROC = "ood_auroc"  # out-of-distribution detection (imagenet-o): OOD positive, score −MSP
+    OOD_AUROC_CI_LOW = "ood_auroc_ci_low"  # DeLong's 95 % interval
+    OOD_AUROC_CI_HIGH = "ood_auroc_ci_high"
+    OOD_AUPR = "ood_aupr"  # average precision, OOD positive
+    OOD_AUROC_DIFFERENCE = "ood_auroc_difference"  # paired: AUROC(model) − AUROC(baseline), same images
+    OOD_AUROC_DIFFERENCE_CI_LOW = "ood_auroc_difference_ci_low"  # DeLong's paired interval
+    OOD_AUROC_DIFFERENCE_CI_HIGH = "ood_auroc_difference_ci_high"
+    OOD_AUROC_DELONG_P = "ood_auroc_delong_p"  # DeLong's paired z-test
+    OOD_AUROC_DELONG_P_ADJUSTED = "ood_auroc_delong_p_adjusted"  # Holm, in the same family as mcnemar_p_adjusted
     SANITY_FINITE_LOGITS = "sanity_finite_logits"  # sanity checks: 1 pass, 0 fail, the detail in params
     SANITY_PERTURBATION_WITHIN_EPS = "sanity_perturbation_within_eps"
     SANITY_INSIDE_UNIT_RANGE = "sanity_inside_unit_range"
@@ -158,6 +167,15 @@ EPS_STAR_PAIRED_METRICS = (
     Metric.EPS_STAR_WILCOXON_P,
 )
 
+#: The rows of one paired comparison of OOD detection (AUROC, DeLong), in the order they are written and shown.
+OOD_PAIRED_METRICS = (
+    Metric.OOD_AUROC_DIFFERENCE,
+    Metric.OOD_AUROC_DIFFERENCE_CI_LOW,
+    Metric.OOD_AUROC_DIFFERENCE_CI_HIGH,
+    Metric.OOD_AUROC_DELONG_P,
+    Metric.OOD_AUROC_DELONG_P_ADJUSTED,
+)
+
 #: Metric names users' scripts may rely on (README, "Results"), besides the ``sanity_*`` checks.
 METRICS = tuple(m.value for m in Metric if not m.is_sanity)
 
@@ -181,7 +199,7 @@ class Row:
         model: the model measured (in a paired row, model A of A − B).
         metric: what the number is.
         value: the number (NaN where a statistic is undefined, e.g. the images needed for a zero difference).
-        method: ``clean``, an attack, a corruption, ``worst-case``, ``collapse``, ``mce``, ``sanity``.
+        method: ``clean``, an attack, a corruption, ``worst-case``, ``collapse``, ``mce``, ``ood``, ``sanity``.
         params: the method's parameters as JSON (a sanity row: its detail).
         eps: the attack budget in [0, 1] pixel units.
         severity: the corruption severity (None: averaged over severities).

@@ -1,4 +1,5 @@
-"""Engine stages: clean accuracy, attacks, minimal budgets, corruptions and collapse, each a :class:`Stage`."""
+"""Engine stages: clean accuracy, attacks, minimal budgets, corruptions, collapse and OOD detection, each a
+:class:`Stage`."""
 
 from ellrobust.stages.attack import AttackStage
 from ellrobust.stages.base import Stage
@@ -6,5 +7,6 @@ from ellrobust.stages.clean import CleanStage
 from ellrobust.stages.collapse import CollapseStage
 from ellrobust.stages.corruption import CorruptionStage
 from ellrobust.stages.minimal import MinimalStage
+from ellrobust.stages.ood import OODStage
 
-__all__ = ["AttackStage", "CleanStage", "CollapseStage", "CorruptionStage", "MinimalStage", "Stage"]
+__all__ = ["AttackStage", "CleanStage", "CollapseStage", "CorruptionStage", "MinimalStage", "OODStage", "Stage"]
