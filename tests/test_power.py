@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 import pytest
+from fake_results import MODELS as SIMULATED
+from fake_results import Scenario, simulate
 from rich.console import Console
 from scipy.stats import binomtest, multinomial
 
@@ -245,3 +247,10 @@ def test_the_decision_functions_refuse_zero_width_and_too_few_images():
     assert holm_level(10) == pytest.approx(0.005) and not math.isnan(holm_level(1))
     with pytest.raises(ValueError):
         holm_level(0)
+
+
+def test_a_clear_win_on_three_images_is_supported_nowhere():
+    """The simulated clear win every claim supports at n = 500 (tests/test_verdict.py): at n = 3 nothing is."""
+    found = claims(simulate(Scenario(n=3, attack_gain=0.3, corruption_gain=0.15, collapse_gain=0.2)), SIMULATED)
+    assert len(found) == 9 and {c.status for c in found} == {ClaimStatus.INCONCLUSIVE}
+    assert {c.reason for c in found if c.kind in (ClaimKind.MCE, ClaimKind.COLLAPSE)} == {Reason.TOO_FEW_IMAGES}
