@@ -23,7 +23,9 @@ shipped models (``--model`` against ``--baseline``, default deit-elliptical vs d
 correctness at each budget of the quick start (1, 2, 4, 8 /255), then, per budget,
 :func:`ellrobust.metrics.minimal.images_needed` draws ``--repeats`` (default 200) subsets of each
 size of ``--sizes`` and prints the power of the sign test on ε* next to McNemar's at that budget, and
-the smallest size reaching 80 % power for each (">" the largest size when none does).
+the smallest size reaching 80 % power for each (">" the largest size when none does), at Holm's
+first-step level α/m with m = ``--family-size`` (default 6: the family such a run holds, clean, the
+four PGD budgets and the sign test on ε*).
 
     python benchmarks/bench_min_norm.py --images-needed [-n 200] [--steps 100] [--repeats 200] [--sizes 25,50,100,200]
 """
@@ -110,12 +112,13 @@ def needed_images(args: argparse.Namespace) -> None:
             sizes=sizes,
             seed=0,
             repeats=args.repeats,
+            family_size=args.family_size,
         )
 
         def needed(m: int | None) -> str:
             return str(m) if m is not None else f"> {sizes[-1]}"
 
-        print(f"{f'ε {e * 255:g}/255: power at size':<26}{header}")
+        print(f"{f'ε {e * 255:g}/255: power at size':<26}{header}   (Holm's α/m, m = {args.family_size})")
         print(f"{'  sign test on ε*':<26}{'  '.join(f'{p:11.2f}' for p in found.sign_power)}")
         print(f"{'  McNemar at this ε':<26}{'  '.join(f'{p:11.2f}' for p in found.mcnemar_power)}")
         print(
@@ -147,6 +150,9 @@ def main() -> None:
     parser.add_argument("--images-needed", action="store_true", help="power of the sign test on ε* vs McNemar")
     parser.add_argument("--baseline", default="deit", help="with --images-needed: model B")
     parser.add_argument("--sizes", default="25,50,100,200", help="with --images-needed: subset sizes (at most -n)")
+    parser.add_argument(
+        "--family-size", type=int, default=6, help="with --images-needed: Holm family size m (tests at α/m)"
+    )
     args = parser.parse_args()
     if args.images_needed:
         args.repeats = args.repeats if args.repeats is not None else 200

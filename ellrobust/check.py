@@ -18,7 +18,7 @@ direction never fail, but those beyond the tolerance are reported as improvement
   and ranks in the hundreds alike. Unknown metrics fail on a change in either direction.
 * sanity checks (``sanity_*``): a check that passed in the baseline must pass in the run.
 * derived statistics (paired differences and their intervals, every ``*_ci_low/high``, the McNemar
-  p-values, ``detectable_difference``, ``n_required``) and ``n_attacked`` are not compared: they
+  p-values, ``detectable_difference``, ``n_required``, ``holm_family_size``) and ``n_attacked`` are not compared: they
   follow from the numbers that are, and a p-value moves a lot with tiny changes. They must still be
   present.
 

@@ -6,10 +6,11 @@ so the run holds what a reviewer asks for (see :mod:`ellrobust.metrics.stats` fo
 * each accuracy row gets its 95 % Wilson score interval (``<metric>_ci_low/high``);
 * each pair of models gets, per shared measurement, the paired difference with the Tango score
   interval, the exact McNemar p, the p Holm-adjusted over the *family* (every paired comparison of
-  that pair of models in the run), the smallest difference the run could detect and the images a
-  difference of the observed size would need; each minimal-norm method both models ran adds the
-  paired sign test on ε* (and Hodges–Lehmann, Wilcoxon), its p in the same Holm family, and an
-  OOD detection (imagenet-o) adds DeLong's paired test of the AUROCs, its p in that family too;
+  that pair of models in the run), the family's size m, the smallest difference the run could detect
+  and the images a difference of the observed size would need (both at Holm's first-step level α/m,
+  the level the verdict's adjusted p must clear at the least); each minimal-norm method both models
+  ran adds the paired sign test on ε* (and Hodges–Lehmann, Wilcoxon), its p in the same Holm family,
+  and an OOD detection (imagenet-o) adds DeLong's paired test of the AUROCs, its p in that family too;
 * per-layer collapse metrics of models measured on the same images get paired differences per layer
   and over the later half of the layers, with t intervals over images.
 
@@ -30,6 +31,7 @@ from ellrobust.attacks import AttackRequest
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD, flag, sanity_rows
 from ellrobust.collapse import later_half, parse_value_key
 from ellrobust.context import RunContext, Unit, UnitResult
+from ellrobust.metrics.decisions import holm_level
 from ellrobust.metrics.minimal import EpsComparison, paired_eps_test, within
 from ellrobust.metrics.ood import AurocComparison, paired_auroc
 from ellrobust.metrics.stats import (
@@ -200,6 +202,9 @@ def paired_rows(
     shared accuracy measurement, the sign-test p on ε* of each shared minimal-norm method
     (:func:`ellrobust.metrics.minimal.paired_eps_test`) and, where both models scored OOD images
     (``scores_a``/``scores_b``: MSP and OOD flags), DeLong's p for their AUROCs, adjusted together.
+    Its size m (the tests that produced a p; ``holm_family_size``) sets the level of the power rows: a
+    comparison whose p is below α/m survives Holm whatever the others show, so the detectable
+    difference and the images needed are stated at α/m, where the verdict can promise them.
     """
     found = []
     for key in sorted(set(outcomes_a) | set(outcomes_b), key=str):
@@ -221,6 +226,8 @@ def paired_rows(
             ood.append(AurocComparison(*(float("nan"),) * 4))
     family = [cmp.p_value for _, cmp in found] + [cmp.p_value for _, cmp in minimal] + [c.p_value for c in ood]
     adjusted = list(holm_adjust(family)) if family else []
+    family_size = int(np.count_nonzero(~np.isnan(family))) if family else 0
+    level = holm_level(max(family_size, 1))  # an exact McNemar p is never NaN: m >= 1 wherever a row uses it
     ood_rows = _ood_rows(a, b, ood, adjusted[len(found) + len(minimal) :])
     eps_star_rows = _eps_star_rows(a, b, minimal, adjusted[len(found) : len(found) + len(minimal)])
     adjusted, rows = adjusted[: len(found)], []
@@ -239,15 +246,16 @@ def paired_rows(
             baseline=b,
         )
         discordance = (cmp.a_only + cmp.b_only) / cmp.n if cmp.n else 0.0
-        needed = required_n(abs(cmp.difference), discordance) if cmp.difference else None
+        needed = required_n(abs(cmp.difference), discordance, alpha=level) if cmp.difference else None
         rows += [
             row,
             row.with_metric(Metric.DIFFERENCE_CI_LOW, cmp.ci_low),
             row.with_metric(Metric.DIFFERENCE_CI_HIGH, cmp.ci_high),
             row.with_metric(Metric.MCNEMAR_P, cmp.p_value),
             row.with_metric(Metric.MCNEMAR_P_ADJUSTED, float(p_adjusted)),
-            row.with_metric(Metric.DETECTABLE_DIFFERENCE, detectable_difference(discordance, cmp.n)),
+            row.with_metric(Metric.DETECTABLE_DIFFERENCE, detectable_difference(discordance, cmp.n, alpha=level)),
             row.with_metric(Metric.N_REQUIRED, float(needed) if needed is not None else float("nan")),
+            row.with_metric(Metric.HOLM_FAMILY_SIZE, float(family_size)),
         ]
     return rows + eps_star_rows + ood_rows
 

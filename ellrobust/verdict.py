@@ -25,11 +25,13 @@ from ellrobust.frame import Lookup, paired_records, prepare, split_params
 from ellrobust.metrics.decisions import (
     ALPHA,
     CONFIDENCE,
+    MIN_IMAGES,
     POWER,
     Favours,
     holm_direction,
     images_needed,
     interval_direction,
+    zero_width,
 )
 from ellrobust.results import Metric
 
@@ -46,12 +48,14 @@ RULES = (
     "**Attacks**, one line per attack (the worst case included) per m_grad mode and precision: *supported* when "
     "at least one budget favours the elliptical model and none favours the baseline; *contradicted* in the mirror "
     "case; otherwise (nothing significant, or significant in both directions) *inconclusive at this n*, with the "
-    f"smallest difference the run could detect ({_POWER} power) and the number of images a difference of the "
-    "observed size would need.",
+    f"smallest difference the run could detect and the number of images a difference of the observed size would "
+    f"need, both with {_POWER} power at Holm's first-step level α/m (m: the size of the pair's family, "
+    "`holm_family_size`), the level an adjusted p below α is certain to clear.",
     "**Adaptive attack** (`--m-grad both`): the attacks whose m_grad detach line is supported, judged by the "
     "same rule on their elliptical(full) − baseline rows. No supported detach line: inconclusive.",
     f"**Corruption mCE**: *supported* when the {_PERCENT} paired bootstrap interval of mCE(elliptical) − "
-    "mCE(baseline) (`mce_difference`) lies below 0, *contradicted* when above 0; AlexNet-normalised mCE where it "
+    "mCE(baseline) (`mce_difference`; never narrower than its Student-t interval) lies below 0, *contradicted* "
+    "when above 0; AlexNet-normalised mCE where it "
     "exists, else unnormalised, else baseline-normalised. The corruption × severity cells that favour either "
     "model are counted alongside.",
     "**Collapse**: token cosine averaged over the later half of the layers (summary rows, `layer` empty): "
@@ -65,6 +69,10 @@ RULES = (
     "**Holm's family** is every paired comparison of one pair of models in one run (clean, every attack × ε × "
     "m_grad × precision and the worst case, every corruption × severity, the sign test on ε* of every "
     "minimal-norm method), so a claim cannot be rescued by testing more budgets.",
+    f"**Small n**: a claim judged by an interval alone (mCE, collapse) reads *inconclusive at this n* on fewer "
+    f"than {MIN_IMAGES} images (below that no distribution-free test of a paired difference can reach "
+    f"p < {ALPHA:g}), and so does any claim whose interval has zero width (n = 1, or every image differing by "
+    "the same amount): a zero-width interval claims a certainty no resampling of the images can give.",
     "A line whose table lacks a row its rule needs (an adjusted p, a paired interval) reads *inconclusive* and "
     "says what is missing: nothing reads *supported* on evidence the rules did not see.",
 )
@@ -97,6 +105,8 @@ class Reason(StrEnum):
     NO_ADJUSTED_P = "no adjusted p"  # the table holds no mcnemar_p_adjusted
     NO_PAIRED_INTERVAL = "no paired interval"  # the table holds no interval of the paired difference
     NO_SUMMARY_ROWS = "no summary rows"  # collapse: no later-half summary rows
+    TOO_FEW_IMAGES = "too few images"  # an interval-only claim on fewer than MIN_IMAGES images
+    ZERO_WIDTH = "zero width"  # the interval has collapsed to a point
 
 
 @dataclass(frozen=True)
@@ -120,9 +130,11 @@ class Budget:
         ci_high: Upper end.
         p: The exact McNemar p.
         p_adjusted: The Holm-adjusted p.
-        detectable: The smallest difference the run detects with 80 % power at α.
-        n_required: Images a difference of the observed size would need.
+        detectable: The smallest difference the run detects with 80 % power at Holm's α/m.
+        n_required: Images a difference of the observed size would need (80 % power at α/m).
         favours: Whom the difference significantly favours (A: the elliptical model).
+        family_size: m, the size of the pair's Holm family (NaN where the table does not record it: its
+            power rows were then computed at α itself).
     """
 
     eps: float
@@ -134,6 +146,7 @@ class Budget:
     detectable: float
     n_required: float
     favours: Favours
+    family_size: float = math.nan
 
 
 @dataclass(frozen=True)
@@ -151,10 +164,13 @@ class Power:
     Attributes:
         detectable: The smallest and largest detectable difference over the budgets; None without rows.
         largest: The budget with the largest observed difference; None when no budget moved.
+        family_size: The Holm family size m the power rows were computed at (the largest over the
+            budgets); None where the table does not record it (power at α itself).
     """
 
     detectable: tuple[float, float] | None
     largest: Budget | None
+    family_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -333,6 +349,7 @@ def _budget(r: Mapping) -> Budget:
         detectable=float(r[Metric.DETECTABLE_DIFFERENCE]),
         n_required=float(r[Metric.N_REQUIRED]),
         favours=holm_direction(*values, float(r[Metric.MCNEMAR_P_ADJUSTED])),
+        family_size=float(r[Metric.HOLM_FAMILY_SIZE]),
     )
 
 
@@ -366,7 +383,8 @@ def _power(budgets: list[Budget]) -> Power:
     detectable = [b.detectable for b in budgets if not math.isnan(b.detectable)]
     moved = [b for b in budgets if abs(b.difference) > 0]
     largest = max(moved, key=lambda b: abs(b.difference)) if moved else None
-    return Power((min(detectable), max(detectable)) if detectable else None, largest)
+    sizes = [int(b.family_size) for b in budgets if not math.isnan(b.family_size)]
+    return Power((min(detectable), max(detectable)) if detectable else None, largest, max(sizes) if sizes else None)
 
 
 def _attack_claims(pair: _Pair) -> list[Claim]:
@@ -440,11 +458,19 @@ def _minimal_claims(pair: _Pair) -> list[Claim]:
     return out
 
 
-def _interval_status(estimate: Estimate) -> tuple[ClaimStatus, Reason | None]:
-    """Supported when the interval of elliptical − baseline lies below 0 (lower is better), contradicted above."""
+def _interval_status(estimate: Estimate, n: int | None) -> tuple[ClaimStatus, Reason | None]:
+    """Supported when the interval of elliptical − baseline lies below 0 (lower is better), contradicted above.
+
+    Never on a zero-width interval, nor on fewer than :data:`~ellrobust.metrics.decisions.MIN_IMAGES`
+    images: there the reason says which.
+    """
     if math.isnan(estimate.ci_low) or math.isnan(estimate.ci_high) or math.isnan(estimate.difference):
         return ClaimStatus.INCONCLUSIVE, Reason.NO_PAIRED_INTERVAL
-    favours = interval_direction(estimate.ci_low, estimate.ci_high, lower_is_better=True)
+    if zero_width(estimate.ci_low, estimate.ci_high):
+        return ClaimStatus.INCONCLUSIVE, Reason.ZERO_WIDTH
+    if n is not None and n < MIN_IMAGES:
+        return ClaimStatus.INCONCLUSIVE, Reason.TOO_FEW_IMAGES
+    favours = interval_direction(estimate.ci_low, estimate.ci_high, lower_is_better=True, n=n)
     status = {Favours.A: ClaimStatus.SUPPORTED, Favours.B: ClaimStatus.CONTRADICTED}.get(
         favours, ClaimStatus.INCONCLUSIVE
     )
@@ -454,11 +480,16 @@ def _interval_status(estimate: Estimate) -> tuple[ClaimStatus, Reason | None]:
 def _estimate(
     pair: _Pair, values: Mapping[str, float], difference: tuple[float, float, float], n: int | None
 ) -> Estimate:
-    """The estimate with, where its interval includes 0, the images a difference of its size would need."""
+    """The estimate with, where its interval includes 0 or n is too small, the images a difference of its size
+    would need (at least :data:`~ellrobust.metrics.decisions.MIN_IMAGES`)."""
     d, low, high = difference
     estimate = Estimate(tuple((m, values[m]) for m in pair.models if m in values), d, low, high)
-    if _interval_status(estimate)[1] is Reason.NOT_SIGNIFICANT and n is not None:
-        return Estimate(estimate.values, d, low, high, images_needed(d, (high - low) / 2, n))
+    reason = _interval_status(estimate, n)[1]
+    if reason in (Reason.NOT_SIGNIFICANT, Reason.TOO_FEW_IMAGES) and n is not None:
+        needed = images_needed(d, (high - low) / 2, n)
+        if needed is not None and reason is Reason.TOO_FEW_IMAGES:
+            needed = max(needed, MIN_IMAGES)
+        return Estimate(estimate.values, d, low, high, needed)
     return estimate
 
 
@@ -487,7 +518,7 @@ def _mce_claim(pair: _Pair) -> list[Claim]:
         pair.estimate(diffs[diffs["params"] == params].to_dict(orient="records"), Metric.MCE_DIFFERENCE),
         n,
     )
-    status, reason = _interval_status(estimate)
+    status, reason = _interval_status(estimate, n)
     return [
         Claim(
             ClaimKind.MCE,
@@ -532,7 +563,7 @@ def _collapse_claims(pair: _Pair) -> list[Claim]:
         mine = [r for r in diffs if split_params(r["params"])[1] == settings]
         n = _n((summary if not summary.empty else per_layer)["n"])
         estimate = _estimate(pair, values, pair.estimate(mine, Metric.TOKEN_COSINE_DIFFERENCE), n)
-        status, reason = _interval_status(estimate)
+        status, reason = _interval_status(estimate, n)
         if summary.empty and reason is Reason.NO_PAIRED_INTERVAL:
             reason = Reason.NO_SUMMARY_ROWS
         out.append(Claim(ClaimKind.COLLAPSE, pair.models, status, n, reason, estimate=estimate, collapse=settings))

@@ -236,7 +236,9 @@ def test_bootstrap_is_deterministic_and_resamples_images():
 
     first = paired_bootstrap_interval(statistic, 30, seed=7, resamples=300)
     assert all(i.shape == (30,) and i.dtype.kind == "i" and i.min() >= 0 and i.max() < 30 for i in seen)
-    assert len(seen) == 300 and len({i.tobytes() for i in seen}) == 300
+    # once per resample, and once on all images in order (the centre of the interval's t part)
+    assert len(seen) == 301 and len({i.tobytes() for i in seen}) == 301
+    assert sum(np.array_equal(i, np.arange(30)) for i in seen) == 1
     assert paired_bootstrap_interval(statistic, 30, seed=7, resamples=300) == first
     assert paired_bootstrap_interval(statistic, 30, seed=8, resamples=300) != first
     with pytest.raises(ValueError):

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import binom, norm, rankdata
 
-from ellrobust.metrics.decisions import ALPHA, CONFIDENCE, POWER, z_value
+from ellrobust.metrics.decisions import ALPHA, CONFIDENCE, POWER, holm_level, z_value
 from ellrobust.metrics.stats import mcnemar_exact, wilson_interval
 
 #: A measured norm within this of a budget is inside it: an attack's ``x + δ`` clamped to [0, 1] and taken
@@ -502,15 +502,21 @@ def images_needed(
     repeats: int = 1000,
     alpha: float = ALPHA,
     power: float = POWER,
+    family_size: int = 1,
 ) -> ImagesNeeded:
     """How many images the sign test on ε* and McNemar's test at one fixed ε need, by subsampling.
 
     For each size m in ``sizes``, ``repeats`` subsets of m of the paired images are drawn without
     replacement (``np.random.default_rng(seed)``), and the power of each test is the fraction of subsets
-    on which it rejects (p < ``alpha``): (a) the sign test on ε*, censoring as in :func:`paired_eps_test`;
-    (b) the exact McNemar test (:func:`ellrobust.metrics.stats.mcnemar_exact`) on the correctness flags
-    ``correct_a_at`` / ``correct_b_at`` of an attack at one fixed ε on the same images. The smallest m
-    whose power reaches ``power`` is reported for each, or None.
+    on which it rejects (p below Holm's first-step level ``alpha`` / ``family_size``): (a) the sign test
+    on ε*, censoring as in :func:`paired_eps_test`; (b) the exact McNemar test
+    (:func:`ellrobust.metrics.stats.mcnemar_exact`) on the correctness flags ``correct_a_at`` /
+    ``correct_b_at`` of an attack at one fixed ε on the same images. The smallest m whose power
+    reaches ``power`` is reported for each, or None.
+
+    Both tests sit in the pair's Holm family of a run (clean, every attack × ε, every corruption cell,
+    every minimal-norm method), where a p below α / family size is what is certain to survive; pass
+    that size as ``family_size``, or the power stated is a single test's, which Holm does not give.
 
     The estimate is conditional on the images at hand: it treats them as the population, so it is
     sound for m well below n; as m approaches n the subsets overlap more and more, and at m = n every
@@ -532,6 +538,7 @@ def images_needed(
         raise ValueError(f"sizes must be subsample sizes from 1 to the {a.size} paired images, got {list(sizes)}")
     if repeats < 1 or not 0 < alpha < 1 or not 0 < power < 1:
         raise ValueError(f"need repeats >= 1 and alpha, power in (0, 1), got {repeats}, {alpha}, {power}")
+    level = holm_level(family_size, alpha)
     # Both tests are binomial tests of two discordant counts: per image, +1 / −1 / 0 for each.
     sign = np.sign(a - b).astype(int)
     mcnemar = right_a.astype(int) - right_b.astype(int)
@@ -541,7 +548,7 @@ def images_needed(
         counts = (int((column > 0).sum()), int((column < 0).sum()))
         if counts not in p_of:
             p_of[counts] = mcnemar_exact(*counts)
-        return p_of[counts] < alpha
+        return p_of[counts] < level
 
     rng = np.random.default_rng(seed)
     sign_power, mcnemar_power = [], []

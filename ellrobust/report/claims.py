@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 
-from ellrobust.metrics.decisions import ALPHA, CONFIDENCE, POWER
+from ellrobust.metrics.decisions import ALPHA, CONFIDENCE, MIN_IMAGES, POWER, holm_level, zero_width
 from ellrobust.report.format import (
+    ZERO_WIDTH,
     format_budget,
     format_eps,
     format_layers,
@@ -118,7 +119,7 @@ def _power(power: Power) -> list[str]:
     if power.detectable is not None:
         low, high = (v * 100 for v in power.detectable)
         span = f"{low:.1f}" if math.isclose(low, high, abs_tol=0.05) else f"{low:.1f}–{high:.1f}"
-        parts.append(f"this run detects differences of {span} pp ({format_level(POWER)} power, α = {ALPHA:g})")
+        parts.append(f"this run detects differences of {span} pp ({power_level(power.family_size)})")
     largest = power.largest
     if largest is None:
         parts.append("no difference was observed at any budget")
@@ -131,6 +132,17 @@ def _power(power: Power) -> list[str]:
     return parts
 
 
+def power_level(family_size: int | None) -> str:
+    """``80 % power at Holm's α/m = 0.05/10 = 0.005``: the level the power rows were computed at.
+
+    Rows that do not record their family (tables written before ``holm_family_size``) were computed
+    for a single test at α, and say so.
+    """
+    if family_size is None:
+        return f"{format_level(POWER)} power at α = {ALPHA:g}, a single test"
+    return f"{format_level(POWER)} power at Holm's α/m = {ALPHA:g}/{family_size} = {holm_level(family_size):.3g}"
+
+
 def _minimal_evidence(claim: Claim) -> list[str]:
     """Medians, the Hodges–Lehmann difference with its interval, the sign test's Holm p, Wilcoxon's p."""
     m = claim.minimal
@@ -139,7 +151,11 @@ def _minimal_evidence(claim: Claim) -> list[str]:
         parts.append("median ε* " + ", ".join(f"{model} {format_budget(value)}" for model, value in m.medians))
     if claim.reason is Reason.NO_ADJUSTED_P:
         return [*parts, "not judged: the run holds no Holm-adjusted p (eps_star_sign_p_adjusted)"]
-    interval = f"{format_budget(m.ci_low, signed=True)} … {format_budget(m.ci_high, signed=True)}"
+    interval = (
+        f"{format_budget(m.ci_low, signed=True)} {ZERO_WIDTH}"
+        if zero_width(m.ci_low, m.ci_high)
+        else f"{format_budget(m.ci_low, signed=True)} … {format_budget(m.ci_high, signed=True)}"
+    )
     parts.append(
         f"Hodges–Lehmann ε* difference {format_budget(m.difference, signed=True)} "
         f"({format_level(CONFIDENCE)} CI {interval}), sign test Holm p {format_p(m.p_adjusted)} "
@@ -165,13 +181,17 @@ def _estimate_evidence(claim: Claim) -> list[str]:
         f"difference {format_signed(estimate.difference)} "
         f"({format_level(CONFIDENCE)} {interval} {format_signed_interval(estimate.ci_low, estimate.ci_high)}){cells}"
     )
-    if claim.reason is Reason.NOT_SIGNIFICANT:
+    if claim.reason is Reason.ZERO_WIDTH:
+        parts.append("the interval has zero width, which supports nothing")
+    elif claim.reason is Reason.TOO_FEW_IMAGES:
+        parts.append(f"fewer than {MIN_IMAGES} images, too few for an interval alone to support a claim")
+    if claim.reason in (Reason.NOT_SIGNIFICANT, Reason.TOO_FEW_IMAGES):
         if estimate.images_needed is None:
             parts.append("no difference was observed")
         else:
             parts.append(
                 f"a difference of the observed size needs about {estimate.images_needed} images to detect "
-                f"(interval scaled as 1/√n, {format_level(POWER)} power)"
+                f"(interval scaled as 1/√n, {format_level(POWER)} power at α = {ALPHA:g})"
             )
     return parts
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ellrobust.frame import parse_params
-from ellrobust.metrics.decisions import ALPHA, POWER
+from ellrobust.metrics.decisions import ALPHA, MIN_IMAGES, POWER
 from ellrobust.report import tables
 from ellrobust.report.claims import claim_line
 from ellrobust.report.format import format_eps, format_level
@@ -424,7 +424,9 @@ def _corruptions(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) 
     if mce is not None:
         out += [
             "mCE difference on the same images, with a 95 % paired bootstrap interval over images (negative: A has "
-            "the lower, better mCE):",
+            "the lower, better mCE), never narrower than its Student-t interval, so it stays honest at small n; an "
+            "interval marked *zero width* (n = 1, or identical per-image differences) supports nothing, nor does "
+            f"any interval over fewer than {MIN_IMAGES} images:",
             table(mce),
         ]
     return out
@@ -486,11 +488,12 @@ def _paired(df: pd.DataFrame, labels: Labels) -> list[str]:
             f"{FAMILY} *Survives Holm* marks, in bold, a difference whose adjusted p is below {ALPHA:g} with the "
             "interval on the same side of 0, and says whom it favours. "
         )
-    if "detectable" in t.headers:
+    if tables.DETECTABLE in t.headers:
         text += (
-            f"*Detectable* is the smallest difference (pp) this n detects with {format_level(POWER)} power at "
-            f"α = {ALPHA:g} given the observed discordance; *n needed* is the number of images a difference of the "
-            "observed size would need."
+            f"*Detectable* is the smallest difference (pp) this n detects with {format_level(POWER)} power given the "
+            "observed discordance, and *n needed* the number of images a difference of the observed size would need, "
+            "both at Holm's first-step level α/m (m: the size of the pair's family, in the title), the level an "
+            f"adjusted p below {ALPHA:g} is certain to clear; a single test's α would promise power Holm does not give."
         )
     return [_section("Paired differences"), text, table(t)]
 

@@ -3,12 +3,26 @@
 Values stay floats in the results table; they are rounded here and nowhere else, so a budget, a
 percentage or a p-value reads the same in every table, every verdict line and every check summary.
 Each function returns ``""`` for a missing value (None or NaN), which a table shows as an empty cell.
+An interval of a difference whose ends coincide is written as its one value marked :data:`ZERO_WIDTH`,
+so it cannot be read as a precise estimate: no claim rests on it.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+from ellrobust.metrics.decisions import zero_width
+
+#: How an interval of zero width is marked after its one value.
+ZERO_WIDTH = "(zero width)"
+
+
+def _interval(low: float, high: float, fmt) -> str:
+    """``fmt(low) … fmt(high)``, or ``fmt(low) (zero width)`` when the ends coincide; ``""`` when one is missing."""
+    if _missing(low) or _missing(high):
+        return ""
+    return f"{fmt(low)} {ZERO_WIDTH}" if zero_width(low, high) else f"{fmt(low)} … {fmt(high)}"
 
 
 def _missing(value: object) -> bool:
@@ -39,9 +53,7 @@ def format_budget(value: float | None, *, signed: bool = False, unit: bool = Tru
 
 def format_budget_interval(low: float, high: float) -> str:
     """``-1.42 … +1.23``: the interval of a difference of budgets in /255 units (the header names the unit)."""
-    if _missing(low) or _missing(high):
-        return ""
-    return f"{format_budget(low, signed=True, unit=False)} … {format_budget(high, signed=True, unit=False)}"
+    return _interval(low, high, lambda v: format_budget(v, signed=True, unit=False))
 
 
 def format_pct(value: float) -> str:
@@ -82,12 +94,12 @@ def format_pp(value: float) -> str:
 
 def format_pp_interval(low: float, high: float) -> str:
     """``+1.2 … +7.9``: a difference's interval in percentage points."""
-    return "" if _missing(low) or _missing(high) else f"{format_pp(low)} … {format_pp(high)}"
+    return _interval(low, high, format_pp)
 
 
 def format_signed_interval(low: float, high: float) -> str:
     """``-0.087 … -0.057``: the interval of a difference of general numbers."""
-    return "" if _missing(low) or _missing(high) else f"{format_signed(low)} … {format_signed(high)}"
+    return _interval(low, high, format_signed)
 
 
 def format_p(value: float) -> str:
@@ -104,6 +116,8 @@ def format_number_interval(value: float, low: float, high: float, signed: bool =
     fmt = (lambda v: ("+" if v >= 0 else "") + format_number(v)) if signed else format_number
     if _missing(low) or _missing(high):
         return fmt(value)
+    if zero_width(low, high):
+        return f"{fmt(value)} {ZERO_WIDTH}"
     return f"{fmt(value)} ({fmt(low)} … {fmt(high)})"
 
 

@@ -21,13 +21,14 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ellrobust.frame import TEXT_COLUMNS, Lookup, interval_metrics, paired_records, parse_params, split_params
-from ellrobust.metrics.decisions import Favours, holm_direction
+from ellrobust.metrics.decisions import ALPHA, POWER, Favours, holm_direction, holm_level
 from ellrobust.report.format import (
     format_budget,
     format_budget_interval,
     format_eps,
     format_int,
     format_layers,
+    format_level,
     format_number,
     format_number_interval,
     format_p,
@@ -685,15 +686,38 @@ def paired_table(df: pd.DataFrame, labels: Labels, corruptions: bool = False) ->
     headers = [*(names.get(k, k) for k in keys), "A − B (pp)", "95 % CI"]
     headers += ["McNemar p"] if Metric.MCNEMAR_P in present else []
     headers += ["Holm p", "survives Holm"] if Metric.MCNEMAR_P_ADJUSTED in present else []
-    headers += ["detectable"] if Metric.DETECTABLE_DIFFERENCE in present else []
+    headers += [DETECTABLE] if Metric.DETECTABLE_DIFFERENCE in present else []
     headers += ["n needed"] if Metric.N_REQUIRED in present else []
     align = tuple(Align.LEFT if h == "survives Holm" or i < len(keys) else Align.RIGHT for i, h in enumerate(headers))
     what = "per corruption and severity" if corruptions else "on the same images"
     title = (
         f"Paired differences {what} (A − B in percentage points, its 95 % score CI, exact McNemar p; "
-        "Holm over all paired comparisons of A and B in the run)"
+        f"Holm over all paired comparisons of A and B in the run{_power_note(rows, present)})"
     )
     return Table(tuple(headers), tuple(out), align, title=title)
+
+
+#: The header of the detectable-difference column; its level is in the table's title (:func:`_power_note`).
+DETECTABLE = "detectable"
+
+
+def _power_note(rows: pd.DataFrame, present: set[Metric]) -> str:
+    """``, m = 10; detectable and n needed: 80 % power at Holm's first-step α/m = 0.05/10 = 0.005``.
+
+    m is the Holm family size the rows record (one per pair of models; a range when the table holds
+    several pairs); rows written before ``holm_family_size`` were computed for a single test at α.
+    """
+    if not present & {Metric.DETECTABLE_DIFFERENCE, Metric.N_REQUIRED}:
+        return ""
+    sizes = sorted({int(m) for m in rows[Metric.HOLM_FAMILY_SIZE] if not pd.isna(m)})
+    if not sizes:
+        return f"; detectable and n needed: {format_level(POWER)} power at α = {ALPHA:g}, a single test"
+    if len(sizes) == 1:
+        level = f"α/m = {ALPHA:g}/{sizes[0]} = {holm_level(sizes[0]):.3g}"
+        m = f"m = {sizes[0]}"
+    else:
+        level, m = "α/m", f"m = {sizes[0]}–{sizes[-1]}"
+    return f", {m}; detectable and n needed: {format_level(POWER)} power at Holm's first-step {level}"
 
 
 def sanity_rows(df: pd.DataFrame) -> pd.DataFrame:

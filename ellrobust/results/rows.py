@@ -81,6 +81,7 @@ class Metric(StrEnum):
     MCNEMAR_P_ADJUSTED = "mcnemar_p_adjusted"  # Holm over every paired comparison of one pair of models in a run
     DETECTABLE_DIFFERENCE = "detectable_difference"
     N_REQUIRED = "n_required"
+    HOLM_FAMILY_SIZE = "holm_family_size"  # m of the pair's Holm family: power rows are stated at α/m
     EPS_STAR_MEDIAN = "eps_star_median"  # minimal-norm methods: the median ε* (censored at eps_max)
     N_CENSORED = "n_censored"  # images not broken within eps_max
     EPS_STAR_DIFFERENCE = "eps_star_difference"  # paired: Hodges–Lehmann estimate of ε*(model) − ε*(baseline)
@@ -155,6 +156,7 @@ PAIRED_METRICS = (
     Metric.MCNEMAR_P_ADJUSTED,
     Metric.DETECTABLE_DIFFERENCE,
     Metric.N_REQUIRED,
+    Metric.HOLM_FAMILY_SIZE,
 )
 
 #: The rows of one paired comparison of minimal budgets ε*, in the order they are written and shown.

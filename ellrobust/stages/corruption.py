@@ -207,8 +207,10 @@ class CorruptionStage(Stage):
         """mCE of A minus mCE of B with a paired bootstrap interval over images, per normalisation.
 
         Each resample draws images with replacement and recomputes both models' errors on them (and
-        the baseline's, where it is the reference), so the interval keeps the pairing. The seed comes
-        from the run seed and the pair, so the interval is the same in every run and under torchrun.
+        the baseline's, where it is the reference), so the interval keeps the pairing; it is never
+        narrower than its Student-t interval (:func:`~ellrobust.metrics.stats.paired_bootstrap_interval`),
+        so it stays honest at small n. The seed comes from the run seed and the pair, so the interval is
+        the same in every run and under torchrun.
         """
         severities = tuple(sorted(ctx.config.severities))
         units = {(u.method, u.severity): r for u, r in ctx.results.items() if u.stage == "corruption"}
