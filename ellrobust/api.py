@@ -247,8 +247,9 @@ def evaluate(
             (``"detach"``, ``"full"``, ``"both"``), ``severities`` (``"1-5"``, ``3``), ``workers``
             (``"auto"`` or a number), ``split``, ``data_root``, ``image_size``, ``sanity``,
             ``deterministic``, ``save_adversarial``, ``transfer``, ``cache_dir``, ``corruption_source``,
-            ``corruption_protocol``, ``memory_budget_gb``, and ``max_image_pixels`` (not part of the
-            request: it changes no number). An unknown name is refused, listing the valid ones.
+            ``corruption_protocol``, ``memory_budget_gb``, ``labels`` (``"true"``, ``"predicted"``), and
+            ``max_image_pixels`` (not part of the request: it changes no number). An unknown name is
+            refused, listing the valid ones.
 
     Returns:
         The run's :class:`Results`.
@@ -615,6 +616,7 @@ _READERS: dict[str, Callable[[str, object], object]] = {
     "deterministic": _flag,
     "save_adversarial": _flag,
     "transfer": _flag,
+    "labels": _text,
 }
 
 
