@@ -35,9 +35,10 @@ class Corruption:
     """One registered corruption.
 
     Attributes:
-        name: the ``imagecorruptions`` function name, also the ImageNet-C / CIFAR-10-C folder name.
-        group: noise, blur, weather, digital (benchmark) or extra.
-        set: ``"benchmark"`` or ``"extra"`` (a :class:`CorruptionSet`: a str that prints as its value).
+        name: the ``imagecorruptions`` function name, also the ImageNet-C / CIFAR-10-C folder name
+            (ImageNet-3DCC's: its folder name).
+        group: noise, blur, weather, digital (benchmark) or extra; ImageNet-3DCC's as its authors group them.
+        set: ``"benchmark"``, ``"extra"`` or ``"3dcc"`` (a :class:`CorruptionSet`: a str that prints as its value).
         description: one line for listings.
         seed_argument: the function draws from a generator of its own instead of NumPy's global one and
             takes its seed as a ``seed`` keyword: ``glass_blur`` shuffles pixels inside a numba
@@ -103,9 +104,16 @@ _3DCC_ENTRIES = (
     ("h265_abr", "video", "H.265 compression at an average bit rate"),
     ("h265_crf", "video", "H.265 compression at a constant rate factor"),
 )
-IMAGENET_3DCC: Registry[Corruption] = Registry("ImageNet-3DCC corruption")
-for _name, _group, _description in _3DCC_ENTRIES:
-    IMAGENET_3DCC.add(_name, Corruption(_name, _group, CorruptionSet.IMAGENET_3DCC, _description))
+
+
+def _3dcc_registry() -> Registry[Corruption]:
+    registry: Registry[Corruption] = Registry("ImageNet-3DCC corruption")
+    for name, group, description in _3DCC_ENTRIES:
+        registry.add(name, Corruption(name, group, CorruptionSet.IMAGENET_3DCC, description))
+    return registry
+
+
+IMAGENET_3DCC: Registry[Corruption] = _3dcc_registry()
 
 #: Names that stand for a whole set on the command line.
 SET_ALIASES: dict[str, CorruptionSet] = {
