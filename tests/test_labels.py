@@ -93,14 +93,20 @@ def test_robust_le_clean_is_checked_under_true_labels_only(constant_runs):
 
 
 def test_predicted_labels_judge_each_image_against_its_clean_prediction(tmp_path):
-    settings = {**FAST, "eps": "1/255"}  # a budget that changes some of its predictions, not all
+    settings = {**FAST, "eps": "0.5/255,1/255"}  # budgets that change some of its predictions, not all
     results = ellrobust.evaluate({"flat": Flat()}, out=tmp_path / "r", labels="predicted", sanity=False, **settings)
-    ex = results.examples
+    ex, table = results.examples, results.table
     clean = ex[ex.method == "clean"].set_index("index").prediction
-    fgsm = ex[ex.method == "fgsm"].set_index("index")
-    unchanged = (fgsm.prediction == clean.loc[fgsm.index]).astype(int)
-    assert fgsm.correct.astype(int).tolist() == unchanged.tolist()
-    assert 0 < unchanged.sum() < len(unchanged)  # the attack changed some predictions, not all
+    survived = {}
+    for eps in (0.5 / 255, 1 / 255):
+        fgsm = ex[(ex.method == "fgsm") & (ex.eps - eps).abs().lt(1e-12)].set_index("index")
+        unchanged = (fgsm.prediction == clean.loc[fgsm.index]).astype(int)
+        assert fgsm.correct.astype(int).tolist() == unchanged.tolist()
+        assert 0 < unchanged.sum() < len(unchanged)  # the attack changed some predictions, not all
+        survived[eps] = int(unchanged.sum())
+    # nested budgets: the larger one attacks only the images whose prediction survived the smaller one
+    attacked = table[(table.metric == "n_attacked") & (table.method == "fgsm") & (table.eps - 1 / 255).abs().lt(1e-12)]
+    assert attacked.value.tolist() == [survived[0.5 / 255]] and survived[1 / 255] <= survived[0.5 / 255]
 
 
 def test_a_bad_label_mode_is_one_line(runner, tmp_path):
