@@ -249,8 +249,9 @@ def evaluate(
             ``deterministic``, ``save_adversarial``, ``transfer``, ``cache_dir``, ``corruption_source``,
             ``corruption_protocol``, ``memory_budget_gb``, ``indices`` (a file of dataset indices or
             relative paths: exactly those images, README "Datasets"), ``class_map`` (an image folder's
-            class numbering, timm's format), and ``max_image_pixels`` (not part of the
-            request: it changes no number). An unknown name is refused, listing the valid ones.
+            class numbering, timm's format), ``labels`` (``"true"``, ``"predicted"``), and
+            ``max_image_pixels`` (not part of the request: it changes no number). An unknown name is
+            refused, listing the valid ones.
 
     Returns:
         The run's :class:`Results`.
@@ -619,6 +620,7 @@ _READERS: dict[str, Callable[[str, object], object]] = {
     "transfer": _flag,
     "indices": _path,
     "class_map": _path,
+    "labels": _text,
 }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ellrobust.attacks.labels import AttackLabels, parse_labels
 from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
 from ellrobust.distributed import DistInfo, batches
 from ellrobust.errors import UsageError
@@ -48,7 +49,8 @@ class EvalConfig:
             model in ``models`` order (None keeps a model's default); empty for every model's default.
         memory_budget_gb: the decoded images stay in memory up to this size and go to a memory-mapped
             file beyond it; None takes half of the memory available.
-        corruption_protocol: ``imagenet-c``, ``cifar-10-c`` or ``auto`` (by image size).
+        corruption_protocol: ``imagenet-c`` (with the released files' JPEG round trip), ``imagenet-c-raw``,
+            ``cifar-10-c`` or ``auto`` (by image size).
         image_size: ``--img-size``: the side of every image of the run (image folders are resized and
             cropped to it; other datasets have one size); it also states the input size of timm and
             torchvision models, overriding their pretrained configs. None: the dataset's own.
@@ -99,6 +101,8 @@ class EvalConfig:
     # seeded n of them), and an image folder's class numbering in timm's --class-map format
     indices: str | None = None
     class_map: str | None = None
+    # --labels: attack the true labels, or each model's clean predictions (:mod:`ellrobust.attacks.labels`)
+    labels: str = AttackLabels.TRUE.value
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -148,6 +152,13 @@ class EvalConfig:
         if self.corruption_protocol not in protocols:
             raise UsageError(
                 f"--corruption-protocol must be one of {', '.join(protocols)} (got {self.corruption_protocol!r})."
+            )
+        object.__setattr__(self, "labels", parse_labels(self.labels).value)
+        minimal = [a.name for a in self.attacks if a.definition.is_minimal]
+        if self.labels == AttackLabels.PREDICTED and minimal:
+            raise UsageError(
+                f"--labels predicted applies to fixed-budget attacks; {minimal[0]} measures ε* against the true "
+                "labels only: drop it or use --labels true."
             )
         precisions = tuple(dict.fromkeys(parse_precision(p) for p in self.precision))
         if not precisions:
@@ -434,7 +445,7 @@ class RunContext:
 
     @property
     def corruption_protocol(self) -> str:
-        """``imagenet-c`` or ``cifar-10-c``: the request's choice, ``auto`` resolved by image size."""
+        """``imagenet-c``, ``imagenet-c-raw`` or ``cifar-10-c``: the request's choice, ``auto`` resolved by size."""
         return resolve_protocol(self.config.corruption_protocol, self.image_size).value
 
     def clean_outcomes(self, model: str) -> np.ndarray:

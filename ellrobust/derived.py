@@ -28,6 +28,7 @@ from itertools import combinations
 import numpy as np
 
 from ellrobust.attacks import AttackRequest
+from ellrobust.attacks.labels import LABELS_PARAM
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD, flag, sanity_rows
 from ellrobust.collapse import later_half, parse_value_key
 from ellrobust.context import RunContext, Unit, UnitResult
@@ -104,6 +105,7 @@ def crossed(outcomes: dict[tuple, np.ndarray], source: str) -> dict[tuple, np.nd
 def worst_case(outcomes: Iterable[Outcomes]) -> tuple[list[Row], list[Outcomes]]:
     """Per model, norm, eps, m_grad and precision: an image is robust only if it survives every attack of the run."""
     groups: dict[tuple, dict[str, np.ndarray]] = defaultdict(dict)
+    marks: dict[tuple, dict[str, object]] = {}  # the label mode of a group (a run attacks with one)
     transferred = []
     for o in outcomes:
         if o.eps is None or o.method == LARGE_EPS_METHOD:  # attack outcomes are the ones with a budget
@@ -113,7 +115,10 @@ def worst_case(outcomes: Iterable[Outcomes]) -> tuple[list[Row], list[Outcomes]]
         if "source" in params:  # named without the source, so both models' worst cases stay one measurement
             transferred.append((o, norm, f"{o.method} transferred"))
         else:
-            groups[(o.model, norm, o.eps, o.m_grad, o.precision)][o.method] = o.correct
+            group = (o.model, norm, o.eps, o.m_grad, o.precision)
+            groups[group][o.method] = o.correct
+            if LABELS_PARAM in params:
+                marks[group] = {LABELS_PARAM: params[LABELS_PARAM]}
     # Another model's adversarial images lie in the same ball: the worst case of each of the target's
     # m_grad modes counts them too (the target takes no gradient, so its mode does not change them).
     for o, norm, name in transferred:
@@ -123,11 +128,12 @@ def worst_case(outcomes: Iterable[Outcomes]) -> tuple[list[Row], list[Outcomes]]
                 earlier = groups[key].get(name)  # from another source (three models or more): both count
                 groups[key][name] = o.correct if earlier is None else earlier & o.correct
     rows, worst_outcomes = [], []
-    for (model, norm, eps, mg, precision), per_attack in groups.items():
+    for key, per_attack in groups.items():
         if len(per_attack) < 2:
             continue
+        model, norm, eps, mg, precision = key
         worst = np.logical_and.reduce(list(per_attack.values()))
-        params = json.dumps({"attacks": sorted(per_attack), "norm": norm}, sort_keys=True)
+        params = json.dumps({"attacks": sorted(per_attack), "norm": norm, **marks.get(key, {})}, sort_keys=True)
         rows.append(
             Row(
                 model,

@@ -6,6 +6,7 @@ A suite lists attacks with their parameters and, optionally, run defaults::
     eps = ["1/255", "2/255"]          # budgets for L∞ attacks, pixel units
     n = 200
     m_grad = "detach"
+    labels = "true"                   # or "predicted" (--labels)
 
     [[attack]]
     name = "pgd"
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, validate_params
+from ellrobust.attacks.labels import parse_labels
 from ellrobust.errors import UsageError
 from ellrobust.parsing import parse_eps_list, parse_int_range
 
@@ -42,6 +44,7 @@ class Suite:
     corruptions: tuple[str, ...] = ()
     severities: tuple[int, ...] | None = None
     collapse: bool = False
+    labels: str | None = None  # --labels: "true" or "predicted"; None: the command line's
     extra: dict = field(default_factory=dict, compare=False)
 
 
@@ -129,4 +132,5 @@ def load_suite(path: str | Path) -> Suite:
         corruptions=tuple(corr.get("names", ())),
         severities=parse_int_range(str(severities), "severities", 1, 5) if severities is not None else None,
         collapse=bool(data.get("collapse", False)),
+        labels=parse_labels(data["labels"]).value if "labels" in data else None,
     )

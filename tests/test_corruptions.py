@@ -122,7 +122,8 @@ def test_deterministic_corruptions_equal_the_library_output(name, severity, colo
 
     image = to_uint8(colourful)
     assert np.array_equal(
-        corrupt_image(image, name, severity, seed=5), corrupt(image, severity=severity, corruption_name=name)
+        corrupt_image(image, name, severity, seed=5, protocol="imagenet-c-raw"),
+        corrupt(image, severity=severity, corruption_name=name),
     )
 
 

@@ -26,8 +26,15 @@ from ellrobust.suites import DEFAULT_SUITE
 
 
 def default_run_dir(config) -> Path:
-    """A folder named after the request, so re-running the same command resumes the same run."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    """A folder named after the request, so re-running the same command resumes the same run.
+
+    The default ``--labels true`` is left out of the name (run.json records it): a request of an
+    earlier release keeps its folder and resumes there.
+    """
+    request = config.to_dict()
+    if request.get("labels") == "true":
+        del request["labels"]
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:8]
     return Path("reports") / "runs" / f"{config.dataset}-{digest}"
 
 
@@ -118,20 +125,23 @@ def register(app: typer.Typer) -> None:
             help="Attack through the elliptical metric: detach (the paper; default), full (adaptive), or both.",
         ),
         corruption: str | None = typer.Option(
-            None, "--corruption", help="ImageNet-C corruptions: all, extra, or names, comma-separated."
+            None,
+            "--corruption",
+            help="ImageNet-C corruptions: all, extra, 3dcc (ImageNet-3DCC, precomputed), or names, comma-separated.",
         ),
         severity: str | None = typer.Option(None, "--severity", help="Corruption severities, e.g. 1-5 (default) or 3."),
         corruption_root: Path | None = typer.Option(
             None,
             "--corruption-root",
-            help="Precomputed ImageNet-C / CIFAR-10-C folder instead of generating corruptions.",
+            help="Precomputed ImageNet-C / ImageNet-3DCC / CIFAR-10-C folder instead of generating corruptions.",
         ),
         corruption_protocol: str = typer.Option(
             "auto",
             "--corruption-protocol",
             help=(
-                "Corruption constants: imagenet-c, cifar-10-c (Hendrycks & Dietterich's for 32 px images) "
-                "or auto (cifar-10-c under 64 px)."
+                "Corruption constants: imagenet-c (as released: JPEG quality 85), imagenet-c-raw (no JPEG), "
+                "cifar-10-c (Hendrycks & Dietterich's for 32 px images) "
+                "or auto (cifar-10-c under 64 px, else imagenet-c)."
             ),
         ),
         cache: Path | None = typer.Option(
@@ -184,6 +194,12 @@ def register(app: typer.Typer) -> None:
             "--transfer",
             help="Judge every model's adversarial images by every other model too (transfer_accuracy rows, "
             "a source × target table): a white-box attack weaker than a transferred one signals gradient masking.",
+        ),
+        labels: str | None = typer.Option(
+            None,
+            "--labels",
+            help="Attack the true labels of clean-correct images (true, the default), or every image's clean "
+            "prediction (predicted, as the official Elliptical code): robust then means the prediction did not change.",
         ),
     ) -> None:
         """Evaluate models on the same images: clean accuracy, attacks, corruptions, collapse.
@@ -273,6 +289,7 @@ def register(app: typer.Typer) -> None:
             transfer=transfer,
             indices=str(indices) if indices else None,
             class_map=str(class_map) if class_map else None,
+            labels=labels or (loaded.labels if loaded else None) or "true",
         )
         result = execute(config, out, max_image_pixels)
         if result is None:

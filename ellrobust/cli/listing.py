@@ -188,7 +188,7 @@ _TWIN_HELP = (
 
 def _corruption_rows() -> list[dict]:
     try:
-        from ellrobust.corruptions import CORRUPTIONS
+        from ellrobust.corruptions import every_corruption
     except ImportError:
         return []
-    return [{"name": name, "group": c.group, "set": c.set} for name, c in CORRUPTIONS.items()]
+    return [{"name": name, "group": c.group, "set": c.set} for name, c in every_corruption()]

@@ -9,11 +9,26 @@ registry, so importing it stays as light as the registry itself.
 
 from ellrobust.corruptions.registry import (
     CORRUPTIONS,
+    IMAGENET_3DCC,
     SET_ALIASES,
     Corruption,
     CorruptionSet,
+    every_corruption,
+    find_corruption,
+    is_corruption,
     names_in,
     resolve_corruptions,
 )
 
-__all__ = ["CORRUPTIONS", "SET_ALIASES", "Corruption", "CorruptionSet", "names_in", "resolve_corruptions"]
+__all__ = [
+    "CORRUPTIONS",
+    "IMAGENET_3DCC",
+    "SET_ALIASES",
+    "Corruption",
+    "CorruptionSet",
+    "every_corruption",
+    "find_corruption",
+    "is_corruption",
+    "names_in",
+    "resolve_corruptions",
+]

@@ -10,7 +10,11 @@ restored, so the caller's random state is left as it was. ``glass_blur`` (numba)
 
 Pixels: datasets yield float CHW images in [0, 1]; ``imagecorruptions`` works on uint8 HWC images.
 An image is rounded to uint8, corrupted by ``imagecorruptions.corrupt`` itself (so its output is the
-library's, bit for bit) and scaled back to [0, 1].
+library's, bit for bit) and scaled back to [0, 1]. ``corrupt`` ends with ``np.uint8(...)`` of the float
+result, a truncation, exactly as make_imagenet_c.py's ``np.uint8(img)`` before it saves a file; the
+``imagenet-c`` protocol then encodes that uint8 image as the released files were encoded (PIL JPEG,
+quality 85, :func:`jpeg_round_trip`) and decodes it, in the worker that corrupted it, so the models see
+the pixels a released ImageNet-C file holds; ``imagenet-c-raw`` skips the round trip.
 
 Image size: the library refuses images under 32 px. Every corruption × severity was checked to keep
 the shape of 32×32 images (the embedded digits and CIFAR-10), of odd and non-square sizes (33, 35×47,
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +44,7 @@ import torch
 from ellrobust.corruptions.batches import BatchPlan
 from ellrobust.corruptions.cache import ChunkCache
 from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
-from ellrobust.corruptions.registry import CORRUPTIONS
+from ellrobust.corruptions.registry import CORRUPTIONS, IMAGENET_3DCC
 from ellrobust.data.store import image_name
 from ellrobust.errors import UsageError
 from ellrobust.registry import Registry
@@ -88,7 +93,8 @@ def corrupt_image(
 ) -> np.ndarray:
     """Corrupt one uint8 HWC RGB image with ``protocol``'s constants; same shape and dtype out.
 
-    ``auto`` resolves on the image's larger side (:func:`~ellrobust.corruptions.protocol.resolve_protocol`).
+    ``imagenet-c`` (the default) also gives the image the released files' JPEG round trip, ``imagenet-c-raw``
+    does not; ``auto`` resolves on the image's larger side (:func:`~ellrobust.corruptions.protocol.resolve_protocol`).
 
     Raises:
         UsageError: unknown corruption or protocol, or an image the protocol does not take
@@ -112,6 +118,31 @@ def _imagenet_c(image: np.ndarray, corruption: str, severity: int, seed: int) ->
         return corrupt(image, severity=severity, corruption_name=spec.name, **kwargs)
 
 
+#: make_imagenet_c.py saves every corrupted image with PIL at this JPEG quality (with ``optimize=True``).
+RELEASED_JPEG_QUALITY = 85
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int = RELEASED_JPEG_QUALITY) -> np.ndarray:
+    """Encode a uint8 HWC RGB image as make_imagenet_c.py saves one and decode it again.
+
+    PIL's encoder with make_imagenet_c.py's settings (quality 85, ``optimize=True``, which only shrinks the
+    Huffman tables, and PIL's default 4:2:0 chroma subsampling at that quality), then PIL's decoder, as
+    any reader of the released ``.JPEG`` files decodes them.
+    """
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, optimize=True)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return np.array(decoded.convert("RGB"), dtype=np.uint8)
+
+
+def _imagenet_c_released(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
+    """ImageNet-C as released: the library's corrupted uint8 image through the files' JPEG q85 round trip."""
+    return jpeg_round_trip(_imagenet_c(image, corruption, severity, seed))
+
+
 def _cifar_10_c(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
     """CIFAR-10-C's constants; imported on first use, like ``imagecorruptions`` (OpenCV, numba)."""
     from ellrobust.corruptions.cifar10c import corrupt
@@ -121,7 +152,8 @@ def _cifar_10_c(image: np.ndarray, corruption: str, severity: int, seed: int) ->
 
 #: One generator per concrete protocol: (uint8 HWC image, corruption, severity, seed) → uint8 HWC image.
 GENERATORS: Registry[Callable[[np.ndarray, str, int, int], np.ndarray]] = Registry("corruption protocol")
-GENERATORS.add(CorruptionProtocol.IMAGENET_C, _imagenet_c)
+GENERATORS.add(CorruptionProtocol.IMAGENET_C, _imagenet_c_released)
+GENERATORS.add(CorruptionProtocol.IMAGENET_C_RAW, _imagenet_c)
 GENERATORS.add(CorruptionProtocol.CIFAR_10_C, _cifar_10_c)
 
 
@@ -200,32 +232,44 @@ class CachedTask:
 class GeneratedSource:
     """Corruptions generated from the run's own (clean) images, optionally cached on disk.
 
-    AlexNet normalisation applies when the clean data are ImageNet under the ImageNet-C protocol:
-    an ``imagefolder`` dataset with 1000 classes (the AlexNet errors were measured on ImageNet-C, not
-    on any folder of images).
+    AlexNet normalisation applies when the clean data are ImageNet under ImageNet-C's constants
+    (``imagenet-c`` or ``imagenet-c-raw``): an ``imagefolder`` dataset with 1000 classes (the AlexNet
+    errors were measured on ImageNet-C, not on any folder of images).
+
+    The rows' params name the protocol and, for ``imagenet-c``, the JPEG quality of its round trip
+    (``jpeg_quality``), and so does the cache key: images of one protocol are never read back for another,
+    nor units of a run folder that generated ``imagenet-c`` without the round trip reused.
     """
 
     def __init__(self, ctx) -> None:
         self.ctx = ctx
         self.label = f"{LIBRARY} {library_version()}"
         self.protocol = ctx.corruption_protocol
-        self.params = {"protocol": self.protocol}
+        released = self.protocol == CorruptionProtocol.IMAGENET_C
+        self.params = {"protocol": self.protocol} | ({"jpeg_quality": RELEASED_JPEG_QUALITY} if released else {})
         self.imagenet = (
-            ctx.data.spec.name == "imagefolder" and ctx.data.num_classes == 1000 and self.protocol == "imagenet-c"
+            ctx.data.spec.name == "imagefolder"
+            and ctx.data.num_classes == 1000
+            and self.protocol in (CorruptionProtocol.IMAGENET_C, CorruptionProtocol.IMAGENET_C_RAW)
         )
         cfg = ctx.config
+        library = f"{self.label} {self.protocol}" + (f" jpeg q{RELEASED_JPEG_QUALITY}" if released else "")
         self.cache = (
-            ChunkCache.for_run(
-                cfg.cache_dir, data_digest=ctx.data.digest, run_seed=cfg.seed, library=f"{self.label} {self.protocol}"
-            )
+            ChunkCache.for_run(cfg.cache_dir, data_digest=ctx.data.digest, run_seed=cfg.seed, library=library)
             if cfg.cache_dir is not None
             else None
         )
 
     def check(self, corruptions: tuple[str, ...], severities: tuple[int, ...]) -> None:
-        """Fail early, with one line, on images the protocol cannot corrupt."""
+        """Fail early, with one line, on corruptions that cannot be generated or images the protocol cannot corrupt."""
         from ellrobust.corruptions.cifar10c import MAX_SIDE, MIN_SIDE
 
+        precomputed = [name for name in corruptions if name in IMAGENET_3DCC]
+        if precomputed:
+            raise UsageError(
+                f"{precomputed[0]!r} is an ImageNet-3DCC corruption, made from each image's depth, and cannot be "
+                "generated; pass --corruption-root with the ImageNet-3DCC folder."
+            )
         size, name = self.ctx.image_size, self.ctx.data.spec.name
         low, high = (MIN_SIDE, MAX_SIDE) if self.protocol == CorruptionProtocol.CIFAR_10_C else (MIN_SIZE, None)
         if size < low or (high is not None and size > high):

@@ -12,6 +12,9 @@ Two layouts are registered, recognised by what the folder holds:
   (``--data imagefolder``) is matched to the file of the same class folder and name, and read with
   ``ToTensor`` only (Resize/CenterCrop only when a file is not already the model's size). Labels are the
   clean set's, so the class indices agree even when a -C folder lacks some classes.
+* **ImageNet-3DCC** (Kar et al. 2022): the same layout and pairing, ``<root>/<corruption>/<severity>/<wnid>/<file>``,
+  with ImageNet-3DCC's corruption names (:data:`~ellrobust.corruptions.registry.IMAGENET_3DCC`); its rows
+  name the source ``imagenet-3dcc``. A folder holding ImageNet-C corruptions is read as ImageNet-C.
 
 A corruption or severity missing from the folder is a one-line :class:`UsageError`, raised before
 any image of it is read.
@@ -27,7 +30,7 @@ import numpy as np
 from torch.utils.data import Dataset, TensorDataset
 
 from ellrobust.corruptions.batches import BatchPlan
-from ellrobust.corruptions.registry import CORRUPTIONS
+from ellrobust.corruptions.registry import CORRUPTIONS, IMAGENET_3DCC
 from ellrobust.data.images import read_rgb
 from ellrobust.data.transforms import deit_resize_crop
 from ellrobust.errors import UsageError
@@ -206,8 +209,14 @@ class ImageNetCSource:
         return twins[0]
 
 
-def _has_corruption_folders(root: Path) -> bool:
-    return any((root / name).is_dir() for name in CORRUPTIONS.names())
+class ImageNet3DCCSource(ImageNetCSource):
+    """ImageNet-3DCC: ImageNet-C's layout and pairing; its rows name their source apart."""
+
+    label = "imagenet-3dcc"
+
+
+def _has_folders(names: list[str]) -> Callable[[Path], bool]:
+    return lambda root: any((root / name).is_dir() for name in names)
 
 
 LAYOUTS.add(
@@ -221,5 +230,19 @@ LAYOUTS.add(
 )
 LAYOUTS.add(
     "imagenet-c",
-    Layout("imagenet-c", "<root>/<corruption>/<severity>/<wnid>/<image>", _has_corruption_folders, ImageNetCSource),
+    Layout(
+        "imagenet-c",
+        "<root>/<corruption>/<severity>/<wnid>/<image>",
+        _has_folders(CORRUPTIONS.names()),
+        ImageNetCSource,
+    ),
+)
+LAYOUTS.add(
+    "imagenet-3dcc",
+    Layout(
+        "imagenet-3dcc",
+        "<root>/<3DCC corruption>/<severity>/<wnid>/<image>",
+        _has_folders(IMAGENET_3DCC.names()),
+        ImageNet3DCCSource,
+    ),
 )

@@ -6,6 +6,14 @@ images (``make_cifar_c.py``, :mod:`ellrobust.corruptions.cifar10c`). The constan
 ImageNet-C's on a 32 px image are the wrong protocol: a zoom blur that barely moves a pixel, fog and
 contrast that erase the image at severity 1. ``auto`` picks by size so that the default is right for
 the embedded digits and CIFAR-10 as well as for ImageNet-sized folders.
+
+The released files differ in how they were stored, and a protocol reproduces that too: make_imagenet_c.py
+writes every corrupted image with PIL as a JPEG at quality 85 (``Image.fromarray(np.uint8(img)).save(path,
+quality=85, optimize=True)``), so every released ImageNet-C image carries that compression on top of its
+corruption; ``imagenet-c`` does the same round trip (:func:`ellrobust.corruptions.generate.jpeg_round_trip`).
+``imagenet-c-raw`` skips it, as ellrobust 0.3 and earlier always did; its mCE is not comparable to
+published ImageNet-C numbers.
+make_cifar_c.py stores ``np.uint8`` arrays with ``np.save``: CIFAR-10-C has no compression to reproduce.
 """
 
 from __future__ import annotations
@@ -16,11 +24,12 @@ from ellrobust.errors import UsageError
 
 
 class CorruptionProtocol(StrEnum):
-    """The corruption constants to use; ``auto`` stands for one of the other two (see :func:`resolve_protocol`)."""
+    """The corruption constants to use; ``auto`` is ``cifar-10-c`` or ``imagenet-c`` (:func:`resolve_protocol`)."""
 
     IMAGENET_C = "imagenet-c"
     CIFAR_10_C = "cifar-10-c"
     AUTO = "auto"
+    IMAGENET_C_RAW = "imagenet-c-raw"  # ImageNet-C's constants without the released files' JPEG q85 round trip
 
 
 #: ``auto`` uses CIFAR-10-C's constants for images whose larger side is under this many pixels.

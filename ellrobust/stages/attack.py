@@ -1,7 +1,10 @@
-"""Adversarial units: model × attack × eps × m_grad, attacking only the clean-correct examples.
+"""Adversarial units: model × attack × eps × m_grad, attacking only the clean-correct examples (by default).
 
 Examples the model already gets wrong are not attacked (they count as non-robust): attacking them
-would only waste time, and the number attacked is recorded (``n_attacked``).
+would only waste time, and the number attacked is recorded (``n_attacked``). With ``--labels predicted``
+(:mod:`ellrobust.attacks.labels`) every image is attacked instead, its target the model's clean
+prediction, and it is robust while that prediction holds; ``--transfer`` targets are still judged
+against the true labels, and the large-budget sanity check still attacks the true ones.
 
 Budgets are nested: the budgets of one attack run in increasing order, and an image that the attack
 already fooled at a smaller budget is not attacked again at a larger one. Its adversarial image lies
@@ -35,9 +38,11 @@ import numpy as np
 import torch
 
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, perturbation_norm
+from ellrobust.attacks.labels import AttackLabels, labelled_params, split_labels
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD
 from ellrobust.collapse import CollapseAccumulator
 from ellrobust.context import RunContext, Unit, UnitResult, clean_unit, transfer_params
+from ellrobust.errors import UsageError
 from ellrobust.precision import fp32_predictions
 from ellrobust.results import Metric, Row
 from ellrobust.results.adversarial import AdversarialSet, load_adversarial, load_clean, save_adversarial, save_clean
@@ -62,12 +67,9 @@ class AttackStage(Stage):
                     p = precision.value
                     for req in fixed_budget(ctx.config.attacks):
                         budgets = sorted(float(e) for e in ctx.eps_for(req))
+                        params = labelled_params(req.params_json(), ctx.config.labels)
                         for i, eps in enumerate(budgets):
-                            units.append(
-                                Unit(
-                                    "attack", name, req.name, req.params_json(), eps, None, mode, tuple(budgets[:i]), p
-                                )
-                            )
+                            units.append(Unit("attack", name, req.name, params, eps, None, mode, tuple(budgets[:i]), p))
                     if ctx.config.sanity and any(
                         not r.definition.gradient_free for r in fixed_budget(ctx.config.attacks)
                     ):
@@ -90,8 +92,10 @@ class AttackStage(Stage):
         model = lm.module
         if lm.elliptical:
             model.set_m_grad(unit.m_grad)
+        attack_params, labels = split_labels(json.loads(unit.params))
+        aims = _clean_predictions(ctx, unit.model) if labels is AttackLabels.PREDICTED else None
         clean = ctx.clean_outcomes(unit.model)
-        survivors = clean
+        survivors = clean if aims is None else np.ones_like(clean)  # predicted labels: every image is attacked
         previous = None
         if unit.prior:  # nested budgets: attack only what the next smaller budget did not fool
             previous = replace(unit, eps=unit.prior[-1], prior=unit.prior[:-1])
@@ -102,7 +106,7 @@ class AttackStage(Stage):
             positions = positions[:LARGE_EPS_MAX_POINTS]
             request = AttackRequest("pgd", json.loads(unit.params))
         else:
-            request = AttackRequest(unit.method, json.loads(unit.params))
+            request = AttackRequest(unit.method, attack_params)
         collapse = None
         if ctx.config.collapse is not None and not large and lm.tokens:
             collapse = CollapseAccumulator(model, ctx.config.collapse, unit.model)
@@ -115,7 +119,8 @@ class AttackStage(Stage):
         stats = {"max_norm": 0.0, "lo": 1.0, "hi": 0.0}
         infos: list[dict] = []
         for batch in ctx.batches(positions, unit.label, seed):
-            x, y, batch_pos = batch.images, batch.labels, batch.positions
+            x, truth, batch_pos = batch.images, batch.labels, batch.positions
+            y = truth if aims is None else torch.as_tensor(aims[batch_pos], device=truth.device)
             info: dict = {}
             adv = perturb(
                 model,
@@ -143,7 +148,7 @@ class AttackStage(Stage):
                 images.update(zip(batch_pos, adv.float().cpu().numpy(), strict=True))
             for target in targets:  # a verdict too: strict fp32, whatever precision the attack ran in
                 said_by_target = fp32_predictions(ctx.models[target].module, adv)
-                judged[target][0].update(zip(batch_pos, (said_by_target == y).int().tolist(), strict=True))
+                judged[target][0].update(zip(batch_pos, (said_by_target == truth).int().tolist(), strict=True))
                 judged[target][1].update(zip(batch_pos, said_by_target.tolist(), strict=True))
             own = sizes["linf"] if request.norm == "Linf" else sizes["l2"]
             stats["max_norm"] = max(stats["max_norm"], float(own.max()))
@@ -208,6 +213,17 @@ class AttackStage(Stage):
                 path = _save_images(ctx, unit, request.norm, previous, attacked, predicted)
                 extra["adversarial_file"] = str(path.relative_to(ctx.run_dir))
         return result
+
+
+def _clean_predictions(ctx: RunContext, model: str) -> np.ndarray:
+    """The classes ``model`` predicts on the clean images of the selection: the targets under ``--labels predicted``."""
+    predicted = ctx.results[clean_unit(model)].predictions.get(model)
+    if predicted is None:
+        raise UsageError(
+            f"the clean unit of {model} in this run folder predates per-image predictions, which --labels predicted "
+            "attacks; run again with a new --out."
+        )
+    return np.asarray(predicted, dtype=np.int64)
 
 
 def _carried(ctx: RunContext, unit: Unit, previous: Unit | None) -> dict[str, np.ndarray] | None:

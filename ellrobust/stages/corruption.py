@@ -19,7 +19,7 @@ difference of every two models with a paired bootstrap interval over images:
 
 * ImageNet (``imagefolder`` with 1000 classes under the ImageNet-C protocol, or a precomputed
   ImageNet-C folder): normalised by AlexNet's errors, as in Hendrycks & Dietterich (2019);
-  corruptions without AlexNet numbers (the extra ones) get accuracies but no CE.
+  corruptions without AlexNet numbers (the extra ones, ImageNet-3DCC's) get accuracies but no CE.
 * Any other dataset, two labelled variants: unnormalised (``{"normalization": "none"}``: the mean
   error) and relative to a baseline model of the run (``{"normalization": "baseline"}``, the
   ``baseline`` column names it). The baseline is the first non-elliptical model of the run, i.e. the
@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ellrobust.context import EvalConfig, ProgressEvent, RunContext, Unit, UnitResult
-from ellrobust.corruptions import CORRUPTIONS, resolve_corruptions
+from ellrobust.corruptions import is_corruption, resolve_corruptions
 from ellrobust.corruptions.sources import BatchPlan, CorruptionSource, open_source, warm_up_generation
 from ellrobust.metrics.corruption import (
     ALEXNET_CLEAN_ERROR,
@@ -180,7 +180,7 @@ class CorruptionStage(Stage):
         accuracy: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))  # model → c → s → acc
         clean: dict[str, float] = {}
         for r in rows:
-            if r.metric is Metric.CORRUPTION_ACCURACY and r.severity is not None and r.method in CORRUPTIONS:
+            if r.metric is Metric.CORRUPTION_ACCURACY and r.severity is not None and is_corruption(r.method):
                 accuracy[r.model][r.method][r.severity] = r.value
             elif r.metric is Metric.CLEAN_ACCURACY and r.m_grad == "":
                 clean[r.model] = r.value
