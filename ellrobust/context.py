@@ -177,6 +177,17 @@ class EvalConfig:
         out["collapse"] = collapse_key(self.collapse)
         return json.loads(json.dumps(out, default=str))
 
+    def folder_key(self) -> dict:
+        """What the name of a default run folder hashes: :meth:`to_dict`, less ``labels`` at its default.
+
+        run.json records the labels always; the name leaves the default out so that a request of an
+        earlier release (which had no ``labels``) keeps its folder and resumes there.
+        """
+        out = self.to_dict()
+        if out.get("labels") == AttackLabels.TRUE.value:
+            del out["labels"]
+        return out
+
     def architecture(self, index: int) -> str:
         """The name that builds the ``index``-th model (:attr:`architectures`, else the model's name)."""
         return (self.architectures[index] if self.architectures else None) or self.models[index]

@@ -26,15 +26,8 @@ from ellrobust.suites import DEFAULT_SUITE
 
 
 def default_run_dir(config) -> Path:
-    """A folder named after the request, so re-running the same command resumes the same run.
-
-    The default ``--labels true`` is left out of the name (run.json records it): a request of an
-    earlier release keeps its folder and resumes there.
-    """
-    request = config.to_dict()
-    if request.get("labels") == "true":
-        del request["labels"]
-    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:8]
+    """A folder named after the request, so re-running the same command resumes the same run."""
+    digest = hashlib.sha256(json.dumps(config.folder_key(), sort_keys=True).encode()).hexdigest()[:8]
     return Path("reports") / "runs" / f"{config.dataset}-{digest}"
 
 
