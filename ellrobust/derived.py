@@ -35,7 +35,7 @@ from ellrobust.attacks import AttackRequest
 from ellrobust.attacks.sanity import LARGE_EPS_METHOD, flag, sanity_rows
 from ellrobust.collapse import later_half, parse_value_key
 from ellrobust.context import RunContext, Unit, UnitResult
-from ellrobust.metrics.calibration import Calibration
+from ellrobust.metrics.calibration import MIN_CALIBRATION_IMAGES, Calibration
 from ellrobust.metrics.minimal import EpsComparison, paired_eps_test, within
 from ellrobust.metrics.stats import (
     detectable_difference,
@@ -350,9 +350,6 @@ def minimal_sanity_rows(outcomes: list[Outcomes], budgets: dict[str, Budgets]) -
 
 #: Resamples of the bootstrap intervals of calibration errors and their differences (as for mCE).
 CALIBRATION_RESAMPLES = 2000
-#: Below this many images no calibration interval is claimed (NaN): the RMS error needs two bins of
-#: 100 to exist at all, and at such n the binning noise of either error dominates the resamples.
-MIN_CALIBRATION_IMAGES = 200
 
 
 def calibration_rows(seed: int, models: list[str], outcomes: list[Outcomes]) -> list[Row]:

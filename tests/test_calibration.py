@@ -10,8 +10,16 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
 import ellrobust
-from ellrobust.derived import MIN_CALIBRATION_IMAGES, calibration_rows
-from ellrobust.metrics.calibration import Calibration, max_softmax, rms_calibration_error, top_k_hits
+from ellrobust.derived import calibration_rows
+from ellrobust.frame import prepare
+from ellrobust.metrics.calibration import (
+    MIN_CALIBRATION_IMAGES,
+    Calibration,
+    max_softmax,
+    rms_calibration_error,
+    top_k_hits,
+)
+from ellrobust.report import tables
 from ellrobust.results import Metric, Outcomes
 
 CLASSES = 10
@@ -158,3 +166,16 @@ def test_a_real_runs_rows_follow_from_its_examples(shipped_run):
     paired = table[table["baseline"].notna()]
     assert {"top5_accuracy_difference", "calibration_error_difference", "top5_mcnemar_p"} <= set(paired["metric"])
     assert not (paired["metric"] == "top5_mcnemar_p_adjusted").any()  # outside Holm's family
+
+
+def test_the_tables_show_top5_and_calibration(shipped_run):
+    frame = prepare(shipped_run.table)
+    assert "top-5 (%)" in tables.clean_table(frame).headers
+    errors = tables.calibration_table(frame)
+    assert [row[:2] for row in errors.rows] == [("clean", "deit"), ("clean", "deit-elliptical")]
+    assert all("(" in cell for row in errors.rows for cell in row[3:]) and not errors.caption  # intervals at n = 200
+    differences = tables.calibration_difference_table(frame)
+    assert [row[:3] for row in differences.rows] == [("deit", "deit-elliptical", "clean")]
+    small = prepare(shipped_run.table.assign(n=MIN_CALIBRATION_IMAGES - 1))
+    assert tables.calibration_table(small).caption  # says why intervals are missing below the minimum
+    assert tables.calibration_table(small, corruptions=True) is None  # no corruption in this run

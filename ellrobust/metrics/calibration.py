@@ -37,23 +37,28 @@ import torch
 ECE_BINS = 15
 #: Images per adaptive bin of the RMS calibration error (``beta`` of the paper's ``calib_err``).
 RMS_BIN_SIZE = 100
+#: Below this many images no calibration interval is claimed (NaN): the RMS error needs two bins of
+#: :data:`RMS_BIN_SIZE` to exist at all, and at such n the binning noise of either error dominates.
+MIN_CALIBRATION_IMAGES = 2 * RMS_BIN_SIZE
 #: Top-k accuracy's k (the paper's Acc@5). With fewer classes, every image is a top-k hit (k is
 #: clipped to the number of classes, as ``timm.utils.accuracy`` clips it).
 TOP_K = 5
 
-#: torchmetrics' bin edges: float32 ``linspace``, compared with float32 confidences (exact in float64).
-_EDGES = torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float32).double().numpy()
+
+#: torchmetrics' bin edges: ``torch.linspace(0, 1, 16)`` in float32 (numpy's float32 linspace differs in
+#: the last bit), as float64, where float32 confidences compare with them exactly as in float32.
+EDGES = torch.linspace(0, 1, ECE_BINS + 1, dtype=torch.float32).double().numpy()
 
 
 def top_k_hits(logits: torch.Tensor, labels: torch.Tensor, k: int = TOP_K) -> torch.Tensor:
     """Per image, whether the label is among the ``k`` largest logits (False where a logit is not finite)."""
     top = logits.topk(min(k, logits.shape[1]), dim=1).indices
-    return (top == labels[:, None]).any(1) & torch.isfinite(logits).all(1)
+    return (top == labels[:, None]).any(1) & logits.isfinite().all(1)
 
 
 def max_softmax(logits: torch.Tensor) -> torch.Tensor:
     """Per image, the largest softmax probability (the confidence both calibration errors bin), in float32."""
-    return torch.softmax(logits.float(), dim=1).max(1).values
+    return logits.float().softmax(dim=1).max(1).values
 
 
 class Calibration:
@@ -65,7 +70,7 @@ class Calibration:
         if self.confidence.shape != self.correct.shape or self.confidence.ndim != 1:
             raise ValueError(f"confidence {self.confidence.shape} and correct {self.correct.shape} must be equal 1-d")
         self.finite = bool(np.isfinite(self.confidence).all())
-        self._bins = np.searchsorted(_EDGES, self.confidence, side="right") - 1 if self.finite else None
+        self._bins = np.searchsorted(EDGES, self.confidence, side="right") - 1 if self.finite else None
         self._order = np.argsort(self.confidence, kind="stable")
 
     @property

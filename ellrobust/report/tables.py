@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ellrobust.frame import TEXT_COLUMNS, Lookup, interval_metrics, paired_records, parse_params, split_params
+from ellrobust.metrics.calibration import MIN_CALIBRATION_IMAGES
 from ellrobust.metrics.decisions import Favours, holm_direction
 from ellrobust.report.format import (
     format_budget,
@@ -681,7 +682,10 @@ def calibration_table(df: pd.DataFrame, corruptions: bool = False) -> Table | No
         out.append(tuple(cells))
     headers = (*keys, "images", "model", "n", "ECE (%)", "RMS calibration error (%)")
     title = "Calibration of the max-softmax confidence (%, lower is better) with 95 % bootstrap intervals"
-    return Table(headers, tuple(out), (Align.LEFT,) * (len(keys) + 2) + (Align.RIGHT,) * 3, title=title)
+    small = bool((rows["n"] < MIN_CALIBRATION_IMAGES).any())
+    caption = f"below {MIN_CALIBRATION_IMAGES} images: no interval and no RMS error (it needs two bins of 100)"
+    align = (Align.LEFT,) * (len(keys) + 2) + (Align.RIGHT,) * 3
+    return Table(headers, tuple(out), align, title=title, caption=caption if small else "")
 
 
 def calibration_difference_table(df: pd.DataFrame, corruptions: bool = False) -> Table | None:
