@@ -38,10 +38,10 @@ from ellrobust.context import RunContext, Unit, UnitResult
 from ellrobust.metrics.calibration import MIN_CALIBRATION_IMAGES, Calibration
 from ellrobust.metrics.minimal import EpsComparison, paired_eps_test, within
 from ellrobust.metrics.stats import (
+    bootstrap_intervals,
     detectable_difference,
     holm_adjust,
     mean_interval,
-    paired_bootstrap_interval,
     paired_comparison,
     required_n,
     wilson_interval,
@@ -359,55 +359,65 @@ def calibration_rows(seed: int, models: list[str], outcomes: list[Outcomes]) -> 
     over images. Percentile, not BCa: BCa's acceleration needs a jackknife of n recomputations per
     interval, and the percentile interval is the one the mCE difference already uses. Per pair of
     models: each calibration error's difference A − B with a paired bootstrap interval (both models
-    judged on the same resampled images), and the top-5 accuracy difference with the Tango interval
-    and the exact McNemar p of the top-1 comparison. None of them is Holm-adjusted or enters the
-    verdict: the verdict's family stays the top-1 accuracies the paper's claims are about. Seeds come
-    from the run seed and the row, so every interval is the same in every run.
+    judged on the same resampled images: one draw per measurement serves every model and pair), and
+    the top-5 accuracy difference with the Tango interval and the exact McNemar p of the top-1
+    comparison. None of them is Holm-adjusted or enters the verdict: the verdict's family stays the
+    top-1 accuracies the paper's claims are about. Seeds come from the run seed and the measurement,
+    so every interval is the same in every run.
     """
-    measured: dict[str, dict[tuple, Outcomes]] = defaultdict(dict)
+    measured: dict[tuple, dict[str, Outcomes]] = defaultdict(dict)  # measurement → model → outcomes
     for o in outcomes:
         if o.confidence is not None and o.top5 is not None:
-            measured[o.model][o.measurement] = o
-    rows = []
-    for model in models:
-        for key, o in measured[model].items():
-            calibration = Calibration(o.confidence, o.correct)
-            for metric, statistic in zip(CALIBRATION_METRICS, (calibration.ece, calibration.rms), strict=True):
-                row = _measurement_row(model, metric, statistic(), key)
-                low, high = _bootstrap(statistic, calibration.n, [seed, model, key, metric])
-                rows += [row, row.with_metric(metric.ci_low, low), row.with_metric(metric.ci_high, high)]
-    for a, b in combinations(models, 2):
-        for key in sorted(measured[a].keys() & measured[b].keys(), key=str):
-            oa, ob = measured[a][key], measured[b][key]
-            cmp = paired_comparison(oa.top5, ob.top5)
+            measured[o.measurement][o.model] = o
+    single, paired = [], []
+    for key, by_model in measured.items():
+        names = [m for m in models if m in by_model]
+        pairs = list(combinations(range(len(names)), 2))
+        calibrations = [Calibration(by_model[m].confidence, by_model[m].correct) for m in names]
+        n = calibrations[0].n
+
+        def errors(weights: np.ndarray | None, calibrations=calibrations, pairs=pairs) -> np.ndarray:
+            """Each model's ECE and RMS error, then each pair's differences of them, under one weighting."""
+            own = np.asarray([[c.ece(weights), c.rms(weights)] for c in calibrations])
+            return np.concatenate([own.ravel(), *(own[i] - own[j] for i, j in pairs)])
+
+        estimate = errors(None)
+        if n < MIN_CALIBRATION_IMAGES:
+            low = high = np.full(estimate.shape, math.nan)
+        else:
+            identity = json.dumps([seed, key], default=str).encode()
+            low, high = bootstrap_intervals(
+                lambda rows, n=n, errors=errors: errors(np.bincount(rows, minlength=n)),
+                n,
+                seed=int.from_bytes(hashlib.sha256(identity).digest()[:4], "little"),
+                resamples=CALIBRATION_RESAMPLES,
+            )
+        values = iter(zip(estimate, low, high, strict=True))
+        for model in names:
+            for metric in CALIBRATION_METRICS:
+                value, lo, hi = next(values)
+                row = _measurement_row(model, metric, value, key)
+                single += [(model, row), (model, row.with_metric(metric.ci_low, lo))]
+                single.append((model, row.with_metric(metric.ci_high, hi)))
+        for i, j in pairs:
+            a, b = names[i], names[j]
+            cmp = paired_comparison(by_model[a].top5, by_model[b].top5)
             top5 = Metric.TOP5_ACCURACY.difference
             row = _measurement_row(a, top5, cmp.difference, key, baseline=b)
-            rows += [
-                row,
-                row.with_metric(top5.ci_low, cmp.ci_low),
-                row.with_metric(top5.ci_high, cmp.ci_high),
-                row.with_metric(Metric.TOP5_MCNEMAR_P, cmp.p_value),
-            ]
-            ca, cb = Calibration(oa.confidence, oa.correct), Calibration(ob.confidence, ob.correct)
-            for metric, sa, sb in zip(CALIBRATION_METRICS, (ca.ece, ca.rms), (cb.ece, cb.rms), strict=True):
+            mine = [row, row.with_metric(top5.ci_low, cmp.ci_low), row.with_metric(top5.ci_high, cmp.ci_high)]
+            mine.append(row.with_metric(Metric.TOP5_MCNEMAR_P, cmp.p_value))
+            for metric in CALIBRATION_METRICS:
+                value, lo, hi = next(values)
                 difference = metric.difference
-                row = _measurement_row(a, difference, sa() - sb(), key, baseline=b)
-                low, high = _bootstrap(lambda w, sa=sa, sb=sb: sa(w) - sb(w), ca.n, [seed, a, b, key, metric])
-                rows += [row, row.with_metric(difference.ci_low, low), row.with_metric(difference.ci_high, high)]
-    return rows
+                row = _measurement_row(a, difference, value, key, baseline=b)
+                mine += [row, row.with_metric(difference.ci_low, lo), row.with_metric(difference.ci_high, hi)]
+            paired += [((a, b), r) for r in mine]
+    order = {m: i for i, m in enumerate(models)}
+    single.sort(key=lambda item: order[item[0]])  # stable: per model, in the order of the measurements
+    paired.sort(key=lambda item: (order[item[0][0]], order[item[0][1]]))
+    return [r for _, r in single] + [r for _, r in paired]
 
 
 def _measurement_row(model: str, metric: Metric, value: float, key: tuple, baseline: str = "") -> Row:
     method, params, eps, severity, mg, precision = key
     return Row(model, metric, value, method, params, eps, severity, None, mg, precision, baseline=baseline)
-
-
-def _bootstrap(statistic, n: int, identity: list) -> tuple[float, float]:
-    """The 95 % percentile bootstrap interval of ``statistic(weights)`` over ``n`` images, NaN below
-    :data:`MIN_CALIBRATION_IMAGES`; a resample is the images' multiplicities, seeded by ``identity``."""
-    if n < MIN_CALIBRATION_IMAGES:
-        return math.nan, math.nan
-    seed = int.from_bytes(hashlib.sha256(json.dumps(identity, default=str).encode()).digest()[:4], "little")
-    return paired_bootstrap_interval(
-        lambda rows: statistic(np.bincount(rows, minlength=n)), n, seed=seed, resamples=CALIBRATION_RESAMPLES
-    )

@@ -251,15 +251,34 @@ def paired_bootstrap_interval(
     The index draws come from ``np.random.default_rng(seed)`` in blocks, so the same seed gives the same
     interval; the statistic itself is called once per resample.
     """
+    low, high = bootstrap_intervals(
+        lambda indices: np.asarray([statistic(indices)]), n, seed=seed, resamples=resamples, confidence=confidence
+    )
+    return float(low[0]), float(high[0])
+
+
+def bootstrap_intervals(
+    statistics: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    seed: int,
+    resamples: int = 2000,
+    confidence: float = CONFIDENCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap intervals of several statistics computed on the same resamples: (lows, highs).
+
+    As :func:`paired_bootstrap_interval`, for a ``statistics(indices)`` that returns an array of values
+    (e.g. each of several models' calibration errors and their differences): one draw of the images
+    serves all of them, so they cost one resampling and stay paired with each other.
+    """
     z_value(confidence)
     if n < 1 or resamples < 1:
         raise ValueError(f"the bootstrap needs n >= 1 and resamples >= 1, got n = {n}, resamples = {resamples}")
     rng = np.random.default_rng(seed)
     block = max(1, min(resamples, 2**22 // n))  # bound the index block at ~32 MiB
-    values = np.empty(resamples)
+    values = []
     for start in range(0, resamples, block):
         rows = rng.integers(0, n, size=(min(block, resamples - start), n))
-        for i, indices in enumerate(rows, start):
-            values[i] = statistic(indices)
-    low, high = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return float(low), float(high)
+        values += [np.asarray(statistics(indices), dtype=float) for indices in rows]
+    low, high = np.quantile(np.stack(values), [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+    return low, high
