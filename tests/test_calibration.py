@@ -174,6 +174,7 @@ def test_the_tables_show_top5_and_calibration(shipped_run):
     errors = tables.calibration_table(frame)
     assert [row[:2] for row in errors.rows] == [("clean", "deit"), ("clean", "deit-elliptical")]
     assert all("(" in cell for row in errors.rows for cell in row[3:]) and not errors.caption  # intervals at n = 200
+    assert "top-5 (%)" in errors.headers
     differences = tables.calibration_difference_table(frame)
     assert [row[:3] for row in differences.rows] == [("deit", "deit-elliptical", "clean")]
     small = prepare(shipped_run.table.assign(n=MIN_CALIBRATION_IMAGES - 1))

@@ -303,7 +303,8 @@ def _calibration(df: pd.DataFrame, corruptions: bool) -> list[str]:
     if errors is not None:
         out += [
             heading(3, "Calibration per corruption and severity" if corruptions else "Calibration"),
-            "Expected calibration error of the max-softmax confidence (ECE: 15 equal-width bins) and the RMS "
+            "Top-5 accuracy with its 95 % Wilson interval; the expected calibration error of the max-softmax "
+            "confidence (ECE: 15 equal-width bins) and the RMS "
             "calibration error of the paper's code (adaptive bins of 100 images), in %, with 95 % percentile "
             "bootstrap intervals over images (none below 200 images).",
             table(errors),

@@ -666,7 +666,7 @@ def _on_images(rows: pd.DataFrame, corruptions: bool) -> pd.DataFrame:
 
 
 def calibration_table(df: pd.DataFrame, corruptions: bool = False) -> Table | None:
-    """Each model's calibration errors in % (ECE over 15 equal-width bins, the paper's RMS error over
+    """Each model's top-5 accuracy and calibration errors in % (ECE over 15 equal-width bins, the paper's RMS error over
     adaptive bins of 100) with their 95 % bootstrap intervals, on the clean images (or, with
     ``corruptions``, on every corruption × severity cell)."""
     rows = _on_images(_values(df, Metric.CALIBRATION_ERROR), corruptions)
@@ -677,14 +677,17 @@ def calibration_table(df: pd.DataFrame, corruptions: bool = False) -> Table | No
     out = []
     for r in _ordered(rows, [*keys, "method", "severity", "model"]).to_dict(orient="records"):
         cells = [*(str(r[k]) for k in keys), _images_cell(r), r["model"], format_int(r["n"])]
-        for metric in (Metric.CALIBRATION_ERROR, Metric.RMS_CALIBRATION_ERROR):
+        for metric in (Metric.TOP5_ACCURACY, Metric.CALIBRATION_ERROR, Metric.RMS_CALIBRATION_ERROR):
             cells.append(format_pct_interval(lookup(r, metric), lookup(r, metric.ci_low), lookup(r, metric.ci_high)))
         out.append(tuple(cells))
-    headers = (*keys, "images", "model", "n", "ECE (%)", "RMS calibration error (%)")
-    title = "Calibration of the max-softmax confidence (%, lower is better) with 95 % bootstrap intervals"
+    headers = (*keys, "images", "model", "n", "top-5 (%)", "ECE (%)", "RMS calibration error (%)")
+    title = (
+        "Top-5 accuracy (%, 95 % Wilson CI) and calibration of the max-softmax confidence "
+        "(%, lower is better, 95 % bootstrap CI)"
+    )
     small = bool((rows["n"] < MIN_CALIBRATION_IMAGES).any())
-    caption = f"below {MIN_CALIBRATION_IMAGES} images: no interval and no RMS error (it needs two bins of 100)"
-    align = (Align.LEFT,) * (len(keys) + 2) + (Align.RIGHT,) * 3
+    caption = f"below {MIN_CALIBRATION_IMAGES} images: no calibration interval, no RMS error (it needs two bins of 100)"
+    align = (Align.LEFT,) * (len(keys) + 2) + (Align.RIGHT,) * 4
     return Table(headers, tuple(out), align, title=title, caption=caption if small else "")
 
 
