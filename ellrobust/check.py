@@ -100,6 +100,10 @@ RULES: dict[str, Rule] = {
     Metric.EFFECTIVE_RANK: Rule(Kind.SCALED, _HIGHER),
     **dict.fromkeys(PAIRED_METRICS, Rule(Kind.SKIP)),
     Metric.N_ATTACKED: Rule(Kind.SKIP),
+    Metric.TOP5_ACCURACY: Rule(Kind.BINOMIAL, _HIGHER),
+    Metric.CALIBRATION_ERROR: Rule(Kind.SCALED, _LOWER),
+    Metric.RMS_CALIBRATION_ERROR: Rule(Kind.SCALED, _LOWER),
+    Metric.TOP5_MCNEMAR_P: Rule(Kind.SKIP),
 }
 
 #: Endings of statistics derived from compared numbers (intervals, paired differences): presence only.

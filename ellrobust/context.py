@@ -297,6 +297,8 @@ class UnitResult:
             (0 for an image misclassified clean, ``eps_max`` when censored) and whether it is censored.
             Such a unit's outcomes are those of the budgets in ``extra["eps_grid"]`` (the run's grid for
             the method, set when the run reads the unit: :meth:`ellrobust.stages.minimal.MinimalStage.finish`).
+        confidence, top5: per model of a clean or corruption unit, each selected image's max-softmax
+            confidence and top-5 hit (:mod:`ellrobust.metrics.calibration`).
     """
 
     rows: list[Row] = field(default_factory=list)
@@ -310,6 +312,8 @@ class UnitResult:
     transfer_predictions: dict[str, list[int]] = field(default_factory=dict)
     eps_star: dict[str, list[float]] = field(default_factory=dict)
     censored: dict[str, list[int]] = field(default_factory=dict)
+    confidence: dict[str, list[float]] = field(default_factory=dict)
+    top5: dict[str, list[int]] = field(default_factory=dict)
 
     def outcomes_of(self, unit: Unit) -> list[Outcomes]:
         """The unit's per-example outcomes as typed records, one per model, in the unit's measurement;
@@ -347,6 +351,8 @@ class UnitResult:
                 self.predictions.get(model),
                 self.linf.get(model),
                 self.l2.get(model),
+                confidence=self.confidence.get(model),
+                top5=self.top5.get(model),
             )
             for model, vals in self.outcomes.items()
         ]

@@ -109,6 +109,8 @@ class UnitStore:
             transfer_predictions=data.get("transfer_predictions", {}),
             eps_star=data.get("eps_star", {}),  # minimal-norm units only
             censored={m: [int(c) for c in bits] for m, bits in data.get("censored", {}).items()},
+            confidence=data.get("confidence", {}),  # clean and corruption units since calibration
+            top5={m: [int(c) for c in bits] for m, bits in data.get("top5", {}).items()},
         )
 
     def save(self, key: str, unit: Unit, result: UnitResult) -> None:
@@ -128,6 +130,9 @@ class UnitStore:
         if result.eps_star:  # minimal-norm units only: other unit files stay as they were
             payload["eps_star"] = result.eps_star
             payload["censored"] = {m: "".join(str(int(v)) for v in vals) for m, vals in result.censored.items()}
+        if result.confidence:  # clean and corruption units: their confidence and top-5 hit per image
+            payload["confidence"] = result.confidence
+            payload["top5"] = {m: "".join(str(int(v)) for v in vals) for m, vals in result.top5.items()}
         atomic_write(self.path(key, unit), json.dumps(payload, sort_keys=True) + "\n")
 
 

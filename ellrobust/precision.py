@@ -110,11 +110,16 @@ def precision_scope(precision: Precision | str, device: torch.device | str) -> I
 
 
 @torch.no_grad()
+def fp32_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The logits of ``model`` for ``images`` in a strict fp32 forward pass (what every verdict reads)."""
+    with precision_scope(Precision.FP32, images.device):
+        return model(images)
+
+
 def fp32_predictions(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The classes ``model`` predicts for ``images`` in a strict fp32 forward pass: every verdict's pass.
 
     Whatever precision an attack's iterations ran in, "is this image classified correctly" is
     answered here, so a lower precision can only weaken an attack.
     """
-    with precision_scope(Precision.FP32, images.device):
-        return model(images).argmax(1)
+    return fp32_logits(model, images).argmax(1)

@@ -207,6 +207,7 @@ def register(app: typer.Typer) -> None:
         """
         from ellrobust.cli.render import (
             accuracy_table,
+            calibration_table,
             collapse_table,
             corruption_table,
             eps_star_table,
@@ -294,7 +295,8 @@ def register(app: typer.Typer) -> None:
             stdout.print(
                 accuracy_table(table, f"Accuracy (%) · {config.dataset} · n={table['n'].iloc[0]} · seed={seed}")
             )
-            for extra in (transfer_table(table), eps_star_table(table), corruption_table(table), ood_table(table)):
+            extras = (transfer_table(table), eps_star_table(table), corruption_table(table), ood_table(table))
+            for extra in (*extras, calibration_table(table)):
                 if extra is not None:
                     stdout.print(extra)
             paired = paired_table(table)

@@ -140,6 +140,13 @@ def corruption_table(df: pd.DataFrame) -> RenderableType | None:
     return _group([summary[0] if summary else None, tables.ce_table(frame), tables.mce_difference_table(frame)])
 
 
+def calibration_table(df: pd.DataFrame) -> RenderableType | None:
+    """Calibration errors on the clean images and the pairs' top-5 and calibration differences (the
+    corruption cells are in the report's appendix), None for a run without them."""
+    frame = prepare(df)
+    return _group([tables.calibration_table(frame), tables.calibration_difference_table(frame)])
+
+
 def paired_table(df: pd.DataFrame) -> RenderableType | None:
     """The paired differences, then those of every corruption × severity cell."""
     frame = prepare(df)

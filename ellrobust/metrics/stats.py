@@ -266,26 +266,27 @@ def mean_interval(values: np.ndarray | Sequence[float], confidence: float = CONF
 
 
 def bootstrap_replicates(
-    statistic: Callable[[np.ndarray], float], n: int, *, seed: int, resamples: int = 2000
+    statistics: Callable[[np.ndarray], float | np.ndarray], n: int, *, seed: int, resamples: int = 2000
 ) -> np.ndarray:
-    """``statistic`` on ``resamples`` resamples of the ``n`` images drawn with replacement.
+    """``statistics`` on ``resamples`` resamples of the ``n`` images drawn with replacement.
 
-    ``statistic(indices)`` evaluates the quantity (e.g. an mCE difference between two models) on the
-    images ``indices`` (an int array of length ``n``, repeats allowed). Resampling image indices, not
-    per-model results, keeps the pairing: both models are always judged on the same resampled images.
-    The index draws come from ``np.random.default_rng(seed)`` in blocks, so the same seed gives the same
-    replicates; the statistic itself is called once per resample.
+    ``statistics(indices)`` evaluates the quantity (e.g. an mCE difference between two models), or an
+    array of several (each model's calibration error and their differences), on the images
+    ``indices`` (an int array of length ``n``, repeats allowed). Resampling image indices, not
+    per-model results, keeps the pairing: both models are always judged on the same resampled images,
+    and several statistics of one draw stay paired with each other. The index draws come from
+    ``np.random.default_rng(seed)`` in blocks, so the same seed gives the same replicates; the function
+    is called once per resample. Returns ``(resamples,)`` for one value, ``(resamples, k)`` for k.
     """
     if n < 1 or resamples < 1:
         raise ValueError(f"the bootstrap needs n >= 1 and resamples >= 1, got n = {n}, resamples = {resamples}")
     rng = np.random.default_rng(seed)
     block = max(1, min(resamples, 2**22 // n))  # bound the index block at ~32 MiB
-    values = np.empty(resamples)
+    values = []
     for start in range(0, resamples, block):
         rows = rng.integers(0, n, size=(min(block, resamples - start), n))
-        for i, indices in enumerate(rows, start):
-            values[i] = statistic(indices)
-    return values
+        values += [np.asarray(statistics(indices), dtype=float) for indices in rows]
+    return np.stack(values)
 
 
 def paired_bootstrap_interval(
@@ -318,3 +319,26 @@ def paired_bootstrap_interval(
         half = student_t.ppf(0.5 + confidence / 2, n - 1) * math.sqrt(n / (n - 1)) * values.std(ddof=1)
         low, high = np.minimum(low, estimate - half), np.maximum(high, estimate + half)
     return float(low), float(high)
+
+
+def bootstrap_intervals(
+    statistics: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    seed: int,
+    resamples: int = 2000,
+    confidence: float = CONFIDENCE,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap intervals of several statistics computed on the same resamples: (lows, highs).
+
+    For a ``statistics(indices)`` that returns an array of values (each of several models' calibration
+    errors and their differences): one draw of the images serves all of them, so they cost one
+    resampling and stay paired with each other. Percentile only, without
+    :func:`paired_bootstrap_interval`'s t widening: its callers (calibration) compute no interval
+    below :data:`~ellrobust.metrics.calibration.MIN_CALIBRATION_IMAGES` images, where the percentile
+    interval's small-n failure does not arise, and support no verdict claim.
+    """
+    z_value(confidence)
+    values = bootstrap_replicates(statistics, n, seed=seed, resamples=resamples)
+    low, high = np.quantile(values, [(1 - confidence) / 2, (1 + confidence) / 2], axis=0)
+    return low, high

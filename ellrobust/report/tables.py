@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ellrobust.frame import TEXT_COLUMNS, Lookup, interval_metrics, paired_records, parse_params, split_params
+from ellrobust.metrics.calibration import MIN_CALIBRATION_IMAGES
 from ellrobust.metrics.decisions import ALPHA, POWER, Favours, holm_direction, holm_level
 from ellrobust.report.format import (
     format_budget,
@@ -97,12 +98,15 @@ def _sections(keys: list[tuple]) -> tuple[int, ...]:
 
 
 def clean_table(df: pd.DataFrame) -> Table | None:
-    """Clean accuracy per model, with the checkpoint digest and its 95 % Wilson interval where the run has it."""
+    """Clean accuracy per model, with the checkpoint digest and its 95 % Wilson interval where the run has it,
+    and top-5 accuracy (95 % CI) where the run measured it."""
     rows = _ordered(_values(df, Metric.CLEAN_ACCURACY), ["run", "model"])
     if rows.empty:
         return None
     lookup = Lookup(df)
     with_ci = lookup.has(Metric.CLEAN_ACCURACY.ci_low)
+    top5 = {(r["run"], r["model"]): r for r in _clean_rows(df, Metric.TOP5_ACCURACY).to_dict(orient="records")}
+    with_top5 = bool(top5)
     keys = [*varying(rows, ["run"]), "model"]
     out = []
     for r in rows.to_dict(orient="records"):
@@ -110,8 +114,11 @@ def clean_table(df: pd.DataFrame) -> Table | None:
         if with_ci:
             low, high = (lookup(r, m) for m in (Metric.CLEAN_ACCURACY.ci_low, Metric.CLEAN_ACCURACY.ci_high))
             cells.append(f"{format_pct(low)} – {format_pct(high)}")
+        if with_top5:
+            cells.append(_accuracy_cell(lookup, top5.get((r["run"], r["model"])), Metric.TOP5_ACCURACY))
         out.append(tuple(cells))
     headers = (*keys, "checkpoint", "n", "accuracy (%)", *(["95 % CI (%)"] if with_ci else []))
+    headers += ("top-5 (%)",) if with_top5 else ()
     align = (Align.LEFT,) * (len(keys) + 1) + (Align.RIGHT,) * (len(headers) - len(keys) - 1)
     return Table(headers, tuple(out), align, title="Clean accuracy (%)")
 
@@ -718,6 +725,75 @@ def _power_note(rows: pd.DataFrame, present: set[Metric]) -> str:
     else:
         level, m = "α/m", f"m = {sizes[0]}–{sizes[-1]}"
     return f", {m}; detectable and n needed: {format_level(POWER)} power at Holm's first-step {level}"
+
+
+def _clean_rows(df: pd.DataFrame, metric: Metric) -> pd.DataFrame:
+    """A metric's own rows on the clean images."""
+    rows = _values(df, metric)
+    return rows[rows["method"].eq("clean")]
+
+
+def _images_cell(row: dict) -> str:
+    """Which images a calibration row is about: ``clean``, or a corruption and its severity."""
+    return "clean" if row["method"] == "clean" else f"{row['method']} s{format_int(row['severity'])}"
+
+
+def _on_images(rows: pd.DataFrame, corruptions: bool) -> pd.DataFrame:
+    return rows[rows["method"].ne("clean")] if corruptions else rows[rows["method"].eq("clean")]
+
+
+def calibration_table(df: pd.DataFrame, corruptions: bool = False) -> Table | None:
+    """Each model's top-5 accuracy and calibration errors in % (ECE over 15 equal-width bins, the paper's RMS error over
+    adaptive bins of 100) with their 95 % bootstrap intervals, on the clean images (or, with
+    ``corruptions``, on every corruption × severity cell)."""
+    rows = _on_images(_values(df, Metric.CALIBRATION_ERROR), corruptions)
+    if rows.empty:
+        return None
+    lookup = Lookup(df)
+    keys = varying(rows, ["run"])
+    out = []
+    for r in _ordered(rows, [*keys, "method", "severity", "model"]).to_dict(orient="records"):
+        cells = [*(str(r[k]) for k in keys), _images_cell(r), r["model"], format_int(r["n"])]
+        for metric in (Metric.TOP5_ACCURACY, Metric.CALIBRATION_ERROR, Metric.RMS_CALIBRATION_ERROR):
+            cells.append(format_pct_interval(lookup(r, metric), lookup(r, metric.ci_low), lookup(r, metric.ci_high)))
+        out.append(tuple(cells))
+    headers = (*keys, "images", "model", "n", "top-5 (%)", "ECE (%)", "RMS calibration error (%)")
+    title = (
+        "Top-5 accuracy (%, 95 % Wilson CI) and calibration of the max-softmax confidence "
+        "(%, lower is better, 95 % bootstrap CI)"
+    )
+    small = bool((rows["n"] < MIN_CALIBRATION_IMAGES).any())
+    caption = f"below {MIN_CALIBRATION_IMAGES} images: no calibration interval, no RMS error (it needs two bins of 100)"
+    align = (Align.LEFT,) * (len(keys) + 2) + (Align.RIGHT,) * 4
+    return Table(headers, tuple(out), align, title=title, caption=caption if small else "")
+
+
+def calibration_difference_table(df: pd.DataFrame, corruptions: bool = False) -> Table | None:
+    """Per pair of models on the same images: top-5 accuracy A − B (pp) with its score interval and
+    McNemar p, and each calibration error's A − B (pp) with its paired bootstrap interval; reported
+    beside the verdict, not in its Holm family."""
+    top5 = Metric.TOP5_ACCURACY.difference
+    rows = _on_images(df[df["metric"].eq(top5.value) & df["baseline"].ne("")], corruptions)
+    if rows.empty:
+        return None
+    lookup = Lookup(df)
+    keys = varying(rows, ["run"])
+    out = []
+    for r in _ordered(rows, [*keys, "model", "baseline", "method", "severity"]).to_dict(orient="records"):
+        cells = [*(str(r[k]) for k in keys), r["model"], r["baseline"], _images_cell(r)]
+        cells += [
+            format_pp(r["value"]),
+            format_pp_interval(lookup(r, top5.ci_low), lookup(r, top5.ci_high)),
+            format_p(lookup(r, Metric.TOP5_MCNEMAR_P)),
+        ]
+        for metric in (Metric.CALIBRATION_ERROR.difference, Metric.RMS_CALIBRATION_ERROR.difference):
+            interval = format_pp_interval(lookup(r, metric.ci_low), lookup(r, metric.ci_high))
+            cells += [format_pp(lookup(r, metric)), interval]
+        out.append(tuple(cells))
+    headers = (*keys, "A", "B", "images", "top-5 A − B (pp)", "95 % CI", "McNemar p")
+    headers += ("ECE A − B (pp)", "95 % CI", "RMS A − B (pp)", "95 % CI")
+    title = "Top-5 and calibration differences on the same images (not in the verdict's Holm family)"
+    return Table(headers, tuple(out), (Align.LEFT,) * (len(keys) + 3) + (Align.RIGHT,) * 7, title=title)
 
 
 def sanity_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -4,6 +4,7 @@ from ellrobust.results.examples import EXAMPLE_COLUMNS, Outcomes, examples_frame
 from ellrobust.results.migrate import complete_table, migrate_records
 from ellrobust.results.rows import (
     ACCURACIES,
+    CALIBRATION_METRICS,
     COLLAPSE_METRICS,
     COLUMNS,
     ELLIPTICAL_METRICS,
@@ -30,6 +31,7 @@ from ellrobust.results.schema import (
 
 __all__ = [
     "ACCURACIES",
+    "CALIBRATION_METRICS",
     "COLLAPSE_METRICS",
     "ELLIPTICAL_METRICS",
     "COLUMNS",

@@ -7,9 +7,12 @@ cases and CI reports are computed from; they never travel inside a results row. 
 image keeps what the model said (``prediction``: the class it predicted on the clean, corrupted or
 adversarial image) and, under attack, how large the perturbation was (``linf`` and ``l2``, in [0, 1]
 pixel units, whatever the attack's norm); a minimal-norm method adds each image's minimal budget
-(``eps_star``) and whether it is ``censored``. On disk they are the run folder's ``examples.csv.gz``: one
-line per (model, measurement, image), with the image's index in the evaluated split; a column a run
-did not measure (norms of a clean image, predictions in a run folder of ellrobust 0.2) is empty.
+(``eps_star``) and whether it is ``censored``. A clean or corrupted image keeps the model's max-softmax
+``confidence`` and whether the label is among its 5 largest logits (``top5``), from which calibration
+and top-5 accuracy are derived (:mod:`ellrobust.metrics.calibration`). On disk they are the run
+folder's ``examples.csv.gz``: one line per (model, measurement, image), with the image's index in
+the evaluated split; a column a run did not measure (norms of a clean image, predictions in a run
+folder of ellrobust 0.2, confidence and top5 in one written before they were recorded) is empty.
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ EXAMPLE_COLUMNS = (
     "l2",
     "eps_star",
     "censored",
+    "confidence",
+    "top5",
 )
 #: Columns a measurement may leave empty (read back as missing, not as text).
-_OPTIONAL_COLUMNS = ("eps", "severity", "prediction", "linf", "l2", "eps_star", "censored")
+_OPTIONAL_COLUMNS = ("eps", "severity", "prediction", "linf", "l2", "eps_star", "censored", "confidence", "top5")
 EXAMPLES_FILE = "examples.csv.gz"
 
 
@@ -58,6 +63,8 @@ class Outcomes:
         eps_star, censored: for a minimal-norm method (FMN, ``bisect-<attack>``), each image's
             minimal budget ε* (0 misclassified clean, ``eps_max`` when censored) and whether no
             adversarial example was found within ``eps_max``; None for other measurements.
+        confidence, top5: on clean and corrupted images, each image's largest softmax probability
+            and whether its label is among the 5 largest logits; None for other measurements.
     """
 
     model: str
@@ -73,11 +80,14 @@ class Outcomes:
     l2: np.ndarray | None = field(default=None, compare=False)
     eps_star: np.ndarray | None = field(default=None, compare=False)
     censored: np.ndarray | None = field(default=None, compare=False)
+    confidence: np.ndarray | None = field(default=None, compare=False)
+    top5: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "correct", np.asarray(self.correct, dtype=bool))
         typed = (("prediction", np.int64), ("linf", np.float64), ("l2", np.float64))
-        for name, dtype in (*typed, ("eps_star", np.float64), ("censored", bool)):
+        extra = (("eps_star", np.float64), ("censored", bool), ("confidence", np.float64), ("top5", bool))
+        for name, dtype in (*typed, *extra):
             value = getattr(self, name)
             if value is not None:
                 value = np.asarray(value, dtype=dtype)
@@ -107,6 +117,8 @@ def examples_frame(outcomes: Iterable[Outcomes], indices: Sequence[int]) -> pd.D
                 "censored": pd.array(
                     o.censored.astype(np.int8) if o.censored is not None else [None] * len(o.correct), "Int64"
                 ),
+                "confidence": o.confidence if o.confidence is not None else np.nan,
+                "top5": pd.array(o.top5.astype(np.int8) if o.top5 is not None else [None] * len(o.correct), "Int64"),
             }
         )
         for o in outcomes
@@ -126,7 +138,7 @@ def load_examples(run_dir: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     df = pd.read_csv(path, keep_default_na=False, na_values={name: [""] for name in _OPTIONAL_COLUMNS})
-    for name in ("prediction", "censored"):
+    for name in ("prediction", "censored", "top5"):
         if name in df:
             df[name] = df[name].astype("Int64")
     return df

@@ -99,6 +99,27 @@ class Metric(StrEnum):
     OOD_AUROC_DIFFERENCE_CI_HIGH = "ood_auroc_difference_ci_high"
     OOD_AUROC_DELONG_P = "ood_auroc_delong_p"  # DeLong's paired z-test
     OOD_AUROC_DELONG_P_ADJUSTED = "ood_auroc_delong_p_adjusted"  # Holm, in the same family as mcnemar_p_adjusted
+    # Top-5 accuracy and calibration (clean and corrupted images; README "Statistics"): reported with
+    # their intervals and paired differences, outside the Holm family of the verdict.
+    TOP5_ACCURACY = "top5_accuracy"  # the label among the 5 largest logits (every image, below 5 classes)
+    TOP5_ACCURACY_CI_LOW = "top5_accuracy_ci_low"
+    TOP5_ACCURACY_CI_HIGH = "top5_accuracy_ci_high"
+    TOP5_ACCURACY_DIFFERENCE = "top5_accuracy_difference"  # paired: Tango interval, exact McNemar p
+    TOP5_ACCURACY_DIFFERENCE_CI_LOW = "top5_accuracy_difference_ci_low"
+    TOP5_ACCURACY_DIFFERENCE_CI_HIGH = "top5_accuracy_difference_ci_high"
+    TOP5_MCNEMAR_P = "top5_mcnemar_p"
+    CALIBRATION_ERROR = "calibration_error"  # ECE, 15 equal-width bins, with a bootstrap interval over images
+    CALIBRATION_ERROR_CI_LOW = "calibration_error_ci_low"
+    CALIBRATION_ERROR_CI_HIGH = "calibration_error_ci_high"
+    CALIBRATION_ERROR_DIFFERENCE = "calibration_error_difference"  # paired bootstrap over the same images
+    CALIBRATION_ERROR_DIFFERENCE_CI_LOW = "calibration_error_difference_ci_low"
+    CALIBRATION_ERROR_DIFFERENCE_CI_HIGH = "calibration_error_difference_ci_high"
+    RMS_CALIBRATION_ERROR = "rms_calibration_error"  # the paper's calib_err(p='2'), adaptive bins of 100
+    RMS_CALIBRATION_ERROR_CI_LOW = "rms_calibration_error_ci_low"
+    RMS_CALIBRATION_ERROR_CI_HIGH = "rms_calibration_error_ci_high"
+    RMS_CALIBRATION_ERROR_DIFFERENCE = "rms_calibration_error_difference"
+    RMS_CALIBRATION_ERROR_DIFFERENCE_CI_LOW = "rms_calibration_error_difference_ci_low"
+    RMS_CALIBRATION_ERROR_DIFFERENCE_CI_HIGH = "rms_calibration_error_difference_ci_high"
     SANITY_FINITE_LOGITS = "sanity_finite_logits"  # sanity checks: 1 pass, 0 fail, the detail in params
     SANITY_PERTURBATION_WITHIN_EPS = "sanity_perturbation_within_eps"
     SANITY_INSIDE_UNIT_RANGE = "sanity_inside_unit_range"
@@ -136,7 +157,15 @@ class Metric(StrEnum):
 
 
 #: Accuracies: fractions of the run's images, each with a Wilson interval.
-ACCURACIES = (Metric.CLEAN_ACCURACY, Metric.ROBUST_ACCURACY, Metric.CORRUPTION_ACCURACY, Metric.TRANSFER_ACCURACY)
+ACCURACIES = (
+    Metric.CLEAN_ACCURACY,
+    Metric.ROBUST_ACCURACY,
+    Metric.CORRUPTION_ACCURACY,
+    Metric.TRANSFER_ACCURACY,
+    Metric.TOP5_ACCURACY,
+)
+#: Calibration errors of the max-softmax confidence, each with a bootstrap interval and paired differences.
+CALIBRATION_METRICS = (Metric.CALIBRATION_ERROR, Metric.RMS_CALIBRATION_ERROR)
 #: Metrics measured per layer by ``--collapse``, each with a t interval over images and paired differences.
 COLLAPSE_METRICS = (
     Metric.TOKEN_COSINE,

@@ -42,6 +42,7 @@ import torch
 from ellrobust.context import EvalConfig, ProgressEvent, RunContext, Unit, UnitResult
 from ellrobust.corruptions import is_corruption, resolve_corruptions
 from ellrobust.corruptions.sources import BatchPlan, CorruptionSource, open_source, warm_up_generation
+from ellrobust.metrics.calibration import max_softmax, top_k_hits
 from ellrobust.metrics.corruption import (
     ALEXNET_CLEAN_ERROR,
     alexnet_errors,
@@ -50,7 +51,7 @@ from ellrobust.metrics.corruption import (
     relative_corruption_error,
 )
 from ellrobust.metrics.stats import paired_bootstrap_interval
-from ellrobust.precision import fp32_predictions
+from ellrobust.precision import fp32_logits
 from ellrobust.results import Metric, Row
 from ellrobust.stages.base import Stage
 
@@ -130,6 +131,8 @@ class CorruptionStage(Stage):
         plans = self._pending.pop(unit)
         local: dict[str, dict[int, int]] = {name: {} for name in ctx.models}
         predicted: dict[str, dict[int, int]] = {name: {} for name in ctx.models}
+        confidence: dict[str, dict[int, float]] = {name: {} for name in ctx.models}
+        top5: dict[str, dict[int, int]] = {name: {} for name in ctx.models}
         generated = 0
         data_s = model_s = 0.0  # where the time goes: waiting for images vs the models' forward passes
         ctx.progress(ProgressEvent("start", unit.label, total=len(plans)))
@@ -143,9 +146,12 @@ class CorruptionStage(Stage):
             y = torch.from_numpy(ctx.store.labels[positions]).to(ctx.device)
             generated += plan.generated
             for name, lm in ctx.models.items():
-                said = fp32_predictions(lm.module, x)
+                logits = fp32_logits(lm.module, x)
+                said = logits.argmax(1)
                 local[name].update(zip(positions, (said == y).int().tolist(), strict=True))
                 predicted[name].update(zip(positions, said.tolist(), strict=True))
+                confidence[name].update(zip(positions, max_softmax(logits).tolist(), strict=True))
+                top5[name].update(zip(positions, top_k_hits(logits, y).int().tolist(), strict=True))
             tick = time.perf_counter()
             model_s += tick - ready
             ctx.progress(ProgressEvent("advance", unit.label, advance=1))
@@ -163,6 +169,11 @@ class CorruptionStage(Stage):
             )
             for name, vals in correct.items()
         ]
+        hits = {name: ctx.gather(vals, dtype=np.int64).tolist() for name, vals in top5.items()}
+        rows += [
+            Row(name, Metric.TOP5_ACCURACY, float(np.mean(v)), unit.method, params=unit.params, severity=unit.severity)
+            for name, v in hits.items()
+        ]
         extra = {
             "generated_images": generated,
             "images": len(ctx.indices),
@@ -171,7 +182,14 @@ class CorruptionStage(Stage):
             "model_seconds": model_s,
         }
         predictions = {name: ctx.gather(vals, dtype=np.int64).tolist() for name, vals in predicted.items()}
-        return UnitResult(rows=rows, outcomes=correct, extra=extra, predictions=predictions)
+        return UnitResult(
+            rows=rows,
+            outcomes=correct,
+            extra=extra,
+            predictions=predictions,
+            confidence={name: ctx.gather(vals).tolist() for name, vals in confidence.items()},
+            top5=hits,
+        )
 
     def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
         """Per-corruption accuracy, CE, mCE and relative mCE of every model, from the unit rows."""
