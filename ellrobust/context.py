@@ -20,6 +20,7 @@ from torch import nn
 
 from ellrobust.attacks.labels import AttackLabels, parse_labels
 from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
+from ellrobust.corruptions.registry import IMAGENET_3DCC
 from ellrobust.distributed import DistInfo, batches
 from ellrobust.errors import UsageError
 from ellrobust.models.base import has_tokens
@@ -148,6 +149,12 @@ class EvalConfig:
             raise UsageError(f"--workers must be 'auto' or a number ≥ 0 (got {self.workers}).")
         if self.memory_budget_gb is not None and self.memory_budget_gb < 0:
             raise UsageError(f"--memory-budget must be ≥ 0 GiB (got {self.memory_budget_gb}).")
+        needs_folder = [name for name in self.corruptions if name in IMAGENET_3DCC]
+        if needs_folder and self.corruption_source is None:
+            raise UsageError(
+                f"{needs_folder[0]!r} is an ImageNet-3DCC corruption, made from each image's depth, and cannot be "
+                "generated; pass --corruption-root with the ImageNet-3DCC folder."
+            )
         protocols = [p.value for p in CorruptionProtocol]
         if self.corruption_protocol not in protocols:
             raise UsageError(

@@ -184,3 +184,4 @@ def test_3dcc_corruptions_are_not_generated(runner, tmp_path):
     assert result.exit_code == 2 and "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "'flash' is an ImageNet-3DCC corruption" in errors[0], result.output
+    assert not any(tmp_path.iterdir())  # refused with the request, before any model or image was loaded

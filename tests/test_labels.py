@@ -86,6 +86,16 @@ def test_run_json_records_the_label_mode(constant_runs):
         assert json.loads((results.run_dir / "run.json").read_text())["config"]["labels"] == labels
 
 
+def test_the_report_says_which_labels_were_attacked(constant_runs, tmp_path):
+    from ellrobust.report.writer import write_report
+
+    for labels, results in constant_runs.items():
+        report = write_report([results.run_dir], tmp_path / labels).read_text()
+        setup = next(line for line in report.splitlines() if line.startswith("- **labels**"))
+        assert setup.startswith(f"- **labels**: {labels}")
+    assert "robust accuracy can exceed clean accuracy" in setup  # predicted, the last one
+
+
 def test_robust_le_clean_is_checked_under_true_labels_only(constant_runs):
     checks = {labels: set(r.table.metric) for labels, r in constant_runs.items()}
     assert "sanity_robust_le_clean" in checks["true"]

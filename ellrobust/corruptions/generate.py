@@ -44,7 +44,7 @@ import torch
 from ellrobust.corruptions.batches import BatchPlan
 from ellrobust.corruptions.cache import ChunkCache
 from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
-from ellrobust.corruptions.registry import CORRUPTIONS, IMAGENET_3DCC
+from ellrobust.corruptions.registry import CORRUPTIONS
 from ellrobust.data.store import image_name
 from ellrobust.errors import UsageError
 from ellrobust.registry import Registry
@@ -261,15 +261,13 @@ class GeneratedSource:
         )
 
     def check(self, corruptions: tuple[str, ...], severities: tuple[int, ...]) -> None:
-        """Fail early, with one line, on corruptions that cannot be generated or images the protocol cannot corrupt."""
+        """Fail early, with one line, on images the protocol cannot corrupt.
+
+        A corruption that cannot be generated at all (ImageNet-3DCC's) is refused earlier, with the
+        request (:class:`~ellrobust.context.EvalConfig`), before any model or image is loaded.
+        """
         from ellrobust.corruptions.cifar10c import MAX_SIDE, MIN_SIDE
 
-        precomputed = [name for name in corruptions if name in IMAGENET_3DCC]
-        if precomputed:
-            raise UsageError(
-                f"{precomputed[0]!r} is an ImageNet-3DCC corruption, made from each image's depth, and cannot be "
-                "generated; pass --corruption-root with the ImageNet-3DCC folder."
-            )
         size, name = self.ctx.image_size, self.ctx.data.spec.name
         low, high = (MIN_SIDE, MAX_SIDE) if self.protocol == CorruptionProtocol.CIFAR_10_C else (MIN_SIZE, None)
         if size < low or (high is not None and size > high):

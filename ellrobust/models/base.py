@@ -67,3 +67,28 @@ class TokenModel(Protocol):
 def has_tokens(module: object) -> bool:
     """Whether ``module`` exposes its blocks' tokens (a :class:`TokenModel`)."""
     return isinstance(module, TokenModel)
+
+
+class NetTokens:
+    """A wrapper's :class:`TokenModel` face when the module it wraps (``self.net``) has one.
+
+    A wrapper (a normalisation in front, a mask of the logits behind) changes neither the blocks nor
+    their tokens: ``depth``, ``num_prefix_tokens`` and ``iter_blocks`` are the wrapped module's, on the
+    images the wrapper hands it (:meth:`net_input`: the images themselves unless overridden).
+    """
+
+    net: TokenModel
+
+    def net_input(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    @property
+    def depth(self) -> int:
+        return int(self.net.depth)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.net.num_prefix_tokens)
+
+    def iter_blocks(self, images: torch.Tensor) -> Iterator[BlockOutput]:
+        return self.net.iter_blocks(self.net_input(images))

@@ -17,13 +17,12 @@ out of its state dict: the weights' digest is the model's own).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from ellrobust.models.base import has_tokens
-from ellrobust.models.vit import BlockOutput
+from ellrobust.models.base import NetTokens, has_tokens
 
 
 class MaskedLogits(nn.Module):
@@ -54,19 +53,8 @@ class MaskedLogits(nn.Module):
         return self.net(images).index_select(1, self.indices)
 
 
-class MaskedTokenLogits(MaskedLogits):
+class MaskedTokenLogits(NetTokens, MaskedLogits):
     """A masked model whose blocks' tokens the collapse probe reads from the model itself."""
-
-    @property
-    def depth(self) -> int:
-        return int(self.net.depth)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.net.num_prefix_tokens)
-
-    def iter_blocks(self, images: torch.Tensor) -> Iterator[BlockOutput]:
-        return self.net.iter_blocks(images)
 
 
 def mask_logits(net: nn.Module, indices: Sequence[int]) -> MaskedLogits:

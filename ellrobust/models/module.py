@@ -25,15 +25,13 @@ A module that already satisfies the contract (ellrobust's own ViT, a model from
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
 from ellrobust.errors import UsageError
-from ellrobust.models.base import Classifier, has_tokens
+from ellrobust.models.base import Classifier, NetTokens, has_tokens
 from ellrobust.models.external import TimmTokens, timm_has_tokens
-from ellrobust.models.vit import BlockOutput, Normalize
+from ellrobust.models.vit import Normalize
 
 Triple = tuple[float, float, float]
 
@@ -86,19 +84,11 @@ class ModuleClassifier(nn.Module):
         return self.net(self.normalize(images))
 
 
-class ModuleTokenClassifier(ModuleClassifier):
+class ModuleTokenClassifier(NetTokens, ModuleClassifier):
     """A wrapped module that exposes its blocks' tokens itself (a :class:`~ellrobust.models.base.TokenModel`)."""
 
-    @property
-    def depth(self) -> int:
-        return int(self.net.depth)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.net.num_prefix_tokens)
-
-    def iter_blocks(self, images: torch.Tensor) -> Iterator[BlockOutput]:
-        return self.net.iter_blocks(self.normalize(images))
+    def net_input(self, images: torch.Tensor) -> torch.Tensor:
+        return self.normalize(images)
 
 
 class TimmModuleClassifier(TimmTokens, ModuleClassifier):

@@ -124,6 +124,15 @@ def _setup(runs: list[Run], labels: Labels) -> list[str]:
     return out
 
 
+#: What ``--labels`` makes of robust accuracy, said beside the attacks (runs of 0.3 had true labels only).
+_LABELS_LINES = {
+    "true": "**labels**: true (clean-correct images are attacked; robust: still classified correctly)",
+    "predicted": "**labels**: predicted, as the research code (every image is attacked away from its clean "
+    "prediction; robust: the prediction does not change, so a misclassified image can count as robust and "
+    "robust accuracy can exceed clean accuracy)",
+}
+
+
 def _setup_lines(run: Run) -> list[str]:
     meta = run.meta
     lines = [f"**folder**: {escape(run.path)}"]
@@ -140,6 +149,7 @@ def _setup_lines(run: Run) -> list[str]:
         names = "; ".join(a["name"] + (f" ({settings_text(a['params'])})" if a.get("params") else "") for a in attacks)
         eps = ", ".join(format_eps(e) for e in cfg.get("eps") or []) or "each attack's default"
         lines.append(f"**attacks**: {escape(names)}; ε {escape(eps)}; m_grad {escape(cfg.get('m_grad', '?'))}")
+        lines.append(_LABELS_LINES.get(cfg.get("labels", "true"), f"**labels**: {escape(cfg.get('labels'))}"))
     precisions = _precisions(run)
     if precisions:
         lines.append(
