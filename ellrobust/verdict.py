@@ -68,7 +68,8 @@ RULES = (
     "this n*. Censored ε* (not broken within eps_max) count at eps_max.",
     "**Holm's family** is every paired comparison of one pair of models in one run (clean, every attack × ε × "
     "m_grad × precision and the worst case, every corruption × severity, the sign test on ε* of every "
-    "minimal-norm method), so a claim cannot be rescued by testing more budgets.",
+    "minimal-norm method, DeLong's test of the ImageNet-O AUROCs), so a claim cannot be rescued by testing "
+    "more budgets. Top-5 and calibration differences are reported beside it, not in it.",
     f"**Small n**: a claim judged by an interval alone (mCE, collapse) reads *inconclusive at this n* on fewer "
     f"than {MIN_IMAGES} images (below that no distribution-free test of a paired difference can reach "
     f"p < {ALPHA:g}), and so does any claim whose interval has zero width (n = 1, or every image differing by "

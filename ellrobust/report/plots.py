@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
@@ -40,6 +41,8 @@ from ellrobust.report.labels import Labels, collapse_label, series_columns, seri
 from ellrobust.results import ELLIPTICAL_METRICS, Metric
 from ellrobust.results.adversarial import adversarial_files, load_adversarial, load_clean
 
+#: The sequential colours of budgets (small ε dark, large light).
+_VIRIDIS = colormaps["viridis"]
 #: Line style and marker per m_grad mode: the adaptive ``full`` attack dashed with hollow squares, so
 #: it stays visible where it coincides with ``detach``.
 _STYLES = {"": ("-", "o", None), "detach": ("-", "o", None), "full": ("--", "s", "none")}
@@ -498,41 +501,58 @@ def collapse_figure(df: pd.DataFrame, metric: str) -> Figure | None:
 
 
 def elliptical_m_figure(df: pd.DataFrame) -> Figure | None:
-    """The elliptical metric m per layer, its mean and its spread over coordinates, on the clean images and
-    on each attack's adversarial images: one colour per model, one line style per set of images."""
-    panels = [(metric, _m_rows(df, metric)) for metric in ELLIPTICAL_METRICS]
-    if all(rows.empty for _, rows in panels):
+    """The elliptical metric m per layer, its mean and its spread over coordinates (one row of panels each),
+    on the clean images and on each attack's adversarial images (one column per attack).
+
+    In every panel the clean images are the black line and the attack's budgets one sequential colour
+    each, from the smallest ε (dark) to the largest (light), with their 95 % t-interval bands; the
+    adaptive attack (``m_grad full``) is dashed; where a run has several elliptical models, each has a
+    marker of its own. One legend below the panels. Every set of images in one panel would be two
+    dozen lines on five layers: unreadable.
+    """
+    panels = {metric: rows for metric in ELLIPTICAL_METRICS if not (rows := _m_rows(df, metric)).empty}
+    if not panels:
         return None
     lookup = Lookup(df)
-    colors = _palette(df)
-    fig = Figure(figsize=(11.0, 4.4), layout="constrained")
+    every = pd.concat(panels.values())
+    attacks = list(dict.fromkeys(every.loc[every["method"] != "collapse", "method"])) or [None]
+    budgets = sorted(every["eps"].dropna().unique())
+    shades = {eps: _VIRIDIS(0.1 + 0.75 * i / max(len(budgets) - 1, 1)) for i, eps in enumerate(budgets)}
+    models = list(dict.fromkeys(zip(every["run"], every["model"], strict=True)))
+    fig = Figure(figsize=(4.0 * len(attacks) + 0.6, 3.3 * len(panels) + 1.0), layout="constrained")
     FigureCanvasAgg(fig)
-    for ax, (metric, rows) in zip(fig.subplots(1, 2, squeeze=False).ravel().tolist(), panels, strict=True):
-        images = list(dict.fromkeys(zip(rows["method"], rows["eps"].fillna(-1), rows["m_grad"], strict=True)))
-        images.sort(key=lambda image: image[0] != "collapse")  # the clean images first: the solid line
-        for _, series in rows.groupby(["run", "model", "method", "eps", "m_grad"], sort=False, dropna=False):
-            series = series.sort_values("layer")
-            first = series.iloc[0]
-            which = images.index((first["method"], -1 if pd.isna(first["eps"]) else first["eps"], first["m_grad"]))
-            clean = first["method"] == "collapse"
-            where = "clean" if clean else f"{first['method']} ε {format_eps(first['eps'])}"
-            mode = f", m_grad {first['m_grad']}" if first["m_grad"] else ""
-            style = {
-                "color": colors[(first["run"], first["model"])],
-                "linestyle": ("-", "--", ":", "-.")[which % 4],
-                "marker": "o" if clean else "s",
-                "markersize": 4,
-                "label": _plain(f"{first['model']}: {where}{mode}"),
-            }
-            lows, highs = _intervals(series, lookup, metric)
-            _band(ax, [int(v) for v in series["layer"]], series["value"].tolist(), lows, highs, style, scale=1)
+    grid = fig.subplots(len(panels), len(attacks), squeeze=False, sharex=True)
+    for row, (metric, rows) in zip(grid, panels.items(), strict=True):
+        for ax, attack in zip(row, attacks, strict=True):
+            keys = ["run", "model", "method", "eps", "m_grad"]
+            for (run, model, method, eps, mode), series in rows.groupby(keys, sort=False, dropna=False):
+                if method not in ("collapse", attack):
+                    continue
+                series = series.sort_values("layer")
+                clean = method == "collapse"
+                what = "clean images" if clean else f"ε {format_eps(eps)}"
+                label = ", ".join(
+                    [*([model] if len(models) > 1 else []), what, *(["m_grad full"] if mode == "full" else [])]
+                )
+                style = {
+                    "color": "black" if clean else shades[eps],
+                    "linestyle": "--" if mode == "full" else "-",
+                    "marker": "osv^D"[models.index((run, model)) % 5],
+                    "markersize": 4,
+                    "label": _plain(label),
+                }
+                lows, highs = _intervals(series, lookup, metric)
+                _band(ax, [int(v) for v in series["layer"]], series["value"].tolist(), lows, highs, style, scale=1)
+            ax.set_title(_plain(attack or "clean images"), fontsize="medium")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel(_M_LABELS[metric])
+    for ax in grid[-1]:
         ax.set_xlabel("layer")
-        ax.set_ylabel(_M_LABELS[metric])
-        ax.set_title(_plain(f"{_M_LABELS[metric]} per layer"))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
-    fig.suptitle("The elliptical metric m on clean and adversarial images (bands: 95 % t-interval over images)")
+    _legend(fig, [ax for row in grid for ax in row])
+    fig.suptitle(
+        "The elliptical metric m per layer on clean and adversarial images (bands: 95 % t-interval over images)"
+    )
     return fig
 
 
