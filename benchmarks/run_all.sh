@@ -55,6 +55,7 @@ run "bench_collapse (deit-tiny)" "$python" benchmarks/bench_collapse.py --device
 run bench_corruptions "$python" benchmarks/bench_corruptions.py
 run bench_min_norm "$python" benchmarks/bench_min_norm.py --device "$device"
 run "bench_min_norm (images needed)" "$python" benchmarks/bench_min_norm.py --device "$device" --images-needed
+run holm_power "$python" benchmarks/holm_power.py
 if [ "$device" = cpu ]; then run bench_distributed "$python" benchmarks/bench_distributed.py; fi
 
 echo "## outcomes ($device)"
