@@ -22,7 +22,8 @@ from torch import nn
 import ellrobust
 from ellrobust.cli import app
 from ellrobust.data import load_dataset
-from ellrobust.data.imagenet_o import imagenet_o_classes, split_ood
+from ellrobust.data.imagenet_o import split_ood
+from ellrobust.data.shifts import class_list
 from ellrobust.errors import UsageError
 from ellrobust.frame import prepare
 from ellrobust.metrics.ood import auroc, auroc_interval, average_precision, delong, paired_auroc, structural_components
@@ -132,7 +133,7 @@ def _png(path: Path, rng: np.random.Generator) -> None:
 def _imagenet_o_root(root: Path, *, with_val: bool = True) -> Path:
     """``val/`` with a folder for each ImageNet-O class (and one other), images in a few; ``imagenet-o/`` with 8."""
     rng = np.random.default_rng(0)
-    wnids = imagenet_o_classes()
+    wnids = class_list("imagenet_o")
     if with_val:
         for wnid in (*wnids, "n00000001"):
             (root / "val" / wnid).mkdir(parents=True, exist_ok=True)
@@ -161,15 +162,13 @@ class Linear(nn.Module):
 
 def test_imagenet_o_pair_end_to_end(tmp_path):
     root = _imagenet_o_root(tmp_path / "data")
-    result = ellrobust.evaluate(
-        {"a": Linear(0), "b": Linear(1), "nan": Linear(2, broken=True)},
-        data="imagenet-o",
-        data_root=str(root),
-        image_size=16,
-        attacks="none",
-        out=tmp_path / "run",
-        workers=0,
-    )
+
+    def run():
+        models = {"a": Linear(0), "b": Linear(1), "nan": Linear(2, broken=True)}
+        options = {"data_root": str(root), "image_size": 16, "attacks": "none", "workers": 0}
+        return ellrobust.evaluate(models, data="imagenet-o", out=tmp_path / "run", **options)
+
+    result = run()
     table = result.table
     value = {
         (r.model, r.baseline if isinstance(r.baseline, str) else "", r.metric): r.value for r in table.itertuples()
@@ -209,15 +208,7 @@ def test_imagenet_o_pair_end_to_end(tmp_path):
     report = write_report([result.run_dir], tmp_path / "report").read_text()
     assert "Out-of-distribution detection (ImageNet-O)" in report and "DeLong" in report
     # resumed: every unit is reused and the table is the same
-    again = ellrobust.evaluate(
-        {"a": Linear(0), "b": Linear(1), "nan": Linear(2, broken=True)},
-        data="imagenet-o",
-        data_root=str(root),
-        image_size=16,
-        attacks="none",
-        out=tmp_path / "run",
-        workers=0,
-    )
+    again = run()
     assert again.computed == 0 and again.table["value"].equals(table["value"])
 
 

@@ -18,7 +18,22 @@ from ellrobust.errors import DataWarning, UsageError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class ImageFolderDataset(Dataset):
+class ImageFiles(Dataset):
+    """Images read from files: ``samples`` holds ``(path, label)``, decoded by :func:`~.images.read_rgb` and
+    ``transform`` when asked for. The subclasses say which files (:class:`ImageFolderDataset`, ImageNet-O)."""
+
+    samples: list[tuple[str, int]]
+    transform: object
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return self.transform(read_rgb(path)), label
+
+
+class ImageFolderDataset(ImageFiles):
     """``<root>/<class>/<image>`` files, indexed in one pass and decoded with the DeiT eval transform at ``image_size``.
 
     Why not torchvision's ``ImageFolder``: its listing is followed by a second pass over every file to
@@ -84,13 +99,6 @@ class ImageFolderDataset(Dataset):
             raise UsageError(f"{str(root)!r} holds no images in class folders; expected <root>/<class>/<image>.JPEG.")
         self.targets = [label for _, label in self.samples]
         self.digest = h.hexdigest()[:12]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        return self.transform(read_rgb(path)), label
 
 
 def build_imagefolder(split: str, root: Path | None, image_size: int, class_map: Path | None = None) -> Dataset:

@@ -2,7 +2,7 @@
 
 The protocol is that of ``hendrycks/natural-adv-examples`` (``eval_many_models.py``), which the
 Elliptical-Attention paper's ``eval_OOD.py`` repeats: the in-distribution images are the ImageNet
-validation images of ImageNet-O's 200 classes (:data:`IMAGENET_O_CLASSES`, 10 000 images), the
+validation images of ImageNet-O's 200 classes (``class_list("imagenet_o")``, 10 000 images), the
 out-of-distribution images are ImageNet-O's 2 000, and each image is scored by its maximum softmax
 probability over the 200 logits of those classes (:attr:`ImageNetOFolder.score_classes`).
 
@@ -25,15 +25,13 @@ image has no class and its label is -1. :func:`split_ood` cuts a run's selection
 from __future__ import annotations
 
 import hashlib
-from functools import cache
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
 
-from ellrobust.data.imagefolder import ImageFolderDataset
-from ellrobust.data.images import read_rgb
+from ellrobust.data.imagefolder import ImageFiles, ImageFolderDataset
+from ellrobust.data.shifts import class_list
 from ellrobust.errors import UsageError
 
 #: The folders ``--data-root`` holds for ``imagenet-o``: the OOD images and the in-distribution ones.
@@ -43,14 +41,7 @@ ID_FOLDER = "val"
 NO_CLASS = -1
 
 
-@cache
-def imagenet_o_classes() -> tuple[str, ...]:
-    """ImageNet-O's 200 WordNet ids, in ImageNet's order (package data ``classes/imagenet_o.txt``)."""
-    text = files("ellrobust.data").joinpath("classes/imagenet_o.txt").read_text()
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
-
-
-class ImageNetOFolder(Dataset):
+class ImageNetOFolder(ImageFiles):
     """The in-distribution images of ImageNet-O's classes, then the ImageNet-O images, decoded alike.
 
     Attributes:
@@ -71,7 +62,7 @@ class ImageNetOFolder(Dataset):
                     f"--data-root {str(root)!r} has no {name}/ folder ({what}); imagenet-o reads "
                     f"<root>/{ID_FOLDER}/<wnid>/*.JPEG and <root>/{OOD_FOLDER}/<wnid>/*.jpg (links are fine)."
                 )
-        wanted = imagenet_o_classes()
+        wanted = class_list("imagenet_o")
         validation = ImageFolderDataset(folders[ID_FOLDER], image_size)
         missing = [wnid for wnid in wanted if wnid not in validation.classes]
         if missing:
@@ -95,13 +86,6 @@ class ImageNetOFolder(Dataset):
         self.transform = validation.transform
         h = hashlib.sha256(f"imagenet-o\n{validation.digest}\n{outside.digest}\n".encode())
         self.digest = h.hexdigest()[:12]
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        path, label = self.samples[index]
-        return self.transform(read_rgb(path)), label
 
 
 def build_imagenet_o(split: str, root: Path | None, image_size: int) -> Dataset:

@@ -126,10 +126,14 @@ def examples_frame(outcomes: Iterable[Outcomes], indices: Sequence[int]) -> pd.D
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(EXAMPLE_COLUMNS))
 
 
+def save_csv_gz(frame: pd.DataFrame, path: Path) -> None:
+    """Write a table as gzipped CSV atomically, byte-identical for identical tables (no gzip timestamp)."""
+    atomic_write(Path(path), gzip.compress(frame.to_csv(index=False, lineterminator="\n").encode(), mtime=0))
+
+
 def save_examples(examples: pd.DataFrame, run_dir: Path) -> None:
-    """Write ``examples.csv.gz`` atomically, byte-identical for identical tables (no timestamp in the gzip header)."""
-    text = examples.to_csv(index=False, lineterminator="\n").encode()
-    atomic_write(Path(run_dir) / EXAMPLES_FILE, gzip.compress(text, mtime=0))
+    """Write ``examples.csv.gz`` (:func:`save_csv_gz`)."""
+    save_csv_gz(examples, Path(run_dir) / EXAMPLES_FILE)
 
 
 def load_examples(run_dir: Path) -> pd.DataFrame | None:

@@ -9,14 +9,13 @@ dataset, its ``ood`` flag (1: an ImageNet-O image) and the model's maximum softm
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ellrobust.files import atomic_write
+from ellrobust.results.examples import save_csv_gz
 
 OOD_SCORES_FILE = "ood_scores.csv.gz"
 #: The columns of the per-image OOD scores, in order.
@@ -40,9 +39,8 @@ def scores_frame(scores: Mapping[str, tuple[np.ndarray, np.ndarray]], indices: S
 
 
 def save_scores(frame: pd.DataFrame, run_dir: Path) -> None:
-    """Write ``ood_scores.csv.gz`` atomically (no timestamp in the gzip header: identical runs, identical bytes)."""
-    text = frame.to_csv(index=False, lineterminator="\n").encode()
-    atomic_write(Path(run_dir) / OOD_SCORES_FILE, gzip.compress(text, mtime=0))
+    """Write ``ood_scores.csv.gz`` (atomically; identical runs, identical bytes)."""
+    save_csv_gz(frame, Path(run_dir) / OOD_SCORES_FILE)
 
 
 def load_scores(run_dir: Path) -> pd.DataFrame | None:
