@@ -13,7 +13,7 @@ import torch
 
 from ellrobust.context import RunContext, Unit, UnitResult, clean_unit
 from ellrobust.metrics.calibration import max_softmax, top_k_hits
-from ellrobust.precision import Precision, precision_scope
+from ellrobust.precision import fp32_logits
 from ellrobust.results import Metric, Row
 from ellrobust.stages.base import Stage
 
@@ -31,9 +31,7 @@ class CleanStage(Stage):
         confidence: dict[int, float] = {}
         top5: dict[int, int] = {}
         for batch in ctx.batches(None, unit.label, seed):
-            # a verdict: strict fp32 whatever the attacks use
-            with precision_scope(Precision.FP32, batch.images.device):
-                logits = model(batch.images)
+            logits = fp32_logits(model, batch.images)  # a verdict: strict fp32 whatever the attacks use
             finite = torch.isfinite(logits).all(1)
             ok = (logits.argmax(1) == batch.labels) & finite  # NaN logits never count as correct
             local.update(zip(batch.positions, ok.int().tolist(), strict=True))
