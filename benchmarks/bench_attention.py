@@ -2,7 +2,7 @@
 
 An attack step is what a gradient attack repeats: a forward pass and the gradient of the loss with
 respect to the input images only (no parameter gradients), as torchattacks computes it. It runs
-in each precision of :mod:`ellrobust.precision` (fp32, tf32, bf16 autocast) for DeiT-Tiny, -Small
+in each precision of :mod:`ellrobust.core.precision` (fp32, tf32, bf16 autocast) for DeiT-Tiny, -Small
 and -Base at 224 px, once with the paper's detached metric (``m_grad detach``) and once with
 gradients through it (``full``, the adaptive attack).
 
@@ -26,10 +26,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ellrobust.allocator import keep_freed_memory
+from ellrobust.core.allocator import keep_freed_memory
+from ellrobust.core.precision import Precision, precision_scope
 from ellrobust.models import compiled, load_model
 from ellrobust.models.compiled import COMPILE_ENV
-from ellrobust.precision import Precision, precision_scope
 
 MODELS = ("deit-tiny", "deit-small", "deit-base")
 

@@ -34,12 +34,12 @@ from typing import TypeVar
 
 import torch
 
-from ellrobust.allocator import keep_freed_memory
 from ellrobust.attacks import ATTACKS, make_request, perturb
+from ellrobust.core.allocator import keep_freed_memory
+from ellrobust.core.parsing import parse_fraction
+from ellrobust.core.precision import Precision, precision_scope
 from ellrobust.data import load_dataset
 from ellrobust.models import compiled, load_model
-from ellrobust.parsing import parse_fraction
-from ellrobust.precision import Precision, precision_scope
 
 MODELS = ("deit-elliptical", "deit")
 T = TypeVar("T")

@@ -32,11 +32,16 @@ from collections.abc import Callable
 
 import torch
 
-from ellrobust.allocator import keep_freed_memory
-from ellrobust.collapse import CollapseConfig, collapse_metrics
-from ellrobust.metrics.collapse import attention_entropy_qk, effective_rank_from_gram, symmetric_eigenvalues, token_gram
+from ellrobust.core.allocator import keep_freed_memory
+from ellrobust.measures.collapse_probe import CollapseConfig, collapse_metrics
 from ellrobust.models import load_model
 from ellrobust.results import Metric
+from ellrobust.stats.collapse_metrics import (
+    attention_entropy_qk,
+    effective_rank_from_gram,
+    symmetric_eigenvalues,
+    token_gram,
+)
 
 TARGETS = {"token_cosine only": 1.10, "full default": 1.50}
 

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import torch
 
+from ellrobust.core.parsing import parse_int_range
 from ellrobust.corruptions import resolve_corruptions
 from ellrobust.corruptions.generate import warm_up
-from ellrobust.engine import EvalConfig, Evaluation, ProgressEvent
-from ellrobust.parsing import parse_int_range
+from ellrobust.engine.runner import EvalConfig, Evaluation, ProgressEvent
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ellrobust.allocator import keep_freed_memory
+from ellrobust.core.allocator import keep_freed_memory
+from ellrobust.core.precision import precision_scope
 from ellrobust.corruptions import CorruptionSet, names_in
 from ellrobust.models import load_model
 from ellrobust.models.checkpoint import save_safetensors
-from ellrobust.precision import precision_scope
 
 CLASSES = 1000
 ARCH = "deit-tiny"
@@ -177,8 +177,8 @@ print(count / (time.perf_counter() - start))
 def pool_rate(folder: Path, images: int, severities: tuple[int, ...], workers: int) -> float:
     """Corruptions per second through the engine's own generation path, without models.
 
-    The selected images decoded into an :class:`~ellrobust.data.store.ImageStore`, one
-    :class:`~ellrobust.workers.WorkerPool` of ``workers`` processes forked after the warm-up, and one
+    The selected images decoded into an :class:`~ellrobust.data.image_store.ImageStore`, one
+    :class:`~ellrobust.core.workers.WorkerPool` of ``workers`` processes forked after the warm-up, and one
     :class:`~ellrobust.corruptions.generate.GenerateTask` per (corruption, severity, image), streamed as
     the corruption stage streams them. This is the rate the models can be fed at, whatever they cost.
     """
@@ -186,10 +186,10 @@ def pool_rate(folder: Path, images: int, severities: tuple[int, ...], workers: i
 import tempfile, time
 from pathlib import Path
 from ellrobust.data import load_dataset
-from ellrobust.data.store import allocate, fill, plan_for
+from ellrobust.data.image_store import allocate, fill, plan_for
 from ellrobust.corruptions import CorruptionSet, names_in
 from ellrobust.corruptions.generate import GenerateTask, warm_up
-from ellrobust.workers import WorkerPool
+from ellrobust.core.workers import WorkerPool
 data = load_dataset("imagefolder", root={str(folder)!r})
 indices = list(range({images}))
 names = names_in(CorruptionSet.BENCHMARK)

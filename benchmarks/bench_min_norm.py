@@ -21,7 +21,7 @@ first (allocator, kernels, compilation on CUDA); on CUDA each clock is read afte
 shipped models (``--model`` against ``--baseline``, default deit-elliptical vs deit; ``-n`` default
 200), it measures every image's ε* for both (FMN L∞, ``--steps``, eps_max 16/255) and PGD-10's
 correctness at each budget of the quick start (1, 2, 4, 8 /255), then, per budget,
-:func:`ellrobust.metrics.minimal.images_needed` draws ``--repeats`` (default 200) subsets of each
+:func:`ellrobust.stats.minimal_budgets.images_needed` draws ``--repeats`` (default 200) subsets of each
 size of ``--sizes`` and prints the power of the sign test on ε* next to McNemar's at that budget, and
 the smallest size reaching 80 % power for each (">" the largest size when none does), at Holm's
 first-step level α/m with m = ``--family-size`` (default 6: the family such a run holds, clean, the
@@ -39,14 +39,14 @@ from collections.abc import Callable
 
 import torch
 
-from ellrobust.allocator import keep_freed_memory
 from ellrobust.attacks import MinimalResult, bisect, fmn, registry_attack
 from ellrobust.attacks.bisection import DEFAULT_RESOLUTION
+from ellrobust.core.allocator import keep_freed_memory
+from ellrobust.core.parsing import parse_fraction
+from ellrobust.core.precision import fp32_predictions
 from ellrobust.data import load_dataset
-from ellrobust.metrics.minimal import images_needed, robust_curve
 from ellrobust.models import load_model
-from ellrobust.parsing import parse_fraction
-from ellrobust.precision import fp32_predictions
+from ellrobust.stats.minimal_budgets import images_needed, robust_curve
 
 SWEEP = (1 / 255, 2 / 255, 4 / 255, 8 / 255)
 EPS_MAX = 16 / 255

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 import torchattacks
 
-from ellrobust.allocator import keep_freed_memory
 from ellrobust.attacks import make_request
+from ellrobust.core.allocator import keep_freed_memory
 from ellrobust.data import load_dataset
-from ellrobust.engine import EvalConfig, Evaluation
+from ellrobust.engine.runner import EvalConfig, Evaluation
 from ellrobust.models import load_model
 
 EPS = (1 / 255, 2 / 255, 4 / 255, 8 / 255)

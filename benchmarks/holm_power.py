@@ -2,7 +2,7 @@
 
 Prints, for a discordance rate ψ and n images, the difference Connor's formula calls detectable
 (80 % power) at α and at α/m, and the exact power of each at α and at α/m
-(:func:`ellrobust.metrics.stats.mcnemar_power`). These are the figures the README's Statistics
+(:func:`ellrobust.stats.inference.mcnemar_power`). These are the figures the README's Statistics
 section quotes (ψ = 0.05, n = 1 000, m = 10 and 80). No timing: pure arithmetic, seconds on a CPU.
 
     python benchmarks/holm_power.py [--psi 0.05] [--n 1000] [--family-sizes 1,10,80]
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from ellrobust.metrics.decisions import ALPHA, holm_level
-from ellrobust.metrics.stats import detectable_difference, mcnemar_power
+from ellrobust.stats.decisions import ALPHA, holm_level
+from ellrobust.stats.inference import detectable_difference, mcnemar_power
 
 
 def main() -> None:

@@ -12,11 +12,27 @@ The library API; the ``ellrobust`` command is a thin layer over it::
 
 ``evaluate`` takes registered names, checkpoints or any ``torch.nn.Module`` on [0, 1] images
 (:mod:`ellrobust.api`).
+
+The package is built in floors, one folder each (several share floor 3); a floor imports only its own
+and those below, and each folder's docstring names its floor (``tests/test_structure.py`` checks both):
+
+    0 core/         errors, files, parsing, precision, determinism, workers, distributed, registry
+    1 stats/        pure statistics: intervals, paired tests, power, Holm, ε*, mCE, calibration, OOD
+    2 results/      the typed row, the per-image table, the results table on disk
+    3 models/ data/ corruptions/ attacks/     the registered families
+    4 request/      what a run asks for: the frozen request and the TOML suites
+    5 run/          units and the context a measure reads
+    6 measures/     one module per measured family, and their paired statistics
+    7 engine/       plans, runs and resumes the units; builds the results table
+    8 verdict/      claims and the CI check, in numbers
+    9 report/       neutral tables, rich and markdown back ends, figures, the document
+   10 api.py        ellrobust.evaluate
+   11 cli/          the Typer commands
 """
 
 from ellrobust.api import Results, evaluate
+from ellrobust.core.precision import Precision, precision_scope
+from ellrobust.core.version import __version__
 from ellrobust.models import load_model
-from ellrobust.precision import Precision, precision_scope
-from ellrobust.version import __version__
 
 __all__ = ["Precision", "Results", "__version__", "evaluate", "load_model", "precision_scope"]

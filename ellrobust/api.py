@@ -8,7 +8,7 @@ RobustBench's ``benchmark(model, ...)`` and AutoAttack take any ``nn.Module``; s
     results.examples   # per-example outcomes
     results.verdict    # claims with the numbers behind them
 
-:func:`evaluate` turns Python values into the request (a frozen :class:`~ellrobust.context.EvalConfig`,
+:func:`evaluate` turns Python values into the request (a frozen :class:`~ellrobust.request.config.EvalConfig`,
 plain data) and the modules that go beside it, then calls :func:`run_config`. The CLI's ``eval`` and
 ``collapse`` build the request from their flags and call :func:`run_config` too: one path from a
 request to a run folder and its :class:`Results`, whoever asks.
@@ -32,11 +32,8 @@ import torch
 from torch import nn
 
 from ellrobust.attacks import AttackRequest, make_request
-from ellrobust.errors import UsageError
-from ellrobust.models import state_dict_digest
-from ellrobust.models.module import not_a_model
-from ellrobust.models.zoo import checkpoint_architecture, is_model_name
-from ellrobust.parsing import (
+from ellrobust.core.errors import UsageError
+from ellrobust.core.parsing import (
     parse_channels,
     parse_elliptical_layers,
     parse_eps_list,
@@ -45,14 +42,18 @@ from ellrobust.parsing import (
     parse_name_list,
     parse_workers,
 )
-from ellrobust.registry import unknown_choice
-from ellrobust.suites import DEFAULT_SUITE, attack_request, load_suite
+from ellrobust.core.registry import unknown_choice
+from ellrobust.models import state_dict_digest
+from ellrobust.models.any_module import not_a_model
+from ellrobust.models.zoo import checkpoint_architecture, is_model_name
+from ellrobust.request.suites import DEFAULT_SUITE, attack_request, load_suite
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ellrobust.context import EvalConfig, ProgressFn
-    from ellrobust.verdict import Claim
+    from ellrobust.request.config import EvalConfig
+    from ellrobust.run.context import ProgressFn
+    from ellrobust.verdict.rules import Claim
 
 __all__ = ["CHECKPOINT_SUFFIXES", "Results", "default_out", "evaluate", "run_config"]
 
@@ -92,7 +93,7 @@ class Results:
             names are a contract), exactly as ``results.csv`` holds them.
         examples: the per-example outcomes (one row per model, measurement and image: ``correct``
             0/1), exactly as ``examples.csv.gz`` holds them.
-        verdict: the claims of the verdict (:func:`ellrobust.verdict.claims`) for every elliptical ×
+        verdict: the claims of the verdict (:func:`ellrobust.verdict.rules.claims`) for every elliptical ×
             plain pair of models: what the run supports, contradicts, or cannot tell at its n, with
             the numbers behind each; empty unless the run has an elliptical and a plain model.
         run_dir: the run folder (``results.csv``, ``examples.csv.gz``, ``run.json``, finished units):
@@ -138,9 +139,9 @@ class Results:
             )
             lines.append(f"sanity checks failed: {checks} (the table's rows with method 'sanity')")
         if self.verdict:
-            from ellrobust.frame import prepare
-            from ellrobust.report.claims import claim_line
-            from ellrobust.report.labels import build_labels
+            from ellrobust.report.claim_sentences import claim_line
+            from ellrobust.report.legend import build_labels
+            from ellrobust.verdict.results_view import prepare
 
             labels = build_labels(prepare(df))
             lines += ["verdict:", *(f"  {claim.status.value}: {claim_line(claim, labels)}" for claim in self.verdict)]
@@ -211,7 +212,7 @@ def evaluate(
               records elliptical layers (``ellrobust train`` writes them); name the architecture for
               anything else, ``{"model": "vit-elliptical", "checkpoint": path, "heads": 6}``;
             * any ``torch.nn.Module`` that takes float (B, 3, S, S) images in [0, 1] and returns
-              (B, num_classes) logits, evaluated as it is (:mod:`ellrobust.models.module`). It is
+              (B, num_classes) logits, evaluated as it is (:mod:`ellrobust.models.any_module`). It is
               not elliptical unless it says so (``is_elliptical``, with ``set_m_grad``), and it gets
               collapse rows if it exposes its tokens (``depth``, ``num_prefix_tokens``,
               ``iter_blocks``; timm VisionTransformers do): README, "Python: any model";
@@ -234,13 +235,13 @@ def evaluate(
         eps: budgets in [0, 1] pixel units: ``8/255``, ``"8/255"``, ``"1/255,2/255"`` or a list;
             None: the dataset's (or an L2 attack's) defaults.
         corruptions: ImageNet-C corruptions: ``"all"``, ``"extra"``, names or a list.
-        collapse: True (or a :class:`~ellrobust.collapse.CollapseConfig`) for per-layer collapse
+        collapse: True (or a :class:`~ellrobust.measures.collapse_probe.CollapseConfig`) for per-layer collapse
             metrics of every model with tokens, on clean images and on each attack's adversarial ones.
         n: images, a seeded subset of the split (None: all of it).
         out: the run folder. None: ``$XDG_CACHE_HOME/ellrobust/runs/<dataset>-<hash of the request>``
             (``~/.cache`` without ``XDG_CACHE_HOME``), not the working directory: the same request
             resumes there, and ``Results.run_dir`` says where it is (:func:`default_out`).
-        progress: called with each :class:`~ellrobust.context.ProgressEvent` (a unit starts, advances,
+        progress: called with each :class:`~ellrobust.run.context.ProgressEvent` (a unit starts, advances,
             ends); None: silent.
         **options: the request's other settings, as the CLI's flags set them: ``batch_size``,
             ``seed``, ``device``, ``precision`` (``"bf16"``, ``"bf16,fp32"``), ``m_grad``
@@ -288,9 +289,9 @@ def run_config(
         progress: progress events; None: silent.
         command: the command line that asked for the run, recorded in run.json (the CLI's).
     """
-    from ellrobust.context import no_progress
-    from ellrobust.engine import Evaluation
-    from ellrobust.verdict import claims, elliptical_models
+    from ellrobust.engine.runner import Evaluation
+    from ellrobust.run.context import no_progress
+    from ellrobust.verdict.rules import claims, elliptical_models
 
     modules = dict(modules or {})
     run_dir = Path(out).expanduser() if out is not None else default_out(config, modules)
@@ -455,8 +456,8 @@ def _config(
     options: dict,
 ) -> EvalConfig:
     """The frozen request of :func:`evaluate`'s arguments; the modules stay beside it."""
-    from ellrobust.collapse import CollapseConfig
-    from ellrobust.context import EvalConfig
+    from ellrobust.measures.collapse_probe import CollapseConfig
+    from ellrobust.request.config import EvalConfig
 
     if collapse is True:
         collapse = CollapseConfig()
@@ -464,7 +465,8 @@ def _config(
         collapse = None
     elif not isinstance(collapse, CollapseConfig):
         raise UsageError(
-            f"collapse must be True, False or an ellrobust.collapse.CollapseConfig (got a {type(collapse).__name__})."
+            "collapse must be True, False or an ellrobust.measures.collapse_probe.CollapseConfig "
+            f"(got a {type(collapse).__name__})."
         )
     corruption_names = _names(corruptions, "--corruption")
     nothing_else = not corruption_names and collapse is None
@@ -626,7 +628,7 @@ _READERS: dict[str, Callable[[str, object], object]] = {
 
 def _options(options: dict) -> dict:
     """The request's other fields from ``**options``; an unknown name is one line listing the valid ones."""
-    from ellrobust.context import EvalConfig
+    from ellrobust.request.config import EvalConfig
 
     valid = [f.name for f in fields(EvalConfig) if f.name not in _NOT_OPTIONS] + ["max_image_pixels"]
     for name in options:

@@ -1,4 +1,4 @@
-"""Write the verdict's rules (:data:`ellrobust.verdict.RULES`) into the README's ``## Verdict`` section.
+"""Write the verdict's rules (:data:`ellrobust.verdict.rules.RULES`) into the README's ``## Verdict`` section.
 
 The rules are defined once, next to the code that applies them; the report renders them itself, the
 README carries a copy between two markers that this script rewrites::
@@ -13,10 +13,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from ellrobust.verdict import RULES
+from ellrobust.verdict.rules import RULES
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-START = "<!-- The rules below are generated from ellrobust.verdict.RULES by scripts/readme_rules.py. -->"
+START = "<!-- The rules below are generated from ellrobust.verdict.rules.RULES by scripts/readme_rules.py. -->"
 END = "<!-- End of the generated rules. -->"
 
 

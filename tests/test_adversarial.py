@@ -19,7 +19,12 @@ import torch
 from ellrobust import load_model
 from ellrobust.cli import app
 from ellrobust.results import Outcomes, examples_frame, load_examples, save_examples
-from ellrobust.results.adversarial import ADVERSARIAL_DIR, adversarial_files, find_adversarial, load_adversarial
+from ellrobust.results.adversarial_images import (
+    ADVERSARIAL_DIR,
+    adversarial_files,
+    find_adversarial,
+    load_adversarial,
+)
 
 EPS = (2 / 255, 8 / 255)
 ARGS = [
@@ -158,7 +163,7 @@ def test_the_examples_table_keeps_predictions_and_sizes_and_reads_older_files(tm
 def test_the_clean_images_are_saved_once_and_the_report_shows_a_gallery(run, examples, tmp_path):
     from typer.testing import CliRunner
 
-    from ellrobust.results.adversarial import load_clean
+    from ellrobust.results.adversarial_images import load_clean
 
     clean = load_clean(run)
     saved = load_adversarial(find_adversarial(run, model="deit", method="fgsm", eps=EPS[0])[0])

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
-from ellrobust.allocator import ENV, keep_freed_memory
+from ellrobust.core.allocator import ENV, keep_freed_memory
 
 _FAULTS = """
 import resource, sys, torch
 if sys.argv[1] == "keep":
-    from ellrobust.allocator import keep_freed_memory
+    from ellrobust.core.allocator import keep_freed_memory
     assert keep_freed_memory()
 torch.empty(64 << 20, dtype=torch.uint8).fill_(1)  # the first block is faulted in either way
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt

@@ -22,13 +22,13 @@ import ellrobust
 from ellrobust.api import default_out
 from ellrobust.cli import app
 from ellrobust.cli.evaluate import default_run_dir
-from ellrobust.context import EvalConfig
+from ellrobust.core.errors import UsageError
 from ellrobust.data import load_dataset
-from ellrobust.errors import UsageError
 from ellrobust.models import SHIPPED, load_model, state_dict_digest
-from ellrobust.models.module import as_classifier
+from ellrobust.models.any_module import as_classifier
 from ellrobust.models.vit import BlockOutput
-from ellrobust.verdict import Claim, ClaimKind, ClaimStatus
+from ellrobust.request.config import EvalConfig
+from ellrobust.verdict.rules import Claim, ClaimKind, ClaimStatus
 
 #: Fast settings: few images, one budget, no sanity checks (their large-eps PGD is the slow part).
 FAST = {"n": 16, "eps": "8/255", "sanity": False, "batch_size": 16}

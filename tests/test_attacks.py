@@ -16,9 +16,9 @@ from ellrobust.attacks import (
     resolve_step_size,
     validate_params,
 )
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
+from ellrobust.core.parsing import MAX_BUDGET, parse_eps_list, parse_int_range
 from ellrobust.models import load_model
-from ellrobust.parsing import MAX_BUDGET, parse_eps_list, parse_int_range
 
 #: Cheap settings so that every attack runs in a second on a tiny model.
 FAST = {"steps": 3, "samples": 8, "max_batch_size": 8, "queries": 30, "restarts": 2}

@@ -12,10 +12,10 @@ from ellrobust.attacks.cascade import Cascade, Torchattack
 from ellrobust.attacks.fab import FabTargeted
 from ellrobust.attacks.memory import PassSize, images_per_pass
 from ellrobust.attacks.spsa import SPSA
+from ellrobust.core.errors import UsageError
+from ellrobust.core.precision import Precision
 from ellrobust.data import load_dataset
-from ellrobust.errors import UsageError
 from ellrobust.models import load_model
-from ellrobust.precision import Precision
 
 CHEAP = {"steps": 3, "queries": 20}
 

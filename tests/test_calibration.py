@@ -10,17 +10,17 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_calibration_error
 
 import ellrobust
-from ellrobust.derived import calibration_rows
-from ellrobust.frame import prepare
-from ellrobust.metrics.calibration import (
+from ellrobust.measures.paired import calibration_rows
+from ellrobust.report import tables
+from ellrobust.results import Metric, Outcomes
+from ellrobust.stats.calibration import (
     MIN_CALIBRATION_IMAGES,
     Calibration,
     max_softmax,
     rms_calibration_error,
     top_k_hits,
 )
-from ellrobust.report import tables
-from ellrobust.results import Metric, Outcomes
+from ellrobust.verdict.results_view import prepare
 
 CLASSES = 10
 

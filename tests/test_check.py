@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ellrobust.check import Kind, Status, binomial_tolerance, compare, read_baseline, rule_for
 from ellrobust.cli import app
 from ellrobust.results import SCHEMA_VERSION, load_results, save_table, to_frame
+from ellrobust.verdict.regression import Kind, Status, binomial_tolerance, compare, read_baseline, rule_for
 
 N = 200
 MODELS = ("deit-nano", "deit-nano-elliptical")

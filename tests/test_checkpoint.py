@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ellrobust.errors import CheckpointError
+from ellrobust.core.errors import CheckpointError
 from ellrobust.models import convert_checkpoint, load_model, read_checkpoint, state_dict_digest
 
 

@@ -19,11 +19,11 @@ from imagecorruptions.corruptions import _motion_blur
 from PIL import Image
 from scipy import ndimage
 
+from ellrobust.core.errors import UsageError
 from ellrobust.corruptions import CORRUPTIONS
 from ellrobust.corruptions.cifar10c import CIFAR_10_C, MAX_SIDE, MIN_SIDE, corrupt
 from ellrobust.corruptions.generate import corrupt_image
 from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
-from ellrobust.errors import UsageError
 
 SEVERITIES = (1, 2, 3, 4, 5)
 SEED = 20240611

@@ -12,7 +12,8 @@ import torch
 from scipy import stats
 
 from ellrobust.cli import app
-from ellrobust.collapse import (
+from ellrobust.core.errors import UsageError
+from ellrobust.measures.collapse_probe import (
     CollapseAccumulator,
     CollapseConfig,
     Feature,
@@ -20,18 +21,17 @@ from ellrobust.collapse import (
     collapse_metrics,
     value_key,
 )
-from ellrobust.errors import UsageError
-from ellrobust.metrics import collapse as collapse_fns
-from ellrobust.metrics.collapse import (
+from ellrobust.models import load_model
+from ellrobust.models.checkpoint import save_safetensors
+from ellrobust.results import Metric
+from ellrobust.stats import collapse_metrics as collapse_fns
+from ellrobust.stats.collapse_metrics import (
     attention_entropy,
     attention_entropy_qk,
     effective_rank,
     token_cosine,
     token_cosine_naive,
 )
-from ellrobust.models import load_model
-from ellrobust.models.checkpoint import save_safetensors
-from ellrobust.results import Metric
 
 NANO_DEPTH = 3
 TINY = ["--data", "synthetic", "-m", "deit-nano-elliptical", "-m", "deit-nano", "--n", "32", "--batch-size", "16"]

@@ -14,21 +14,21 @@ import torch
 from PIL import Image
 
 from ellrobust.cli import app
+from ellrobust.core.errors import UsageError
+from ellrobust.core.workers import WorkerPool
 from ellrobust.corruptions import CORRUPTIONS, CorruptionSet, names_in, resolve_corruptions
 from ellrobust.corruptions.cache import ChunkCache
 from ellrobust.corruptions.generate import corrupt_image, corrupt_tensor, image_seed, to_uint8
 from ellrobust.data import load_dataset, select_indices
-from ellrobust.data.store import StorePlan, allocate, fill
-from ellrobust.engine import EvalConfig, Evaluation, RunContext
-from ellrobust.errors import UsageError
-from ellrobust.metrics.corruption import (
+from ellrobust.data.image_store import StorePlan, allocate, fill
+from ellrobust.engine.runner import EvalConfig, Evaluation, RunContext
+from ellrobust.stats.corruption_error import (
     ALEXNET_CLEAN_ERROR,
     ALEXNET_ERRORS,
     corruption_error,
     mean_corruption_error,
     relative_corruption_error,
 )
-from ellrobust.workers import WorkerPool
 
 SEVERITIES = (1, 2, 3, 4, 5)
 MODELS = ("deit-nano", "deit-nano-elliptical")

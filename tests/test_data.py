@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ellrobust.core.errors import UsageError
 from ellrobust.data import DATASETS, image_pixel_limit, load_dataset, read_rgb, select_indices
-from ellrobust.errors import UsageError
 
 
 def test_digits_is_embedded_fixed_and_in_unit_range():

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from ellrobust.cli import app
-from ellrobust.collapse import CollapseConfig, Feature, MetricKey, collapse_metrics
-from ellrobust.frame import prepare
+from ellrobust.measures.collapse_probe import CollapseConfig, Feature, MetricKey, collapse_metrics
 from ellrobust.models import load_model
 from ellrobust.report import plots
 from ellrobust.results import ELLIPTICAL_METRICS, Metric
+from ellrobust.verdict.results_view import prepare
 
 
 @pytest.fixture(scope="module")

@@ -440,7 +440,7 @@ def test_help_states_every_bound(runner):
 
 
 def test_version_needs_no_command(runner):
-    from ellrobust.version import __version__
+    from ellrobust.core.version import __version__
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == __version__

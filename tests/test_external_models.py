@@ -18,7 +18,7 @@ from reference import naive_forward
 from safetensors.torch import save_file
 
 from ellrobust.cli import app
-from ellrobust.errors import CheckpointError, UsageError
+from ellrobust.core.errors import CheckpointError, UsageError
 from ellrobust.models import Classifier, ModelSpec, has_tokens, load_model, state_dict_digest
 
 FAST = ["--data", "synthetic", "-n", "8", "--batch-size", "8"]

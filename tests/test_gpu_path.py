@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from ellrobust.attacks import make_request
 from ellrobust.attacks.fab import FabTargeted
 from ellrobust.attacks.memory import PassSize, pass_bytes_per_image
-from ellrobust.collapse import CollapseConfig, collapse_metrics
-from ellrobust.engine import EvalConfig, Evaluation
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
+from ellrobust.core.precision import Precision, fp32_predictions, precision_scope
+from ellrobust.engine.runner import EvalConfig, Evaluation
+from ellrobust.measures.collapse_probe import CollapseConfig, collapse_metrics
 from ellrobust.models import compiled, load_model
 from ellrobust.models import vit as vit_module
-from ellrobust.precision import Precision, fp32_predictions, precision_scope
 
 
 @pytest.fixture
@@ -259,7 +259,7 @@ def test_fab_runs_its_backward_inside_the_precision_scope(images, precision, mat
 def test_training_runs_its_backward_inside_the_precision_scope():
     from torch.utils.data import TensorDataset
 
-    from ellrobust.train import TrainConfig, train
+    from ellrobust.models.training import TrainConfig, train
 
     model = _SeesBackward(load_model("deit-nano"))
     data = TensorDataset(torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,)))
@@ -277,7 +277,7 @@ def test_training_runs_its_backward_inside_the_precision_scope():
 
 def test_collapse_metrics_are_computed_in_float32_outside_autocast(monkeypatch, images):
     """The blocks run in the configured precision; every metric sees float32 and no autocast."""
-    import ellrobust.collapse as collapse_module
+    import ellrobust.measures.collapse_probe as collapse_module
 
     seen = []
     real = collapse_module.token_cosine
@@ -299,7 +299,7 @@ def test_collapse_metrics_are_computed_in_float32_outside_autocast(monkeypatch, 
 
 
 def test_effective_rank_split_over_cores_equals_one_call(monkeypatch):
-    from ellrobust.metrics import collapse as metrics
+    from ellrobust.stats import collapse_metrics as metrics
 
     x = torch.randn(7, 20, 12, dtype=torch.float64)
     gram = metrics.token_gram(x)
@@ -346,7 +346,7 @@ def test_the_memory_estimate_follows_the_attack_precision(images):
 def test_no_cuda_call_before_the_worker_pool_forks(monkeypatch, tmp_path):
     """With a GPU present (mocked), loading models and decoding must not initialise CUDA: forked workers
     would inherit a CUDA context they cannot use. ``fork_rng()`` without ``devices`` called into every GPU."""
-    import ellrobust.engine as engine
+    import ellrobust.engine.runner as engine
 
     events: list[str] = []
     for name in ("get_rng_state", "set_rng_state", "set_device", "init", "_lazy_init", "synchronize", "current_device"):
@@ -367,7 +367,7 @@ def test_no_cuda_call_before_the_worker_pool_forks(monkeypatch, tmp_path):
 def test_evaluation_joins_gloo_without_cuda_and_training_binds_its_gpu_for_nccl(monkeypatch):
     import torch.distributed as dist
 
-    from ellrobust.distributed import init_distributed
+    from ellrobust.core.distributed import init_distributed
 
     calls: list[tuple] = []
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -390,7 +390,7 @@ def test_a_node_decodes_with_the_workers_of_all_its_ranks(monkeypatch, tmp_path)
     """Under torchrun the node's first rank decodes for every rank of the node: with all of their workers."""
     from PIL import Image
 
-    import ellrobust.engine as engine
+    import ellrobust.engine.runner as engine
     from ellrobust.data import load_dataset
 
     root = tmp_path / "folder"
@@ -428,7 +428,7 @@ def test_a_node_decodes_with_the_workers_of_all_its_ranks(monkeypatch, tmp_path)
 
 
 def test_deterministic_mode_holds_during_the_run_and_is_recorded(monkeypatch, tmp_path):
-    import ellrobust.stages.clean as clean
+    import ellrobust.measures.clean_accuracy as clean
 
     seen = []
     real = clean.CleanStage.run
@@ -451,7 +451,7 @@ def test_deterministic_mode_holds_during_the_run_and_is_recorded(monkeypatch, tm
 
 
 def test_an_operation_without_a_deterministic_kernel_is_one_line():
-    from ellrobust.determinism import deterministic_mode
+    from ellrobust.core.determinism import deterministic_mode
 
     with pytest.raises(UsageError, match="--deterministic: .* has no deterministic kernel"):
         with deterministic_mode():

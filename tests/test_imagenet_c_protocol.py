@@ -13,13 +13,13 @@ import pytest
 from PIL import Image
 
 from ellrobust.cli import app
+from ellrobust.core.workers import SHARED, WorkerPool
 from ellrobust.corruptions import IMAGENET_3DCC, resolve_corruptions
 from ellrobust.corruptions.generate import GeneratedSource, corrupt_image, jpeg_round_trip
 from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
 from ellrobust.data import load_dataset, select_indices
-from ellrobust.data.store import StorePlan, allocate, fill
-from ellrobust.engine import EvalConfig, Evaluation, RunContext
-from ellrobust.workers import SHARED, WorkerPool
+from ellrobust.data.image_store import StorePlan, allocate, fill
+from ellrobust.engine.runner import EvalConfig, Evaluation, RunContext
 
 
 def pil_q85(image: np.ndarray) -> np.ndarray:

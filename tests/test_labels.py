@@ -10,8 +10,8 @@ from torch import nn
 
 import ellrobust
 from ellrobust.cli import app
-from ellrobust.engine import EvalConfig
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
+from ellrobust.engine.runner import EvalConfig
 
 #: Few images, one budget, two attacks (so that a worst-case row exists).
 FAST = {"n": 24, "eps": "8/255", "batch_size": 24, "attacks": {"fgsm": None, "pgd": {"steps": 2}}}
@@ -136,7 +136,7 @@ def test_minimal_norm_methods_refuse_predicted_labels():
 
 
 def test_a_suite_sets_the_label_mode_and_a_bad_one_is_one_line(tmp_path):
-    from ellrobust.suites import load_suite
+    from ellrobust.request.suites import load_suite
 
     good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
     good.write_text('labels = "predicted"\n[[attack]]\nname = "fgsm"\n')

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, norm, wilcoxon
 
-from ellrobust.metrics.minimal import (
+from ellrobust.stats.inference import wilson_interval
+from ellrobust.stats.minimal_budgets import (
     EXACT_MAX_N,
     _signed_rank_cdf,
     fixed_budget_eps,
@@ -23,7 +24,6 @@ from ellrobust.metrics.minimal import (
     signed_rank_test,
     worst_case_eps,
 )
-from ellrobust.metrics.stats import wilson_interval
 
 
 def _walsh(d: np.ndarray) -> np.ndarray:

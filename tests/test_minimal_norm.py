@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from ellrobust.attacks import MinimalResult, bisect, fmn, registry_attack
-from ellrobust.attacks.minimal import conclude
+from ellrobust.attacks.minimal_answers import conclude
+from ellrobust.core.errors import UsageError
+from ellrobust.core.precision import fp32_predictions
 from ellrobust.data import load_dataset
-from ellrobust.errors import UsageError
 from ellrobust.models import load_model
-from ellrobust.precision import fp32_predictions
 
 CLASSES = 10
 SHAPE = (3, 8, 8)

@@ -16,12 +16,12 @@ from minimal_suite import EPS_MAX, GRID, SUITE
 from typer.testing import CliRunner
 
 from ellrobust.cli import app
-from ellrobust.frame import Lookup, prepare
-from ellrobust.metrics.minimal import robust_curve, within
 from ellrobust.report import plots, tables
-from ellrobust.report.format import format_budget, format_budget_interval, format_p
-from ellrobust.report.labels import build_labels
+from ellrobust.report.legend import build_labels
+from ellrobust.report.number_format import format_budget, format_budget_interval, format_p
 from ellrobust.results import Metric, load_examples, load_results
+from ellrobust.stats.minimal_budgets import robust_curve, within
+from ellrobust.verdict.results_view import Lookup, prepare
 
 ARGS = ["eval", "-m", "deit-elliptical", "-m", "deit", "-n", "16", "--batch-size", "16", "--eps", "1/255,2/255,4/255"]
 

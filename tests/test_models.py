@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from reference import naive_forward
 
 import ellrobust
+from ellrobust.core.precision import precision_scope
 from ellrobust.models import MODELS, elliptical_metric, load_model
 from ellrobust.models import vit as vit_module
-from ellrobust.precision import precision_scope
 
 
 def _twin(name: str, **kw) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -208,14 +208,14 @@ def test_model_takes_unit_range_images_and_returns_eval_mode():
 def test_configurable_elliptical_layers():
     model = load_model("deit-micro-elliptical", elliptical_layers=(2, 4))
     assert [b.attn.elliptical for b in model.blocks] == [False, False, True, False, True, False]
-    with pytest.raises(ellrobust.errors.UsageError, match="out of range"):
+    with pytest.raises(ellrobust.core.errors.UsageError, match="out of range"):
         load_model("deit-micro-elliptical", elliptical_layers=(0,))
-    with pytest.raises(ellrobust.errors.UsageError, match="not elliptical"):
+    with pytest.raises(ellrobust.core.errors.UsageError, match="not elliptical"):
         load_model("deit-micro", elliptical_layers=(1,))
 
 
 def test_unknown_model_suggests_close_names():
-    with pytest.raises(ellrobust.errors.UsageError, match="Did you mean 'deit-tiny'"):
+    with pytest.raises(ellrobust.core.errors.UsageError, match="Did you mean 'deit-tiny'"):
         load_model("deit-tiyn")
 
 

@@ -21,17 +21,24 @@ from torch import nn
 
 import ellrobust
 from ellrobust.cli import app
+from ellrobust.core.errors import UsageError
 from ellrobust.data import load_dataset
 from ellrobust.data.imagenet_o import split_ood
 from ellrobust.data.shifts import class_list
-from ellrobust.errors import UsageError
-from ellrobust.frame import prepare
-from ellrobust.metrics.ood import auroc, auroc_interval, average_precision, delong, paired_auroc, structural_components
-from ellrobust.metrics.stats import holm_adjust
 from ellrobust.report import tables
 from ellrobust.report.writer import write_report
 from ellrobust.results import Metric
-from ellrobust.results.scores import load_scores
+from ellrobust.results.ood_scores import load_scores
+from ellrobust.stats.inference import holm_adjust
+from ellrobust.stats.ood_detection import (
+    auroc,
+    auroc_interval,
+    average_precision,
+    delong,
+    paired_auroc,
+    structural_components,
+)
+from ellrobust.verdict.results_view import prepare
 
 
 def _sample(seed: int, n: int = 300, ties: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from ellrobust.suites import BUNDLED, bundled_suite, load_suite
+from ellrobust.request.suites import BUNDLED, bundled_suite, load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 

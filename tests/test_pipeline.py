@@ -19,12 +19,12 @@ import torch
 from torch.utils.data import Dataset
 
 from ellrobust.cli import app
-from ellrobust.collapse import CollapseConfig
+from ellrobust.core.errors import UsageError
+from ellrobust.core.parsing import parse_elliptical_layers, parse_workers
+from ellrobust.core.workers import auto_workers, usable_cores
 from ellrobust.data import DATASETS, DatasetSpec
-from ellrobust.engine import EvalConfig, Evaluation
-from ellrobust.errors import UsageError
-from ellrobust.parsing import parse_elliptical_layers, parse_workers
-from ellrobust.workers import auto_workers, usable_cores
+from ellrobust.engine.runner import EvalConfig, Evaluation
+from ellrobust.measures.collapse_probe import CollapseConfig
 
 N_IMAGES = 30
 
@@ -124,8 +124,8 @@ def test_over_the_memory_budget_the_store_is_a_file_removed_after_the_run(counti
 
 def test_verdicts_are_fp32_forwards_whatever_the_attack_precision(tmp_path, monkeypatch):
     """Attack iterations run under bf16 autocast; every forward that decides correct or not does not."""
-    from ellrobust import engine
     from ellrobust.attacks import make_request
+    from ellrobust.engine import runner as engine
 
     calls: list[str] = []
     load = engine.load_models
@@ -224,9 +224,9 @@ def test_run_json_records_how_each_attack_unit_spent_its_time(tmp_path):
 
 
 def test_a_lower_precision_above_fp32_fails_its_sanity_check():
-    from ellrobust.attacks.sanity import sanity_rows
-    from ellrobust.context import Unit
+    from ellrobust.attacks.sanity_checks import sanity_rows
     from ellrobust.results import Metric, Row
+    from ellrobust.run.units import Unit
 
     class Ctx:
         indices = list(range(100))

@@ -20,10 +20,11 @@ from fake_results import Scenario, simulate
 from rich.console import Console
 from scipy.stats import binomtest, multinomial
 
-from ellrobust.cli.render import corruption_table, paired_table
-from ellrobust.derived import paired_rows
-from ellrobust.frame import prepare
-from ellrobust.metrics.decisions import (
+from ellrobust.cli.terminal import corruption_table, paired_table
+from ellrobust.measures.paired import paired_rows
+from ellrobust.report.number_format import format_signed_interval
+from ellrobust.results import Metric, to_frame
+from ellrobust.stats.decisions import (
     ALPHA,
     MIN_IMAGES,
     Favours,
@@ -32,7 +33,7 @@ from ellrobust.metrics.decisions import (
     interval_direction,
     min_images,
 )
-from ellrobust.metrics.stats import (
+from ellrobust.stats.inference import (
     bootstrap_replicates,
     detectable_difference,
     mcnemar_power,
@@ -40,9 +41,8 @@ from ellrobust.metrics.stats import (
     paired_bootstrap_interval,
     required_n,
 )
-from ellrobust.report.format import format_signed_interval
-from ellrobust.results import Metric, to_frame
-from ellrobust.verdict import ClaimKind, ClaimStatus, Reason, claims
+from ellrobust.verdict.results_view import prepare
+from ellrobust.verdict.rules import ClaimKind, ClaimStatus, Reason, claims
 
 A, B = "deit-elliptical", "deit"
 MODELS = {A: True, B: False}

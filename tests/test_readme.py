@@ -1,6 +1,6 @@
-"""The README's copy of the verdict rules is the text the code applies (:data:`ellrobust.verdict.RULES`).
+"""The README's copy of the verdict rules is the text the code applies (:data:`ellrobust.verdict.rules.RULES`).
 
-The rules are written once, in ``ellrobust/verdict.py``; the report renders them itself and the README
+The rules are written once, in ``ellrobust/verdict/rules.py``; the report renders them itself and the README
 holds a generated copy in its ``## Verdict`` section. After changing the rules, regenerate the copy::
 
     python scripts/readme_rules.py
@@ -25,7 +25,7 @@ def test_the_readme_states_the_verdict_rules_the_code_applies():
     script = _script()
     verdict = (ROOT / "README.md").read_text().split("\n## Verdict\n", 1)[1].split("\n## ", 1)[0]
     assert script.rules_block() in verdict, (
-        "README.md's rules differ from ellrobust.verdict.RULES: run python scripts/readme_rules.py"
+        "README.md's rules differ from ellrobust.verdict.rules.RULES: run python scripts/readme_rules.py"
     )
 
 

@@ -27,14 +27,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from ellrobust import files as files_module
-from ellrobust import workers
 from ellrobust.cli import app
+from ellrobust.core import files as files_module
+from ellrobust.core import workers
+from ellrobust.core.errors import DiskFullError, UsageError, format_bytes
+from ellrobust.core.files import atomic_write
+from ellrobust.core.parsing import parse_name_list
 from ellrobust.corruptions.cache import FILE_OVERHEAD
 from ellrobust.corruptions.generate import GenerateTask
-from ellrobust.errors import DiskFullError, UsageError, format_bytes
-from ellrobust.files import atomic_write
-from ellrobust.parsing import parse_name_list
 
 ARGS = [
     "eval", "-m", "deit", "-m", "deit-elliptical", "-n", "32", "--batch-size", "8",
@@ -324,7 +324,7 @@ def test_a_worker_that_cannot_set_up_is_one_line_not_an_endless_respawn(
 
 
 class _FullDisk:
-    """``os`` as ellrobust.files sees it, with ``fsync`` failing (ENOSPC) from the ``after``-th file on."""
+    """``os`` as ellrobust.core.files sees it, with ``fsync`` failing (ENOSPC) from the ``after``-th file on."""
 
     def __init__(self, after: int, code: int = errno.ENOSPC) -> None:
         self.calls, self.after, self.code = 0, after, code

@@ -19,10 +19,10 @@ from matplotlib.image import imread
 
 from ellrobust.cli import app
 from ellrobust.report.document import SECTIONS
-from ellrobust.report.markdown import escape
+from ellrobust.report.render_markdown import escape
 from ellrobust.report.writer import write_report
 from ellrobust.results import load_results, records, save_table, to_frame
-from ellrobust.verdict import RULES, ClaimStatus
+from ellrobust.verdict.rules import RULES, ClaimStatus
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HOSTILE = "evil|<script>alert(1)</script>*_x_* $\\frac{"
@@ -366,7 +366,7 @@ def test_a_report_on_two_copies_of_one_network_never_reads_supported_or_contradi
 
 
 def test_the_apgd_row_is_described_as_apgd_ce_plus_apgd_t_never_as_autoattack():
-    from ellrobust.report.labels import build_labels
+    from ellrobust.report.legend import build_labels
 
     df = pd.DataFrame(
         {
@@ -394,7 +394,7 @@ for args in (["report", {str(run)!r}, "--out", {str(out)!r}], \
              ["check", {str(run)!r}, "-b", {str(baseline)!r}]):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-print(sorted(m for m in sys.modules if m == "ellrobust.engine" or m.startswith("ellrobust.stages")))
+print(sorted(m for m in sys.modules if m == "ellrobust.engine.runner" or m.startswith("ellrobust.measures")))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from ellrobust.attacks import make_request
-from ellrobust.engine import EvalConfig, Evaluation
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
+from ellrobust.engine.runner import EvalConfig, Evaluation
 from ellrobust.results import (
     COLUMNS,
     KEY_FIELDS,

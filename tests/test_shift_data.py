@@ -20,9 +20,9 @@ from torch import nn
 
 import ellrobust
 from ellrobust.cli import app
+from ellrobust.core.errors import DataWarning, UsageError
 from ellrobust.data import load_dataset
 from ellrobust.data.shifts import class_list, indices_in_1k
-from ellrobust.errors import DataWarning, UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = ["--img-size", "16", "--workers", "0", "--attack", "none", "--no-sanity"]

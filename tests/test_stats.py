@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from ellrobust.metrics.stats import (
+from ellrobust.stats.inference import (
     _tango_score,
     detectable_difference,
     holm_adjust,

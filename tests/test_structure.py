@@ -23,66 +23,51 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "ellrobust"
 
-#: The floors, lowest first. A module may import its own floor and the floors below, never one above.
-#: An entry names a module and everything under it (``ellrobust.report`` is the whole package); a
-#: module belongs to the floor of its longest entry. The package itself (``ellrobust``, the library's
-#: front door) matches only itself.
-FLOORS: tuple[tuple[str, frozenset[str]], ...] = (
-    (
-        "foundation",
-        frozenset(
-            {
-                "ellrobust.allocator",
-                "ellrobust.determinism",
-                "ellrobust.distributed",
-                "ellrobust.errors",
-                "ellrobust.files",
-                "ellrobust.parsing",
-                "ellrobust.precision",
-                "ellrobust.registry",
-                "ellrobust.version",
-                "ellrobust.workers",
-            }
-        ),
-    ),
-    ("metrics", frozenset({"ellrobust.metrics"})),
-    ("results", frozenset({"ellrobust.results"})),
-    (
-        "families",
-        frozenset(
-            {
-                "ellrobust.attacks",
-                "ellrobust.collapse",
-                "ellrobust.corruptions",
-                "ellrobust.data",
-                "ellrobust.models",
-                "ellrobust.suites",
-                "ellrobust.train",
-            }
-        ),
-    ),
-    ("context", frozenset({"ellrobust.context"})),
-    ("stages", frozenset({"ellrobust.stages"})),
-    ("derived", frozenset({"ellrobust.derived"})),
-    ("engine", frozenset({"ellrobust.engine"})),
-    ("judgements", frozenset({"ellrobust.check", "ellrobust.frame", "ellrobust.verdict"})),  # numbers, no formatting
-    ("report", frozenset({"ellrobust.report"})),
-    ("api", frozenset({"ellrobust.api"})),  # ellrobust.evaluate and run_config: what the CLI and the package face call
-    ("cli", frozenset({"ellrobust.cli"})),
-    ("front door", frozenset({"ellrobust", "ellrobust.__main__"})),
+#: The floors, lowest first: a folder of the package is a floor (several folders may share one), and the
+#: package's root holds only the front doors. A module may import its own floor and the floors below,
+#: never one above. Each package's docstring opens with "Floor N", checked against this list, so the
+#: layers read off ``ls ellrobust`` and the faces alike.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("core",),
+    ("stats",),
+    ("results",),
+    ("models", "data", "corruptions", "attacks"),
+    ("request",),
+    ("run",),
+    ("measures",),
+    ("engine",),
+    ("verdict",),
+    ("report",),
+    ("api",),  # the module ellrobust/api.py: ellrobust.evaluate and run_config, what the CLI and the face call
+    ("cli",),
+    ("__init__", "__main__"),  # the front door
 )
+
+
+def _layer_of(module: str) -> str:
+    """The folder (or root module) a module belongs to: ``ellrobust.stats.inference`` → ``stats``."""
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def _floors() -> tuple[tuple[str, frozenset[str]], ...]:
+    return tuple(
+        ("+".join(names), frozenset(PACKAGE if n == "__init__" else f"{PACKAGE}.{n}" for n in names))
+        for names in LAYERS
+    )
+
+
+FLOORS = _floors()
 
 #: Imports the floors alone would allow but issue 16 forbids: judgements and renderers work from
 #: results tables (a report or a check is rebuilt from run folders on disk alone), so they never reach
-#: into the engine or its stages. ``cli.render`` is the terminal's renderer, a sibling of the report's.
+#: into the engine or the measures. ``cli.terminal`` is the terminal's renderer, a sibling of the report's.
 #: Each rule is (importers, imported, why); entries match as in :data:`FLOORS`.
 FORBIDDEN: tuple[tuple[frozenset[str], frozenset[str], str], ...] = (
     (
-        frozenset(
-            {"ellrobust.check", "ellrobust.cli.render", "ellrobust.frame", "ellrobust.report", "ellrobust.verdict"}
-        ),
-        frozenset({"ellrobust.engine", "ellrobust.stages"}),
-        "judgements and renderers never import the engine or its stages",
+        frozenset({"ellrobust.verdict", "ellrobust.cli.terminal", "ellrobust.report"}),
+        frozenset({"ellrobust.engine", "ellrobust.measures"}),
+        "judgements and renderers never import the engine or the measures",
     ),
 )
 
@@ -246,7 +231,7 @@ def test_graph_is_built_from_every_module():
     # the resolution rules, on imports whose meaning is known
     assert "ellrobust.attacks.cascade" in GRAPH["ellrobust.attacks.fab"]  # from ellrobust.attacks.cascade import ...
     assert "ellrobust.cli.options" in GRAPH["ellrobust.cli.train"]  # from ellrobust.cli import options (a module)
-    assert "ellrobust.attacks" in GRAPH["ellrobust.suites"]  # from ellrobust.attacks import ATTACKS (a name)
+    assert "ellrobust.attacks" in GRAPH["ellrobust.request.suites"]  # from ellrobust.attacks import ATTACKS (a name)
     assert "ellrobust.corruptions.cifar10c" in GRAPH["ellrobust.corruptions.generate"]  # inside a function
 
 
@@ -325,16 +310,16 @@ def test_the_checks_catch_what_they_are_for():
     graph = {
         "ellrobust.data.a": {"ellrobust.data.b": 1},
         "ellrobust.data.b": {"ellrobust.data.c": 1},
-        "ellrobust.data.c": {"ellrobust.data.a": 1, "ellrobust.engine": 2},
-        "ellrobust.engine": {"ellrobust.errors": 1},
-        "ellrobust.report.x": {"ellrobust.stages.y": 1},
-        "ellrobust.stages.y": {},
-        "ellrobust.errors": {},
+        "ellrobust.data.c": {"ellrobust.data.a": 1, "ellrobust.engine.runner": 2},
+        "ellrobust.engine.runner": {"ellrobust.core.errors": 1},
+        "ellrobust.report.x": {"ellrobust.measures.y": 1},
+        "ellrobust.measures.y": {},
+        "ellrobust.core.errors": {},
     }
     [(component, cycle)] = _cycles(graph)
     assert component == {"ellrobust.data.a", "ellrobust.data.b", "ellrobust.data.c"}
     assert cycle == ["ellrobust.data.a", "ellrobust.data.b", "ellrobust.data.c", "ellrobust.data.a"]
-    expected = {("ellrobust.data.c", "ellrobust.engine"), ("ellrobust.report.x", "ellrobust.stages.y")}
+    expected = {("ellrobust.data.c", "ellrobust.engine.runner"), ("ellrobust.report.x", "ellrobust.measures.y")}
     assert set(_violations(graph)) == expected
 
 
@@ -346,9 +331,29 @@ def test_the_checks_catch_what_they_are_for():
         ("import ellrobust.models.vit", ["ellrobust.models.vit"]),
         ("from . import options", ["ellrobust.cli.options"]),
         ("from .options import x", ["ellrobust.cli.options"]),
-        ("from ..errors import UsageError", ["ellrobust.errors"]),
+        ("from ..core.errors import UsageError", ["ellrobust.core.errors"]),
     ],
 )
 def test_import_resolution(source, expected):
     module = MODULES["ellrobust.cli.train"]
     assert _targets(module, ast.parse(source).body[0]) == expected
+
+
+def test_every_folder_is_a_floor_and_says_so():
+    """``ls ellrobust`` shows the layers: each folder is on :data:`LAYERS`, and its face names its floor."""
+    listed = {name: index for index, names in enumerate(LAYERS) for name in names}
+    root = ROOT / PACKAGE
+    present = {p.name for p in root.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    present |= {p.stem for p in root.glob("*.py")}
+    assert present == set(listed), f"folders and root modules not in LAYERS: {sorted(present - set(listed))}; " + (
+        f"stale LAYERS entries: {sorted(set(listed) - present)}"
+    )
+    for name in present:
+        face = root / name / "__init__.py"
+        if face.is_file():
+            docstring = ast.get_docstring(ast.parse(face.read_text())) or ""
+            assert docstring.startswith(f"Floor {listed[name]}:"), (
+                f"{face}: its docstring must open 'Floor {listed[name]}:'"
+            )
+    for module in MODULES:
+        assert _layer_of(module) in listed, module

@@ -30,7 +30,7 @@ WIDTH = 160  # what ``eval`` uses when its output is piped
 
 
 def test_eval_tables_match_the_golden_file(tmp_path, runner, monkeypatch):
-    import ellrobust.cli.render as render
+    import ellrobust.cli.terminal as render
 
     buffer = io.StringIO()
     monkeypatch.setattr(render, "stdout", Console(file=buffer, width=WIDTH, color_system=None, soft_wrap=True))

@@ -18,10 +18,10 @@ import pytest
 import torch
 
 from ellrobust import load_model
-from ellrobust.attacks.sanity import sanity_rows
+from ellrobust.attacks.sanity_checks import sanity_rows
 from ellrobust.cli import app
 from ellrobust.results import Metric, Row, load_examples, load_results
-from ellrobust.results.adversarial import find_adversarial, load_adversarial
+from ellrobust.results.adversarial_images import find_adversarial, load_adversarial
 
 MODELS = ("deit-elliptical", "deit")
 EPS = (2 / 255, 8 / 255)

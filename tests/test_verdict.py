@@ -1,7 +1,7 @@
 """The verdict: a claim reads supported only when the Holm-adjusted test and the interval both support it.
 
-:func:`~ellrobust.verdict.claims` returns data; the tests read its numbers and, where the words
-matter, the text the renderers write from them (:mod:`ellrobust.report.claims`).
+:func:`~ellrobust.verdict.rules.claims` returns data; the tests read its numbers and, where the words
+matter, the text the renderers write from them (:mod:`ellrobust.report.claim_sentences`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import pytest
 from fake_results import BASELINE, ELLIPTICAL, MODELS, PGD, Scenario, simulate
 from rich.console import Console
 
-from ellrobust.cli.render import collapse_table, corruption_table, paired_table, verdict
-from ellrobust.frame import prepare
-from ellrobust.metrics.decisions import Favours
-from ellrobust.report.claims import claim_text, evidence_text
-from ellrobust.report.labels import build_labels
+from ellrobust.cli.terminal import collapse_table, corruption_table, paired_table, verdict
+from ellrobust.report.claim_sentences import claim_text, evidence_text
+from ellrobust.report.legend import build_labels
 from ellrobust.results import to_frame
-from ellrobust.verdict import Claim, ClaimKind, ClaimStatus, Reason, claims, elliptical_models
+from ellrobust.stats.decisions import Favours
+from ellrobust.verdict.results_view import prepare
+from ellrobust.verdict.rules import Claim, ClaimKind, ClaimStatus, Reason, claims, elliptical_models
 
 N = 500
 BASE = {"dataset": "digits", "split": "test", "n": N, "seed": 0}

@@ -1,4 +1,4 @@
-"""Adversarial attacks: one vocabulary over torchattacks, and three attacks computed here.
+"""Floor 3: adversarial attacks: one vocabulary over torchattacks, and three attacks computed here.
 
 torchattacks does most algorithms; ellrobust maps its parameter names (``eps``, ``steps``,
 ``step_size``, ``random_start``, ``restarts``, ``norm``, ``samples``, ``lr``, ``delta``, ``queries``,
@@ -17,13 +17,13 @@ The registry is :mod:`.registry`, requests and their validation :mod:`.request`,
 :mod:`.perturbation`; this file only re-exports them.
 """
 
+from ellrobust.attacks.attack_request import BUDGETS, AttackRequest, make_request, validate_params, validate_request
 from ellrobust.attacks.bisection import RegistryAttack, bisect, registry_attack
+from ellrobust.attacks.definitions import ATTACKS, AttackDef
 from ellrobust.attacks.factories import resolve_step_size
 from ellrobust.attacks.fast_minimum_norm import fmn
-from ellrobust.attacks.minimal import MinimalResult
+from ellrobust.attacks.minimal_answers import MinimalResult
 from ellrobust.attacks.perturbation import perturb, perturbation_norm
-from ellrobust.attacks.registry import ATTACKS, AttackDef
-from ellrobust.attacks.request import BUDGETS, AttackRequest, make_request, validate_params, validate_request
 
 __all__ = [
     "ATTACKS",

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ellrobust.attacks.attack_request import AttackRequest, make_request, validate_request
 from ellrobust.attacks.cascade import evaluating
-from ellrobust.attacks.minimal import (
+from ellrobust.attacks.minimal_answers import (
     DEFAULT_EPS_MAX,
     DEFAULT_RESOLUTION,
     MinimalResult,
@@ -37,10 +38,9 @@ from ellrobust.attacks.minimal import (
     perturbation_norms,
 )
 from ellrobust.attacks.perturbation import perturb
-from ellrobust.attacks.request import AttackRequest, make_request, validate_request
-from ellrobust.errors import UsageError
-from ellrobust.metrics.minimal import within
-from ellrobust.precision import Precision, fp32_predictions
+from ellrobust.core.errors import UsageError
+from ellrobust.core.precision import Precision, fp32_predictions
+from ellrobust.stats.minimal_budgets import within
 
 #: ``attack_fn(model, images, labels, eps) -> x_adv``: a fixed-budget attack, [0, 1] images in and out.
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]

@@ -3,7 +3,7 @@
 A cascade attacks the images its model classifies correctly with the first attack, judges the
 results, and hands only the images still classified correctly to the next attack; an image counts
 as broken by the first attack that fools the model. Judgements are strict fp32 forward passes
-(:func:`ellrobust.precision.precision_scope` with ``fp32``) whatever precision the attacks'
+(:func:`ellrobust.core.precision.precision_scope` with ``fp32``) whatever precision the attacks'
 iterations run in, so a lower precision can weaken the cascade but never let a later attack skip an
 image that is not broken.
 
@@ -23,7 +23,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ellrobust.precision import Precision, fp32_predictions, precision_scope
+from ellrobust.core.precision import Precision, fp32_predictions, precision_scope
 
 
 class Attack(Protocol):

@@ -49,7 +49,7 @@ from torch import nn
 
 from ellrobust.attacks.cascade import evaluating
 from ellrobust.attacks.memory import PassSize, images_per_pass
-from ellrobust.precision import Precision, precision_scope
+from ellrobust.core.precision import Precision, precision_scope
 
 #: Bytes per pixel a pair's step needs besides the model pass: the projections of two points
 #: (≈ 16 float and one int64 tensors of two rows each) and the iterates before, after and behind the step.

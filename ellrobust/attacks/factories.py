@@ -14,8 +14,8 @@ from __future__ import annotations
 from ellrobust.attacks.cascade import Attack, Cascade, Torchattack
 from ellrobust.attacks.fab import FabTargeted
 from ellrobust.attacks.spsa import SPSA
-from ellrobust.errors import UsageError
-from ellrobust.parsing import parse_fraction
+from ellrobust.core.errors import UsageError
+from ellrobust.core.parsing import parse_fraction
 
 
 def resolve_step_size(step_size: object, eps: float) -> float:

@@ -15,7 +15,7 @@ cosine annealing, from ``alpha_init`` to ``alpha_final`` (``alpha_init / 100`` b
 
 What differs from adv-lib, and why:
 
-* **Every verdict is a strict fp32 forward** (:func:`~ellrobust.precision.fp32_predictions`) of the
+* **Every verdict is a strict fp32 forward** (:func:`~ellrobust.core.precision.fp32_predictions`) of the
   iterate, not the argmax of the gradient pass's logits: the iterates of FMN sit on the decision
   boundary by design, so a verdict from a bf16 pass, or from a kernel chosen differently with autograd
   on, could count an image as broken that a plain fp32 forward does not. It costs one forward pass
@@ -49,8 +49,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ellrobust.attacks.attack_request import validate_params
 from ellrobust.attacks.cascade import Float32Logits, evaluating
-from ellrobust.attacks.minimal import (
+from ellrobust.attacks.minimal_answers import (
     DEFAULT_EPS_MAX,
     MinimalResult,
     check_batch,
@@ -58,9 +59,8 @@ from ellrobust.attacks.minimal import (
     conclude,
     perturbation_norms,
 )
-from ellrobust.attacks.request import validate_params
-from ellrobust.errors import UsageError
-from ellrobust.precision import Precision, fp32_predictions, precision_scope
+from ellrobust.core.errors import UsageError
+from ellrobust.core.precision import Precision, fp32_predictions, precision_scope
 
 #: The dual norm's p, for the distance to the linearised boundary: |margin| / ‖∇margin‖_q.
 _DUAL = {"Linf": 1.0, "L2": 2.0}

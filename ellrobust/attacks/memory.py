@@ -26,7 +26,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from ellrobust.precision import Precision, precision_scope
+from ellrobust.core.precision import Precision, precision_scope
 
 T = TypeVar("T")
 

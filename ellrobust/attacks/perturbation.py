@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ellrobust.attacks.attack_request import AttackRequest, validate_request
 from ellrobust.attacks.cascade import Float32Logits
-from ellrobust.attacks.request import AttackRequest, validate_request
-from ellrobust.precision import Precision, fp32_predictions
+from ellrobust.core.precision import Precision, fp32_predictions
 
 
 def perturb(

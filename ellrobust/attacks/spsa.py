@@ -23,7 +23,7 @@ from torch import nn
 
 from ellrobust.attacks.cascade import evaluating
 from ellrobust.attacks.memory import PassSize, images_per_pass
-from ellrobust.precision import Precision, precision_scope
+from ellrobust.core.precision import Precision, precision_scope
 
 
 def objective(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """The ``ellrobust`` application: the Typer app, its error handling, ``--debug``/``--version``, and ``main``.
 
-An :class:`~ellrobust.errors.EllrobustError` from anywhere becomes one line on stderr and its exit
-code: 2 for a :class:`~ellrobust.errors.UsageError`, 3 for a resource fault (a worker that died, a
+An :class:`~ellrobust.core.errors.EllrobustError` from anywhere becomes one line on stderr and its exit
+code: 2 for a :class:`~ellrobust.core.errors.UsageError`, 3 for a resource fault (a worker that died, a
 full disk); ``--debug`` shows the traceback instead. Exit 130 after Ctrl-C. The commands are the
 sibling modules, one per command, registered on :data:`app` below.
 """
@@ -14,10 +14,10 @@ import sys
 import typer
 from typer.core import TyperGroup
 
-from ellrobust.allocator import keep_freed_memory
 from ellrobust.cli import check, collapse, convert, evaluate, listing, report, train
-from ellrobust.errors import DISK_ERRNOS, EllrobustError, disk_error
-from ellrobust.version import __version__
+from ellrobust.core.allocator import keep_freed_memory
+from ellrobust.core.errors import DISK_ERRNOS, EllrobustError, disk_error
+from ellrobust.core.version import __version__
 
 try:  # Typer ≥ 0.16 vendors click; older releases use click itself
     from typer._click.exceptions import ClickException
@@ -64,7 +64,11 @@ def _one_line(exc: Exception | str) -> str:
     lines = [line for line in str(exc).splitlines() if line.strip()]
     if len(lines) > 1:
         last = lines[-1]
-        return last.split(": ", 1)[1] if last.startswith(("ellrobust.errors.", "UsageError")) and ": " in last else last
+        return (
+            last.split(": ", 1)[1]
+            if last.startswith(("ellrobust.core.errors.", "UsageError")) and ": " in last
+            else last
+        )
     return lines[0] if lines else type(exc).__name__
 
 
@@ -112,6 +116,6 @@ _register_commands(app)
 
 
 def main() -> None:
-    """Console-script entry point: this process keeps the memory it frees (:mod:`ellrobust.allocator`)."""
+    """Console-script entry point: this process keeps the memory it frees (:mod:`ellrobust.core.allocator`)."""
     keep_freed_memory()
     sys.exit(app())

@@ -31,10 +31,10 @@ def register(app: typer.Typer) -> None:
 
           ellrobust check reports/runs/ci --baseline reports/ci-baseline.json --update
         """
-        from ellrobust.check import compare, read_baseline, write_baseline
-        from ellrobust.cli.render import stderr
+        from ellrobust.cli.terminal import stderr
         from ellrobust.report.check_summary import summary_markdown
         from ellrobust.results import load_results
+        from ellrobust.verdict.regression import compare, read_baseline, write_baseline
 
         table = load_results(run_dir)
         if update:

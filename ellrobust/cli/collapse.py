@@ -1,7 +1,7 @@
 """``ellrobust collapse``: per-layer representation collapse of one or more models on the same images.
 
-A thin layer over ``eval``: it builds the same :class:`~ellrobust.engine.EvalConfig` (no attacks, a
-:class:`~ellrobust.collapse.CollapseConfig`) and runs the same engine, so the results table, the run
+A thin layer over ``eval``: it builds the same :class:`~ellrobust.engine.runner.EvalConfig` (no attacks, a
+:class:`~ellrobust.measures.collapse_probe.CollapseConfig`) and runs the same engine, so the results table, the run
 folder and resuming are shared with ``ellrobust eval --collapse``.
 """
 
@@ -12,13 +12,7 @@ from pathlib import Path
 import typer
 
 from ellrobust.cli import options
-from ellrobust.parsing import (
-    MAX_IMAGES,
-    parse_checkpoints,
-    parse_int_range,
-    parse_name_list,
-    parse_workers,
-)
+from ellrobust.core.parsing import MAX_IMAGES, parse_checkpoints, parse_int_range, parse_name_list, parse_workers
 
 #: Parsing bounds only: CollapseConfig rejects negative layers, the stage checks each model's depth.
 _MAX_LAYER = 10_000
@@ -91,9 +85,9 @@ def register(app: typer.Typer) -> None:
           ellrobust eval -m deit-elliptical -m deit --attack pgd --collapse
         """
         from ellrobust.cli.evaluate import execute
-        from ellrobust.cli.render import collapse_table, print_json, stdout
-        from ellrobust.collapse import CollapseConfig
-        from ellrobust.engine import EvalConfig
+        from ellrobust.cli.terminal import collapse_table, print_json, stdout
+        from ellrobust.engine.runner import EvalConfig
+        from ellrobust.measures.collapse_probe import CollapseConfig
 
         collapse = CollapseConfig(
             feature=feature,

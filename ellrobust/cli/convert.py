@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Convert a checkpoint to safetensors (weights only), once, so it never needs unpickling again."""
-        from ellrobust.cli.render import stdout
-        from ellrobust.errors import UsageError
+        from ellrobust.cli.terminal import stdout
+        from ellrobust.core.errors import UsageError
         from ellrobust.models import convert_checkpoint
 
         if dst.suffix != ".safetensors":

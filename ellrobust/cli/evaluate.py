@@ -12,7 +12,7 @@ import typer
 
 from ellrobust.attacks import AttackRequest, make_request, validate_params
 from ellrobust.cli import options
-from ellrobust.parsing import (
+from ellrobust.core.parsing import (
     MAX_BUDGET,
     MAX_IMAGES,
     parse_budget,
@@ -22,7 +22,7 @@ from ellrobust.parsing import (
     parse_name_list,
     parse_workers,
 )
-from ellrobust.suites import DEFAULT_SUITE
+from ellrobust.request.suites import DEFAULT_SUITE
 
 
 def default_run_dir(config) -> Path:
@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
 
           ellrobust eval -m deit-elliptical -m deit --corruption all --severity 1-5 --n 200
         """
-        from ellrobust.cli.render import (
+        from ellrobust.cli.terminal import (
             accuracy_table,
             calibration_table,
             collapse_table,
@@ -220,10 +220,10 @@ def register(app: typer.Typer) -> None:
             verdict,
             warn_sanity,
         )
-        from ellrobust.collapse import CollapseConfig
-        from ellrobust.engine import EvalConfig
-        from ellrobust.suites import load_suite
-        from ellrobust.verdict import elliptical_models
+        from ellrobust.engine.runner import EvalConfig
+        from ellrobust.measures.collapse_probe import CollapseConfig
+        from ellrobust.request.suites import load_suite
+        from ellrobust.verdict.rules import elliptical_models
 
         overrides = attack_overrides(
             steps=steps,
@@ -326,9 +326,9 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     read), so raising it after a refused image resumes the same run folder.
     """
     from ellrobust.api import run_config
-    from ellrobust.cli.render import data_warnings, stderr, unit_progress
+    from ellrobust.cli.terminal import data_warnings, stderr, unit_progress
+    from ellrobust.core.distributed import is_main_process
     from ellrobust.data import image_pixel_limit
-    from ellrobust.distributed import is_main_process
 
     run_dir = out if out is not None else default_run_dir(config)
     command = (

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
     @app.command("models")
     def models_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
         """List the registered architectures, the trained checkpoints that ship, and the other ways to name a model."""
-        from ellrobust.cli.render import stdout
+        from ellrobust.cli.terminal import stdout
         from ellrobust.models import MODELS, PREFIXES, SHIPPED, SHORT_NAMES
 
         rows = [
@@ -97,9 +97,9 @@ def register(app: typer.Typer) -> None:
     @app.command("datasets")
     def datasets_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
         """List the registered datasets (all read locally; nothing is downloaded)."""
-        from ellrobust.cli.render import stdout
+        from ellrobust.cli.terminal import stdout
         from ellrobust.data import DATASETS
-        from ellrobust.report.format import format_eps
+        from ellrobust.report.number_format import format_eps
 
         rows = [
             {
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
     def attacks_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
         """List the attacks with their parameters and defaults (and the corruptions, when available)."""
         from ellrobust.attacks import ATTACKS
-        from ellrobust.cli.render import stdout
+        from ellrobust.cli.terminal import stdout
 
         rows = [
             {

@@ -83,7 +83,7 @@ def model_settings(
     elliptical_layers: list[str], heads: list[str], mean: list[str], std: list[str], img_size: int | None
 ) -> dict:
     """The per-model options shared by ``eval`` and ``collapse``, parsed into :class:`EvalConfig` fields."""
-    from ellrobust.parsing import parse_channels, parse_elliptical_layers, parse_heads
+    from ellrobust.core.parsing import parse_channels, parse_elliptical_layers, parse_heads
 
     return {
         "elliptical_layers": parse_elliptical_layers(elliptical_layers),

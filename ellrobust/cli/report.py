@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
           ellrobust report runs/cpu runs/gpu --out reports/compare
         """
-        from ellrobust.cli.render import stderr
+        from ellrobust.cli.terminal import stderr
         from ellrobust.report.writer import write_report
 
         path = write_report(run_dirs, out)

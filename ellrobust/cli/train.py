@@ -63,16 +63,16 @@ def register(app: typer.Typer) -> None:
         import torch
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        from ellrobust.cli.render import stderr, stdout
+        from ellrobust.cli.terminal import stderr, stdout
+        from ellrobust.core.distributed import is_main_process
+        from ellrobust.core.errors import UsageError
+        from ellrobust.core.parsing import parse_elliptical_layers
+        from ellrobust.core.precision import parse_precision
         from ellrobust.data import image_pixel_limit, load_dataset
-        from ellrobust.distributed import is_main_process
-        from ellrobust.errors import UsageError
         from ellrobust.models import load_model
         from ellrobust.models.checkpoint import save_safetensors
         from ellrobust.models.external import split_prefix
-        from ellrobust.parsing import parse_elliptical_layers
-        from ellrobust.precision import parse_precision
-        from ellrobust.train import TrainConfig, checkpoint_metadata, train
+        from ellrobust.models.training import TrainConfig, checkpoint_metadata, train
 
         if out.suffix != ".safetensors":
             raise UsageError(f"--out {str(out)!r} must end in .safetensors (checkpoints are written as safetensors).")

@@ -1,4 +1,4 @@
-"""ImageNet-C corruptions (Hendrycks & Dietterich 2019).
+"""Floor 3: ImageNet-C corruptions (Hendrycks & Dietterich 2019).
 
 The registry and name resolution are :mod:`.registry`. Images are produced by the maintained
 ``imagecorruptions-imaug`` fork (module ``imagecorruptions``, see :mod:`.generate`) or with
@@ -7,7 +7,7 @@ folder (:mod:`.precomputed`); :mod:`.sources` picks the run's source. This file 
 registry, so importing it stays as light as the registry itself.
 """
 
-from ellrobust.corruptions.registry import (
+from ellrobust.corruptions.catalog import (
     CORRUPTIONS,
     IMAGENET_3DCC,
     SET_ALIASES,

@@ -7,7 +7,7 @@ them, so these two types live below all three.
 For one (corruption, severity) and one batch of positions in the run's selection, a plan says which
 tasks produce the batch's images. A task is a small picklable callable that the run's worker pool
 (or the main process, without workers) executes; the results of a batch's tasks, concatenated in
-order, are its images as uint8 NHWC. Tasks read what they need from :data:`ellrobust.workers.SHARED`
+order, are its images as uint8 NHWC. Tasks read what they need from :data:`ellrobust.core.workers.SHARED`
 (the image store) or from files, never from pixels pickled into them.
 """
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ellrobust.files import atomic_write, require_free_space
+from ellrobust.core.files import atomic_write, require_free_space
 
 #: Bump when the file format or the generation procedure changes.
 CACHE_FORMAT = 1

@@ -62,9 +62,9 @@ from scipy.ndimage import map_coordinates
 from scipy.ndimage import zoom as scizoom
 from skimage.filters import gaussian
 
-from ellrobust.corruptions.registry import CORRUPTIONS
-from ellrobust.errors import UsageError
-from ellrobust.registry import Registry
+from ellrobust.core.errors import UsageError
+from ellrobust.core.registry import Registry
+from ellrobust.corruptions.catalog import CORRUPTIONS
 
 #: Smallest side accepted: half of CIFAR's 32 px, below which the 32 px constants swamp the image.
 MIN_SIDE = 16
@@ -81,7 +81,7 @@ class Parameterisation:
     """One corruption as make_cifar_c defines it.
 
     Attributes:
-        name: the registered corruption name (:data:`ellrobust.corruptions.registry.CORRUPTIONS`).
+        name: the registered corruption name (:data:`ellrobust.corruptions.catalog.CORRUPTIONS`).
         constants: the constants of severities 1 to 5, as make_cifar_c lists them.
         source: where the constants are, ``make_cifar_c.py:<line>``.
         apply: the corruption at one severity (see :data:`Apply`).

@@ -6,7 +6,7 @@ the same images whatever the batch size, the number of workers, the models or th
 Most corruptions draw from NumPy's global generator, which is seeded around each call and then
 restored, so the caller's random state is left as it was. ``glass_blur`` (numba) and
 ``impulse_noise`` (scikit-image) draw from generators of their own and take the seed as an argument
-(:attr:`~ellrobust.corruptions.registry.Corruption.seed_argument`).
+(:attr:`~ellrobust.corruptions.catalog.Corruption.seed_argument`).
 
 Pixels: datasets yield float CHW images in [0, 1]; ``imagecorruptions`` works on uint8 HWC images.
 An image is rounded to uint8, corrupted by ``imagecorruptions.corrupt`` itself (so its output is the
@@ -41,14 +41,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ellrobust.core.errors import UsageError
+from ellrobust.core.registry import Registry
+from ellrobust.core.workers import SHARED
 from ellrobust.corruptions.batches import BatchPlan
 from ellrobust.corruptions.cache import ChunkCache
+from ellrobust.corruptions.catalog import CORRUPTIONS
 from ellrobust.corruptions.protocol import CorruptionProtocol, resolve_protocol
-from ellrobust.corruptions.registry import CORRUPTIONS
-from ellrobust.data.store import image_name
-from ellrobust.errors import UsageError
-from ellrobust.registry import Registry
-from ellrobust.workers import SHARED
+from ellrobust.data.image_store import image_name
 
 #: ``imagecorruptions.corrupt`` rejects smaller images.
 MIN_SIZE = 32
@@ -264,7 +264,7 @@ class GeneratedSource:
         """Fail early, with one line, on images the protocol cannot corrupt.
 
         A corruption that cannot be generated at all (ImageNet-3DCC's) is refused earlier, with the
-        request (:class:`~ellrobust.context.EvalConfig`), before any model or image is loaded.
+        request (:class:`~ellrobust.request.config.EvalConfig`), before any model or image is loaded.
         """
         from ellrobust.corruptions.cifar10c import MAX_SIDE, MIN_SIDE
 

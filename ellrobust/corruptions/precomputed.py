@@ -13,7 +13,7 @@ Two layouts are registered, recognised by what the folder holds:
   ``ToTensor`` only (Resize/CenterCrop only when a file is not already the model's size). Labels are the
   clean set's, so the class indices agree even when a -C folder lacks some classes.
 * **ImageNet-3DCC** (Kar et al. 2022): the same layout and pairing, ``<root>/<corruption>/<severity>/<wnid>/<file>``,
-  with ImageNet-3DCC's corruption names (:data:`~ellrobust.corruptions.registry.IMAGENET_3DCC`); its rows
+  with ImageNet-3DCC's corruption names (:data:`~ellrobust.corruptions.catalog.IMAGENET_3DCC`); its rows
   name the source ``imagenet-3dcc``. A folder holding ImageNet-C corruptions is read as ImageNet-C.
 
 A corruption or severity missing from the folder is a one-line :class:`UsageError`, raised before
@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, TensorDataset
 
+from ellrobust.core.errors import UsageError
+from ellrobust.core.registry import Registry
 from ellrobust.corruptions.batches import BatchPlan
-from ellrobust.corruptions.registry import CORRUPTIONS, IMAGENET_3DCC
+from ellrobust.corruptions.catalog import CORRUPTIONS, IMAGENET_3DCC
 from ellrobust.data.images import read_rgb
 from ellrobust.data.transforms import deit_resize_crop
-from ellrobust.errors import UsageError
-from ellrobust.registry import Registry
 
 #: CIFAR-10-C stacks the five severities of each corruption in one array.
 N_SEVERITIES = 5

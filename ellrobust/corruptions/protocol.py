@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
 
 
 class CorruptionProtocol(StrEnum):

@@ -1,4 +1,4 @@
-"""Datasets. Every dataset yields ``(image, label)`` with float CHW images in [0, 1].
+"""Floor 3: datasets. Every dataset yields ``(image, label)`` with float CHW images in [0, 1].
 
 Nothing here downloads: the default (scikit-learn's digits) ships inside the scikit-learn wheel, and
 every other dataset is read from a local ``--data-root``. The registry and loading are
@@ -8,9 +8,9 @@ every other dataset is read from a local ``--data-root``. The registry and loadi
 :mod:`.store`; this file only re-exports them.
 """
 
+from ellrobust.data.datasets import DATASETS, DatasetSpec, LoadedDataset, dataset_digest, load_dataset, select_indices
 from ellrobust.data.imagefolder import IMAGE_EXTENSIONS, ImageFolderDataset
 from ellrobust.data.images import image_pixel_limit, read_rgb
-from ellrobust.data.registry import DATASETS, DatasetSpec, LoadedDataset, dataset_digest, load_dataset, select_indices
 from ellrobust.data.transforms import deit_eval_transform, deit_resize_crop
 
 __all__ = [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
 
 
 def build_cifar10(split: str, root: Path | None) -> Dataset:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from ellrobust.core.errors import DataWarning, UsageError
 from ellrobust.data.images import read_rgb
 from ellrobust.data.transforms import deit_eval_transform
-from ellrobust.errors import DataWarning, UsageError
 
 #: File endings read as images (torchvision's list).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")

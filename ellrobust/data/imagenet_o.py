@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from ellrobust.core.errors import UsageError
 from ellrobust.data.imagefolder import ImageFiles, ImageFolderDataset
 from ellrobust.data.shifts import class_list
-from ellrobust.errors import UsageError
 
 #: The folders ``--data-root`` holds for ``imagenet-o``: the OOD images and the in-distribution ones.
 OOD_FOLDER = "imagenet-o"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
 
 
 @dataclass(frozen=True)

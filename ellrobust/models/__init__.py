@@ -1,9 +1,9 @@
-"""Models: the compact DeiT with elliptical attention, checkpoint I/O, the zoo, and other libraries' classifiers."""
+"""Floor 3: models: the compact DeiT with elliptical attention, checkpoint I/O, the zoo, other libraries' models."""
 
+from ellrobust.models.architectures import MODELS, ModelSpec
 from ellrobust.models.base import Classifier, TokenModel, has_tokens
 from ellrobust.models.checkpoint import convert_checkpoint, read_checkpoint, state_dict_digest
 from ellrobust.models.external import PREFIXES
-from ellrobust.models.registry import MODELS, ModelSpec
 from ellrobust.models.vit import MGrad, VisionTransformer, ViTConfig, elliptical_metric
 from ellrobust.models.zoo import INFERRED, SHIPPED, SHORT_NAMES, load_model, resolve_name
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ellrobust.errors import CheckpointError
-from ellrobust.files import default_mode
+from ellrobust.core.errors import CheckpointError
+from ellrobust.core.files import default_mode
 
 #: Keys under which training scripts (DeiT's, the official Elliptical Attention code's) nest weights.
 NESTED_KEYS = ("model", "state_dict", "model_state_dict")

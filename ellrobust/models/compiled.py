@@ -39,7 +39,7 @@ from enum import StrEnum
 
 import torch
 
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
 
 COMPILE_ENV = "ELLROBUST_COMPILE_ATTENTION"
 BACKEND_ENV = "ELLROBUST_COMPILE_BACKEND"

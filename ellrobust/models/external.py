@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
+from ellrobust.core.registry import Registry
 from ellrobust.models.checkpoint import load_strict, read_checkpoint
 from ellrobust.models.vit import BlockOutput, Normalize
-from ellrobust.registry import Registry
 
 Triple = tuple[float, float, float]
 

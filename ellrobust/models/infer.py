@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ellrobust.errors import CheckpointError, UsageError
-from ellrobust.models.registry import MODELS
+from ellrobust.core.errors import CheckpointError, UsageError
+from ellrobust.models.architectures import MODELS
 from ellrobust.models.vit import ViTConfig
 
 

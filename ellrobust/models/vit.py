@@ -400,7 +400,7 @@ class VisionTransformer(nn.Module):
         """Each block's outputs in turn, computed as they are asked for: the streaming feature API.
 
         A consumer that measures a block and lets it go keeps one block's tensors alive at a time,
-        as the forward pass does (:mod:`ellrobust.collapse` measures collapse this way).
+        as the forward pass does (:mod:`ellrobust.measures.collapse_probe` measures collapse this way).
         """
         x = self.embed(images)
         v_prev = None

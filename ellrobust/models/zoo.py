@@ -13,13 +13,13 @@ from pathlib import Path
 
 from torch import nn
 
-from ellrobust.errors import UsageError
+from ellrobust.core.errors import UsageError
+from ellrobust.core.registry import unknown_choice
+from ellrobust.models.architectures import MODELS
 from ellrobust.models.checkpoint import load_weights, read_checkpoint
 from ellrobust.models.external import PREFIXES, ExternalRequest, split_prefix
 from ellrobust.models.infer import infer_config
-from ellrobust.models.registry import MODELS
 from ellrobust.models.vit import MGrad, VisionTransformer
-from ellrobust.registry import unknown_choice
 
 #: Short names resolve to the dataset's default size of the baseline or elliptical twin.
 SHORT_NAMES = {"deit": "", "deit-elliptical": "-elliptical"}

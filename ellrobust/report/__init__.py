@@ -1,11 +1,11 @@
-"""Reports and the terminal's tables: neutral tables drawn by two back ends, plus figures and the document.
+"""Floor 9: reports and the terminal's tables: neutral tables drawn by two back ends, plus figures and the document.
 
-:mod:`~ellrobust.report.tables` builds every table once as a neutral :class:`~ellrobust.report.model.Table`;
-:mod:`~ellrobust.report.render_rich` draws it on the terminal and :mod:`~ellrobust.report.markdown`
-in a report. Numbers are written by :mod:`~ellrobust.report.format`, the verdict's claims by
-:mod:`~ellrobust.report.claims`, the CI check's summary by :mod:`~ellrobust.report.check_summary`.
+:mod:`~ellrobust.report.tables` builds every table once as a neutral :class:`~ellrobust.report.table_model.Table`;
+:mod:`~ellrobust.report.render_rich` draws it on the terminal and :mod:`~ellrobust.report.render_markdown`
+in a report. Numbers are written by :mod:`~ellrobust.report.number_format`, the verdict's claims by
+:mod:`~ellrobust.report.claim_sentences`, the CI check's summary by :mod:`~ellrobust.report.check_summary`.
 :func:`ellrobust.report.writer.write_report` reads run folders, judges the claims
-(:mod:`ellrobust.verdict`), draws the figures (:mod:`~ellrobust.report.plots`) and writes
+(:mod:`ellrobust.verdict.rules`), draws the figures (:mod:`~ellrobust.report.plots`) and writes
 ``report.md`` with ``figures/``.
 
 This file imports nothing, so the terminal can use the tables without loading the document and its

@@ -1,6 +1,6 @@
 """The markdown summary of ``ellrobust check``: the verdict, the counts, the failures and every comparison.
 
-:func:`ellrobust.check.compare` returns the comparisons as data; this module writes them for a CI job
+:func:`ellrobust.verdict.regression.compare` returns the comparisons as data; this module writes them for a CI job
 page (``>> "$GITHUB_STEP_SUMMARY"``), with the neutral table model and the markdown back end the
 report uses, so every cell is escaped and numbers read as they do in the report.
 """
@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import math
 
-from ellrobust.check import RELATIVE, SIGMAS, CheckResult, Comparison, Direction, Kind, Rule, Status, describe_setup
-from ellrobust.report.format import format_eps, format_int, format_level, format_pct, format_pp
-from ellrobust.report.markdown import escape, table
-from ellrobust.report.model import Align, Table
+from ellrobust.report.number_format import format_eps, format_int, format_level, format_pct, format_pp
+from ellrobust.report.render_markdown import escape, table
+from ellrobust.report.table_model import Align, Table
+from ellrobust.verdict.regression import (
+    RELATIVE,
+    SIGMAS,
+    CheckResult,
+    Comparison,
+    Direction,
+    Kind,
+    Rule,
+    Status,
+    describe_setup,
+)
 
 
 def _value(rule: Rule, value: float | None) -> str:

@@ -14,17 +14,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from ellrobust.frame import parse_params
-from ellrobust.metrics.decisions import ALPHA, MIN_IMAGES, POWER
+from ellrobust.core.version import __version__
 from ellrobust.report import tables
-from ellrobust.report.claims import claim_line
-from ellrobust.report.format import format_eps, format_level
-from ellrobust.report.labels import Labels, build_labels, settings_text
-from ellrobust.report.markdown import bullets, escape, heading, image, table
-from ellrobust.report.model import Align, Table
+from ellrobust.report.claim_sentences import claim_line
+from ellrobust.report.legend import Labels, build_labels, settings_text
+from ellrobust.report.number_format import format_eps, format_level
+from ellrobust.report.render_markdown import bullets, escape, heading, image, table
+from ellrobust.report.table_model import Align, Table
 from ellrobust.results import Metric
-from ellrobust.verdict import RULES, claims, elliptical_models
-from ellrobust.version import __version__
+from ellrobust.stats.decisions import ALPHA, MIN_IMAGES, POWER
+from ellrobust.verdict.results_view import parse_params
+from ellrobust.verdict.rules import RULES, claims, elliptical_models
 
 #: The section headings, in order (tests and readers rely on them).
 SECTIONS = (
@@ -54,7 +54,7 @@ class Run:
         label: Short name used in tables and legends when several runs are combined.
         path: The folder.
         meta: Its ``run.json`` (empty when the folder has none).
-        table: Its results, :func:`~ellrobust.frame.prepare`-d with ``run == label``.
+        table: Its results, :func:`~ellrobust.verdict.results_view.prepare`-d with ``run == label``.
     """
 
     label: str

@@ -25,21 +25,21 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from ellrobust.files import atomic_write
-from ellrobust.frame import Lookup, interval_metrics, parse_params, split_params
-from ellrobust.metrics.decisions import Favours, holm_direction
-from ellrobust.metrics.minimal import (
+from ellrobust.core.files import atomic_write
+from ellrobust.report.legend import Labels, collapse_label, series_columns, series_label
+from ellrobust.report.number_format import format_eps
+from ellrobust.results import ELLIPTICAL_METRICS, Metric
+from ellrobust.results.adversarial_images import adversarial_files, load_adversarial, load_clean
+from ellrobust.stats.decisions import Favours, holm_direction
+from ellrobust.stats.inference import paired_difference_interval
+from ellrobust.stats.minimal_budgets import (
     fixed_budget_eps,
     robust_curve,
     robust_curve_interval,
     robust_flags,
     worst_case_eps,
 )
-from ellrobust.metrics.stats import paired_difference_interval
-from ellrobust.report.format import format_eps
-from ellrobust.report.labels import Labels, collapse_label, series_columns, series_label
-from ellrobust.results import ELLIPTICAL_METRICS, Metric
-from ellrobust.results.adversarial import adversarial_files, load_adversarial, load_clean
+from ellrobust.verdict.results_view import Lookup, interval_metrics, parse_params, split_params
 
 #: The sequential colours of budgets (small ε dark, large light).
 _VIRIDIS = colormaps["viridis"]
@@ -233,7 +233,7 @@ def worst_case_budgets(
 
     An image counts as broken at ε if any method of the run broke it at or below ε: the minimum of the
     minimal-norm methods' ε* and of the smallest grid budget at which a fixed-budget attack in the same
-    norm broke it (:func:`~ellrobust.metrics.minimal.fixed_budget_eps`; attacks in the same ``m_grad``
+    norm broke it (:func:`~ellrobust.stats.minimal_budgets.fixed_budget_eps`; attacks in the same ``m_grad``
     mode, and another model's transferred images in every mode, as the worst-case rows count them).
     The result holds the combined ε* and censored flags (indexed by image), the smallest eps_max of the
     minimal-norm methods (where the combined curve ends) and the methods combined; a group that no
@@ -303,7 +303,7 @@ def robustness_curve_figure(df: pd.DataFrame, examples: pd.DataFrame | None) -> 
     fixed-budget attack broke images that the minimal-norm method did not at that ε, it lies below.
     Right: for each pair of models the run compared on ε* (``eps_star_difference`` rows), the difference of
     the two curves on the same images with the pointwise 95 % Tango score interval
-    (:func:`~ellrobust.metrics.stats.paired_difference_interval`) of the per-image robust flags at each ε.
+    (:func:`~ellrobust.stats.inference.paired_difference_interval`) of the per-image robust flags at each ε.
     ``examples`` is the per-example table of the runs with a ``run`` column; None without ε* draws nothing.
     """
     budgets = minimal_budgets(examples)
@@ -577,7 +577,7 @@ def difference_heatmap(df: pd.DataFrame) -> Figure | None:
     """Paired accuracy differences on corrupted images, corruption × severity, one panel per pair of models.
 
     A diverging colour map centred at 0 (blue: the first model more accurate, red: the second); the
-    cells that survive Holm's adjustment (:func:`~ellrobust.metrics.decisions.holm_direction`) are boxed and starred.
+    cells that survive Holm's adjustment (:func:`~ellrobust.stats.decisions.holm_direction`) are boxed and starred.
     """
     rows = df[(df["metric"] == Metric.ACCURACY_DIFFERENCE.value) & df["severity"].notna() & df["baseline"].ne("")]
     if rows.empty:

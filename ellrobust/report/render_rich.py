@@ -10,8 +10,8 @@ from rich.console import Group
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from ellrobust.report.model import Cell, Table
-from ellrobust.verdict import ClaimStatus
+from ellrobust.report.table_model import Cell, Table
+from ellrobust.verdict.rules import ClaimStatus
 
 _STATUS_STYLE = {ClaimStatus.SUPPORTED: "green", ClaimStatus.CONTRADICTED: "red", ClaimStatus.INCONCLUSIVE: "yellow"}
 

@@ -1,16 +1,16 @@
 """The tables of a results table, built once for the terminal and the report (frame → neutral :class:`Table`).
 
 ``eval`` prints these tables (:mod:`~ellrobust.report.render_rich`) and the report writes them
-(:mod:`~ellrobust.report.markdown`), so both show the same columns, labels and numbers. Each builder
-takes a :func:`~ellrobust.frame.prepare`-d table and returns ``None`` when the run measured nothing
+(:mod:`~ellrobust.report.render_markdown`), so both show the same columns, labels and numbers. Each builder
+takes a :func:`~ellrobust.verdict.results_view.prepare`-d table and returns ``None`` when the run measured nothing
 of its kind, so a caller can say so instead of printing an empty table. Rows keep the order in which
 the run produced them (the order the user named models and attacks), not alphabetical order. Values
-stay floats until here; they are written by :mod:`~ellrobust.report.format`.
+stay floats until here; they are written by :mod:`~ellrobust.report.number_format`.
 
-Intervals, adjusted p-values and power are read from their own rows (:class:`~ellrobust.frame.Lookup`);
+Intervals, adjusted p-values and power are read from their own rows (:class:`~ellrobust.verdict.results_view.Lookup`);
 a column whose rows the table lacks (a statistic the run did not compute) is left out rather than
 filled with guesses. Column headers are short words; methods and settings appear as the labels of
-:mod:`~ellrobust.report.labels`.
+:mod:`~ellrobust.report.legend`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ellrobust.frame import TEXT_COLUMNS, Lookup, interval_metrics, paired_records, parse_params, split_params
-from ellrobust.metrics.calibration import MIN_CALIBRATION_IMAGES
-from ellrobust.metrics.decisions import ALPHA, POWER, Favours, holm_direction, holm_level
-from ellrobust.report.format import (
+from ellrobust.report.legend import Labels, collapse_label, series_columns, series_label, varying
+from ellrobust.report.number_format import (
     format_budget,
     format_budget_interval,
     format_eps,
@@ -40,10 +38,19 @@ from ellrobust.report.format import (
     format_signed,
     format_signed_interval,
 )
-from ellrobust.report.labels import Labels, collapse_label, series_columns, series_label, varying
-from ellrobust.report.model import Align, Cell, Table
+from ellrobust.report.table_model import Align, Cell, Table
 from ellrobust.results import COLLAPSE_METRICS, Metric
-from ellrobust.verdict import MCE_ORDER
+from ellrobust.stats.calibration import MIN_CALIBRATION_IMAGES
+from ellrobust.stats.decisions import ALPHA, POWER, Favours, holm_direction, holm_level
+from ellrobust.verdict.results_view import (
+    TEXT_COLUMNS,
+    Lookup,
+    interval_metrics,
+    paired_records,
+    parse_params,
+    split_params,
+)
+from ellrobust.verdict.rules import MCE_ORDER
 
 #: Collapse metrics: the section title of each, and which way is more collapsed (a table's caption).
 COLLAPSE_TITLES = {

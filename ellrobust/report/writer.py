@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ellrobust.errors import UsageError
-from ellrobust.files import atomic_write
-from ellrobust.frame import prepare
+from ellrobust.core.errors import UsageError
+from ellrobust.core.files import atomic_write
 from ellrobust.report import plots
 from ellrobust.report.document import SECTIONS, Run, render
-from ellrobust.report.labels import build_labels
+from ellrobust.report.legend import build_labels
 from ellrobust.report.tables import collapse_metrics
 from ellrobust.results import ELLIPTICAL_METRICS, load_examples, load_results
+from ellrobust.verdict.results_view import prepare
 
 __all__ = ["SECTIONS", "load_runs", "write_report"]
 

@@ -1,7 +1,7 @@
-"""The results layer: typed rows and their key, per-example outcomes, the table on disk, older tables."""
+"""Floor 2: the results layer: typed rows and their key, per-example outcomes, the table on disk, older tables."""
 
-from ellrobust.results.examples import EXAMPLE_COLUMNS, Outcomes, examples_frame, load_examples, save_examples
 from ellrobust.results.migrate import complete_table, migrate_records
+from ellrobust.results.per_image import EXAMPLE_COLUMNS, Outcomes, examples_frame, load_examples, save_examples
 from ellrobust.results.rows import (
     ACCURACIES,
     CALIBRATION_METRICS,
@@ -18,7 +18,7 @@ from ellrobust.results.rows import (
     Row,
     row_key,
 )
-from ellrobust.results.schema import (
+from ellrobust.results.storage import (
     REQUIRED_COLUMNS,
     SCHEMA_VERSION,
     load_results,

@@ -9,8 +9,8 @@
   family), and are computed exactly as the engine computes them. What needs the per-image outcomes
   (a paired interval that a table never had, the detectable difference) is not invented.
 
-Run tables (:func:`~ellrobust.results.schema.load_results`) and CI baselines
-(:func:`~ellrobust.check.read_baseline`) both pass through here, so no other module asks which
+Run tables (:func:`~ellrobust.results.storage.load_results`) and CI baselines
+(:func:`~ellrobust.verdict.regression.read_baseline`) both pass through here, so no other module asks which
 version wrote a file.
 """
 
@@ -21,8 +21,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from ellrobust.metrics.stats import holm_adjust, wilson_interval
 from ellrobust.results.rows import ACCURACIES, Metric, row_key
+from ellrobust.stats.inference import holm_adjust, wilson_interval
 
 _NOT_MEASURED_IN_PRECISION = {Metric.SANITY_FINITE_LOGITS.value}
 

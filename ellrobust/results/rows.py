@@ -6,7 +6,7 @@ layer, ``m_grad`` mode, precision) and the :class:`Metric` and value. The engine
 provenance (:class:`Provenance`: checkpoint digest, dataset, split, n, seed, versions) when it
 assembles the table, so stages never repeat it. Every module that builds or reads rows does it
 through this one definition; per-image outcomes live in their own table
-(:mod:`ellrobust.results.examples`), never inside a row.
+(:mod:`ellrobust.results.per_image`), never inside a row.
 
 Metric names are a contract with users' scripts (README, "Results"): the values of :class:`Metric`
 never change. Accuracies and rates are fractions in [0, 1]; floats stay floats until rendering.

@@ -1,0 +1,48 @@
+"""The contract between the engine and a stage: which units it has, and how one is computed.
+
+The engine runs an explicit, ordered tuple of stages (:data:`ellrobust.engine.runner.STAGES`): clean first,
+because every later stage may read its outcomes through :meth:`~ellrobust.run.context.RunContext.clean_outcomes`.
+For each stage it asks for the units, loads the finished ones from disk, calls :meth:`Stage.prepare`
+with the rest, then :meth:`Stage.run` for each of them with the unit's seed, and passes every unit's
+result, computed or loaded, through :meth:`Stage.finish`; after the last stage,
+:meth:`Stage.derive` adds rows that need every unit of the run. The hooks a stage does not need keep
+these no-op defaults.
+"""
+
+from __future__ import annotations
+
+from ellrobust.request.config import EvalConfig
+from ellrobust.results import Row
+from ellrobust.run.context import RunContext
+from ellrobust.run.units import Unit, UnitResult
+
+
+class Stage:
+    """A family of units (clean accuracy, attacks, corruptions, collapse)."""
+
+    @staticmethod
+    def before_workers(config: EvalConfig, image_size: int, protocol: str) -> None:
+        """Work to do once in the main process before the run's worker pool forks (it is inherited)."""
+
+    def units(self, ctx: RunContext) -> list[Unit]:
+        """The stage's units for this run, in the order they run."""
+        raise NotImplementedError
+
+    def prepare(self, ctx: RunContext, pending: list[Unit]) -> None:
+        """Called with the units about to be computed (not on disk), in order, before the first runs."""
+
+    def run(self, unit: Unit, ctx: RunContext, seed: int) -> UnitResult:
+        """Compute one unit; ``seed`` comes from the unit's key (the same on every rank and every resume)."""
+        raise NotImplementedError
+
+    def finish(self, unit: Unit, result: UnitResult, ctx: RunContext) -> UnitResult:
+        """The unit's result as this run reads it, computed or loaded from disk (after it was saved).
+
+        For what depends on the run's request but not on the unit's numbers (the minimal stage's rows
+        at the run's budgets), so that a unit is reused whatever those are. The default: as it is.
+        """
+        return result
+
+    def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
+        """Rows computed from every row of the run once all units are done (e.g. mCE over corruptions)."""
+        return []

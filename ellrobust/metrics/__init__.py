@@ -1,1 +1,0 @@
-"""Pure metric functions: accuracy, paired statistics, corruption errors, representation collapse."""
