@@ -1,12 +1,33 @@
 """Floor 6: the measures: clean accuracy, attacks, minimal budgets, corruptions, collapse and OOD detection,
-each a :class:`Stage`; the collapse probe and the paired statistics of their per-image records."""
+each a :class:`Stage`, and the probes that observe every attacked batch (perturbation statistics, collapse,
+transfer, saved images; :mod:`~ellrobust.measures.attack_probe`); the paired statistics of their per-image
+records. Importing this face registers every probe."""
 
 from ellrobust.measures.attack import AttackStage
+from ellrobust.measures.attack_probe import ATTACK_PROBES, AttackProbe, attack_probe
 from ellrobust.measures.clean_accuracy import CleanStage
 from ellrobust.measures.corruption import CorruptionStage
 from ellrobust.measures.minimal_budget import MinimalStage
 from ellrobust.measures.ood import OODStage
-from ellrobust.measures.representation_collapse import CollapseStage
+from ellrobust.measures.perturbation_stats import PerturbationProbe
+from ellrobust.measures.representation_collapse import AdversarialCollapseProbe, CollapseStage
+from ellrobust.measures.saved_adversarial import SavedAdversarialProbe
 from ellrobust.measures.stage import Stage
+from ellrobust.measures.transfer import TransferProbe
 
-__all__ = ["AttackStage", "CleanStage", "CollapseStage", "CorruptionStage", "MinimalStage", "OODStage", "Stage"]
+__all__ = [
+    "ATTACK_PROBES",
+    "AdversarialCollapseProbe",
+    "AttackProbe",
+    "AttackStage",
+    "CleanStage",
+    "CollapseStage",
+    "CorruptionStage",
+    "MinimalStage",
+    "OODStage",
+    "PerturbationProbe",
+    "SavedAdversarialProbe",
+    "Stage",
+    "TransferProbe",
+    "attack_probe",
+]

@@ -1,7 +1,9 @@
-"""Representation collapse on the clean images: one unit per model, measured layer by layer.
+"""Representation collapse: on the clean images, one unit per model, measured layer by layer; on the
+adversarial images, a probe of every attack unit of a model with tokens (:class:`AdversarialCollapseProbe`).
 
-Collapse on adversarial images is measured by the attack stage itself, on the images it attacks
-(see :mod:`ellrobust.measures.attack`), so both share one :class:`~ellrobust.measures.collapse_probe.CollapseConfig`.
+Both share one :class:`~ellrobust.measures.collapse_probe.CollapseConfig`. The probe's rows carry the
+attack's method, eps and m_grad; they cover the attacked (clean-correct) images only, so they are a
+different image set from the clean collapse rows (method ``collapse``), which use every image.
 The per-image values are kept in the unit result: every model measures every selected image here,
 so the engine derives paired differences between models from them. Models without tokens (CNN
 baselines) have no collapse units (:func:`~ellrobust.measures.collapse_probe.token_models`).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, attack_probe
 from ellrobust.measures.collapse_probe import CollapseAccumulator, token_models
 from ellrobust.measures.stage import Stage
 from ellrobust.run.context import RunContext
@@ -36,3 +39,27 @@ class CollapseStage(Stage):
         size = len(ctx.indices)
         measured = {"model": unit.model, "method": unit.method, "precision": ctx.config.collapse.precision.value}
         return UnitResult(rows=accumulator.rows(measured, size), values=accumulator.values(size))
+
+
+@attack_probe("collapse")
+class AdversarialCollapseProbe(AttackProbe):
+    order = 20
+
+    def __init__(self, scope: AttackScope) -> None:
+        self.scope = scope
+        self.accumulator = CollapseAccumulator(scope.model.module, scope.ctx.config.collapse, scope.unit.model)
+
+    @classmethod
+    def open(cls, scope: AttackScope) -> AdversarialCollapseProbe | None:
+        return cls(scope) if scope.ctx.config.collapse is not None and scope.model.tokens else None
+
+    def observe(self, batch: AttackedBatch) -> None:
+        self.accumulator.add(batch.adversarial, batch.positions)
+
+    def finish(self, result: UnitResult) -> None:
+        ctx, unit = self.scope.ctx, self.scope.unit
+        self.accumulator.merge(ctx.dist.gather_objects(self.accumulator.state()))
+        measured = {f: getattr(unit, f) for f in ("model", "method", "params", "eps", "m_grad", "precision")}
+        size = len(ctx.indices)
+        result.rows.extend(self.accumulator.rows(measured, size, extra_params=self.scope.request.params))
+        result.values.update(self.accumulator.values(size))
