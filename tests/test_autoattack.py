@@ -246,10 +246,10 @@ def test_bf16_runs_and_stays_within_eps(nano, points, name):
     "name, params, classes, words",
     [
         ("autoattack", {"norm": "L1"}, 10, "--norm"),
-        ("autoattack", {"target_classes": 10}, 10, "--target-classes 9 or fewer"),
-        ("apgd", {}, 5, "--target-classes 4 or fewer"),
+        ("autoattack", {"target_classes": 10}, 10, "target_classes = 9 or fewer in the autoattack [[attack]] table"),
+        ("apgd", {}, 5, "attacks={'apgd': {'target_classes': 4}}"),
         ("fab-t", {}, 1, "at least 2 classes"),
-        ("apgd-t", {"target_classes": 0}, 10, "positive integer"),
+        ("apgd-t", {"target_classes": 0}, 10, "target_classes must be a positive integer"),
     ],
 )
 def test_bad_requests_are_one_line_usage_errors(name, params, classes, words):

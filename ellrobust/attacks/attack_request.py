@@ -55,6 +55,19 @@ def make_request(name: str, overrides: Mapping[str, object] | None = None) -> At
     return AttackRequest(name, MappingProxyType(defn.params(overrides)))
 
 
+def _set_target_classes(name: str, k: int) -> str:
+    """How to set ``target_classes``, which has no ``eval`` flag: in a suite's attack table, or the API's params."""
+    return (
+        f"set target_classes = {k} or fewer in the {name} [[attack]] table of a --suite file "
+        f"(or attacks={{{name!r}: {{'target_classes': {k}}}}} in ellrobust.evaluate)"
+    )
+
+
+def _option(key: str) -> str:
+    """How a message names ``key``: its ``ellrobust eval`` flag, or ``target_classes``, which has none."""
+    return key if key == "target_classes" else f"--{key}"
+
+
 #: Parameters that set how much work an attack does, each bounded by :data:`~ellrobust.core.parsing.MAX_BUDGET`.
 BUDGETS = ("steps", "restarts", "samples", "queries")
 
@@ -64,7 +77,7 @@ def validate_params(params: Mapping[str, object]) -> None:
     for key in ("steps", "restarts", "samples", "queries", "target_classes"):
         value = params.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            raise UsageError(f"--{key} must be a positive integer (got {value!r}).")
+            raise UsageError(f"{_option(key)} must be a positive integer (got {value!r}).")
         if key in BUDGETS and value is not None and value > MAX_BUDGET:
             raise UsageError(
                 f"--{key} {value} is above the bound of {MAX_BUDGET:,}, more than any real evaluation needs; "
@@ -96,14 +109,11 @@ def validate_request(request: AttackRequest, num_classes: int) -> None:
     Call it before any work starts; :func:`~.perturbation.perturb` calls it too.
     """
     validate_params(request.params)
-    norm = request.params.get("norm")
-    if norm is not None and norm not in ("Linf", "L2"):
-        raise UsageError(f"{request.name} supports --norm Linf or L2 (got {norm!r}).")
     targets = request.params.get("target_classes")
     if targets is not None and int(targets) >= num_classes:
         raise UsageError(
-            f"{request.name}: --target-classes {targets} needs more than {targets} classes; "
-            f"the dataset has {num_classes}, so use --target-classes {num_classes - 1} or fewer."
+            f"{request.name}: target_classes {targets} needs more than {targets} classes; the dataset has "
+            f"{num_classes}, so {_set_target_classes(request.name, num_classes - 1)}."
             if num_classes > 1
             else f"{request.name} needs at least 2 classes; the dataset has {num_classes}."
         )

@@ -30,6 +30,10 @@ class AttackDef:
     minimal stage (:mod:`ellrobust.measures.minimal_budget`) runs it through :func:`.minimal_methods.solve`, and
     its ``factory`` refuses to run at a fixed budget. Its params
     hold ``eps_max`` (None in the defaults: :data:`~.minimal.DEFAULT_EPS_MAX` of its norm).
+
+    ``restarts_in_perturb`` marks an attack whose factory's attack has no restarts of its own
+    (torchattacks' PGD): :func:`~.perturbation.perturb` runs its ``restarts`` around it, keeping an
+    image adversarial once any restart fools the model. The others run theirs inside (APGD, Square).
     """
 
     name: str
@@ -43,6 +47,7 @@ class AttackDef:
     cost: str = ""  # forward/backward passes per attacked image, for the listing
     minimal: str = ""  # a minimal-norm method's search (:data:`~.minimal_methods.SEARCHES`): "fmn" or "bisect"
     bisects: str = ""  # the fixed-budget attack a bisection runs
+    restarts_in_perturb: bool = False  # its ``restarts`` param is run by :func:`~.perturbation.perturb`
 
     @property
     def is_minimal(self) -> bool:
@@ -91,6 +96,7 @@ _DEFINITIONS = (
         _frozen(steps=10, step_size="0.25*eps", random_start=True, restarts=1),
         factories.pgd,
         cost="steps × restarts fwd+bwd",
+        restarts_in_perturb=True,
     ),
     AttackDef(
         "pgd-l2",
@@ -101,6 +107,7 @@ _DEFINITIONS = (
         factories.pgd_l2,
         default_eps=_L2_EPS,
         cost="steps × restarts fwd+bwd",
+        restarts_in_perturb=True,
     ),
     AttackDef(
         "spsa",

@@ -1,7 +1,8 @@
 """Running an attack on a batch: :func:`perturb`, the one entry point every stage and test calls.
 
 It owns what no single attack should: validating the request, wrapping the model so that decisions
-are fp32 (:class:`~.cascade.Float32Logits`), and PGD's restarts, which torchattacks' PGD lacks.
+are fp32 (:class:`~.cascade.Float32Logits`), and the restarts of an attack that has none of its own
+(``restarts_in_perturb`` in its definition: PGD, whose torchattacks version lacks them).
 """
 
 from __future__ import annotations
@@ -34,13 +35,13 @@ def perturb(
     (``autoattack``, ``apgd``) ``info["components"][name] = {"seconds", "attacked", "broken"}``, SPSA
     ``info["spsa_images_per_forward"]``.
 
-    PGD-style restarts are run here (torchattacks' PGD has none): an example stays adversarial once
-    any restart fools the model.
+    Restarts of an attack whose definition sets ``restarts_in_perturb`` (PGD: torchattacks' has none)
+    are run here: an example stays adversarial once any restart fools the model.
     """
     validate_request(request, num_classes)
     p = dict(request.params)
     attack = request.definition.factory(Float32Logits(model), eps, p, num_classes, seed)
-    restarts = int(p.get("restarts", 1)) if request.name in ("pgd", "pgd-l2") else 1
+    restarts = int(p.get("restarts", 1)) if request.definition.restarts_in_perturb else 1
     adv = attack.run(images, labels, precision=precision, info=info)
     for _ in range(restarts - 1):
         fooled = fp32_predictions(model, adv) != labels
