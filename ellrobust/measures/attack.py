@@ -40,7 +40,6 @@ import torch
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, perturbation_norm
 from ellrobust.attacks.sanity_checks import LARGE_EPS_METHOD
 from ellrobust.attacks.target_labels import AttackLabels, labelled_params, split_labels
-from ellrobust.core.errors import UsageError
 from ellrobust.core.precision import fp32_predictions
 from ellrobust.measures.collapse_probe import CollapseAccumulator
 from ellrobust.measures.stage import Stage
@@ -195,20 +194,18 @@ class AttackStage(Stage):
             values = collapse.values(len(ctx.indices))
         result = UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, values=values, extra=extra)
         carried = _carried(ctx, unit, previous)
-        if carried is not None:
-            for name, per_image in carried.items():
-                gathered = ctx.gather(said[name], dtype=per_image.dtype)
-                per_image[positions] = gathered[positions]
-            result.predictions[unit.model] = carried["prediction"].tolist()
-            result.linf[unit.model] = carried["linf"].tolist()
-            result.l2[unit.model] = carried["l2"].tolist()
+        for name, per_image in carried.items():
+            gathered = ctx.gather(said[name], dtype=per_image.dtype)
+            per_image[positions] = gathered[positions]
+        result.predictions[unit.model] = carried["prediction"].tolist()
+        result.linf[unit.model] = carried["linf"].tolist()
+        result.l2[unit.model] = carried["l2"].tolist()
         for target in targets:
             correct, predicted = _transfer_base(ctx, previous, target)
             correct[positions] = ctx.gather(judged[target][0], dtype=np.int64)[positions]
             result.transfer[target] = correct.tolist()
-            if predicted is not None:
-                predicted[positions] = ctx.gather(judged[target][1], dtype=np.int64)[positions]
-                result.transfer_predictions[target] = predicted.tolist()
+            predicted[positions] = ctx.gather(judged[target][1], dtype=np.int64)[positions]
+            result.transfer_predictions[target] = predicted.tolist()
             accuracy = float(correct.mean())
             transferred = Row(target, Metric.TRANSFER_ACCURACY, accuracy, unit.method, transfer_params(unit), unit.eps)
             result.rows.append(transferred.replace(precision=unit.precision))
@@ -216,7 +213,7 @@ class AttackStage(Stage):
             parts = ctx.dist.gather_objects(images)
             if ctx.dist.is_main:
                 attacked = {p: a for part in parts for p, a in part.items()}
-                predicted = result.predictions.get(unit.model)
+                predicted = result.predictions[unit.model]
                 path = _save_images(ctx, unit, request.norm, previous, attacked, predicted)
                 extra["adversarial_file"] = str(path.relative_to(ctx.run_dir))
         return result
@@ -224,32 +221,17 @@ class AttackStage(Stage):
 
 def _clean_predictions(ctx: RunContext, model: str) -> np.ndarray:
     """The classes ``model`` predicts on the clean images of the selection: the targets under ``--labels predicted``."""
-    predicted = ctx.results[clean_unit(model)].predictions.get(model)
-    if predicted is None:
-        raise UsageError(
-            f"the clean unit of {model} in this run folder predates per-image predictions, which --labels predicted "
-            "attacks; run again with a new --out."
-        )
-    return np.asarray(predicted, dtype=np.int64)
+    return np.asarray(ctx.results[clean_unit(model)].predictions[model], dtype=np.int64)
 
 
-def _carried(ctx: RunContext, unit: Unit, previous: Unit | None) -> dict[str, np.ndarray] | None:
+def _carried(ctx: RunContext, unit: Unit, previous: Unit | None) -> dict[str, np.ndarray]:
     """What each selected image shows before this unit attacks: the prediction and perturbation sizes of
-    the next smaller budget (nested budgets), or the clean prediction and size 0.
-
-    None when the unit they come from predates per-image predictions (a run folder of ellrobust 0.2):
-    this unit's examples then leave those columns empty rather than mix in guesses.
-    """
+    the next smaller budget (nested budgets), or the clean prediction and size 0."""
     if previous is None:
-        clean = ctx.results[clean_unit(unit.model)].predictions.get(unit.model)
-        if clean is None:
-            return None
+        clean = ctx.results[clean_unit(unit.model)].predictions[unit.model]
         zeros = np.zeros(len(clean), dtype=np.float64)
         return {"prediction": np.asarray(clean, dtype=np.int64), "linf": zeros, "l2": zeros.copy()}
     before = ctx.results[previous]
-    known = (before.predictions, before.linf, before.l2)
-    if any(unit.model not in part for part in known):
-        return None
     return {
         "prediction": np.asarray(before.predictions[unit.model], dtype=np.int64),
         "linf": np.asarray(before.linf[unit.model], dtype=np.float64),
@@ -257,17 +239,16 @@ def _carried(ctx: RunContext, unit: Unit, previous: Unit | None) -> dict[str, np
     }
 
 
-def _transfer_base(ctx: RunContext, previous: Unit | None, target: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _transfer_base(ctx: RunContext, previous: Unit | None, target: str) -> tuple[np.ndarray, np.ndarray]:
     """What ``target`` says of each image before this unit's attack: of the smaller budget's images
-    (nested budgets), else of the clean images (correctness; predictions, None where a unit of
-    ellrobust 0.2 recorded none)."""
+    (nested budgets), else of the clean images (correctness and predictions)."""
     if previous is None:
         clean = ctx.results[clean_unit(target)]
-        correct, predicted = clean.outcomes[target], clean.predictions.get(target)
+        correct, predicted = clean.outcomes[target], clean.predictions[target]
     else:
         before = ctx.results[previous]
-        correct, predicted = before.transfer[target], before.transfer_predictions.get(target)
-    return np.asarray(correct, dtype=np.int64), None if predicted is None else np.asarray(predicted, dtype=np.int64)
+        correct, predicted = before.transfer[target], before.transfer_predictions[target]
+    return np.asarray(correct, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
 
 
 def _save_images(
@@ -276,11 +257,10 @@ def _save_images(
     norm: str,
     previous: Unit | None,
     attacked: dict[int, np.ndarray],
-    predicted: list[int] | None,
+    predicted: list[int],
 ) -> Path:
     """Write the unit's images for the whole selection: the attacked ones over the smaller budget's (or
-    the clean) images, with the predictions the unit recorded (computed here when an older clean unit
-    recorded none)."""
+    the clean) images, with the predictions the unit recorded."""
     every = list(range(len(ctx.indices)))
     labels = ctx.store.labels[every].astype(np.int64)
     if previous is None:
@@ -298,12 +278,6 @@ def _save_images(
         base = load_adversarial(path).x_adv.copy()
     for position, image in attacked.items():
         base[position] = image
-    if predicted is None:
-        model = ctx.models[unit.model].module
-        chunks = [base[i : i + ctx.config.batch_size] for i in range(0, len(base), ctx.config.batch_size)]
-        predicted = [
-            int(c) for chunk in chunks for c in fp32_predictions(model, torch.from_numpy(chunk).to(ctx.device))
-        ]
     prediction = np.asarray(predicted, dtype=np.int64)
     return save_adversarial(
         ctx.run_dir,
