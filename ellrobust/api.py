@@ -312,7 +312,7 @@ def default_out(config: EvalConfig, modules: Mapping[str, nn.Module] | None = No
     folder name), plus each module's class and weights' digest, so that a notebook cell run again
     resumes its run, and another module gets another folder.
     """
-    ident = config.folder_key()
+    ident = config.to_dict()
     if modules:
         ident["modules"] = {
             name: f"{type(m).__module__}.{type(m).__qualname__}:{state_dict_digest(m)}" for name, m in modules.items()

@@ -1,4 +1,4 @@
-"""A realistic results table built by hand, with the rows of schema 2 the report and verdict read.
+"""A realistic results table built by hand, with the rows the report and verdict read.
 
 The report's and verdict's tests need tables with chosen effects (a clear win, identical models), so
 they simulate per-image outcomes and derive every row the way the contract describes
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, t
 
-from ellrobust.results import to_frame
+from ellrobust.results import SCHEMA_VERSION, to_frame
 
 ELLIPTICAL, BASELINE = "deit-elliptical", "deit"
 MODELS = {ELLIPTICAL: True, BASELINE: False}
@@ -331,7 +331,7 @@ def _pick(values: np.ndarray, layer: int | None, later: list[int]) -> np.ndarray
 def run_json(n: int = 400) -> dict:
     """The parts of run.json the report reads."""
     return {
-        "schema_version": 2,
+        "schema_version": SCHEMA_VERSION,
         "command": "ellrobust eval -m deit-elliptical -m deit --attack fgsm,pgd --m-grad both "
         "--corruption gaussian_noise,fog,contrast --collapse",
         "config": {

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ellrobust.cli import app
+from ellrobust.core.version import __version__
 from ellrobust.results import SCHEMA_VERSION, load_results, save_table, to_frame
 from ellrobust.verdict.regression import Kind, Status, binomial_tolerance, compare, read_baseline, rule_for
 
@@ -130,18 +131,30 @@ def test_missing_baseline_file_is_a_usage_error(tmp_path, runner):
 
 def test_update_round_trip_is_sorted_readable_and_stable(tmp_path, runner, baseline):
     text = baseline.read_text()
-    assert text.startswith("[\n  {\n")  # pretty-printed, one field per line
-    records = json.loads(text)
+    assert text.startswith('{\n  "command": ')  # the command that regenerates it heads the file
+    document = json.loads(text)
+    assert document["schema_version"] == SCHEMA_VERSION and document["ellrobust_version"] == __version__
+    assert document["command"].endswith(f"ellrobust check {tmp_path / 'base-run'} --baseline {baseline} --update")
+    records = document["records"]
     assert {"model", "method", "eps", "severity", "layer", "metric", "value", "n", "params", "m_grad"} <= records[
         0
     ].keys()
     assert [r["metric"] for r in records] == [r["metric"] for r in read_baseline(baseline)]
-    # The same results in another row order give the same bytes.
+    # The same results in another row order give the same records.
     again = tmp_path / "again.json"
     run = make_run(tmp_path / "shuffled", rows()[::-1])
     assert runner.invoke(app, ["check", str(run), "--baseline", str(again), "--update"]).exit_code == 0
-    assert again.read_text() == text
+    assert json.loads(again.read_text())["records"] == records
     assert check(runner, run, again).exit_code == 0
+
+
+def test_the_command_at_the_top_is_the_runs_own_then_the_update(tmp_path, runner):
+    run = make_run(tmp_path / "run", rows())
+    (run / "run.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "command": "ellrobust eval -m x"}))
+    path = tmp_path / "baseline.json"
+    assert check(runner, run, path, "--update").exit_code == 0
+    expected = f"ellrobust eval -m x > /dev/null && ellrobust check {run} --baseline {path} --update"
+    assert json.loads(path.read_text())["command"] == expected
 
 
 def test_compare_returns_typed_comparisons(tmp_path, baseline):
@@ -153,19 +166,22 @@ def test_compare_returns_typed_comparisons(tmp_path, baseline):
     assert not result.passed and result.new_rows == 0
 
 
-def test_a_baseline_from_before_precision_existed_compares_with_the_fp32_rows(tmp_path, runner, baseline):
-    """Baselines written by 0.1 have no precision field; every attack, sanity check and collapse pass of
-    that version ran in fp32 (real runs since tag them so, as these rows are)."""
-    legacy = tmp_path / "legacy.json"
-    legacy.write_text(
-        json.dumps([{k: v for k, v in r.items() if k != "precision"} for r in json.loads(baseline.read_text())])
-    )
-    table = rows()
-    table[2]["precision"] = "fp32"
-    assert check(runner, make_run(tmp_path / "fp32", table), legacy).exit_code == 0
-    table[2]["precision"] = "bf16"  # never compared with an fp32 baseline: the row is missing
-    result = check(runner, make_run(tmp_path / "bf16", table), legacy)
-    assert result.exit_code == 1 and "missing" in result.output
+@pytest.mark.parametrize("header", [True, False])
+def test_a_baseline_of_another_schema_is_refused_in_one_line(tmp_path, runner, baseline, header):
+    """A baseline with an older schema in its header, or a bare list of records as 0.4 wrote them."""
+    document = json.loads(baseline.read_text())
+    old = tmp_path / "old.json"
+    if header:
+        old.write_text(json.dumps({**document, "ellrobust_version": "0.4.0", "schema_version": SCHEMA_VERSION - 1}))
+        fix = "regenerate the baseline with the command at its top."
+    else:
+        old.write_text(json.dumps([{**r, "ellrobust_version": "0.4.0"} for r in document["records"]]))
+        fix = f"then `ellrobust check RUN --baseline {old} --update`."
+    result = check(runner, make_run(tmp_path / "run", rows()), old)
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"error: baseline '{old}' was written by ellrobust 0.4.0 (")
+    assert f"ellrobust {__version__} reads schema {SCHEMA_VERSION} only: " in result.output
+    assert result.output.rstrip().endswith(fix)
 
 
 def test_rules():

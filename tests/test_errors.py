@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 
 from ellrobust.cli import app
 from ellrobust.models import load_model
+from ellrobust.results import SCHEMA_VERSION
 
 FAST = ["--data", "synthetic", "--n", "8", "--batch-size", "8"]
 
@@ -151,22 +152,36 @@ def suite_unknown_param(tmp: Path) -> list[str]:
     return ["eval", "-m", "deit-nano", *FAST, "--suite", str(tmp / "s.toml")]
 
 
-def _newer_run(tmp: Path) -> Path:
-    """A run folder of a results schema this version does not know yet (older ones are migrated)."""
-    run = tmp / "newer"
+def _run_folder(tmp: Path, schema: int, version: str) -> Path:
+    """A run folder whose run.json records a results schema and the ellrobust that wrote it."""
+    run = tmp / f"schema{schema}"
     run.mkdir()
     (run / "results.csv").write_text("model,dataset,n,method,metric,value\ndeit,digits,10,clean,clean_accuracy,0.9\n")
-    (run / "run.json").write_text(json.dumps({"schema_version": 99}))
+    (run / "run.json").write_text(json.dumps({"schema_version": schema, "environment": {"ellrobust": version}}))
     return run
 
 
-def newer_run_report(tmp: Path) -> list[str]:
-    return ["report", str(_newer_run(tmp)), "--out", str(tmp / "rep")]
+def old_run_report(tmp: Path) -> list[str]:
+    return ["report", str(_run_folder(tmp, SCHEMA_VERSION - 1, "0.4.0")), "--out", str(tmp / "rep")]
 
 
 def newer_run_check(tmp: Path) -> list[str]:
     (tmp / "b.json").write_text("[]")
-    return ["check", str(_newer_run(tmp)), "--baseline", str(tmp / "b.json")]
+    return ["check", str(_run_folder(tmp, SCHEMA_VERSION + 1, "9.0.0")), "--baseline", str(tmp / "b.json")]
+
+
+def old_baseline_check(tmp: Path) -> list[str]:
+    """A current run against a baseline of an earlier schema (a header naming schema and version)."""
+    old = {"command": "ellrobust …", "ellrobust_version": "0.4.0", "schema_version": SCHEMA_VERSION - 1, "records": []}
+    (tmp / "b.json").write_text(json.dumps(old))
+    return ["check", str(_run_folder(tmp, SCHEMA_VERSION, "now")), "--baseline", str(tmp / "b.json")]
+
+
+def headerless_baseline_check(tmp: Path) -> list[str]:
+    """A baseline as ellrobust 0.4 wrote it: a bare list of records, with no schema at all."""
+    record = {"model": "deit", "dataset": "digits", "n": 10, "metric": "clean_accuracy", "value": 0.9}
+    (tmp / "b.json").write_text(json.dumps([{**record, "ellrobust_version": "0.4.0"}]))
+    return ["check", str(_run_folder(tmp, SCHEMA_VERSION, "now")), "--baseline", str(tmp / "b.json")]
 
 
 def malformed_baseline(tmp: Path) -> list[str]:
@@ -320,8 +335,10 @@ CASES = [
     Case("collapse layer out of range", ["collapse", "-m", "deit-nano", *FAST, "--layers", "7"], "0–2"),
     Case("collapse unknown feature", ["collapse", "-m", "deit-nano", *FAST, "--feature", "keys"], "keys"),
     Case("report of a missing run", ["report", "/nonexistent/run", "--out", "/tmp/x"], "does not exist"),
-    Case("report of a newer results folder", newer_run_report, "newer than this ellrobust"),
-    Case("check of a newer results folder", newer_run_check, "newer than this ellrobust"),
+    Case("report of an older run folder", old_run_report, f"0.4.0 (results schema {SCHEMA_VERSION - 1}); ellrobust"),
+    Case("check of a newer run folder", newer_run_check, "recompute it with the same command"),
+    Case("check against an older baseline", old_baseline_check, "regenerate the baseline with the command at its top"),
+    Case("check against a baseline without schema", headerless_baseline_check, "0.4.0 (no results schema)"),
     Case("check with a malformed baseline", malformed_baseline, "baseline"),
     Case("results table without required columns", results_missing_columns, "lacks the columns"),
     Case("train to a non-safetensors file", ["train", "-m", "deit-nano", "--out", "model.pt"], ".safetensors"),

@@ -48,7 +48,7 @@ def run_dir(tiny_eval) -> Path:
 
 
 def fake_run(path: Path, df=None) -> Path:
-    """A run folder holding a hand-made table with every row of schema 2."""
+    """A run folder holding a hand-made table with every row the schema has."""
     path.mkdir(parents=True)
     save_table(simulate() if df is None else df, path)
     (path / "run.json").write_text(json.dumps(run_json()))
@@ -155,31 +155,6 @@ def test_eval_prints_the_verdict_after_its_tables(tiny_eval):
     assert "Paired differences" in stdout.split("Verdict", 1)[0]
     assert "deit-nano-elliptical is more robust than deit-nano under pgd (m_grad detach, fp32)" in verdict
     assert "supported:" not in verdict and "contradicted:" not in verdict  # 16 images: nothing survives Holm
-
-
-def test_an_older_table_is_completed_by_the_migration_and_renders_like_a_current_one(run_dir, tmp_path):
-    """A table without intervals or adjusted p (as 0.2 wrote before it had them; rows filtered out here):
-    reading it computes the Wilson intervals and Holm's adjustment from the table, so the report shows
-    them and the verdict judges them; what needs the per-image outcomes (the detectable difference) stays
-    absent, and its column with it."""
-    import shutil
-
-    from ellrobust.report.writer import write_report
-    from ellrobust.results import load_results
-
-    bare = tmp_path / "bare"
-    shutil.copytree(run_dir, bare)
-    full = load_results(bare)
-    df = full[
-        ~full.metric.str.endswith(("_ci_low", "_ci_high"))
-        & ~full.metric.isin(["mcnemar_p_adjusted", "detectable_difference", "n_required", "holm_family_size"])
-    ]
-    save_table(df.reset_index(drop=True), bare)
-    text = write_report([bare], bare).read_text()
-    verdict = section(text, "Verdict")
-    assert "the run holds no Holm-adjusted p" not in verdict and "Holm p" in verdict
-    assert "95 % CI (%)" in section(text, "Clean accuracy") and "Holm p" in section(text, "Paired differences")
-    assert "detectable" not in tables_in(section(text, "Paired differences"))[0][0]
 
 
 def test_a_real_run_carries_the_intervals_into_the_report(run_dir):

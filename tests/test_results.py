@@ -1,11 +1,10 @@
-"""The results layer: typed rows and their key, the per-example table, the schema, and the one migration."""
+"""The results layer: typed rows and their key, the per-example table, and the schema."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import fields
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -21,11 +20,9 @@ from ellrobust.results import (
     Outcomes,
     Provenance,
     Row,
-    complete_table,
     examples_frame,
     load_examples,
     load_results,
-    migrate_records,
     row_key,
     table,
     to_frame,
@@ -108,7 +105,7 @@ def test_the_examples_table_holds_one_row_per_image_and_outcome():
     assert df["prediction"].isna().all() and df["linf"].isna().all() and df["eps_star"].isna().all()  # none recorded
 
 
-# --- the migration --------------------------------------------------------------------------------------
+# --- the schema -----------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -130,69 +127,14 @@ def test_a_run_folder_loads_as_written(run):
     assert len(examples) == 30 * 6 and set(examples["correct"]) <= {0, 1}  # 2 models × (clean + 2 budgets)
 
 
-def test_an_older_table_gets_the_intervals_and_the_holm_p_the_engine_computes(run):
-    full = load_results(run)
-    # calibration intervals need the per-image confidences, which a table does not hold: an older
-    # table never had them and does not regain them
-    full = full[~full["metric"].str.contains("calibration_error")].reset_index(drop=True)
-    companions = full["metric"].str.endswith(("_ci_low", "_ci_high")) & full["baseline"].isna()
-    old = full[~companions & (full["metric"] != "mcnemar_p_adjusted")].reset_index(drop=True)
-    completed = complete_table(old)
-    key = ["model", "baseline", "method", "eps", "metric"]
-    expected = full.sort_values(key, na_position="first").reset_index(drop=True)
-    got = completed.sort_values(key, na_position="first").reset_index(drop=True)
-    assert len(got) == len(expected)
-    np.testing.assert_allclose(
-        got["value"].to_numpy(float), expected["value"].to_numpy(float), rtol=1e-12, equal_nan=True
-    )
-    assert complete_table(full).equals(full)  # a current table is left as it is
-
-
-def test_records_of_0_1_get_the_precision_their_measurements_ran_in():
-    old = [
-        {"model": "a", "method": "clean", "metric": "clean_accuracy", "value": 1.0, "n": 5, "dataset": "d"},
-        {
-            "model": "a",
-            "method": "pgd",
-            "eps": 0.01,
-            "m_grad": "detach",
-            "metric": "robust_accuracy",
-            "value": 0.5,
-            "n": 5,
-            "dataset": "d",
-        },
-        {"model": "a", "method": "sanity", "metric": "sanity_robust_le_clean", "value": 1.0, "n": 5, "dataset": "d"},
-        {
-            "model": "a",
-            "method": "collapse",
-            "layer": 2,
-            "metric": "token_cosine",
-            "value": 0.3,
-            "n": 5,
-            "dataset": "d",
-        },
-        {
-            "model": "a",
-            "method": "fog",
-            "severity": 2,
-            "metric": "corruption_accuracy",
-            "value": 0.8,
-            "n": 5,
-            "dataset": "d",
-        },
-    ]
-    assert [r["precision"] for r in migrate_records(old)] == [None, "fp32", "fp32", "fp32", None]
-    current = {**old[1], "precision": "bf16"}
-    assert migrate_records([current])[0]["precision"] == "bf16"
-
-
-def test_a_table_of_a_newer_schema_is_refused(run, tmp_path):
-    newer = tmp_path / "newer"
-    newer.mkdir()
-    (newer / "results.csv").write_bytes((run / "results.csv").read_bytes())
-    meta = json.loads((run / "run.json").read_text())
-    (newer / "run.json").write_text(json.dumps({**meta, "schema_version": SCHEMA_VERSION + 1}))
-    with pytest.raises(UsageError, match="newer than this ellrobust"):
-        load_results(newer)
-    (newer / "run.json").write_text(json.dumps({**meta, "schema_version": 2}))
-    assert len(load_results(newer)) == len(load_results(run))  # an older one is read
+@pytest.mark.parametrize("version", [SCHEMA_VERSION - 1, SCHEMA_VERSION + 1, None])
+def test_a_run_folder_of_another_schema_is_refused_naming_who_wrote_it(run, tmp_path, version):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.csv").write_bytes((run / "results.csv").read_bytes())
+    meta = {**json.loads((run / "run.json").read_text()), "schema_version": version}
+    meta["environment"] = {**meta["environment"], "ellrobust": "0.0.9"}
+    (other / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(UsageError, match=r"written by ellrobust 0\.0\.9 \((results schema|no results schema)") as info:
+        load_results(other)
+    assert f"reads schema {SCHEMA_VERSION} only: recompute it with the same command." in str(info.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 from pathlib import Path
 
 import typer
@@ -38,10 +40,20 @@ def register(app: typer.Typer) -> None:
 
         table = load_results(run_dir)
         if update:
-            count = write_baseline(table, baseline)
+            count = write_baseline(table, baseline, _regenerate_command(run_dir, baseline))
             stderr.print(f"baseline: wrote {count} records to {baseline}")
             return
         result = compare(table, read_baseline(baseline), tolerance)
         typer.echo(summary_markdown(result, str(run_dir), str(baseline)), nl=False)
         if not result.passed:
             raise typer.Exit(1)
+
+
+def _regenerate_command(run_dir: Path, baseline: Path) -> str:
+    """The commands that write ``baseline`` again: the run's own (from its run.json), then this update."""
+    meta_path = run_dir / "run.json"
+    run_command = json.loads(meta_path.read_text()).get("command") if meta_path.is_file() else None
+    update = shlex.join(["ellrobust", "check", str(run_dir), "--baseline", str(baseline), "--update"])
+    if run_command:
+        return f"{run_command} > /dev/null && {update}"
+    return f"(the `ellrobust eval` that wrote {str(run_dir)!r}) && {update}"

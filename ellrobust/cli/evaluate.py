@@ -27,7 +27,7 @@ from ellrobust.request.suites import DEFAULT_SUITE
 
 def default_run_dir(config) -> Path:
     """A folder named after the request, so re-running the same command resumes the same run."""
-    digest = hashlib.sha256(json.dumps(config.folder_key(), sort_keys=True).encode()).hexdigest()[:8]
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
     return Path("reports") / "runs" / f"{config.dataset}-{digest}"
 
 

@@ -11,7 +11,7 @@ The released files differ in how they were stored, and a protocol reproduces tha
 writes every corrupted image with PIL as a JPEG at quality 85 (``Image.fromarray(np.uint8(img)).save(path,
 quality=85, optimize=True)``), so every released ImageNet-C image carries that compression on top of its
 corruption; ``imagenet-c`` does the same round trip (:func:`ellrobust.corruptions.generate.jpeg_round_trip`).
-``imagenet-c-raw`` skips it, as ellrobust 0.3 and earlier always did; its mCE is not comparable to
+``imagenet-c-raw`` skips it; its mCE is not comparable to
 published ImageNet-C numbers.
 make_cifar_c.py stores ``np.uint8`` arrays with ``np.save``: CIFAR-10-C has no compression to reproduce.
 """

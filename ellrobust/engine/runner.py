@@ -82,32 +82,30 @@ class UnitStore:
         if data.get("key") != key:
             return None
         try:
-            rows = [Row(**r) for r in data["rows"]]
-            outcomes = {m: [int(c) for c in bits] for m, bits in data["outcomes"].items()}
-        except (KeyError, TypeError, ValueError):
+            return UnitResult(
+                rows=[Row(**r) for r in data["rows"]],
+                outcomes=_bits(data["outcomes"]),
+                values=data["values"],
+                extra=data["extra"],
+                predictions=data["predictions"],
+                linf=data["linf"],
+                l2=data["l2"],
+                transfer=data["transfer"],
+                transfer_predictions=data["transfer_predictions"],
+                eps_star=data["eps_star"],  # minimal-norm units only
+                censored=_bits(data["censored"]),
+                confidence=data["confidence"],  # clean and corruption units only
+                top5=_bits(data["top5"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None  # a unit file this version cannot read is recomputed too
-        return UnitResult(
-            rows=rows,
-            outcomes=outcomes,
-            values=data.get("values", {}),
-            extra=data.get("extra", {}),
-            predictions=data.get("predictions", {}),  # absent from unit files of ellrobust 0.2
-            linf=data.get("linf", {}),
-            l2=data.get("l2", {}),
-            transfer=data.get("transfer", {}),
-            transfer_predictions=data.get("transfer_predictions", {}),
-            eps_star=data.get("eps_star", {}),  # minimal-norm units only
-            censored={m: [int(c) for c in bits] for m, bits in data.get("censored", {}).items()},
-            confidence=data.get("confidence", {}),  # clean and corruption units since calibration
-            top5={m: [int(c) for c in bits] for m, bits in data.get("top5", {}).items()},
-        )
 
     def save(self, key: str, unit: Unit, result: UnitResult) -> None:
         payload = {
             "key": key,
             "unit": asdict(unit),
             "rows": [row.as_dict() for row in result.rows],
-            "outcomes": {m: "".join(str(int(v)) for v in vals) for m, vals in result.outcomes.items()},
+            "outcomes": _bit_strings(result.outcomes),
             "values": result.values,
             "extra": result.extra,
             "predictions": result.predictions,
@@ -115,14 +113,22 @@ class UnitStore:
             "l2": result.l2,
             "transfer": result.transfer,
             "transfer_predictions": result.transfer_predictions,
+            "eps_star": result.eps_star,
+            "censored": _bit_strings(result.censored),
+            "confidence": result.confidence,
+            "top5": _bit_strings(result.top5),
         }
-        if result.eps_star:  # minimal-norm units only: other unit files stay as they were
-            payload["eps_star"] = result.eps_star
-            payload["censored"] = {m: "".join(str(int(v)) for v in vals) for m, vals in result.censored.items()}
-        if result.confidence:  # clean and corruption units: their confidence and top-5 hit per image
-            payload["confidence"] = result.confidence
-            payload["top5"] = {m: "".join(str(int(v)) for v in vals) for m, vals in result.top5.items()}
         atomic_write(self.path(key, unit), json.dumps(payload, sort_keys=True) + "\n")
+
+
+def _bit_strings(bits: dict[str, list[int]]) -> dict[str, str]:
+    """Per-image 0/1 lists as strings of digits: a unit file stays small and readable."""
+    return {m: "".join(str(int(v)) for v in vals) for m, vals in bits.items()}
+
+
+def _bits(strings: dict[str, str]) -> dict[str, list[int]]:
+    """The per-image 0/1 lists a unit file stores as strings of digits."""
+    return {m: [int(c) for c in bits] for m, bits in strings.items()}
 
 
 @dataclass
@@ -320,12 +326,13 @@ class Evaluation:
         if unit.stage != "collapse":
             ident["collapse"] = None
         for name in ("deterministic", "save_adversarial", "transfer"):
-            ident.pop(name, None)
+            del ident[name]
         return _digest(ident)
 
     def _identity(self, unit: Unit, ctx: RunContext) -> dict:
         models = list(ctx.models.values()) if unit.model == "*" else [ctx.models[unit.model]]
-        ident = {
+        attack = unit.stage == "attack"
+        return {
             "unit": asdict(unit),
             "checkpoints": {m.name: m.digest for m in models} if unit.model == "*" else models[0].digest,
             "architectures": {m.name: m.architecture() for m in models},
@@ -337,17 +344,15 @@ class Evaluation:
             "corruption_protocol": ctx.corruption_protocol if unit.stage == "corruption" else None,
             # attack units also measure collapse on their adversarial images when it is requested
             "collapse": collapse_key(self.config.collapse) if unit.stage in ("attack", "collapse") else None,
+            # other kernels, maybe other last bits: not the same unit
+            "deterministic": self.config.deterministic,
+            # a unit computed without its images cannot give them later
+            "save_adversarial": attack and self.config.save_adversarial,
+            # the models that judge the unit's images are part of its numbers
+            "transfer": {m.name: m.digest for m in ctx.models.values() if m.name != unit.model}
+            if attack and self.config.transfer
+            else None,
         }
-        # other kernels, maybe other last bits: not the same unit (absent when off: keys unchanged)
-        if self.config.deterministic:
-            ident["deterministic"] = True
-        # a unit computed without its images cannot give them later (absent when off: keys unchanged)
-        if self.config.save_adversarial and unit.stage == "attack":
-            ident["save_adversarial"] = True
-        # the models that judge the unit's images are part of its numbers (absent when off: keys unchanged)
-        if self.config.transfer and unit.stage == "attack":
-            ident["transfer"] = {m.name: m.digest for m in ctx.models.values() if m.name != unit.model}
-        return ident
 
     def run(self) -> RunResult:
         """Run every unit not already on disk, then assemble and save the table (rank 0 writes).
@@ -553,8 +558,8 @@ class Evaluation:
         }
 
     def _data_choices(self, ctx: RunContext) -> dict:
-        """run.json's record of how the images were chosen and labelled, where the request chose it
-        (absent otherwise: run.json as before): the ``--indices`` file, the ``--class-map`` file, and
+        """run.json's record of how the images were chosen and labelled, where the request chose it:
+        the ``--indices`` file, the ``--class-map`` file, and
         the ImageNet-1k logits a 1000-class model was masked to."""
         out: dict[str, object] = {}
         if self.listed is not None:

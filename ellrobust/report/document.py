@@ -124,7 +124,7 @@ def _setup(runs: list[Run], labels: Labels) -> list[str]:
     return out
 
 
-#: What ``--labels`` makes of robust accuracy, said beside the attacks (runs of 0.3 had true labels only).
+#: What ``--labels`` makes of robust accuracy, said beside the attacks.
 _LABELS_LINES = {
     "true": "**labels**: true (clean-correct images are attacked; robust: still classified correctly)",
     "predicted": "**labels**: predicted, as the research code (every image is attacked away from its clean "

@@ -156,27 +156,11 @@ class EvalConfig:
         object.__setattr__(self, "precision", precisions)
 
     def to_dict(self) -> dict:
-        """The request as plain JSON-ready data (what run.json records and the default --out hashes)."""
+        """The request as plain JSON-ready data: what run.json records and what a default run folder's name hashes."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("attacks", "collapse")}
-        if not self.architectures:
-            del out["architectures"]  # absent when every name builds itself: the CLI's run folders keep their names
-        for name in ("indices", "class_map"):
-            if out[name] is None:
-                del out[name]  # absent when not asked for: run folders keep their names
         out["attacks"] = [{"name": a.name, "params": dict(a.params), "eps": a.eps} for a in self.attacks]
         out["collapse"] = collapse_key(self.collapse)
         return json.loads(json.dumps(out, default=str))
-
-    def folder_key(self) -> dict:
-        """What the name of a default run folder hashes: :meth:`to_dict`, less ``labels`` at its default.
-
-        run.json records the labels always; the name leaves the default out so that a request of an
-        earlier release (which had no ``labels``) keeps its folder and resumes there.
-        """
-        out = self.to_dict()
-        if out.get("labels") == AttackLabels.TRUE.value:
-            del out["labels"]
-        return out
 
     def architecture(self, index: int) -> str:
         """The name that builds the ``index``-th model (:attr:`architectures`, else the model's name)."""

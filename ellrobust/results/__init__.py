@@ -1,6 +1,5 @@
-"""Floor 2: the results layer: typed rows and their key, per-example outcomes, the table on disk, older tables."""
+"""Floor 2: the results layer: typed rows and their key, per-example outcomes, the table on disk."""
 
-from ellrobust.results.migrate import complete_table, migrate_records
 from ellrobust.results.per_image import EXAMPLE_COLUMNS, Outcomes, examples_frame, load_examples, save_examples
 from ellrobust.results.rows import (
     ACCURACIES,
@@ -21,9 +20,9 @@ from ellrobust.results.rows import (
 from ellrobust.results.storage import (
     REQUIRED_COLUMNS,
     SCHEMA_VERSION,
+    check_schema,
     load_results,
     records,
-    run_schema,
     save_table,
     table,
     to_frame,
@@ -47,14 +46,12 @@ __all__ = [
     "Outcomes",
     "Provenance",
     "Row",
-    "complete_table",
+    "check_schema",
     "examples_frame",
     "load_examples",
     "load_results",
-    "migrate_records",
     "records",
     "row_key",
-    "run_schema",
     "save_examples",
     "save_table",
     "table",

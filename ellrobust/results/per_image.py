@@ -11,8 +11,7 @@ pixel units, whatever the attack's norm); a minimal-norm method adds each image'
 ``confidence`` and whether the label is among its 5 largest logits (``top5``), from which calibration
 and top-5 accuracy are derived (:mod:`ellrobust.stats.calibration`). On disk they are the run
 folder's ``examples.csv.gz``: one line per (model, measurement, image), with the image's index in
-the evaluated split; a column a run did not measure (norms of a clean image, predictions in a run
-folder of ellrobust 0.2, confidence and top5 in one written before they were recorded) is empty.
+the evaluated split; a column a measurement does not record (the norms of a clean image) is empty.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The results table on disk: typed columns, saving, loading (through the one migration), JSON records.
+"""The results table on disk: typed columns, saving, loading, JSON records.
 
 A run folder describes itself, so reports and checks can be rebuilt from disk alone::
 
@@ -8,8 +8,8 @@ A run folder describes itself, so reports and checks can be rebuilt from disk al
       results.csv/.json  the assembled table (schema :data:`SCHEMA_VERSION`)
       examples.csv.gz    per-example outcomes (:mod:`ellrobust.results.per_image`)
 
-Tables of older versions are read through :mod:`ellrobust.results.migrate`; nothing else looks at a
-version.
+A run folder of another schema is refused with one line (:func:`check_schema`), never converted:
+there are no migrations before 1.0, and the same command recomputes the folder.
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ import pandas as pd
 
 from ellrobust.core.errors import UsageError
 from ellrobust.core.files import atomic_write
-from ellrobust.results.migrate import complete_table, migrate_records
+from ellrobust.core.version import __version__
 from ellrobust.results.rows import COLUMNS, Provenance, Row
 
-#: 3 (ellrobust 0.3): every accuracy row has its Wilson interval and every paired comparison its
-#: Holm-adjusted p; 2 (0.2): a ``precision`` column, intervals and paired rows as they were added;
-#: 1 (0.1): no ``precision``.
-SCHEMA_VERSION = 3
+#: The shape of results tables, run folders and CI baselines; files of any other version are refused.
+SCHEMA_VERSION = 4
 
 #: Columns every results table must have to be read back.
 REQUIRED_COLUMNS = ("model", "dataset", "n", "method", "metric", "value")
@@ -80,14 +78,42 @@ def save_table(df: pd.DataFrame, run_dir: Path) -> None:
     atomic_write(run_dir / "results.json", json.dumps(records(df), indent=1, sort_keys=False) + "\n")
 
 
-def run_schema(run_dir: Path) -> int | None:
-    """The schema version a run folder's run.json records (None without run.json)."""
-    meta = Path(run_dir) / "run.json"
-    return json.loads(meta.read_text()).get("schema_version") if meta.is_file() else None
+def check_schema(what: str, version: object, written_by: object, fix: str) -> None:
+    """Refuse a file of another results schema in one line: which version wrote it, which this one reads.
+
+    Args:
+        what: the file or folder, as the message names it.
+        version: the schema version it records (None: it records none).
+        written_by: the ellrobust version that wrote it (None: unknown).
+        fix: what to do instead, e.g. ``recompute it with the same command``.
+
+    Raises:
+        UsageError: ``version`` is not :data:`SCHEMA_VERSION`.
+    """
+    if version == SCHEMA_VERSION:
+        return
+    writer = f"ellrobust {written_by}" if written_by else "an unknown ellrobust"
+    schema = f"results schema {version}" if version is not None else "no results schema"
+    raise UsageError(
+        f"{what} was written by {writer} ({schema}); ellrobust {__version__} reads schema {SCHEMA_VERSION} only: {fix}."
+    )
+
+
+def _check_run_folder(folder: Path) -> None:
+    """Refuse a run folder whose run.json records another schema (a results file without run.json is read)."""
+    meta_path = folder / "run.json"
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError:
+        raise UsageError(f"{str(meta_path)!r} is not valid JSON; recompute the run with the same command.") from None
+    written_by = (meta.get("environment") or {}).get("ellrobust")
+    check_schema(str(folder), meta.get("schema_version"), written_by, "recompute it with the same command")
 
 
 def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """Read a run folder's results table (or a results CSV/JSON file), in the current schema."""
+    """Read a run folder's results table (or a results CSV/JSON file) of this schema."""
     path = Path(run_dir)
     if path.is_dir():
         if not (path / "results.csv").is_file():
@@ -95,13 +121,7 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
         path = path / "results.csv"
     if not path.is_file():
         raise UsageError(f"{str(path)!r} does not exist; pass a run folder written by `ellrobust eval`.")
-    version = run_schema(path.parent)
-    if version is not None and version > SCHEMA_VERSION:
-        raise UsageError(
-            f"{str(path.parent)!r} was written with results schema {version}, "
-            f"newer than this ellrobust's {SCHEMA_VERSION}; "
-            "read it with a newer ellrobust."
-        )
+    _check_run_folder(path.parent)
     try:
         raw = json.loads(path.read_text()) if path.suffix == ".json" else pd.read_csv(path).to_dict(orient="records")
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -114,4 +134,4 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
             f"{str(path)!r} lacks the columns {', '.join(missing)}: not an ellrobust results table; "
             "re-run the evaluation."
         )
-    return complete_table(to_frame(migrate_records(raw)))
+    return to_frame(raw)

@@ -115,14 +115,9 @@ class RunContext:
 
     @functools.cached_property
     def indices_digest(self) -> str:
-        """A hash of the selected dataset indices (part of every unit's identity), computed once.
-
-        With OOD images their indices count too (absent otherwise: keys unchanged).
-        """
-        h = hashlib.sha256(np.asarray(self.indices, dtype=np.int64).tobytes())
-        if self.ood_indices:
-            h.update(b"ood:" + np.asarray(self.ood_indices, dtype=np.int64).tobytes())
-        return h.hexdigest()
+        """A hash of the dataset indices of every stored image, in store order: the selection, then
+        the OOD images (part of every unit's identity), computed once."""
+        return hashlib.sha256(np.asarray(self.indices + self.ood_indices, dtype=np.int64).tobytes()).hexdigest()
 
     @property
     def image_size(self) -> int:

@@ -1,8 +1,9 @@
 """CI regression checks: compare a run's results with a stored baseline, metric by metric.
 
-The baseline is a JSON list of the same flat records ``ellrobust eval --json`` prints, reduced to the
-fields that identify and describe a number (:data:`BASELINE_FIELDS`), sorted and pretty-printed so a
-change to it reads well in a code review.
+The baseline is a JSON object: the command that regenerates it, the ellrobust version and results
+schema that wrote it, and ``records``, the same flat records ``ellrobust eval --json`` prints, reduced
+to the fields that identify and describe a number (:data:`BASELINE_FIELDS`), sorted and pretty-printed
+so a change to it reads well in a code review. A baseline of another schema is refused, never converted.
 
 How each metric is compared (a *drop* is a change in the worse direction; changes in the better
 direction never fail, but those beyond the tolerance are reported as improvements):
@@ -43,8 +44,9 @@ import pandas as pd
 
 from ellrobust.core.errors import UsageError
 from ellrobust.core.files import atomic_write
+from ellrobust.core.version import __version__
 from ellrobust.results import KEY_FIELDS as ROW_KEY_FIELDS
-from ellrobust.results import PAIRED_METRICS, Metric, migrate_records, records
+from ellrobust.results import PAIRED_METRICS, SCHEMA_VERSION, Metric, check_schema, records
 from ellrobust.results import row_key as results_row_key
 
 #: The fields a baseline record keeps, in this order (the key fields, the setup, the value).
@@ -225,35 +227,66 @@ def baseline_records(df: pd.DataFrame) -> list[dict]:
     return sorted(rows, key=lambda r: _sort_key(row_key(r)))
 
 
-def write_baseline(df: pd.DataFrame, path: Path) -> int:
-    """Write a baseline from a run's table, one record per object, fields in a fixed order; returns the count."""
+def write_baseline(df: pd.DataFrame, path: Path, command: str) -> int:
+    """Write a baseline from a run's table, one record per object, fields in a fixed order; returns the count.
+
+    ``command`` regenerates the baseline; it heads the file so that whoever meets a baseline this
+    version refuses knows how to write it again.
+    """
     rows = baseline_records(df)
-    atomic_write(Path(path), json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    document = {
+        "command": command,
+        "ellrobust_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "records": rows,
+    }
+    atomic_write(Path(path), json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     return len(rows)
 
 
 def read_baseline(path: Path) -> list[dict]:
-    """Read and validate a baseline file (a JSON list of records with at least the key fields and a value)."""
+    """Read and validate a baseline file (its records, each with at least the key fields and a value).
+
+    Raises:
+        UsageError: no such file, not JSON, written with another results schema, or records that
+            are not result records.
+    """
     path = Path(path)
     if not path.is_file():
         raise UsageError(
             f"no baseline at {str(path)!r}; write one from a run with `ellrobust check RUN --baseline {path} --update`."
         )
     try:
-        data = json.loads(path.read_text())
+        document = json.loads(path.read_text())
     except (ValueError, OSError) as exc:
         raise UsageError(f"baseline {str(path)!r} is not valid JSON ({exc}); rewrite it with --update.") from None
+    _check_baseline_schema(document, path)
+    data = document["records"]
     required = {"model", "metric", "value", "n", "dataset"}
     if not isinstance(data, list) or not all(isinstance(r, dict) and required <= r.keys() for r in data):
         raise UsageError(
             f"baseline {str(path)!r} is not a list of result records with {', '.join(sorted(required))}; "
             "rewrite it with --update."
         )
-    data = migrate_records(data)  # in the current shape, whichever version wrote it
     keys = [row_key(r) for r in data]
     if len(set(keys)) != len(keys):
         raise UsageError(f"baseline {str(path)!r} holds the same measurement twice; rewrite it with --update.")
     return data
+
+
+def _check_baseline_schema(document: object, path: Path) -> None:
+    """Refuse a baseline of another results schema, naming the version that wrote it.
+
+    A baseline without a header (a bare list of records) records no schema; its records may still
+    name the ellrobust that wrote them.
+    """
+    if isinstance(document, dict) and "records" in document:
+        fix = "regenerate the baseline with the command at its top"
+        check_schema(f"baseline {str(path)!r}", document.get("schema_version"), document.get("ellrobust_version"), fix)
+        return
+    first = document[0] if isinstance(document, list) and document and isinstance(document[0], dict) else {}
+    fix = f"regenerate the baseline: run the evaluation again, then `ellrobust check RUN --baseline {path} --update`"
+    check_schema(f"baseline {str(path)!r}", None, first.get("ellrobust_version"), fix)
 
 
 # --- comparison ---------------------------------------------------------------------------------
