@@ -11,19 +11,15 @@ from scipy.stats import binomtest, norm, wilcoxon
 
 from ellrobust.stats.inference import wilson_interval
 from ellrobust.stats.minimal_budgets import (
-    EXACT_MAX_N,
     _signed_rank_cdf,
     fixed_budget_eps,
-    hodges_lehmann,
     images_needed,
-    median_interval,
     paired_eps_test,
     robust_curve,
     robust_curve_interval,
-    sign_test,
-    signed_rank_test,
     worst_case_eps,
 )
+from ellrobust.stats.rank_tests import EXACT_MAX_N, hodges_lehmann, median_interval, sign_test, signed_rank_test
 
 
 def _walsh(d: np.ndarray) -> np.ndarray:
