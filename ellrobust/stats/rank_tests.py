@@ -35,7 +35,7 @@ def sign_test(d: np.ndarray) -> float:
     return mcnemar_exact(int((d > 0).sum()), int((d < 0).sum()))
 
 
-def _signed_rank_cdf(n: int) -> np.ndarray:
+def signed_rank_cdf(n: int) -> np.ndarray:
     """P(T+ ≤ t), t = 0 … n(n+1)/2, of the signed-rank statistic of n untied non-zero differences under H0.
 
     The number of subsets of the ranks {1, …, n} with sum t, counted by adding one rank at a time; the
@@ -68,7 +68,7 @@ def signed_rank_test(d: np.ndarray) -> tuple[float, bool]:
     t_plus = float(ranks[d > 0].sum())
     _, ties = np.unique(np.abs(d), return_counts=True)
     if n <= EXACT_MAX_N and (ties == 1).all():
-        cdf = _signed_rank_cdf(n)
+        cdf = signed_rank_cdf(n)
         t = round(t_plus)
         top = n * (n + 1) // 2
         return min(1.0, 2 * min(cdf[t], cdf[top - t])), True  # P(T+ ≥ t) = P(T+ ≤ top − t) by symmetry
@@ -143,7 +143,7 @@ def hodges_lehmann(d: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float
     total = n * (n + 1) // 2
     tail = (1 - confidence) / 2
     if n <= EXACT_MAX_N:
-        k = int(np.count_nonzero(_signed_rank_cdf(n) <= tail))
+        k = int(np.count_nonzero(signed_rank_cdf(n) <= tail))
     else:
         k = math.floor(total / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24)) + 1
     middle = [(total + 1) // 2, total // 2 + 1]
