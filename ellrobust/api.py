@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from ellrobust.request.config import EvalConfig
     from ellrobust.run.context import ProgressFn
-    from ellrobust.verdict.rules import Claim
+    from ellrobust.verdict.claim_types import Claim
 
 __all__ = ["CHECKPOINT_SUFFIXES", "Results", "default_out", "evaluate", "run_config"]
 

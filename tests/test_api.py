@@ -28,7 +28,7 @@ from ellrobust.models import SHIPPED, load_model, state_dict_digest
 from ellrobust.models.any_module import as_classifier
 from ellrobust.models.vit import BlockOutput
 from ellrobust.request.config import EvalConfig
-from ellrobust.verdict.rules import Claim, ClaimKind, ClaimStatus
+from ellrobust.verdict.claim_types import Claim, ClaimKind, ClaimStatus
 
 #: Fast settings: few images, one budget, no sanity checks (their large-eps PGD is the slow part).
 FAST = {"n": 16, "eps": "8/255", "sanity": False, "batch_size": 16}

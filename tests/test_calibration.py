@@ -11,7 +11,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 
 import ellrobust
 from ellrobust.measures.paired import calibration_rows
-from ellrobust.report import tables
+from ellrobust.report import paired_tables, tables
 from ellrobust.results import Metric, Outcomes
 from ellrobust.stats.calibration import (
     MIN_CALIBRATION_IMAGES,
@@ -171,12 +171,12 @@ def test_a_real_runs_rows_follow_from_its_examples(shipped_run):
 def test_the_tables_show_top5_and_calibration(shipped_run):
     frame = prepare(shipped_run.table)
     assert "top-5 (%)" in tables.clean_table(frame).headers
-    errors = tables.calibration_table(frame)
+    errors = paired_tables.calibration_table(frame)
     assert [row[:2] for row in errors.rows] == [("clean", "deit"), ("clean", "deit-elliptical")]
     assert all("(" in cell for row in errors.rows for cell in row[3:]) and not errors.caption  # intervals at n = 200
     assert "top-5 (%)" in errors.headers
-    differences = tables.calibration_difference_table(frame)
+    differences = paired_tables.calibration_difference_table(frame)
     assert [row[:3] for row in differences.rows] == [("deit", "deit-elliptical", "clean")]
     small = prepare(shipped_run.table.assign(n=MIN_CALIBRATION_IMAGES - 1))
-    assert tables.calibration_table(small).caption  # says why intervals are missing below the minimum
-    assert tables.calibration_table(small, corruptions=True) is None  # no corruption in this run
+    assert paired_tables.calibration_table(small).caption  # says why intervals are missing below the minimum
+    assert paired_tables.calibration_table(small, corruptions=True) is None  # no corruption in this run

@@ -16,7 +16,7 @@ import torch
 from ellrobust.cli import app
 from ellrobust.measures.collapse_probe import CollapseConfig, Feature, MetricKey, collapse_metrics
 from ellrobust.models import load_model
-from ellrobust.report import plots
+from ellrobust.report import collapse_plots
 from ellrobust.results import ELLIPTICAL_METRICS, Metric
 from ellrobust.verdict.results_view import prepare
 
@@ -76,7 +76,7 @@ def test_eval_reports_m_on_clean_and_adversarial_images(runner, tmp_path):
     assert report.exit_code == 0, report.output
     assert (tmp_path / "report" / "figures" / "elliptical_m.png").is_file()
     assert "figures/elliptical_m.png" in (tmp_path / "report" / "report.md").read_text()
-    figure = plots.elliptical_m_figure(prepare(df, "run"))
+    figure = collapse_plots.elliptical_m_figure(prepare(df, "run"))
     assert len(figure.axes) == 2  # mean and spread, one column for the one attack
     (legend,) = figure.legends  # one legend below the panels, one entry per set of images
     assert sorted(t.get_text() for t in legend.get_texts()) == ["clean images", "ε 8/255"]

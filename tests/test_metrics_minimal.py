@@ -11,18 +11,20 @@ from scipy.stats import binomtest, norm, wilcoxon
 
 from ellrobust.stats.inference import wilson_interval
 from ellrobust.stats.minimal_budgets import (
-    EXACT_MAX_N,
-    _signed_rank_cdf,
     fixed_budget_eps,
-    hodges_lehmann,
     images_needed,
-    median_interval,
     paired_eps_test,
     robust_curve,
     robust_curve_interval,
-    sign_test,
-    signed_rank_test,
     worst_case_eps,
+)
+from ellrobust.stats.rank_tests import (
+    EXACT_MAX_N,
+    hodges_lehmann,
+    median_interval,
+    sign_test,
+    signed_rank_cdf,
+    signed_rank_test,
 )
 
 
@@ -66,7 +68,7 @@ def test_signed_rank_null_distribution_by_enumeration():
         ranks = np.arange(1, n + 1)
         sums = [int(ranks[list(signs)].sum()) for signs in itertools.product((False, True), repeat=n)]
         counts = np.bincount(sums, minlength=n * (n + 1) // 2 + 1)
-        np.testing.assert_allclose(_signed_rank_cdf(n), np.cumsum(counts) / 2**n, rtol=1e-15)
+        np.testing.assert_allclose(signed_rank_cdf(n), np.cumsum(counts) / 2**n, rtol=1e-15)
     assert signed_rank_test(np.zeros(4)) == (1.0, True)
 
 
@@ -91,7 +93,7 @@ def test_hodges_lehmann_is_the_median_of_the_walsh_averages(n):
 
 def _rank(n: int) -> int:
     """k of the exact 95 % interval: k − 1 is the largest t with P(T+ <= t) <= 2.5 %."""
-    return int(np.count_nonzero(_signed_rank_cdf(n) <= 0.025))
+    return int(np.count_nonzero(signed_rank_cdf(n) <= 0.025))
 
 
 def _normal_rank(n: int) -> int:

@@ -22,7 +22,7 @@ from ellrobust.attacks.bisection import DEFAULT_RESOLUTION
 from ellrobust.cli import app
 from ellrobust.results import load_examples
 from ellrobust.stats.inference import holm_adjust
-from ellrobust.verdict.rules import ClaimKind
+from ellrobust.verdict.claim_types import ClaimKind
 from ellrobust.verdict.rules import claims as verdict_claims
 
 ARGS = ["eval", "-m", "deit-elliptical", "-m", "deit", "-n", "32", "--batch-size", "16", "--eps", "1/255,2/255,4/255"]

@@ -16,7 +16,7 @@ from minimal_suite import EPS_MAX, GRID, SUITE
 from typer.testing import CliRunner
 
 from ellrobust.cli import app
-from ellrobust.report import plots, tables
+from ellrobust.report import curve_plots, tables
 from ellrobust.report.legend import build_labels
 from ellrobust.report.number_format import format_budget, format_budget_interval, format_p
 from ellrobust.results import Metric, load_examples, load_results
@@ -96,7 +96,7 @@ def test_report_has_the_section_and_the_figure(run):
 
 def test_curve_at_the_grid_is_the_fmn_rows(run, frame):
     """The figure's curves are read from ε*: at the run's grid they are the fmn robust_accuracy rows."""
-    budgets = plots.minimal_budgets(load_examples(run[0]).assign(run=""))
+    budgets = curve_plots.minimal_budgets(load_examples(run[0]).assign(run=""))
     assert {key[1] for key in budgets} == {"deit-elliptical", "deit"}
     rows = frame[(frame.metric == Metric.ROBUST_ACCURACY.value) & (frame.method == "fmn") & frame.baseline.eq("")]
     for (_, model, *_), (stars, censored, eps_max) in budgets.items():
@@ -105,14 +105,14 @@ def test_curve_at_the_grid_is_the_fmn_rows(run, frame):
         curve = robust_curve(stars.to_numpy(), censored.to_numpy(), np.array(GRID), eps_max=eps_max)
         np.testing.assert_allclose(mine["eps"], GRID)
         np.testing.assert_allclose(curve, mine["value"])
-    figure = plots.robustness_curve_figure(frame, load_examples(run[0]).assign(run=""))
+    figure = curve_plots.robustness_curve_figure(frame, load_examples(run[0]).assign(run=""))
     assert figure is not None and len(figure.axes) == 2
 
 
 def test_worst_case_curve_counts_an_image_broken_by_any_method_at_or_below_eps(run):
     """The dotted curve: an image is broken at ε once FMN's ε* or a PGD budget at or below ε broke it."""
     examples = load_examples(run[0]).assign(run="")
-    worst = plots.worst_case_budgets(examples, plots.minimal_budgets(examples))
+    worst = curve_plots.worst_case_budgets(examples, curve_plots.minimal_budgets(examples))
     assert {key[1] for key in worst} == {"deit-elliptical", "deit"}
     below_fmn = False
     for (_, model, _, _, norm), (stars, censored, eps_max, names) in worst.items():

@@ -41,8 +41,9 @@ from ellrobust.stats.inference import (
     paired_bootstrap_interval,
     required_n,
 )
+from ellrobust.verdict.claim_types import ClaimKind, ClaimStatus, Reason
 from ellrobust.verdict.results_view import prepare
-from ellrobust.verdict.rules import ClaimKind, ClaimStatus, Reason, claims
+from ellrobust.verdict.rules import claims
 
 A, B = "deit-elliptical", "deit"
 MODELS = {A: True, B: False}

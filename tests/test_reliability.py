@@ -29,7 +29,7 @@ from PIL import Image
 
 from ellrobust.cli import app
 from ellrobust.core import files as files_module
-from ellrobust.core import workers
+from ellrobust.core import worker_process
 from ellrobust.core.errors import DiskFullError, UsageError, format_bytes
 from ellrobust.core.files import atomic_write
 from ellrobust.core.parsing import parse_name_list
@@ -314,7 +314,7 @@ def test_a_worker_that_cannot_set_up_is_one_line_not_an_endless_respawn(
     def missing(cv2_inherited):
         raise ModuleNotFoundError("No module named 'threadpoolctl'")
 
-    monkeypatch.setattr(workers, "_init_worker", missing)
+    monkeypatch.setattr(worker_process, "init_worker", missing)
     result = runner.invoke(app, [*image_args(image_root), "--out", str(tmp_path / "run")])
     assert result.exit_code == 3
     line = one_error_line(result)

@@ -22,7 +22,8 @@ from ellrobust.report.document import SECTIONS
 from ellrobust.report.render_markdown import escape
 from ellrobust.report.writer import write_report
 from ellrobust.results import load_results, records, save_table, to_frame
-from ellrobust.verdict.rules import RULES, ClaimStatus
+from ellrobust.verdict.claim_types import ClaimStatus
+from ellrobust.verdict.rules import RULES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HOSTILE = "evil|<script>alert(1)</script>*_x_* $\\frac{"

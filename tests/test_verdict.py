@@ -19,8 +19,9 @@ from ellrobust.report.claim_sentences import claim_text, evidence_text
 from ellrobust.report.legend import build_labels
 from ellrobust.results import to_frame
 from ellrobust.stats.decisions import Favours
+from ellrobust.verdict.claim_types import Claim, ClaimKind, ClaimStatus, Reason
 from ellrobust.verdict.results_view import prepare
-from ellrobust.verdict.rules import Claim, ClaimKind, ClaimStatus, Reason, claims, elliptical_models
+from ellrobust.verdict.rules import claims, elliptical_models
 
 N = 500
 BASE = {"dataset": "digits", "split": "test", "n": N, "seed": 0}

@@ -22,7 +22,7 @@ import pandas as pd
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ellrobust.report import tables
+from ellrobust.report import collapse_tables, corruption_tables, paired_tables, tables
 from ellrobust.report.claim_sentences import claim_line
 from ellrobust.report.legend import build_labels
 from ellrobust.report.render_rich import rich_table, rich_verdict
@@ -136,22 +136,30 @@ def ood_table(df: pd.DataFrame) -> RenderableType | None:
 def corruption_table(df: pd.DataFrame) -> RenderableType | None:
     """The report's corruption tables: the summary per corruption, CE and mCE, the mCE difference."""
     frame = prepare(df)
-    summary = tables.corruption_summary(frame)
-    return _group([summary[0] if summary else None, tables.ce_table(frame), tables.mce_difference_table(frame)])
+    summary = corruption_tables.corruption_summary(frame)
+    return _group(
+        [
+            summary[0] if summary else None,
+            corruption_tables.ce_table(frame),
+            corruption_tables.mce_difference_table(frame),
+        ]
+    )
 
 
 def calibration_table(df: pd.DataFrame) -> RenderableType | None:
     """Calibration errors on the clean images and the pairs' top-5 and calibration differences (the
     corruption cells are in the report's appendix), None for a run without them."""
     frame = prepare(df)
-    return _group([tables.calibration_table(frame), tables.calibration_difference_table(frame)])
+    return _group([paired_tables.calibration_table(frame), paired_tables.calibration_difference_table(frame)])
 
 
 def paired_table(df: pd.DataFrame) -> RenderableType | None:
     """The paired differences, then those of every corruption × severity cell."""
     frame = prepare(df)
     labels = build_labels(frame)
-    return _group([tables.paired_table(frame, labels), tables.paired_table(frame, labels, corruptions=True)])
+    return _group(
+        [paired_tables.paired_table(frame, labels), paired_tables.paired_table(frame, labels, corruptions=True)]
+    )
 
 
 def collapse_table(df: pd.DataFrame) -> RenderableType | None:
@@ -159,9 +167,9 @@ def collapse_table(df: pd.DataFrame) -> RenderableType | None:
     frame = prepare(df)
     labels = build_labels(frame)
     found = []
-    for metric in tables.collapse_metrics(frame):
-        found += [t for _, t in tables.collapse_table(frame, metric)]
-        found.append(tables.collapse_other_table(frame, metric, labels))
+    for metric in collapse_tables.collapse_metrics(frame):
+        found += [t for _, t in collapse_tables.collapse_table(frame, metric)]
+        found.append(collapse_tables.collapse_other_table(frame, metric, labels))
     return _group(found)
 
 

@@ -46,8 +46,6 @@ make_cifar_c, kept as such), as every other corruption's blur radii and zooms ar
 
 from __future__ import annotations
 
-import functools
-import importlib.resources
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
@@ -56,15 +54,23 @@ from typing import Any
 import cv2
 import numpy as np
 import skimage.color
-from imagecorruptions.corruptions import _motion_blur
 from PIL import Image
 from scipy.ndimage import map_coordinates
-from scipy.ndimage import zoom as scizoom
 from skimage.filters import gaussian
 
 from ellrobust.core.errors import UsageError
 from ellrobust.core.registry import Registry
 from ellrobust.corruptions.catalog import CORRUPTIONS
+from ellrobust.corruptions.image_ops import (
+    FROST_FILES,
+    clipped_zoom,
+    crop_origin,
+    disk_kernel,
+    frost_photographs,
+    gaussian_filter,
+    motion_blurred_8bit,
+    plasma_fractal,
+)
 
 #: Smallest side accepted: half of CIFAR's 32 px, below which the 32 px constants swamp the image.
 MIN_SIDE = 16
@@ -134,74 +140,6 @@ def corrupt(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.
 # --- helpers (make_cifar_c.py lines 34-122) ----------------------------------------------------------
 
 
-def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
-    """scikit-image's Gaussian filter of an H×W×C image, channels filtered separately."""
-    return gaussian(image, sigma=sigma, channel_axis=-1)
-
-
-def _disk(radius: float, alias_blur: float) -> np.ndarray:
-    """A normalised disk on a 17×17 grid, anti-aliased by a 3×3 Gaussian (make_cifar_c.py:34).
-
-    make_cifar_c switches to a larger grid for radii above 8; CIFAR's radii are at most 1.5.
-    """
-    grid = np.arange(-8, 8 + 1)
-    xs, ys = np.meshgrid(grid, grid)
-    aliased = np.array((xs**2 + ys**2) <= radius**2, dtype=np.float32)
-    aliased /= np.sum(aliased)
-    return cv2.GaussianBlur(aliased, ksize=(3, 3), sigmaX=alias_blur)
-
-
-def _plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.RandomState) -> np.ndarray:
-    """A diamond-square height map in [0, 1], ``mapsize`` (a power of two) a side (make_cifar_c.py:63)."""
-    maparray = np.empty((mapsize, mapsize), dtype=np.float64)
-    maparray[0, 0] = 0
-    stepsize = mapsize
-    wibble = 100.0
-
-    def wibbledmean(array: np.ndarray) -> np.ndarray:
-        return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
-
-    while stepsize >= 2:
-        half = stepsize // 2
-        corners = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
-        squares = corners + np.roll(corners, shift=-1, axis=0)
-        squares += np.roll(squares, shift=-1, axis=1)
-        maparray[half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(squares)
-
-        centres = maparray[half:mapsize:stepsize, half:mapsize:stepsize]
-        corners = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
-        left_sum = (centres + np.roll(centres, 1, axis=0)) + (corners + np.roll(corners, -1, axis=1))
-        maparray[0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(left_sum)
-        top_sum = (centres + np.roll(centres, 1, axis=1)) + (corners + np.roll(corners, -1, axis=0))
-        maparray[half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(top_sum)
-
-        stepsize //= 2
-        wibble /= wibbledecay
-
-    maparray -= maparray.min()
-    return maparray / maparray.max()
-
-
-def _clipped_zoom(image: np.ndarray, zoom_factor: float) -> np.ndarray:
-    """Zoom into the centre of an H×W×C array, keeping H×W (make_cifar_c.py:112, per axis for H ≠ W)."""
-    height, width = image.shape[:2]
-    crop_h, crop_w = int(np.ceil(height / zoom_factor)), int(np.ceil(width / zoom_factor))
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    zoomed = scizoom(image[top : top + crop_h, left : left + crop_w], (zoom_factor, zoom_factor, 1), order=1)
-    trim_top, trim_left = (zoomed.shape[0] - height) // 2, (zoomed.shape[1] - width) // 2
-    return zoomed[trim_top : trim_top + height, trim_left : trim_left + width]
-
-
-def _motion_blurred_8bit(image: np.ndarray, radius: float, sigma: float, angle: float) -> np.ndarray:
-    """ImageMagick's motion blur as the imagecorruptions fork computes it, truncated to uint8.
-
-    make_cifar_c read ImageMagick's result back as an 8-bit PNG. Truncating the fork's float result
-    matches ImageMagick 6.9 (Debian 12) to within one level, 0.01-0.08 levels on average, at CIFAR's
-    five settings; rounding would be half a level brighter on average.
-    """
-    return np.clip(_motion_blur(image, radius=radius, sigma=sigma, angle=angle), 0, 255).astype(np.uint8)
-
-
 # --- noise ------------------------------------------------------------------------------------------
 
 
@@ -247,7 +185,7 @@ def _speckle_noise(x: np.ndarray, c: float, rng: np.random.RandomState) -> np.nd
 @_constants("gaussian_blur", 159, (0.4, 0.6, 0.7, 0.8, 1))
 def _gaussian_blur(x: np.ndarray, c: float, rng: np.random.RandomState) -> np.ndarray:
     """Gaussian blur of standard deviation ``c`` px."""
-    return np.clip(_gaussian(x / 255.0, c), 0, 1) * 255
+    return np.clip(gaussian_filter(x / 255.0, c), 0, 1) * 255
 
 
 @_constants("glass_blur", 167, ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)))
@@ -263,21 +201,21 @@ def _glass_blur(x: np.ndarray, c: tuple[float, int, int], rng: np.random.RandomS
     order, as make_cifar_c's per-pixel calls).
     """
     sigma, max_delta, iterations = c
-    x = np.uint8(_gaussian(x / 255.0, sigma) * 255)
+    x = np.uint8(gaussian_filter(x / 255.0, sigma) * 255)
     height, width = x.shape[:2]
     rows = np.arange(height - max_delta, max_delta, -1)[:, None]
     cols = np.arange(width - max_delta, max_delta, -1)[None, :]
     for _ in range(iterations):
         offsets = rng.randint(-max_delta, max_delta, size=(rows.size, cols.size, 2))
         x[rows, cols] = x[rows + offsets[..., 1], cols + offsets[..., 0]]
-    return np.clip(_gaussian(x / 255.0, sigma), 0, 1) * 255
+    return np.clip(gaussian_filter(x / 255.0, sigma), 0, 1) * 255
 
 
 @_constants("defocus_blur", 184, ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)))
 def _defocus_blur(x: np.ndarray, c: tuple[float, float], rng: np.random.RandomState) -> np.ndarray:
     """Each channel filtered with an anti-aliased disk (radius, alias_blur)."""
     x = x / 255.0
-    kernel = _disk(radius=c[0], alias_blur=c[1])
+    kernel = disk_kernel(radius=c[0], alias_blur=c[1])
     channels = np.array([cv2.filter2D(x[:, :, d], -1, kernel) for d in range(3)]).transpose((1, 2, 0))
     return np.clip(channels, 0, 1) * 255
 
@@ -285,7 +223,7 @@ def _defocus_blur(x: np.ndarray, c: tuple[float, float], rng: np.random.RandomSt
 @_constants("motion_blur", 198, ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)))
 def _motion_blur_corruption(x: np.ndarray, c: tuple[float, float], rng: np.random.RandomState) -> np.ndarray:
     """Motion blur (radius, sigma) at an angle drawn uniformly from [−45°, 45°)."""
-    return _motion_blurred_8bit(x, radius=c[0], sigma=c[1], angle=rng.uniform(-45, 45))
+    return motion_blurred_8bit(x, radius=c[0], sigma=c[1], angle=rng.uniform(-45, 45))
 
 
 @_constants(
@@ -305,7 +243,7 @@ def _zoom_blur(x: np.ndarray, c: np.ndarray, rng: np.random.RandomState) -> np.n
     x = (x / 255.0).astype(np.float32)
     out = np.zeros_like(x)
     for zoom_factor in c:
-        out += _clipped_zoom(x, zoom_factor)
+        out += clipped_zoom(x, zoom_factor)
     return np.clip((x + out) / (len(c) + 1), 0, 1) * 255
 
 
@@ -329,48 +267,23 @@ def _snow(x: np.ndarray, c: tuple, rng: np.random.RandomState) -> np.ndarray:
     1.5 × grey + 0.5 (blend weight c[6])."""
     x = x.astype(np.float32) / 255.0
     layer = rng.normal(size=x.shape[:2], loc=c[0], scale=c[1])
-    layer = _clipped_zoom(layer[..., np.newaxis], c[2])
+    layer = clipped_zoom(layer[..., np.newaxis], c[2])
     layer[layer < c[3]] = 0
     layer = (np.clip(layer.squeeze(-1), 0, 1) * 255).astype(np.uint8)
-    layer = _motion_blurred_8bit(layer, radius=c[4], sigma=c[5], angle=rng.uniform(-135, -45)) / 255.0
+    layer = motion_blurred_8bit(layer, radius=c[4], sigma=c[5], angle=rng.uniform(-135, -45)) / 255.0
     layer = layer[..., np.newaxis]
     grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY)[..., np.newaxis]
     x = c[6] * x + (1 - c[6]) * np.maximum(x, grey * 1.5 + 0.5)
     return np.clip(x + layer + np.rot90(layer, k=2), 0, 1) * 255
 
 
-#: make_cifar_c.py:240: the photographs it reads; ``randint(5)`` never picks a sixth (frost6.jpg).
-FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
-#: make_cifar_c.py:242: the photographs are shrunk to a fifth before a crop is taken.
-FROST_SCALE = 0.2
-
-
-@functools.cache
-def _frost_photographs() -> tuple[np.ndarray, ...]:
-    """The shrunk frost photographs (BGR, as OpenCV reads them), read once per process."""
-    folder = importlib.resources.files("imagecorruptions") / "frost"
-    photos = []
-    for name in FROST_FILES:
-        with importlib.resources.as_file(folder / name) as path:
-            photo = cv2.resize(cv2.imread(str(path)), (0, 0), fx=FROST_SCALE, fy=FROST_SCALE)
-        photo.setflags(write=False)
-        photos.append(photo)
-    return tuple(photos)
-
-
-def _crop_origin(span: int, rng: np.random.RandomState) -> int:
-    """make_cifar_c's ``randint(0, span)``; 0 without a draw when the crop fills the photograph (span 0,
-    a 63 px side on the 63 px high photographs, which make_cifar_c's 32 px images never meet)."""
-    return rng.randint(0, span) if span > 0 else 0
-
-
 @_constants("frost", 238, ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)))
 def _frost(x: np.ndarray, c: tuple[float, float], rng: np.random.RandomState) -> np.ndarray:
     """``c[0]`` × image + ``c[1]`` × a random crop of a random frost photograph."""
-    photo = _frost_photographs()[rng.randint(len(FROST_FILES))]
+    photo = frost_photographs()[rng.randint(len(FROST_FILES))]
     height, width = x.shape[:2]
-    top = _crop_origin(photo.shape[0] - height, rng)
-    left = _crop_origin(photo.shape[1] - width, rng)
+    top = crop_origin(photo.shape[0] - height, rng)
+    left = crop_origin(photo.shape[1] - width, rng)
     frost = photo[top : top + height, left : left + width][..., [2, 1, 0]]
     return np.clip(c[0] * x + c[1] * frost, 0, 255)
 
@@ -382,7 +295,7 @@ def _fog(x: np.ndarray, c: tuple[float, float], rng: np.random.RandomState) -> n
     max_val = x.max()
     height, width = x.shape[:2]
     mapsize = 1 << (max(height, width) - 1).bit_length()
-    x += c[0] * _plasma_fractal(mapsize, c[1], rng)[:height, :width][..., np.newaxis]
+    x += c[0] * plasma_fractal(mapsize, c[1], rng)[:height, :width][..., np.newaxis]
     return np.clip(x * max_val / (max_val + c[0]), 0, 1) * 255
 
 

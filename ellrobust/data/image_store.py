@@ -37,7 +37,8 @@ from torch.utils.data import Dataset, TensorDataset
 
 from ellrobust.core.errors import DISK_ERRNOS, EllrobustError, UsageError, disk_error
 from ellrobust.core.files import atomic_write, require_free_space
-from ellrobust.core.workers import SHARED, WorkerPool, task_failed
+from ellrobust.core.worker_process import task_failed
+from ellrobust.core.workers import SHARED, WorkerPool
 
 #: Bump when the store file's layout changes.
 STORE_FORMAT = 1

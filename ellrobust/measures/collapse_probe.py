@@ -197,52 +197,62 @@ def collapse_metrics(
         A (B,) tensor per :class:`MetricKey`, layer by layer.
     """
     first = 0 if config.include_cls else model.num_prefix_tokens  # the class (and other prefix) tokens come first
-    wanted = set(config.metrics)
-    residual = config.feature is Feature.RESIDUAL
     measured = set(layers)
     out: dict[MetricKey, torch.Tensor] = {}
     grams: list[torch.Tensor] = []
     for layer, block in enumerate(_blocks(model, images, config.precision, last=max(layers))):
-        if layer not in measured:
-            continue
-        with precision_scope(Precision.FP32, images.device):
-            tokens = (block.x if residual else block.attn_out)[:, first:]  # (B, N', C)
-            heads = None
-            if config.per_head:
-                # Head outputs before the projection, softmax(q kᵀ/√D) v: (B·H, N', D).
-                heads = F.scaled_dot_product_attention(block.q.float(), block.k.float(), block.v.float())[
-                    :, :, first:
-                ].flatten(0, 1)
-            if Metric.TOKEN_COSINE in wanted:
-                out[MetricKey(Metric.TOKEN_COSINE, layer)] = token_cosine(tokens)  # (B,)
-                if heads is not None:
-                    _split_heads(out, Metric.TOKEN_COSINE, layer, token_cosine(heads).view(block.q.shape[:2]))
-            if Metric.EFFECTIVE_RANK in wanted:
-                grams.append(token_gram(tokens))  # (B, k, k): solved with every other layer's below
-                if heads is not None:
-                    _split_heads(out, Metric.EFFECTIVE_RANK, layer, effective_rank(heads).view(block.q.shape[:2]))
-            if block.m is not None:  # elliptical layers: the metric m, (B, H, 1, D) -> (B, H, D)
-                m = block.m.float().squeeze(-2)
-                summaries = {
-                    Metric.ELLIPTICAL_M_MEAN: m.mean,
-                    Metric.ELLIPTICAL_M_SPREAD: functools.partial(torch.std, m, correction=0),
-                }
-                for metric in wanted & summaries.keys():
-                    values = summaries[metric](dim=-1)  # (B, H)
-                    out[MetricKey(metric, layer)] = values.mean(dim=-1)
-                    if config.per_head:
-                        _split_heads(out, metric, layer, values)
-            if Metric.ATTENTION_ENTROPY in wanted:
-                # From the queries and keys of the forward pass: no second qkv, no (B, H, N, N) probabilities.
-                entropy = attention_entropy_qk(block.q[:, :, first:].float(), block.k.float())  # (B, H)
-                out[MetricKey(Metric.ATTENTION_ENTROPY, layer)] = entropy.mean(dim=-1)
-                if config.per_head:
-                    _split_heads(out, Metric.ATTENTION_ENTROPY, layer, entropy)
+        if layer in measured:
+            with precision_scope(Precision.FP32, images.device):
+                _measure_block(out, grams, block, layer, config, first)
     if grams:
         ranks = effective_rank_from_gram(torch.cat(grams)).view(len(layers), -1)  # (L, B)
         for i, layer in enumerate(layers):
             out[MetricKey(Metric.EFFECTIVE_RANK, layer)] = ranks[i]
     return dict(sorted(out.items(), key=_row_order))
+
+
+def _measure_block(
+    out: dict[MetricKey, torch.Tensor], grams: list[torch.Tensor], block, layer: int, config: CollapseConfig, first: int
+) -> None:
+    """One measured block's metrics into ``out``; its Gram matrix (effective rank) into ``grams``."""
+    wanted = set(config.metrics)
+    tokens = (block.x if config.feature is Feature.RESIDUAL else block.attn_out)[:, first:]  # (B, N', C)
+    heads = None
+    if config.per_head:
+        # Head outputs before the projection, softmax(q kᵀ/√D) v: (B·H, N', D).
+        heads = F.scaled_dot_product_attention(block.q.float(), block.k.float(), block.v.float())[:, :, first:].flatten(
+            0, 1
+        )
+    if Metric.TOKEN_COSINE in wanted:
+        out[MetricKey(Metric.TOKEN_COSINE, layer)] = token_cosine(tokens)  # (B,)
+        if heads is not None:
+            _split_heads(out, Metric.TOKEN_COSINE, layer, token_cosine(heads).view(block.q.shape[:2]))
+    if Metric.EFFECTIVE_RANK in wanted:
+        grams.append(token_gram(tokens))  # (B, k, k): solved with every other layer's at the end
+        if heads is not None:
+            _split_heads(out, Metric.EFFECTIVE_RANK, layer, effective_rank(heads).view(block.q.shape[:2]))
+    if block.m is not None:
+        _measure_m(out, block.m, layer, wanted, config.per_head)
+    if Metric.ATTENTION_ENTROPY in wanted:
+        # From the queries and keys of the forward pass: no second qkv, no (B, H, N, N) probabilities.
+        entropy = attention_entropy_qk(block.q[:, :, first:].float(), block.k.float())  # (B, H)
+        out[MetricKey(Metric.ATTENTION_ENTROPY, layer)] = entropy.mean(dim=-1)
+        if config.per_head:
+            _split_heads(out, Metric.ATTENTION_ENTROPY, layer, entropy)
+
+
+def _measure_m(out: dict[MetricKey, torch.Tensor], m: torch.Tensor, layer: int, wanted: set, per_head: bool) -> None:
+    """An elliptical layer's metric m, (B, H, 1, D): its mean and spread over coordinates, per head."""
+    m = m.float().squeeze(-2)
+    summaries = {
+        Metric.ELLIPTICAL_M_MEAN: m.mean,
+        Metric.ELLIPTICAL_M_SPREAD: functools.partial(torch.std, m, correction=0),
+    }
+    for metric in wanted & summaries.keys():
+        values = summaries[metric](dim=-1)  # (B, H)
+        out[MetricKey(metric, layer)] = values.mean(dim=-1)
+        if per_head:
+            _split_heads(out, metric, layer, values)
 
 
 #: The order of a layer's values in a unit result (and so of its rows): the order they were always written in.

@@ -174,16 +174,8 @@ def load_model(
     """
     external = split_prefix(name)
     if external is not None:
+        _refuse_vit_options(name, elliptical_layers, reset_head, heads)
         entry, library_name = external
-        if elliptical_layers is not None:
-            raise UsageError(
-                f"model {name!r} is a baseline and has no elliptical layers; "
-                "the elliptical twin of a ViT checkpoint is `-m vit-elliptical -c FILE`."
-            )
-        if reset_head or heads is not None:
-            raise UsageError(
-                f"model {name!r}: {'--reset-head' if reset_head else '--heads'} applies to ellrobust's ViTs only."
-            )
         return entry.build(ExternalRequest(library_name, checkpoint, num_classes, img_size, mean, std))
     if heads is not None and name not in INFERRED:
         raise UsageError(f"--heads applies to `-m vit` and `-m vit-elliptical` (the heads of {name!r} are known).")
@@ -204,37 +196,57 @@ def load_model(
             checkpoint = shipped.path if shipped else None
         state, meta = _read(checkpoint) if checkpoint is not None else ({}, {})
         cfg, elliptical = spec.config, spec.elliptical
-    changes: dict[str, object] = {"m_grad": MGrad(m_grad)}
-    if num_classes is not None:
-        changes["num_classes"] = num_classes
-    elif "head.weight" in state:
-        changes["num_classes"] = state["head.weight"].shape[0]
-    if img_size is not None:
-        changes["img_size"] = img_size
     if elliptical_layers is not None and not elliptical:
         raise UsageError(
             f"model {label!r} is not elliptical; pick its elliptical twin ('-elliptical') to set elliptical layers."
         )
-    recorded = meta.get("elliptical_layers")
-    if elliptical_layers is not None:
-        changes["elliptical_layers"] = tuple(elliptical_layers)
-    elif elliptical and isinstance(recorded, list) and recorded:
-        changes["elliptical_layers"] = tuple(int(i) for i in recorded)  # as trained (`ellrobust train` records them)
-    elif elliptical:
-        changes["elliptical_layers"] = tuple(range(1, cfg.depth))
-    for key, given in (("mean", mean), ("std", std)):
-        if given is not None:
-            changes[key] = tuple(given)
-        elif key in meta:
-            changes[key] = tuple(meta[key])
+    changes = {"m_grad": MGrad(m_grad), "num_classes": num_classes, "img_size": img_size, "mean": mean, "std": std}
     try:
-        cfg = replace(cfg, **changes)
+        cfg = replace(cfg, **_settings(cfg, state, meta, changes, elliptical, elliptical_layers))
     except ValueError as exc:
         raise UsageError(f"invalid settings for model {label!r}: {exc}.") from None
     model = VisionTransformer(cfg, initialize=checkpoint is None or reset_head)
     if checkpoint is not None:
         load_weights(model, state, reset_head=reset_head, source=f"checkpoint {str(checkpoint)!r}")
     return model.eval()
+
+
+def _refuse_vit_options(name: str, elliptical_layers, reset_head: bool, heads: int | None) -> None:
+    """Another library's model takes none of the options that only ellrobust's ViTs have."""
+    if elliptical_layers is not None:
+        raise UsageError(
+            f"model {name!r} is a baseline and has no elliptical layers; "
+            "the elliptical twin of a ViT checkpoint is `-m vit-elliptical -c FILE`."
+        )
+    if reset_head or heads is not None:
+        raise UsageError(
+            f"model {name!r}: {'--reset-head' if reset_head else '--heads'} applies to ellrobust's ViTs only."
+        )
+
+
+def _settings(cfg, state: dict, meta: dict, given: dict, elliptical: bool, layers) -> dict[str, object]:
+    """The changes to an architecture's config: what the caller ``given`` (None: not given), else what
+    the checkpoint's shapes and metadata record, else the architecture's own."""
+    changes: dict[str, object] = {"m_grad": given["m_grad"]}
+    if given["num_classes"] is not None:
+        changes["num_classes"] = given["num_classes"]
+    elif "head.weight" in state:
+        changes["num_classes"] = state["head.weight"].shape[0]
+    if given["img_size"] is not None:
+        changes["img_size"] = given["img_size"]
+    recorded = meta.get("elliptical_layers")
+    if layers is not None:
+        changes["elliptical_layers"] = tuple(layers)
+    elif elliptical and isinstance(recorded, list) and recorded:
+        changes["elliptical_layers"] = tuple(int(i) for i in recorded)  # as trained (`ellrobust train` records them)
+    elif elliptical:
+        changes["elliptical_layers"] = tuple(range(1, cfg.depth))
+    for key in ("mean", "std"):
+        if given[key] is not None:
+            changes[key] = tuple(given[key])
+        elif key in meta:
+            changes[key] = tuple(meta[key])
+    return changes
 
 
 def _read(checkpoint: str | os.PathLike) -> tuple[dict, dict[str, object]]:

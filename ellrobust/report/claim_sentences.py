@@ -25,7 +25,7 @@ from ellrobust.report.number_format import (
 )
 from ellrobust.results import Metric
 from ellrobust.stats.decisions import ALPHA, CONFIDENCE, MIN_IMAGES, POWER, holm_level, zero_width
-from ellrobust.verdict.rules import AttackEvidence, Budget, Claim, ClaimKind, Power, Reason, Setting
+from ellrobust.verdict.claim_types import AttackEvidence, Budget, Claim, ClaimKind, Power, Reason, Setting
 
 #: How the judged mCE is named in a claim.
 MCE_NAMES = {"alexnet": "AlexNet-normalised", "none": "unnormalised", "baseline": "baseline-normalised"}

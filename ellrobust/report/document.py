@@ -9,21 +9,19 @@ the answer and the numbers behind it; the long per-cell tables wait in the appen
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from ellrobust.core.version import __version__
-from ellrobust.report import tables
+from ellrobust.report import collapse_tables, corruption_tables, paired_tables, tables
 from ellrobust.report.claim_sentences import claim_line
-from ellrobust.report.legend import Labels, build_labels, settings_text
-from ellrobust.report.number_format import format_eps, format_level
+from ellrobust.report.legend import Labels, build_labels
+from ellrobust.report.number_format import format_level
 from ellrobust.report.render_markdown import bullets, escape, heading, image, table
-from ellrobust.report.table_model import Align, Table
+from ellrobust.report.run_folder import Run
+from ellrobust.report.setup_section import protocol_lines, setup_lines_of_runs
 from ellrobust.results import Metric
 from ellrobust.stats.decisions import ALPHA, MIN_IMAGES, POWER
-from ellrobust.verdict.results_view import parse_params
 from ellrobust.verdict.rules import RULES, claims, elliptical_models
 
 #: The section headings, in order (tests and readers rely on them).
@@ -46,23 +44,6 @@ FAMILY = (
 )
 
 
-@dataclass(frozen=True)
-class Run:
-    """One run folder as the report sees it.
-
-    Attributes:
-        label: Short name used in tables and legends when several runs are combined.
-        path: The folder.
-        meta: Its ``run.json`` (empty when the folder has none).
-        table: Its results, :func:`~ellrobust.verdict.results_view.prepare`-d with ``run == label``.
-    """
-
-    label: str
-    path: Path
-    meta: Mapping
-    table: pd.DataFrame
-
-
 def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str], report_command: str | None = None) -> str:
     """The whole report; ``figures`` maps figure names (``robust_accuracy``, ...) to relative paths.
 
@@ -75,7 +56,7 @@ def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str], report
         f"Written by ellrobust {escape(__version__)} from {len(runs)} run folder{'s' if len(runs) != 1 else ''}. "
         "Accuracies are percentages of the evaluated images; attack budgets ε are in /255 of the pixel range.",
         *_reproduce(runs, report_command),
-        *_setup(runs, labels),
+        *setup_lines_of_runs(runs, labels),
         *_verdict(runs),
         *_clean(df),
         *_robust(df, labels, figures),
@@ -109,148 +90,6 @@ def _section(title: str) -> str:
 def _absent(how: str) -> str:
     """The line of a section whose rows are absent; ``how`` is trusted markdown saying how to measure them."""
     return f"_Not measured in these runs; {how}._"
-
-
-def _setup(runs: list[Run], labels: Labels) -> list[str]:
-    out = [_section("Setup")]
-    for run in runs:
-        out.append(heading(3, f"Run {run.label}"))
-        out.append(bullets(_setup_lines(run)))
-        out.append(table(_models_table(run)))
-    if labels.legend:
-        out.append(heading(3, "Labels"))
-        out.append("Tables and figures name methods and settings by these short labels:")
-        out.append(bullets([f"**{escape(label)}**: {escape(text)}" for label, text in labels.legend]))
-    return out
-
-
-#: What ``--labels`` makes of robust accuracy, said beside the attacks.
-_LABELS_LINES = {
-    "true": "**labels**: true (clean-correct images are attacked; robust: still classified correctly)",
-    "predicted": "**labels**: predicted, as the research code (every image is attacked away from its clean "
-    "prediction; robust: the prediction does not change, so a misclassified image can count as robust and "
-    "robust accuracy can exceed clean accuracy)",
-}
-
-
-def _setup_lines(run: Run) -> list[str]:
-    meta = run.meta
-    lines = [f"**folder**: {escape(run.path)}"]
-    if not meta:
-        return [*lines, "**run.json**: missing; the setup below is read from the results table alone."]
-    cfg, data, env = meta.get("config", {}), meta.get("dataset", {}), meta.get("environment", {})
-    lines.append(
-        f"**dataset**: {escape(data.get('name', '?'))} (split {escape(data.get('split', '?'))}, "
-        f"{data.get('num_classes', '?')} classes, data digest {escape(data.get('digest', '?'))}); "
-        f"**n** = {data.get('n', '?')} images; **seed** {cfg.get('seed', '?')}"
-    )
-    attacks = cfg.get("attacks") or []
-    if attacks:
-        names = "; ".join(a["name"] + (f" ({settings_text(a['params'])})" if a.get("params") else "") for a in attacks)
-        eps = ", ".join(format_eps(e) for e in cfg.get("eps") or []) or "each attack's default"
-        lines.append(f"**attacks**: {escape(names)}; ε {escape(eps)}; m_grad {escape(cfg.get('m_grad', '?'))}")
-        lines.append(_LABELS_LINES.get(cfg.get("labels", "true"), f"**labels**: {escape(cfg.get('labels'))}"))
-    precisions = _precisions(run)
-    if precisions:
-        lines.append(
-            f"**precision** of the attack iterations: {escape(', '.join(precisions))} "
-            "(clean and final robust decisions are fp32 forwards)"
-        )
-    if cfg.get("corruptions"):
-        severities = ", ".join(map(str, cfg.get("severities") or []))
-        source = cfg.get("corruption_source") or "generated on the fly"
-        protocol = _protocols(run)
-        lines.append(
-            f"**corruptions**: {escape(', '.join(cfg['corruptions']))}; severities {severities}; {escape(source)}; "
-            f"protocol {escape(', '.join(protocol)) if protocol else 'not recorded'}"
-        )
-    if cfg.get("collapse"):
-        lines.append("**collapse metrics**: per layer")
-    lines.append(
-        "**versions**: "
-        + escape(", ".join(f"{k} {env[k]}" for k in ("ellrobust", "torch", "torchattacks", "python") if env.get(k)))
-    )
-    gpu = env.get("cuda") or "none"
-    lines.append(
-        f"**hardware**: {escape(env.get('platform', '?'))}; {env.get('cpu_count', '?')} CPUs "
-        f"({env.get('torch_threads', '?')} torch threads); GPU {escape(gpu)}; device {escape(cfg.get('device', '?'))}"
-    )
-    wall = meta.get("wall_time_s")
-    compute = meta.get("unit_seconds")
-    line = f"**wall time**: {_duration(wall) if isinstance(wall, int | float) else '?'} (last invocation)"
-    if isinstance(compute, int | float):
-        line += f"; computing every unit took {_duration(compute)} (resumed units keep their first time)"
-    lines.append(line)
-    return lines
-
-
-def _precisions(run: Run) -> list[str]:
-    """Attack precisions: the rows' ``precision`` column, else run.json's config."""
-    values = [p for p in pd.unique(run.table["precision"]) if p]
-    configured = run.meta.get("config", {}).get("precision")
-    return values or ([str(configured)] if configured else [])
-
-
-def _protocols(run: Run) -> list[str]:
-    """The corruption protocol (``imagenet-c``, ``cifar-10-c``): run.json's config, then the rows' params."""
-    configured = run.meta.get("config", {}).get("corruption_protocol")
-    found = [str(configured)] if configured else []
-    rows = run.table[run.table["severity"].notna()]
-    found += [str(parse_params(p)["protocol"]) for p in pd.unique(rows["params"]) if "protocol" in parse_params(p)]
-    return list(dict.fromkeys(found))
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
-
-
-def _architecture(cfg: dict) -> str:
-    """One cell: ellrobust's ViT as width×depth×heads (and its variants), another library's model by its name."""
-    if not cfg:
-        return ""
-    size = f"{cfg['img_size']} px" if cfg.get("img_size") else "any size"
-    if cfg.get("library", "ellrobust") != "ellrobust":
-        return f"{cfg['library']} {cfg.get('name', '?')} ({cfg.get('class', '?')}), {size}"
-    variants = [v for v, on in (("distilled", cfg.get("distilled")), ("LayerScale", cfg.get("layer_scale"))) if on]
-    return f"{cfg['embed_dim']}×{cfg['depth']}×{cfg['num_heads']}, patch {cfg['patch_size']}, {size}" + "".join(
-        f", {v}" for v in variants
-    )
-
-
-def _models_table(run: Run) -> Table:
-    """Models with checkpoint digests (from run.json, else from the results' checkpoint column)."""
-    models = run.meta.get("models") or {}
-    files = dict(
-        zip(
-            run.meta.get("config", {}).get("models", []),
-            run.meta.get("config", {}).get("checkpoints", []),
-            strict=False,
-        )
-    )
-    if not models:
-        rows = run.table[(run.table["model"] != "") & (run.table["checkpoint"] != "")].drop_duplicates("model")
-        models = {r["model"]: {"checkpoint": r["checkpoint"]} for r in rows.to_dict(orient="records")}
-    out = []
-    for name, info in models.items():
-        cfg = info.get("config") or {}
-        elliptical = {True: "yes", False: "no"}.get(info.get("elliptical"), "?")
-        layers = ", ".join(map(str, cfg.get("elliptical_layers") or [])) or ("none" if cfg else "")
-        out.append(
-            (
-                name,
-                info.get("checkpoint", "?"),
-                info.get("weights") or files.get(name) or "?",
-                elliptical,
-                _architecture(cfg),
-                layers,
-            )
-        )
-    headers = ("model", "checkpoint digest", "weights", "elliptical", "architecture", "elliptical layers")
-    return Table(headers, tuple(out), (Align.LEFT,) * len(headers))
 
 
 def _verdict(runs: list[Run]) -> list[str]:
@@ -308,8 +147,8 @@ def _clean(df: pd.DataFrame) -> list[str]:
 
 def _calibration(df: pd.DataFrame, corruptions: bool) -> list[str]:
     """The calibration tables (clean images in the clean section, corruption cells in the appendix)."""
-    errors = tables.calibration_table(df, corruptions)
-    differences = tables.calibration_difference_table(df, corruptions)
+    errors = paired_tables.calibration_table(df, corruptions)
+    differences = paired_tables.calibration_difference_table(df, corruptions)
     out = []
     if errors is not None:
         out += [
@@ -422,10 +261,14 @@ def _ood(df: pd.DataFrame) -> list[str]:
 
 def _corruptions(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
     out = [_section("Corruptions")]
-    summary, ce, mce = tables.corruption_summary(df), tables.ce_table(df), tables.mce_difference_table(df)
+    summary, ce, mce = (
+        corruption_tables.corruption_summary(df),
+        corruption_tables.ce_table(df),
+        corruption_tables.mce_difference_table(df),
+    )
     if summary is None and ce is None:
         return [*out, _absent("pass `--corruption all --severity 1-5`")]
-    protocols = list(dict.fromkeys(p for run in runs for p in _protocols(run)))
+    protocols = list(dict.fromkeys(p for run in runs for p in protocol_lines(run)))
     out.append(
         f"Corruption protocol: {escape(', '.join(protocols)) if protocols else 'not recorded in this run'}. "
         "Per-severity accuracies and the paired comparison of every corruption × severity cell are in the appendix."
@@ -475,7 +318,7 @@ _NORMALISATIONS = {
 
 def _collapse(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
     out = [_section("Representation collapse")]
-    metrics = tables.collapse_metrics(df)
+    metrics = collapse_tables.collapse_metrics(df)
     if not metrics:
         return [*out, _absent("pass `--collapse`")]
     out.append(
@@ -486,8 +329,8 @@ def _collapse(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
         "per image first. Adversarial-image and per-head rows are in the appendix."
     )
     for metric in metrics:
-        out.append(heading(3, tables.COLLAPSE_TITLES.get(metric, metric)))
-        variants = tables.collapse_table(df, metric)
+        out.append(heading(3, collapse_tables.COLLAPSE_TITLES.get(metric, metric)))
+        variants = collapse_tables.collapse_table(df, metric)
         for label, t in variants:
             if len(variants) > 1:
                 out.append(f"Setting **{escape(label)}**:")
@@ -508,7 +351,7 @@ def _collapse(df: pd.DataFrame, figures: Mapping[str, str]) -> list[str]:
 
 
 def _paired(df: pd.DataFrame, labels: Labels) -> list[str]:
-    t = tables.paired_table(df, labels)
+    t = paired_tables.paired_table(df, labels)
     if t is None:
         return [_section("Paired differences"), _absent("evaluate two or more models in one run")]
     text = (
@@ -522,7 +365,7 @@ def _paired(df: pd.DataFrame, labels: Labels) -> list[str]:
             f"{FAMILY} *Survives Holm* marks, in bold, a difference whose adjusted p is below {ALPHA:g} with the "
             "interval on the same side of 0, and says whom it favours. "
         )
-    if tables.DETECTABLE in t.headers:
+    if paired_tables.DETECTABLE in t.headers:
         text += (
             f"*Detectable* is the smallest difference (pp) this n detects with {format_level(POWER)} power given the "
             "observed discordance, and *n needed* the number of images a difference of the observed size would need, "
@@ -548,22 +391,22 @@ def _sanity(df: pd.DataFrame) -> list[str]:
 
 def _appendix(df: pd.DataFrame, labels: Labels) -> list[str]:
     out = [_section("Appendix: per-cell tables")]
-    accuracy = tables.corruption_table(df)
+    accuracy = corruption_tables.corruption_table(df)
     if accuracy is not None:
         out += [
             heading(3, "Corruption accuracy per severity"),
             "Accuracy (%) with its 95 % Wilson interval; *mean* averages the severities.",
             table(accuracy),
         ]
-    cells = tables.paired_table(df, labels, corruptions=True)
+    cells = paired_tables.paired_table(df, labels, corruptions=True)
     if cells is not None:
         out += [heading(3, "Paired differences per corruption and severity"), FAMILY, table(cells)]
     out += _calibration(df, corruptions=True)
-    for metric in tables.collapse_metrics(df):
-        other = tables.collapse_other_table(df, metric, labels)
+    for metric in collapse_tables.collapse_metrics(df):
+        other = collapse_tables.collapse_other_table(df, metric, labels)
         if other is not None:
             out += [
-                heading(3, f"{tables.COLLAPSE_TITLES.get(metric, metric)} on adversarial images and per head"),
+                heading(3, f"{collapse_tables.COLLAPSE_TITLES.get(metric, metric)} on adversarial images and per head"),
                 "Adversarial images are each model's own (the clean-correct images it was attacked on), so these "
                 "rows have no paired differences.",
                 table(other),

@@ -11,7 +11,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from ellrobust.report.table_model import Cell, Table
-from ellrobust.verdict.rules import ClaimStatus
+from ellrobust.verdict.claim_types import ClaimStatus
 
 _STATUS_STYLE = {ClaimStatus.SUPPORTED: "green", ClaimStatus.CONTRADICTED: "red", ClaimStatus.INCONCLUSIVE: "yellow"}
 

@@ -15,10 +15,11 @@ import pandas as pd
 
 from ellrobust.core.errors import UsageError
 from ellrobust.core.files import atomic_write
-from ellrobust.report import plots
-from ellrobust.report.document import SECTIONS, Run, render
+from ellrobust.report import collapse_plots, curve_plots, gallery, plots
+from ellrobust.report.collapse_tables import collapse_metrics
+from ellrobust.report.document import SECTIONS, render
 from ellrobust.report.legend import build_labels
-from ellrobust.report.tables import collapse_metrics
+from ellrobust.report.run_folder import Run
 from ellrobust.results import ELLIPTICAL_METRICS, load_examples, load_results
 from ellrobust.verdict.results_view import prepare
 
@@ -64,10 +65,14 @@ def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
         "robust_accuracy": plots.robust_figure(df, build_labels(df)),
         "corruption_accuracy": plots.corruption_figure(df),
         "corruption_difference": plots.difference_heatmap(df),
-        **{f"collapse_{m}": plots.collapse_figure(df, m) for m in collapse_metrics(df) if m not in ELLIPTICAL_METRICS},
-        "elliptical_m": plots.elliptical_m_figure(df),
-        "robustness_curve": plots.robustness_curve_figure(df, _minimal_examples(runs)),
-        "gallery": plots.gallery_figure(runs[0].path, runs[0].table) if len(runs) == 1 else None,
+        **{
+            f"collapse_{m}": collapse_plots.collapse_figure(df, m)
+            for m in collapse_metrics(df)
+            if m not in ELLIPTICAL_METRICS
+        },
+        "elliptical_m": collapse_plots.elliptical_m_figure(df),
+        "robustness_curve": curve_plots.robustness_curve_figure(df, _minimal_examples(runs)),
+        "gallery": gallery.gallery_figure(runs[0].path, runs[0].table) if len(runs) == 1 else None,
     }
     figures = {}
     for name, fig in drawn.items():
