@@ -246,8 +246,8 @@ def test_bf16_runs_and_stays_within_eps(nano, points, name):
     "name, params, classes, words",
     [
         ("autoattack", {"norm": "L1"}, 10, "--norm"),
-        ("autoattack", {"target_classes": 10}, 10, "--target-classes 9 or fewer"),
-        ("apgd", {}, 5, "--target-classes 4 or fewer"),
+        ("autoattack", {"target_classes": 10}, 10, "target_classes to 9 or fewer"),
+        ("apgd", {}, 5, "target_classes to 4 or fewer"),
         ("fab-t", {}, 1, "at least 2 classes"),
         ("apgd-t", {"target_classes": 0}, 10, "positive integer"),
     ],
