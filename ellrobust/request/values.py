@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ellrobust.attacks import validate_params
 from ellrobust.core.errors import UsageError
-from ellrobust.core.parsing import parse_budget, parse_eps_list, parse_int_range, parse_name_list, parse_workers
+from ellrobust.core.parsing import parse_eps_list, parse_fraction, parse_int_range, parse_name_list, parse_workers
 from ellrobust.core.precision import parse_precision
 
 #: Upper bound of ``--batch-size``, ``--workers``, ``--img-size`` and other sizes: beyond it, a typo.
@@ -141,7 +141,12 @@ def device(value: object, label: str) -> str:
 
 def budget(value: object, label: str) -> object:
     """One budget in pixel units, as text (``16/255``) or a number; the attacks check its bounds."""
-    return parse_budget(value, label) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value
+    try:
+        return parse_fraction(value)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise UsageError(f"{label} {value.strip()!r} is not a number; write a budget like 16/255 or 0.0625.") from None
 
 
 def attack_param(key: str, check: Parser) -> Parser:
