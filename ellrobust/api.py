@@ -223,8 +223,12 @@ def evaluate(
             ``corruption_protocol``, ``memory_budget_gb``, ``indices`` (a file of dataset indices or
             relative paths: exactly those images, README "Datasets"), ``class_map`` (an image folder's
             class numbering, timm's format), ``labels`` (``"true"``, ``"predicted"``), and
-            ``max_image_pixels`` (not part of the request: it changes no number). An unknown name is
-            refused, listing the valid ones.
+            ``max_image_pixels`` (not part of the request: it changes no number); ``suite`` (a TOML
+            suite, as ``--suite``); and every attack's overrides, as the flags set them for every
+            attack: ``steps``, ``step_size``, ``restarts``, ``random_start``, ``norm``, ``samples``,
+            ``lr``, ``delta``, ``queries``, ``eps_max``, ``resolution``. Each is the option of that name
+            in :mod:`ellrobust.request.spec`, with its flag's bounds. An unknown name is refused,
+            listing the valid ones.
 
     Returns:
         The run's :class:`Results`.
