@@ -23,30 +23,20 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from torch import nn
 
-from ellrobust.attacks import AttackRequest, make_request
 from ellrobust.core.errors import UsageError
-from ellrobust.core.parsing import (
-    parse_channels,
-    parse_elliptical_layers,
-    parse_eps_list,
-    parse_heads,
-    parse_int_range,
-    parse_name_list,
-    parse_workers,
-)
-from ellrobust.core.registry import unknown_choice
+from ellrobust.core.parsing import parse_channels, parse_elliptical_layers, parse_heads
 from ellrobust.models import state_dict_digest
 from ellrobust.models.any_module import not_a_model
 from ellrobust.models.zoo import checkpoint_architecture, is_model_name
-from ellrobust.request.suites import DEFAULT_SUITE, attack_request, load_suite
+from ellrobust.request.build import build_config, check_python_names
+from ellrobust.request.spec import Caller, python_names
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,24 +54,6 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 #: The keys of a model given as a mapping: what builds it, and the settings of that one model (the
 #: CLI's per-model ``--checkpoint``, ``--mean``, ``--std``, ``--heads``, ``--elliptical-layers``).
 MODEL_KEYS = ("model", "checkpoint", "mean", "std", "heads", "elliptical_layers")
-
-#: Request fields that :func:`evaluate` sets from its own arguments or from each model's settings,
-#: with where they go instead (what an option of that name is told).
-_NOT_OPTIONS = {
-    "models": "the first argument",
-    "checkpoints": "a model's 'checkpoint'",
-    "architectures": "a model's 'model'",
-    "dataset": "data=",
-    "n": "n=",
-    "attacks": "attacks=",
-    "eps": "eps=",
-    "corruptions": "corruptions=",
-    "collapse": "collapse=",
-    "elliptical_layers": "a model's 'elliptical_layers'",
-    "heads": "a model's 'heads'",
-    "mean": "a model's 'mean'",
-    "std": "a model's 'std'",
-}
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -251,8 +223,12 @@ def evaluate(
             ``corruption_protocol``, ``memory_budget_gb``, ``indices`` (a file of dataset indices or
             relative paths: exactly those images, README "Datasets"), ``class_map`` (an image folder's
             class numbering, timm's format), ``labels`` (``"true"``, ``"predicted"``), and
-            ``max_image_pixels`` (not part of the request: it changes no number). An unknown name is
-            refused, listing the valid ones.
+            ``max_image_pixels`` (not part of the request: it changes no number); ``suite`` (a TOML
+            suite, as ``--suite``); and every attack's overrides, as the flags set them for every
+            attack: ``steps``, ``step_size``, ``restarts``, ``random_start``, ``norm``, ``samples``,
+            ``lr``, ``delta``, ``queries``, ``eps_max``, ``resolution``. Each is the option of that name
+            in :mod:`ellrobust.request.spec`, with its flag's bounds. An unknown name is refused,
+            listing the valid ones.
 
     Returns:
         The run's :class:`Results`.
@@ -263,12 +239,24 @@ def evaluate(
             or returns another number of classes, an unknown option or attack parameter.
     """
     from ellrobust.data import image_pixel_limit
+    from ellrobust.measures.collapse_probe import CollapseConfig
 
     entries = _entries(models)
-    max_image_pixels = options.pop("max_image_pixels", None)
-    config = _config(entries, data, attacks, eps, corruptions, collapse, n, options)
+    check_python_names(options)
+    if not (isinstance(collapse, bool | CollapseConfig) or collapse is None):
+        raise UsageError(
+            "collapse must be True, False or an ellrobust.measures.collapse_probe.CollapseConfig "
+            f"(got a {type(collapse).__name__})."
+        )
+    pixels = options.pop("max_image_pixels", None)
+    if pixels is not None:
+        pixels = python_names()["max_image_pixels"].read(pixels, Caller.PYTHON)
+    given = {"data": data, "attacks": attacks, "eps": eps, "corruptions": corruptions, "collapse": collapse, "n": n}
+    config = build_config(
+        {**given, **options}, Caller.PYTHON, default_collapse=CollapseConfig(), per_model=_per_model_fields(entries)
+    )
     modules = {e.name: e.module for e in entries if e.module is not None}
-    with image_pixel_limit(_whole("max_image_pixels", max_image_pixels)):
+    with image_pixel_limit(pixels):
         return run_config(config, modules=modules, out=out, progress=progress)
 
 
@@ -442,198 +430,15 @@ def _layers(value: object) -> tuple[int, ...] | None:
     return parse_elliptical_layers([text])[0]
 
 
-# --- the request ------------------------------------------------------------------------------------
-
-
-def _config(
-    entries: list[_Entry],
-    data: str,
-    attacks: object,
-    eps: object,
-    corruptions: object,
-    collapse: object,
-    n: object,
-    options: dict,
-) -> EvalConfig:
-    """The frozen request of :func:`evaluate`'s arguments; the modules stay beside it."""
-    from ellrobust.measures.collapse_probe import CollapseConfig
-    from ellrobust.request.config import EvalConfig
-
-    if collapse is True:
-        collapse = CollapseConfig()
-    elif collapse is False or collapse is None:
-        collapse = None
-    elif not isinstance(collapse, CollapseConfig):
-        raise UsageError(
-            "collapse must be True, False or an ellrobust.measures.collapse_probe.CollapseConfig "
-            f"(got a {type(collapse).__name__})."
-        )
-    corruption_names = _names(corruptions, "--corruption")
-    nothing_else = not corruption_names and collapse is None
-    eps_values = _eps(eps)
-    return EvalConfig(
-        models=tuple(e.name for e in entries),
-        architectures=_per_model([e.architecture if e.architecture != e.name else None for e in entries]),
-        checkpoints=_per_model([e.checkpoint for e in entries]),
-        dataset=_dataset(data),
-        n=_whole("n", n),
-        attacks=_attacks(attacks, default=nothing_else, eps_given=eps_values is not None),
-        eps=eps_values,
-        corruptions=corruption_names,
-        collapse=collapse,
-        elliptical_layers=_per_model([e.elliptical_layers for e in entries]),
-        heads=_per_model([e.heads for e in entries]),
-        mean=_per_model([e.mean for e in entries]),
-        std=_per_model([e.std for e in entries]),
-        **_options(options),
-    )
-
-
-def _dataset(data: object) -> str:
-    if not isinstance(data, str):
-        raise UsageError(
-            f"data must be a dataset name such as 'digits' or 'cifar10' (see `ellrobust datasets`; got {data!r})."
-        )
-    return data
-
-
-def _per_model(values: list) -> tuple:
-    """One value per model, or none at all when no model has one (the request then reads as the CLI's)."""
-    return tuple(values) if any(v is not None for v in values) else ()
-
-
-def _attacks(attacks: object, *, default: bool, eps_given: bool) -> tuple[AttackRequest, ...]:
-    if attacks is None:
-        if not default:
-            return ()
-        suite = load_suite(DEFAULT_SUITE)
-        return tuple(AttackRequest(r.name, r.params, None if eps_given else r.eps) for r in suite.attacks)
-    if isinstance(attacks, Mapping):
-        out = []
-        for name, params in attacks.items():
-            if params is not None and not isinstance(params, Mapping):
-                raise UsageError(
-                    f"attacks[{name!r}] must map parameter names to values, e.g. {{'steps': 20}} "
-                    f"(got a {type(params).__name__})."
-                )
-            out.append(attack_request(name, dict(params or {}), "attacks", f"attacks[{name!r}]"))
-        return tuple(out)
-    if isinstance(attacks, str) and attacks.strip().lower() == "none":
-        return ()
-    return tuple(make_request(name) for name in _names(attacks, "--attack"))
-
-
-def _names(value: object, option: str) -> tuple[str, ...]:
-    """Names as a comma-separated string or a list of strings (None or an empty list: none)."""
-    if value is None:
-        return ()
-    if isinstance(value, str):
-        return parse_name_list(value, option)
-    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
-        return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
-    raise UsageError(
-        f"{option.lstrip('-')} must be a name, names separated by commas, or a list of names (got {value!r})."
-    )
-
-
-def _eps(eps: object) -> tuple[float, ...] | None:
-    if eps is None:
-        return None
-    if isinstance(eps, Sequence) and not isinstance(eps, str):
-        eps = ",".join(str(v) for v in eps)
-    if isinstance(eps, bool) or not isinstance(eps, str | int | float):
-        raise UsageError(
-            f"eps must be a budget in [0, 1] pixel units, such as 8/255 or '8/255', or a list of them (got {eps!r})."
-        )
-    return parse_eps_list(str(eps))
-
-
-def _whole(option: str, value: object) -> int | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise UsageError(f"{option} must be a whole number (got {value!r}).")
-    return value
-
-
-def _number(option: str, value: object) -> float | None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise UsageError(f"{option} must be a number (got {value!r}).")
-    return value
-
-
-def _flag(option: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise UsageError(f"{option} must be True or False (got {value!r}).")
-    return value
-
-
-def _text(option: str, value: object) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise UsageError(f"{option} must be a string (got {value!r}).")
-    return value
-
-
-def _path(option: str, value: object) -> str | None:
-    if value is not None and not isinstance(value, str | os.PathLike):
-        raise UsageError(f"{option} must be a path (got {value!r}).")
-    return str(Path(value).expanduser()) if value is not None else None
-
-
-def _precisions(option: str, value: object) -> tuple[str, ...]:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        value = [str(v) for v in value]  # Precision members are their names
-    return _names(value, "--precision")
-
-
-def _severities(option: str, value: object) -> tuple[int, ...]:
-    text = ",".join(str(v) for v in value) if isinstance(value, Sequence) and not isinstance(value, str) else str(value)
-    return parse_int_range(text, "--severity", 1, 5)
-
-
-def _workers(option: str, value: object) -> int | None:
-    return parse_workers(str(value)) if value is not None else None
-
-
-def _device(option: str, value: object) -> str:
-    if not isinstance(value, str | torch.device):
-        raise UsageError(f"{option} must be a torch device such as 'cpu' or 'cuda' (got {value!r}).")
-    return str(value)
-
-
-#: How each option of :func:`evaluate` is read: the CLI's forms (strings such as ``"1-5"``, ``"auto"``,
-#: ``"bf16,fp32"``) and Python's, each checked with a one-line error.
-_READERS: dict[str, Callable[[str, object], object]] = {
-    "data_root": _path,
-    "split": _text,
-    "seed": _whole,
-    "batch_size": _whole,
-    "m_grad": _text,
-    "precision": _precisions,
-    "severities": _severities,
-    "corruption_source": _path,
-    "corruption_protocol": _text,
-    "cache_dir": _path,
-    "workers": _workers,
-    "memory_budget_gb": _number,
-    "image_size": _whole,
-    "sanity": _flag,
-    "device": _device,
-    "deterministic": _flag,
-    "save_adversarial": _flag,
-    "transfer": _flag,
-    "indices": _path,
-    "class_map": _path,
-    "labels": _text,
-}
-
-
-def _options(options: dict) -> dict:
-    """The request's other fields from ``**options``; an unknown name is one line listing the valid ones."""
-    from ellrobust.request.config import EvalConfig
-
-    valid = [f.name for f in fields(EvalConfig) if f.name not in _NOT_OPTIONS] + ["max_image_pixels"]
-    for name in options:
-        if name in _NOT_OPTIONS:
-            raise UsageError(f"{name!r} is not an option of ellrobust.evaluate: give it as {_NOT_OPTIONS[name]}.")
-        if name not in _READERS:
-            raise UsageError(unknown_choice("option of ellrobust.evaluate", name, valid))
-    return {name: _READERS[name](name, value) for name, value in options.items()}
+def _per_model_fields(entries: list[_Entry]) -> dict[str, tuple]:
+    """The request's per-model fields from each model's settings (empty when no model has one)."""
+    values = {
+        "models": tuple(e.name for e in entries),
+        "architectures": [e.architecture if e.architecture != e.name else None for e in entries],
+        "checkpoints": [e.checkpoint for e in entries],
+        "elliptical_layers": [e.elliptical_layers for e in entries],
+        "heads": [e.heads for e in entries],
+        "mean": [e.mean for e in entries],
+        "std": [e.std for e in entries],
+    }
+    return {k: tuple(v) if k == "models" or any(x is not None for x in v) else () for k, v in values.items()}

@@ -78,9 +78,9 @@ def test_registry_lists_minimal_methods():
         (["--attack", "bisect-nope"], "unknown attack 'bisect-nope'"),
         (["--attack", "bisect-fmn"], "unknown attack 'bisect-fmn'"),
         (["--attack", "fmn", "--eps", "32/255"], "above eps_max"),
-        (["--attack", "fmn", "--eps-max", "16"], "--eps-max '16' = 16 is outside (0, 1]"),
+        (["--attack", "fmn", "--eps-max", "16"], "--eps-max 16 is outside (0, 1]"),
         (["--attack", "bisect-fgsm", "--resolution", "fine"], "--resolution 'fine' is not a number"),
-        (["--attack", "bisect-fgsm", "--eps-max", "1/255", "--resolution", "2/255"], "must be below eps_max"),
+        (["--attack", "bisect-fgsm", "--eps-max", "1/255", "--resolution", "2/255"], "must be below --eps-max"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, extra, needle):

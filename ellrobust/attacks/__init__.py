@@ -17,7 +17,14 @@ The registry is :mod:`.registry`, requests and their validation :mod:`.request`,
 :mod:`.perturbation`; this file only re-exports them.
 """
 
-from ellrobust.attacks.attack_request import BUDGETS, AttackRequest, make_request, validate_params, validate_request
+from ellrobust.attacks.attack_request import (
+    BUDGETS,
+    AttackRequest,
+    cli_flag,
+    make_request,
+    validate_params,
+    validate_request,
+)
 from ellrobust.attacks.bisection import RegistryAttack, bisect, registry_attack
 from ellrobust.attacks.definitions import ATTACKS, AttackDef
 from ellrobust.attacks.factories import resolve_step_size
@@ -40,5 +47,6 @@ __all__ = [
     "registry_attack",
     "resolve_step_size",
     "validate_params",
+    "cli_flag",
     "validate_request",
 ]

@@ -8,13 +8,14 @@ for library callers who skipped that step.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from ellrobust.attacks.definitions import ATTACKS, NORM_DEFAULT_EPS, AttackDef
 from ellrobust.core.errors import UsageError
-from ellrobust.core.parsing import MAX_BUDGET
+from ellrobust.core.parsing import MAX_BUDGET, MIN_RESOLUTION
 
 
 @dataclass(frozen=True)
@@ -63,44 +64,65 @@ def _set_target_classes(name: str, k: int) -> str:
     )
 
 
-def _option(key: str) -> str:
-    """How a message names ``key``: its ``ellrobust eval`` flag, or ``target_classes``, which has none."""
-    return key if key == "target_classes" else f"--{key}"
-
-
 #: Parameters that set how much work an attack does, each bounded by :data:`~ellrobust.core.parsing.MAX_BUDGET`.
 BUDGETS = ("steps", "restarts", "samples", "queries")
 
 
-def validate_params(params: Mapping[str, object]) -> None:
-    """Reject values that no attack could use, or budgets beyond reason, with the option named."""
+def cli_flag(key: str) -> str:
+    """A parameter as the command line names it: ``step_size`` → ``--step-size``."""
+    return "--" + key.replace("_", "-")
+
+
+def validate_params(params: Mapping[str, object], name: Callable[[str], str] = cli_flag) -> None:
+    """Reject values that no attack could use, or budgets beyond reason, in one line.
+
+    ``name`` says how a parameter is named in the message: the flag on the command line (the
+    default, also for suite files), ``steps=`` for a Python argument.
+    """
     for key in ("steps", "restarts", "samples", "queries", "target_classes"):
         value = params.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            raise UsageError(f"{_option(key)} must be a positive integer (got {value!r}).")
+            label = name(key) if key in BUDGETS else key  # target_classes is an attack parameter, no flag
+            raise UsageError(f"{label} must be a positive integer (got {value!r}).")
         if key in BUDGETS and value is not None and value > MAX_BUDGET:
             raise UsageError(
-                f"--{key} {value} is above the bound of {MAX_BUDGET:,}, more than any real evaluation needs; "
+                f"{name(key)} {value} is above the bound of {MAX_BUDGET:,}, more than any real evaluation needs; "
                 "pass a smaller value."
             )
     for key in ("lr", "delta"):
         value = params.get(key)
-        if value is not None and not (isinstance(value, (int, float)) and value > 0):
-            raise UsageError(f"--{key} must be a positive number (got {value!r}).")
+        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+            raise UsageError(f"{name(key)} must be a positive number (got {value!r}).")
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{name(key)} must be a finite number (got {value!r}).")
+    _validate_search(params, name)
+    if params.get("norm") not in (None, "Linf", "L2"):
+        raise UsageError(f"{name('norm')} must be Linf or L2 (got {params['norm']!r}).")
+
+
+def _validate_search(params: Mapping[str, object], name: Callable[[str], str]) -> None:
+    """``eps_max`` in (0, 1] and ``resolution`` in [MIN_RESOLUTION, eps_max): a bisection that ends."""
     for key in ("eps_max", "resolution"):
         value = params.get(key)
-        if value is not None and not (
-            isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
-        ):
-            raise UsageError(f"{key} must be a positive budget in [0, 1] pixel units (got {value!r}).")
-    if params.get("resolution") is not None and params.get("eps_max") is not None:
-        if params["resolution"] >= params["eps_max"]:
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise UsageError(f"{name(key)} must be a positive budget in [0, 1] pixel units (got {value!r}).")
+        if value > 1:
             raise UsageError(
-                f"resolution {params['resolution']:.6g} must be below eps_max {params['eps_max']:.6g}; "
-                "pass a smaller one."
+                f"{name(key)} {value:g} is outside (0, 1]; budgets are in [0, 1] pixel units (16/255, not 16)."
             )
-    if params.get("norm") not in (None, "Linf", "L2"):
-        raise UsageError(f"--norm must be Linf or L2 (got {params['norm']!r}).")
+    resolution = params.get("resolution")
+    if resolution is not None and resolution < MIN_RESOLUTION:
+        raise UsageError(
+            f"{name('resolution')} {resolution:g} is below {MIN_RESOLUTION:g}, finer than any budget needs "
+            "(bisection could not end); pass 1/255/16 or a coarser width."
+        )
+    if resolution is not None and params.get("eps_max") is not None and resolution >= params["eps_max"]:
+        raise UsageError(
+            f"{name('resolution')} {resolution:.6g} must be below {name('eps_max')} {params['eps_max']:.6g}; "
+            "pass a smaller one."
+        )
 
 
 def validate_request(request: AttackRequest, num_classes: int) -> None:

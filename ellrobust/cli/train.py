@@ -50,7 +50,7 @@ def train_cmd(
         ),
     ),
     device: str = typer.Option("cpu", help="Torch device."),
-    max_image_pixels: int | None = options.MAX_IMAGE_PIXELS,
+    max_image_pixels: int | None = options.option("max_image_pixels"),
 ) -> None:
     """Train with a DeiT-style recipe (AdamW, warm-up + cosine, label smoothing, random translation).
 

@@ -17,6 +17,9 @@ MAX_BUDGET = 10**6
 #: Upper bound of ``-n``: above the largest labelled image sets (ImageNet-21k: 14 million images), so
 #: that a subset of any real split can be asked for, while an absurd value is caught as a typo.
 MAX_IMAGES = 10**8
+#: Lower bound of ``--resolution``: bisecting (0, 1] to this width takes 20 steps; a finer width is a
+#: typo, and below float64's spacing the bracket cannot narrow at all, so bisection would never end.
+MIN_RESOLUTION = 1e-6
 
 
 def parse_fraction(text: str) -> float:
@@ -39,22 +42,26 @@ def parse_fraction(text: str) -> float:
     return value
 
 
-def parse_eps_list(text: str, *, upper: float = 1.0) -> tuple[float, ...]:
-    """A comma-separated list of budgets in [0, 1] pixel units, e.g. ``"1/255,2/255,4/255"``."""
+def parse_eps_list(text: str, *, upper: float = 1.0, option: str = "--eps") -> tuple[float, ...]:
+    """A comma-separated list of budgets in [0, 1] pixel units, e.g. ``"1/255,2/255,4/255"``.
+
+    ``option`` names the value in messages: the flag on the command line, the argument in Python.
+    """
     items = [t for t in str(text).split(",")]
     if not any(t.strip() for t in items):
-        raise UsageError("--eps is empty; give budgets in [0, 1] pixel units, e.g. --eps 1/255,2/255,4/255.")
+        raise UsageError(f"{option} is empty; give budgets in [0, 1] pixel units, e.g. {option} 1/255,2/255,4/255.")
     out = []
     for item in items:
         try:
             value = parse_fraction(item)
         except (ValueError, ZeroDivisionError, OverflowError):
             raise UsageError(
-                f"--eps value {item.strip()!r} is not a number; write budgets like 8/255 or 0.03, separated by commas."
+                f"{option} value {item.strip()!r} is not a number; "
+                "write budgets like 8/255 or 0.03, separated by commas."
             ) from None
         if not 0 <= value <= upper:
             raise UsageError(
-                f"--eps value {item.strip()!r} = {value:g} is outside [0, {upper:g}]; "
+                f"{option} value {item.strip()!r} = {value:g} is outside [0, {upper:g}]; "
                 "budgets are in [0, 1] pixel units (8/255, not 8)."
             )
         out.append(value)
@@ -116,7 +123,7 @@ def parse_int_range(text: str, option: str, low: int, high: int) -> tuple[int, .
     return tuple(sorted(out))
 
 
-def parse_workers(text: str) -> int | None:
+def parse_workers(text: str, option: str = "--workers") -> int | None:
     """``--workers``: ``auto`` (None: chosen for the data) or a number of worker processes ≥ 0."""
     value = str(text).strip().lower()
     if value == "auto":
@@ -124,9 +131,9 @@ def parse_workers(text: str) -> int | None:
     try:
         workers = int(value)
     except ValueError:
-        raise UsageError(f"--workers must be 'auto' or a whole number ≥ 0 (got {text!r}).") from None
+        raise UsageError(f"{option} must be 'auto' or a whole number ≥ 0 (got {text!r}).") from None
     if workers < 0:
-        raise UsageError(f"--workers must be 'auto' or a whole number ≥ 0 (got {text!r}).")
+        raise UsageError(f"{option} must be 'auto' or a whole number ≥ 0 (got {text!r}).")
     return workers
 
 

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, validate_params
-from ellrobust.attacks.target_labels import parse_labels
 from ellrobust.core.errors import UsageError
-from ellrobust.core.parsing import parse_eps_list, parse_int_range
+from ellrobust.request.spec import Caller, options_of
 
 
 @dataclass(frozen=True)
@@ -71,15 +70,6 @@ def bundled_suite(name: str) -> Path | None:
     return None
 
 
-def _eps(value: object, where: str) -> tuple[float, ...]:
-    if isinstance(value, (list, tuple)):
-        value = ",".join(str(v) for v in value)
-    try:
-        return parse_eps_list(str(value))
-    except UsageError as exc:
-        raise UsageError(f"{where}: {exc}") from None
-
-
 def attack_request(name: str, params: dict, where: str, eps_where: str) -> AttackRequest:
     """One attack as a suite entry (or ``ellrobust.evaluate(attacks={name: params})``) gives it.
 
@@ -93,44 +83,101 @@ def attack_request(name: str, params: dict, where: str, eps_where: str) -> Attac
     if unknown:
         takes = ", ".join(definition.defaults) or "none"
         raise UsageError(f"{where}: attack {name!r} takes no parameter {', '.join(unknown)}; it takes {takes}.")
-    validate_params(params)
+    try:
+        validate_params(params)
+    except UsageError as exc:
+        raise UsageError(f"{where}: attack {name!r}: {exc}") from None
     request = make_request(name, params)
-    return AttackRequest(request.name, request.params, _eps(eps, eps_where)) if eps is not None else request
+    if eps is None:
+        return request
+    try:
+        budgets = options_of("eval")["eps"].read(eps, Caller.SUITE)
+    except UsageError as exc:
+        raise UsageError(f"{eps_where}: {exc}") from None
+    return AttackRequest(request.name, request.params, budgets)
+
+
+#: The keys a suite file takes at its top level, and in its ``[corruptions]`` table; the others are refused.
+SUITE_KEYS = ("description", "eps", "n", "m_grad", "labels", "collapse", "attack", "corruptions")
+CORRUPTION_KEYS = ("names", "severities")
+#: A ``[corruptions]`` key → the request option it sets.
+_CORRUPTION_OPTIONS = {"names": "corruptions", "severities": "severities"}
 
 
 def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file; every problem is a one-line :class:`UsageError`."""
-    path = Path(path)
-    if not path.is_file():
-        bundled = bundled_suite(str(path))
-        if bundled is None:
-            raise UsageError(
-                f"suite file {str(path)!r} does not exist; "
-                f"pass a TOML file such as attacks/quick.toml, or one of {', '.join(BUNDLED)}."
-            )
-        path = bundled
+    """Read and validate a suite file; every problem is one :class:`UsageError` line naming the key.
+
+    Every key goes through the request's own option (:mod:`~ellrobust.request.spec`): its type and
+    bounds are checked as the flag's are, with the same message; booleans are TOML booleans only.
+    """
+    path = _suite_path(Path(path))
     try:
         data = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UsageError(f"suite {str(path)!r} is not valid TOML ({exc}).") from None
-    attacks = []
-    for i, entry in enumerate(data.get("attack", [])):
-        if "name" not in entry:
-            raise UsageError(f"suite {str(path)!r}: attack #{i + 1} has no name.")
-        params = {k: v for k, v in entry.items() if k != "name"}
-        name = entry["name"]
-        attacks.append(attack_request(name, params, f"suite {str(path)!r}", f"suite {path.name} attack {name}"))
-    corr = data.get("corruptions", {})
-    severities = corr.get("severities")
+    where = f"suite {str(path)!r}"
+    _known(data, SUITE_KEYS, where)
+    corruptions = data.get("corruptions", {})
+    if not isinstance(corruptions, dict):
+        raise UsageError(f"{where}: corruptions must be a table ([corruptions] with names and severities).")
+    _known(corruptions, CORRUPTION_KEYS, f"{where} [corruptions]")
+    values = {key: _read(key, data[key], where) for key in ("eps", "n", "m_grad", "labels", "collapse") if key in data}
+    values |= {_CORRUPTION_OPTIONS[k]: _read(_CORRUPTION_OPTIONS[k], v, where) for k, v in corruptions.items()}
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise UsageError(f"{where}: description must be a string (got {description!r}).")
     return Suite(
         path=str(path),
-        description=str(data.get("description", "")),
-        attacks=tuple(attacks),
-        eps=_eps(data["eps"], f"suite {path.name}") if "eps" in data else None,
-        n=data.get("n"),
-        m_grad=data.get("m_grad"),
-        corruptions=tuple(corr.get("names", ())),
-        severities=parse_int_range(str(severities), "severities", 1, 5) if severities is not None else None,
-        collapse=bool(data.get("collapse", False)),
-        labels=parse_labels(data["labels"]).value if "labels" in data else None,
+        description=description,
+        attacks=_attacks(data.get("attack", []), where, path),
+        eps=values.get("eps"),
+        n=values.get("n"),
+        m_grad=values.get("m_grad"),
+        corruptions=values.get("corruptions", ()),
+        severities=values.get("severities"),
+        collapse=values.get("collapse", False),
+        labels=values.get("labels"),
     )
+
+
+def _suite_path(path: Path) -> Path:
+    if path.is_file():
+        return path
+    bundled = bundled_suite(str(path))
+    if bundled is None:
+        raise UsageError(
+            f"suite file {str(path)!r} does not exist; "
+            f"pass a TOML file such as attacks/quick.toml, or one of {', '.join(BUNDLED)}."
+        )
+    return bundled
+
+
+def _known(table: dict, valid: tuple[str, ...], where: str) -> None:
+    """Refuse a key that is not ``valid`` (a misspelling would otherwise be ignored), listing the valid ones."""
+    for key in table:
+        if key not in valid:
+            raise UsageError(f"{where}: unknown key {key!r}; a suite takes {', '.join(valid)}.")
+
+
+def _read(name: str, value: object, where: str) -> object:
+    """A key's value through the request option of that name, its message prefixed with the suite."""
+    try:
+        return options_of("eval")[name].read(value, Caller.SUITE)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _attacks(entries: object, where: str, path: Path) -> tuple[AttackRequest, ...]:
+    """The ``[[attack]]`` tables, each checked by the attack's own parameter validation."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UsageError(f"{where}: attack must be a list of tables, each [[attack]] with a name (got {entries!r}).")
+    attacks = []
+    for i, entry in enumerate(entries):
+        name = entry.get("name")
+        if name is None:
+            raise UsageError(f"{where}: attack #{i + 1} has no name.")
+        if not isinstance(name, str):
+            raise UsageError(f"{where}: attack #{i + 1}'s name must be a string (got {name!r}).")
+        params = {k: v for k, v in entry.items() if k != "name"}
+        attacks.append(attack_request(name, params, where, f"suite {path.name} attack {name}"))
+    return tuple(attacks)
