@@ -11,13 +11,8 @@ from dataclasses import asdict, dataclass, fields
 
 from ellrobust.attacks.target_labels import AttackLabels, parse_labels
 from ellrobust.core.errors import UsageError
-from ellrobust.core.parsing import MAX_IMAGES
 from ellrobust.core.precision import Precision, parse_precision
 from ellrobust.corruptions.catalog import IMAGENET_3DCC
-from ellrobust.corruptions.protocol import CorruptionProtocol
-
-#: ``--m-grad``: detach (the paper), full (adaptive), or both side by side.
-M_GRAD_CHOICES = ("detach", "full", "both")
 
 
 @dataclass(frozen=True)
@@ -89,60 +84,13 @@ class EvalConfig:
     labels: str = AttackLabels.TRUE.value
 
     def __post_init__(self) -> None:
-        if not self.models:
-            raise UsageError("no model given; pass --model NAME (see `ellrobust models`).")
-        if self.architectures and len(self.architectures) != len(self.models):
-            count = f"{len(self.architectures)} architectures for {len(self.models)} models"
-            raise UsageError(f"{count}; give one per model, in order.")
-        if self.checkpoints and len(self.checkpoints) != len(self.models):
-            raise UsageError(
-                f"{len(self.checkpoints)} --checkpoint for {len(self.models)} --model; give one per model, in order."
-            )
-        if len(self.elliptical_layers) not in (0, 1, len(self.models)):
-            raise UsageError(
-                f"{len(self.elliptical_layers)} --elliptical-layers for {len(self.models)} --model; "
-                "give one for all models or one per model, in order."
-            )
-        for flag, values in (("--heads", self.heads), ("--mean", self.mean), ("--std", self.std)):
-            if len(values) not in (0, 1, len(self.models)):
-                raise UsageError(
-                    f"{len(values)} {flag} for {len(self.models)} --model; "
-                    "give one for all models or one per model, in order."
-                )
-        if self.image_size is not None and self.image_size <= 0:
-            raise UsageError(f"--img-size must be a positive number of pixels (got {self.image_size}).")
-        if len(set(self.models)) != len(self.models):
-            raise UsageError("the same --model is given twice; give each model once.")
-        if self.transfer and len(self.models) < 2:
-            raise UsageError(
-                "--transfer judges each model's adversarial images by the other models, and there is only "
-                f"{self.models[0]!r}; add a second --model."
-            )
-        if self.m_grad not in M_GRAD_CHOICES:
-            raise UsageError(f"--m-grad must be one of {', '.join(M_GRAD_CHOICES)} (got {self.m_grad!r}).")
-        if self.batch_size <= 0:
-            raise UsageError(f"--batch-size must be positive (got {self.batch_size}).")
-        if self.n is not None and self.n <= 0:
-            raise UsageError(f"--n must be a positive number of images (got {self.n}).")
-        if self.n is not None and self.n > MAX_IMAGES:
-            raise UsageError(
-                f"--n {self.n} is above the bound of {MAX_IMAGES:,} images; leave --n out to take the whole split."
-            )
-        if self.workers is not None and self.workers < 0:
-            raise UsageError(f"--workers must be 'auto' or a number ≥ 0 (got {self.workers}).")
-        if self.memory_budget_gb is not None and self.memory_budget_gb < 0:
-            raise UsageError(f"--memory-budget must be ≥ 0 GiB (got {self.memory_budget_gb}).")
-        needs_folder = [name for name in self.corruptions if name in IMAGENET_3DCC]
-        if needs_folder and self.corruption_source is None:
-            raise UsageError(
-                f"{needs_folder[0]!r} is an ImageNet-3DCC corruption, made from each image's depth, and cannot be "
-                "generated; pass --corruption-root with the ImageNet-3DCC folder."
-            )
-        protocols = [p.value for p in CorruptionProtocol]
-        if self.corruption_protocol not in protocols:
-            raise UsageError(
-                f"--corruption-protocol must be one of {', '.join(protocols)} (got {self.corruption_protocol!r})."
-            )
+        """Check what concerns several fields at once, and normalise labels and precisions.
+
+        Each field's own type and bounds are checked where it comes in, by its option in the request
+        spec (:mod:`ellrobust.request.spec`: the command line, :func:`ellrobust.evaluate` and suites).
+        """
+        self._check_models()
+        self._check_combinations()
         object.__setattr__(self, "labels", parse_labels(self.labels).value)
         minimal = [a.name for a in self.attacks if a.definition.is_minimal]
         if self.labels == AttackLabels.PREDICTED and minimal:
@@ -154,6 +102,46 @@ class EvalConfig:
         if not precisions:
             raise UsageError("--precision is empty; choose among fp32, tf32, bf16.")
         object.__setattr__(self, "precision", precisions)
+
+    def _check_models(self) -> None:
+        """One model each, and per-model settings given once for all or once per model."""
+        if not self.models:
+            raise UsageError("no model given; pass --model NAME (see `ellrobust models`).")
+        if len(set(self.models)) != len(self.models):
+            raise UsageError("the same --model is given twice; give each model once.")
+        if self.architectures and len(self.architectures) != len(self.models):
+            count = f"{len(self.architectures)} architectures for {len(self.models)} models"
+            raise UsageError(f"{count}; give one per model, in order.")
+        if self.checkpoints and len(self.checkpoints) != len(self.models):
+            raise UsageError(
+                f"{len(self.checkpoints)} --checkpoint for {len(self.models)} --model; give one per model, in order."
+            )
+        per_model = {
+            "--elliptical-layers": self.elliptical_layers,
+            "--heads": self.heads,
+            "--mean": self.mean,
+            "--std": self.std,
+        }
+        for flag, values in per_model.items():
+            if len(values) not in (0, 1, len(self.models)):
+                raise UsageError(
+                    f"{len(values)} {flag} for {len(self.models)} --model; "
+                    "give one for all models or one per model, in order."
+                )
+
+    def _check_combinations(self) -> None:
+        """Options that need another: --transfer a second model, ImageNet-3DCC names their folder."""
+        if self.transfer and len(self.models) < 2:
+            raise UsageError(
+                "--transfer judges each model's adversarial images by the other models, and there is only "
+                f"{self.models[0]!r}; add a second --model."
+            )
+        needs_folder = [name for name in self.corruptions if name in IMAGENET_3DCC]
+        if needs_folder and self.corruption_source is None:
+            raise UsageError(
+                f"{needs_folder[0]!r} is an ImageNet-3DCC corruption, made from each image's depth, and cannot be "
+                "generated; pass --corruption-root with the ImageNet-3DCC folder."
+            )
 
     def to_dict(self) -> dict:
         """The request as plain JSON-ready data: what run.json records and what a default run folder's name hashes."""
