@@ -223,6 +223,7 @@ def register(app: typer.Typer) -> None:
         from ellrobust.engine.runner import EvalConfig
         from ellrobust.measures.collapse_probe import CollapseConfig
         from ellrobust.request.suites import load_suite
+        from ellrobust.results import read_run_json
         from ellrobust.verdict.rules import elliptical_models
 
         overrides = attack_overrides(
@@ -305,7 +306,7 @@ def register(app: typer.Typer) -> None:
             collapsed = collapse_table(table)
             if collapsed is not None:
                 stdout.print(collapsed)
-            lines = verdict(table, elliptical_models(json.loads((run_dir / "run.json").read_text())))
+            lines = verdict(table, elliptical_models(read_run_json(run_dir)))
             if lines is not None:
                 stdout.print(lines)
         warn_sanity(table)
@@ -329,6 +330,7 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     from ellrobust.cli.terminal import data_warnings, stderr, unit_progress
     from ellrobust.core.distributed import is_main_process
     from ellrobust.data import image_pixel_limit
+    from ellrobust.results import read_run_json
 
     run_dir = out if out is not None else default_run_dir(config)
     command = (
@@ -343,7 +345,7 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     if not is_main_process():
         return None
     stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
-    meta = json.loads((run_dir / "run.json").read_text())
+    meta = read_run_json(run_dir)
     for death in meta.get("worker_deaths", []):
         stderr.print(
             f"warning: a worker process died ({death['cause']}); "

@@ -34,6 +34,7 @@ from ellrobust.core.determinism import deterministic_mode
 from ellrobust.core.distributed import init_distributed, local_world_size
 from ellrobust.core.errors import UsageError
 from ellrobust.core.files import RunLock, atomic_write
+from ellrobust.core.readback import DamagedFileError, read_json
 from ellrobust.core.version import __version__
 from ellrobust.core.workers import WorkerPool, auto_workers
 from ellrobust.corruptions.protocol import resolve_protocol
@@ -52,6 +53,7 @@ from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_ell
 from ellrobust.request.config import EvalConfig, collapse_key
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
 from ellrobust.results import table as results_table
+from ellrobust.results.adversarial_images import ADVERSARIAL_DIR, CLEAN_FILE
 from ellrobust.run.context import LoadedModel, ProgressEvent, ProgressFn, RunContext, no_progress, seed_everything
 from ellrobust.run.units import Unit, UnitResult, unit_seed
 
@@ -62,7 +64,12 @@ STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage,
 
 
 class UnitStore:
-    """Finished units on disk, one JSON file each, written atomically."""
+    """Finished units on disk, one JSON file each, written atomically.
+
+    A unit is reused only when its file reads back whole and every file it names (its adversarial
+    images) is there with the size it had when the unit was saved; anything else is recomputed, so a
+    damaged run folder mends itself with the same command.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / "units"
@@ -76,16 +83,33 @@ class UnitStore:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, OSError):
+            data = read_json(path, "unit file")
+        except DamagedFileError:
             return None  # a damaged unit file is simply recomputed
         if data.get("key") != key:
             return None
         try:
-            rows = [Row(**r) for r in data["rows"]]
-            outcomes = {m: [int(c) for c in bits] for m, bits in data["outcomes"].items()}
-        except (KeyError, TypeError, ValueError):
+            result = self._result(data)
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None  # a unit file this version cannot read is recomputed too
+        return result if self._files_intact(result.extra) else None
+
+    def _files_intact(self, extra: dict) -> bool:
+        """Whether every file the unit names is on disk with its recorded size (units before sizes: exists)."""
+        sizes = extra.get("file_sizes", {})
+        for name in unit_files(extra):
+            path = self.dir.parent / name
+            if not path.is_file() or (name in sizes and path.stat().st_size != sizes[name]):
+                return False
+        return True
+
+    @staticmethod
+    def _result(data: dict) -> UnitResult:
+        """A unit file's content as a result (raises on a field of the wrong type)."""
+        rows = [Row(**r) for r in data["rows"]]
+        outcomes = {m: [int(c) for c in bits] for m, bits in data["outcomes"].items()}
+        if not isinstance(data.get("extra", {}), dict):
+            raise TypeError("extra is not an object")
         return UnitResult(
             rows=rows,
             outcomes=outcomes,
@@ -103,6 +127,9 @@ class UnitStore:
         )
 
     def save(self, key: str, unit: Unit, result: UnitResult) -> None:
+        names = unit_files(result.extra)
+        if names:  # what resuming checks before it reuses the unit
+            result.extra["file_sizes"] = {name: (self.dir.parent / name).stat().st_size for name in names}
         payload = {
             "key": key,
             "unit": asdict(unit),
@@ -611,6 +638,12 @@ _TIMING_KEYS = (
     "model_seconds",
     "adversarial_file",
 )
+
+
+def unit_files(extra: dict) -> list[str]:
+    """The files (relative to the run folder) a unit's results rely on: its adversarial images and the clean ones."""
+    name = extra.get("adversarial_file")
+    return [name, f"{ADVERSARIAL_DIR}/{CLEAN_FILE}"] if isinstance(name, str) else []
 
 
 def _digest(ident: dict) -> str:

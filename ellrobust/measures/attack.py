@@ -40,8 +40,9 @@ import torch
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, perturbation_norm
 from ellrobust.attacks.sanity_checks import LARGE_EPS_METHOD
 from ellrobust.attacks.target_labels import AttackLabels, labelled_params, split_labels
-from ellrobust.core.errors import UsageError
+from ellrobust.core.errors import UsageError, quote
 from ellrobust.core.precision import fp32_predictions
+from ellrobust.core.readback import DamagedFileError
 from ellrobust.measures.collapse_probe import CollapseAccumulator
 from ellrobust.measures.stage import Stage
 from ellrobust.results import Metric, Row
@@ -222,6 +223,14 @@ class AttackStage(Stage):
         return result
 
 
+def _clean_saved(run_dir: Path) -> bool:
+    """Whether the run folder holds its clean images whole (a damaged file is written again)."""
+    try:
+        return load_clean(run_dir) is not None
+    except DamagedFileError:
+        return False
+
+
 def _clean_predictions(ctx: RunContext, model: str) -> np.ndarray:
     """The classes ``model`` predicts on the clean images of the selection: the targets under ``--labels predicted``."""
     predicted = ctx.results[clean_unit(model)].predictions.get(model)
@@ -285,15 +294,16 @@ def _save_images(
     labels = ctx.store.labels[every].astype(np.int64)
     if previous is None:
         base = ctx.store.batch(every, "cpu")[0].float().numpy()
-        if load_clean(ctx.run_dir) is None:  # once per run folder: the images every file perturbs
+        if not _clean_saved(ctx.run_dir):  # once per run folder: the images every file perturbs
             save_clean(ctx.run_dir, np.asarray(ctx.indices, dtype=np.int64), base, labels)
     else:
         name = ctx.results[previous].extra.get("adversarial_file")
         path = ctx.run_dir / name if name else None
         if path is None or not path.is_file():
-            raise FileNotFoundError(
+            raise DamagedFileError(
                 f"the adversarial images of {unit.model} at the smaller budget {unit.prior[-1]:.6g} are missing "
-                f"({path or 'never saved'}); run again with a new --out."
+                f"({quote(path or 'never saved')}); run the same command again: a unit whose files are missing "
+                "is recomputed."
             )
         base = load_adversarial(path).x_adv.copy()
     for position, image in attacked.items():

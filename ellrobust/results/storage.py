@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ellrobust.core.errors import UsageError
+from ellrobust.core.errors import UsageError, quote
 from ellrobust.core.files import atomic_write
+from ellrobust.core.readback import RECOMPUTE, DamagedFileError, read_json, reading
 from ellrobust.results.migrate import complete_table, migrate_records
 from ellrobust.results.rows import COLUMNS, Provenance, Row
 
@@ -82,8 +83,17 @@ def save_table(df: pd.DataFrame, run_dir: Path) -> None:
 
 def run_schema(run_dir: Path) -> int | None:
     """The schema version a run folder's run.json records (None without run.json)."""
+    version = read_run_json(run_dir).get("schema_version")
+    if version is not None and not isinstance(version, int):
+        meta = Path(run_dir) / "run.json"
+        raise DamagedFileError(f"the run description {quote(meta)} gives no integer schema_version; {RECOMPUTE}.")
+    return version
+
+
+def read_run_json(run_dir: str | os.PathLike) -> dict:
+    """A run folder's run.json (``{}`` without one); one line naming the file when it is damaged."""
     meta = Path(run_dir) / "run.json"
-    return json.loads(meta.read_text()).get("schema_version") if meta.is_file() else None
+    return read_json(meta, "run description") if meta.is_file() else {}
 
 
 def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -102,16 +112,16 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
             f"newer than this ellrobust's {SCHEMA_VERSION}; "
             "read it with a newer ellrobust."
         )
-    try:
-        raw = json.loads(path.read_text()) if path.suffix == ".json" else pd.read_csv(path).to_dict(orient="records")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UsageError(
-            f"{str(path)!r} is not a readable results table ({type(exc).__name__}); re-run the evaluation."
-        ) from None
-    missing = [c for c in REQUIRED_COLUMNS if not raw or c not in raw[0]]
+    if path.suffix == ".json":
+        raw = read_json(path, "results table", kind=list)
+    else:
+        with reading(path, "results table"):
+            raw = pd.read_csv(path).to_dict(orient="records")
+    missing = [c for c in REQUIRED_COLUMNS if not raw or not isinstance(raw[0], dict) or c not in raw[0]]
     if missing:
-        raise UsageError(
-            f"{str(path)!r} lacks the columns {', '.join(missing)}: not an ellrobust results table; "
-            "re-run the evaluation."
+        raise DamagedFileError(
+            f"the results table {quote(path)} lacks the columns {', '.join(missing)}: not an ellrobust results table; "
+            f"{RECOMPUTE}."
         )
-    return complete_table(to_frame(migrate_records(raw)))
+    with reading(path, "results table"):
+        return complete_table(to_frame(migrate_records(raw)))
