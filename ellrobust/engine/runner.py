@@ -33,7 +33,7 @@ from torch.utils.data import TensorDataset
 from ellrobust.core.determinism import deterministic_mode
 from ellrobust.core.distributed import init_distributed, local_world_size
 from ellrobust.core.errors import UsageError
-from ellrobust.core.files import RunLock, atomic_write
+from ellrobust.core.files import RunLock, atomic_write, check_destination
 from ellrobust.core.readback import DamagedFileError, read_json
 from ellrobust.core.version import __version__
 from ellrobust.core.workers import WorkerPool, auto_workers
@@ -384,8 +384,7 @@ class Evaluation:
         its GPU and moves the models there only after the fork.
         """
         cfg = self.config
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise UsageError(f"--out {str(self.run_dir)!r} is a file; pass a folder.")
+        check_destination(self.run_dir, "--out", folder=True)
         dist = init_distributed(cfg.device)
         started = time.time()
         self._compile_start = compiled_attention.STATS.snapshot()  # the models' input check compiles too
