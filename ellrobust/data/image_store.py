@@ -252,13 +252,22 @@ def allocate(
         buffer = mmap.mmap(-1, nbytes)  # anonymous and MAP_SHARED: forked workers write into it
         store = ImageStore(np.frombuffer(buffer, dtype=dtype).reshape(shape), labels, "memory")
     else:
-        reserve(path, nbytes)
-        images = np.memmap(path, dtype=dtype, mode="r+", shape=shape)
-        store = ImageStore(images, labels, str(path), _remove_on_close=None if plan.keep else path)
-    store.put(0, first_image)
-    labels[0] = int(first_label)
-    store.decoded = 1
-    return store, list(range(1, len(indices)))
+        try:  # a signal (Ctrl-C, SIGTERM) while the file is new leaves no unfinished file behind
+            reserve(path, nbytes)
+            images = np.memmap(path, dtype=dtype, mode="r+", shape=shape)
+            store = ImageStore(images, labels, str(path), _remove_on_close=None if plan.keep else path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    try:
+        store.put(0, first_image)
+        labels[0] = int(first_label)
+        store.decoded = 1
+        todo = list(range(1, len(indices)))
+    except BaseException:
+        store.close()
+        raise
+    return store, todo
 
 
 def reserve(path: Path, nbytes: int) -> None:

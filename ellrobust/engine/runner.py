@@ -432,14 +432,27 @@ class Evaluation:
             cfg.cache_dir, self.run_dir, cfg.memory_budget_gb, shared_file=dist.enabled and decodes
         )
         writer = not plan.shared_file or dist.local_rank == 0
-        if writer:
-            store, todo = image_store.allocate(data.dataset, indices, data.digest, data.spec.pixel_dtype, plan)
-        else:
-            dist.barrier()  # the node's first rank has decoded the images into the shared file
-            store = image_store.open_complete(
-                plan.path(image_store.store_key(data.digest, indices, data.spec.pixel_dtype)), data.spec.pixel_dtype
-            )
-            todo = []
+        store = None
+        try:  # Ctrl-C or SIGTERM from here on: the run's temporary store file goes too, wherever it lands
+            if writer:
+                store, todo = image_store.allocate(data.dataset, indices, data.digest, data.spec.pixel_dtype, plan)
+            else:
+                dist.barrier()  # the node's first rank has decoded the images into the shared file
+                store = image_store.open_complete(
+                    plan.path(image_store.store_key(data.digest, indices, data.spec.pixel_dtype)),
+                    data.spec.pixel_dtype,
+                )
+                todo = []
+            return store, self._fill_store(data, indices, dist, store, todo, plan, workers, tick)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+
+    def _fill_store(self, data, indices, dist, store, todo, plan, workers, tick) -> WorkerPool:
+        """Decode what the store still lacks; returns the run's worker pool (see :meth:`_open_store`)."""
+        cfg = self.config
+        writer = not plan.shared_file or dist.local_rank == 0
         size = int(store.image_shape[-1])
         protocol = resolve_protocol(cfg.corruption_protocol, size).value
         for stage in STAGES:  # e.g. compile numba's glass_blur once, for every worker
@@ -455,7 +468,11 @@ class Evaluation:
                 image_store.fill(store, todo, node_pool, lambda k: progress(ProgressEvent("advance", label, advance=k)))
         pool = WorkerPool(workers, shared)
         if todo and not plan.shared_file:
-            image_store.fill(store, todo, pool, lambda k: progress(ProgressEvent("advance", label, advance=k)))
+            try:
+                image_store.fill(store, todo, pool, lambda k: progress(ProgressEvent("advance", label, advance=k)))
+            except BaseException:
+                pool.close()
+                raise
         if todo:
             progress(ProgressEvent("end", label))
         if plan.shared_file and writer:
@@ -467,7 +484,7 @@ class Evaluation:
             decode_workers=decoders if todo else 0,
             store=store.location,
         )
-        return store, pool
+        return pool
 
     def _run(
         self,

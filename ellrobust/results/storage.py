@@ -116,6 +116,8 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
         raw = read_json(path, "results table", kind=list)
     else:
         with reading(path, "results table"):
+            if not path.read_bytes().endswith(b"\n"):  # ellrobust ends every line: a file cut short mid-row
+                raise EOFError("cut short: no newline at its end")
             raw = pd.read_csv(path).to_dict(orient="records")
     missing = [c for c in REQUIRED_COLUMNS if not raw or not isinstance(raw[0], dict) or c not in raw[0]]
     if missing:
