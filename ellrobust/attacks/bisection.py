@@ -131,14 +131,25 @@ def bisect(
         hi = torch.full_like(lo, float(eps_max))
         best = x.clone()
         broken = _attack_round(attack_fn, model, x, y, hi, correct, best, norm)
-        active = broken & (hi - lo > resolution)
+        active = broken & _narrowable(lo, hi, resolution)
         while bool(active.any()):
             mid = (lo + hi) / 2
             hit = _attack_round(attack_fn, model, x, y, mid, active, best, norm)
             hi = torch.where(hit, mid, hi)
             lo = torch.where(active & ~hit, mid, lo)
-            active = broken & (hi - lo > resolution)
+            active = broken & _narrowable(lo, hi, resolution)
         return conclude(model, x, y, best, broken, norm=norm, eps_max=eps_max, resolution=float(resolution))
+
+
+def _narrowable(lo: torch.Tensor, hi: torch.Tensor, resolution: float) -> torch.Tensor:
+    """The brackets still wider than ``resolution`` whose midpoint float64 can tell from both ends.
+
+    A resolution below the spacing of float64 numbers near a bracket (``1e-20`` at ε = 0.03) could never
+    be reached: halving would give back an end of the bracket forever, so such a bracket stops where
+    float64 stops, about 52 halvings from ``eps_max``.
+    """
+    mid = (lo + hi) / 2
+    return (hi - lo > resolution) & (mid > lo) & (mid < hi)
 
 
 def _attack_round(

@@ -2,14 +2,18 @@
 
 An :class:`~ellrobust.core.errors.EllrobustError` from anywhere becomes one line on stderr and its exit
 code: 2 for a :class:`~ellrobust.core.errors.UsageError`, 3 for a resource fault (a worker that died, a
-full disk); ``--debug`` shows the traceback instead. Exit 130 after Ctrl-C. The commands are the
+full disk); ``--debug`` shows the traceback instead. Exit 130 after Ctrl-C, 143 after SIGTERM (the same
+clean-up and message). The commands are the
 sibling modules, one per command, registered on :data:`app` below.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 
 import typer
 from typer.core import TyperGroup
@@ -33,7 +37,8 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx: typer.Context):
         try:
-            return super().invoke(ctx)
+            with _sigterm_as_interrupt():
+                return super().invoke(ctx)
         except EllrobustError as exc:  # bad input (exit 2) or a resource fault: a dead worker, a full disk (exit 3)
             if _debug(ctx):
                 raise
@@ -54,9 +59,42 @@ class _Group(TyperGroup):
             message += "" if message.endswith((".", "?", "!")) else "."
             typer.echo(f"error: {message} See `{path} --help`.", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             typer.echo("interrupted: finished units are saved; run the same command again to resume.", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + getattr(exc, "signum", signal.SIGINT)) from None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's cancel, ``kill``), raised where Ctrl-C would raise: the same clean-up and message."""
+
+    signum = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind the command as Ctrl-C does, so ``finally`` blocks remove the run's temporary image store.
+
+    Only this process raises: a forked child (a pool or DataLoader worker) that inherited the handler
+    dies of the signal as it would have without it. Outside the main thread nothing is installed.
+    """
+    owner = os.getpid()
+
+    def terminate(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _one_line(exc: Exception | str) -> str:

@@ -23,10 +23,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Convert a checkpoint to safetensors (weights only), once, so it never needs unpickling again."""
         from ellrobust.cli.terminal import stdout
-        from ellrobust.core.errors import UsageError
+        from ellrobust.core.errors import UsageError, quote
+        from ellrobust.core.files import check_destination
         from ellrobust.models import convert_checkpoint
 
+        check_destination(dst, "destination", folder=False)
         if dst.suffix != ".safetensors":
-            raise UsageError(f"destination {str(dst)!r} must end in .safetensors.")
+            raise UsageError(f"destination {quote(dst)} must end in .safetensors.")
         path = convert_checkpoint(src, dst, trust=trust)
         stdout.print(f"wrote {path}")

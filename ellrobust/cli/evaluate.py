@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
         from ellrobust.measures.collapse_probe import CollapseConfig
         from ellrobust.request.build import build_config
         from ellrobust.request.spec import Caller
+        from ellrobust.results import read_run_json
         from ellrobust.verdict.rules import elliptical_models
 
         out, max_image_pixels = values.pop("out"), values.pop("max_image_pixels")
@@ -75,7 +76,7 @@ def register(app: typer.Typer) -> None:
             collapsed = collapse_table(table)
             if collapsed is not None:
                 stdout.print(collapsed)
-            lines = verdict(table, elliptical_models(json.loads((run_dir / "run.json").read_text())))
+            lines = verdict(table, elliptical_models(read_run_json(run_dir)))
             if lines is not None:
                 stdout.print(lines)
         warn_sanity(table)
@@ -99,6 +100,7 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     from ellrobust.cli.terminal import data_warnings, stderr, unit_progress
     from ellrobust.core.distributed import is_main_process
     from ellrobust.data import image_pixel_limit
+    from ellrobust.results import read_run_json
 
     run_dir = out if out is not None else default_run_dir(config)
     command = (
@@ -113,7 +115,7 @@ def execute(config, out: Path | None, max_image_pixels: int | None = None):
     if not is_main_process():
         return None
     stderr.print(f"results: {run_dir}/results.csv ({result.computed} units computed, {result.reused} reused)")
-    meta = json.loads((run_dir / "run.json").read_text())
+    meta = read_run_json(run_dir)
     for death in meta.get("worker_deaths", []):
         stderr.print(
             f"warning: a worker process died ({death['cause']}); "

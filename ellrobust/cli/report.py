@@ -24,7 +24,10 @@ def register(app: typer.Typer) -> None:
           ellrobust report runs/cpu runs/gpu --out reports/compare
         """
         from ellrobust.cli.terminal import stderr
+        from ellrobust.core.files import check_destination
         from ellrobust.report.writer import write_report
+
+        check_destination(out, "--out", folder=True)
 
         path = write_report(run_dirs, out)
         stderr.print(f"report: {path}")

@@ -61,6 +61,24 @@ DISK_ERRNOS = {
 }
 
 
+#: The most characters of one user input that a message quotes (a 2 MB line is not echoed whole).
+QUOTE_LIMIT = 200
+
+
+def quote(text: object, limit: int = QUOTE_LIMIT, *, marks: bool = True) -> str:
+    """User input (a path, a line, a name) as a message quotes it: ``repr``-quoted, at most ``limit`` characters.
+
+    Longer input keeps its start and end around ``…`` and says how long it was, so the message stays one
+    readable line whatever the input; ``marks=False`` leaves out the quotes (for text inside a message).
+    """
+    text = str(text)
+    if len(text) <= limit:
+        return repr(text) if marks else text
+    keep = max(limit // 2 - 10, 1)
+    short = f"{text[:keep]}…{text[-keep:]}"
+    return f"{repr(short) if marks else short} ({len(text):,} characters)"
+
+
 def format_bytes(n: float) -> str:
     """``1536`` → ``1.5 KiB``: sizes in messages."""
     units = ("B", "KiB", "MiB", "GiB", "TiB")

@@ -14,7 +14,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ellrobust.core.errors import DISK_ERRNOS, DISK_FIX, DiskFullError, UsageError, disk_error, format_bytes
+from ellrobust.core.errors import DISK_ERRNOS, DISK_FIX, DiskFullError, UsageError, disk_error, format_bytes, quote
+
+#: The longest file or folder name, in bytes, of the usual file systems (ext4, XFS, APFS, NTFS).
+NAME_MAX = 255
 
 
 def default_mode() -> int:
@@ -49,6 +52,34 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
             raise disk_error(exc, path, f"file {path.name!r}", len(payload)) from exc
         raise
+
+
+def check_destination(path: str | os.PathLike, flag: str, *, folder: bool) -> Path:
+    """Refuse, before any work, a destination that cannot be written: a name too long, a file in the way.
+
+    Args:
+        path: the folder (``--out``) or file (``convert``'s destination) to write.
+        flag: how messages name it (``--out``, ``destination``).
+        folder: whether ``path`` is to be a folder (else a file: an existing folder there is refused).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    path = Path(path).expanduser()
+    for part in path.parts:
+        if len(part.encode()) > NAME_MAX:
+            raise UsageError(
+                f"{flag} {quote(path)}: the name {quote(part, 60)} has {len(part.encode())} bytes, more than the "
+                f"{NAME_MAX} a file system takes; pass a shorter name."
+            )
+    if not folder and path.is_dir():
+        raise UsageError(f"{flag} {quote(path)} is a folder; name the file to write inside it.")
+    if folder and path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {quote(path)} is a file; pass a folder.")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise UsageError(f"{flag} {quote(path)} lies inside {quote(blocking)}, which is a file; pass a folder path.")
+    return path
 
 
 def require_free_space(folder: Path, needed: int, what: str, fix: str = DISK_FIX) -> None:

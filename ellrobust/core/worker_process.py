@@ -44,6 +44,7 @@ def worker_main(conn: Connection, cv2_inherited: bool, inherited: list[Connectio
     ends, when the parent is gone, however it ended.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the CLI's handler, which unwinds the parent alone
     for other in inherited:
         other.close()
     setup_error = None

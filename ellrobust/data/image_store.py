@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from ellrobust.core.errors import DISK_ERRNOS, EllrobustError, UsageError, disk_error
+from ellrobust.core.errors import DISK_ERRNOS, EllrobustError, UsageError, disk_error, quote
 from ellrobust.core.files import atomic_write, require_free_space
+from ellrobust.core.readback import read_json, reading
 from ellrobust.core.worker_process import task_failed
 from ellrobust.core.workers import SHARED, WorkerPool
 
@@ -200,13 +201,26 @@ def store_key(digest: str, indices: list[int], pixel_dtype: str) -> str:
 
 
 def open_complete(path: Path, pixel_dtype: str) -> ImageStore | None:
-    """A finished store file (its sidecar holds shape and labels), mapped read-only; None if absent."""
+    """A finished store file (its sidecar holds shape and labels), mapped read-only; None if absent.
+
+    A store whose sidecar is damaged or whose file does not hold the sidecar's shape (a truncated copy
+    of a ``--cache``) is one line naming both files: another run may have it mapped, so it is not
+    rewritten behind that run's back.
+    """
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():
         return None
-    meta = json.loads(meta_path.read_text())
-    images = np.memmap(path, dtype=_dtype(pixel_dtype), mode="r", shape=tuple(meta["shape"]))
-    return ImageStore(images, np.asarray(meta["labels"], dtype=np.int64), str(path))
+    fix = f"delete it and {quote(meta_path.name)}, then run the same command (the images are decoded again)"
+    meta = read_json(meta_path, "image store's description", fix)
+    dtype = _dtype(pixel_dtype)
+    with reading(path, "image store", fix):
+        shape = tuple(int(s) for s in meta["shape"])
+        labels = np.asarray(meta["labels"], dtype=np.int64)
+        expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if min(shape, default=0) <= 0 or len(labels) != shape[0] or path.stat().st_size != expected:
+            raise ValueError(f"it holds {path.stat().st_size} bytes, its description {shape}, {len(labels)} labels")
+        images = np.memmap(path, dtype=dtype, mode="r", shape=shape)
+    return ImageStore(images, labels, str(path))
 
 
 def _dtype(pixel_dtype: str) -> np.dtype:
@@ -239,13 +253,22 @@ def allocate(
         buffer = mmap.mmap(-1, nbytes)  # anonymous and MAP_SHARED: forked workers write into it
         store = ImageStore(np.frombuffer(buffer, dtype=dtype).reshape(shape), labels, "memory")
     else:
-        reserve(path, nbytes)
-        images = np.memmap(path, dtype=dtype, mode="r+", shape=shape)
-        store = ImageStore(images, labels, str(path), _remove_on_close=None if plan.keep else path)
-    store.put(0, first_image)
-    labels[0] = int(first_label)
-    store.decoded = 1
-    return store, list(range(1, len(indices)))
+        try:  # a signal (Ctrl-C, SIGTERM) while the file is new leaves no unfinished file behind
+            reserve(path, nbytes)
+            images = np.memmap(path, dtype=dtype, mode="r+", shape=shape)
+            store = ImageStore(images, labels, str(path), _remove_on_close=None if plan.keep else path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    try:
+        store.put(0, first_image)
+        labels[0] = int(first_label)
+        store.decoded = 1
+        todo = list(range(1, len(indices)))
+    except BaseException:
+        store.close()
+        raise
+    return store, todo
 
 
 def reserve(path: Path, nbytes: int) -> None:

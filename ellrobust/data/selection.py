@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ellrobust.core.errors import UsageError
+from ellrobust.core.errors import UsageError, quote
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class IndexList:
 def read_index_file(path: str | os.PathLike, dataset: Dataset) -> IndexList:
     """The dataset indices that the ``--indices`` file at ``path`` names (module docstring)."""
     path = Path(path).expanduser()
-    flag = f"--indices {str(path)!r}"
+    flag = f"--indices {quote(path)}"
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
@@ -51,7 +51,7 @@ def read_index_file(path: str | os.PathLike, dataset: Dataset) -> IndexList:
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
-        if entry.isdigit():
+        if entry.isascii() and entry.isdigit():  # not "²", which isdigit() takes and int() refuses
             index = int(entry)
             if index >= len(dataset):
                 raise UsageError(
@@ -59,18 +59,23 @@ def read_index_file(path: str | os.PathLike, dataset: Dataset) -> IndexList:
                     f"(0 to {len(dataset) - 1}); list images of this split."
                 )
         else:
+            if getattr(dataset, "samples", None) is None:
+                raise UsageError(
+                    f"{flag} line {number}: {quote(entry)} is not an index (0, 1, …), and this dataset is not "
+                    "read from files; list its images by index."
+                )
             if by_path is None:
                 by_path = relative_paths(dataset, flag)
             index = by_path.get(_normal(entry), -1)
             if index < 0:
                 root = str(getattr(dataset, "root", ""))
                 raise UsageError(
-                    f"{flag} line {number}: {entry!r} is not an image of {root!r}; "
+                    f"{flag} line {number}: {quote(entry)} is not an image of {quote(root)}; "
                     "paths are relative to the split folder (<class>/<file>)."
                 )
         if index in seen:
             raise UsageError(
-                f"{flag} lists image {entry!r} twice (lines {seen[index]} and {number}); list each image once."
+                f"{flag} lists image {quote(entry)} twice (lines {seen[index]} and {number}); list each image once."
             )
         seen[index] = number
     if not seen:

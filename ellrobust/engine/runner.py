@@ -33,7 +33,8 @@ from torch.utils.data import TensorDataset
 from ellrobust.core.determinism import deterministic_mode
 from ellrobust.core.distributed import init_distributed, local_world_size
 from ellrobust.core.errors import UsageError
-from ellrobust.core.files import RunLock, atomic_write
+from ellrobust.core.files import RunLock, atomic_write, check_destination
+from ellrobust.core.readback import DamagedFileError, read_json
 from ellrobust.core.version import __version__
 from ellrobust.core.workers import WorkerPool, auto_workers
 from ellrobust.corruptions.protocol import resolve_protocol
@@ -52,6 +53,7 @@ from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_ell
 from ellrobust.request.config import EvalConfig, collapse_key
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
 from ellrobust.results import table as results_table
+from ellrobust.results.adversarial_images import ADVERSARIAL_DIR, CLEAN_FILE
 from ellrobust.run.context import LoadedModel, ProgressEvent, ProgressFn, RunContext, no_progress, seed_everything
 from ellrobust.run.units import Unit, UnitResult, unit_seed
 
@@ -62,7 +64,12 @@ STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage,
 
 
 class UnitStore:
-    """Finished units on disk, one JSON file each, written atomically."""
+    """Finished units on disk, one JSON file each, written atomically.
+
+    A unit is reused only when its file reads back whole and every file it names (its adversarial
+    images) is there with the size it had when the unit was saved; anything else is recomputed, so a
+    damaged run folder mends itself with the same command.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / "units"
@@ -76,31 +83,51 @@ class UnitStore:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, OSError):
+            data = read_json(path, "unit file")
+        except DamagedFileError:
             return None  # a damaged unit file is simply recomputed
         if data.get("key") != key:
             return None
         try:
-            return UnitResult(
-                rows=[Row(**r) for r in data["rows"]],
-                outcomes=_bits(data["outcomes"]),
-                values=data["values"],
-                extra=data["extra"],
-                predictions=data["predictions"],
-                linf=data["linf"],
-                l2=data["l2"],
-                transfer=data["transfer"],
-                transfer_predictions=data["transfer_predictions"],
-                eps_star=data["eps_star"],  # minimal-norm units only
-                censored=_bits(data["censored"]),
-                confidence=data["confidence"],  # clean and corruption units only
-                top5=_bits(data["top5"]),
-            )
+            result = self._result(data)
         except (KeyError, TypeError, ValueError, AttributeError):
             return None  # a unit file this version cannot read is recomputed too
+        return result if self._files_intact(result.extra) else None
+
+    def _files_intact(self, extra: dict) -> bool:
+        """Whether every file the unit names is on disk with its recorded size."""
+        sizes = extra.get("file_sizes", {})
+        for name in unit_files(extra):
+            path = self.dir.parent / name
+            if not path.is_file() or (name in sizes and path.stat().st_size != sizes[name]):
+                return False
+        return True
+
+    @staticmethod
+    def _result(data: dict) -> UnitResult:
+        """A unit file's content as a result (raises on a missing field or one of the wrong type)."""
+        if not isinstance(data["extra"], dict):
+            raise TypeError("extra is not an object")
+        return UnitResult(
+            rows=[Row(**r) for r in data["rows"]],
+            outcomes=_bits(data["outcomes"]),
+            values=data["values"],
+            extra=data["extra"],
+            predictions=data["predictions"],
+            linf=data["linf"],
+            l2=data["l2"],
+            transfer=data["transfer"],
+            transfer_predictions=data["transfer_predictions"],
+            eps_star=data["eps_star"],  # minimal-norm units only
+            censored=_bits(data["censored"]),
+            confidence=data["confidence"],  # clean and corruption units only
+            top5=_bits(data["top5"]),
+        )
 
     def save(self, key: str, unit: Unit, result: UnitResult) -> None:
+        names = unit_files(result.extra)
+        if names:  # what resuming checks before it reuses the unit
+            result.extra["file_sizes"] = {name: (self.dir.parent / name).stat().st_size for name in names}
         payload = {
             "key": key,
             "unit": asdict(unit),
@@ -362,8 +389,7 @@ class Evaluation:
         its GPU and moves the models there only after the fork.
         """
         cfg = self.config
-        if self.run_dir.exists() and not self.run_dir.is_dir():
-            raise UsageError(f"--out {str(self.run_dir)!r} is a file; pass a folder.")
+        check_destination(self.run_dir, "--out", folder=True)
         dist = init_distributed(cfg.device)
         started = time.time()
         self._compile_start = compiled_attention.STATS.snapshot()  # the models' input check compiles too
@@ -411,14 +437,27 @@ class Evaluation:
             cfg.cache_dir, self.run_dir, cfg.memory_budget_gb, shared_file=dist.enabled and decodes
         )
         writer = not plan.shared_file or dist.local_rank == 0
-        if writer:
-            store, todo = image_store.allocate(data.dataset, indices, data.digest, data.spec.pixel_dtype, plan)
-        else:
-            dist.barrier()  # the node's first rank has decoded the images into the shared file
-            store = image_store.open_complete(
-                plan.path(image_store.store_key(data.digest, indices, data.spec.pixel_dtype)), data.spec.pixel_dtype
-            )
-            todo = []
+        store = None
+        try:  # Ctrl-C or SIGTERM from here on: the run's temporary store file goes too, wherever it lands
+            if writer:
+                store, todo = image_store.allocate(data.dataset, indices, data.digest, data.spec.pixel_dtype, plan)
+            else:
+                dist.barrier()  # the node's first rank has decoded the images into the shared file
+                store = image_store.open_complete(
+                    plan.path(image_store.store_key(data.digest, indices, data.spec.pixel_dtype)),
+                    data.spec.pixel_dtype,
+                )
+                todo = []
+            return store, self._fill_store(data, indices, dist, store, todo, plan, workers, tick)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+
+    def _fill_store(self, data, indices, dist, store, todo, plan, workers, tick) -> WorkerPool:
+        """Decode what the store still lacks; returns the run's worker pool (see :meth:`_open_store`)."""
+        cfg = self.config
+        writer = not plan.shared_file or dist.local_rank == 0
         size = int(store.image_shape[-1])
         protocol = resolve_protocol(cfg.corruption_protocol, size).value
         for stage in STAGES:  # e.g. compile numba's glass_blur once, for every worker
@@ -434,7 +473,11 @@ class Evaluation:
                 image_store.fill(store, todo, node_pool, lambda k: progress(ProgressEvent("advance", label, advance=k)))
         pool = WorkerPool(workers, shared)
         if todo and not plan.shared_file:
-            image_store.fill(store, todo, pool, lambda k: progress(ProgressEvent("advance", label, advance=k)))
+            try:
+                image_store.fill(store, todo, pool, lambda k: progress(ProgressEvent("advance", label, advance=k)))
+            except BaseException:
+                pool.close()
+                raise
         if todo:
             progress(ProgressEvent("end", label))
         if plan.shared_file and writer:
@@ -446,7 +489,7 @@ class Evaluation:
             decode_workers=decoders if todo else 0,
             store=store.location,
         )
-        return store, pool
+        return pool
 
     def _run(
         self,
@@ -616,6 +659,12 @@ _TIMING_KEYS = (
     "model_seconds",
     "adversarial_file",
 )
+
+
+def unit_files(extra: dict) -> list[str]:
+    """The files (relative to the run folder) a unit's results rely on: its adversarial images and the clean ones."""
+    name = extra.get("adversarial_file")
+    return [name, f"{ADVERSARIAL_DIR}/{CLEAN_FILE}"] if isinstance(name, str) else []
 
 
 def _digest(ident: dict) -> str:

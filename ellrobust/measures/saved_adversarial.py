@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ellrobust.core.errors import quote
+from ellrobust.core.readback import DamagedFileError
 from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, attack_probe
 from ellrobust.results.adversarial_images import (
     AdversarialSet,
@@ -53,7 +55,7 @@ def _save(scope: AttackScope, attacked: dict[int, np.ndarray], predicted: list[i
     labels = ctx.store.labels[every].astype(np.int64)
     if scope.previous is None:
         base = ctx.store.batch(every, "cpu")[0].float().numpy()
-        if load_clean(ctx.run_dir) is None:  # once per run folder: the images every file perturbs
+        if not _clean_saved(ctx.run_dir):  # once per run folder: the images every file perturbs
             save_clean(ctx.run_dir, np.asarray(ctx.indices, dtype=np.int64), base, labels)
     else:
         base = _previous_images(scope).copy()
@@ -80,8 +82,17 @@ def _previous_images(scope: AttackScope) -> np.ndarray:
     name = scope.ctx.results[scope.previous].extra.get("adversarial_file")
     path = scope.ctx.run_dir / name if name else None
     if path is None or not path.is_file():
-        raise FileNotFoundError(
+        raise DamagedFileError(
             f"the adversarial images of {scope.unit.model} at the smaller budget {scope.unit.prior[-1]:.6g} are "
-            f"missing ({path or 'never saved'}); run again with a new --out."
+            f"missing ({quote(path or 'never saved')}); run the same command again: a unit whose files are missing "
+            "is recomputed."
         )
     return load_adversarial(path).x_adv
+
+
+def _clean_saved(run_dir: Path) -> bool:
+    """Whether the run folder holds its clean images whole (a damaged file is written again)."""
+    try:
+        return load_clean(run_dir) is not None
+    except DamagedFileError:
+        return False

@@ -132,7 +132,8 @@ def load_weights(
     if missing or unexpected or shapes:
         heads_only = shapes and all(s.split(".")[0] in HEAD_MODULES for s in shapes) and not (missing or unexpected)
         fix = (
-            " Pass --reset-head to fine-tune with a new classifier."
+            " Its classifier has another number of classes than the dataset: evaluate it on a dataset of its"
+            " classes, or fine-tune a new classifier with `ellrobust train --reset-head`."
             if heads_only
             else " Check --model matches the checkpoint's architecture."
         )
@@ -214,7 +215,7 @@ def save_safetensors(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tensors = _untied({k: v.detach().cpu().contiguous() for k, v in state.items()})
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -225,6 +226,18 @@ def save_safetensors(
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _untied(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each tensor with memory of its own: safetensors refuses tied weights (a head sharing the embedding's)."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in tensors.items():
+        ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else None
+        out[name] = tensor.clone() if ptr in seen else tensor
+        if ptr is not None:
+            seen.add(ptr)
+    return out
 
 
 def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *, trust: bool) -> Path:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ellrobust.core.errors import CheckpointError, UsageError
+from ellrobust.core.errors import CheckpointError, UsageError, quote
 from ellrobust.models.architectures import MODELS
 from ellrobust.models.vit import ViTConfig
 
@@ -92,6 +92,7 @@ def infer_config(
     found = [u.what for u in UNSUPPORTED if u.present(keys)]
     if found:
         raise CheckpointError(f"{source} is a ViT variant `-m vit` does not support: {', '.join(found)}.{hint}")
+    _check_limits(state, source)
     width, in_chans, patch, patch_w = state["patch_embed.proj.weight"].shape
     depth = 1 + max(int(_BLOCK.match(k).group(1)) for k in keys if _BLOCK.match(k))
     distilled = "dist_token" in keys
@@ -125,6 +126,30 @@ def infer_config(
             f"{source}: an MLP of {hidden} for width {width} is not a ratio ellrobust's ViT can represent."
         )
     return cfg
+
+
+#: Sane upper limits of a ViT's shapes, far above any published one (ViT-22B: depth 48, width 6144):
+#: a checkpoint beyond them is damaged or not a ViT, and is refused before a single layer is allocated.
+LIMITS = {"depth": 1024, "width": 65536, "classes": 1_000_000, "patch": 4096, "MLP width": 1_048_576}
+
+
+def _check_limits(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse, naming the key, a shape beyond :data:`LIMITS` (``blocks.999999.norm1.weight``: a million blocks)."""
+    found = [(k, "depth", int(m.group(1)) + 1) for k in state if (m := _BLOCK.match(k))]
+    shape = state["patch_embed.proj.weight"].shape
+    if len(shape) != 4:
+        raise CheckpointError(f"{source}: patch_embed.proj.weight has shape {tuple(shape)}, not a 4-d convolution.")
+    found += [("patch_embed.proj.weight", "width", shape[0]), ("patch_embed.proj.weight", "patch", shape[-1])]
+    if "head.weight" in state:
+        found.append(("head.weight", "classes", state["head.weight"].shape[0]))
+    if "blocks.0.mlp.fc1.weight" in state:
+        found.append(("blocks.0.mlp.fc1.weight", "MLP width", state["blocks.0.mlp.fc1.weight"].shape[0]))
+    for key, what, value in found:
+        if value > LIMITS[what]:
+            raise CheckpointError(
+                f"{source}: the key {quote(key)} means a {what} of {value:,}, above the {LIMITS[what]:,} any ViT "
+                "has; the checkpoint is damaged or holds a stray key: remove the key or pass the right checkpoint."
+            )
 
 
 def _grid(tokens: int, prefix: int) -> tuple[int | None, bool]:

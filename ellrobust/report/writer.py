@@ -7,7 +7,6 @@ tables' rows and plots' lines.
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ellrobust.report.collapse_tables import collapse_metrics
 from ellrobust.report.document import SECTIONS, render
 from ellrobust.report.legend import build_labels
 from ellrobust.report.run_folder import Run
-from ellrobust.results import ELLIPTICAL_METRICS, load_examples, load_results
+from ellrobust.results import ELLIPTICAL_METRICS, load_examples, load_results, read_run_json
 from ellrobust.verdict.results_view import prepare
 
 __all__ = ["SECTIONS", "load_runs", "write_report"]
@@ -37,9 +36,7 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
     runs = []
     for path, name in zip(paths, names, strict=True):
         label = name if names.count(name) == 1 else str(path)
-        meta_path = path / "run.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        runs.append(Run(label, path, meta, prepare(load_results(path), label)))
+        runs.append(Run(label, path, read_run_json(path), prepare(load_results(path), label)))
     return runs
 
 

@@ -37,8 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ellrobust.core.errors import UsageError
+from ellrobust.core.errors import quote
 from ellrobust.core.files import atomic_write, require_free_space
+from ellrobust.core.readback import DamagedFileError, reading
 
 ADVERSARIAL_DIR = "adversarial"
 #: The metadata every file's header carries, in this order.
@@ -134,29 +135,34 @@ def load_clean(run_dir: Path) -> dict[str, np.ndarray] | None:
     from safetensors.numpy import load_file
 
     path = Path(run_dir) / ADVERSARIAL_DIR / CLEAN_FILE
-    return load_file(str(path)) if path.is_file() else None
+    if not path.is_file():
+        return None
+    with reading(path, "clean images of --save-adversarial"):
+        arrays = load_file(str(path))
+    missing = [name for name in ("index", "x", "label") if name not in arrays]
+    if missing:
+        raise DamagedFileError(f"{quote(path)} lacks {', '.join(missing)}: it was not written by --save-adversarial.")
+    return arrays
 
 
 def load_adversarial(path: Path) -> AdversarialSet:
     """A saved file, with its measurement read from the header; one-line error for a file that is not one."""
-    from safetensors import SafetensorError, safe_open
     from safetensors.numpy import load_file
 
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            meta = handle.metadata() or {}
+    meta = _metadata(path)
+    with reading(path, "adversarial-image file"):
         arrays = load_file(str(path))
-    except (OSError, SafetensorError) as exc:
-        raise UsageError(f"{str(path)!r} is not a readable adversarial-image file ({exc}).") from exc
     missing = [name for name in METADATA_FIELDS if name not in meta]
     missing += [name for name in ("index", "x_adv", "label", "prediction") if name not in arrays]
     if missing:
-        raise UsageError(f"{str(path)!r} lacks {', '.join(missing)}: it was not written by --save-adversarial.")
+        raise DamagedFileError(f"{quote(path)} lacks {', '.join(missing)}: it was not written by --save-adversarial.")
+    with reading(path, "adversarial-image file"):
+        eps = float(meta["eps"])
     return AdversarialSet(
         model=meta["model"],
         method=meta["method"],
         params=meta["params"],
-        eps=float(meta["eps"]),
+        eps=eps,
         m_grad=meta["m_grad"],
         precision=meta["precision"],
         norm=meta["norm"],
@@ -176,18 +182,31 @@ def find_adversarial(
     run_dir: Path, *, model: str, method: str, eps: float, m_grad: str = "", precision: str = "fp32"
 ) -> list[Path]:
     """The files of ``run_dir`` saved for this measurement (several when the attack ran with several settings)."""
-    from safetensors import safe_open
-
     found = []
     for path in adversarial_files(run_dir):
-        with safe_open(str(path), framework="numpy") as handle:
-            meta = handle.metadata() or {}
+        meta = _metadata(path)
         if (
             meta.get("model") == model
             and meta.get("method") == method
             and meta.get("m_grad") == m_grad
             and meta.get("precision") == precision
-            and abs(float(meta.get("eps", "nan")) - eps) < 1e-9
+            and abs(_float(meta.get("eps", "nan")) - eps) < 1e-9
         ):
             found.append(path)
     return found
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    """The header metadata of a saved file; one line naming the file when it is not a safetensors file."""
+    from safetensors import safe_open
+
+    with reading(path, "adversarial-image file"), safe_open(str(path), framework="numpy") as handle:
+        return handle.metadata() or {}
+
+
+def _float(text: str) -> float:
+    """A header's number; NaN (matching nothing) where a hand-edited header holds none."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ellrobust.core.readback import reading
 from ellrobust.results.per_image import save_csv_gz
 
 OOD_SCORES_FILE = "ood_scores.csv.gz"
@@ -51,4 +52,5 @@ def load_scores(run_dir: Path) -> pd.DataFrame | None:
     path = Path(run_dir) / OOD_SCORES_FILE
     if not path.is_file():
         return None
-    return pd.read_csv(path, dtype={"model": str}, keep_default_na=False, na_values={"msp": [""]})
+    with reading(path, "OOD scores"):
+        return pd.read_csv(path, dtype={"model": str}, keep_default_na=False, na_values={"msp": [""]})

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ellrobust.core.files import atomic_write
+from ellrobust.core.readback import reading
 from ellrobust.results.rows import MEASUREMENT_FIELDS
 
 #: The columns of the per-example table, in order.
@@ -140,8 +141,9 @@ def load_examples(run_dir: Path) -> pd.DataFrame | None:
     path = Path(run_dir) / EXAMPLES_FILE
     if not path.is_file():
         return None
-    df = pd.read_csv(path, keep_default_na=False, na_values={name: [""] for name in _OPTIONAL_COLUMNS})
-    for name in ("prediction", "censored", "top5"):
-        if name in df:
-            df[name] = df[name].astype("Int64")
+    with reading(path, "per-example table"):
+        df = pd.read_csv(path, keep_default_na=False, na_values={name: [""] for name in _OPTIONAL_COLUMNS})
+        for name in ("prediction", "censored", "top5"):
+            if name in df:
+                df[name] = df[name].astype("Int64")
     return df

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ellrobust.core.errors import UsageError
+from ellrobust.core.errors import UsageError, quote
 from ellrobust.core.files import atomic_write
+from ellrobust.core.readback import RECOMPUTE, DamagedFileError, read_json, reading
 from ellrobust.core.version import __version__
 from ellrobust.results.rows import COLUMNS, Provenance, Row
 
@@ -101,15 +102,17 @@ def check_schema(what: str, version: object, written_by: object, fix: str) -> No
 
 def _check_run_folder(folder: Path) -> None:
     """Refuse a run folder whose run.json records another schema (a results file without run.json is read)."""
-    meta_path = folder / "run.json"
-    if not meta_path.is_file():
+    if not (folder / "run.json").is_file():
         return
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError:
-        raise UsageError(f"{str(meta_path)!r} is not valid JSON; recompute the run with the same command.") from None
+    meta = read_run_json(folder)
     written_by = (meta.get("environment") or {}).get("ellrobust")
-    check_schema(str(folder), meta.get("schema_version"), written_by, "recompute it with the same command")
+    check_schema(str(folder), meta.get("schema_version"), written_by, RECOMPUTE)
+
+
+def read_run_json(run_dir: str | os.PathLike) -> dict:
+    """A run folder's run.json (``{}`` without one); one line naming the file when it is damaged."""
+    meta = Path(run_dir) / "run.json"
+    return read_json(meta, "run description") if meta.is_file() else {}
 
 
 def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
@@ -122,16 +125,18 @@ def load_results(run_dir: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise UsageError(f"{str(path)!r} does not exist; pass a run folder written by `ellrobust eval`.")
     _check_run_folder(path.parent)
-    try:
-        raw = json.loads(path.read_text()) if path.suffix == ".json" else pd.read_csv(path).to_dict(orient="records")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UsageError(
-            f"{str(path)!r} is not a readable results table ({type(exc).__name__}); re-run the evaluation."
-        ) from None
-    missing = [c for c in REQUIRED_COLUMNS if not raw or c not in raw[0]]
+    if path.suffix == ".json":
+        raw = read_json(path, "results table", kind=list)
+    else:
+        with reading(path, "results table"):
+            if not path.read_bytes().endswith(b"\n"):  # ellrobust ends every line: a file cut short mid-row
+                raise EOFError("cut short: no newline at its end")
+            raw = pd.read_csv(path).to_dict(orient="records")
+    missing = [c for c in REQUIRED_COLUMNS if not raw or not isinstance(raw[0], dict) or c not in raw[0]]
     if missing:
-        raise UsageError(
-            f"{str(path)!r} lacks the columns {', '.join(missing)}: not an ellrobust results table; "
-            "re-run the evaluation."
+        raise DamagedFileError(
+            f"the results table {quote(path)} lacks the columns {', '.join(missing)}: not an ellrobust results table; "
+            f"{RECOMPUTE}."
         )
-    return to_frame(raw)
+    with reading(path, "results table"):
+        return to_frame(raw)

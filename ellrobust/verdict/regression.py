@@ -42,8 +42,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ellrobust.core.errors import UsageError
+from ellrobust.core.errors import UsageError, quote
 from ellrobust.core.files import atomic_write
+from ellrobust.core.readback import DamagedFileError, read_json
 from ellrobust.core.version import __version__
 from ellrobust.results import KEY_FIELDS as ROW_KEY_FIELDS
 from ellrobust.results import PAIRED_METRICS, SCHEMA_VERSION, Metric, check_schema, records
@@ -244,6 +245,15 @@ def write_baseline(df: pd.DataFrame, path: Path, command: str) -> int:
     return len(rows)
 
 
+#: The fix for a baseline that cannot be read: write it again from a good run.
+REWRITE = "rewrite it with `ellrobust check RUN --baseline FILE --update`"
+
+
+def _number_or_null(value: object) -> bool:
+    """Whether a baseline field holds what :func:`write_baseline` writes for a number (null for a missing one)."""
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
 def read_baseline(path: Path) -> list[dict]:
     """Read and validate a baseline file (its records, each with at least the key fields and a value).
 
@@ -256,17 +266,20 @@ def read_baseline(path: Path) -> list[dict]:
         raise UsageError(
             f"no baseline at {str(path)!r}; write one from a run with `ellrobust check RUN --baseline {path} --update`."
         )
-    try:
-        document = json.loads(path.read_text())
-    except (ValueError, OSError) as exc:
-        raise UsageError(f"baseline {str(path)!r} is not valid JSON ({exc}); rewrite it with --update.") from None
+    document = read_json(path, "baseline", REWRITE, kind=object)
     _check_baseline_schema(document, path)
     data = document["records"]
     required = {"model", "metric", "value", "n", "dataset"}
-    if not isinstance(data, list) or not all(isinstance(r, dict) and required <= r.keys() for r in data):
-        raise UsageError(
-            f"baseline {str(path)!r} is not a list of result records with {', '.join(sorted(required))}; "
-            "rewrite it with --update."
+    if not all(isinstance(r, dict) and required <= r.keys() for r in data):
+        raise DamagedFileError(
+            f"baseline {quote(path)} is not a list of result records with {', '.join(sorted(required))}; {REWRITE}."
+        )
+    wrong = next((r for r in data if not _number_or_null(r["value"]) or not _number_or_null(r["n"])), None)
+    if wrong is not None:
+        field = "value" if not _number_or_null(wrong["value"]) else "n"
+        raise DamagedFileError(
+            f"baseline {quote(path)} gives {field} {quote(wrong[field], 60)} for {quote(wrong['metric'], 60)} "
+            f"of {quote(wrong['model'], 60)}, not a number; {REWRITE}."
         )
     keys = [row_key(r) for r in data]
     if len(set(keys)) != len(keys):
