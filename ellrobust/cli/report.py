@@ -7,27 +7,29 @@ from pathlib import Path
 import typer
 
 
+def report_cmd(
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="Run folders written by `ellrobust eval` (several are combined).", show_default=False
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md and figures/ (created if needed)."),
+) -> None:
+    """Write report.md (setup, tables, paired statistics, sanity checks) and PNG figures.
+
+    Examples:
+
+      ellrobust report reports/runs/digits-1a2b3c4d --out reports/example
+
+      ellrobust report runs/cpu runs/gpu --out reports/compare
+    """
+    from ellrobust.cli.terminal import stderr
+    from ellrobust.core.files import check_destination
+    from ellrobust.report.writer import write_report
+
+    check_destination(out, "--out", folder=True)
+
+    path = write_report(run_dirs, out)
+    stderr.print(f"report: {path}")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("report")
-    def report_cmd(
-        run_dirs: list[Path] = typer.Argument(
-            ..., help="Run folders written by `ellrobust eval` (several are combined).", show_default=False
-        ),
-        out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md and figures/ (created if needed)."),
-    ) -> None:
-        """Write report.md (setup, tables, paired statistics, sanity checks) and PNG figures.
-
-        Examples:
-
-          ellrobust report reports/runs/digits-1a2b3c4d --out reports/example
-
-          ellrobust report runs/cpu runs/gpu --out reports/compare
-        """
-        from ellrobust.cli.terminal import stderr
-        from ellrobust.core.files import check_destination
-        from ellrobust.report.writer import write_report
-
-        check_destination(out, "--out", folder=True)
-
-        path = write_report(run_dirs, out)
-        stderr.print(f"report: {path}")
+    app.command("report")(report_cmd)

@@ -23,32 +23,13 @@ def train_cmd(
     seed: int = typer.Option(0, help="Seed (initialisation, shuffling, augmentation)."),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Start from these weights (fine-tuning)."),
     reset_head: bool = typer.Option(
-        False, "--reset-head", help="Start with a fresh classifier when the checkpoint's has another size."
+        False, "--reset-head", help="Fresh classifier if the checkpoint's has another size."
     ),
     elliptical_layers: str | None = typer.Option(
-        None,
-        "--elliptical-layers",
-        help=(
-            "0-based elliptical blocks of an elliptical model, e.g. 1-11 (default: every block after the first); "
-            "recorded in the checkpoint."
-        ),
+        None, "--elliptical-layers", help="0-based elliptical blocks, e.g. 1-11 (default: all after the first)."
     ),
-    heads: int | None = typer.Option(
-        None,
-        "--heads",
-        help=(
-            "Attention heads of `-m vit` / `-m vit-elliptical` started from --checkpoint "
-            "(architecture read from its shapes); recorded in the checkpoint."
-        ),
-    ),
-    precision: str = typer.Option(
-        "fp32",
-        "--precision",
-        help=(
-            "fp32, tf32 or bf16 (autocast) for the training forward and backward passes; "
-            "the test accuracy is measured in fp32."
-        ),
-    ),
+    heads: int | None = typer.Option(None, "--heads", help="Heads of `-m vit[-elliptical]` from --checkpoint."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, tf32 or bf16 training passes (test: fp32)."),
     device: str = typer.Option("cpu", help="Torch device."),
     max_image_pixels: int | None = options.option("max_image_pixels"),
 ) -> None:

@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
-import os
-import platform
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -32,28 +28,22 @@ from torch.utils.data import TensorDataset
 
 from ellrobust.core.determinism import deterministic_mode
 from ellrobust.core.distributed import init_distributed, local_world_size
-from ellrobust.core.errors import UsageError
 from ellrobust.core.files import RunLock, atomic_write, check_destination
-from ellrobust.core.readback import DamagedFileError, read_json
 from ellrobust.core.version import __version__
 from ellrobust.core.workers import WorkerPool, auto_workers
 from ellrobust.corruptions.protocol import resolve_protocol
 from ellrobust.data import LoadedDataset, image_store, load_dataset, select_indices
 from ellrobust.data.imagenet_o import split_ood
 from ellrobust.data.selection import IndexList, read_index_file
+from ellrobust.engine.model_loading import file_sha256, load_models, model_records
+from ellrobust.engine.provenance import compile_record, environment, unit_timings
+from ellrobust.engine.unit_store import UnitStore
 from ellrobust.measures import AttackStage, CleanStage, CollapseStage, CorruptionStage, MinimalStage, OODStage
-from ellrobust.measures.collapse_probe import token_models
 from ellrobust.measures.paired import derive
 from ellrobust.models import compiled as compiled_attention
-from ellrobust.models import load_model, state_dict_digest
-from ellrobust.models.any_module import as_classifier
-from ellrobust.models.external import split_prefix
-from ellrobust.models.masked import mask_logits
-from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
 from ellrobust.request.config import EvalConfig, collapse_key
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
 from ellrobust.results import table as results_table
-from ellrobust.results.adversarial_images import ADVERSARIAL_DIR, CLEAN_FILE
 from ellrobust.run.context import LoadedModel, ProgressEvent, ProgressFn, RunContext, no_progress, seed_everything
 from ellrobust.run.units import Unit, UnitResult, unit_seed
 
@@ -61,101 +51,6 @@ __all__ = ["STAGES", "EvalConfig", "Evaluation", "RunContext", "RunResult", "Uni
 
 #: The stages of a run, in the order they run: clean first (every later stage may read its outcomes).
 STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage, OODStage)
-
-
-class UnitStore:
-    """Finished units on disk, one JSON file each, written atomically.
-
-    A unit is reused only when its file reads back whole and every file it names (its adversarial
-    images) is there with the size it had when the unit was saved; anything else is recomputed, so a
-    damaged run folder mends itself with the same command.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.dir = run_dir / "units"
-
-    def path(self, key: str, unit: Unit) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{unit.stage}_{unit.model}_{unit.method}")[:60]
-        return self.dir / f"{slug}-{key[:16]}.json"
-
-    def load(self, key: str, unit: Unit) -> UnitResult | None:
-        path = self.path(key, unit)
-        if not path.is_file():
-            return None
-        try:
-            data = read_json(path, "unit file")
-        except DamagedFileError:
-            return None  # a damaged unit file is simply recomputed
-        if data.get("key") != key:
-            return None
-        try:
-            result = self._result(data)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return None  # a unit file this version cannot read is recomputed too
-        return result if self._files_intact(result.extra) else None
-
-    def _files_intact(self, extra: dict) -> bool:
-        """Whether every file the unit names is on disk with its recorded size."""
-        sizes = extra.get("file_sizes", {})
-        for name in unit_files(extra):
-            path = self.dir.parent / name
-            if not path.is_file() or (name in sizes and path.stat().st_size != sizes[name]):
-                return False
-        return True
-
-    @staticmethod
-    def _result(data: dict) -> UnitResult:
-        """A unit file's content as a result (raises on a missing field or one of the wrong type)."""
-        if not isinstance(data["extra"], dict):
-            raise TypeError("extra is not an object")
-        return UnitResult(
-            rows=[Row(**r) for r in data["rows"]],
-            outcomes=_bits(data["outcomes"]),
-            values=data["values"],
-            extra=data["extra"],
-            predictions=data["predictions"],
-            linf=data["linf"],
-            l2=data["l2"],
-            transfer=data["transfer"],
-            transfer_predictions=data["transfer_predictions"],
-            eps_star=data["eps_star"],  # minimal-norm units only
-            censored=_bits(data["censored"]),
-            confidence=data["confidence"],  # clean and corruption units only
-            top5=_bits(data["top5"]),
-        )
-
-    def save(self, key: str, unit: Unit, result: UnitResult) -> None:
-        names = unit_files(result.extra)
-        if names:  # what resuming checks before it reuses the unit
-            result.extra["file_sizes"] = {name: (self.dir.parent / name).stat().st_size for name in names}
-        payload = {
-            "key": key,
-            "unit": asdict(unit),
-            "rows": [row.as_dict() for row in result.rows],
-            "outcomes": _bit_strings(result.outcomes),
-            "values": result.values,
-            "extra": result.extra,
-            "predictions": result.predictions,
-            "linf": result.linf,
-            "l2": result.l2,
-            "transfer": result.transfer,
-            "transfer_predictions": result.transfer_predictions,
-            "eps_star": result.eps_star,
-            "censored": _bit_strings(result.censored),
-            "confidence": result.confidence,
-            "top5": _bit_strings(result.top5),
-        }
-        atomic_write(self.path(key, unit), json.dumps(payload, sort_keys=True) + "\n")
-
-
-def _bit_strings(bits: dict[str, list[int]]) -> dict[str, str]:
-    """Per-image 0/1 lists as strings of digits: a unit file stays small and readable."""
-    return {m: "".join(str(int(v)) for v in vals) for m, vals in bits.items()}
-
-
-def _bits(strings: dict[str, str]) -> dict[str, list[int]]:
-    """The per-image 0/1 lists a unit file stores as strings of digits."""
-    return {m: [int(c) for c in bits] for m, bits in strings.items()}
 
 
 @dataclass
@@ -167,149 +62,6 @@ class RunResult:
     computed: int
     reused: int
     models: dict[str, dict]  # run.json's ``models`` (on every rank: the verdict needs to know which is elliptical)
-
-
-def load_models(
-    config: EvalConfig, data: LoadedDataset, device: str, modules: Mapping[str, torch.nn.Module] | None = None
-) -> dict[str, LoadedModel]:
-    """Load every model of the run for the dataset (its classes, its image size, its default size).
-
-    Every model sees the run's images: ellrobust's ViTs are built for their size (position embeddings
-    resampled); another library's model takes the size ``--img-size`` states, else its pretrained
-    config's, and a model that takes another size than the run's images is an error naming both.
-
-    Args:
-        config: the request; each model is built from :meth:`EvalConfig.architecture`.
-        data: the run's dataset.
-        device: where the models go once loaded and checked.
-        modules: models the caller built (``ellrobust.evaluate``), by name: each is used as its
-            model instead of building one, behind the Classifier contract
-            (:func:`~ellrobust.models.any_module.as_classifier`, with the model's ``mean``/``std``), and
-            checked like every other model.
-
-    On a dataset of some of ImageNet's classes (ImageNet-R, -A: ``data.class_indices_1k``) a model
-    that gives 1000 logits is evaluated on those classes' logits (:mod:`ellrobust.models.masked`);
-    one that gives the dataset's own count is used as it is. The weights' digest is the model's own.
-    """
-    models = {}
-    modules = modules or {}
-    stray = [name for name in modules if name not in config.models]
-    if stray:
-        names = ", ".join(map(repr, stray))
-        raise UsageError(f"modules given for {names}, which the request does not name; name each among its models.")
-    checkpoints = config.checkpoints or (None,) * len(config.models)
-    builds = [config.architecture(i) for i, name in enumerate(config.models) if name not in modules]
-    if config.heads and not any(infers_architecture(build) for build in builds):
-        raise UsageError(
-            "--heads applies to `-m vit` and `-m vit-elliptical` (architectures read from a checkpoint); "
-            "no --model here is one."
-        )
-    for i, (name, ckpt) in enumerate(zip(config.models, checkpoints, strict=True)):
-        if name in modules:
-            mean, std = config.option_for("mean", i), config.option_for("std", i)
-            module = as_classifier(modules[name], name, mean=mean, std=std)
-            weights = MODULE_WEIGHTS
-        else:
-            module = _build(config, i, ckpt, data)
-            weights = _weights_source(config.architecture(i), ckpt, data, config.seed)
-        outputs = _check_input(name, module, data)
-        digest = state_dict_digest(module)
-        if outputs != data.num_classes:  # ImageNet-1k logits, masked to the dataset's classes
-            module = mask_logits(module, data.class_indices_1k)
-        module = module.to(device)
-        models[name] = LoadedModel(name, module, digest, weights)
-    if config.collapse is not None:
-        token_models({name: lm.module for name, lm in models.items()})  # no model to probe: refused before any work
-    return models
-
-
-#: run.json's ``weights`` of a model the caller gave as a module: its weights are the module's own.
-MODULE_WEIGHTS = "in-memory module"
-
-
-def _build(config: EvalConfig, index: int, checkpoint: str | None, data: LoadedDataset) -> torch.nn.Module:
-    """The ``index``-th model of the request, built from its architecture and checkpoint for the run's data."""
-    build = config.architecture(index)
-    ell = config.layers_for(index, is_elliptical_name(build, default_arch=data.spec.default_arch))
-    with torch.random.fork_rng(devices=[]):  # the CPU generator only: no CUDA call before the workers fork
-        torch.manual_seed(config.seed)  # a randomly initialised architecture is the same in every run
-        return load_model(
-            build,
-            checkpoint=checkpoint,
-            num_classes=_head_size(build, checkpoint, data),
-            dataset=data.spec.name,
-            default_arch=data.spec.default_arch,
-            img_size=config.image_size if split_prefix(build) else data.spec.image_size,
-            elliptical_layers=ell,
-            heads=config.option_for("heads", index, infers_architecture(build)),
-            mean=config.option_for("mean", index),
-            std=config.option_for("std", index),
-        )
-
-
-def _head_size(build: str, checkpoint: str | None, data: LoadedDataset) -> int | None:
-    """The classifier size to build: the dataset's classes, but on a dataset of some ImageNet classes
-    (ImageNet-R, -A) a checkpoint's own head and another library's default (1000 classes, masked later).
-
-    A randomly initialised ellrobust ViT gets the dataset's classes there too: it knows no ImageNet class.
-    """
-    if data.class_indices_1k is None or (checkpoint is None and not split_prefix(build)):
-        return data.num_classes
-    return None
-
-
-#: ImageNet-1k's classes: what a model gives on a dataset of some of them before its logits are masked.
-IMAGENET_1K = 1000
-
-
-def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> int:
-    """Refuse, before any work, a model that cannot take the run's images or gives the wrong number of logits.
-
-    Returns the model's number of logits: the dataset's classes, or ImageNet-1k's on a dataset of
-    some of them (``data.class_indices_1k``), which the caller then masks.
-    """
-    size = data.spec.image_size
-    if module.input_size is not None and module.input_size != size:
-        fix = (
-            f"pass --img-size {module.input_size} (image folders are resized and cropped to it)"
-            if data.spec.resizable
-            else f"pass --img-size {size} if its weights were trained on {size} px images"
-        )
-        raise UsageError(
-            f"model {name!r} takes {module.input_size} px images "
-            f"but the run's images ({data.spec.name}) are {size} px; {fix}."
-        )
-    try:
-        with torch.no_grad():
-            logits = module(torch.zeros(1, 3, size, size))
-    except (RuntimeError, ValueError, AssertionError, TypeError) as exc:
-        message = " ".join(str(exc).split())  # one line, also for libraries whose messages span several
-        raise UsageError(f"model {name!r} cannot take {size} px images ({type(exc).__name__}: {message}).") from None
-    if not isinstance(logits, torch.Tensor):
-        raise UsageError(
-            f"model {name!r} returns a {type(logits).__name__} for one image, not a tensor of logits; "
-            f"make its forward return the (B, {data.num_classes}) logits alone."
-        )
-    if data.class_indices_1k is not None and tuple(logits.shape) in ((1, data.num_classes), (1, IMAGENET_1K)):
-        return int(logits.shape[1])
-    if data.class_indices_1k is not None:
-        raise UsageError(
-            f"model {name!r} returns {tuple(logits.shape)} for one image, neither (1, {IMAGENET_1K}) ImageNet logits "
-            f"(masked to the {data.num_classes} classes of {data.spec.name}) nor (1, {data.num_classes})."
-        )
-    if tuple(logits.shape) != (1, data.num_classes):
-        raise UsageError(
-            f"model {name!r} returns {tuple(logits.shape)} for one image, not (1, {data.num_classes}) logits for the "
-            f"{data.num_classes} classes of {data.spec.name}."
-        )
-    return data.num_classes
-
-
-def _weights_source(name: str, checkpoint: str | None, data: LoadedDataset, seed: int) -> str:
-    if checkpoint is not None:
-        return str(checkpoint)
-    shipped = default_checkpoint(name, dataset=data.spec.name, default_arch=data.spec.default_arch)
-    return f"shipped: {shipped.filename}" if shipped else f"random initialisation (seed {seed})"
 
 
 class Evaluation:
@@ -555,10 +307,10 @@ class Evaluation:
         if dist.is_main:
             save_table(table, self.run_dir)
             save_examples(examples, self.run_dir)
-            described = self._describe(ctx, started, finished, _compile_record(self._compile_start))
+            described = self._describe(ctx, started, finished, compile_record(self._compile_start))
             atomic_write(self.run_dir / "run.json", json.dumps(described, indent=1, default=str) + "\n")
         dist.barrier()
-        return RunResult(table, examples, sanity, self.run_dir, computed, reused, _model_records(ctx))
+        return RunResult(table, examples, sanity, self.run_dir, computed, reused, model_records(ctx))
 
     def _provenance(self, ctx: RunContext) -> dict[str, Provenance]:
         """Each model's provenance: its checkpoint digest and the run's data, images, seed and versions."""
@@ -577,7 +329,7 @@ class Evaluation:
             "schema_version": SCHEMA_VERSION,
             "command": self.command,
             "config": self.config.to_dict(),
-            "models": _model_records(ctx),
+            "models": model_records(ctx),
             "dataset": {
                 "name": ctx.data.spec.name,
                 "split": ctx.data.split,
@@ -595,7 +347,7 @@ class Evaluation:
             "wall_time_s": time.time() - started,
             "unit_seconds": sum(float(r.extra.get("seconds", 0.0)) for _, r in finished),
             "units": [
-                {"label": unit.label, "precision": unit.precision or None, **_timings(result.extra)}
+                {"label": unit.label, "precision": unit.precision or None, **unit_timings(result.extra)}
                 for unit, result in finished
             ],
         }
@@ -608,93 +360,12 @@ class Evaluation:
         if self.listed is not None:
             out["indices_file"] = self.listed.record()
         if self.config.class_map is not None:
-            out["class_map"] = {"path": self.config.class_map, "sha256": _file_sha256(self.config.class_map)}
+            out["class_map"] = {"path": self.config.class_map, "sha256": file_sha256(self.config.class_map)}
         if ctx.data.class_indices_1k is not None:
             masked = [m.name for m in ctx.models.values() if "logits_kept" in m.architecture()]
             out["class_indices_1k"] = {"indices": list(ctx.data.class_indices_1k), "masked_models": masked}
         return out
 
 
-def _file_sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
-
-
-def _model_records(ctx: RunContext) -> dict[str, dict]:
-    """Each model's digest, weights, ellipticity, tokens and architecture: run.json's ``models``."""
-    return {
-        m.name: {
-            "checkpoint": m.digest, "weights": m.weights, "elliptical": m.elliptical, "tokens": m.tokens,
-            "config": m.architecture(),
-        }
-        for m in ctx.models.values()
-    }  # fmt: skip
-
-
-def _compile_record(start: dict) -> dict:
-    """How this run's elliptical attention ran: compiled or eager, and the graphs it compiled (run.json ``attention``).
-
-    ``compile_mode`` is ``ELLROBUST_COMPILE_ATTENTION`` (auto: compiled on CUDA only); the counts are this
-    run's (the process's counters minus what they were when the run's units began).
-    """
-    now = compiled_attention.STATS.snapshot()
-    counts = {k: now[k] - start[k] for k in ("graphs", "compile_seconds", "compiled_calls", "eager_calls")}
-    return {
-        "compile_mode": compiled_attention.compile_mode().value,
-        "backend": os.environ.get(compiled_attention.BACKEND_ENV, compiled_attention.DEFAULT_BACKEND),
-        "compiled": counts["compiled_calls"] > 0,
-        **counts,
-        "fallback": now["fallback"],
-    }
-
-
-#: Unit diagnostics that run.json lists per unit (time, work done, how attacks spent it, files written).
-_TIMING_KEYS = (
-    "seconds",
-    "compile_seconds",
-    "n_attacked",
-    "components",
-    "spsa_images_per_forward",
-    "generated_images",
-    "data_seconds",
-    "model_seconds",
-    "adversarial_file",
-)
-
-
-def unit_files(extra: dict) -> list[str]:
-    """The files (relative to the run folder) a unit's results rely on: its adversarial images and the clean ones."""
-    name = extra.get("adversarial_file")
-    return [name, f"{ADVERSARIAL_DIR}/{CLEAN_FILE}"] if isinstance(name, str) else []
-
-
 def _digest(ident: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _timings(extra: dict) -> dict:
-    return {k: extra[k] for k in _TIMING_KEYS if k in extra}
-
-
-def environment() -> dict:
-    """Versions and hardware, recorded in every run folder."""
-    env = {
-        "ellrobust": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
-    try:
-        import torchattacks
-
-        env["torchattacks"] = torchattacks.__version__
-    except Exception:  # pragma: no cover - optional in exotic installs
-        env["torchattacks"] = None
-    env["torchvision"] = importlib.metadata.version("torchvision")
-    try:
-        env["timm"] = importlib.metadata.version("timm")  # the builder of timm: models; without importing it
-    except importlib.metadata.PackageNotFoundError:
-        env["timm"] = None
-    return env
