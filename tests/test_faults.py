@@ -137,8 +137,9 @@ def test_every_per_image_file_read_back_damaged_raises_one_line(run, how):
 @pytest.mark.parametrize("value", ['"0.9"', "true", "[1]"])
 def test_a_baseline_whose_value_is_not_a_number_is_one_line(runner, run, value):
     path = run.parent / "baseline.json"
-    records = json.loads(path.read_text())
-    text = json.dumps(records).replace(f'"value": {json.dumps(records[0]["value"])}', f'"value": {value}', 1)
+    document = json.loads(path.read_text())
+    first = document["records"][0]["value"]
+    text = json.dumps(document).replace(f'"value": {json.dumps(first)}', f'"value": {value}', 1)
     path.write_text(text)
     line = one_error_line(runner.invoke(app, ["check", str(run), "--baseline", str(path)]), "baseline.json")
     assert "not a number" in line and "--update" in line
