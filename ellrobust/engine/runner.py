@@ -38,10 +38,10 @@ from ellrobust.data.selection import IndexList, read_index_file
 from ellrobust.engine.model_loading import file_sha256, load_models, model_records
 from ellrobust.engine.provenance import compile_record, environment, unit_timings
 from ellrobust.engine.unit_store import UnitStore
-from ellrobust.measures import AttackStage, CleanStage, CollapseStage, CorruptionStage, MinimalStage, OODStage
+from ellrobust.measures import AttackStage, CleanStage, CollapseStage, CorruptionStage, MinimalStage, OODStage, Stage
 from ellrobust.measures.paired import derive
 from ellrobust.models import compiled as compiled_attention
-from ellrobust.request.config import EvalConfig, collapse_key
+from ellrobust.request.config import EvalConfig
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
 from ellrobust.results import table as results_table
 from ellrobust.run.context import LoadedModel, ProgressEvent, ProgressFn, RunContext, no_progress, seed_everything
@@ -51,6 +51,10 @@ __all__ = ["STAGES", "EvalConfig", "Evaluation", "RunContext", "RunResult", "Uni
 
 #: The stages of a run, in the order they run: clean first (every later stage may read its outcomes).
 STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage, OODStage)
+
+#: The parts of a unit's identity that some stages give (:meth:`~ellrobust.measures.stage.Stage.identity`):
+#: None for every other unit, so each unit's identity has the same fields.
+STAGE_PARTS = ("corruption_protocol", "collapse")
 
 
 @dataclass
@@ -89,28 +93,26 @@ class Evaluation:
         self.listed: IndexList | None = None  # the images of --indices, once the dataset is loaded
         self._compile_start = compiled_attention.STATS.snapshot()
 
-    def identity(self, unit: Unit, ctx: RunContext) -> str:
-        """A hash of everything a unit's numbers depend on: its key on disk."""
-        return _digest(self._identity(unit, ctx))
+    def identity(self, unit: Unit, stage: Stage, ctx: RunContext) -> str:
+        """A hash of everything a unit's numbers depend on, and of what its stage measures beside them:
+        its key on disk (another set of probes or other kernels: not the same unit)."""
+        return _digest(
+            {
+                **self._numbers(unit, stage, ctx),
+                "deterministic": self.config.deterministic,
+                **stage.observers(unit, ctx),
+            }
+        )
 
-    def seed_identity(self, unit: Unit, ctx: RunContext) -> str:
-        """The hash a unit's seed comes from: its identity without what is measured beside the attack.
+    def seed_identity(self, unit: Unit, stage: Stage, ctx: RunContext) -> str:
+        """The hash a unit's seed comes from: what its numbers depend on, without what is measured beside
+        them (:meth:`~ellrobust.measures.stage.Stage.observers`) or the kernels, so that an attack gives
+        the same images and the same robust accuracy with or without its probes."""
+        return _digest(self._numbers(unit, stage, ctx))
 
-        Collapse on the adversarial images, the saved images and the transferred verdicts read an
-        attack's images without changing them, and deterministic kernels change no random number; so
-        none of them may change the attack's random numbers (random starts, SPSA's directions), and an
-        attack gives the same images, the same robust accuracy, with or without them.
-        """
-        ident = self._identity(unit, ctx)
-        if unit.stage != "collapse":
-            ident["collapse"] = None
-        for name in ("deterministic", "save_adversarial", "transfer"):
-            del ident[name]
-        return _digest(ident)
-
-    def _identity(self, unit: Unit, ctx: RunContext) -> dict:
+    def _numbers(self, unit: Unit, stage: Stage, ctx: RunContext) -> dict:
+        """What a unit's numbers depend on: its models and data, the run's seed, and its stage's part."""
         models = list(ctx.models.values()) if unit.model == "*" else [ctx.models[unit.model]]
-        attack = unit.stage == "attack"
         return {
             "unit": asdict(unit),
             "checkpoints": {m.name: m.digest for m in models} if unit.model == "*" else models[0].digest,
@@ -120,17 +122,8 @@ class Evaluation:
             "indices": ctx.indices_digest,
             "seed": self.config.seed,
             "corruption_source": self.config.corruption_source,
-            "corruption_protocol": ctx.corruption_protocol if unit.stage == "corruption" else None,
-            # attack units also measure collapse on their adversarial images when it is requested
-            "collapse": collapse_key(self.config.collapse) if unit.stage in ("attack", "collapse") else None,
-            # other kernels, maybe other last bits: not the same unit
-            "deterministic": self.config.deterministic,
-            # a unit computed without its images cannot give them later
-            "save_adversarial": attack and self.config.save_adversarial,
-            # the models that judge the unit's images are part of its numbers
-            "transfer": {m.name: m.digest for m in ctx.models.values() if m.name != unit.model}
-            if attack and self.config.transfer
-            else None,
+            **dict.fromkeys(STAGE_PARTS),
+            **stage.identity(unit, ctx),
         }
 
     def run(self) -> RunResult:
@@ -275,13 +268,13 @@ class Evaluation:
         computed = reused = 0
         stages = [make_stage() for make_stage in STAGES]
         for stage in stages:
-            planned = [(unit, self.identity(unit, ctx)) for unit in stage.units(ctx)]
+            planned = [(unit, self.identity(unit, stage, ctx)) for unit in stage.units(ctx)]
             # every rank takes rank 0's answer, so all ranks agree on what is reused
             saved = [dist.broadcast(units.load(key, unit) if dist.is_main else None) for unit, key in planned]
             stage.prepare(ctx, [unit for (unit, _), result in zip(planned, saved, strict=True) if result is None])
             for (unit, key), result in zip(planned, saved, strict=True):
                 if result is None:
-                    seed = unit_seed(cfg.seed, self.seed_identity(unit, ctx))
+                    seed = unit_seed(cfg.seed, self.seed_identity(unit, stage, ctx))
                     seed_everything(seed)
                     tick, compiling = time.perf_counter(), compiled_attention.STATS.compile_seconds
                     result = stage.run(unit, ctx, seed)

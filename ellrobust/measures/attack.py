@@ -30,7 +30,7 @@ from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, per
 from ellrobust.attacks.sanity_checks import LARGE_EPS_METHOD
 from ellrobust.attacks.target_labels import AttackLabels, labelled_params, split_labels
 from ellrobust.core.precision import fp32_predictions
-from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, open_probes
+from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, open_probes, probe_identity
 from ellrobust.measures.stage import Stage
 from ellrobust.results import Metric, Row
 from ellrobust.run.context import LoadedModel, RunContext
@@ -66,6 +66,10 @@ class AttackStage(Stage):
                             Unit("attack", name, LARGE_EPS_METHOD, large.params_json(), LARGE_EPS, None, mode, (), p)
                         )
         return units
+
+    def observers(self, unit: Unit, ctx: RunContext) -> dict[str, object]:
+        """The probes' parts of the key; the large-budget sanity unit runs none."""
+        return {} if unit.method == LARGE_EPS_METHOD else probe_identity(ctx)
 
     def run(self, unit: Unit, ctx: RunContext, seed: int) -> UnitResult:
         twin = replace(unit, m_grad="detach")

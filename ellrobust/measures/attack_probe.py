@@ -66,6 +66,12 @@ class AttackProbe(ABC):
 
     order: ClassVar[int]
 
+    @staticmethod
+    def identity(ctx: RunContext) -> dict[str, object]:
+        """What of the request this probe reads: part of every attack unit's key (never of its seed), so a
+        unit measured without the probe is not reused by a run that asks for it."""
+        return {}
+
     @classmethod
     @abstractmethod
     def open(cls, scope: AttackScope) -> AttackProbe | None:
@@ -91,6 +97,11 @@ def attack_probe(name: str):
         return cls
 
     return register
+
+
+def probe_identity(ctx: RunContext) -> dict[str, object]:
+    """Every registered probe's part of an attack unit's key."""
+    return {key: value for _, cls in ATTACK_PROBES.items() for key, value in cls.identity(ctx).items()}
 
 
 def open_probes(scope: AttackScope) -> list[AttackProbe]:

@@ -80,6 +80,9 @@ class Reference:
 
 
 class CorruptionStage(Stage):
+    def identity(self, unit: Unit, ctx: RunContext) -> dict[str, object]:
+        return {"corruption_protocol": ctx.corruption_protocol}
+
     """Units over corruption × severity for all models; aggregates (CE, mCE) in :meth:`derive`.
 
     The source of images is opened in :meth:`units`, so a missing corruption or severity in a

@@ -16,11 +16,15 @@ import torch
 from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, attack_probe
 from ellrobust.measures.collapse_probe import CollapseAccumulator, token_models
 from ellrobust.measures.stage import Stage
+from ellrobust.request.config import collapse_key
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import Unit, UnitResult
 
 
 class CollapseStage(Stage):
+    def identity(self, unit: Unit, ctx: RunContext) -> dict[str, object]:
+        return {"collapse": collapse_key(ctx.config.collapse)}
+
     def units(self, ctx: RunContext) -> list[Unit]:
         config = ctx.config.collapse
         if config is None:
@@ -48,6 +52,10 @@ class AdversarialCollapseProbe(AttackProbe):
     def __init__(self, scope: AttackScope) -> None:
         self.scope = scope
         self.accumulator = CollapseAccumulator(scope.model.module, scope.ctx.config.collapse, scope.unit.model)
+
+    @staticmethod
+    def identity(ctx: RunContext) -> dict[str, object]:
+        return {"collapse": collapse_key(ctx.config.collapse)} if ctx.config.collapse is not None else {}
 
     @classmethod
     def open(cls, scope: AttackScope) -> AdversarialCollapseProbe | None:

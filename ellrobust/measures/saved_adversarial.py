@@ -22,6 +22,7 @@ from ellrobust.results.adversarial_images import (
     save_adversarial,
     save_clean,
 )
+from ellrobust.run.context import RunContext
 from ellrobust.run.units import UnitResult
 
 
@@ -32,6 +33,11 @@ class SavedAdversarialProbe(AttackProbe):
     def __init__(self, scope: AttackScope) -> None:
         self.scope = scope
         self.images: dict[int, np.ndarray] = {}
+
+    @staticmethod
+    def identity(ctx: RunContext) -> dict[str, object]:
+        """A unit computed without its images cannot give them later."""
+        return {"save_adversarial": True} if ctx.config.save_adversarial else {}
 
     @classmethod
     def open(cls, scope: AttackScope) -> SavedAdversarialProbe | None:

@@ -24,6 +24,17 @@ class Stage:
     def before_workers(config: EvalConfig, image_size: int, protocol: str) -> None:
         """Work to do once in the main process before the run's worker pool forks (it is inherited)."""
 
+    def identity(self, unit: Unit, ctx: RunContext) -> dict[str, object]:
+        """What else a unit's numbers and random numbers depend on, beside its models, data and seed
+        (which the engine adds): e.g. the corruption protocol. Part of its key and of its seed."""
+        return {}
+
+    def observers(self, unit: Unit, ctx: RunContext) -> dict[str, object]:
+        """What is measured beside the unit's own numbers without changing them (the attack probes):
+        part of its key, so a unit computed without them is not reused for a run that asks for them,
+        but not of its seed, so the unit's own numbers stay the same with or without them."""
+        return {}
+
     def units(self, ctx: RunContext) -> list[Unit]:
         """The stage's units for this run, in the order they run."""
         raise NotImplementedError

@@ -15,6 +15,7 @@ import numpy as np
 from ellrobust.core.precision import fp32_predictions
 from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, attack_probe
 from ellrobust.results import Metric, Row
+from ellrobust.run.context import RunContext
 from ellrobust.run.units import UnitResult, clean_unit, transfer_params
 
 
@@ -26,6 +27,13 @@ class TransferProbe(AttackProbe):
         self.scope = scope
         self.correct: dict[str, dict[int, int]] = {t: {} for t in targets}
         self.predicted: dict[str, dict[int, int]] = {t: {} for t in targets}
+
+    @staticmethod
+    def identity(ctx: RunContext) -> dict[str, object]:
+        """The models that judge the images, by their weights: part of the unit's numbers."""
+        if not ctx.config.transfer:
+            return {}
+        return {"transfer": {m.name: m.digest for m in ctx.models.values()}}
 
     @classmethod
     def open(cls, scope: AttackScope) -> TransferProbe | None:
