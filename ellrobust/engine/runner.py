@@ -38,7 +38,7 @@ from ellrobust.data.selection import IndexList, read_index_file
 from ellrobust.engine.model_loading import file_sha256, load_models, model_records
 from ellrobust.engine.provenance import compile_record, environment, unit_timings
 from ellrobust.engine.unit_store import UnitStore
-from ellrobust.measures import AttackStage, CleanStage, CollapseStage, CorruptionStage, MinimalStage, OODStage, Stage
+from ellrobust.measures import Stage, ordered_stages
 from ellrobust.measures.paired import derive
 from ellrobust.models import compiled as compiled_attention
 from ellrobust.request.config import EvalConfig
@@ -47,13 +47,12 @@ from ellrobust.results import table as results_table
 from ellrobust.run.context import LoadedModel, ProgressEvent, ProgressFn, RunContext, no_progress, seed_everything
 from ellrobust.run.units import Unit, UnitResult, unit_seed
 
-__all__ = ["STAGES", "EvalConfig", "Evaluation", "RunContext", "RunResult", "Unit", "UnitResult", "load_models"]
+__all__ = ["EvalConfig", "Evaluation", "RunContext", "RunResult", "Unit", "UnitResult", "load_models"]
 
-#: The stages of a run, in the order they run: clean first (every later stage may read its outcomes).
-STAGES = (CleanStage, AttackStage, MinimalStage, CorruptionStage, CollapseStage, OODStage)
 
-#: The parts of a unit's identity that some stages give (:meth:`~ellrobust.measures.stage.Stage.identity`):
-#: None for every other unit, so each unit's identity has the same fields.
+#: The parts of a unit's identity that some stages give (:meth:`~ellrobust.measures.stage.Stage.identity`),
+#: None for every other unit: every unit's identity has the same fields, so its seed, and with it every
+#: random start and SPSA direction, is the one 0.4 drew (the same numbers as the CI baseline).
 STAGE_PARTS = ("corruption_protocol", "collapse")
 
 
@@ -205,7 +204,7 @@ class Evaluation:
         writer = not plan.shared_file or dist.local_rank == 0
         size = int(store.image_shape[-1])
         protocol = resolve_protocol(cfg.corruption_protocol, size).value
-        for stage in STAGES:  # e.g. compile numba's glass_blur once, for every worker
+        for stage in ordered_stages():  # e.g. compile numba's glass_blur once, for every worker
             stage.before_workers(cfg, size, protocol)
         shared = {"dataset": data.dataset, "store": store, "indices": indices}
         label = f"decode {len(indices)} images"
@@ -266,7 +265,7 @@ class Evaluation:
         all_rows: list[Row] = []
         finished: list[tuple[Unit, UnitResult]] = []
         computed = reused = 0
-        stages = [make_stage() for make_stage in STAGES]
+        stages = [make_stage() for make_stage in ordered_stages()]
         for stage in stages:
             planned = [(unit, self.identity(unit, stage, ctx)) for unit in stage.units(ctx)]
             # every rank takes rank 0's answer, so all ranks agree on what is reused

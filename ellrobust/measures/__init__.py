@@ -12,7 +12,7 @@ from ellrobust.measures.ood import OODStage
 from ellrobust.measures.perturbation_stats import PerturbationProbe
 from ellrobust.measures.representation_collapse import AdversarialCollapseProbe, CollapseStage
 from ellrobust.measures.saved_adversarial import SavedAdversarialProbe
-from ellrobust.measures.stage import Stage
+from ellrobust.measures.stage import STAGES, Stage, ordered_stages, stage
 from ellrobust.measures.transfer import TransferProbe
 
 __all__ = [
@@ -27,7 +27,10 @@ __all__ = [
     "OODStage",
     "PerturbationProbe",
     "SavedAdversarialProbe",
+    "STAGES",
     "Stage",
     "TransferProbe",
     "attack_probe",
+    "ordered_stages",
+    "stage",
 ]

@@ -31,7 +31,7 @@ from ellrobust.attacks.sanity_checks import LARGE_EPS_METHOD
 from ellrobust.attacks.target_labels import AttackLabels, labelled_params, split_labels
 from ellrobust.core.precision import fp32_predictions
 from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, open_probes, probe_identity
-from ellrobust.measures.stage import Stage
+from ellrobust.measures.stage import Stage, stage
 from ellrobust.results import Metric, Row
 from ellrobust.run.context import LoadedModel, RunContext
 from ellrobust.run.units import Unit, UnitResult, clean_unit
@@ -46,6 +46,7 @@ def fixed_budget(requests) -> list[AttackRequest]:
     return [r for r in requests if not r.definition.is_minimal]
 
 
+@stage("attack", order=10)
 class AttackStage(Stage):
     def units(self, ctx: RunContext) -> list[Unit]:
         units = []

@@ -12,13 +12,14 @@ import numpy as np
 import torch
 
 from ellrobust.core.precision import fp32_logits
-from ellrobust.measures.stage import Stage
+from ellrobust.measures.stage import Stage, stage
 from ellrobust.results import Metric, Row
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import Unit, UnitResult, clean_unit
 from ellrobust.stats.calibration import max_softmax, top_k_hits
 
 
+@stage("clean", order=0)
 class CleanStage(Stage):
     def units(self, ctx: RunContext) -> list[Unit]:
         return [clean_unit(name) for name in ctx.models]

@@ -42,7 +42,7 @@ import torch
 from ellrobust.core.precision import fp32_logits
 from ellrobust.corruptions import is_corruption, resolve_corruptions
 from ellrobust.corruptions.sources import BatchPlan, CorruptionSource, open_source, warm_up_generation
-from ellrobust.measures.stage import Stage
+from ellrobust.measures.stage import Stage, stage
 from ellrobust.request.config import EvalConfig
 from ellrobust.results import Metric, Row
 from ellrobust.run.context import ProgressEvent, RunContext
@@ -79,6 +79,7 @@ class Reference:
     baseline: str | None = None
 
 
+@stage("corruption", order=30)
 class CorruptionStage(Stage):
     def identity(self, unit: Unit, ctx: RunContext) -> dict[str, object]:
         return {"corruption_protocol": ctx.corruption_protocol}

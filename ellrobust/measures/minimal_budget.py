@@ -21,7 +21,7 @@ import numpy as np
 from ellrobust.attacks import AttackRequest
 from ellrobust.attacks.minimal_search import solve
 from ellrobust.core.errors import UsageError
-from ellrobust.measures.stage import Stage
+from ellrobust.measures.stage import Stage, stage
 from ellrobust.results import Metric, Row
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import Unit, UnitResult
@@ -38,6 +38,7 @@ def eps_grid(ctx: RunContext, request: AttackRequest) -> tuple[float, ...]:
     return tuple(sorted(float(e) for e in ctx.eps_for(request)))
 
 
+@stage("minimal", order=20)
 class MinimalStage(Stage):
     def units(self, ctx: RunContext) -> list[Unit]:
         units = []

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ellrobust.core.precision import Precision, precision_scope
-from ellrobust.measures.stage import Stage
+from ellrobust.measures.stage import Stage, stage
 from ellrobust.results import Metric, Row
 from ellrobust.results.ood_scores import save_scores, scores_frame
 from ellrobust.run.context import RunContext
@@ -40,6 +40,7 @@ def ood_scores(results: dict[Unit, UnitResult]) -> dict[str, tuple[np.ndarray, n
     }
 
 
+@stage("ood", order=50)
 class OODStage(Stage):
     def units(self, ctx: RunContext) -> list[Unit]:
         if not ctx.ood_indices:

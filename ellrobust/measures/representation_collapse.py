@@ -15,12 +15,13 @@ import torch
 
 from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, attack_probe
 from ellrobust.measures.collapse_probe import CollapseAccumulator, token_models
-from ellrobust.measures.stage import Stage
+from ellrobust.measures.stage import Stage, stage
 from ellrobust.request.config import collapse_key
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import Unit, UnitResult
 
 
+@stage("collapse", order=40)
 class CollapseStage(Stage):
     def identity(self, unit: Unit, ctx: RunContext) -> dict[str, object]:
         return {"collapse": collapse_key(ctx.config.collapse)}

@@ -1,7 +1,8 @@
 """The contract between the engine and a stage: which units it has, and how one is computed.
 
-The engine runs an explicit, ordered tuple of stages (:data:`ellrobust.engine.runner.STAGES`): clean first,
-because every later stage may read its outcomes through :meth:`~ellrobust.run.context.RunContext.clean_outcomes`.
+Stages register themselves (``@stage("name", order=…)``) and the engine runs every registered stage
+in ``order`` (:func:`ordered_stages`): clean first, because every later stage may read its outcomes
+through :meth:`~ellrobust.run.context.RunContext.clean_outcomes`.
 For each stage it asks for the units, loads the finished ones from disk, calls :meth:`Stage.prepare`
 with the rest, then :meth:`Stage.run` for each of them with the unit's seed, and passes every unit's
 result, computed or loaded, through :meth:`Stage.finish`; after the last stage,
@@ -11,6 +12,9 @@ these no-op defaults.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from ellrobust.core.registry import Registry
 from ellrobust.request.config import EvalConfig
 from ellrobust.results import Row
 from ellrobust.run.context import RunContext
@@ -18,7 +22,13 @@ from ellrobust.run.units import Unit, UnitResult
 
 
 class Stage:
-    """A family of units (clean accuracy, attacks, corruptions, collapse)."""
+    """A family of units (clean accuracy, attacks, corruptions, collapse).
+
+    ``order`` places it among the registered stages: a stage may read the units of every stage
+    before it (the clean stage, order 0, gates the attacks).
+    """
+
+    order: int = 0
 
     @staticmethod
     def before_workers(config: EvalConfig, image_size: int, protocol: str) -> None:
@@ -57,3 +67,22 @@ class Stage:
     def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
         """Rows computed from every row of the run once all units are done (e.g. mCE over corruptions)."""
         return []
+
+
+STAGES: Registry[type[Stage]] = Registry("stage")
+
+
+def stage(name: str, *, order: int) -> Callable[[type[Stage]], type[Stage]]:
+    """Register a :class:`Stage` subclass under ``name``, to run at ``order`` (a class decorator)."""
+
+    def register(cls: type[Stage]) -> type[Stage]:
+        cls.order = order
+        STAGES.add(name, cls)
+        return cls
+
+    return register
+
+
+def ordered_stages() -> list[type[Stage]]:
+    """Every registered stage, in the order the engine runs them."""
+    return sorted((cls for _, cls in STAGES.items()), key=lambda cls: cls.order)
