@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ellrobust.attacks import validate_params
-from ellrobust.core.errors import UsageError
+from ellrobust.core.errors import QUOTE_LIMIT, UsageError, quote
 from ellrobust.core.parsing import parse_eps_list, parse_fraction, parse_int_range, parse_name_list, parse_workers
 from ellrobust.core.precision import parse_precision
 
@@ -23,12 +23,19 @@ MAX_SIZE = 1 << 20
 Parser = Callable[[object, str], object]
 
 
+def shown(value: object) -> str:
+    """A value as a message shows it: its ``repr``, cut to :data:`~ellrobust.core.errors.QUOTE_LIMIT`
+    characters when a caller passed something huge (a 2 MB string stays one readable line)."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_LIMIT else quote(text, marks=False)
+
+
 def whole(low: int, high: int, unit: str = "", hint: str = "pass a smaller value") -> Parser:
     """A whole number within [low, high]; ``unit`` words the messages (``number of images``)."""
 
     def parse(value: object, label: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{label} must be a whole number (got {value!r}).")
+            raise UsageError(f"{label} must be a whole number (got {shown(value)}).")
         if value < low:
             what = f"a positive {unit}" if low == 1 and unit else ("positive" if low == 1 else f"≥ {low}")
             raise UsageError(f"{label} must be {what} (got {value}).")
@@ -46,7 +53,7 @@ def number(low: float, high: float, unit: str) -> Parser:
 
     def parse(value: object, label: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise UsageError(f"{label} must be a number (got {value!r}).")
+            raise UsageError(f"{label} must be a number (got {shown(value)}).")
         if not low <= value <= high:
             raise UsageError(f"{label} must be ≥ {low:g} {unit} and at most {high:g} (got {value}).")
         return value
@@ -57,20 +64,20 @@ def number(low: float, high: float, unit: str) -> Parser:
 def flag(value: object, label: str) -> bool:
     """True or False only: a suite's ``"false"`` is a string, not a switch."""
     if not isinstance(value, bool):
-        raise UsageError(f"{label} must be true or false (got {value!r}).")
+        raise UsageError(f"{label} must be true or false (got {shown(value)}).")
     return value
 
 
 def text(value: object, label: str) -> str:
     if not isinstance(value, str):
-        raise UsageError(f"{label} must be a string (got {value!r}).")
+        raise UsageError(f"{label} must be a string (got {shown(value)}).")
     return value
 
 
 def choice(*choices: str) -> Parser:
     def parse(value: object, label: str) -> str:
         if value not in choices:
-            raise UsageError(f"{label} must be one of {', '.join(choices)} (got {value!r}).")
+            raise UsageError(f"{label} must be one of {', '.join(choices)} (got {shown(value)}).")
         return value
 
     return parse
@@ -78,7 +85,7 @@ def choice(*choices: str) -> Parser:
 
 def path(value: object, label: str) -> str:
     if not isinstance(value, str | os.PathLike):
-        raise UsageError(f"{label} must be a path (got {value!r}).")
+        raise UsageError(f"{label} must be a path (got {shown(value)}).")
     return str(Path(value).expanduser())
 
 
@@ -95,7 +102,7 @@ def names(value: object, label: str) -> tuple[str, ...]:
         return parse_name_list(value, label)
     if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
         return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
-    raise UsageError(f"{label} must be a name, names separated by commas, or a list of names (got {value!r}).")
+    raise UsageError(f"{label} must be a name, names separated by commas, or a list of names (got {shown(value)}).")
 
 
 def eps_list(value: object, label: str) -> tuple[float, ...]:
@@ -103,7 +110,7 @@ def eps_list(value: object, label: str) -> tuple[float, ...]:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise UsageError(
             f"{label} must be budgets in [0, 1] pixel units, such as 8/255 or '8/255', or a list of them "
-            f"(got {value!r})."
+            f"(got {shown(value)})."
         )
     return parse_eps_list(str(value), option=label)
 
@@ -111,13 +118,13 @@ def eps_list(value: object, label: str) -> tuple[float, ...]:
 def severities(value: object, label: str) -> tuple[int, ...]:
     value = _joined(value)
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise UsageError(f"{label} must be severities such as 1-5, 3 or [1, 3] (got {value!r}).")
+        raise UsageError(f"{label} must be severities such as 1-5, 3 or [1, 3] (got {shown(value)}).")
     return parse_int_range(str(value), label, 1, 5)
 
 
 def workers(value: object, label: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise UsageError(f"{label} must be 'auto' or a whole number ≥ 0 (got {value!r}).")
+        raise UsageError(f"{label} must be 'auto' or a whole number ≥ 0 (got {shown(value)}).")
     count = parse_workers(str(value), label)
     if count is not None and count > MAX_SIZE:
         raise UsageError(f"{label} {count} is above the bound of {MAX_SIZE:,} processes; pass a smaller value.")
@@ -135,7 +142,7 @@ def precisions(value: object, label: str) -> tuple[str, ...]:
 
 def device(value: object, label: str) -> str:
     if not isinstance(value, str) and type(value).__name__ != "device":
-        raise UsageError(f"{label} must be a torch device such as 'cpu' or 'cuda' (got {value!r}).")
+        raise UsageError(f"{label} must be a torch device such as 'cpu' or 'cuda' (got {shown(value)}).")
     return str(value)
 
 
@@ -163,12 +170,12 @@ def attack_param(key: str, check: Parser) -> Parser:
 def whole_any(value: object, label: str) -> object:
     """A whole number whose bounds another check holds (an attack's :func:`validate_params`)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise UsageError(f"{label} must be a whole number (got {value!r}).")
+        raise UsageError(f"{label} must be a whole number (got {shown(value)}).")
     return value
 
 
 def real(value: object, label: str) -> object:
     """A number whose bounds another check holds."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise UsageError(f"{label} must be a number (got {value!r}).")
+        raise UsageError(f"{label} must be a number (got {shown(value)}).")
     return value
