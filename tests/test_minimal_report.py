@@ -71,7 +71,7 @@ def test_table_statistics_are_the_rows(frame, table):
     cells = dict(zip(table.headers, table.rows[0], strict=True))
     lookup = Lookup(frame)
     (diff,) = frame[(frame.metric == Metric.EPS_STAR_DIFFERENCE.value) & frame.baseline.ne("")].to_dict("records")
-    low, high = lookup(diff, Metric.EPS_STAR_DIFFERENCE_CI_LOW), lookup(diff, Metric.EPS_STAR_DIFFERENCE_CI_HIGH)
+    low, high = lookup(diff, Metric.EPS_STAR_DIFFERENCE.ci_low), lookup(diff, Metric.EPS_STAR_DIFFERENCE.ci_high)
     hl = format_budget(diff["value"], signed=True, unit=False)
     assert cells["HL A − B (95 % CI)"] == f"{hl} ({format_budget_interval(low, high)})"
     assert cells["sign p"] == format_p(lookup(diff, Metric.EPS_STAR_SIGN_P))

@@ -197,11 +197,11 @@ def test_imagenet_o_pair_end_to_end(tmp_path):
         per_model[model] = (msp, ood)
         assert value[(model, "", Metric.OOD_AUROC)] == pytest.approx(roc_auc_score(ood, -msp), abs=1e-12)
         assert value[(model, "", Metric.OOD_AUPR)] == pytest.approx(average_precision_score(ood, -msp), abs=1e-12)
-        assert value[(model, "", Metric.OOD_AUROC_CI_LOW)] <= value[(model, "", Metric.OOD_AUROC)]
-        assert value[(model, "", Metric.OOD_AUROC)] <= value[(model, "", Metric.OOD_AUROC_CI_HIGH)]
+        assert value[(model, "", Metric.OOD_AUROC.ci_low)] <= value[(model, "", Metric.OOD_AUROC)]
+        assert value[(model, "", Metric.OOD_AUROC)] <= value[(model, "", Metric.OOD_AUROC.ci_high)]
     cmp = paired_auroc(-per_model["a"][0], -per_model["b"][0], per_model["a"][1])
-    assert value[("a", "b", Metric.OOD_AUROC_DIFFERENCE)] == pytest.approx(cmp.difference, abs=1e-12)
-    assert value[("a", "b", Metric.OOD_AUROC_DIFFERENCE_CI_LOW)] == pytest.approx(cmp.ci_low, abs=1e-12)
+    assert value[("a", "b", Metric.OOD_AUROC.difference)] == pytest.approx(cmp.difference, abs=1e-12)
+    assert value[("a", "b", Metric.OOD_AUROC.difference.ci_low)] == pytest.approx(cmp.ci_low, abs=1e-12)
     assert value[("a", "b", Metric.OOD_AUROC_DELONG_P)] == pytest.approx(cmp.p_value, abs=1e-12)
     # DeLong's p is in the pair's Holm family with the McNemar p of the clean accuracies
     family = holm_adjust([value[("a", "b", Metric.MCNEMAR_P)], cmp.p_value])

@@ -20,7 +20,7 @@ from fake_results import Scenario, simulate
 from rich.console import Console
 from scipy.stats import binomtest, multinomial
 
-from ellrobust.cli.terminal import corruption_table, paired_table
+from ellrobust.cli.terminal import measure_table
 from ellrobust.measures.paired import paired_rows
 from ellrobust.report.number_format import format_signed_interval
 from ellrobust.results import Metric, to_frame
@@ -154,7 +154,7 @@ def test_paired_rows_state_power_at_the_familys_first_holm_step():
         d = abs(values[Metric.ACCURACY_DIFFERENCE])
         if d:
             assert values[Metric.N_REQUIRED] == required_n(d, psi, alpha=ALPHA / 4)
-    text = render(paired_table(_frame(rows, n)))
+    text = render(measure_table(_frame(rows, n), "paired"))
     assert "m = 4; detectable and n needed: 80 % power at Holm's first-step α/m = 0.05/4 = 0.0125" in text
 
 
@@ -230,7 +230,7 @@ def test_n1_and_identical_models_give_zero_width_intervals_that_support_nothing(
 def test_zero_width_is_shown_as_such():
     assert format_signed_interval(-0.4, -0.4) == "-0.400 (zero width)"
     assert format_signed_interval(-0.6, -0.2) == "-0.600 … -0.200"
-    text = render(corruption_table(prepare(to_frame(mce_rows(1, -0.4, -0.4, -0.4)))))
+    text = render(measure_table(prepare(to_frame(mce_rows(1, -0.4, -0.4, -0.4))), "corruptions"))
     assert "-0.400 (zero width)" in text
 
 

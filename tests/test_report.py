@@ -18,7 +18,7 @@ from fake_results import BASELINE, ELLIPTICAL, Scenario, run_json, simulate
 from matplotlib.image import imread
 
 from ellrobust.cli import app
-from ellrobust.report.document import SECTIONS
+from ellrobust.report.document import always_present
 from ellrobust.report.render_markdown import escape
 from ellrobust.report.writer import write_report
 from ellrobust.results import load_results, records, save_table, to_frame
@@ -144,7 +144,7 @@ def assert_png(path: Path) -> None:
 
 def test_eval_report_writes_every_section(run_dir):
     text = (run_dir / "report.md").read_text()
-    assert headings(text) == list(SECTIONS)
+    assert headings(text) == list(always_present())
     assert "| deit-nano |" in text and "ε 8/255" in text
     assert "Not measured in these runs; pass `--corruption" in text
     assert_png(run_dir / "figures" / "robust_accuracy.png")
@@ -166,7 +166,7 @@ def test_a_real_run_carries_the_intervals_into_the_report(run_dir):
 
 def test_report_of_a_full_run_opens_with_the_verdict(full_report):
     text = (full_report / "report.md").read_text()
-    assert headings(text) == list(SECTIONS) and headings(text)[1] == "Verdict"
+    assert headings(text) == list(always_present()) and headings(text)[1] == "Verdict"
     verdict = section(text, "Verdict")
     lines = claim_lines(verdict)
     assert len(lines) == 9  # fgsm, pgd, worst-case × 2 m_grad modes, adaptive, mCE, collapse
@@ -256,7 +256,7 @@ def test_report_with_corruption_and_collapse_rows(run_dir, tmp_path, runner):
     result = runner.invoke(app, ["report", str(run), "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = (out / "report.md").read_text()
-    assert headings(text) == list(SECTIONS)
+    assert headings(text) == list(always_present())
     for sub in ("### Corruption accuracy", "### Corruption error and mCE", "### Token cosine similarity"):
         assert sub in text
     assert "Not measured" not in text

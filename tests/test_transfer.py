@@ -91,7 +91,7 @@ def test_the_worst_case_counts_the_transferred_images(run):
 
 def test_the_sanity_check_passes_here_and_fails_when_a_transfer_beats_the_white_box(run):
     table = load_results(run)
-    checks = table[table.metric == Metric.SANITY_TRANSFER_NOT_STRONGER.value]
+    checks = table[table.metric == Metric.sanity("transfer_not_stronger").value]
     assert set(checks.model) == set(MODELS) and (checks.value == 1).all()
     params = json.dumps({"source": "b", "steps": 3})
     rows = [
@@ -100,7 +100,7 @@ def test_the_sanity_check_passes_here_and_fails_when_a_transfer_beats_the_white_
         Row("a", Metric.TRANSFER_ACCURACY, 0.5, "pgd", params, 8 / 255, precision="fp32"),
     ]
     ctx = SimpleNamespace(indices=list(range(40)), data=SimpleNamespace(num_classes=10))
-    (flag,) = [r for r in sanity_rows(ctx, rows, []) if r.metric is Metric.SANITY_TRANSFER_NOT_STRONGER]
+    (flag,) = [r for r in sanity_rows(ctx, rows, []) if r.metric is Metric.sanity("transfer_not_stronger")]
     assert flag.value == 0.0 and "pgd from b 0.500 < white-box 0.800" in flag.params
 
 

@@ -14,7 +14,7 @@ import pytest
 from fake_results import BASELINE, ELLIPTICAL, MODELS, PGD, Scenario, simulate
 from rich.console import Console
 
-from ellrobust.cli.terminal import collapse_table, corruption_table, paired_table, verdict
+from ellrobust.cli.terminal import measure_table, verdict
 from ellrobust.report.claim_sentences import claim_text, evidence_text
 from ellrobust.report.legend import build_labels
 from ellrobust.results import to_frame
@@ -272,7 +272,7 @@ def render(renderable) -> str:
 
 
 def test_cli_paired_table_shows_holm_and_power():
-    text = render(paired_table(simulate()))
+    text = render(measure_table(simulate(), "paired"))
     assert "Holm p" in text and "detectable" in text and "n needed" in text
     assert "yes (A)" in text and "{" not in text
     assert "Paired differences per corruption and severity" in text  # the corruption cells in a table of their own
@@ -287,15 +287,15 @@ def test_cli_verdict_prints_one_line_per_claim():
 
 
 def test_cli_collapse_table_shows_intervals_and_differences():
-    text = render(collapse_table(simulate()))
+    text = render(measure_table(simulate(), "collapse"))
     assert f"{ELLIPTICAL} − {BASELINE}" in text and "later half" in text
     assert "(0." in text and " … " in text  # intervals in parentheses, as in the report
     assert "on adversarial images and per head" in text
     df = simulate()
-    assert collapse_table(df[~df["metric"].str.startswith("token_cosine")]) is None
+    assert measure_table(df[~df["metric"].str.startswith("token_cosine")], "collapse") is None
 
 
 def test_cli_corruption_table_shows_the_mce_difference():
-    text = render(corruption_table(simulate()))
+    text = render(measure_table(simulate(), "corruptions"))
     assert "mCE difference on the same images" in text and "95 % bootstrap CI" in text
     assert any(line.count("│") and "unnormalised" in line and "-0.0" in line for line in text.splitlines())

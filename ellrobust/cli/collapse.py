@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
           ellrobust eval -m deit-elliptical -m deit --attack pgd --collapse
         """
         from ellrobust.cli.evaluate import execute
-        from ellrobust.cli.terminal import collapse_table, print_json, stdout
+        from ellrobust.cli.terminal import measure_table, print_json, stdout
         from ellrobust.measures.collapse_probe import CollapseConfig
         from ellrobust.request.build import build_config
         from ellrobust.request.spec import Caller
@@ -57,4 +57,4 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(result.table)
         else:
-            stdout.print(collapse_table(result.table))
+            stdout.print(measure_table(result.table, "collapse"))

@@ -34,16 +34,10 @@ def register(app: typer.Typer) -> None:
         """
         from ellrobust.cli.terminal import (
             accuracy_table,
-            calibration_table,
-            collapse_table,
-            corruption_table,
-            eps_star_table,
-            ood_table,
-            paired_table,
+            measure_tables,
             print_json,
             stderr,
             stdout,
-            transfer_table,
             verdict,
             warn_sanity,
         )
@@ -66,16 +60,8 @@ def register(app: typer.Typer) -> None:
             stdout.print(
                 accuracy_table(table, f"Accuracy (%) · {config.dataset} · n={table['n'].iloc[0]} · seed={config.seed}")
             )
-            extras = (transfer_table(table), eps_star_table(table), corruption_table(table), ood_table(table))
-            for extra in (*extras, calibration_table(table)):
-                if extra is not None:
-                    stdout.print(extra)
-            paired = paired_table(table)
-            if paired is not None:
-                stdout.print(paired)
-            collapsed = collapse_table(table)
-            if collapsed is not None:
-                stdout.print(collapsed)
+            for tables in measure_tables(table):
+                stdout.print(tables)
             lines = verdict(table, elliptical_models(read_run_json(run_dir)))
             if lines is not None:
                 stdout.print(lines)

@@ -22,10 +22,11 @@ import pandas as pd
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ellrobust.report import collapse_tables, corruption_tables, paired_tables, tables
+from ellrobust.report import tables
 from ellrobust.report.claim_sentences import claim_line
 from ellrobust.report.legend import build_labels
 from ellrobust.report.render_rich import rich_table, rich_verdict
+from ellrobust.report.sections import TERMINAL, ordered_terminal_tables
 from ellrobust.report.table_model import Table
 from ellrobust.results import records
 from ellrobust.verdict.results_view import prepare
@@ -113,64 +114,20 @@ def accuracy_table(df: pd.DataFrame, title: str) -> RenderableType:
     return Group() if found is None else rich_table(replace(found, title=title))
 
 
-def transfer_table(df: pd.DataFrame) -> RenderableType | None:
-    """The report's source × target table (``--transfer``), None for a run without it."""
-    frame = prepare(df)
-    found = tables.transfer_table(frame, build_labels(frame))
-    return None if found is None else rich_table(found)
-
-
-def eps_star_table(df: pd.DataFrame) -> RenderableType | None:
-    """The report's minimal-budget table (ε* per pair of models and minimal-norm method), None for a run without it."""
-    frame = prepare(df)
-    found = tables.eps_star_table(frame, build_labels(frame))
-    return None if found is None else rich_table(found)
-
-
-def ood_table(df: pd.DataFrame) -> RenderableType | None:
-    """The report's OOD tables (imagenet-o): AUROC and AUPR per model, the paired AUROC difference."""
-    frame = prepare(df)
-    return _group([tables.ood_table(frame), tables.ood_difference_table(frame)])
-
-
-def corruption_table(df: pd.DataFrame) -> RenderableType | None:
-    """The report's corruption tables: the summary per corruption, CE and mCE, the mCE difference."""
-    frame = prepare(df)
-    summary = corruption_tables.corruption_summary(frame)
-    return _group(
-        [
-            summary[0] if summary else None,
-            corruption_tables.ce_table(frame),
-            corruption_tables.mce_difference_table(frame),
-        ]
-    )
-
-
-def calibration_table(df: pd.DataFrame) -> RenderableType | None:
-    """Calibration errors on the clean images and the pairs' top-5 and calibration differences (the
-    corruption cells are in the report's appendix), None for a run without them."""
-    frame = prepare(df)
-    return _group([paired_tables.calibration_table(frame), paired_tables.calibration_difference_table(frame)])
-
-
-def paired_table(df: pd.DataFrame) -> RenderableType | None:
-    """The paired differences, then those of every corruption × severity cell."""
+def measure_tables(df: pd.DataFrame) -> list[RenderableType]:
+    """The tables every registered measure prints after the headline accuracy table
+    (:func:`ellrobust.report.sections.terminal_tables`), in their order; a family the run did not
+    measure prints nothing."""
     frame = prepare(df)
     labels = build_labels(frame)
-    return _group(
-        [paired_tables.paired_table(frame, labels), paired_tables.paired_table(frame, labels, corruptions=True)]
-    )
+    found = (_group(entry.build(frame, labels)) for entry in ordered_terminal_tables())
+    return [group for group in found if group is not None]
 
 
-def collapse_table(df: pd.DataFrame) -> RenderableType | None:
-    """Each collapse metric per layer on the clean images, then on adversarial images and per head."""
+def measure_table(df: pd.DataFrame, name: str) -> RenderableType | None:
+    """One registered measure's tables (``collapse`` for ``ellrobust collapse``); None when it measured nothing."""
     frame = prepare(df)
-    labels = build_labels(frame)
-    found = []
-    for metric in collapse_tables.collapse_metrics(frame):
-        found += [t for _, t in collapse_tables.collapse_table(frame, metric)]
-        found.append(collapse_tables.collapse_other_table(frame, metric, labels))
-    return _group(found)
+    return _group(TERMINAL.get(name).build(frame, build_labels(frame)))
 
 
 def _group(found: list[Table | None]) -> RenderableType | None:

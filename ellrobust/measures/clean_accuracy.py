@@ -50,7 +50,7 @@ class CleanStage(Stage):
             detail = json.dumps(
                 {"detail": f"{nonfinite} of {len(correct)} images give NaN/inf logits: broken weights or inputs"}
             )
-            rows.append(Row(unit.model, Metric.SANITY_FINITE_LOGITS, 0.0, "sanity", params=detail))
+            rows.append(Row(unit.model, Metric.sanity("finite_logits"), 0.0, "sanity", params=detail))
         predictions = {unit.model: ctx.gather(predicted, dtype=np.int64).tolist()}
         return UnitResult(
             rows=rows,

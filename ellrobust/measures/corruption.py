@@ -280,12 +280,12 @@ class CorruptionStage(Stage):
                     lambda rows, a=a, b=b: mce(a, rows) - mce(b, rows), n, seed=seed, resamples=BOOTSTRAP_RESAMPLES
                 )
                 row = self._row(
-                    a, "mce", Metric.MCE_DIFFERENCE, mce(a, None) - mce(b, None), params=summary, baseline=b
+                    a, "mce", Metric.MCE.difference, mce(a, None) - mce(b, None), params=summary, baseline=b
                 )
                 out += [
                     row,
-                    row.with_metric(Metric.MCE_DIFFERENCE_CI_LOW, low),
-                    row.with_metric(Metric.MCE_DIFFERENCE_CI_HIGH, high),
+                    row.with_metric(Metric.MCE.difference.ci_low, low),
+                    row.with_metric(Metric.MCE.difference.ci_high, high),
                 ]
         return out
 

@@ -67,8 +67,8 @@ class OODStage(Stage):
         row = Row(unit.model, Metric.OOD_AUROC, auroc(score, ood) if finite else nan, OOD_METHOD, OOD_PARAMS)
         rows = [
             row,
-            row.with_metric(Metric.OOD_AUROC_CI_LOW, low),
-            row.with_metric(Metric.OOD_AUROC_CI_HIGH, high),
+            row.with_metric(Metric.OOD_AUROC.ci_low, low),
+            row.with_metric(Metric.OOD_AUROC.ci_high, high),
             row.with_metric(Metric.OOD_AUPR, average_precision(score, ood) if finite else nan),
         ]
         return UnitResult(rows=rows, values={"msp": msp.tolist(), "ood": ood.astype(float).tolist()})

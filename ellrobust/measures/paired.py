@@ -280,11 +280,11 @@ def _ood_rows(a: str, b: str, comparisons: list[AurocComparison], adjusted: list
     """The rows of the paired AUROC comparison: A − B with DeLong's interval, its p (raw, Holm)."""
     rows = []
     for cmp, p_adjusted in zip(comparisons, adjusted, strict=True):
-        row = Row(a, Metric.OOD_AUROC_DIFFERENCE, cmp.difference, OOD_METHOD, OOD_PARAMS, baseline=b)
+        row = Row(a, Metric.OOD_AUROC.difference, cmp.difference, OOD_METHOD, OOD_PARAMS, baseline=b)
         rows += [
             row,
-            row.with_metric(Metric.OOD_AUROC_DIFFERENCE_CI_LOW, cmp.ci_low),
-            row.with_metric(Metric.OOD_AUROC_DIFFERENCE_CI_HIGH, cmp.ci_high),
+            row.with_metric(Metric.OOD_AUROC.difference.ci_low, cmp.ci_low),
+            row.with_metric(Metric.OOD_AUROC.difference.ci_high, cmp.ci_high),
             row.with_metric(Metric.OOD_AUROC_DELONG_P, cmp.p_value),
             row.with_metric(Metric.OOD_AUROC_DELONG_P_ADJUSTED, float(p_adjusted)),
         ]
@@ -299,8 +299,8 @@ def _eps_star_rows(a: str, b: str, comparisons: list[tuple[tuple, EpsComparison]
         row = row.replace(baseline=b)
         rows += [
             row,
-            row.with_metric(Metric.EPS_STAR_DIFFERENCE_CI_LOW, cmp.hl_low),
-            row.with_metric(Metric.EPS_STAR_DIFFERENCE_CI_HIGH, cmp.hl_high),
+            row.with_metric(Metric.EPS_STAR_DIFFERENCE.ci_low, cmp.hl_low),
+            row.with_metric(Metric.EPS_STAR_DIFFERENCE.ci_high, cmp.hl_high),
             row.with_metric(Metric.EPS_STAR_SIGN_P, cmp.sign_p),
             row.with_metric(Metric.EPS_STAR_SIGN_P_ADJUSTED, float(p_adjusted)),
             row.with_metric(Metric.EPS_STAR_WILCOXON_P, cmp.wilcoxon_p),

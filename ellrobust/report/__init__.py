@@ -8,6 +8,11 @@ in a report. Numbers are written by :mod:`~ellrobust.report.number_format`, the 
 (:mod:`ellrobust.verdict.rules`), draws the figures (:mod:`~ellrobust.report.plots`) and writes
 ``report.md`` with ``figures/``.
 
-This file imports nothing, so the terminal can use the tables without loading the document and its
-figures (matplotlib).
+Each family's report section, figures and terminal tables register themselves
+(:mod:`~ellrobust.report.sections`) in the modules imported here; none of them loads matplotlib
+before a figure is drawn, so the terminal can use the tables without it.
 """
+
+from ellrobust.report import accuracy_sections, collapse_section, corruption_section, paired_section
+
+__all__ = ["accuracy_sections", "collapse_section", "corruption_section", "paired_section"]

@@ -173,7 +173,7 @@ def _estimate_evidence(claim: Claim) -> list[str]:
     parts = [f"{what} {points}"] if points or claim.kind is ClaimKind.MCE else []
     cells = _cells(claim)
     if claim.reason in (Reason.NO_PAIRED_INTERVAL, Reason.NO_SUMMARY_ROWS):
-        metric = Metric.MCE_DIFFERENCE if claim.kind is ClaimKind.MCE else Metric.TOKEN_COSINE_DIFFERENCE
+        metric = Metric.MCE.difference if claim.kind is ClaimKind.MCE else Metric.TOKEN_COSINE.difference
         gap = _GAPS.get(claim.reason, f"no paired interval ({metric.value}_ci_low/high)")
         return [*parts, f"not judged: the run holds {gap}{cells}"]
     interval = "paired bootstrap CI" if claim.kind is ClaimKind.MCE else "paired t-interval"

@@ -144,7 +144,7 @@ def ce_table(df: pd.DataFrame) -> Table | None:
 
 def mce_difference_table(df: pd.DataFrame) -> Table | None:
     """mCE(A) − mCE(B) with its 95 % paired bootstrap interval, per normalisation."""
-    rows = df[(df["metric"] == Metric.MCE_DIFFERENCE.value) & df["baseline"].ne("")]
+    rows = df[(df["metric"] == Metric.MCE.difference.value) & df["baseline"].ne("")]
     if rows.empty:
         return None
     lookup = Lookup(df)
@@ -152,7 +152,7 @@ def mce_difference_table(df: pd.DataFrame) -> Table | None:
     out = []
     for r in rows.to_dict(orient="records"):
         norm = _normalization(r["params"])
-        low, high = lookup(r, Metric.MCE_DIFFERENCE.ci_low), lookup(r, Metric.MCE_DIFFERENCE.ci_high)
+        low, high = lookup(r, Metric.MCE.difference.ci_low), lookup(r, Metric.MCE.difference.ci_high)
         out.append(
             (
                 *(str(r[k]) for k in keys),

@@ -216,8 +216,8 @@ def eps_star_table(df: pd.DataFrame, labels: Labels) -> Table | None:
             found = median_of(model, r)
             censored = lookup(found, Metric.N_CENSORED) if found is not None else float("nan")
             cells.append(_median_cell(found, censored))
-        low = lookup(r, Metric.EPS_STAR_DIFFERENCE_CI_LOW)
-        high = lookup(r, Metric.EPS_STAR_DIFFERENCE_CI_HIGH)
+        low = lookup(r, Metric.EPS_STAR_DIFFERENCE.ci_low)
+        high = lookup(r, Metric.EPS_STAR_DIFFERENCE.ci_high)
         p_adjusted = lookup(r, Metric.EPS_STAR_SIGN_P_ADJUSTED)
         cells += [
             f"{format_budget(r['value'], signed=True, unit=False)} ({format_budget_interval(low, high)})"
@@ -258,7 +258,7 @@ def ood_table(df: pd.DataFrame) -> Table | None:
     keys = [*varying(rows, ["run"]), "model"]
     out = []
     for r in rows.to_dict(orient="records"):
-        low, high = lookup(r, Metric.OOD_AUROC_CI_LOW), lookup(r, Metric.OOD_AUROC_CI_HIGH)
+        low, high = lookup(r, Metric.OOD_AUROC.ci_low), lookup(r, Metric.OOD_AUROC.ci_high)
         cells = [*(str(r[k]) for k in keys), format_int(r["n"]), format_pct(r["value"])]
         cells += [f"{format_pct(low)} – {format_pct(high)}", format_pct(lookup(r, Metric.OOD_AUPR))]
         out.append(tuple(cells))
@@ -272,14 +272,14 @@ def ood_table(df: pd.DataFrame) -> Table | None:
 
 def ood_difference_table(df: pd.DataFrame) -> Table | None:
     """AUROC(A) − AUROC(B) on the same images with DeLong's 95 % interval, its p (raw, Holm) and whether it survives."""
-    rows = df[(df["metric"] == Metric.OOD_AUROC_DIFFERENCE.value) & df["baseline"].ne("")]
+    rows = df[(df["metric"] == Metric.OOD_AUROC.difference.value) & df["baseline"].ne("")]
     if rows.empty:
         return None
     lookup = Lookup(df)
     keys = [*varying(rows, ["run"]), "model", "baseline"]
     out = []
     for r in ordered_columns(rows, keys).to_dict(orient="records"):
-        low, high = lookup(r, Metric.OOD_AUROC_DIFFERENCE_CI_LOW), lookup(r, Metric.OOD_AUROC_DIFFERENCE_CI_HIGH)
+        low, high = lookup(r, Metric.OOD_AUROC.difference.ci_low), lookup(r, Metric.OOD_AUROC.difference.ci_high)
         p_adjusted = lookup(r, Metric.OOD_AUROC_DELONG_P_ADJUSTED)
         out.append(
             (

@@ -14,15 +14,14 @@ import pandas as pd
 
 from ellrobust.core.errors import UsageError
 from ellrobust.core.files import atomic_write
-from ellrobust.report import collapse_plots, curve_plots, gallery, plots
-from ellrobust.report.collapse_tables import collapse_metrics
-from ellrobust.report.document import SECTIONS, render
-from ellrobust.report.legend import build_labels
+from ellrobust.report import plots
+from ellrobust.report.document import always_present, render
 from ellrobust.report.run_folder import Run
-from ellrobust.results import ELLIPTICAL_METRICS, load_examples, load_results, read_run_json
+from ellrobust.report.sections import ordered_sections
+from ellrobust.results import load_results, read_run_json
 from ellrobust.verdict.results_view import prepare
 
-__all__ = ["SECTIONS", "load_runs", "write_report"]
+__all__ = ["always_present", "load_runs", "write_report"]
 
 FIGURES_DIR = "figures"
 
@@ -40,37 +39,14 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
     return runs
 
 
-def _minimal_examples(runs: list[Run]) -> pd.DataFrame | None:
-    """The per-example attack lines (a budget: ε* and fixed-budget outcomes) of every run with a minimal-norm
-    method, tagged with the run: the robustness curve reads the one, its per-image worst case both."""
-    found = []
-    for run in runs:
-        if not (run.table["metric"] == "eps_star_median").any():
-            continue  # no minimal-norm method: do not read a large per-example table for nothing
-        examples = load_examples(run.path)
-        if examples is not None and "eps_star" in examples:
-            found.append(examples[examples["eps"].notna()].assign(run=run.label))
-    return pd.concat(found, ignore_index=True) if found else None
-
-
 def write_report(run_dirs: list[Path], out_dir: Path) -> Path:
     """Write ``report.md`` and its figures for the given run folders; returns the report's path."""
     runs = load_runs(run_dirs)
     df = pd.concat([r.table for r in runs], ignore_index=True)
     out_dir = Path(out_dir)
-    drawn = {
-        "robust_accuracy": plots.robust_figure(df, build_labels(df)),
-        "corruption_accuracy": plots.corruption_figure(df),
-        "corruption_difference": plots.difference_heatmap(df),
-        **{
-            f"collapse_{m}": collapse_plots.collapse_figure(df, m)
-            for m in collapse_metrics(df)
-            if m not in ELLIPTICAL_METRICS
-        },
-        "elliptical_m": collapse_plots.elliptical_m_figure(df),
-        "robustness_curve": curve_plots.robustness_curve_figure(df, _minimal_examples(runs)),
-        "gallery": gallery.gallery_figure(runs[0].path, runs[0].table) if len(runs) == 1 else None,
-    }
+    drawn: dict[str, object] = {}
+    for section in ordered_sections():
+        drawn.update(section.figures(df, runs) if section.figures else {})
     figures = {}
     for name, fig in drawn.items():
         if fig is not None:

@@ -1,5 +1,6 @@
 """Floor 2: the results layer: typed rows and their key, per-example outcomes, the table on disk."""
 
+from ellrobust.results.metrics import Direction, Kind, MetricDef, declare_metric, declared
 from ellrobust.results.per_image import EXAMPLE_COLUMNS, Outcomes, examples_frame, load_examples, save_examples
 from ellrobust.results.rows import (
     ACCURACIES,
@@ -30,6 +31,11 @@ from ellrobust.results.storage import (
 )
 
 __all__ = [
+    "Direction",
+    "Kind",
+    "MetricDef",
+    "declare_metric",
+    "declared",
     "ACCURACIES",
     "CALIBRATION_METRICS",
     "COLLAPSE_METRICS",

@@ -18,142 +18,83 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from enum import StrEnum
 
+from ellrobust.results.metrics import Direction, Kind, Metric, declare_metric
 
-class Metric(StrEnum):
-    """Every metric name a results table holds (the public contract)."""
+_FRACTION, _SKIP, _BIN, _SCALED = "fraction", Kind.SKIP, Kind.BINOMIAL, Kind.SCALED
+_HIGHER, _LOWER = Direction.HIGHER_IS_BETTER, Direction.LOWER_IS_BETTER
 
-    CLEAN_ACCURACY = "clean_accuracy"
-    ROBUST_ACCURACY = "robust_accuracy"
-    CORRUPTION_ACCURACY = "corruption_accuracy"
-    CLEAN_ACCURACY_CI_LOW = "clean_accuracy_ci_low"  # 95 % Wilson score intervals
-    CLEAN_ACCURACY_CI_HIGH = "clean_accuracy_ci_high"
-    ROBUST_ACCURACY_CI_LOW = "robust_accuracy_ci_low"
-    ROBUST_ACCURACY_CI_HIGH = "robust_accuracy_ci_high"
-    CORRUPTION_ACCURACY_CI_LOW = "corruption_accuracy_ci_low"
-    CORRUPTION_ACCURACY_CI_HIGH = "corruption_accuracy_ci_high"
-    N_ATTACKED = "n_attacked"
-    TRANSFER_ACCURACY = "transfer_accuracy"  # a model on another model's adversarial images (params: source)
-    TRANSFER_ACCURACY_CI_LOW = "transfer_accuracy_ci_low"
-    TRANSFER_ACCURACY_CI_HIGH = "transfer_accuracy_ci_high"
-    CORRUPTION_ERROR = "corruption_error"
-    CE = "ce"
-    MCE = "mce"
-    RELATIVE_MCE = "relative_mce"
-    MCE_DIFFERENCE = "mce_difference"  # with a paired bootstrap interval over images
-    MCE_DIFFERENCE_CI_LOW = "mce_difference_ci_low"
-    MCE_DIFFERENCE_CI_HIGH = "mce_difference_ci_high"
-    TOKEN_COSINE = "token_cosine"
-    TOKEN_COSINE_CI_LOW = "token_cosine_ci_low"
-    TOKEN_COSINE_CI_HIGH = "token_cosine_ci_high"
-    TOKEN_COSINE_DIFFERENCE = "token_cosine_difference"
-    TOKEN_COSINE_DIFFERENCE_CI_LOW = "token_cosine_difference_ci_low"
-    TOKEN_COSINE_DIFFERENCE_CI_HIGH = "token_cosine_difference_ci_high"
-    ATTENTION_ENTROPY = "attention_entropy"
-    ATTENTION_ENTROPY_CI_LOW = "attention_entropy_ci_low"
-    ATTENTION_ENTROPY_CI_HIGH = "attention_entropy_ci_high"
-    ATTENTION_ENTROPY_DIFFERENCE = "attention_entropy_difference"
-    ATTENTION_ENTROPY_DIFFERENCE_CI_LOW = "attention_entropy_difference_ci_low"
-    ATTENTION_ENTROPY_DIFFERENCE_CI_HIGH = "attention_entropy_difference_ci_high"
-    EFFECTIVE_RANK = "effective_rank"
-    EFFECTIVE_RANK_CI_LOW = "effective_rank_ci_low"
-    EFFECTIVE_RANK_CI_HIGH = "effective_rank_ci_high"
-    EFFECTIVE_RANK_DIFFERENCE = "effective_rank_difference"
-    EFFECTIVE_RANK_DIFFERENCE_CI_LOW = "effective_rank_difference_ci_low"
-    EFFECTIVE_RANK_DIFFERENCE_CI_HIGH = "effective_rank_difference_ci_high"
-    ELLIPTICAL_M_MEAN = "elliptical_m_mean"  # the elliptical metric m per layer: its mean over coordinates
-    ELLIPTICAL_M_MEAN_CI_LOW = "elliptical_m_mean_ci_low"
-    ELLIPTICAL_M_MEAN_CI_HIGH = "elliptical_m_mean_ci_high"
-    ELLIPTICAL_M_MEAN_DIFFERENCE = "elliptical_m_mean_difference"
-    ELLIPTICAL_M_MEAN_DIFFERENCE_CI_LOW = "elliptical_m_mean_difference_ci_low"
-    ELLIPTICAL_M_MEAN_DIFFERENCE_CI_HIGH = "elliptical_m_mean_difference_ci_high"
-    ELLIPTICAL_M_SPREAD = "elliptical_m_spread"  # ... and its standard deviation over coordinates
-    ELLIPTICAL_M_SPREAD_CI_LOW = "elliptical_m_spread_ci_low"
-    ELLIPTICAL_M_SPREAD_CI_HIGH = "elliptical_m_spread_ci_high"
-    ELLIPTICAL_M_SPREAD_DIFFERENCE = "elliptical_m_spread_difference"
-    ELLIPTICAL_M_SPREAD_DIFFERENCE_CI_LOW = "elliptical_m_spread_difference_ci_low"
-    ELLIPTICAL_M_SPREAD_DIFFERENCE_CI_HIGH = "elliptical_m_spread_difference_ci_high"
-    ACCURACY_DIFFERENCE = "accuracy_difference"  # paired: model − baseline, same images
-    DIFFERENCE_CI_LOW = "difference_ci_low"  # score interval for paired proportions (Tango)
-    DIFFERENCE_CI_HIGH = "difference_ci_high"
-    MCNEMAR_P = "mcnemar_p"
-    MCNEMAR_P_ADJUSTED = "mcnemar_p_adjusted"  # Holm over every paired comparison of one pair of models in a run
-    DETECTABLE_DIFFERENCE = "detectable_difference"
-    N_REQUIRED = "n_required"
-    HOLM_FAMILY_SIZE = "holm_family_size"  # m of the pair's Holm family: power rows are stated at α/m
-    EPS_STAR_MEDIAN = "eps_star_median"  # minimal-norm methods: the median ε* (censored at eps_max)
-    N_CENSORED = "n_censored"  # images not broken within eps_max
-    EPS_STAR_DIFFERENCE = "eps_star_difference"  # paired: Hodges–Lehmann estimate of ε*(model) − ε*(baseline)
-    EPS_STAR_DIFFERENCE_CI_LOW = "eps_star_difference_ci_low"  # its distribution-free interval
-    EPS_STAR_DIFFERENCE_CI_HIGH = "eps_star_difference_ci_high"
-    EPS_STAR_SIGN_P = "eps_star_sign_p"  # the paired sign test on ε*
-    EPS_STAR_SIGN_P_ADJUSTED = "eps_star_sign_p_adjusted"  # Holm, in the same family as mcnemar_p_adjusted
-    EPS_STAR_WILCOXON_P = "eps_star_wilcoxon_p"  # the signed-rank test on ε*, secondary
-    OOD_AUROC = "ood_auroc"  # out-of-distribution detection (imagenet-o): OOD positive, score −MSP
-    OOD_AUROC_CI_LOW = "ood_auroc_ci_low"  # DeLong's 95 % interval
-    OOD_AUROC_CI_HIGH = "ood_auroc_ci_high"
-    OOD_AUPR = "ood_aupr"  # average precision, OOD positive
-    OOD_AUROC_DIFFERENCE = "ood_auroc_difference"  # paired: AUROC(model) − AUROC(baseline), same images
-    OOD_AUROC_DIFFERENCE_CI_LOW = "ood_auroc_difference_ci_low"  # DeLong's paired interval
-    OOD_AUROC_DIFFERENCE_CI_HIGH = "ood_auroc_difference_ci_high"
-    OOD_AUROC_DELONG_P = "ood_auroc_delong_p"  # DeLong's paired z-test
-    OOD_AUROC_DELONG_P_ADJUSTED = "ood_auroc_delong_p_adjusted"  # Holm, in the same family as mcnemar_p_adjusted
-    # Top-5 accuracy and calibration (clean and corrupted images; README "Statistics"): reported with
-    # their intervals and paired differences, outside the Holm family of the verdict.
-    TOP5_ACCURACY = "top5_accuracy"  # the label among the 5 largest logits (every image, below 5 classes)
-    TOP5_ACCURACY_CI_LOW = "top5_accuracy_ci_low"
-    TOP5_ACCURACY_CI_HIGH = "top5_accuracy_ci_high"
-    TOP5_ACCURACY_DIFFERENCE = "top5_accuracy_difference"  # paired: Tango interval, exact McNemar p
-    TOP5_ACCURACY_DIFFERENCE_CI_LOW = "top5_accuracy_difference_ci_low"
-    TOP5_ACCURACY_DIFFERENCE_CI_HIGH = "top5_accuracy_difference_ci_high"
-    TOP5_MCNEMAR_P = "top5_mcnemar_p"
-    CALIBRATION_ERROR = "calibration_error"  # ECE, 15 equal-width bins, with a bootstrap interval over images
-    CALIBRATION_ERROR_CI_LOW = "calibration_error_ci_low"
-    CALIBRATION_ERROR_CI_HIGH = "calibration_error_ci_high"
-    CALIBRATION_ERROR_DIFFERENCE = "calibration_error_difference"  # paired bootstrap over the same images
-    CALIBRATION_ERROR_DIFFERENCE_CI_LOW = "calibration_error_difference_ci_low"
-    CALIBRATION_ERROR_DIFFERENCE_CI_HIGH = "calibration_error_difference_ci_high"
-    RMS_CALIBRATION_ERROR = "rms_calibration_error"  # the paper's calib_err(p='2'), adaptive bins of 100
-    RMS_CALIBRATION_ERROR_CI_LOW = "rms_calibration_error_ci_low"
-    RMS_CALIBRATION_ERROR_CI_HIGH = "rms_calibration_error_ci_high"
-    RMS_CALIBRATION_ERROR_DIFFERENCE = "rms_calibration_error_difference"
-    RMS_CALIBRATION_ERROR_DIFFERENCE_CI_LOW = "rms_calibration_error_difference_ci_low"
-    RMS_CALIBRATION_ERROR_DIFFERENCE_CI_HIGH = "rms_calibration_error_difference_ci_high"
-    SANITY_FINITE_LOGITS = "sanity_finite_logits"  # sanity checks: 1 pass, 0 fail, the detail in params
-    SANITY_PERTURBATION_WITHIN_EPS = "sanity_perturbation_within_eps"
-    SANITY_INSIDE_UNIT_RANGE = "sanity_inside_unit_range"
-    SANITY_ROBUST_LE_CLEAN = "sanity_robust_le_clean"
-    SANITY_MONOTONE_IN_EPS = "sanity_monotone_in_eps"
-    SANITY_PGD_LE_FGSM = "sanity_pgd_le_fgsm"
-    SANITY_NO_GRADIENT_MASKING = "sanity_no_gradient_masking"
-    SANITY_LARGE_EPS_REACHES_CHANCE = "sanity_large_eps_reaches_chance"
-    SANITY_PRECISION_NOT_ABOVE_FP32 = "sanity_precision_not_above_fp32"
-    SANITY_TRANSFER_NOT_STRONGER = "sanity_transfer_not_stronger"
-    SANITY_MINIMAL_NORM_NOT_BEATEN = "sanity_minimal_norm_not_beaten"
-
-    @property
-    def ci_low(self) -> Metric:
-        """The lower end of this metric's 95 % interval (``robust_accuracy`` → ``robust_accuracy_ci_low``)."""
-        return Metric(f"{self.value}_ci_low")
-
-    @property
-    def ci_high(self) -> Metric:
-        return Metric(f"{self.value}_ci_high")
-
-    @property
-    def difference(self) -> Metric:
-        """The paired difference of this metric between two models (``token_cosine`` → ``token_cosine_difference``)."""
-        return Metric(f"{self.value}_difference")
-
-    @property
-    def is_sanity(self) -> bool:
-        return self.value.startswith("sanity_")
-
-    @classmethod
-    def sanity(cls, check: str) -> Metric:
-        """The metric of a named sanity check (``robust_le_clean`` → ``sanity_robust_le_clean``)."""
-        return cls(f"sanity_{check}")
+# Accuracies: fractions of the run's images with 95 % Wilson score intervals; their paired rows are
+# the accuracy comparison's below, shared by every accuracy.
+Metric.CLEAN_ACCURACY = declare_metric(
+    "clean_accuracy", unit=_FRACTION, compare=_BIN, better=_HIGHER, interval="Wilson"
+)
+Metric.ROBUST_ACCURACY = declare_metric(
+    "robust_accuracy", unit=_FRACTION, compare=_BIN, better=_HIGHER, interval="Wilson"
+)
+Metric.CORRUPTION_ACCURACY = declare_metric(
+    "corruption_accuracy", unit=_FRACTION, compare=_BIN, better=_HIGHER, interval="Wilson"
+)
+Metric.N_ATTACKED = declare_metric("n_attacked", unit="count", compare=_SKIP)
+Metric.TRANSFER_ACCURACY = declare_metric(
+    "transfer_accuracy", unit=_FRACTION, interval="Wilson", doc="a model on another model's adversarial images"
+)
+# Corruptions (Hendrycks & Dietterich 2019).
+Metric.CORRUPTION_ERROR = declare_metric("corruption_error", unit=_FRACTION, compare=_BIN, better=_LOWER)
+Metric.CE = declare_metric("ce", unit="ratio", better=_LOWER)
+Metric.MCE = declare_metric("mce", unit="ratio", better=_LOWER, paired="paired bootstrap over images")
+Metric.RELATIVE_MCE = declare_metric("relative_mce", unit="ratio", better=_LOWER)
+# Representation collapse per layer: t intervals over images, paired t differences.
+_PER_LAYER = {"interval": "t over images", "paired": "paired t over images"}
+Metric.TOKEN_COSINE = declare_metric("token_cosine", unit="cosine", better=_LOWER, **_PER_LAYER)
+Metric.ATTENTION_ENTROPY = declare_metric("attention_entropy", unit="nats", better=_HIGHER, **_PER_LAYER)
+Metric.EFFECTIVE_RANK = declare_metric("effective_rank", unit="rank", better=_HIGHER, **_PER_LAYER)
+Metric.ELLIPTICAL_M_MEAN = declare_metric(
+    "elliptical_m_mean", unit="m", doc="the elliptical metric m per layer: its mean over coordinates", **_PER_LAYER
+)
+Metric.ELLIPTICAL_M_SPREAD = declare_metric(
+    "elliptical_m_spread", unit="m", doc="... and its standard deviation over coordinates", **_PER_LAYER
+)
+# The paired accuracy comparison: model − baseline on the same images (Tango's score interval, exact
+# McNemar, Holm over every paired comparison of one pair of models in a run, power at α/m).
+Metric.ACCURACY_DIFFERENCE = declare_metric("accuracy_difference", unit=_FRACTION, compare=_SKIP)
+Metric.DIFFERENCE_CI_LOW = declare_metric("difference_ci_low", unit=_FRACTION, compare=_SKIP)
+Metric.DIFFERENCE_CI_HIGH = declare_metric("difference_ci_high", unit=_FRACTION, compare=_SKIP)
+Metric.MCNEMAR_P = declare_metric("mcnemar_p", unit="p", compare=_SKIP)
+Metric.MCNEMAR_P_ADJUSTED = declare_metric("mcnemar_p_adjusted", unit="p", compare=_SKIP)
+Metric.DETECTABLE_DIFFERENCE = declare_metric("detectable_difference", unit=_FRACTION, compare=_SKIP)
+Metric.N_REQUIRED = declare_metric("n_required", unit="count", compare=_SKIP)
+Metric.HOLM_FAMILY_SIZE = declare_metric("holm_family_size", unit="count", compare=_SKIP)
+# Minimal budgets ε* of minimal-norm methods (censored at eps_max) and their paired comparison.
+Metric.EPS_STAR_MEDIAN = declare_metric("eps_star_median", unit="pixels")
+Metric.N_CENSORED = declare_metric("n_censored", unit="count", doc="images not broken within eps_max")
+Metric.EPS_STAR_DIFFERENCE = declare_metric(
+    "eps_star_difference",
+    unit="pixels",
+    compare=_SKIP,
+    interval="Wilcoxon inverted",
+    doc="Hodges–Lehmann ε*(model) − ε*(baseline)",
+)
+Metric.EPS_STAR_SIGN_P = declare_metric("eps_star_sign_p", unit="p")
+Metric.EPS_STAR_SIGN_P_ADJUSTED = declare_metric("eps_star_sign_p_adjusted", unit="p")
+Metric.EPS_STAR_WILCOXON_P = declare_metric("eps_star_wilcoxon_p", unit="p")
+# Out-of-distribution detection (imagenet-o): OOD positive, score −MSP; DeLong's intervals and test.
+Metric.OOD_AUROC = declare_metric("ood_auroc", unit="auroc", interval="DeLong", paired="DeLong paired")
+Metric.OOD_AUPR = declare_metric("ood_aupr", unit="average precision")
+Metric.OOD_AUROC_DELONG_P = declare_metric("ood_auroc_delong_p", unit="p")
+Metric.OOD_AUROC_DELONG_P_ADJUSTED = declare_metric("ood_auroc_delong_p_adjusted", unit="p")
+# Top-5 accuracy and calibration (clean and corrupted images), outside the verdict's Holm family.
+Metric.TOP5_ACCURACY = declare_metric(
+    "top5_accuracy", unit=_FRACTION, compare=_BIN, better=_HIGHER, interval="Wilson", paired="Tango score interval"
+)
+Metric.TOP5_MCNEMAR_P = declare_metric("top5_mcnemar_p", unit="p", compare=_SKIP)
+_CALIBRATION = {"interval": "bootstrap over images", "paired": "paired bootstrap over images"}
+Metric.CALIBRATION_ERROR = declare_metric(
+    "calibration_error", unit=_FRACTION, better=_LOWER, doc="ECE, 15 equal-width bins", **_CALIBRATION
+)
+Metric.RMS_CALIBRATION_ERROR = declare_metric(
+    "rms_calibration_error", unit=_FRACTION, better=_LOWER, doc="the paper's calib_err(p='2')", **_CALIBRATION
+)
 
 
 #: Accuracies: fractions of the run's images, each with a Wilson interval.
@@ -191,8 +132,8 @@ PAIRED_METRICS = (
 #: The rows of one paired comparison of minimal budgets ε*, in the order they are written and shown.
 EPS_STAR_PAIRED_METRICS = (
     Metric.EPS_STAR_DIFFERENCE,
-    Metric.EPS_STAR_DIFFERENCE_CI_LOW,
-    Metric.EPS_STAR_DIFFERENCE_CI_HIGH,
+    Metric.EPS_STAR_DIFFERENCE.ci_low,
+    Metric.EPS_STAR_DIFFERENCE.ci_high,
     Metric.EPS_STAR_SIGN_P,
     Metric.EPS_STAR_SIGN_P_ADJUSTED,
     Metric.EPS_STAR_WILCOXON_P,
@@ -200,15 +141,15 @@ EPS_STAR_PAIRED_METRICS = (
 
 #: The rows of one paired comparison of OOD detection (AUROC, DeLong), in the order they are written and shown.
 OOD_PAIRED_METRICS = (
-    Metric.OOD_AUROC_DIFFERENCE,
-    Metric.OOD_AUROC_DIFFERENCE_CI_LOW,
-    Metric.OOD_AUROC_DIFFERENCE_CI_HIGH,
+    Metric.OOD_AUROC.difference,
+    Metric.OOD_AUROC.difference.ci_low,
+    Metric.OOD_AUROC.difference.ci_high,
     Metric.OOD_AUROC_DELONG_P,
     Metric.OOD_AUROC_DELONG_P_ADJUSTED,
 )
 
 #: Metric names users' scripts may rely on (README, "Results"), besides the ``sanity_*`` checks.
-METRICS = tuple(m.value for m in Metric if not m.is_sanity)
+METRICS = tuple(m.value for m in Metric)
 
 #: What a model was measured on: the name of a measurement, shared by its per-image outcomes.
 MEASUREMENT_FIELDS = ("method", "params", "eps", "severity", "m_grad", "precision")

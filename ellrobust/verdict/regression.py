@@ -47,8 +47,9 @@ from ellrobust.core.files import atomic_write
 from ellrobust.core.readback import DamagedFileError, read_json
 from ellrobust.core.version import __version__
 from ellrobust.results import KEY_FIELDS as ROW_KEY_FIELDS
-from ellrobust.results import PAIRED_METRICS, SCHEMA_VERSION, Metric, check_schema, records
+from ellrobust.results import SCHEMA_VERSION, check_schema, records
 from ellrobust.results import row_key as results_row_key
+from ellrobust.results.metrics import Direction, Kind, declared
 
 #: The fields a baseline record keeps, in this order (the key fields, the setup, the value).
 BASELINE_FIELDS = (
@@ -64,23 +65,6 @@ SIGMAS = 3.0
 RELATIVE = 0.05
 
 
-class Kind(StrEnum):
-    """How a metric is compared."""
-
-    BINOMIAL = "binomial"  # an accuracy-like fraction: 3 binomial standard errors at n
-    SCALED = "scaled"  # any other number: 5 % of its size, at least 0.05
-    FLAG = "flag"  # a sanity check: pass must stay pass
-    SKIP = "skip"  # derived from compared rows: presence only
-
-
-class Direction(StrEnum):
-    """Which way a metric gets worse."""
-
-    HIGHER_IS_BETTER = "higher is better"
-    LOWER_IS_BETTER = "lower is better"
-    EITHER = "either way"
-
-
 @dataclass(frozen=True)
 class Rule:
     """The comparison rule of one metric."""
@@ -89,38 +73,21 @@ class Rule:
     direction: Direction = Direction.EITHER
 
 
-_HIGHER, _LOWER = Direction.HIGHER_IS_BETTER, Direction.LOWER_IS_BETTER
-RULES: dict[str, Rule] = {
-    Metric.CLEAN_ACCURACY: Rule(Kind.BINOMIAL, _HIGHER),
-    Metric.ROBUST_ACCURACY: Rule(Kind.BINOMIAL, _HIGHER),
-    Metric.CORRUPTION_ACCURACY: Rule(Kind.BINOMIAL, _HIGHER),
-    Metric.CORRUPTION_ERROR: Rule(Kind.BINOMIAL, _LOWER),
-    Metric.CE: Rule(Kind.SCALED, _LOWER),
-    Metric.MCE: Rule(Kind.SCALED, _LOWER),
-    Metric.RELATIVE_MCE: Rule(Kind.SCALED, _LOWER),
-    Metric.TOKEN_COSINE: Rule(Kind.SCALED, _LOWER),  # higher: tokens more alike, more collapsed
-    Metric.ATTENTION_ENTROPY: Rule(Kind.SCALED, _HIGHER),  # entropy collapse is the failure mode
-    Metric.EFFECTIVE_RANK: Rule(Kind.SCALED, _HIGHER),
-    **dict.fromkeys(PAIRED_METRICS, Rule(Kind.SKIP)),
-    Metric.N_ATTACKED: Rule(Kind.SKIP),
-    Metric.TOP5_ACCURACY: Rule(Kind.BINOMIAL, _HIGHER),
-    Metric.CALIBRATION_ERROR: Rule(Kind.SCALED, _LOWER),
-    Metric.RMS_CALIBRATION_ERROR: Rule(Kind.SCALED, _LOWER),
-    Metric.TOP5_MCNEMAR_P: Rule(Kind.SKIP),
-}
-
 #: Endings of statistics derived from compared numbers (intervals, paired differences): presence only.
 DERIVED_SUFFIXES = ("_ci_low", "_ci_high", "_difference")
 
 
 def rule_for(metric: str) -> Rule:
-    """The rule of a metric; sanity flags by prefix, derived statistics by suffix, unknown metrics scaled
-    and two-sided."""
+    """The rule of a metric: what its declaration says (:func:`ellrobust.results.declare_metric`); sanity
+    flags by prefix; an undeclared name (an older or newer ellrobust's) by suffix, else scaled and two-sided."""
     if metric.startswith("sanity_"):
-        return Rule(Kind.FLAG, _HIGHER)
+        return Rule(Kind.FLAG, Direction.HIGHER_IS_BETTER)
+    definition = declared(metric)
+    if definition is not None:
+        return Rule(definition.compare, definition.better)
     if metric.endswith(DERIVED_SUFFIXES):
         return Rule(Kind.SKIP)
-    return RULES.get(metric, Rule(Kind.SCALED))
+    return Rule(Kind.SCALED)
 
 
 class Status(StrEnum):

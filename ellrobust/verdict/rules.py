@@ -338,12 +338,12 @@ def _mce_claim(pair: _Pair) -> list[Claim]:
     norm = next((k for k in MCE_ORDER if k in by_norm), next(iter(by_norm)))
     params = by_norm[norm]
     values = {r["model"]: r["value"] for r in mce[mce["params"] == params].to_dict(orient="records")}
-    diffs = _paired_rows(pair, Metric.MCE_DIFFERENCE)
+    diffs = _paired_rows(pair, Metric.MCE.difference)
     n = _n(mce["n"])
     estimate = _estimate(
         pair,
         values,
-        pair.estimate(diffs[diffs["params"] == params].to_dict(orient="records"), Metric.MCE_DIFFERENCE),
+        pair.estimate(diffs[diffs["params"] == params].to_dict(orient="records"), Metric.MCE.difference),
         n,
     )
     status, reason = _interval_status(estimate, n)
@@ -378,7 +378,7 @@ def _collapse_claims(pair: _Pair) -> list[Claim]:
     summary, per_layer = cosine[cosine["layer"].isna()], cosine[cosine["layer"].notna()]
     if not set(pair.models) <= set(cosine["model"]):
         return []  # nothing measured, or a model without tokens (a CNN baseline): no collapse to compare
-    diffs = _paired_rows(pair, Metric.TOKEN_COSINE_DIFFERENCE)
+    diffs = _paired_rows(pair, Metric.TOKEN_COSINE.difference)
     diffs = diffs[diffs["layer"].isna() & (diffs["method"] == "collapse")].to_dict(orient="records")
     all_heads = [p for p in dict.fromkeys(per_layer["params"]) if "head" not in split_params(p)[1]]
     out = []
@@ -390,7 +390,7 @@ def _collapse_claims(pair: _Pair) -> list[Claim]:
         # the difference rows also carry the baseline's layers (models of different depths): match on what was measured
         mine = [r for r in diffs if split_params(r["params"])[1] == settings]
         n = _n((summary if not summary.empty else per_layer)["n"])
-        estimate = _estimate(pair, values, pair.estimate(mine, Metric.TOKEN_COSINE_DIFFERENCE), n)
+        estimate = _estimate(pair, values, pair.estimate(mine, Metric.TOKEN_COSINE.difference), n)
         status, reason = _interval_status(estimate, n)
         if summary.empty and reason is Reason.NO_PAIRED_INTERVAL:
             reason = Reason.NO_SUMMARY_ROWS
