@@ -70,7 +70,13 @@ def read_transformers_folder(folder: str | os.PathLike) -> tuple[dict[str, torch
     heads = _check_config(config, label)
     state, _ = read_checkpoint(_weights_file(folder, label))
     prefix, classifiers = ARCHITECTURES[cls]
-    timm_state = _to_timm(state, prefix, classifiers, qkv_bias=config.get("qkv_bias", True) is not False, label=label)
+    qkv_bias = config.get("qkv_bias", True) is not False
+    timm_state = _to_timm(state, prefix, classifiers, config["num_hidden_layers"], qkv_bias=qkv_bias, label=label)
+    width = timm_state["patch_embed.proj.weight"].shape[0]
+    if width != config["hidden_size"]:
+        raise CheckpointError(
+            f"{label}: its weights are {width} wide, not config.json's hidden_size {config['hidden_size']}."
+        )
     mean, std = _normalisation(folder, label)
     meta = {"num_heads": heads, "norm_eps": float(config.get("layer_norm_eps", 1e-12)), "mean": mean, "std": std}
     return timm_state, {**meta, "transformers_class": cls}
@@ -121,6 +127,9 @@ def _check_config(config: Mapping, label: str) -> int:
     image, patch = _side(config, "image_size", label), _side(config, "patch_size", label)
     if patch <= 0 or image % patch:
         raise refuse("image_size", f"not a multiple of patch_size {patch}")
+    depth = config.get("num_hidden_layers")
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth <= 0:
+        raise refuse("num_hidden_layers", "a positive number of blocks")
     width, heads = config.get("hidden_size"), config.get("num_attention_heads")
     if not isinstance(heads, int) or not isinstance(width, int) or heads <= 0 or width % heads:
         raise refuse("num_attention_heads", f"must divide hidden_size {width}")
@@ -145,7 +154,13 @@ def _weights_file(folder: Path, label: str) -> Path:
 
 
 def _to_timm(
-    state: Mapping[str, torch.Tensor], prefix: str, classifiers: Mapping[str, str], *, qkv_bias: bool, label: str
+    state: Mapping[str, torch.Tensor],
+    prefix: str,
+    classifiers: Mapping[str, str],
+    depth: int,
+    *,
+    qkv_bias: bool,
+    label: str,
 ) -> dict[str, torch.Tensor]:
     """transformers' key layout -> timm's; a key left over or missing is an error naming it."""
     rest = dict(state)
@@ -162,7 +177,6 @@ def _to_timm(
     }
     for name, timm_name in classifiers.items():
         renames |= {f"{name}.weight": f"{timm_name}.weight", f"{name}.bias": f"{timm_name}.bias"}
-    depth = sum(1 for k in state if k.startswith(f"{prefix}.encoder.layer.") and k.endswith(".layernorm_before.weight"))
     for i in range(depth):
         layer = f"{prefix}.encoder.layer.{i}."
         for name, timm_name in BLOCK_NAMES.items():
