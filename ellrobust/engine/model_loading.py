@@ -13,7 +13,7 @@ from ellrobust.data import LoadedDataset
 from ellrobust.measures.collapse_probe import token_models
 from ellrobust.models import load_model, state_dict_digest
 from ellrobust.models.any_module import as_classifier
-from ellrobust.models.external import split_prefix
+from ellrobust.models.external import ExternalRequest, split_prefix
 from ellrobust.models.masked import mask_logits
 from ellrobust.models.zoo import default_checkpoint, infers_architecture, is_elliptical_name
 from ellrobust.request.config import EvalConfig
@@ -65,7 +65,7 @@ def load_models(
             weights = MODULE_WEIGHTS
         else:
             module = _build(config, i, ckpt, data)
-            weights = _weights_source(config.architecture(i), ckpt, data, config.seed)
+            weights = _weights_source(config.architecture(i), ckpt, data, config)
         outputs = _check_input(name, module, data)
         digest = state_dict_digest(module)
         if outputs != data.num_classes:  # ImageNet-1k logits, masked to the dataset's classes
@@ -98,6 +98,7 @@ def _build(config: EvalConfig, index: int, checkpoint: str | None, data: LoadedD
             heads=config.option_for("heads", index, infers_architecture(build)),
             mean=config.option_for("mean", index),
             std=config.option_for("std", index),
+            model_dir=config.model_dir,
         )
 
 
@@ -155,11 +156,16 @@ def _check_input(name: str, module: torch.nn.Module, data: LoadedDataset) -> int
     return data.num_classes
 
 
-def _weights_source(name: str, checkpoint: str | None, data: LoadedDataset, seed: int) -> str:
+def _weights_source(name: str, checkpoint: str | None, data: LoadedDataset, config: EvalConfig) -> str:
+    """run.json's ``weights`` of a model: its checkpoint, the weights its name carries (``hf:DIR``,
+    ``robustbench:NAME``), the shipped checkpoint, or the seed of its random initialisation."""
     if checkpoint is not None:
         return str(checkpoint)
+    external = split_prefix(name)
+    if external is not None and external[0].weights is not None:
+        return external[0].weights(ExternalRequest(external[1], model_dir=config.model_dir))
     shipped = default_checkpoint(name, dataset=data.spec.name, default_arch=data.spec.default_arch)
-    return f"shipped: {shipped.filename}" if shipped else f"random initialisation (seed {seed})"
+    return f"shipped: {shipped.filename}" if shipped else f"random initialisation (seed {config.seed})"
 
 
 def file_sha256(path: str) -> str:

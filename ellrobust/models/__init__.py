@@ -1,5 +1,6 @@
 """Floor 3: models: the compact DeiT with elliptical attention, checkpoint I/O, the zoo, other libraries' models."""
 
+from ellrobust.models import robustbench_zoo  # noqa: F401  (registers the robustbench: prefix)
 from ellrobust.models.architectures import MODELS, ModelSpec
 from ellrobust.models.base import Classifier, TokenModel, has_tokens
 from ellrobust.models.checkpoint import convert_checkpoint, read_checkpoint, state_dict_digest

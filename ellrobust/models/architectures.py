@@ -34,7 +34,7 @@ def _count(c: ViTConfig) -> int:
     d, h = c.embed_dim, c.mlp_hidden
     block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d) + (2 * d if c.layer_scale else 0)
     embed = c.in_chans * c.patch_size**2 * d + d + c.num_prefix_tokens * d + c.pos_embed_tokens * d
-    heads = (1 + int(c.distilled)) * (d * c.num_classes + c.num_classes)
+    heads = (1 + int(c.distilled and c.dist_head)) * (d * c.num_classes + c.num_classes)
     return embed + c.depth * block + 2 * d + heads
 
 

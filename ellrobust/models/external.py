@@ -1,5 +1,7 @@
 """Classifiers from other libraries as baselines: ``-m timm:NAME`` and ``-m torchvision:NAME``.
 
+(``hf:DIR`` registers in :mod:`.zoo`, ``robustbench:NAME`` in :mod:`.robustbench_zoo`.)
+
 A prefix names a library (a registry: ``PREFIXES``); the rest of the model name is that library's
 own name for an architecture, e.g. ``timm:vit_base_patch16_224.augreg_in21k_ft_in1k`` or
 ``torchvision:resnet50``. The library builds the architecture without weights (nothing is
@@ -42,6 +44,7 @@ class ExternalRequest:
         img_size: the side of the images the model will take; None: its pretrained config's. Models
             with a fixed input size (ViTs) are built for it.
         mean, std: normalisation; None: the pretrained config's.
+        model_dir: the folder of a model zoo's weights (``--model-dir``; ``robustbench:``).
     """
 
     name: str
@@ -50,16 +53,22 @@ class ExternalRequest:
     img_size: int | None = None
     mean: Triple | None = None
     std: Triple | None = None
+    model_dir: str | os.PathLike | None = None
 
 
 @dataclass(frozen=True)
 class ModelPrefix:
-    """A library whose classifiers ``-m PREFIX:NAME`` evaluates."""
+    """A library whose classifiers ``-m PREFIX:NAME`` evaluates.
+
+    ``weights``: for a prefix whose models carry their weights without ``--checkpoint`` (``hf:DIR``,
+    ``robustbench:NAME``), where a request's weights are read from (run.json's ``weights``).
+    """
 
     prefix: str
     description: str
     example: str
     build: Callable[[ExternalRequest], nn.Module]
+    weights: Callable[[ExternalRequest], str] | None = None
 
 
 PREFIXES: Registry[ModelPrefix] = Registry("model prefix")

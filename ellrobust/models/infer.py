@@ -4,7 +4,8 @@ A timm/DeiT state dict says almost everything about its architecture: the width 
 patch projection), the depth (the block indices), the image size (the number of position
 embeddings), the MLP ratio and the classes. It does not say the number of heads (the fused qkv
 projection is the same matrix for any split into heads): that comes from ``--heads`` or from the
-metadata that ``ellrobust train`` writes. Everything that is not a plain ViT/DeiT (with DeiT's
+metadata that ``ellrobust train`` writes (or, for a transformers folder, its ``config.json``:
+:mod:`ellrobust.models.huggingface`). Everything that is not a plain ViT/DeiT (with DeiT's
 distillation token and DeiT-III's LayerScale) is refused by name, before any weight is loaded.
 """
 
@@ -117,6 +118,8 @@ def infer_config(
         "distilled": distilled,
         "layer_scale": "blocks.0.ls1.gamma" in keys,
         "class_pos_embed": class_pos_embed,
+        "dist_head": not distilled or "head_dist.weight" in keys,
+        "norm_eps": _norm_eps(meta, source),
     }
     if in_chans != 3:
         raise CheckpointError(f"{source} takes {in_chans}-channel images; ellrobust's datasets are RGB (3 channels).")
@@ -159,6 +162,14 @@ def _grid(tokens: int, prefix: int) -> tuple[int | None, bool]:
         if side > 0 and side * side == count:
             return side, with_prefix
     return None, True
+
+
+def _norm_eps(meta: Mapping[str, object], source: str) -> float:
+    """The LayerNorms' epsilon the metadata records (a converted transformers folder's), else timm's."""
+    eps = meta.get("norm_eps", ViTConfig.norm_eps)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < 1:
+        raise CheckpointError(f"{source}: its metadata's norm_eps {eps!r} is not a LayerNorm epsilon in (0, 1).")
+    return float(eps)
 
 
 def _heads(meta: Mapping[str, object], heads: int | None, width: int, source: str) -> int:

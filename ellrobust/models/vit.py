@@ -50,6 +50,13 @@ class ViTConfig:
     * ``class_pos_embed``: position embeddings cover the prefix tokens as well (DeiT, original ViT);
       False adds them to the patches only, before the prefix tokens are prepended (DeiT-III,
       timm's ``no_embed_class``).
+
+    Two more fields cover transformers' ViT/DeiT (:mod:`ellrobust.models.huggingface`):
+
+    * ``dist_head``: whether a distilled model classifies with both heads (timm, transformers'
+      ``DeiTForImageClassificationWithTeacher``); False: the class token's head alone, the
+      distillation token still attending (transformers' ``DeiTForImageClassification``).
+    * ``norm_eps``: the LayerNorms' epsilon (timm's 1e-6; transformers' configs say 1e-12).
     """
 
     img_size: int = 224
@@ -67,6 +74,8 @@ class ViTConfig:
     distilled: bool = False
     layer_scale: bool = False
     class_pos_embed: bool = True
+    dist_head: bool = True
+    norm_eps: float = 1e-6
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
@@ -102,8 +111,17 @@ class ViTConfig:
         return int(self.embed_dim * self.mlp_ratio)
 
     def describe(self) -> dict:
-        """The architecture as JSON-ready data (``m_grad`` is an attack setting, not architecture)."""
-        out = {k: (v.value if isinstance(v, StrEnum) else v) for k, v in asdict(self).items() if k != "m_grad"}
+        """The architecture as JSON-ready data (``m_grad`` is an attack setting, not architecture).
+
+        ``dist_head`` and ``norm_eps`` appear only when they differ from timm's, so that the
+        description (part of every unit's identity) of every timm-layout model stays what it was.
+        """
+        timm_like = {f: getattr(ViTConfig, f) for f in ("dist_head", "norm_eps")}
+        out = {
+            k: (v.value if isinstance(v, StrEnum) else v)
+            for k, v in asdict(self).items()
+            if k != "m_grad" and not (k in timm_like and v == timm_like[k])
+        }
         return {"library": "ellrobust", **{k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}}
 
 
@@ -265,13 +283,21 @@ class Block(nn.Module):
     """Pre-norm transformer block; takes and returns the previous layer's values explicitly."""
 
     def __init__(
-        self, dim: int, num_heads: int, mlp_hidden: int, *, elliptical: bool, m_grad: MGrad, layer_scale: bool = False
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_hidden: int,
+        *,
+        elliptical: bool,
+        m_grad: MGrad,
+        layer_scale: bool = False,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, elliptical=elliptical, m_grad=m_grad)
         self.ls1 = LayerScale(dim) if layer_scale else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, mlp_hidden)
         self.ls2 = LayerScale(dim) if layer_scale else nn.Identity()
 
@@ -334,12 +360,13 @@ class VisionTransformer(nn.Module):
                 elliptical=i in ell,
                 m_grad=cfg.m_grad,
                 layer_scale=cfg.layer_scale,
+                norm_eps=cfg.norm_eps,
             )
             for i in range(cfg.depth)
         )
-        self.norm = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.embed_dim, cfg.num_classes)
-        self.head_dist = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.distilled else None
+        self.head_dist = nn.Linear(cfg.embed_dim, cfg.num_classes) if cfg.distilled and cfg.dist_head else None
         if initialize:
             self._init_weights()
 

@@ -17,7 +17,8 @@ from ellrobust.core.errors import UsageError
 from ellrobust.core.registry import unknown_choice
 from ellrobust.models.architectures import MODELS
 from ellrobust.models.checkpoint import load_weights, read_checkpoint
-from ellrobust.models.external import PREFIXES, ExternalRequest, split_prefix
+from ellrobust.models.external import PREFIXES, ExternalRequest, ModelPrefix, split_prefix
+from ellrobust.models.huggingface import is_transformers_folder, read_transformers_folder
 from ellrobust.models.infer import infer_config
 from ellrobust.models.vit import MGrad, VisionTransformer
 
@@ -146,6 +147,7 @@ def load_model(
     heads: int | None = None,
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
+    model_dir: str | os.PathLike | None = None,
 ) -> nn.Module:
     """Build a model, in eval mode, that takes [0, 1] images and returns logits.
 
@@ -153,12 +155,15 @@ def load_model(
     (likewise ``"deit"``); an architecture name without ``checkpoint`` is randomly initialised.
     ``load_model("vit", checkpoint=..., heads=6)`` builds ellrobust's ViT from the checkpoint's
     shapes; ``load_model("timm:resnet50", checkpoint=...)`` wraps a timm (or ``torchvision:``)
-    classifier (:mod:`ellrobust.models.external`).
+    classifier (:mod:`ellrobust.models.external`). A transformers ViT/DeiT folder is a checkpoint
+    like a file (``load_model("vit-elliptical", checkpoint=DIR)``: its elliptical twin), and
+    ``hf:DIR`` names the plain ViT it holds.
 
     Args:
         name: an architecture (``ellrobust models``), a short name resolved to ``default_arch``,
             ``vit``/``vit-elliptical``, or ``PREFIX:NAME`` of another library.
-        checkpoint: weights to load strictly (``.safetensors`` or weights-only ``.pth``).
+        checkpoint: weights to load strictly (``.safetensors``, weights-only ``.pth``, or a transformers
+            ViT/DeiT folder: :mod:`ellrobust.models.huggingface`).
         num_classes: classifier size; defaults to the checkpoint's, else the architecture's.
         img_size: input size; position embeddings of a checkpoint are resampled to it (ellrobust's
             ViTs); another library's model is built for it (None: its pretrained config's).
@@ -171,12 +176,13 @@ def load_model(
         heads: attention heads of ``vit``/``vit-elliptical`` (not in a checkpoint's shapes).
         mean, std: normalisation inside the model, overriding the checkpoint's metadata or the
             pretrained config.
+        model_dir: the folder of a model zoo's weights (``robustbench:NAME``).
     """
     external = split_prefix(name)
     if external is not None:
         _refuse_vit_options(name, elliptical_layers, reset_head, heads)
         entry, library_name = external
-        return entry.build(ExternalRequest(library_name, checkpoint, num_classes, img_size, mean, std))
+        return entry.build(ExternalRequest(library_name, checkpoint, num_classes, img_size, mean, std, model_dir))
     if heads is not None and name not in INFERRED:
         raise UsageError(f"--heads applies to `-m vit` and `-m vit-elliptical` (the heads of {name!r} are known).")
     if name in INFERRED:
@@ -250,6 +256,35 @@ def _settings(cfg, state: dict, meta: dict, given: dict, elliptical: bool, layer
 
 
 def _read(checkpoint: str | os.PathLike) -> tuple[dict, dict[str, object]]:
-    """A checkpoint's state dict and its metadata with JSON values decoded."""
+    """A checkpoint's state dict and its metadata with JSON values decoded (a transformers folder converted)."""
+    if is_transformers_folder(checkpoint):
+        return read_transformers_folder(checkpoint)
     state, meta = read_checkpoint(checkpoint)
     return state, {k: _maybe_json(v) for k, v in meta.items()}
+
+
+def build_hf(req: ExternalRequest) -> nn.Module:
+    """``hf:DIR``: the plain ViT of a transformers folder, ``-m vit -c DIR`` under the folder's name."""
+    if req.checkpoint is not None:
+        raise UsageError(f"model 'hf:{req.name}' holds its weights; drop its --checkpoint.")
+    if not is_transformers_folder(req.name):
+        raise UsageError(
+            f"model 'hf:{req.name}': {req.name!r} is not a folder with a config.json; "
+            "pass the folder that transformers' save_pretrained wrote."
+        )
+    return load_model(
+        "vit", checkpoint=req.name, num_classes=req.num_classes, img_size=req.img_size, mean=req.mean, std=req.std
+    )
+
+
+PREFIXES.add(
+    "hf",
+    ModelPrefix(
+        "hf",
+        "a transformers ViT/DeiT folder (config.json + weights) as ellrobust's ViT, no transformers needed; "
+        "its elliptical twin: -m vit-elliptical -c DIR",
+        "-m hf:./deit-small-hf",
+        build_hf,
+        weights=lambda req: req.name,
+    ),
+)

@@ -70,6 +70,7 @@ class EvalConfig:
     heads: tuple[int | None, ...] = ()
     mean: tuple[tuple[float, float, float] | None, ...] = ()
     std: tuple[tuple[float, float, float] | None, ...] = ()
+    model_dir: str | None = None  # --model-dir: a model zoo's weights folder (robustbench:NAME), RobustBench's layout
     collapse: object | None = None  # a collapse.CollapseConfig, or None
     sanity: bool = True
     device: str = "cpu"

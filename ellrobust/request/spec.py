@@ -145,10 +145,12 @@ _N_HINT = "leave it out to take the whole split"
 HELP = {
     "models": (
         "Model name (repeat for several): deit, deit-elliptical, any of `ellrobust models`, vit / vit-"
-        "elliptical (architecture read from the checkpoint), or timm:NAME / torchvision:NAME."
+        "elliptical (architecture read from the checkpoint or a transformers folder), or timm:NAME / "
+        "torchvision:NAME / hf:DIR / robustbench:DATASET/THREAT/NAME."
     ),
     "checkpoint": (
-        "Weights for each --model, in order (.safetensors or weights-only .pth); '-' for a model's default "
+        "Weights for each --model, in order (.safetensors, weights-only .pth, or a transformers ViT/DeiT "
+        "folder); '-' for a model's default "
         "(shipped or random weights)."
     ),
     "elliptical_layers": (
@@ -166,6 +168,10 @@ HELP = {
         "the pretrained config; once for all models, or once per --model in order ('-' keeps a model's own)."
     ),
     "std": "Normalisation std inside the model, like --mean.",
+    "model_dir": (
+        "Folder of a model zoo's weights, in its own layout: robustbench:DATASET/THREAT/NAME reads "
+        "DIR/DATASET/THREAT/NAME.pt (default ./models, RobustBench's); nothing is downloaded."
+    ),
     "data": "Dataset (see `ellrobust datasets`).",
     "data_root": "Folder holding the dataset (never downloaded).",
     "split": "Split to evaluate (default: the dataset's test/val split).",
@@ -310,6 +316,7 @@ OPTIONS: tuple[Option, ...] = (
     _option("n", ("--n", "-n"), int | None, None, "data", v.whole(1, MAX_IMAGES, "number of images", _N_HINT)),
     _option("indices", ("--indices",), Path | None, None, "data", v.path),
     _option("class_map", ("--class-map",), Path | None, None, "data", v.path),
+    _option("model_dir", ("--model-dir",), Path | None, None, "models", v.path, commands=BOTH),
     _option(
         "image_size",
         ("--img-size",),
