@@ -119,6 +119,25 @@ class Results:
             lines += ["verdict:", *(f"  {claim.status.value}: {claim_line(claim, labels)}" for claim in self.verdict)]
         return "\n".join(lines)
 
+    def report(self, out: str | os.PathLike | None = None, *, latex: bool = False) -> Path:
+        """Write the run's report, as ``ellrobust report RUN --out OUT [--latex]`` does; returns report.md's path.
+
+        Args:
+            out: the folder for ``report.md`` and ``figures/``; None: the run folder (where ``eval --report``
+                writes it).
+            latex: also write ``tables.tex`` there: the report's main tables as booktabs LaTeX, in a
+                minimal document that compiles as it is.
+        """
+        from ellrobust.core.files import check_destination
+        from ellrobust.report.latex_tables import write_latex
+        from ellrobust.report.writer import write_report
+
+        folder = check_destination(self.run_dir if out is None else out, "out=", folder=True)
+        path = write_report([self.run_dir], folder)
+        if latex:
+            write_latex([self.run_dir], folder)
+        return path
+
     def __repr__(self) -> str:
         return self.summary()
 
