@@ -243,7 +243,9 @@ def evaluate(
             relative paths: exactly those images, README "Datasets"), ``class_map`` (an image folder's
             class numbering, timm's format), ``labels`` (``"true"``, ``"predicted"``), and
             ``max_image_pixels`` (not part of the request: it changes no number); ``suite`` (a TOML
-            suite, as ``--suite``); and every attack's overrides, as the flags set them for every
+            suite, as ``--suite``); ``log`` (trackers to log the finished run to, as ``--log``:
+            ``"tensorboard:DIR"``, ``"mlflow:URI"`` or a list; :mod:`ellrobust.report.trackers`); and every
+            attack's overrides, as the flags set them for every
             attack: ``steps``, ``step_size``, ``restarts``, ``random_start``, ``norm``, ``samples``,
             ``lr``, ``delta``, ``queries``, ``eps_max``, ``resolution``. Each is the option of that name
             in :mod:`ellrobust.request.spec`, with its flag's bounds. An unknown name is refused,
@@ -257,8 +259,10 @@ def evaluate(
             value that is not a model, an unknown name, a module that cannot take the run's images
             or returns another number of classes, an unknown option or attack parameter.
     """
+    from ellrobust.core.distributed import is_main_process
     from ellrobust.data import image_pixel_limit
     from ellrobust.measures.collapse_probe import CollapseConfig
+    from ellrobust.report.trackers import log_run, requested_trackers
 
     entries = _entries(models)
     check_python_names(options)
@@ -267,6 +271,7 @@ def evaluate(
             "collapse must be True, False or an ellrobust.measures.collapse_probe.CollapseConfig "
             f"(got a {type(collapse).__name__})."
         )
+    trackers = requested_trackers(options.pop("log", None), Caller.PYTHON)
     pixels = options.pop("max_image_pixels", None)
     if pixels is not None:
         pixels = python_names()["max_image_pixels"].read(pixels, Caller.PYTHON)
@@ -276,7 +281,10 @@ def evaluate(
     )
     modules = {e.name: e.module for e in entries if e.module is not None}
     with image_pixel_limit(pixels):
-        return run_config(config, modules=modules, out=out, progress=progress)
+        results = run_config(config, modules=modules, out=out, progress=progress)
+    if is_main_process():
+        log_run(results.run_dir, trackers, "log=")
+    return results
 
 
 def run_config(
