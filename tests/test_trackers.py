@@ -149,3 +149,15 @@ def test_a_tracker_failing_after_the_run_is_one_line_that_says_how_to_retry(logg
     message = str(e.value)
     assert message.startswith(f"--log mlflow:file:{blocked / 'mlruns'}: logging failed (")
     assert f"the results are in {run_dir}" in message and "\n" not in message
+
+
+def test_evaluate_logs_the_finished_run(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    results = ellrobust.evaluate(
+        ["deit-nano"], data="synthetic", n=4, attacks="none", out=tmp_path / "run", log=f"tensorboard:{tmp_path / 'tb'}"
+    )
+    events = EventAccumulator(str(tmp_path / "tb" / "run"))
+    events.Reload()
+    assert len(events.Tags()["scalars"]) == len(results.table) > 0
