@@ -119,6 +119,25 @@ class Results:
             lines += ["verdict:", *(f"  {claim.status.value}: {claim_line(claim, labels)}" for claim in self.verdict)]
         return "\n".join(lines)
 
+    def report(self, out: str | os.PathLike | None = None, *, latex: bool = False) -> Path:
+        """Write the run's report, as ``ellrobust report RUN --out OUT [--latex]`` does; returns report.md's path.
+
+        Args:
+            out: the folder for ``report.md`` and ``figures/``; None: the run folder (where ``eval --report``
+                writes it).
+            latex: also write ``tables.tex`` there: the report's main tables as booktabs LaTeX, in a
+                minimal document that compiles as it is.
+        """
+        from ellrobust.core.files import check_destination
+        from ellrobust.report.latex_tables import write_latex
+        from ellrobust.report.writer import write_report
+
+        folder = check_destination(self.run_dir if out is None else out, "out=", folder=True)
+        path = write_report([self.run_dir], folder)
+        if latex:
+            write_latex([self.run_dir], folder)
+        return path
+
     def __repr__(self) -> str:
         return self.summary()
 
@@ -224,7 +243,9 @@ def evaluate(
             relative paths: exactly those images, README "Datasets"), ``class_map`` (an image folder's
             class numbering, timm's format), ``labels`` (``"true"``, ``"predicted"``), and
             ``max_image_pixels`` (not part of the request: it changes no number); ``suite`` (a TOML
-            suite, as ``--suite``); and every attack's overrides, as the flags set them for every
+            suite, as ``--suite``); ``log`` (trackers to log the finished run to, as ``--log``:
+            ``"tensorboard:DIR"``, ``"mlflow:URI"`` or a list; :mod:`ellrobust.report.trackers`); and every
+            attack's overrides, as the flags set them for every
             attack: ``steps``, ``step_size``, ``restarts``, ``random_start``, ``norm``, ``samples``,
             ``lr``, ``delta``, ``queries``, ``eps_max``, ``resolution``. Each is the option of that name
             in :mod:`ellrobust.request.spec`, with its flag's bounds. An unknown name is refused,
@@ -238,8 +259,10 @@ def evaluate(
             value that is not a model, an unknown name, a module that cannot take the run's images
             or returns another number of classes, an unknown option or attack parameter.
     """
+    from ellrobust.core.distributed import is_main_process
     from ellrobust.data import image_pixel_limit
     from ellrobust.measures.collapse_probe import CollapseConfig
+    from ellrobust.report.trackers import log_run, requested_trackers
 
     entries = _entries(models)
     check_python_names(options)
@@ -248,6 +271,7 @@ def evaluate(
             "collapse must be True, False or an ellrobust.measures.collapse_probe.CollapseConfig "
             f"(got a {type(collapse).__name__})."
         )
+    trackers = requested_trackers(options.pop("log", None), Caller.PYTHON)
     pixels = options.pop("max_image_pixels", None)
     if pixels is not None:
         pixels = python_names()["max_image_pixels"].read(pixels, Caller.PYTHON)
@@ -257,7 +281,10 @@ def evaluate(
     )
     modules = {e.name: e.module for e in entries if e.module is not None}
     with image_pixel_limit(pixels):
-        return run_config(config, modules=modules, out=out, progress=progress)
+        results = run_config(config, modules=modules, out=out, progress=progress)
+    if is_main_process():
+        log_run(results.run_dir, trackers, "log=")
+    return results
 
 
 def run_config(

@@ -18,6 +18,9 @@ def check_cmd(
         help="Absolute tolerance for every compared number (default: 3 binomial SE for accuracies, 5 % otherwise).",
     ),
     update: bool = typer.Option(False, "--update", help="Write the baseline from this run instead of comparing."),
+    junit: Path | None = typer.Option(
+        None, "--junit", help="Also write the comparisons as JUnit XML (GitLab, Jenkins): one test case per number."
+    ),
 ) -> None:
     """Compare every metric of a baseline with a run; print a markdown summary on stdout.
 
@@ -30,12 +33,21 @@ def check_cmd(
       ellrobust check reports/runs/ci --baseline reports/ci-baseline.json >> "$GITHUB_STEP_SUMMARY"
 
       ellrobust check reports/runs/ci --baseline reports/ci-baseline.json --update
+
+      ellrobust check reports/runs/ci --baseline reports/ci-baseline.json --junit check.xml
     """
     from ellrobust.cli.terminal import stderr
     from ellrobust.report.check_summary import summary_markdown
     from ellrobust.results import load_results
     from ellrobust.verdict.regression import compare, read_baseline, write_baseline
 
+    if junit is not None:
+        from ellrobust.core.errors import UsageError
+        from ellrobust.core.files import check_destination
+
+        if update:
+            raise UsageError("--junit reports a comparison, and --update compares nothing; drop one of them.")
+        check_destination(junit, "--junit", folder=False)
     table = load_results(run_dir)
     if update:
         count = write_baseline(table, baseline, _regenerate_command(run_dir, baseline))
@@ -43,6 +55,11 @@ def check_cmd(
         return
     result = compare(table, read_baseline(baseline), tolerance)
     typer.echo(summary_markdown(result, str(run_dir), str(baseline)), nl=False)
+    if junit is not None:
+        from ellrobust.report.junit import write_junit
+
+        write_junit(result, junit, str(run_dir), str(baseline))
+        stderr.print(f"junit: {junit}")
     if not result.passed:
         raise typer.Exit(1)
 

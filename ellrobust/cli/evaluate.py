@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
             warn_sanity,
         )
         from ellrobust.measures.collapse_probe import CollapseConfig
+        from ellrobust.report.trackers import log_run, requested_trackers
         from ellrobust.request.build import build_config
         from ellrobust.request.spec import Caller
         from ellrobust.results import read_run_json
@@ -49,6 +50,7 @@ def register(app: typer.Typer) -> None:
 
         out, max_image_pixels = values.pop("out"), values.pop("max_image_pixels")
         json_out, report = values.pop("json"), values.pop("report")
+        trackers = requested_trackers(values.pop("log"), Caller.CLI)
         config = build_config(values, Caller.CLI, default_collapse=CollapseConfig())
         result = execute(config, out, max_image_pixels)
         if result is None:
@@ -70,6 +72,8 @@ def register(app: typer.Typer) -> None:
             from ellrobust.report.writer import write_report
 
             stderr.print(f"report: {write_report([run_dir], run_dir)}")
+        for line in log_run(run_dir, trackers):
+            stderr.print(line)
 
 
 def execute(config, out: Path | None, max_image_pixels: int | None = None):

@@ -64,6 +64,25 @@ def _where(c: Comparison) -> str:
     return ", ".join(part for part in parts if part)
 
 
+def comparison_name(c: Comparison) -> str:
+    """``robust_accuracy of deit (pgd, ε 8/255, m_grad detach)``: which number a comparison is about."""
+    where = _where(c)
+    return f"{c.metric} of {c.fields['model']}" + (f" ({where})" if where else "")
+
+
+def comparison_message(c: Comparison) -> str:
+    """One line on a comparison, with the numbers of its summary row: ``regression: 50.0 % → 30.0 % (-20.0 pp;
+    allowed drop ≤ 10.6 pp)``."""
+    if c.status is Status.MISSING:
+        return f"missing: the baseline has {_value(c.rule, c.baseline)}, the run lacks this row"
+    if c.status is Status.SKIPPED:
+        return "skipped: a derived statistic, compared by presence only"
+    detail = "; ".join(part for part in (_change(c), _allowed(c)) if part)
+    return f"{c.status.value}: {_value(c.rule, c.baseline)} → {_value(c.rule, c.run)}" + (
+        f" ({detail})" if detail else ""
+    )
+
+
 def comparison_table(comparisons: tuple[Comparison, ...]) -> Table:
     """The comparisons as a neutral table: status, metric, model, where, baseline, run, change, allowed change."""
     rows = tuple(

@@ -241,6 +241,10 @@ HELP = {
     "out": "Run folder (default: reports/runs/<dataset>-<hash of the request>); re-running resumes it.",
     "json": "Print the result records as JSON on stdout instead of tables.",
     "report": "Write report.md and figures into the run folder at the end.",
+    "log": (
+        "Log the results, the verdict and the figures to a tracker at the end: tensorboard:DIR or mlflow:URI "
+        "(a local file: store works offline); repeat or separate with commas."
+    ),
     "save_adversarial": (
         "Keep every attack's images: one safetensors file per model, attack and budget in the run folder's "
         "adversarial/ (index, x_adv, label, prediction; README, 'Adversarial images')."
@@ -430,6 +434,7 @@ OPTIONS: tuple[Option, ...] = (
     _option("out", ("--out", "-o"), Path | None, None, "output", v.path, target=Target.RUN, commands=BOTH),
     _option("json", ("--json",), bool, False, "output", target=Target.CLI, commands=BOTH),
     _option("report", ("--report",), bool, False, "output", target=Target.CLI),
+    _option("log", ("--log",), list[str], [], "output", v.tracker_targets, target=Target.RUN),
     _option("save_adversarial", ("--save-adversarial",), bool, False, "output", v.flag),
     _option("batch_size", ("--batch-size",), int, 128, "performance", v.whole(1, v.MAX_SIZE), commands=BOTH),
     _option("precision", ("--precision",), str, "fp32", "performance", v.precisions),

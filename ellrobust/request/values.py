@@ -9,6 +9,7 @@ reads which option.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -103,6 +104,30 @@ def names(value: object, label: str) -> tuple[str, ...]:
     if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
         return tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
     raise UsageError(f"{label} must be a name, names separated by commas, or a list of names (got {shown(value)}).")
+
+
+#: ``SCHEME:WHERE``, a tracker and its destination (``tensorboard:runs/tb``, ``mlflow:file:./mlruns``).
+_TARGET = re.compile(r"[A-Za-z][\w+.-]*:\S.*")
+#: A comma opens a new target only before another ``SCHEME:``, so a destination may hold commas.
+_NEXT_TARGET = re.compile(r",\s*(?=[A-Za-z][\w+.-]*:)")
+
+
+def tracker_targets(value: object, label: str) -> tuple[str, ...]:
+    """Trackers to log a run to, as ``SCHEME:WHERE`` strings: one, a comma-separated list, or a list of them.
+
+    The scheme is checked against the trackers that exist where they live (``ellrobust.report.trackers``,
+    a floor above this one), before the run starts; here only the form.
+    """
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Sequence) or not all(isinstance(v, str) for v in items):
+        raise UsageError(f"{label} must be SCHEME:WHERE text or a list of it (got {shown(value)}).")
+    targets = [t.strip() for item in items for t in _NEXT_TARGET.split(item) if t.strip()]
+    wrong = next((t for t in targets if not _TARGET.fullmatch(t)), None)
+    if wrong is not None:
+        raise UsageError(
+            f"{label} takes SCHEME:WHERE, e.g. tensorboard:runs/tb or mlflow:file:./mlruns (got {shown(wrong)})."
+        )
+    return tuple(dict.fromkeys(targets))
 
 
 def eps_list(value: object, label: str) -> tuple[float, ...]:
