@@ -174,8 +174,26 @@ def sanity_section(inp: ReportInput) -> list[str]:
     return [heading(2, "Sanity checks"), verdict, table(t)]
 
 
-report_section(Section("Clean accuracy", 10, clean_section, always=True))
-report_section(Section("Robust accuracy", 20, robust_section, always=True, figures=_robust_figures))
+report_section(
+    Section(
+        "Clean accuracy",
+        10,
+        clean_section,
+        always=True,
+        paper=lambda df, labels: [("clean", tables.clean_table(df))],
+        paper_title="Summary",
+    )
+)
+report_section(
+    Section(
+        "Robust accuracy",
+        20,
+        robust_section,
+        always=True,
+        figures=_robust_figures,
+        paper=lambda df, labels: [("robust", tables.robust_table(df, labels))],
+    )
+)
 report_section(Section("Transfer between the models", 30, transfer_section))
 report_section(Section("Minimal budgets ε*", 40, minimal_section, figures=_minimal_figures))
 report_section(Section("Out-of-distribution detection (ImageNet-O)", 60, ood_section))

@@ -75,8 +75,25 @@ def _figures(df: pd.DataFrame, runs: list[Run]) -> dict[str, object]:
     return drawn
 
 
+def _paper(df: pd.DataFrame, labels: Labels) -> list[tuple[str, Table | None]]:
+    """One table per collapse metric and setting, on the clean images."""
+    return [
+        (f"collapse-{metric}-{i}".replace("_", "-"), t)
+        for metric in collapse_tables.collapse_metrics(df)
+        for i, (_, t) in enumerate(collapse_tables.collapse_table(df, metric))
+    ]
+
+
 report_section(
-    Section("Representation collapse", 70, collapse_section, always=True, appendix=collapse_appendix, figures=_figures)
+    Section(
+        "Representation collapse",
+        70,
+        collapse_section,
+        always=True,
+        appendix=collapse_appendix,
+        figures=_figures,
+        paper=_paper,
+    )
 )
 
 

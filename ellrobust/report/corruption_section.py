@@ -95,17 +95,29 @@ def _figures(df: pd.DataFrame, runs: list[Run]) -> dict[str, object]:
     return {"corruption_accuracy": plots.corruption_figure(df), "corruption_difference": plots.difference_heatmap(df)}
 
 
+def _paper(df: pd.DataFrame, labels: Labels) -> list[tuple[str, Table | None]]:
+    summary = corruption_tables.corruption_summary(df)
+    return [
+        ("corruption-summary", summary[0] if summary else None),
+        ("mce", corruption_tables.ce_table(df)),
+        ("mce-difference", corruption_tables.mce_difference_table(df)),
+    ]
+
+
 report_section(
-    Section("Corruptions", 50, corruption_section, always=True, appendix=corruption_appendix, figures=_figures)
+    Section(
+        "Corruptions",
+        50,
+        corruption_section,
+        always=True,
+        appendix=corruption_appendix,
+        figures=_figures,
+        paper=_paper,
+    )
 )
 
 
 @terminal_tables("corruptions", order=30)
 def _corruption_tables(df: pd.DataFrame, labels: Labels) -> list[Table | None]:
     """The summary per corruption, CE and mCE, the mCE difference."""
-    summary = corruption_tables.corruption_summary(df)
-    return [
-        summary[0] if summary else None,
-        corruption_tables.ce_table(df),
-        corruption_tables.mce_difference_table(df),
-    ]
+    return [t for _, t in _paper(df, labels)]

@@ -1,8 +1,7 @@
 """``tables.tex``: the report's main tables as booktabs LaTeX, for a paper (``ellrobust report RUN --latex``).
 
-The tables come from the builders the markdown report calls (:mod:`~ellrobust.report.tables`,
-:mod:`~ellrobust.report.paired_tables`, :mod:`~ellrobust.report.corruption_tables`,
-:mod:`~ellrobust.report.collapse_tables`) and are drawn by :mod:`~ellrobust.report.render_latex`, so
+The tables are those each registered report section offers a paper (its ``paper`` tables, built by
+the same builders its markdown uses) and are drawn by :mod:`~ellrobust.report.render_latex`, so
 every number reads as it does in ``report.md``. The file is a minimal document that compiles as it
 is; each table is a ``table`` float a paper can copy, labelled ``tab:<name>`` for ``\\ref``.
 """
@@ -15,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from ellrobust.core.files import atomic_write
-from ellrobust.report import collapse_tables, corruption_tables, paired_tables, render_latex, tables
+from ellrobust.report import render_latex
 from ellrobust.report.legend import Labels, build_labels
+from ellrobust.report.sections import ordered_sections
 from ellrobust.report.table_model import Table
 from ellrobust.report.writer import load_runs
 
@@ -28,37 +28,13 @@ Labelled = tuple[str, Table]
 
 
 def latex_tables(df: pd.DataFrame, labels: Labels) -> Iterator[tuple[str, list[Labelled]]]:
-    """The sections of ``tables.tex`` and their tables, in the report's order; empty sections are left out.
-
-    Summary (clean accuracy), robust accuracy per ε with intervals, paired differences, corruptions
-    (summary, CE and mCE, the mCE difference) and collapse (one table per metric and setting).
-    """
-    summary = corruption_tables.corruption_summary(df)
-    sections = (
-        ("Summary", [("clean", tables.clean_table(df))]),
-        ("Robust accuracy", [("robust", tables.robust_table(df, labels))]),
-        ("Paired differences", [("paired", paired_tables.paired_table(df, labels))]),
-        (
-            "Corruptions",
-            [
-                ("corruption-summary", summary[0] if summary else None),
-                ("mce", corruption_tables.ce_table(df)),
-                ("mce-difference", corruption_tables.mce_difference_table(df)),
-            ],
-        ),
-        ("Representation collapse", list(_collapse(df))),
-    )
-    for title, found in sections:
+    """The sections of ``tables.tex`` and their tables, in the report's order: every registered section's
+    paper tables (:class:`~ellrobust.report.sections.Section` ``paper``); empty sections are left out."""
+    for section in ordered_sections():
+        found = section.paper(df, labels) if section.paper else []
         present = [(label, t) for label, t in found if t is not None]
         if present:
-            yield title, present
-
-
-def _collapse(df: pd.DataFrame) -> Iterator[Labelled]:
-    """One table per collapse metric and setting."""
-    for metric in collapse_tables.collapse_metrics(df):
-        for i, (_, t) in enumerate(collapse_tables.collapse_table(df, metric)):
-            yield f"collapse-{metric}-{i}".replace("_", "-"), t
+            yield section.paper_title or section.title, present
 
 
 def caption(t: Table, heading: str) -> str:

@@ -71,7 +71,15 @@ def paired_section(inp: ReportInput) -> list[str]:
     return [heading(2, "Paired differences"), text, table(t)]
 
 
-report_section(Section("Paired differences", 80, paired_section, always=True))
+report_section(
+    Section(
+        "Paired differences",
+        80,
+        paired_section,
+        always=True,
+        paper=lambda df, labels: [("paired", paired_tables.paired_table(df, labels))],
+    )
+)
 
 
 @terminal_tables("calibration", order=50)

@@ -40,6 +40,8 @@ class ReportInput:
 
 #: Draws a section's figures from the combined table and the runs: name → figure (None: not drawable here).
 FigureDraw = Callable[[pd.DataFrame, list[Run]], Mapping[str, object]]
+#: A section's tables for a paper, from the prepared table and its labels: (label suffix, table or None).
+PaperTables = Callable[[pd.DataFrame, Labels], list[tuple[str, Table | None]]]
 #: The markdown parts of a section or its appendix, from what it reads.
 SectionBody = Callable[[ReportInput], list[str]]
 
@@ -54,6 +56,9 @@ class Section:
         body: its markdown parts, heading first; an empty list leaves the section out.
         always: whether its heading is always there (its body then says what was not measured).
         appendix: its per-cell tables for the report's appendix, if any.
+        paper: the tables a paper takes from this section (``tables.tex``), each with the suffix of its
+            ``\\label``; None: none.
+        paper_title: the heading of those tables in ``tables.tex`` (default: ``title``).
         figures: draws the figures it shows from the combined table and the runs: name → figure, None
             for one these runs cannot draw. Imports matplotlib inside, so the terminal never loads it.
     """
@@ -64,6 +69,8 @@ class Section:
     always: bool = False
     appendix: SectionBody | None = None
     figures: FigureDraw | None = None
+    paper: PaperTables | None = None
+    paper_title: str = ""
 
 
 @dataclass(frozen=True)
