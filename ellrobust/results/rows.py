@@ -131,6 +131,10 @@ class Metric(StrEnum):
     SANITY_PRECISION_NOT_ABOVE_FP32 = "sanity_precision_not_above_fp32"
     SANITY_TRANSFER_NOT_STRONGER = "sanity_transfer_not_stronger"
     SANITY_MINIMAL_NORM_NOT_BEATEN = "sanity_minimal_norm_not_beaten"
+    SANITY_DETERMINISTIC_OUTPUTS = "sanity_deterministic_outputs"  # attack-failure checks (failure probe)
+    SANITY_LOGITS_NOT_PROBABILITIES = "sanity_logits_not_probabilities"
+    SANITY_NONZERO_GRADIENTS = "sanity_nonzero_gradients"
+    SANITY_LOSS_MOVES = "sanity_loss_moves"
 
     @property
     def ci_low(self) -> Metric:
