@@ -99,6 +99,17 @@ _DEFINITIONS = (
         restarts_in_perturb=True,
     ),
     AttackDef(
+        "eot-pgd",
+        "EOT-PGD",
+        "PGD with Expectation over Transformation (Athalye et al. 2018), L∞: each step sums the gradients of "
+        "samples forward passes, for randomised models",
+        "Linf",
+        _frozen(steps=10, samples=10, step_size="0.25*eps", random_start=True, restarts=1),
+        factories.eot_pgd,
+        cost="steps × samples × restarts fwd+bwd",
+        restarts_in_perturb=True,
+    ),
+    AttackDef(
         "pgd-l2",
         "PGD-L2",
         "Projected Gradient Descent, L2 ball (eps is an L2 radius in [0, 1] pixel units)",

@@ -4,7 +4,7 @@ Every factory has one calling convention, ``factory(model, eps, params, num_clas
 returns an :class:`~.cascade.Attack` on [0, 1] images against a model that normalises internally, so
 ``eps`` is always in pixel units. Every parameter is passed explicitly: torchattacks' SPSA defaults
 to eps = 0.3 in code while its docstring says 8/255, and a default nobody passed is a number nobody
-chose. FGSM, PGD, APGD and Square are torchattacks'; SPSA (:mod:`.spsa`), FAB-T (:mod:`.fab`) and
+chose. FGSM, PGD, EOT-PGD, APGD and Square are torchattacks'; SPSA (:mod:`.spsa`), FAB-T (:mod:`.fab`) and
 the cascades (:mod:`.cascade`) are computed here. torchattacks is imported when an attack is built,
 not when this module is: listing the attacks must not pay for it.
 """
@@ -56,6 +56,23 @@ def pgd(model, eps, p, num_classes, seed) -> Attack:
     alpha = resolve_step_size(p["step_size"], eps)
     steps, random_start = int(p["steps"]), bool(p["random_start"])
     return Torchattack(torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start))
+
+
+def eot_pgd(model, eps, p, num_classes, seed) -> Attack:
+    """torchattacks' EOTPGD: L∞ PGD whose every step sums the gradients of ``samples`` forward passes.
+
+    A randomised model (dropout at test time, random input transforms, noise) gives a different gradient
+    on every pass; one pass is one sample, and PGD follows the noise. The sum estimates the expected
+    gradient (Expectation over Transformation, Athalye et al. 2018). ``samples`` is torchattacks'
+    ``eot_iter``; restarts are run by :func:`~ellrobust.attacks.perturbation.perturb`, as for PGD.
+    """
+    import torchattacks
+
+    alpha = resolve_step_size(p["step_size"], eps)
+    steps, samples, random_start = int(p["steps"]), int(p["samples"]), bool(p["random_start"])
+    return Torchattack(
+        torchattacks.EOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=samples, random_start=random_start)
+    )
 
 
 def pgd_l2(model, eps, p, num_classes, seed) -> Attack:
