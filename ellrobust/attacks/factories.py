@@ -11,8 +11,11 @@ not when this module is: listing the attacks must not pay for it.
 
 from __future__ import annotations
 
+from ellrobust.attacks.attention_fool import AttentionFool
 from ellrobust.attacks.cascade import Attack, Cascade, Torchattack
 from ellrobust.attacks.fab import FabTargeted
+from ellrobust.attacks.patch_attack import PatchAttack
+from ellrobust.attacks.patch_fool import PatchFool
 from ellrobust.attacks.spsa import SPSA
 from ellrobust.core.errors import UsageError
 from ellrobust.core.parsing import parse_fraction
@@ -82,6 +85,21 @@ def pgd_l2(model, eps, p, num_classes, seed) -> Attack:
     alpha = resolve_step_size(p["step_size"], eps)
     steps, random_start = int(p["steps"]), bool(p["random_start"])
     return Torchattack(torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start))
+
+
+def patch(model, eps, p, num_classes, seed) -> Attack:
+    """ellrobust's adversarial patch (:mod:`.patch_attack`): ``eps`` squares at the worst of ``positions``."""
+    return PatchAttack(model, eps, p, seed)
+
+
+def patch_fool(model, eps, p, num_classes, seed) -> Attack:
+    """Patch-Fool (:mod:`.patch_fool`) on ``eps`` patches, as the official code runs it."""
+    return PatchFool(model, eps, p)
+
+
+def attention_fool(model, eps, p, num_classes, seed) -> Attack:
+    """Attention-Fool (:mod:`.attention_fool`) on ``eps`` patches: the query–key logits' loss."""
+    return AttentionFool(model, eps, p)
 
 
 def spsa(model, eps, p, num_classes, seed) -> Attack:
