@@ -109,7 +109,7 @@ _PATCH_DEFINITIONS = (
         "Attention-Fool (Lovisotto et al. 2022): eps patches optimised on the pre-softmax query-key logits "
         "(through the elliptical metric) plus cross-entropy",
         PATCH_NORM,
-        _frozen(steps=100, step_size=0.05, kq_weight=1.0, attention_layer=4),
+        _frozen(steps=100, step_size=0.05, kq_weight=0.01, attention_layer=4),
         factories.attention_fool,
         default_eps=DEFAULT_PATCHES,
         cost="steps fwd+bwd",
