@@ -75,7 +75,7 @@ def pcgrad(attention: torch.Tensor, ce: torch.Tensor) -> torch.Tensor:
 
 
 class PatchFool:
-    """Patch-Fool on ``eps`` patches (see the module docstring); ``info["patches"]`` lists the selected tokens."""
+    """Patch-Fool on ``eps`` patches (see the module docstring)."""
 
     def __init__(self, model: nn.Module, eps: float, p: dict, attack: str = "patch-fool") -> None:
         self.model, self.attack = model, attack
