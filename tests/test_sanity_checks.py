@@ -23,9 +23,11 @@ HEALTHY = {
     "large": 0.05,  # pgd at the huge budget
     "perturbation": 0.01,  # largest, of pgd at 0.01
     "min_pixel": 0.0,
+    "failure": dict(images=5, randomised=0.0, flipped=0, probabilities=False, zero_gradient=0, flat_loss=0),
 }
 #: Every check fails: robust above clean, fgsm rising with eps, pgd weaker than fgsm, spsa stronger than pgd,
-#: transfer stronger than white-box, huge budget above chance, bf16 above fp32, perturbation outside eps and [0, 1].
+#: transfer stronger than white-box, huge budget above chance, bf16 above fp32, perturbation outside eps and [0, 1],
+#: and the failure probe found randomised outputs, probabilities, zero gradients and a loss that never moved.
 BROKEN = {
     "clean": 0.5,
     "bf16": {("fgsm", 0.01): 0.3, ("fgsm", 0.02): 0.6, ("pgd", 0.01): 0.5, ("pgd", 0.02): 0.2, ("spsa", 0.01): 0.1},
@@ -34,6 +36,7 @@ BROKEN = {
     "large": 0.9,
     "perturbation": 0.05,
     "min_pixel": -0.1,
+    "failure": dict(images=5, randomised=0.3, flipped=2, probabilities=True, zero_gradient=5, flat_loss=4),
 }
 
 
@@ -46,6 +49,7 @@ def _run(case: dict) -> tuple[list[Row], list]:
     source = json.dumps({"source": "other"})
     rows.append(Row("m", Metric.TRANSFER_ACCURACY, case["transferred"], "pgd", source, eps=0.01, precision="bf16"))
     extra = {"n_attacked": 5, "max_perturbation": case["perturbation"], "min_pixel": case["min_pixel"], "max_pixel": 1}
+    extra["failure"] = case["failure"]
     large = {"robust_accuracy": case["large"]}
     extras = [
         (Unit("attack", "m", "pgd", "{}", 0.01, None, "", (), "bf16"), extra),

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from ellrobust.attacks import factories
 from ellrobust.attacks.cascade import Attack
 from ellrobust.attacks.minimal_answers import DEFAULT_EPS_MAX, DEFAULT_RESOLUTION
+from ellrobust.attacks.patches import DEFAULT_PATCHES, PATCH_NORM
 from ellrobust.core.errors import UsageError
 from ellrobust.core.registry import Registry
 
@@ -39,7 +40,7 @@ class AttackDef:
     name: str
     label: str
     description: str
-    norm: str  # "Linf" or "L2"
+    norm: str  # "Linf", "L2", or "patch" (budgets are numbers of patches: :mod:`.patches`)
     defaults: Mapping[str, object]
     factory: Callable[..., Attack]
     gradient_free: bool = False
@@ -78,6 +79,43 @@ _L2_EPS = (0.1, 0.25, 0.5)
 #: the definition's defaults are on the other norm's scale. None: the dataset's (L∞) defaults.
 NORM_DEFAULT_EPS: Mapping[str, tuple[float, ...] | None] = MappingProxyType({"Linf": None, "L2": _L2_EPS})
 
+#: The patch attacks (:mod:`.patches`): budgets are numbers of patches, not pixel norms, so no bisection runs them.
+_PATCH_DEFINITIONS = (
+    AttackDef(
+        "patch",
+        "Patch",
+        "Adversarial patch: eps squares of the model's patch size, pixels free in [0, 1], at the worst of "
+        "positions random placements per image, each optimised by PGD",
+        PATCH_NORM,
+        _frozen(positions=4, steps=40, step_size=0.05),
+        factories.patch,
+        default_eps=DEFAULT_PATCHES,
+        cost="positions × steps fwd+bwd",
+    ),
+    AttackDef(
+        "patch-fool",
+        "Patch-Fool",
+        "Patch-Fool (Fu et al. 2022): the eps patches receiving most attention, rewritten by Adam on "
+        "cross-entropy plus an attention loss (official code's settings)",
+        PATCH_NORM,
+        _frozen(steps=250, lr=0.05, attention_layer=4, attention_weight=0.002),
+        factories.patch_fool,
+        default_eps=DEFAULT_PATCHES,
+        cost="steps × (1 + depth / 2) fwd+bwd",
+    ),
+    AttackDef(
+        "attention-fool",
+        "Attention-Fool",
+        "Attention-Fool (Lovisotto et al. 2022): eps patches optimised on the pre-softmax query-key logits "
+        "(through the elliptical metric) plus cross-entropy",
+        PATCH_NORM,
+        _frozen(steps=100, step_size=0.05, kq_weight=0.01, attention_layer=4),
+        factories.attention_fool,
+        default_eps=DEFAULT_PATCHES,
+        cost="steps fwd+bwd",
+    ),
+)
+
 _DEFINITIONS = (
     AttackDef(
         "fgsm",
@@ -96,6 +134,17 @@ _DEFINITIONS = (
         _frozen(steps=10, step_size="0.25*eps", random_start=True, restarts=1),
         factories.pgd,
         cost="steps × restarts fwd+bwd",
+        restarts_in_perturb=True,
+    ),
+    AttackDef(
+        "eot-pgd",
+        "EOT-PGD",
+        "PGD with Expectation over Transformation (Athalye et al. 2018), L∞: each step sums the gradients of "
+        "samples forward passes, for randomised models",
+        "Linf",
+        _frozen(steps=10, samples=10, step_size="0.25*eps", random_start=True, restarts=1),
+        factories.eot_pgd,
+        cost="steps × samples × restarts fwd+bwd",
         restarts_in_perturb=True,
     ),
     AttackDef(
@@ -222,5 +271,7 @@ def _registry(definitions: Iterable[AttackDef]) -> Registry[AttackDef]:
     return registry
 
 
-#: Every attack: the fixed-budget ones, then FMN and a bisection over each fixed-budget attack.
-ATTACKS: Registry[AttackDef] = _registry((*_DEFINITIONS, _FMN, *(_bisection(d) for d in _DEFINITIONS)))
+#: Every attack: the fixed-budget ones, the patch attacks, then FMN and a bisection over each pixel-norm attack.
+ATTACKS: Registry[AttackDef] = _registry(
+    (*_DEFINITIONS, *_PATCH_DEFINITIONS, _FMN, *(_bisection(d) for d in _DEFINITIONS))
+)

@@ -4,15 +4,18 @@ Every factory has one calling convention, ``factory(model, eps, params, num_clas
 returns an :class:`~.cascade.Attack` on [0, 1] images against a model that normalises internally, so
 ``eps`` is always in pixel units. Every parameter is passed explicitly: torchattacks' SPSA defaults
 to eps = 0.3 in code while its docstring says 8/255, and a default nobody passed is a number nobody
-chose. FGSM, PGD, APGD and Square are torchattacks'; SPSA (:mod:`.spsa`), FAB-T (:mod:`.fab`) and
+chose. FGSM, PGD, EOT-PGD, APGD and Square are torchattacks'; SPSA (:mod:`.spsa`), FAB-T (:mod:`.fab`) and
 the cascades (:mod:`.cascade`) are computed here. torchattacks is imported when an attack is built,
 not when this module is: listing the attacks must not pay for it.
 """
 
 from __future__ import annotations
 
+from ellrobust.attacks.attention_fool import AttentionFool
 from ellrobust.attacks.cascade import Attack, Cascade, Torchattack
 from ellrobust.attacks.fab import FabTargeted
+from ellrobust.attacks.patch_attack import PatchAttack
+from ellrobust.attacks.patch_fool import PatchFool
 from ellrobust.attacks.spsa import SPSA
 from ellrobust.core.errors import UsageError
 from ellrobust.core.parsing import parse_fraction
@@ -58,6 +61,23 @@ def pgd(model, eps, p, num_classes, seed) -> Attack:
     return Torchattack(torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start))
 
 
+def eot_pgd(model, eps, p, num_classes, seed) -> Attack:
+    """torchattacks' EOTPGD: L∞ PGD whose every step sums the gradients of ``samples`` forward passes.
+
+    A randomised model (dropout at test time, random input transforms, noise) gives a different gradient
+    on every pass; one pass is one sample, and PGD follows the noise. The sum estimates the expected
+    gradient (Expectation over Transformation, Athalye et al. 2018). ``samples`` is torchattacks'
+    ``eot_iter``; restarts are run by :func:`~ellrobust.attacks.perturbation.perturb`, as for PGD.
+    """
+    import torchattacks
+
+    alpha = resolve_step_size(p["step_size"], eps)
+    steps, samples, random_start = int(p["steps"]), int(p["samples"]), bool(p["random_start"])
+    return Torchattack(
+        torchattacks.EOTPGD(model, eps=eps, alpha=alpha, steps=steps, eot_iter=samples, random_start=random_start)
+    )
+
+
 def pgd_l2(model, eps, p, num_classes, seed) -> Attack:
     """torchattacks' L2 PGD (eps an L2 radius in pixel units); restarts as for :func:`pgd`."""
     import torchattacks
@@ -65,6 +85,21 @@ def pgd_l2(model, eps, p, num_classes, seed) -> Attack:
     alpha = resolve_step_size(p["step_size"], eps)
     steps, random_start = int(p["steps"]), bool(p["random_start"])
     return Torchattack(torchattacks.PGDL2(model, eps=eps, alpha=alpha, steps=steps, random_start=random_start))
+
+
+def patch(model, eps, p, num_classes, seed) -> Attack:
+    """ellrobust's adversarial patch (:mod:`.patch_attack`): ``eps`` squares at the worst of ``positions``."""
+    return PatchAttack(model, eps, p, seed)
+
+
+def patch_fool(model, eps, p, num_classes, seed) -> Attack:
+    """Patch-Fool (:mod:`.patch_fool`) on ``eps`` patches, as the official code runs it."""
+    return PatchFool(model, eps, p)
+
+
+def attention_fool(model, eps, p, num_classes, seed) -> Attack:
+    """Attention-Fool (:mod:`.attention_fool`) on ``eps`` patches: the query–key logits' loss."""
+    return AttentionFool(model, eps, p)
 
 
 def spsa(model, eps, p, num_classes, seed) -> Attack:

@@ -12,6 +12,7 @@ from torch import nn
 
 from ellrobust.attacks.attack_request import AttackRequest, validate_request
 from ellrobust.attacks.cascade import Float32Logits
+from ellrobust.attacks.patches import PATCH_NORM, patch_area
 from ellrobust.core.precision import Precision, fp32_predictions
 
 
@@ -52,7 +53,12 @@ def perturb(
     return adv.detach()
 
 
-def perturbation_norm(adv: torch.Tensor, images: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-example size of the perturbation in the attack's norm."""
+def perturbation_norm(adv: torch.Tensor, images: torch.Tensor, norm: str, patch: int | None = None) -> torch.Tensor:
+    """Per-example size of the perturbation in the attack's norm; ``patch`` (the model's patch side) for
+    the patch norm, whose size is the changed area in patches (:func:`~.patches.patch_area`)."""
+    if norm == PATCH_NORM:
+        if patch is None:
+            raise ValueError("the patch norm needs the model's patch size")
+        return patch_area(adv, images, patch)
     delta = (adv - images).flatten(1)
     return delta.abs().amax(1) if norm == "Linf" else delta.norm(p=2, dim=1)

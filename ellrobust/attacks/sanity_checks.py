@@ -5,7 +5,10 @@ evaluation lies (RobustBench / AutoAttack practice): perturbations outside the b
 range, robust accuracy above clean accuracy, accuracy that grows with eps, PGD weaker than FGSM,
 gradient-free attacks beating gradient attacks (gradient masking), PGD at a huge budget that does not
 reach chance, and an attack run in bf16 or TF32 that leaves more images robust than the same attack in
-fp32 (a lower precision may only weaken an attack). Each becomes a row ``method == "sanity"``,
+fp32 (a lower precision may only weaken an attack). Four more read what the failure probe found on the
+model itself (:mod:`.failure_checks`, AutoAttack's ``checks.py``): randomised outputs (advice: ``eot-pgd``),
+probabilities instead of logits, zero input gradients, and a PGD loss that never moved.
+Each becomes a row ``method == "sanity"``,
 ``metric == "sanity_<check>"``, value 1 (pass) or 0 (fail), with the detail in ``params``; checks are
 made per model, m_grad mode and precision. Under ``--labels predicted`` robust accuracy counts the
 images whose prediction survives, wrong clean ones included, so robust ≤ clean is not checked there.
@@ -23,9 +26,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ellrobust.attacks import ATTACKS, AttackRequest
+from ellrobust.attacks.failure_checks import RANDOMISED_TOLERANCE, merged
 from ellrobust.attacks.target_labels import LABELS_PARAM, AttackLabels
 from ellrobust.core.precision import Precision
 from ellrobust.core.registry import Registry
@@ -72,6 +76,7 @@ class Evidence:
     ranges: Mapping[Key, list[str]]  # adversarial images outside [0, 1]
     large: Mapping[Key, float]  # robust accuracy of PGD at the huge budget
     seen: frozenset[Key]  # attacked at all
+    failures: Mapping[Key, Mapping[str, object]] = field(default_factory=dict)  # the failure probe's findings
 
     @property
     def slack(self) -> float:
@@ -148,6 +153,15 @@ def _diagnostics(extras) -> tuple[dict, dict, dict, frozenset[Key]]:
     return dict(bounds), dict(ranges), large, frozenset(seen)
 
 
+def _failures(extras) -> dict[Key, dict[str, object]]:
+    """The failure probe's findings (:mod:`.failure_checks`) of every attack unit, merged per key."""
+    found: dict[Key, list[dict]] = defaultdict(list)
+    for unit, extra in extras:
+        if unit.stage == "attack" and extra and extra.get("failure"):
+            found[(unit.model, unit.m_grad, unit.precision)].append(extra["failure"])
+    return {key: merged(parts) for key, parts in found.items()}
+
+
 def gather(ctx, rows: list[Row], extras) -> Evidence:
     """The run's :class:`Evidence`: ``extras`` pairs each finished unit with its diagnostics."""
     robust, predicted = _robust(rows)
@@ -163,6 +177,7 @@ def gather(ctx, rows: list[Row], extras) -> Evidence:
         ranges=ranges,
         large=large,
         seen=seen,
+        failures=_failures(extras),
     )
 
 
@@ -310,3 +325,72 @@ def precision_not_above_fp32(evidence: Evidence, key: Key) -> list[Row]:
         "; ".join(above) or f"{precision} robust accuracy within {PRECISION_SIGMAS:g} binomial SE of fp32 (or below it)"
     )
     return _row(key, "precision_not_above_fp32", not above, detail)
+
+
+def _findings(evidence: Evidence, key: Key) -> Mapping[str, object] | None:
+    return evidence.failures.get(key) or None
+
+
+@sanity_check("deterministic_outputs")
+def deterministic_outputs(evidence: Evidence, key: Key) -> list[Row]:
+    """Two forward passes of the same images agree; a randomised model needs EOT, not plain gradients."""
+    found = _findings(evidence, key)
+    if found is None:
+        return []
+    distance, flipped = float(found["randomised"]), int(found["flipped"])
+    ok = distance <= RANDOMISED_TOLERANCE and not flipped
+    detail = (
+        f"two passes of the same {found['images']} images agree"
+        if ok
+        else f"randomised outputs: two passes differ by {distance:.3g} (normalised logits), {flipped} predictions "
+        "flip; gradient attacks see one sample of a random model: attack with eot-pgd (--attack eot-pgd)"
+    )
+    return _row(key, "deterministic_outputs", ok, detail)
+
+
+@sanity_check("logits_not_probabilities")
+def logits_not_probabilities(evidence: Evidence, key: Key) -> list[Row]:
+    """The model returns logits: outputs that are probability distributions saturate the attacks' losses."""
+    found = _findings(evidence, key)
+    if found is None:
+        return []
+    ok = not found["probabilities"]
+    detail = (
+        "the outputs are logits"
+        if ok
+        else "the outputs are probabilities (in [0, 1], rows summing to 1): remove the softmax so the model "
+        "returns logits"
+    )
+    return _row(key, "logits_not_probabilities", ok, detail)
+
+
+@sanity_check("nonzero_gradients")
+def nonzero_gradients(evidence: Evidence, key: Key) -> list[Row]:
+    """No probed image has an exactly zero input gradient of the cross-entropy."""
+    found = _findings(evidence, key)
+    if found is None:
+        return []
+    zero, images = int(found["zero_gradient"]), max(1, int(found["images"]))
+    detail = (
+        f"{zero} of {images} images ({zero / images:.1%}) have a zero input gradient: gradient attacks cannot "
+        "move them (quantised or thresholded input?); try a gradient-free attack (square, spsa)"
+        if zero
+        else f"every one of {images} images has a non-zero input gradient"
+    )
+    return _row(key, "nonzero_gradients", not zero, detail)
+
+
+@sanity_check("loss_moves")
+def loss_moves(evidence: Evidence, key: Key) -> list[Row]:
+    """A few PGD steps move every probed image's loss."""
+    found = _findings(evidence, key)
+    if found is None:
+        return []
+    flat, images = int(found["flat_loss"]), max(1, int(found["images"]))
+    detail = (
+        f"the PGD loss never moved on {flat} of {images} images: the attack's steps do nothing there; "
+        "try a gradient-free attack (square, spsa)"
+        if flat
+        else f"the PGD loss moved on every one of {images} images"
+    )
+    return _row(key, "loss_moves", not flat, detail)

@@ -1,12 +1,13 @@
 """Floor 6: the measures: clean accuracy, attacks, minimal budgets, corruptions, collapse and OOD detection,
 each a :class:`Stage`, and the probes that observe every attacked batch (perturbation statistics, collapse,
-transfer, saved images; :mod:`~ellrobust.measures.attack_probe`); the paired statistics of their per-image
-records. Importing this face registers every probe."""
+transfer, saved images, attack failures; :mod:`~ellrobust.measures.attack_probe`); the paired statistics of their
+per-image records. Importing this face registers every probe."""
 
 from ellrobust.measures.attack import AttackStage
 from ellrobust.measures.attack_probe import ATTACK_PROBES, AttackProbe, attack_probe
 from ellrobust.measures.clean_accuracy import CleanStage
 from ellrobust.measures.corruption import CorruptionStage
+from ellrobust.measures.failure_probe import FailureProbe
 from ellrobust.measures.minimal_budget import MinimalStage
 from ellrobust.measures.ood import OODStage
 from ellrobust.measures.perturbation_stats import PerturbationProbe
@@ -23,6 +24,7 @@ __all__ = [
     "CleanStage",
     "CollapseStage",
     "CorruptionStage",
+    "FailureProbe",
     "MinimalStage",
     "OODStage",
     "PerturbationProbe",

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, perturb, perturbation_norm
+from ellrobust.attacks.patches import PATCH_NORM, patch_size
 from ellrobust.attacks.sanity_checks import LARGE_EPS_METHOD
 from ellrobust.attacks.target_labels import AttackLabels, labelled_params, split_labels
 from ellrobust.core.precision import fp32_predictions
@@ -131,7 +132,7 @@ def _attack(scope: AttackScope, seed: int, probes: list[AttackProbe]) -> tuple[n
     unit, ctx, model = scope.unit, scope.ctx, scope.model.module
     aims = scope.aims
     robust: dict[int, int] = {}
-    budget = BudgetCheck(scope.request.norm)
+    budget = BudgetCheck(scope.request.norm, patch_size(model) if scope.request.norm == PATCH_NORM else None)
     infos: list[dict] = []
     for batch in ctx.batches(scope.positions, unit.label, seed):
         y = batch.labels if aims is None else torch.as_tensor(aims[batch.positions], device=batch.labels.device)
@@ -169,12 +170,12 @@ class BudgetCheck:
     """The largest perturbation in the attack's own norm and the pixel range of the adversarial images:
     what the sanity checks compare with the budget and with [0, 1]."""
 
-    def __init__(self, norm: str) -> None:
-        self.norm = norm
+    def __init__(self, norm: str, patch: int | None = None) -> None:
+        self.norm, self.patch = norm, patch
         self.max_norm, self.lo, self.hi = 0.0, 1.0, 0.0
 
     def add(self, images: torch.Tensor, adv: torch.Tensor) -> None:
-        self.max_norm = max(self.max_norm, float(perturbation_norm(adv, images, self.norm).max()))
+        self.max_norm = max(self.max_norm, float(perturbation_norm(adv, images, self.norm, self.patch).max()))
         self.lo, self.hi = min(self.lo, float(adv.min())), max(self.hi, float(adv.max()))
 
     def state(self) -> dict[str, float]:

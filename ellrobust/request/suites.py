@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ellrobust.attacks import ATTACKS, AttackRequest, make_request, validate_params
+from ellrobust.attacks.patches import PATCH_NORM, patch_counts
 from ellrobust.core.errors import UsageError
 from ellrobust.request.spec import Caller, options_of
 
@@ -91,7 +92,10 @@ def attack_request(name: str, params: dict, where: str, eps_where: str) -> Attac
     if eps is None:
         return request
     try:
-        budgets = options_of("eval")["eps"].read(eps, Caller.SUITE)
+        if request.norm == PATCH_NORM:
+            budgets = patch_counts(eps, "eps")
+        else:
+            budgets = options_of("eval")["eps"].read(eps, Caller.SUITE)
     except UsageError as exc:
         raise UsageError(f"{eps_where}: {exc}") from None
     return AttackRequest(request.name, request.params, budgets)

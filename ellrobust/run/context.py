@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.core.distributed import DistInfo, batches
 from ellrobust.corruptions.protocol import resolve_protocol
 from ellrobust.models.base import has_tokens
@@ -165,6 +166,8 @@ class RunContext:
     def eps_for(self, request) -> tuple[float, ...]:
         if request.eps is not None:
             return request.eps
+        if request.norm == PATCH_NORM:  # patch counts: the run's pixel budgets (--eps) do not apply
+            return request.default_eps
         if self.config.eps is not None:
             return self.config.eps
         return request.default_eps or self.data.spec.default_eps
