@@ -19,8 +19,7 @@ from ellrobust.report.render_markdown import bullets, escape, heading
 from ellrobust.report.run_folder import Run
 from ellrobust.report.sections import ReportInput, ordered_sections
 from ellrobust.report.setup_section import setup_lines_of_runs
-from ellrobust.results import Metric
-from ellrobust.verdict.rules import RULES, claims, elliptical_models
+from ellrobust.verdict.rules import RULES, claims, elliptical_models, unmeasured
 
 #: Present in every report, before and after the registered sections.
 OPENING, APPENDIX = ("Setup", "Verdict"), "Appendix: per-cell tables"
@@ -86,23 +85,9 @@ def _verdict(runs: list[Run]) -> list[str]:
         judged = True
         labels = build_labels(run.table)
         out.append(bullets([f"**{c.status.value}**: {escape(claim_line(c, labels))}" for c in found]))
-        missing = _unmeasured(run.table)
+        missing = unmeasured(run.table)
         if missing:
             out.append(f"Not measured in this run, so not judged: {', '.join(missing)}.")
     if judged:
         out += ["**Rules**, fixed before looking at any number:", bullets(list(RULES))]
     return out
-
-
-def _unmeasured(df: pd.DataFrame) -> list[str]:
-    """Claims a run could not speak to, with the option that would measure them."""
-    missing = []
-    if not (df["eps"].notna() & df["metric"].eq(Metric.ROBUST_ACCURACY.value)).any():
-        missing.append("robustness under attack (`--attack`)")
-    if not df["metric"].eq(Metric.MCE.value).any():
-        missing.append("corruption mCE (`--corruption all`)")
-    if not (df["metric"].eq(Metric.TOKEN_COSINE.value) & df["method"].eq("collapse")).any():
-        missing.append("representation collapse (`--collapse`)")
-    if not {"detach", "full"} <= set(df["m_grad"]):
-        missing.append("the adaptive attack (`--m-grad both`)")
-    return missing

@@ -15,11 +15,12 @@ are the renderers' (:mod:`ellrobust.report.claim_sentences`), so the terminal an
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
+from ellrobust.core.registry import Registry
 from ellrobust.results import Metric
 from ellrobust.stats.decisions import (
     ALPHA,
@@ -121,12 +122,44 @@ def claims(df: pd.DataFrame, elliptical: Mapping[str, bool]) -> list[Claim]:
         for b in (m for m in order if elliptical.get(m) is False):
             mine = [_orient(r, e, b) for r in comparisons if {r["model"], r["baseline"]} == {e, b}]
             pair = _Pair(e, b, df, lookup, mine)
-            out += _attack_claims(pair)
-            out += _minimal_claims(pair)
-            out += _adaptive_claim(pair)
-            out += _mce_claim(pair)
-            out += _collapse_claims(pair)
+            for family in ordered_claim_families():
+                out += family.judge(pair)
     return out
+
+
+@dataclass(frozen=True)
+class ClaimFamily:
+    """A kind of claim the verdict judges for every elliptical × plain pair.
+
+    Attributes:
+        name: what it is about, for listings.
+        order: where its lines sit among the verdict's.
+        judge: the pair's claims of this kind (none when the run did not measure it).
+        missing: what a run lacks to judge it, with the option that measures it (None: it can be judged,
+            or it needs nothing beyond what other kinds need).
+    """
+
+    name: str
+    order: int
+    judge: Callable[[_Pair], list[Claim]]
+    missing: Callable[[pd.DataFrame], str | None] = lambda df: None
+
+
+CLAIM_FAMILIES: Registry[ClaimFamily] = Registry("claim family")
+
+
+def claim_family(family: ClaimFamily) -> ClaimFamily:
+    """Register a kind of claim."""
+    return CLAIM_FAMILIES.add(family.name, family)
+
+
+def ordered_claim_families() -> list[ClaimFamily]:
+    return sorted((f for _, f in CLAIM_FAMILIES.items()), key=lambda f: f.order)
+
+
+def unmeasured(df: pd.DataFrame) -> list[str]:
+    """Claims a run could not speak to, with the option that would measure them, in the verdict's order."""
+    return [m for f in ordered_claim_families() if (m := f.missing(df)) is not None]
 
 
 @dataclass(frozen=True)
@@ -401,3 +434,28 @@ def _collapse_claims(pair: _Pair) -> list[Claim]:
 def _n(values: Iterable[object]) -> int | None:
     ns = [v for v in values if not pd.isna(v)]
     return int(min(ns)) if ns else None
+
+
+def _no_attack(df: pd.DataFrame) -> str | None:
+    attacked = (df["eps"].notna() & df["metric"].eq(Metric.ROBUST_ACCURACY.value)).any()
+    return None if attacked else "robustness under attack (`--attack`)"
+
+
+def _no_adaptive(df: pd.DataFrame) -> str | None:
+    return None if {"detach", "full"} <= set(df["m_grad"]) else "the adaptive attack (`--m-grad both`)"
+
+
+def _no_mce(df: pd.DataFrame) -> str | None:
+    return None if df["metric"].eq(Metric.MCE.value).any() else "corruption mCE (`--corruption all`)"
+
+
+def _no_collapse(df: pd.DataFrame) -> str | None:
+    collapse = (df["metric"].eq(Metric.TOKEN_COSINE.value) & df["method"].eq("collapse")).any()
+    return None if collapse else "representation collapse (`--collapse`)"
+
+
+claim_family(ClaimFamily("attacks", 10, _attack_claims, _no_attack))
+claim_family(ClaimFamily("minimal budgets", 20, _minimal_claims))
+claim_family(ClaimFamily("adaptive attack", 30, _adaptive_claim, _no_adaptive))
+claim_family(ClaimFamily("corruption mCE", 40, _mce_claim, _no_mce))
+claim_family(ClaimFamily("representation collapse", 50, _collapse_claims, _no_collapse))
