@@ -112,11 +112,8 @@ class Results:
             lines.append(f"sanity checks failed: {checks} (the table's rows with method 'sanity')")
         if self.verdict:
             from ellrobust.report.claim_sentences import claim_line
-            from ellrobust.report.legend import build_labels
-            from ellrobust.verdict.results_view import prepare
 
-            labels = build_labels(prepare(df))
-            lines += ["verdict:", *(f"  {claim.status.value}: {claim_line(claim, labels)}" for claim in self.verdict)]
+            lines += ["verdict:", *(f"  {claim.status.value}: {claim_line(claim)}" for claim in self.verdict)]
         return "\n".join(lines)
 
     def report(self, out: str | os.PathLike | None = None, *, latex: bool = False) -> Path:

@@ -142,11 +142,8 @@ def verdict(df: pd.DataFrame, elliptical: Mapping[str, bool]) -> RenderableType 
     found = claims(frame, elliptical)
     if not found:
         return None
-    labels = build_labels(frame)
-    note = (
-        "Rules: see README, section Verdict. Holm's family: all paired comparisons of one pair of models in this run."
-    )
-    return rich_verdict([(c.status, claim_line(c, labels)) for c in found], note)
+    note = "Rules: see README, section Verdict. Holm's family: the primaries of one pair's claims."
+    return rich_verdict([(c.status, claim_line(c)) for c in found], note)
 
 
 def warn_sanity(df: pd.DataFrame) -> int:

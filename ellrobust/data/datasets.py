@@ -52,6 +52,7 @@ class DatasetSpec:
     # logits are masked to (ImageNet-R, -A: 200 classes); None: models give the dataset's classes
     subset_of_1k: str | None = None
     takes_class_map: bool = False  # --class-map applies: the class folders come from the data
+    natural_shift: bool = False  # a natural distribution shift of another dataset: its accuracy is a claim
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class LoadedDataset:
 #: What the natural distribution shifts of ImageNet (:mod:`.shifts`) share: ImageNet's models and
 #: transform, one split, read from a local folder.
 _SHIFT = dict(
+    natural_shift=True,
     image_size=224,
     default_arch="deit-tiny",
     default_eps=(1 / 255, 2 / 255, 4 / 255),

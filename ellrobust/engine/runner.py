@@ -40,6 +40,7 @@ from ellrobust.engine.provenance import compile_record, environment, unit_timing
 from ellrobust.engine.unit_store import UnitStore
 from ellrobust.measures import Stage, ordered_stages
 from ellrobust.measures.paired import derive
+from ellrobust.measures.primary_claims import PRIMARIES
 from ellrobust.models import compiled as compiled_attention
 from ellrobust.request.config import EvalConfig
 from ellrobust.results import SCHEMA_VERSION, Provenance, Row, examples_frame, save_examples, save_table
@@ -321,6 +322,7 @@ class Evaluation:
             "schema_version": SCHEMA_VERSION,
             "command": self.command,
             "config": self.config.to_dict(),
+            "primaries": PRIMARIES,  # each claim's primary endpoint, fixed in the code before any number
             "models": model_records(ctx),
             "dataset": {
                 "name": ctx.data.spec.name,

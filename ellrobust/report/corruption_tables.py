@@ -20,7 +20,9 @@ from ellrobust.verdict.results_view import (
     paired_records,
     parse_params,
 )
-from ellrobust.verdict.rules import MCE_ORDER
+
+#: Preference among mCE normalisations: the first one present is summarised.
+MCE_ORDER = ("alexnet", "none", "baseline")
 
 
 def corruption_table(df: pd.DataFrame) -> Table | None:

@@ -83,8 +83,7 @@ def _verdict(runs: list[Run]) -> list[str]:
             out.append(f"_No verdict for this run: {why}._")
             continue
         judged = True
-        labels = build_labels(run.table)
-        out.append(bullets([f"**{c.status.value}**: {escape(claim_line(c, labels))}" for c in found]))
+        out.append(bullets([f"**{c.status.value}**: {escape(claim_line(c))}" for c in found]))
         missing = unmeasured(run.table)
         if missing:
             out.append(f"Not measured in this run, so not judged: {', '.join(missing)}.")

@@ -132,7 +132,6 @@ def scalar_names(rows: list[dict]) -> list[str]:
 
 def _verdict_text(run_dir: Path) -> str:
     from ellrobust.report.claim_sentences import claim_line
-    from ellrobust.report.legend import build_labels
     from ellrobust.report.writer import load_runs
     from ellrobust.verdict.rules import claims, elliptical_models
 
@@ -140,8 +139,7 @@ def _verdict_text(run_dir: Path) -> str:
     found = claims(run.table, elliptical_models(run.meta))
     if not found:
         return "No verdict: the run needs an elliptical and a plain model evaluated together."
-    labels = build_labels(run.table)
-    return "\n".join(f"- **{c.status.value}**: {claim_line(c, labels)}" for c in found)
+    return "\n".join(f"- **{c.status.value}**: {claim_line(c)}" for c in found)
 
 
 @contextlib.contextmanager

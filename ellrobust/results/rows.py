@@ -83,6 +83,11 @@ Metric.OOD_AUROC = declare_metric("ood_auroc", unit="auroc", interval="DeLong", 
 Metric.OOD_AUPR = declare_metric("ood_aupr", unit="average precision")
 Metric.OOD_AUROC_DELONG_P = declare_metric("ood_auroc_delong_p", unit="p")
 Metric.OOD_AUROC_DELONG_P_ADJUSTED = declare_metric("ood_auroc_delong_p_adjusted", unit="p")
+# Each claim's primary endpoint per elliptical × plain pair (method "primary"; params: claim, test, what
+# is compared, its unit and direction): elliptical − baseline, its 95 % interval, two-sided p, images.
+Metric.PRIMARY_ESTIMATE = declare_metric("primary_estimate", unit="per claim", compare=_SKIP, interval="per test")
+Metric.PRIMARY_P = declare_metric("primary_p", unit="p", compare=_SKIP)
+Metric.PRIMARY_N = declare_metric("primary_n", unit="count", compare=_SKIP)
 # Top-5 accuracy and calibration (clean and corrupted images), outside the verdict's Holm family.
 Metric.TOP5_ACCURACY = declare_metric(
     "top5_accuracy", unit=_FRACTION, compare=_BIN, better=_HIGHER, interval="Wilson", paired="Tango score interval"
