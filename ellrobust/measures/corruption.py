@@ -44,7 +44,7 @@ from ellrobust.corruptions import is_corruption, resolve_corruptions
 from ellrobust.corruptions.sources import BatchPlan, CorruptionSource, open_source, warm_up_generation
 from ellrobust.measures.stage import Stage, stage
 from ellrobust.request.config import EvalConfig
-from ellrobust.results import Metric, Row
+from ellrobust.results import CORRECT, ImageTable, Metric, Row
 from ellrobust.run.context import ProgressEvent, RunContext
 from ellrobust.run.units import Unit, UnitResult
 from ellrobust.stats.calibration import max_softmax, top_k_hits
@@ -187,15 +187,18 @@ class CorruptionStage(Stage):
             "data_seconds": data_s,
             "model_seconds": model_s,
         }
-        predictions = {name: ctx.gather(vals, dtype=np.int64).tolist() for name, vals in predicted.items()}
-        return UnitResult(
-            rows=rows,
-            outcomes=correct,
-            extra=extra,
-            predictions=predictions,
-            confidence={name: ctx.gather(vals).tolist() for name, vals in confidence.items()},
-            top5=hits,
-        )
+        per_image = ImageTable()
+        for name, vals in correct.items():
+            per_image.put(
+                name,
+                {
+                    CORRECT: vals,
+                    "prediction": ctx.gather(predicted[name], dtype=np.int64),
+                    "confidence": ctx.gather(confidence[name]),
+                    "top5": hits[name],
+                },
+            )
+        return UnitResult(rows=rows, per_image=per_image, extra=extra)
 
     def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
         """Per-corruption accuracy, CE, mCE and relative mCE of every model, from the unit rows."""
@@ -244,7 +247,7 @@ class CorruptionStage(Stage):
         # wrong[m][c, i]: how many severities of corruption c image i is misclassified at, per model
         wrong = {
             m: np.stack(
-                [np.sum([1 - np.asarray(units[(c, s)].outcomes[m]) for s in severities], axis=0) for c in names]
+                [np.sum([~units[(c, s)].per_image.column(m, CORRECT) for s in severities], axis=0) for c in names]
             ).astype(np.float64)
             for m in models
         }
