@@ -187,18 +187,7 @@ class CorruptionStage(Stage):
             "data_seconds": data_s,
             "model_seconds": model_s,
         }
-        per_image = ImageTable()
-        for name, vals in correct.items():
-            per_image.put(
-                name,
-                {
-                    CORRECT: vals,
-                    "prediction": ctx.gather(predicted[name], dtype=np.int64),
-                    "confidence": ctx.gather(confidence[name]),
-                    "top5": hits[name],
-                },
-            )
-        return UnitResult(rows=rows, per_image=per_image, extra=extra)
+        return UnitResult(rows=rows, per_image=_per_image(ctx, correct, predicted, confidence, hits), extra=extra)
 
     def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
         """Per-corruption accuracy, CE, mCE and relative mCE of every model, from the unit rows."""
@@ -364,3 +353,21 @@ def _seed_bytes(seed: int, a: str, b: str, label: dict) -> bytes:
 def baseline_model(ctx: RunContext) -> str:
     """The reference of baseline-normalised CE: the first plain (non-elliptical) model, else the first."""
     return next((name for name, lm in ctx.models.items() if not lm.elliptical), next(iter(ctx.models)))
+
+
+def _per_image(
+    ctx: RunContext,
+    correct: dict[str, list[int]],
+    predicted: dict[str, dict[int, int]],
+    confidence: dict[str, dict[int, float]],
+    hits: dict[str, list[int]],
+) -> ImageTable:
+    """Each model's verdict, prediction, confidence and top-5 hit per image (gathered over ranks)."""
+    table = ImageTable()
+    for name, vals in correct.items():
+        gathered = {
+            "prediction": ctx.gather(predicted[name], dtype=np.int64),
+            "confidence": ctx.gather(confidence[name]),
+        }
+        table.put(name, {CORRECT: vals, **gathered, "top5": hits[name]})
+    return table
