@@ -46,7 +46,8 @@ def test_a_table_checks_its_columns_and_keeps_them_read_only():
     with pytest.raises(ValueError, match="has 2 values for 3 images"):
         table.put("a", {"prediction": [1, 2]})
     with pytest.raises(ValueError, match="not declared"):
-        table.put("a", {"made_up": [1, 2, 3]})
+        table.put("c", {CORRECT: [1, 0, 1], "made_up": [1, 2, 3]})
+    assert table.models() == ["a"]  # a refused put leaves the table as it was
     with pytest.raises(ValueError, match="read-only"):
         table.column("a", CORRECT)[0] = False
     with pytest.raises(KeyError, match="prediction"):

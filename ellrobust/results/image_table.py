@@ -110,7 +110,7 @@ class ImageTable:
         Raises:
             ValueError: a column is not declared, or its length differs from the entry's other columns.
         """
-        entry = self._views.setdefault(view, {}).setdefault(model, {})
+        entry = dict(self._views.get(view, {}).get(model, {}))
         for name, values in columns.items():
             array = np.array(values, dtype=column(name).dtype)
             size = len(next(iter(entry.values()))) if entry else array.size
@@ -118,6 +118,7 @@ class ImageTable:
                 raise ValueError(f"per-image column {name!r} of {model} has {array.size} values for {size} images")
             array.flags.writeable = False
             entry[name] = array
+        self._views.setdefault(view, {})[model] = entry  # only once every column is checked
 
     def views(self) -> list[str]:
         """The views the table has entries in."""
