@@ -145,16 +145,21 @@ def test_a_full_disk_for_the_images_is_one_line_and_writes_nothing(tmp_path, mon
 
 def test_the_examples_table_keeps_predictions_and_sizes(tmp_path):
     outcomes = [
-        Outcomes("a", "clean", correct=[1, 0], prediction=[3, 5]),
-        Outcomes("a", "pgd", eps=2 / 255, correct=[0, 0], prediction=[1, 5], linf=[0.007, 0.0], l2=[0.1, 0.0]),
-        Outcomes("a", "fog", severity=1, correct=[1, 1]),  # a measurement that recorded no predictions
+        Outcomes(model="a", method="clean", columns={"correct": [1, 0], "prediction": [3, 5]}),
+        Outcomes(
+            model="a",
+            method="pgd",
+            eps=2 / 255,
+            columns={"correct": [0, 0], "prediction": [1, 5], "linf": [0.007, 0.0], "l2": [0.1, 0.0]},
+        ),
+        Outcomes(model="a", method="fog", severity=1, columns={"correct": [1, 1]}),  # no predictions recorded
     ]
     save_examples(examples_frame(outcomes, [10, 11]), tmp_path)
     back = load_examples(tmp_path)
     assert back.prediction.tolist()[:4] == [3, 5, 1, 5] and back.prediction.iloc[4:].isna().all()
     assert back.linf.tolist()[2:4] == [0.007, 0.0] and back.linf.iloc[[0, 1, 4, 5]].isna().all()
     with pytest.raises(ValueError, match="prediction has 1 values for 2 images"):
-        Outcomes("a", "clean", correct=[1, 0], prediction=[3])
+        Outcomes(model="a", method="clean", columns={"correct": [1, 0], "prediction": [3]})
 
 
 def test_the_clean_images_are_saved_once_and_the_report_shows_a_gallery(run, examples, tmp_path):

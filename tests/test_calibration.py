@@ -98,7 +98,8 @@ def test_fewer_than_five_classes_make_every_image_a_top5_hit_and_nan_logits_none
 
 
 def outcomes(model: str, confidence: np.ndarray, correct: np.ndarray) -> Outcomes:
-    return Outcomes(model, "clean", correct=correct, confidence=confidence, top5=correct | (confidence < 0.5))
+    top5 = correct | (confidence < 0.5)
+    return Outcomes(model=model, method="clean", columns={"correct": correct, "confidence": confidence, "top5": top5})
 
 
 def synthetic(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ terminal, the report and ``check`` find it through the registries it fills.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -66,6 +67,9 @@ terminal_tables("mean confidence", order=80)(lambda df, labels: [confidence_tabl
 '''
 
 
+REPO = Path(__file__).resolve().parent.parent  # this checkout first, whatever is installed
+
+
 def _ellrobust(folder: Path, *args: str) -> subprocess.CompletedProcess:
     """The CLI in a fresh interpreter that imported the measure's module first."""
     code = "import sys, confidence_measure; from ellrobust.cli import main; sys.argv[0] = 'ellrobust'; main()"
@@ -74,7 +78,12 @@ def _ellrobust(folder: Path, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         cwd=folder,
-        env={"PYTHONPATH": str(folder), "COLUMNS": "150", "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+        env={
+            "PYTHONPATH": os.pathsep.join([str(folder), str(REPO)]),
+            "COLUMNS": "150",
+            "PATH": "/usr/bin:/bin",
+            "OMP_NUM_THREADS": "1",
+        },  # fmt: skip
         timeout=600,
         check=False,
     )

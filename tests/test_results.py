@@ -79,8 +79,8 @@ def test_text_fields_that_do_not_apply_are_shown_as_they_always_were():
 
 def test_the_examples_table_holds_one_row_per_image_and_outcome():
     outcomes = [
-        Outcomes("a", "pgd", "{}", 0.1, None, "detach", "fp32", [1, 0, 1]),
-        Outcomes("b", "clean", correct=[0, 0, 1]),
+        Outcomes(model="a", method="pgd", eps=0.1, m_grad="detach", precision="fp32", columns={"correct": [1, 0, 1]}),
+        Outcomes(model="b", method="clean", columns={"correct": [0, 0, 1]}),
     ]
     df = examples_frame(outcomes, [7, 3, 5])
     assert list(df.columns) == [

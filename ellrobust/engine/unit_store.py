@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ellrobust.core.files import atomic_write
 from ellrobust.core.readback import DamagedFileError, read_json
-from ellrobust.results import Row
+from ellrobust.results import ImageTable, Row
 from ellrobust.results.adversarial_images import ADVERSARIAL_DIR, CLEAN_FILE
 from ellrobust.run.units import Unit, UnitResult
 
@@ -56,23 +56,14 @@ class UnitStore:
 
     @staticmethod
     def _result(data: dict) -> UnitResult:
-        """A unit file's content as a result (raises on a missing field or one of the wrong type)."""
+        """A unit file's content as a result (raises on a missing field, one of the wrong type, or a
+        per-image column this run has not declared)."""
         if not isinstance(data["extra"], dict):
             raise TypeError("extra is not an object")
         return UnitResult(
             rows=[Row(**r) for r in data["rows"]],
-            outcomes=_bits(data["outcomes"]),
-            values=data["values"],
+            per_image=ImageTable.from_json(data["per_image"]),
             extra=data["extra"],
-            predictions=data["predictions"],
-            linf=data["linf"],
-            l2=data["l2"],
-            transfer=data["transfer"],
-            transfer_predictions=data["transfer_predictions"],
-            eps_star=data["eps_star"],  # minimal-norm units only
-            censored=_bits(data["censored"]),
-            confidence=data["confidence"],  # clean and corruption units only
-            top5=_bits(data["top5"]),
         )
 
     def save(self, key: str, unit: Unit, result: UnitResult) -> None:
@@ -83,30 +74,10 @@ class UnitStore:
             "key": key,
             "unit": asdict(unit),
             "rows": [row.as_dict() for row in result.rows],
-            "outcomes": _bit_strings(result.outcomes),
-            "values": result.values,
+            "per_image": result.per_image.to_json(),
             "extra": result.extra,
-            "predictions": result.predictions,
-            "linf": result.linf,
-            "l2": result.l2,
-            "transfer": result.transfer,
-            "transfer_predictions": result.transfer_predictions,
-            "eps_star": result.eps_star,
-            "censored": _bit_strings(result.censored),
-            "confidence": result.confidence,
-            "top5": _bit_strings(result.top5),
         }
         atomic_write(self.path(key, unit), json.dumps(payload, sort_keys=True) + "\n")
-
-
-def _bit_strings(bits: dict[str, list[int]]) -> dict[str, str]:
-    """Per-image 0/1 lists as strings of digits: a unit file stays small and readable."""
-    return {m: "".join(str(int(v)) for v in vals) for m, vals in bits.items()}
-
-
-def _bits(strings: dict[str, str]) -> dict[str, list[int]]:
-    """The per-image 0/1 lists a unit file stores as strings of digits."""
-    return {m: [int(c) for c in bits] for m, bits in strings.items()}
 
 
 def unit_files(extra: dict) -> list[str]:

@@ -33,7 +33,7 @@ from ellrobust.attacks.target_labels import AttackLabels, labelled_params, split
 from ellrobust.core.precision import fp32_predictions
 from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, open_probes, probe_identity
 from ellrobust.measures.stage import Stage, stage
-from ellrobust.results import Metric, Row
+from ellrobust.results import CORRECT, ImageTable, Metric, Row
 from ellrobust.run.context import LoadedModel, RunContext
 from ellrobust.run.units import Unit, UnitResult, clean_unit
 
@@ -94,7 +94,7 @@ class AttackStage(Stage):
         row = Row(unit.model, Metric.ROBUST_ACCURACY, float(robust.mean()), unit.method, unit.params, unit.eps)
         row = row.replace(m_grad=unit.m_grad, precision=unit.precision)
         rows = [row, row.with_metric(Metric.N_ATTACKED, float(len(scope.positions)))]
-        result = UnitResult(rows=rows, outcomes={unit.model: robust.tolist()}, extra=extra)
+        result = UnitResult(rows=rows, per_image=ImageTable.of(unit.model, {CORRECT: robust}), extra=extra)
         for probe in probes:
             probe.finish(result)
         return result
@@ -115,14 +115,12 @@ def _scope(unit: Unit, ctx: RunContext, lm: LoadedModel, large: bool) -> AttackS
     previous = None
     if unit.prior:
         previous = replace(unit, eps=unit.prior[-1], prior=unit.prior[:-1])
-        survivors = np.asarray(ctx.results[previous].outcomes[unit.model], dtype=bool)
+        survivors = ctx.results[previous].per_image.column(unit.model, CORRECT)
     positions = np.flatnonzero(survivors).tolist()
     if large:
         request = AttackRequest("pgd", json.loads(unit.params))
         return AttackScope(unit, ctx, lm, request, positions[:LARGE_EPS_MAX_POINTS], None)
-    aims = (
-        np.asarray(ctx.results[clean_unit(unit.model)].predictions[unit.model], dtype=np.int64) if predicted else None
-    )
+    aims = ctx.results[clean_unit(unit.model)].per_image.column(unit.model, "prediction") if predicted else None
     return AttackScope(unit, ctx, lm, AttackRequest(unit.method, attack_params), positions, previous, aims)
 
 

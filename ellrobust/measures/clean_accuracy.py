@@ -13,7 +13,7 @@ import torch
 
 from ellrobust.core.precision import fp32_logits
 from ellrobust.measures.stage import Stage, stage
-from ellrobust.results import Metric, Row
+from ellrobust.results import CORRECT, ImageTable, Metric, Row
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import Unit, UnitResult, clean_unit
 from ellrobust.stats.calibration import max_softmax, top_k_hits
@@ -51,11 +51,10 @@ class CleanStage(Stage):
                 {"detail": f"{nonfinite} of {len(correct)} images give NaN/inf logits: broken weights or inputs"}
             )
             rows.append(Row(unit.model, Metric.sanity("finite_logits"), 0.0, "sanity", params=detail))
-        predictions = {unit.model: ctx.gather(predicted, dtype=np.int64).tolist()}
-        return UnitResult(
-            rows=rows,
-            outcomes={unit.model: correct},
-            predictions=predictions,
-            confidence={unit.model: ctx.gather(confidence).tolist()},
-            top5={unit.model: hits},
-        )
+        per_image = {
+            CORRECT: correct,
+            "prediction": ctx.gather(predicted, dtype=np.int64),
+            "confidence": ctx.gather(confidence),
+            "top5": hits,
+        }
+        return UnitResult(rows=rows, per_image=ImageTable.of(unit.model, per_image))

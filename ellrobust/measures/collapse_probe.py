@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from ellrobust.core.errors import UsageError
 from ellrobust.core.precision import Precision, parse_precision, precision_scope
 from ellrobust.models.base import TokenModel, has_tokens
-from ellrobust.results import COLLAPSE_METRICS, Metric, Row
+from ellrobust.results import COLLAPSE_METRICS, Metric, Row, declare_column
 from ellrobust.stats.collapse_metrics import (
     attention_entropy_qk,
     effective_rank,
@@ -158,6 +158,12 @@ def value_key(metric: str, layer: int | None, head: int | None = None) -> str:
     the depth, so models of different depths pair on it.
     """
     return f"{metric}|{'later' if layer is None else layer}|{'' if head is None else head}"
+
+
+for _metric in COLLAPSE_METRICS:
+    declare_column(
+        _metric.value, np.float64, f"{_metric} of the image at one layer (and head): see value_key", family=True
+    )
 
 
 def parse_value_key(key: str) -> tuple[str, int | None, int | None]:

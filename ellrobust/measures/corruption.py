@@ -44,7 +44,7 @@ from ellrobust.corruptions import is_corruption, resolve_corruptions
 from ellrobust.corruptions.sources import BatchPlan, CorruptionSource, open_source, warm_up_generation
 from ellrobust.measures.stage import Stage, stage
 from ellrobust.request.config import EvalConfig
-from ellrobust.results import Metric, Row
+from ellrobust.results import CORRECT, ImageTable, Metric, Row
 from ellrobust.run.context import ProgressEvent, RunContext
 from ellrobust.run.units import Unit, UnitResult
 from ellrobust.stats.calibration import max_softmax, top_k_hits
@@ -187,15 +187,7 @@ class CorruptionStage(Stage):
             "data_seconds": data_s,
             "model_seconds": model_s,
         }
-        predictions = {name: ctx.gather(vals, dtype=np.int64).tolist() for name, vals in predicted.items()}
-        return UnitResult(
-            rows=rows,
-            outcomes=correct,
-            extra=extra,
-            predictions=predictions,
-            confidence={name: ctx.gather(vals).tolist() for name, vals in confidence.items()},
-            top5=hits,
-        )
+        return UnitResult(rows=rows, per_image=_per_image(ctx, correct, predicted, confidence, hits), extra=extra)
 
     def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
         """Per-corruption accuracy, CE, mCE and relative mCE of every model, from the unit rows."""
@@ -244,7 +236,7 @@ class CorruptionStage(Stage):
         # wrong[m][c, i]: how many severities of corruption c image i is misclassified at, per model
         wrong = {
             m: np.stack(
-                [np.sum([1 - np.asarray(units[(c, s)].outcomes[m]) for s in severities], axis=0) for c in names]
+                [np.sum([~units[(c, s)].per_image.column(m, CORRECT) for s in severities], axis=0) for c in names]
             ).astype(np.float64)
             for m in models
         }
@@ -361,3 +353,21 @@ def _seed_bytes(seed: int, a: str, b: str, label: dict) -> bytes:
 def baseline_model(ctx: RunContext) -> str:
     """The reference of baseline-normalised CE: the first plain (non-elliptical) model, else the first."""
     return next((name for name, lm in ctx.models.items() if not lm.elliptical), next(iter(ctx.models)))
+
+
+def _per_image(
+    ctx: RunContext,
+    correct: dict[str, list[int]],
+    predicted: dict[str, dict[int, int]],
+    confidence: dict[str, dict[int, float]],
+    hits: dict[str, list[int]],
+) -> ImageTable:
+    """Each model's verdict, prediction, confidence and top-5 hit per image (gathered over ranks)."""
+    table = ImageTable()
+    for name, vals in correct.items():
+        gathered = {
+            "prediction": ctx.gather(predicted[name], dtype=np.int64),
+            "confidence": ctx.gather(confidence[name]),
+        }
+        table.put(name, {CORRECT: vals, **gathered, "top5": hits[name]})
+    return table

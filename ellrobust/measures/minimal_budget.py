@@ -22,7 +22,7 @@ from ellrobust.attacks import AttackRequest
 from ellrobust.attacks.minimal_search import solve
 from ellrobust.core.errors import UsageError
 from ellrobust.measures.stage import Stage, stage
-from ellrobust.results import Metric, Row
+from ellrobust.results import ImageTable, Metric, Row
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import Unit, UnitResult
 from ellrobust.stats.minimal_budgets import ABS_TOL, REL_TOL, robust_flags
@@ -67,9 +67,8 @@ class MinimalStage(Stage):
             saved = ctx.results[twin]  # no gradient, so m_grad cannot change it
             return UnitResult(
                 rows=[r.replace(m_grad=unit.m_grad) for r in saved.rows],
+                per_image=saved.per_image,
                 extra={k: v for k, v in saved.extra.items() if k != "eps_grid"},
-                eps_star=dict(saved.eps_star),
-                censored=dict(saved.censored),
             )
         lm = ctx.models[unit.model]
         model = lm.module
@@ -108,12 +107,8 @@ class MinimalStage(Stage):
         )
         rows = [measured, measured.with_metric(Metric.N_CENSORED, float(censored.sum()))]
         extra = {"norm": request.norm, "eps_max": eps_max, "n_attacked": len(positions)}
-        return UnitResult(
-            rows=rows,
-            extra=extra,
-            eps_star={unit.model: eps_star.tolist()},
-            censored={unit.model: censored.astype(int).tolist()},
-        )
+        per_image = ImageTable.of(unit.model, {"eps_star": eps_star, "censored": censored})
+        return UnitResult(rows=rows, per_image=per_image, extra=extra)
 
     def finish(self, unit: Unit, result: UnitResult, ctx: RunContext) -> UnitResult:
         """The saved ε* read at this run's grid: one ``robust_accuracy`` row (and outcomes) per budget."""
@@ -123,8 +118,8 @@ class MinimalStage(Stage):
         grid = eps_grid(ctx, request)
         eps_max = float(result.extra["eps_max"])
         rows = [r for r in result.rows if r.metric is not Metric.ROBUST_ACCURACY]
-        stars = np.asarray(result.eps_star[unit.model], dtype=float)
-        censored = np.asarray(result.censored[unit.model], dtype=bool)
+        stars = result.per_image.column(unit.model, "eps_star")
+        censored = result.per_image.column(unit.model, "censored")
         robust = robust_flags(stars, censored, [min(e, eps_max) for e in grid], eps_max=eps_max)
         for eps, flags in zip(grid, robust, strict=True):
             rows.append(

@@ -6,9 +6,9 @@ the run's one image store, and scores each by its maximum softmax probability ov
 ``score_classes`` (ImageNet-O's 200 classes, as Hendrycks et al.'s protocol masks the logits),
 in strict fp32 like every verdict. Its rows: AUROC with DeLong's 95 % interval and AUPR, OOD
 positive with the score −MSP (:mod:`ellrobust.stats.ood_detection`). The per-image MSP and OOD flags stay
-in the unit's ``values``: the paired comparison between models (:mod:`ellrobust.measures.paired`) and the
-run folder's ``ood_scores.csv.gz`` (:mod:`ellrobust.results.ood_scores`, written by :meth:`OODStage.derive`)
-are made from them.
+in the unit's per-image table (columns ``msp`` and ``ood``): the paired comparison between models
+(:mod:`ellrobust.measures.paired`) and the run folder's ``ood_scores.csv.gz``
+(:mod:`ellrobust.results.ood_scores`, written by :meth:`OODStage.derive`) are made from them.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from ellrobust.core.precision import Precision, precision_scope
 from ellrobust.measures.stage import Stage, stage
-from ellrobust.results import Metric, Row
+from ellrobust.results import ImageTable, Metric, Row, declare_column
 from ellrobust.results.ood_scores import save_scores, scores_frame
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import Unit, UnitResult
@@ -30,11 +30,14 @@ from ellrobust.stats.ood_detection import auroc, auroc_interval, average_precisi
 OOD_METHOD = "ood"
 OOD_PARAMS = json.dumps({"score": "msp"})
 
+declare_column("msp", np.float64, "the maximum softmax probability (OOD units: in-distribution images, then OOD)")
+declare_column("ood", bool, "1: an out-of-distribution image (OOD units)")
+
 
 def ood_scores(results: dict[Unit, UnitResult]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Each model's (MSP, OOD flags) over the run's images, in-distribution first, from its OOD unit."""
     return {
-        unit.model: (np.asarray(r.values["msp"], dtype=float), np.asarray(r.values["ood"], dtype=bool))
+        unit.model: (r.per_image.column(unit.model, "msp"), r.per_image.column(unit.model, "ood"))
         for unit, r in results.items()
         if unit.stage == OOD_METHOD
     }
@@ -71,7 +74,7 @@ class OODStage(Stage):
             row.with_metric(Metric.OOD_AUROC.ci_high, high),
             row.with_metric(Metric.OOD_AUPR, average_precision(score, ood) if finite else nan),
         ]
-        return UnitResult(rows=rows, values={"msp": msp.tolist(), "ood": ood.astype(float).tolist()})
+        return UnitResult(rows=rows, per_image=ImageTable.of(unit.model, {"msp": msp, "ood": ood}))
 
     def derive(self, ctx: RunContext, rows: list[Row]) -> list[Row]:
         """Write the per-image scores of every model (no rows: the paired ones belong to the Holm family)."""

@@ -39,7 +39,7 @@ from ellrobust.attacks.target_labels import LABELS_PARAM
 from ellrobust.measures.collapse_probe import later_half, parse_value_key
 from ellrobust.measures.ood import OOD_METHOD, OOD_PARAMS, ood_scores
 from ellrobust.measures.primary_claims import primary_rows
-from ellrobust.results import ACCURACIES, CALIBRATION_METRICS, Metric, Outcomes, Row
+from ellrobust.results import ACCURACIES, CALIBRATION_METRICS, CORRECT, Metric, Outcomes, Row
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import Unit, UnitResult
 from ellrobust.stats.calibration import MIN_CALIBRATION_IMAGES, Calibration
@@ -158,7 +158,8 @@ def worst_case(outcomes: Iterable[Outcomes]) -> tuple[list[Row], list[Outcomes]]
                 precision=precision,
             )
         )
-        worst_outcomes.append(Outcomes(model, "worst-case", params, eps, None, mg, precision, worst))
+        measured = {"params": params, "eps": eps, "m_grad": mg, "precision": precision}
+        worst_outcomes.append(Outcomes(model=model, method="worst-case", **measured, columns={CORRECT: worst}))
     return rows, worst_outcomes
 
 
@@ -186,10 +187,13 @@ def minimal_budgets(finished: list[tuple[Unit, UnitResult]]) -> dict[str, Budget
     """Each model's minimal budgets ε*, by measurement (method, params, None, None, m_grad, precision)."""
     out: dict[str, Budgets] = defaultdict(dict)
     for unit, result in finished:
-        for model, stars in result.eps_star.items():
+        for model in result.per_image.models():
+            stars = result.per_image.get(model, "eps_star")
+            if stars is None:
+                continue
             key = (unit.method, unit.params, None, None, unit.m_grad, unit.precision)
-            censored = np.asarray(result.censored[model], dtype=bool)
-            out[model][key] = (np.asarray(stars, dtype=float), censored, float(result.extra["eps_max"]))
+            censored = result.per_image.column(model, "censored")
+            out[model][key] = (stars, censored, float(result.extra["eps_max"]))
     return out
 
 
@@ -316,7 +320,11 @@ def collapse_difference_rows(ctx: RunContext, finished: list[tuple[Unit, UnitRes
     Only the clean collapse units qualify: every model measures every selected image there (attack
     units measure each model's own surviving images, which differ between models).
     """
-    per_model = {unit.model: result.values for unit, result in finished if unit.stage == "collapse" and result.values}
+    per_model = {
+        unit.model: result.per_image.entry(unit.model)
+        for unit, result in finished
+        if unit.stage == "collapse" and result.per_image.entry(unit.model)
+    }
     config = ctx.config.collapse
     rows = []
 
@@ -329,7 +337,7 @@ def collapse_difference_rows(ctx: RunContext, finished: list[tuple[Unit, UnitRes
             if key not in per_model[b]:
                 continue
             metric, layer, head = parse_value_key(key)
-            va, vb = (np.asarray([np.nan if v is None else v for v in per_model[m][key]], dtype=float) for m in (a, b))
+            va, vb = (per_model[m][key] for m in (a, b))  # NaN: an image not measured
             both = ~(np.isnan(va) | np.isnan(vb))
             if both.sum() < 2:
                 continue
@@ -364,7 +372,7 @@ def minimal_sanity_rows(outcomes: list[Outcomes], budgets: dict[str, Budgets]) -
         for o in outcomes
         if o.eps is not None
         and o.method not in ("worst-case", LARGE_EPS_METHOD)
-        and o.eps_star is None
+        and o.get("eps_star") is None
         and o.severity is None
     ]
     found: dict[tuple, list[str]] = {}
@@ -415,13 +423,13 @@ def calibration_rows(seed: int, models: list[str], outcomes: list[Outcomes]) -> 
     """
     measured: dict[tuple, dict[str, Outcomes]] = defaultdict(dict)  # measurement → model → outcomes
     for o in outcomes:
-        if o.confidence is not None and o.top5 is not None:
+        if o.get("confidence") is not None and o.get("top5") is not None:
             measured[o.measurement][o.model] = o
     single, paired = [], []
     for key, by_model in measured.items():
         names = [m for m in models if m in by_model]
         pairs = list(combinations(range(len(names)), 2))
-        calibrations = [Calibration(by_model[m].confidence, by_model[m].correct) for m in names]
+        calibrations = [Calibration(by_model[m].get("confidence"), by_model[m].correct) for m in names]
         n = calibrations[0].n
 
         def errors(weights: np.ndarray | None, calibrations=calibrations, pairs=pairs) -> np.ndarray:
@@ -449,7 +457,7 @@ def calibration_rows(seed: int, models: list[str], outcomes: list[Outcomes]) -> 
                 single.append((model, row.with_metric(metric.ci_high, hi)))
         for i, j in pairs:
             a, b = names[i], names[j]
-            cmp = paired_comparison(by_model[a].top5, by_model[b].top5)
+            cmp = paired_comparison(by_model[a].get("top5"), by_model[b].get("top5"))
             top5 = Metric.TOP5_ACCURACY.difference
             row = _measurement_row(a, top5, cmp.difference, key, baseline=b)
             mine = [row, row.with_metric(top5.ci_low, cmp.ci_low), row.with_metric(top5.ci_high, cmp.ci_high)]

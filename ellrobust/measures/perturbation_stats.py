@@ -43,9 +43,7 @@ class PerturbationProbe(AttackProbe):
         base = _before(scope)
         for name, per_image in base.items():
             per_image[scope.positions] = scope.ctx.gather(self.seen[name], dtype=per_image.dtype)[scope.positions]
-        result.predictions[model] = base["prediction"].tolist()
-        result.linf[model] = base["linf"].tolist()
-        result.l2[model] = base["l2"].tolist()
+        result.per_image.put(model, base)
 
 
 def _before(scope: AttackScope) -> dict[str, np.ndarray]:
@@ -53,12 +51,8 @@ def _before(scope: AttackScope) -> dict[str, np.ndarray]:
     (nested budgets), or the clean prediction and size 0."""
     model = scope.unit.model
     if scope.previous is None:
-        clean = np.asarray(scope.ctx.results[clean_unit(model)].predictions[model], dtype=np.int64)
+        clean = scope.ctx.results[clean_unit(model)].per_image.column(model, "prediction").copy()
         zeros = np.zeros(len(clean), dtype=np.float64)
         return {"prediction": clean, "linf": zeros, "l2": zeros.copy()}
-    before = scope.ctx.results[scope.previous]
-    return {
-        "prediction": np.asarray(before.predictions[model], dtype=np.int64),
-        "linf": np.asarray(before.linf[model], dtype=np.float64),
-        "l2": np.asarray(before.l2[model], dtype=np.float64),
-    }
+    before = scope.ctx.results[scope.previous].per_image
+    return {name: before.column(model, name).copy() for name in COLUMNS}  # copies: saved columns are read-only

@@ -123,9 +123,10 @@ def _budgets(outcomes: list[Outcomes], m_grad: str) -> list[MinimalNormBudgets |
     for o in outcomes:
         if not _white_box(o) or o.m_grad != m_grad:
             continue
-        if o.eps_star is not None:
+        stars = o.get("eps_star")
+        if stars is not None:
             eps_max = float(json.loads(o.params)["eps_max"])
-            minimal[o.method] = MinimalNormBudgets(o.method, o.eps_star, o.censored, eps_max)
+            minimal[o.method] = MinimalNormBudgets(o.method, stars, o.get("censored"), eps_max)
         else:
             grids[o.method][float(o.eps)] = ~np.asarray(o.correct, dtype=bool)
     found: list[MinimalNormBudgets | GridBudgets] = list(minimal.values())

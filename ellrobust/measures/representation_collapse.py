@@ -4,7 +4,8 @@ adversarial images, a probe of every attack unit of a model with tokens (:class:
 Both share one :class:`~ellrobust.measures.collapse_probe.CollapseConfig`. The probe's rows carry the
 attack's method, eps and m_grad; they cover the attacked (clean-correct) images only, so they are a
 different image set from the clean collapse rows (method ``collapse``), which use every image.
-The per-image values are kept in the unit result: every model measures every selected image here,
+The per-image values are kept in the unit's per-image table (a column family per metric,
+:func:`~ellrobust.measures.collapse_probe.value_key`): every model measures every selected image here,
 so the engine derives paired differences between models from them. Models without tokens (CNN
 baselines) have no collapse units (:func:`~ellrobust.measures.collapse_probe.token_models`).
 """
@@ -17,6 +18,7 @@ from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackSc
 from ellrobust.measures.collapse_probe import CollapseAccumulator, token_models
 from ellrobust.measures.stage import Stage, stage
 from ellrobust.request.config import collapse_key
+from ellrobust.results import ImageTable
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import Unit, UnitResult
 
@@ -43,7 +45,9 @@ class CollapseStage(Stage):
         accumulator.merge(ctx.dist.gather_objects(accumulator.state()))
         size = len(ctx.indices)
         measured = {"model": unit.model, "method": unit.method, "precision": ctx.config.collapse.precision.value}
-        return UnitResult(rows=accumulator.rows(measured, size), values=accumulator.values(size))
+        return UnitResult(
+            rows=accumulator.rows(measured, size), per_image=ImageTable.of(unit.model, accumulator.values(size))
+        )
 
 
 @attack_probe("collapse")
@@ -71,4 +75,4 @@ class AdversarialCollapseProbe(AttackProbe):
         measured = {f: getattr(unit, f) for f in ("model", "method", "params", "eps", "m_grad", "precision")}
         size = len(ctx.indices)
         result.rows.extend(self.accumulator.rows(measured, size, extra_params=self.scope.request.params))
-        result.values.update(self.accumulator.values(size))
+        result.per_image.put(unit.model, self.accumulator.values(size))

@@ -51,7 +51,7 @@ class SavedAdversarialProbe(AttackProbe):
         parts = ctx.dist.gather_objects(self.images)
         if ctx.dist.is_main:
             attacked = {p: a for part in parts for p, a in part.items()}
-            path = _save(self.scope, attacked, result.predictions[self.scope.unit.model])
+            path = _save(self.scope, attacked, result.per_image.column(self.scope.unit.model, "prediction"))
             result.extra["adversarial_file"] = str(path.relative_to(ctx.run_dir))
 
 

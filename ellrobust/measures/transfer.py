@@ -14,7 +14,7 @@ import numpy as np
 
 from ellrobust.core.precision import fp32_predictions
 from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, attack_probe
-from ellrobust.results import Metric, Row
+from ellrobust.results import CORRECT, OWN, TRANSFERRED, Metric, Row
 from ellrobust.run.context import RunContext
 from ellrobust.run.units import UnitResult, clean_unit, transfer_params
 
@@ -53,8 +53,7 @@ class TransferProbe(AttackProbe):
             correct, predicted = _before(scope, target)
             correct[scope.positions] = scope.ctx.gather(self.correct[target], dtype=np.int64)[scope.positions]
             predicted[scope.positions] = scope.ctx.gather(self.predicted[target], dtype=np.int64)[scope.positions]
-            result.transfer[target] = correct.tolist()
-            result.transfer_predictions[target] = predicted.tolist()
+            result.per_image.put(target, {CORRECT: correct, "prediction": predicted}, TRANSFERRED)
             row = Row(
                 target, Metric.TRANSFER_ACCURACY, float(correct.mean()), unit.method, transfer_params(unit), unit.eps
             )
@@ -65,9 +64,8 @@ def _before(scope: AttackScope, target: str) -> tuple[np.ndarray, np.ndarray]:
     """What ``target`` says of each image before this unit's attack: of the smaller budget's images
     (nested budgets), else of the clean images (correctness and predictions)."""
     if scope.previous is None:
-        clean = scope.ctx.results[clean_unit(target)]
-        correct, predicted = clean.outcomes[target], clean.predictions[target]
+        table, view = scope.ctx.results[clean_unit(target)].per_image, OWN
     else:
-        before = scope.ctx.results[scope.previous]
-        correct, predicted = before.transfer[target], before.transfer_predictions[target]
-    return np.asarray(correct, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+        table, view = scope.ctx.results[scope.previous].per_image, TRANSFERRED
+    correct, predicted = table.column(target, CORRECT, view), table.column(target, "prediction", view)
+    return correct.astype(np.int64), predicted.astype(np.int64)  # copies: the saved columns are read-only

@@ -1,7 +1,15 @@
-"""Floor 2: the results layer: typed rows and their key, per-example outcomes, the table on disk."""
+"""Floor 2: the results layer: typed rows and their key, per-image tables and outcomes, the tables on disk."""
 
+from ellrobust.results.image_table import OWN, TRANSFERRED, Column, ImageTable, declare_column, declared_columns
 from ellrobust.results.metrics import Direction, Kind, MetricDef, declare_metric, declared
-from ellrobust.results.per_image import EXAMPLE_COLUMNS, Outcomes, examples_frame, load_examples, save_examples
+from ellrobust.results.per_image import (
+    CORRECT,
+    Outcomes,
+    example_columns,
+    examples_frame,
+    load_examples,
+    save_examples,
+)
 from ellrobust.results.rows import (
     ACCURACIES,
     CALIBRATION_METRICS,
@@ -31,6 +39,13 @@ from ellrobust.results.storage import (
 )
 
 __all__ = [
+    "CORRECT",
+    "OWN",
+    "TRANSFERRED",
+    "Column",
+    "ImageTable",
+    "declare_column",
+    "declared_columns",
     "Direction",
     "Kind",
     "MetricDef",
@@ -41,7 +56,6 @@ __all__ = [
     "COLLAPSE_METRICS",
     "ELLIPTICAL_METRICS",
     "COLUMNS",
-    "EXAMPLE_COLUMNS",
     "KEY_FIELDS",
     "MEASUREMENT_FIELDS",
     "METRICS",
@@ -54,6 +68,7 @@ __all__ = [
     "Provenance",
     "Row",
     "check_schema",
+    "example_columns",
     "examples_frame",
     "load_examples",
     "load_results",

@@ -12,12 +12,16 @@ pixel units, whatever the attack's norm); a minimal-norm method adds each image'
 and top-5 accuracy are derived (:mod:`ellrobust.stats.calibration`). On disk they are the run
 folder's ``examples.csv.gz``: one line per (model, measurement, image), with the image's index in
 the evaluated split; a column a measurement does not record (the norms of a clean image) is empty.
+
+The columns of that file are declared below, in the file's order, with
+:func:`~ellrobust.results.image_table.declare_column`; a column a measure declares ``example=True``
+in its own module follows them.
 """
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,45 +30,45 @@ import pandas as pd
 
 from ellrobust.core.files import atomic_write
 from ellrobust.core.readback import reading
+from ellrobust.results.image_table import Column, column, declare_column, declared_columns
 from ellrobust.results.rows import MEASUREMENT_FIELDS
 
-#: The columns of the per-example table, in order.
-EXAMPLE_COLUMNS = (
-    "model",
-    *MEASUREMENT_FIELDS,
-    "index",
-    "correct",
-    "prediction",
-    "linf",
-    "l2",
-    "eps_star",
-    "censored",
-    "confidence",
-    "top5",
+#: The outcome every per-example line has: the verdict on the image.
+CORRECT = "correct"
+
+declare_column(
+    CORRECT, bool, "1: classified correctly (clean, corrupted) or still correctly (attacked: robust)", example=True
 )
-#: Columns a measurement may leave empty (read back as missing, not as text).
-_OPTIONAL_COLUMNS = ("eps", "severity", "prediction", "linf", "l2", "eps_star", "censored", "confidence", "top5")
+declare_column("prediction", np.int64, "the class predicted on the image the verdict was taken on", example=True)
+declare_column("linf", np.float64, "the perturbation's L∞ size in [0, 1] pixel units (0: not attacked)", example=True)
+declare_column("l2", np.float64, "the perturbation's L2 size in [0, 1] pixel units (0: not attacked)", example=True)
+declare_column("eps_star", np.float64, "the minimal budget ε* that breaks the image (0: wrong clean)", example=True)
+declare_column("censored", bool, "1: no adversarial image within eps_max (ε* is a lower bound)", example=True)
+declare_column("confidence", np.float64, "the largest softmax probability on the image", example=True)
+declare_column("top5", bool, "1: the label is among the 5 largest logits", example=True)
+
 EXAMPLES_FILE = "examples.csv.gz"
 
 
-@dataclass(frozen=True)
+def example_columns() -> tuple[str, ...]:
+    """The columns of the per-example table, in order: the declared ``example`` columns come last."""
+    return ("model", *MEASUREMENT_FIELDS, "index", *(c.name for c in declared_columns() if c.example))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Outcomes:
     """One model's per-image outcomes in one measurement, in the order of the run's selection.
+
+    Built by keyword from a unit's :class:`~ellrobust.results.image_table.ImageTable` entry
+    (:meth:`ellrobust.run.units.UnitResult.outcomes_of`).
 
     Attributes:
         model: the model.
         method, params, eps, severity, m_grad, precision: the measurement.
-        correct: one bool per selected image: classified correctly (clean, corrupted), still
-            classified correctly (attacked: robust).
-        prediction: the class predicted for each selected image (on the adversarial image under
-            attack; on the clean image for an image that was not attacked), or None when unknown.
-        linf, l2: under attack, the size of each image's perturbation (0 for an image not
-            attacked), or None.
-        eps_star, censored: for a minimal-norm method (FMN, ``bisect-<attack>``), each image's
-            minimal budget ε* (0 misclassified clean, ``eps_max`` when censored) and whether no
-            adversarial example was found within ``eps_max``; None for other measurements.
-        confidence, top5: on clean and corrupted images, each image's largest softmax probability
-            and whether its label is among the 5 largest logits; None for other measurements.
+        columns: declared per-image columns (:func:`~ellrobust.results.image_table.declare_column`),
+            one value per selected image each; :data:`CORRECT` is always there. Under attack,
+            ``prediction`` is the class predicted on the adversarial image (the clean one for an
+            image not attacked) and ``linf``/``l2`` are 0 for an image not attacked.
     """
 
     model: str
@@ -74,26 +78,27 @@ class Outcomes:
     severity: int | None = None
     m_grad: str = ""
     precision: str = ""
-    correct: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), compare=False)
-    prediction: np.ndarray | None = field(default=None, compare=False)
-    linf: np.ndarray | None = field(default=None, compare=False)
-    l2: np.ndarray | None = field(default=None, compare=False)
-    eps_star: np.ndarray | None = field(default=None, compare=False)
-    censored: np.ndarray | None = field(default=None, compare=False)
-    confidence: np.ndarray | None = field(default=None, compare=False)
-    top5: np.ndarray | None = field(default=None, compare=False)
+    columns: Mapping[str, Iterable] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "correct", np.asarray(self.correct, dtype=bool))
-        typed = (("prediction", np.int64), ("linf", np.float64), ("l2", np.float64))
-        extra = (("eps_star", np.float64), ("censored", bool), ("confidence", np.float64), ("top5", bool))
-        for name, dtype in (*typed, *extra):
-            value = getattr(self, name)
-            if value is not None:
-                value = np.asarray(value, dtype=dtype)
-                if value.shape != self.correct.shape:
-                    raise ValueError(f"{name} has {value.size} values for {self.correct.size} images")
-                object.__setattr__(self, name, value)
+        if CORRECT not in self.columns:
+            raise ValueError(f"outcomes of {self.model} {self.method} have no {CORRECT!r} column")
+        size = len(np.asarray(self.columns[CORRECT]))
+        typed = {}
+        for name, values in self.columns.items():
+            typed[name] = np.asarray(values, dtype=column(name).dtype)
+            if typed[name].shape != (size,):
+                raise ValueError(f"{name} has {typed[name].size} values for {size} images")
+        object.__setattr__(self, "columns", typed)
+
+    @property
+    def correct(self) -> np.ndarray:
+        """One bool per selected image: classified correctly (clean, corrupted), still so (attacked: robust)."""
+        return self.columns[CORRECT]
+
+    def get(self, name: str) -> np.ndarray | None:
+        """A per-image column, or None when this measurement does not record it."""
+        return self.columns.get(name)
 
     @property
     def measurement(self) -> tuple:
@@ -101,29 +106,33 @@ class Outcomes:
         return tuple(getattr(self, name) for name in MEASUREMENT_FIELDS)
 
 
+def _example_values(o: Outcomes, declared: Column) -> object:
+    """One outcome's values of an optional example column: 0/1 and class columns as nullable integers
+    (empty where the measurement lacks them), float columns as floats (NaN: empty)."""
+    values = o.get(declared.name)
+    if declared.dtype.kind == "f":
+        return values if values is not None else np.nan
+    if values is None:
+        return pd.array([None] * len(o.correct), "Int64")
+    return pd.array(values.astype(np.int8) if declared.dtype == bool else values, "Int64")
+
+
 def examples_frame(outcomes: Iterable[Outcomes], indices: Sequence[int]) -> pd.DataFrame:
     """The per-example table: one row per outcome and image (``index``: the image's index in the split)."""
+    optional = [c for c in declared_columns() if c.example and c.name != CORRECT]
     frames = [
         pd.DataFrame(
             {
                 "model": o.model,
                 **{name: value for name, value in zip(MEASUREMENT_FIELDS, o.measurement, strict=True)},
                 "index": list(indices),
-                "correct": o.correct.astype(np.int8),
-                "prediction": pd.array(o.prediction if o.prediction is not None else [None] * len(o.correct), "Int64"),
-                "linf": o.linf if o.linf is not None else np.nan,
-                "l2": o.l2 if o.l2 is not None else np.nan,
-                "eps_star": o.eps_star if o.eps_star is not None else np.nan,
-                "censored": pd.array(
-                    o.censored.astype(np.int8) if o.censored is not None else [None] * len(o.correct), "Int64"
-                ),
-                "confidence": o.confidence if o.confidence is not None else np.nan,
-                "top5": pd.array(o.top5.astype(np.int8) if o.top5 is not None else [None] * len(o.correct), "Int64"),
+                CORRECT: o.correct.astype(np.int8),
+                **{c.name: _example_values(o, c) for c in optional},
             }
         )
         for o in outcomes
     ]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(EXAMPLE_COLUMNS))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(example_columns()))
 
 
 def save_csv_gz(frame: pd.DataFrame, path: Path) -> None:
@@ -142,8 +151,10 @@ def load_examples(run_dir: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     with reading(path, "per-example table"):
-        df = pd.read_csv(path, keep_default_na=False, na_values={name: [""] for name in _OPTIONAL_COLUMNS})
-        for name in ("prediction", "censored", "top5"):
-            if name in df:
-                df[name] = df[name].astype("Int64")
+        optional = [c for c in declared_columns() if c.example and c.name != CORRECT]
+        empty = {name: [""] for name in ("eps", "severity", *(c.name for c in optional))}
+        df = pd.read_csv(path, keep_default_na=False, na_values=empty)
+        for c in optional:
+            if c.name in df and c.dtype.kind != "f":
+                df[c.name] = df[c.name].astype("Int64")
     return df

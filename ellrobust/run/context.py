@@ -18,6 +18,7 @@ from ellrobust.core.distributed import DistInfo, batches
 from ellrobust.corruptions.protocol import resolve_protocol
 from ellrobust.models.base import has_tokens
 from ellrobust.request.config import EvalConfig
+from ellrobust.results import CORRECT
 from ellrobust.run.units import Unit, UnitResult, clean_unit
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ class RunContext:
 
     def clean_outcomes(self, model: str) -> np.ndarray:
         """Which images ``model`` classifies correctly (the clean stage's unit; it runs before any other)."""
-        return np.asarray(self.results[clean_unit(model)].outcomes[model], dtype=bool)
+        return self.results[clean_unit(model)].per_image.column(model, CORRECT)
 
     def owned_batches(self, positions: list[int] | None = None) -> list[tuple[int, list[int]]]:
         """This rank's ``(batch index, positions)`` of ``positions`` (0-based in the selection; None: all).

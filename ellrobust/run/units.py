@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ellrobust.core.precision import Precision
-from ellrobust.results import Outcomes, Row
+from ellrobust.results import CORRECT, MEASUREMENT_FIELDS, OWN, TRANSFERRED, ImageTable, Outcomes, Row
 
 
 @dataclass(frozen=True)
@@ -41,81 +40,45 @@ class Unit:
 
 @dataclass
 class UnitResult:
-    """Rows (the engine adds provenance), per-example outcomes and values, and diagnostics.
+    """What a unit yields: rows (the engine adds provenance), a per-image table, and diagnostics.
 
     Attributes:
         rows: the unit's typed rows (:class:`~ellrobust.results.rows.Row`).
-        outcomes: per model, one 0/1 per selected image (correct / robust).
-        values: per-image measurements other than correctness (collapse metrics), keyed by a name
-            the producing stage chooses; one float per image the unit measured.
+        per_image: per model, the unit's declared per-image columns
+            (:class:`~ellrobust.results.image_table.ImageTable`): ``correct`` (0/1 per selected image:
+            correct / robust), and whatever the measures add (predictions, perturbation sizes,
+            ε* and censoring, confidence, collapse values...). With ``--transfer``, each other model's
+            verdict on the attacked model's adversarial images is its own view,
+            :data:`~ellrobust.results.image_table.TRANSFERRED`. A minimal-norm unit's outcomes are
+            those of the budgets in ``extra["eps_grid"]`` (the run's grid for the method, set when the
+            run reads the unit: :meth:`ellrobust.measures.minimal_budget.MinimalStage.finish`).
         extra: diagnostics for run.json and the sanity checks (timings, perturbation sizes).
-        predictions: per model, the class predicted for each selected image (as ``outcomes``).
-        linf, l2: per attacked model, the size of each selected image's perturbation.
-        transfer, transfer_predictions: with ``--transfer``, per other model of the run, whether it
-            classifies the attacked model's adversarial images correctly, and what it predicts.
-        eps_star, censored: per model of a minimal-norm unit, each selected image's minimal budget ε*
-            (0 for an image misclassified clean, ``eps_max`` when censored) and whether it is censored.
-            Such a unit's outcomes are those of the budgets in ``extra["eps_grid"]`` (the run's grid for
-            the method, set when the run reads the unit: :meth:`ellrobust.measures.minimal_budget.MinimalStage.finish`).
-        confidence, top5: per model of a clean or corruption unit, each selected image's max-softmax
-            confidence and top-5 hit (:mod:`ellrobust.stats.calibration`).
     """
 
     rows: list[Row] = field(default_factory=list)
-    outcomes: dict[str, list[int]] = field(default_factory=dict)
-    values: dict[str, list[float]] = field(default_factory=dict)
+    per_image: ImageTable = field(default_factory=ImageTable)
     extra: dict = field(default_factory=dict)
-    predictions: dict[str, list[int]] = field(default_factory=dict)
-    linf: dict[str, list[float]] = field(default_factory=dict)
-    l2: dict[str, list[float]] = field(default_factory=dict)
-    transfer: dict[str, list[int]] = field(default_factory=dict)
-    transfer_predictions: dict[str, list[int]] = field(default_factory=dict)
-    eps_star: dict[str, list[float]] = field(default_factory=dict)
-    censored: dict[str, list[int]] = field(default_factory=dict)
-    confidence: dict[str, list[float]] = field(default_factory=dict)
-    top5: dict[str, list[int]] = field(default_factory=dict)
 
     def outcomes_of(self, unit: Unit) -> list[Outcomes]:
-        """The unit's per-example outcomes as typed records, one per model, in the unit's measurement;
-        transferred ones in the measurement :func:`transfer_params` names.
+        """The unit's per-example outcomes as typed records, one per model and view with a ``correct``
+        column, transferred ones first, each in its view's measurement (:data:`VIEW_MEASUREMENTS`).
 
         A minimal-norm unit gives one per model and budget of its grid: robust at ε when ε* > ε
         (:func:`ellrobust.stats.minimal_budgets.robust_flags`), each carrying the images' ε* and censoring.
         """
-        if self.eps_star:
+        table = self.per_image
+        if any(table.get(model, "eps_star") is not None for model in table.models()):
             return self._minimal_outcomes(unit)
-        transferred = [
-            Outcomes(
-                target,
-                unit.method,
-                transfer_params(unit),
-                unit.eps,
-                None,
-                "",
-                unit.precision,
-                np.asarray(vals, dtype=bool),
-                self.transfer_predictions.get(target),
-            )
-            for target, vals in self.transfer.items()
-        ]
-        return transferred + [
-            Outcomes(
-                model,
-                unit.method,
-                unit.params,
-                unit.eps,
-                unit.severity,
-                unit.m_grad,
-                unit.precision,
-                np.asarray(vals, dtype=bool),
-                self.predictions.get(model),
-                self.linf.get(model),
-                self.l2.get(model),
-                confidence=self.confidence.get(model),
-                top5=self.top5.get(model),
-            )
-            for model, vals in self.outcomes.items()
-        ]
+        unknown = set(table.views()) - set(VIEW_MEASUREMENTS)
+        if unknown:
+            raise ValueError(f"per-image view(s) {sorted(unknown)} have no measurement")
+        out = []
+        for view, measurement in VIEW_MEASUREMENTS.items():
+            for model in table.models(view):
+                columns = table.entry(model, view)
+                if CORRECT in columns:
+                    out.append(Outcomes(model=model, **measurement(unit), columns=columns))
+        return out
 
     def _minimal_outcomes(self, unit: Unit) -> list[Outcomes]:
         from ellrobust.stats.minimal_budgets import robust_flags
@@ -123,21 +86,17 @@ class UnitResult:
         grid = [float(e) for e in self.extra.get("eps_grid", [])]
         eps_max = float(self.extra["eps_max"])
         out = []
-        for model, stars in self.eps_star.items():
-            censored = np.asarray(self.censored[model], dtype=bool)
-            flags = robust_flags(np.asarray(stars, dtype=float), censored, grid, eps_max=eps_max)
+        for model in self.per_image.models():
+            stars = self.per_image.get(model, "eps_star")
+            if stars is None:
+                continue
+            censored = self.per_image.column(model, "censored")
+            flags = robust_flags(stars, censored, grid, eps_max=eps_max)
             out += [
                 Outcomes(
-                    model,
-                    unit.method,
-                    unit.params,
-                    eps,
-                    None,
-                    unit.m_grad,
-                    unit.precision,
-                    robust,
-                    eps_star=np.asarray(stars, dtype=float),
-                    censored=censored,
+                    model=model,
+                    **(_own_measurement(unit) | {"eps": eps, "severity": None}),
+                    columns={CORRECT: robust, "eps_star": stars, "censored": censored},
                 )
                 for eps, robust in zip(grid, flags, strict=True)
             ]
@@ -157,6 +116,22 @@ def transfer_params(unit: Unit) -> str:
     if unit.m_grad:
         params["source_m_grad"] = unit.m_grad
     return json.dumps(params, sort_keys=True)
+
+
+def _own_measurement(unit: Unit) -> dict[str, object]:
+    return {name: getattr(unit, name) for name in MEASUREMENT_FIELDS}
+
+
+def _transferred_measurement(unit: Unit) -> dict[str, object]:
+    """A target's measurement of the unit's adversarial images: no budget of its own, no m_grad."""
+    return _own_measurement(unit) | {"params": transfer_params(unit), "severity": None, "m_grad": ""}
+
+
+#: Per view of a unit's per-image table, the measurement its outcomes are in; transferred ones first.
+VIEW_MEASUREMENTS: dict[str, Callable[[Unit], dict[str, object]]] = {
+    TRANSFERRED: _transferred_measurement,
+    OWN: _own_measurement,
+}
 
 
 def clean_unit(model: str) -> Unit:
