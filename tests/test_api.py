@@ -28,7 +28,7 @@ from ellrobust.models import SHIPPED, load_model, state_dict_digest
 from ellrobust.models.any_module import as_classifier
 from ellrobust.models.vit import BlockOutput
 from ellrobust.request.config import EvalConfig
-from ellrobust.verdict.claim_types import Claim, ClaimKind, ClaimStatus
+from ellrobust.verdict.claim_types import Claim, ClaimStatus
 
 #: Fast settings: few images, one budget, no sanity checks (their large-eps PGD is the slow part).
 FAST = {"n": 16, "eps": "8/255", "sanity": False, "batch_size": 16}
@@ -164,12 +164,12 @@ def test_verdict_and_run_json_record_the_modules(side_by_side):
     results, cnn, vit, after = side_by_side
     assert all(isinstance(c, Claim) and isinstance(c.status, ClaimStatus) for c in results.verdict)
     assert {c.models for c in results.verdict} == {("deit-elliptical", "cnn"), ("deit-elliptical", "vit")}
-    kinds = {
-        pair: {c.kind for c in results.verdict if c.models == pair} for pair in {c.models for c in results.verdict}
+    names = {
+        pair: {c.name for c in results.verdict if c.models == pair} for pair in {c.models for c in results.verdict}
     }
-    assert ClaimKind.COLLAPSE in kinds["deit-elliptical", "vit"]  # the ViT exposes its tokens
-    assert ClaimKind.COLLAPSE not in kinds["deit-elliptical", "cnn"]  # the CNN has none
-    assert "verdict:" in results.summary() and "less collapsed" in results.summary()
+    assert "collapse" in names["deit-elliptical", "vit"]  # the ViT exposes its tokens
+    assert "collapse" not in names["deit-elliptical", "cnn"]  # the CNN has none
+    assert "verdict:" in results.summary() and "collapse, deit-elliptical vs vit" in results.summary()
     meta = json.loads((results.run_dir / "run.json").read_text())
     assert meta["models"] == results.models
     record = meta["models"]["cnn"]

@@ -38,6 +38,7 @@ def register(app: typer.Typer) -> None:
             print_json,
             stderr,
             stdout,
+            summary,
             verdict,
             warn_sanity,
         )
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
         from ellrobust.verdict.rules import elliptical_models
 
         out, max_image_pixels = values.pop("out"), values.pop("max_image_pixels")
-        json_out, report = values.pop("json"), values.pop("report")
+        json_out, report, details = values.pop("json"), values.pop("report"), values.pop("details")
         trackers = requested_trackers(values.pop("log"), Caller.CLI)
         config = build_config(values, Caller.CLI, default_collapse=CollapseConfig())
         result = execute(config, out, max_image_pixels)
@@ -59,14 +60,18 @@ def register(app: typer.Typer) -> None:
         if json_out:
             print_json(table)
         else:
-            stdout.print(
-                accuracy_table(table, f"Accuracy (%) · {config.dataset} · n={table['n'].iloc[0]} · seed={config.seed}")
-            )
-            for tables in measure_tables(table):
-                stdout.print(tables)
+            if details:
+                stdout.print(
+                    accuracy_table(
+                        table, f"Accuracy (%) · {config.dataset} · n={table['n'].iloc[0]} · seed={config.seed}"
+                    )
+                )
+                for tables in measure_tables(table):
+                    stdout.print(tables)
+            stdout.print(summary(table, f"{config.dataset} · n={table['n'].iloc[0]} · seed={config.seed}"))
             lines = verdict(table, elliptical_models(read_run_json(run_dir)))
             if lines is not None:
-                stdout.print(lines)
+                stdout.print(lines, soft_wrap=False)  # wrapped at the terminal's width, unlike the tables
         warn_sanity(table)
         if report:
             from ellrobust.report.writer import write_report

@@ -27,6 +27,7 @@ from ellrobust.report.claim_sentences import claim_line
 from ellrobust.report.legend import build_labels
 from ellrobust.report.render_rich import rich_table, rich_verdict
 from ellrobust.report.sections import TERMINAL, ordered_terminal_tables
+from ellrobust.report.summary_table import summary_table
 from ellrobust.report.table_model import Table
 from ellrobust.results import records
 from ellrobust.verdict.results_view import prepare
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ellrobust.run.context import ProgressEvent
 
 #: Tables keep their shape when piped (rich would squeeze them into 80 columns).
-stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "160")))
 stderr = Console(stderr=True, soft_wrap=True)
 
 
@@ -122,6 +123,12 @@ def measure_tables(df: pd.DataFrame) -> list[RenderableType]:
     labels = build_labels(frame)
     found = (_group(entry.build(frame, labels)) for entry in ordered_terminal_tables())
     return [group for group in found if group is not None]
+
+
+def summary(df: pd.DataFrame, setting: str) -> RenderableType:
+    """The one-screen summary (:func:`~ellrobust.report.summary_table.summary_table`) titled with the run's setting."""
+    found = summary_table(prepare(df))
+    return Group() if found is None else rich_table(replace(found, title=f"{found.title} · {setting}"))
 
 
 def measure_table(df: pd.DataFrame, name: str) -> RenderableType | None:

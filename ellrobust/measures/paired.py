@@ -220,13 +220,15 @@ def paired_rows(
     """Paired comparison rows of model ``a`` against ``b`` on every measurement both have, Holm-adjusted.
 
     A baseline runs once (m_grad '') and is compared with each m_grad mode of an elliptical model.
-    The Holm family is every comparison of this pair of models in the run: the exact McNemar p of each
-    shared accuracy measurement, the sign-test p on ε* of each shared minimal-norm method
-    (:func:`ellrobust.stats.minimal_budgets.paired_eps_test`) and, where both models scored OOD images
-    (``scores_a``/``scores_b``: MSP and OOD flags), DeLong's p for their AUROCs, adjusted together.
-    Its size m (the tests that produced a p; ``holm_family_size``) sets the level of the power rows: a
-    comparison whose p is below α/m survives Holm whatever the others show, so the detectable
-    difference and the images needed are stated at α/m, where the verdict can promise them.
+    These are the claims' *secondary* analyses (the verdict judges the primaries,
+    :mod:`~ellrobust.measures.primary_claims`), each Holm-adjusted within its own family
+    (:func:`secondary_family`): the attacks (the exact McNemar p of every attack × ε × m_grad ×
+    precision, the worst case and transferred images, and the sign-test p on ε* of each shared
+    minimal-norm method, :func:`ellrobust.stats.minimal_budgets.paired_eps_test`), the corruption ×
+    severity cells, clean accuracy, and, where both models scored OOD images (``scores_a``/``scores_b``:
+    MSP and OOD flags), DeLong's p for their AUROCs. A family's size m (the tests that produced a p;
+    ``holm_family_size``) sets the level of its power rows: a comparison whose p is below α/m survives
+    Holm whatever the others show, so the detectable difference and the images needed are stated at α/m.
     """
     found = []
     for key in sorted(set(outcomes_a) | set(outcomes_b), key=str):
@@ -246,14 +248,16 @@ def paired_rows(
             ood.append(paired_auroc(-scores_a[0], -scores_b[0], scores_a[1]))
         else:  # NaN logits: no test, and a NaN p does not count towards Holm's family
             ood.append(AurocComparison(*(float("nan"),) * 4))
-    family = [cmp.p_value for _, cmp in found] + [cmp.p_value for _, cmp in minimal] + [c.p_value for c in ood]
-    adjusted = list(holm_adjust(family)) if family else []
-    family_size = int(np.count_nonzero(~np.isnan(family))) if family else 0
-    level = holm_level(max(family_size, 1))  # an exact McNemar p is never NaN: m >= 1 wherever a row uses it
+    tests = [(secondary_family(key), cmp.p_value) for key, cmp in found]
+    tests += [("attacks", cmp.p_value) for _, cmp in minimal] + [("ood", c.p_value) for c in ood]
+    adjusted, sizes = holm_within([name for name, _ in tests], [p for _, p in tests])
     ood_rows = _ood_rows(a, b, ood, adjusted[len(found) + len(minimal) :])
     eps_star_rows = _eps_star_rows(a, b, minimal, adjusted[len(found) : len(found) + len(minimal)])
-    adjusted, rows = adjusted[: len(found)], []
-    for ((method, params, eps, severity, mg, precision), cmp), p_adjusted in zip(found, adjusted, strict=True):
+    rows = []
+    for ((method, params, eps, severity, mg, precision), cmp), p_adjusted, family_size in zip(
+        found, adjusted[: len(found)], sizes[: len(found)], strict=True
+    ):
+        level = holm_level(max(family_size, 1))  # an exact McNemar p is never NaN: m >= 1 wherever a row uses it
         row = Row(
             a,
             Metric.ACCURACY_DIFFERENCE,
@@ -280,6 +284,26 @@ def paired_rows(
             row.with_metric(Metric.HOLM_FAMILY_SIZE, float(family_size)),
         ]
     return rows + eps_star_rows + ood_rows
+
+
+def secondary_family(key: tuple) -> str:
+    """The Holm family of a paired accuracy comparison: corruption cells, clean accuracy, or the attacks."""
+    _method, _params, eps, severity, _mg, _precision = key
+    if severity is not None:
+        return "corruption cells"
+    return "clean" if eps is None else "attacks"
+
+
+def holm_within(families: list[str], p_values: list[float]) -> tuple[list[float], list[int]]:
+    """Holm's adjustment within each family (in the order given), and each test's family size (non-NaN p's)."""
+    adjusted, sizes = [math.nan] * len(p_values), [0] * len(p_values)
+    for name in dict.fromkeys(families):
+        members = [i for i, family in enumerate(families) if family == name]
+        values = [p_values[i] for i in members]
+        size = int(np.count_nonzero(~np.isnan(values)))
+        for i, q in zip(members, holm_adjust(values), strict=True):
+            adjusted[i], sizes[i] = float(q), size
+    return adjusted, sizes
 
 
 def _ood_rows(a: str, b: str, comparisons: list[AurocComparison], adjusted: list[float]) -> list[Row]:

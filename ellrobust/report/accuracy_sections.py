@@ -107,10 +107,11 @@ def minimal_section(inp: ReportInput) -> list[str]:
         "An image not broken up to the method's eps_max is censored: its ε* is recorded as eps_max and only "
         "known to exceed it, so a median marked ≥ (half or more of the images censored) is a lower bound, and "
         "a pair with both images censored is a tie. The paired sign test on the signs of ε*_A − ε*_B (exact, "
-        "ties dropped; the censoring leaves the signs known) is the test that enters Holm's family, beside the "
-        "McNemar tests of the fixed-budget attacks; the Hodges–Lehmann difference is the median of the Walsh "
-        "averages of ε*_A − ε*_B, and its 95 % interval the Wilcoxon signed-rank test inverted (whose p is "
-        "shown as a secondary statistic: it weighs magnitudes that censoring turns into bounds)."
+        "ties dropped; the censoring leaves the signs known) enters Holm's adjustment within the attacks' "
+        "family, beside the McNemar tests of the fixed-budget attacks (the verdict judges robustness by the "
+        "primary on each image's worst case over every attack instead); the Hodges–Lehmann difference is the "
+        "median of the Walsh averages of ε*_A − ε*_B, and its 95 % interval the Wilcoxon signed-rank test "
+        "inverted (whose p is shown as a secondary statistic: it weighs magnitudes that censoring turns into bounds)."
     )
     out = [heading(2, "Minimal budgets ε*"), escape(text)]
     if t is not None:
@@ -149,8 +150,8 @@ def ood_section(inp: ReportInput) -> list[str]:
         "Each model scores every image by its maximum softmax probability over the logits of ImageNet-O's 200 "
         "classes (Hendrycks et al.'s protocol); ImageNet-O's images are the positive class with the score −MSP, "
         "ImageNet's validation images of the same 200 classes the negative one. AUROC and AUPR are those of "
-        "scikit-learn; the intervals and the paired test are DeLong's, whose p enters Holm's family beside the "
-        "McNemar tests."
+        "scikit-learn; the intervals and the paired test are DeLong's, whose p is the primary of the OOD "
+        "claim."
     )
     return [
         heading(2, "Out-of-distribution detection (ImageNet-O)"),

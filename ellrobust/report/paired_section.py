@@ -17,8 +17,9 @@ from ellrobust.stats.decisions import ALPHA, POWER
 
 #: What Holm's adjustment runs over, said with the paired tables (the verdict's rules say it too).
 FAMILY = (
-    "Holm's adjustment runs over one family per pair of models and run: every paired comparison of those two "
-    "models in that run (clean, each attack × ε × m_grad × precision, each corruption × severity)."
+    "These are secondary analyses: the verdict judges each claim by its primary endpoint alone. Holm's adjustment "
+    "runs within each family of a pair of models in a run: clean accuracy; the attacks (each attack × ε × m_grad × "
+    "precision, the worst case, transferred images, the sign test on ε*); the corruption × severity cells."
 )
 
 
@@ -65,7 +66,7 @@ def paired_section(inp: ReportInput) -> list[str]:
         text += (
             f"*Detectable* is the smallest difference (pp) this n detects with {format_level(POWER)} power given the "
             "observed discordance, and *n needed* the number of images a difference of the observed size would need, "
-            "both at Holm's first-step level α/m (m: the size of the pair's family, in the title), the level an "
+            "both at Holm's first-step level α/m (m: the size of its family, in the title), the level an "
             f"adjusted p below {ALPHA:g} is certain to clear; a single test's α would promise power Holm does not give."
         )
     return [heading(2, "Paired differences"), text, table(t)]

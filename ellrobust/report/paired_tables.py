@@ -82,7 +82,7 @@ def paired_table(df: pd.DataFrame, labels: Labels, corruptions: bool = False) ->
     what = "per corruption and severity" if corruptions else "on the same images"
     title = (
         f"Paired differences {what} (A − B in percentage points, its 95 % score CI, exact McNemar p; "
-        f"Holm over all paired comparisons of A and B in the run{_power_note(rows, present)})"
+        f"Holm within each secondary family of A and B: clean, attacks, corruption cells{_power_note(rows, present)})"
     )
     return Table(tuple(headers), tuple(out), align, title=title)
 
@@ -94,8 +94,8 @@ DETECTABLE = "detectable"
 def _power_note(rows: pd.DataFrame, present: set[Metric]) -> str:
     """``, m = 10; detectable and n needed: 80 % power at Holm's first-step α/m = 0.05/10 = 0.005``.
 
-    m is the Holm family size the rows record (one per pair of models; a range when the table holds
-    several pairs); rows written before ``holm_family_size`` were computed for a single test at α.
+    m is the Holm family size the rows record (a range when the table holds several families or pairs);
+    rows without ``holm_family_size`` were computed for a single test at α.
     """
     if not present & {Metric.DETECTABLE_DIFFERENCE, Metric.N_REQUIRED}:
         return ""

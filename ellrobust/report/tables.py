@@ -243,8 +243,8 @@ def eps_star_table(df: pd.DataFrame, labels: Labels) -> Table | None:
     align = tuple(Align.LEFT if h == "survives Holm" or i < len(keys) else Align.RIGHT for i, h in enumerate(headers))
     title = (
         "Minimal budgets ε* (/255) on the same images: median per model (≥: only a lower bound) with the images "
-        "censored at eps_max, Hodges–Lehmann A − B with its 95 % CI, paired sign test (Holm over all paired "
-        "comparisons of A and B in the run)"
+        "censored at eps_max, Hodges–Lehmann A − B with its 95 % CI, paired sign test (Holm within "
+        "the attacks' family of A and B)"
     )
     return Table(headers, tuple(out), align, title=title)
 
@@ -297,7 +297,7 @@ def ood_difference_table(df: pd.DataFrame) -> Table | None:
     align = tuple(Align.LEFT if h == "survives Holm" or i < len(keys) else Align.RIGHT for i, h in enumerate(headers))
     title = (
         "OOD detection on the same images: AUROC A − B (percentage points) with DeLong's paired 95 % CI and z-test "
-        "(Holm over all paired comparisons of A and B in the run)"
+        "(Holm within its own family)"
     )
     return Table(headers, tuple(out), align, title=title)
 

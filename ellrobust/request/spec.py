@@ -241,6 +241,7 @@ HELP = {
     "out": "Run folder (default: reports/runs/<dataset>-<hash of the request>); re-running resumes it.",
     "json": "Print the result records as JSON on stdout instead of tables.",
     "report": "Write report.md and figures into the run folder at the end.",
+    "details": "Print every table (attacks, corruptions, collapse, paired differences) before the summary.",
     "log": (
         "Log the results, the verdict and the figures to a tracker at the end: tensorboard:DIR or mlflow:URI "
         "(a local file: store works offline); repeat or separate with commas."
@@ -434,6 +435,7 @@ OPTIONS: tuple[Option, ...] = (
     _option("out", ("--out", "-o"), Path | None, None, "output", v.path, target=Target.RUN, commands=BOTH),
     _option("json", ("--json",), bool, False, "output", target=Target.CLI, commands=BOTH),
     _option("report", ("--report",), bool, False, "output", target=Target.CLI),
+    _option("details", ("--details",), bool, False, "output", target=Target.CLI),
     _option("log", ("--log",), list[str], [], "output", v.tracker_targets, target=Target.RUN),
     _option("save_adversarial", ("--save-adversarial",), bool, False, "output", v.flag),
     _option("batch_size", ("--batch-size",), int, 128, "performance", v.whole(1, v.MAX_SIZE), commands=BOTH),

@@ -1,0 +1,94 @@
+"""The one-screen summary: one row per model (and m_grad mode), the numbers the claims are about.
+
+Clean accuracy, worst-case robust accuracy at each L∞ budget (the worst case over the run's attacks,
+or its one attack), the median minimal budget ε*, mCE and the later-half token cosine, whichever the
+run measured. ``eval`` prints it with the verdict by default and the report opens with it; every
+other table is a detail (``eval --details``, the report's later sections).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ellrobust.report.number_format import format_budget, format_eps, format_number, format_pct
+from ellrobust.report.table_model import Align, Table
+from ellrobust.report.tables import metric_rows, ordered_columns
+from ellrobust.results import Metric
+from ellrobust.verdict.results_view import parse_params, split_params
+
+#: mCE normalisations in the order the summary prefers them.
+_NORMALISATIONS = ("alexnet", "none", "baseline")
+
+
+def summary_table(df: pd.DataFrame) -> Table | None:
+    """One row per model and m_grad mode of a prepared results table; None for a table without clean accuracy."""
+    clean = ordered_columns(metric_rows(df, Metric.CLEAN_ACCURACY), ["model"])
+    if clean.empty:
+        return None
+    robust = _worst_case(df)
+    budgets = sorted(robust["eps"].dropna().unique()) if not robust.empty else []
+    stars = metric_rows(df, Metric.EPS_STAR_MEDIAN)
+    star_method = next(iter(stars["method"]), None)
+    mce, norm = _mce(df)
+    cosine = _cosine(df)
+    modes = {m: [g for g in dict.fromkeys(robust[robust["model"] == m]["m_grad"])] or [""] for m in clean["model"]}
+    out = []
+    for r in clean.to_dict(orient="records"):
+        for mg in modes[r["model"]]:
+            cells = [r["model"] + (f" ({mg})" if mg else ""), format_pct(r["value"])]
+            mine = robust[(robust["model"] == r["model"]) & (robust["m_grad"] == mg)]
+            cells += [_value(mine[mine["eps"] == e], format_pct) for e in budgets]
+            if star_method is not None:
+                at = stars[(stars["model"] == r["model"]) & (stars["method"] == star_method)]
+                at = at[at["m_grad"] == mg] if mg else at
+                cells.append(_value(at, lambda v: format_budget(v, unit=False)))
+            if mce is not None:
+                cells.append(_value(mce[mce["model"] == r["model"]], lambda v: format_pct(v)))
+            if cosine is not None:
+                cells.append(_value(cosine[cosine["model"] == r["model"]], format_number))
+            out.append(tuple(cells))
+    headers = ["model", "clean", *(f"ε {format_eps(e)}" for e in budgets)]
+    headers += [f"median ε* ({star_method})"] if star_method is not None else []
+    headers += [f"mCE ({norm})"] if mce is not None else []
+    headers += ["token cos."] if cosine is not None else []
+    notes = ["accuracy and mCE in %"] + (["ε: worst case over the attacks"] if budgets else [])
+    notes += ["ε* in /255"] if star_method is not None else []
+    notes += ["token cos.: later half of the layers"] if cosine is not None else []
+    align = (Align.LEFT,) + (Align.RIGHT,) * (len(headers) - 1)
+    return Table(tuple(headers), tuple(out), align, title="Summary", caption="; ".join(notes))
+
+
+def _value(rows: pd.DataFrame, fmt) -> str:
+    return fmt(float(rows["value"].iloc[0])) if not rows.empty else ""
+
+
+def _worst_case(df: pd.DataFrame) -> pd.DataFrame:
+    """Robust accuracy under L∞ at fp32: the worst case where the run has one, else its one attack's."""
+    rows = metric_rows(df, Metric.ROBUST_ACCURACY)
+    rows = rows[rows["eps"].notna() & rows["precision"].isin(["", "fp32"])]
+    rows = rows[[_linf_white_box(parse_params(p)) for p in rows["params"]]]
+    worst = rows[rows["method"] == "worst-case"]
+    if not worst.empty:
+        return worst
+    attacks = list(dict.fromkeys(rows["method"]))
+    return rows[rows["method"] == attacks[0]] if len(attacks) == 1 else rows.iloc[0:0]
+
+
+def _linf_white_box(params: dict) -> bool:
+    return params.get("norm", "Linf") == "Linf" and "source" not in params
+
+
+def _mce(df: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
+    rows = metric_rows(df, Metric.MCE)
+    if rows.empty:
+        return None, ""
+    norms = [parse_params(p).get("normalization", "") for p in rows["params"]]
+    norm = next((n for n in _NORMALISATIONS if n in norms), norms[0])
+    return rows[[n == norm for n in norms]], {"none": "unnormalised"}.get(norm, norm)
+
+
+def _cosine(df: pd.DataFrame) -> pd.DataFrame | None:
+    rows = metric_rows(df, Metric.TOKEN_COSINE)
+    rows = rows[(rows["method"] == "collapse") & rows["layer"].isna()]
+    rows = rows[[split_params(p)[1].get("head") is None for p in rows["params"]]]
+    return None if rows.empty else rows
