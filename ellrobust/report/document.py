@@ -15,45 +15,73 @@ import pandas as pd
 from ellrobust.core.version import __version__
 from ellrobust.report.claim_sentences import claim_line
 from ellrobust.report.legend import build_labels
-from ellrobust.report.render_markdown import bullets, escape, heading
+from ellrobust.report.render_markdown import bullets, escape, heading, table
 from ellrobust.report.run_folder import Run
 from ellrobust.report.sections import ReportInput, ordered_sections
 from ellrobust.report.setup_section import setup_lines_of_runs
+from ellrobust.report.summary_table import summary_table
 from ellrobust.verdict.rules import RULES, claims, elliptical_models, unmeasured
 
 #: Present in every report, before and after the registered sections.
-OPENING, APPENDIX = ("Setup", "Verdict"), "Appendix: per-cell tables"
+OPENING, CONTENTS, APPENDIX = ("Summary", "Verdict"), "Contents", "Appendix: per-cell tables"
 
 
 def always_present() -> tuple[str, ...]:
     """The section headings every report has, in order (tests and readers rely on them)."""
-    return (*OPENING, *(s.title for s in ordered_sections() if s.always), APPENDIX)
+    return (*OPENING, CONTENTS, "Setup", *(s.title for s in ordered_sections() if s.always), APPENDIX)
 
 
 def render(runs: list[Run], df: pd.DataFrame, figures: Mapping[str, str], report_command: str | None = None) -> str:
     """The whole report; ``figures`` maps figure names (``robust_accuracy``, ...) to relative paths.
 
-    The registered sections (:mod:`~ellrobust.report.sections`) follow the setup and the verdict in
-    their order, and their appendices follow them. ``report_command`` is the ``ellrobust report`` call
-    that wrote it, when it is not ``eval --report``.
+    The answer first: the summary table and the verdict, then a table of contents, the setup, the
+    registered sections (:mod:`~ellrobust.report.sections`) in their order, and their per-cell
+    appendices, each folded in a ``<details>`` block. ``report_command`` is the ``ellrobust report``
+    call that wrote it, when it is not ``eval --report``.
     """
     models = list(pd.unique(df["model"][df["model"] != ""]))
     inp = ReportInput(runs, df, build_labels(df), figures)
-    parts = [
+    opening = [
         heading(1, f"Robustness report: {', '.join(models) or 'no models'}"),
         f"Written by ellrobust {escape(__version__)} from {len(runs)} run folder{'s' if len(runs) != 1 else ''}. "
         "Accuracies are percentages of the evaluated images; attack budgets ε are in /255 of the pixel range.",
-        *_reproduce(runs, report_command),
-        *setup_lines_of_runs(runs, inp.labels),
+        *_summary(df),
         *_verdict(runs),
     ]
+    body = [*_reproduce(runs, report_command), *setup_lines_of_runs(runs, inp.labels)]
     appendix = [heading(2, APPENDIX)]
     for section in ordered_sections():
-        parts += section.body(inp)
-        appendix += section.appendix(inp) if section.appendix else []
+        body += section.body(inp)
+        found = section.appendix(inp) if section.appendix else []
+        appendix += [folded(f"{section.title}: per-cell tables", found)] if found else []
     if len(appendix) == 1:
         appendix.append("_Nothing beyond the tables above in these runs._")
-    return "\n\n".join([*parts, *appendix]) + "\n"
+    contents = [heading(2, CONTENTS), bullets(_links([*body, *appendix]))]
+    return "\n\n".join([*opening, *contents, *body, *appendix]) + "\n"
+
+
+def _summary(df: pd.DataFrame) -> list[str]:
+    found = summary_table(df)
+    if found is None:
+        return [heading(2, "Summary"), "_No clean accuracy in these runs, so no summary._"]
+    return [heading(2, "Summary"), f"{escape(found.caption)}.", table(found)]
+
+
+def folded(title: str, parts: list[str]) -> str:
+    """Markdown parts in a collapsible block (GitHub and most renderers fold ``<details>``)."""
+    return "\n\n".join([f"<details><summary>{escape(title)}</summary>", *parts, "</details>"])
+
+
+def _links(parts: list[str]) -> list[str]:
+    """A link to every level-2 heading among ``parts``, with GitHub's anchors."""
+    titles = [p.removeprefix("## ") for p in parts if p.startswith("## ")]
+    return [f"[{t}](#{anchor(t)})" for t in titles]
+
+
+def anchor(title: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
 
 
 def _reproduce(runs: list[Run], report_command: str | None) -> list[str]:
