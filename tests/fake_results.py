@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest, t
 
-from ellrobust.results import SCHEMA_VERSION, to_frame
+from ellrobust.measures.primary_claims import primaries
+from ellrobust.results import CORRECT, SCHEMA_VERSION, Outcomes, Row, to_frame
 
 ELLIPTICAL, BASELINE = "deit-elliptical", "deit"
 MODELS = {ELLIPTICAL: True, BASELINE: False}
@@ -200,7 +201,24 @@ def simulate(s: Scenario = Scenario()) -> pd.DataFrame:
                 "value": 1.0,
             }
         )
+    rows += _primary_rows(base, outcomes, rows)
     return to_frame(rows)
+
+
+def _primary_rows(base: dict, outcomes: dict, rows: list[dict]) -> list[dict]:
+    """The claims' primaries, computed from the simulated per-image outcomes as a run computes them."""
+    found = {}
+    for (method, params, eps, severity, mg, precision), by_model in outcomes.items():
+        for model, correct in by_model.items():
+            key = (model, method, params, eps, severity, mg if model == ELLIPTICAL else "", precision)
+            found[key] = Outcomes(**dict(zip(_MEASUREMENT, key, strict=True)), columns={CORRECT: correct})
+    typed = [Row(**{k: r[k] for k in _ROW_FIELDS if k in r}) for r in rows]
+    return [{**base, **r.as_dict()} for r in primaries(MODELS, list(found.values()), typed, base["n"])]
+
+
+_MEASUREMENT = ("model", "method", "params", "eps", "severity", "m_grad", "precision")
+_ROW_FIELDS = ("model", "metric", "value", "method", "params", "eps", "severity", "layer", "m_grad", "precision")
+_ROW_FIELDS += ("baseline",)
 
 
 def _mce_rows(base: dict, outcomes: dict, rng: np.random.Generator) -> list[dict]:

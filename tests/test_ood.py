@@ -203,10 +203,9 @@ def test_imagenet_o_pair_end_to_end(tmp_path):
     assert value[("a", "b", Metric.OOD_AUROC.difference)] == pytest.approx(cmp.difference, abs=1e-12)
     assert value[("a", "b", Metric.OOD_AUROC.difference.ci_low)] == pytest.approx(cmp.ci_low, abs=1e-12)
     assert value[("a", "b", Metric.OOD_AUROC_DELONG_P)] == pytest.approx(cmp.p_value, abs=1e-12)
-    # DeLong's p is in the pair's Holm family with the McNemar p of the clean accuracies
-    family = holm_adjust([value[("a", "b", Metric.MCNEMAR_P)], cmp.p_value])
-    assert value[("a", "b", Metric.MCNEMAR_P_ADJUSTED)] == pytest.approx(family[0])
-    assert value[("a", "b", Metric.OOD_AUROC_DELONG_P_ADJUSTED)] == pytest.approx(family[1])
+    # secondary families of their own: clean accuracy's McNemar and the OOD DeLong test are each alone
+    assert value[("a", "b", Metric.MCNEMAR_P_ADJUSTED)] == pytest.approx(value[("a", "b", Metric.MCNEMAR_P)])
+    assert value[("a", "b", Metric.OOD_AUROC_DELONG_P_ADJUSTED)] == pytest.approx(holm_adjust([cmp.p_value])[0])
     # the tables of the terminal and the report, and the report itself
     frame = prepare(table)
     per_model, paired = tables.ood_table(frame), tables.ood_difference_table(frame)

@@ -24,8 +24,10 @@ from ellrobust.cli import app
 GOLDEN = Path(__file__).parent / "golden" / "eval_tables.txt"
 ARGS = [
     "eval", "-m", "deit-elliptical", "-m", "deit", "--attack", "fgsm,pgd", "--steps", "3", "--eps", "2/255,8/255",
-    "--m-grad", "both", "--corruption", "fog", "--severity", "1,3", "--collapse", "-n", "40",
+    "--m-grad", "both", "--corruption", "fog", "--severity", "1,3", "--collapse", "-n", "40", "--details",
 ]  # fmt: skip
+#: The README's quick start (on fewer images), whose default output must fit a 100-column terminal.
+QUICK_START = ["eval", "--model", "deit-elliptical", "--model", "deit", "--attack", "pgd", "-n", "40"]
 WIDTH = 160  # what ``eval`` uses when its output is piped
 
 
@@ -40,3 +42,15 @@ def test_eval_tables_match_the_golden_file(tmp_path, runner, monkeypatch):
     if os.environ.get("ELLROBUST_REGENERATE_GOLDEN") == "1":
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text(), "eval's tables changed; see this file's docstring to regenerate on purpose"
+
+
+def test_the_quick_starts_default_output_fits_100_columns(tmp_path, runner, monkeypatch):
+    import ellrobust.cli.terminal as render
+
+    buffer = io.StringIO()
+    monkeypatch.setattr(render, "stdout", Console(file=buffer, width=100, color_system=None, soft_wrap=True))
+    result = runner.invoke(app, [*QUICK_START, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    lines = buffer.getvalue().splitlines()
+    assert lines[0].startswith("Summary") and "Verdict" in lines and "Paired differences" not in buffer.getvalue()
+    assert max(len(line) for line in lines) <= 100, max(lines, key=len)

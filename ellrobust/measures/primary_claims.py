@@ -87,19 +87,32 @@ def estimate_rows(model: str, baseline: str, params: dict, primary: Primary, m_g
 
 def primary_rows(ctx: RunContext, outcomes: list[Outcomes], rows: list[Row]) -> list[Row]:
     """Every claim's primary for every elliptical × plain pair of the run (none where not measured)."""
-    elliptical = [name for name, m in ctx.models.items() if m.elliptical]
-    plain = [name for name, m in ctx.models.items() if not m.elliptical]
+    spec = ctx.data.spec
+    return primaries(
+        {name: m.elliptical for name, m in ctx.models.items()},
+        outcomes,
+        rows,
+        len(ctx.indices),
+        shift=spec.name if spec.natural_shift else None,
+    )
+
+
+def primaries(
+    elliptical: dict[str, bool], outcomes: list[Outcomes], rows: list[Row], n: int, shift: str | None = None
+) -> list[Row]:
+    """The primaries' rows from a run's per-image outcomes and rows (model → elliptical; ``shift``: the
+    shift dataset's name, None for a dataset that is not a natural shift)."""
     mine: dict[str, list[Outcomes]] = defaultdict(list)
     for o in outcomes:
         mine[o.model].append(o)
     out = []
-    for e in elliptical:
-        for b in plain:
+    for e in (name for name, is_elliptical in elliptical.items() if is_elliptical):
+        for b in (name for name, is_elliptical in elliptical.items() if not is_elliptical):
             out += _robustness(e, b, mine[e], mine[b])
             out += _corruptions(e, b, mine[e], mine[b], rows)
-            out += _from_rows(e, b, rows, len(ctx.indices))
-            if ctx.data.spec.natural_shift:
-                out += _shift(e, b, mine[e], mine[b], ctx.data.spec.name)
+            out += _from_rows(e, b, rows, n)
+            if shift is not None:
+                out += _shift(e, b, mine[e], mine[b], shift)
     return out
 
 

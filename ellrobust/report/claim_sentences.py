@@ -35,13 +35,18 @@ def claim_line(claim: Claim) -> str:
     parts = [
         f"{claim.name}, {e} vs {b}: {claim.endpoint.test} on {claim.endpoint.what}, "
         f"{_value(claim, r.estimate, signed=True)} (95 % CI {_interval(claim, r.ci_low, r.ci_high)}), "
-        f"p {format_p(r.p)}, Holm p {format_p(r.p_holm)} (m = {claim.family_size}), n = {r.n}"
+        f"p {_p(r.p)}, Holm p {_p(r.p_holm)} (m = {claim.family_size}), n = {r.n}"
     ]
     if r.adaptive is not Adaptive.NOT_APPLICABLE:
         parts.append(_ADAPTIVE[r.adaptive])
     if claim.n_needed is not None:
         parts.append(_needed(claim))
     return "; ".join(parts) + "."
+
+
+def _p(value: float) -> str:
+    """A p-value, or why there is none (every image differs by the same amount: no test can run)."""
+    return format_p(value) or "none (no spread)"
 
 
 def _value(claim: Claim, value: float, *, signed: bool = False) -> str:
