@@ -56,6 +56,8 @@ run bench_corruptions "$python" benchmarks/bench_corruptions.py
 run bench_min_norm "$python" benchmarks/bench_min_norm.py --device "$device"
 run "bench_min_norm (images needed)" "$python" benchmarks/bench_min_norm.py --device "$device" --images-needed
 run holm_power "$python" benchmarks/holm_power.py
+run primary_power "$python" benchmarks/primary_power.py
+run bench_patch_attacks "$python" benchmarks/bench_patch_attacks.py 16
 if [ "$device" = cpu ]; then run bench_distributed "$python" benchmarks/bench_distributed.py; fi
 
 echo "## outcomes ($device)"
