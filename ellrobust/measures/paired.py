@@ -47,7 +47,7 @@ from ellrobust.stats.decisions import holm_level
 from ellrobust.stats.inference import (
     bootstrap_intervals,
     detectable_difference,
-    holm_adjust,
+    holm_within,
     mean_interval,
     paired_comparison,
     required_n,
@@ -292,18 +292,6 @@ def secondary_family(key: tuple) -> str:
     if severity is not None:
         return "corruption cells"
     return "clean" if eps is None else "attacks"
-
-
-def holm_within(families: list[str], p_values: list[float]) -> tuple[list[float], list[int]]:
-    """Holm's adjustment within each family (in the order given), and each test's family size (non-NaN p's)."""
-    adjusted, sizes = [math.nan] * len(p_values), [0] * len(p_values)
-    for name in dict.fromkeys(families):
-        members = [i for i, family in enumerate(families) if family == name]
-        values = [p_values[i] for i in members]
-        size = int(np.count_nonzero(~np.isnan(values)))
-        for i, q in zip(members, holm_adjust(values), strict=True):
-            adjusted[i], sizes[i] = float(q), size
-    return adjusted, sizes
 
 
 def _ood_rows(a: str, b: str, comparisons: list[AurocComparison], adjusted: list[float]) -> list[Row]:

@@ -172,6 +172,18 @@ def holm_adjust(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
+def holm_within(families: list[str], p_values: list[float]) -> tuple[list[float], list[int]]:
+    """Holm's adjustment within each family (in the order given), and each test's family size (non-NaN p's)."""
+    adjusted, sizes = [math.nan] * len(p_values), [0] * len(p_values)
+    for name in dict.fromkeys(families):
+        members = [i for i, family in enumerate(families) if family == name]
+        values = [p_values[i] for i in members]
+        size = int(np.count_nonzero(~np.isnan(values)))
+        for i, q in zip(members, holm_adjust(values), strict=True):
+            adjusted[i], sizes[i] = float(q), size
+    return adjusted, sizes
+
+
 def _mcnemar_n(difference: float, discordance_rate: float, z_alpha: float, z_power: float) -> float:
     """Connor's (1987) sample size for McNemar's test: [z_a sqrt(psi) + z_b sqrt(psi - d^2)]^2 / d^2."""
     root = z_alpha * math.sqrt(discordance_rate) + z_power * math.sqrt(max(discordance_rate - difference**2, 0.0))
