@@ -66,7 +66,7 @@ def _worst_case(df: pd.DataFrame) -> pd.DataFrame:
     """Robust accuracy under L∞ at fp32: the worst case where the run has one, else its one attack's."""
     rows = metric_rows(df, Metric.ROBUST_ACCURACY)
     rows = rows[rows["eps"].notna() & rows["precision"].isin(["", "fp32"])]
-    rows = rows[[_linf_white_box(parse_params(p)) for p in rows["params"]]]
+    rows = rows[rows["params"].map(lambda p: _linf_white_box(parse_params(p))).astype(bool)]
     worst = rows[rows["method"] == "worst-case"]
     if not worst.empty:
         return worst
@@ -84,11 +84,11 @@ def _mce(df: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
         return None, ""
     norms = [parse_params(p).get("normalization", "") for p in rows["params"]]
     norm = next((n for n in _NORMALISATIONS if n in norms), norms[0])
-    return rows[[n == norm for n in norms]], {"none": "unnormalised"}.get(norm, norm)
+    return rows[pd.Series([n == norm for n in norms], index=rows.index)], {"none": "unnormalised"}.get(norm, norm)
 
 
 def _cosine(df: pd.DataFrame) -> pd.DataFrame | None:
     rows = metric_rows(df, Metric.TOKEN_COSINE)
     rows = rows[(rows["method"] == "collapse") & rows["layer"].isna()]
-    rows = rows[[split_params(p)[1].get("head") is None for p in rows["params"]]]
+    rows = rows[rows["params"].map(lambda p: split_params(p)[1].get("head") is None).astype(bool)]
     return None if rows.empty else rows
