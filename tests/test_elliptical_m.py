@@ -59,7 +59,20 @@ def test_standard_attention_has_no_m(digits):
 
 def test_eval_reports_m_on_clean_and_adversarial_images(runner, tmp_path):
     out = tmp_path / "run"
-    args = ["eval", "-m", "deit-elliptical", "-m", "deit", "-n", "16", "--attack", "fgsm", "--eps", "8/255"]
+    args = [
+        "eval",
+        "-m",
+        "deit-elliptical",
+        "-m",
+        "deit",
+        "-n",
+        "16",
+        "--attack",
+        "fgsm",
+        "--eps",
+        "8/255",
+        "--details",
+    ]
     result = runner.invoke(app, [*args, "--collapse", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "Elliptical metric m: mean over coordinates" in result.output

@@ -93,7 +93,7 @@ def test_a_measure_in_one_module_reaches_the_table_terminal_report_and_check(tmp
     (tmp_path / "confidence_measure.py").write_text(textwrap.dedent(MEASURE))
     run = tmp_path / "run"
     tiny = ["--data", "synthetic", "-m", "deit-nano", "-m", "deit-nano-elliptical", "--n", "8", "--batch-size", "8"]
-    done = _ellrobust(tmp_path, "eval", *tiny, "--attack", "none", "--out", str(run), "--report")
+    done = _ellrobust(tmp_path, "eval", *tiny, "--attack", "none", "--out", str(run), "--report", "--details")
     assert done.returncode == 0, done.stderr
 
     table = pd.read_csv(run / "results.csv")

@@ -23,7 +23,20 @@ from ellrobust.results import Metric, load_examples, load_results
 from ellrobust.stats.minimal_budgets import robust_curve, within
 from ellrobust.verdict.results_view import Lookup, prepare
 
-ARGS = ["eval", "-m", "deit-elliptical", "-m", "deit", "-n", "16", "--batch-size", "16", "--eps", "1/255,2/255,4/255"]
+ARGS = [
+    "eval",
+    "-m",
+    "deit-elliptical",
+    "-m",
+    "deit",
+    "-n",
+    "16",
+    "--batch-size",
+    "16",
+    "--eps",
+    "1/255,2/255,4/255",
+    "--details",
+]
 
 
 @pytest.fixture(scope="module")

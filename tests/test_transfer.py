@@ -26,7 +26,7 @@ from ellrobust.results.adversarial_images import find_adversarial, load_adversar
 MODELS = ("deit-elliptical", "deit")
 EPS = (2 / 255, 8 / 255)
 ARGS = [
-    "eval", "-m", "deit-elliptical", "-m", "deit", "-n", "40", "--batch-size", "16",
+    "eval", "-m", "deit-elliptical", "-m", "deit", "-n", "40", "--batch-size", "16", "--details",
     "--attack", "pgd,fgsm", "--steps", "3", "--eps", "2/255,8/255", "--transfer",
 ]  # fmt: skip
 
