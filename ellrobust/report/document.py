@@ -64,7 +64,8 @@ def _summary(df: pd.DataFrame) -> list[str]:
     found = summary_table(df)
     if found is None:
         return [heading(2, "Summary"), "_No clean accuracy in these runs, so no summary._"]
-    return [heading(2, "Summary"), f"{escape(found.caption)}.", table(found)]
+    note = f" ({escape(found.caption)})" if found.caption else ""
+    return [heading(2, "Summary"), f"Accuracies and mCE in %{note}.", table(found)]
 
 
 def folded(title: str, parts: list[str]) -> str:

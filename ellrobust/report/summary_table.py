@@ -48,14 +48,15 @@ def summary_table(df: pd.DataFrame) -> Table | None:
                 cells.append(_value(cosine[cosine["model"] == r["model"]], format_number))
             out.append(tuple(cells))
     headers = ["model", "clean", *(f"ε {format_eps(e)}" for e in budgets)]
-    headers += [f"median ε* ({star_method})"] if star_method is not None else []
-    headers += [f"mCE ({norm})"] if mce is not None else []
-    headers += ["token cos."] if cosine is not None else []
-    notes = ["accuracy and mCE in %"] + (["ε: worst case over the attacks"] if budgets else [])
-    notes += ["ε* in /255"] if star_method is not None else []
-    notes += ["token cos.: later half of the layers"] if cosine is not None else []
+    headers += ["ε*"] if star_method is not None else []
+    headers += ["mCE"] if mce is not None else []
+    headers += ["cos."] if cosine is not None else []
+    notes = ["ε: worst case over attacks"] if budgets else []
+    notes += [f"ε*: {star_method}'s median (/255)"] if star_method is not None else []
+    notes += [f"mCE {norm}"] if mce is not None else []
+    notes += ["cos.: later-half token cosine"] if cosine is not None else []
     align = (Align.LEFT,) + (Align.RIGHT,) * (len(headers) - 1)
-    return Table(tuple(headers), tuple(out), align, title="Summary", caption="; ".join(notes))
+    return Table(tuple(headers), tuple(out), align, title="Summary (%)", caption="; ".join(notes))
 
 
 def _value(rows: pd.DataFrame, fmt) -> str:
