@@ -18,7 +18,8 @@ is refused in one line.
 
 Where the patch goes: the paper places its patch at given positions; here it goes on the patches that
 receive the most attention (Patch-Fool's selection, :func:`~.patch_fool.select_patches`), so that the
-two attention attacks differ only in their losses. An image keeps the first iterate that fools the model.
+two attention attacks differ only in their losses. An image keeps the first iterate that fools the model,
+and leaves the batch then (every image's steps are its own).
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from torch import nn
 from ellrobust.attacks.patch_fool import select_patches
 from ellrobust.attacks.patches import (
     budget_patches,
-    keep_fooled,
     logits_and_blocks,
     patch_mask,
     patch_size,
+    record_fooled,
     token_model,
 )
 from ellrobust.core.precision import Precision, precision_scope
@@ -74,14 +75,18 @@ class AttentionFool:
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         with precision_scope(precision, x.device):
             for _ in range(self.steps):
-                delta.requires_grad_(True)
-                iterate = x * (1 - mask) + delta * mask
+                active = torch.nonzero(~done).flatten()
+                if active.numel() == 0:
+                    break
+                part = delta[active].requires_grad_(True)
+                iterate = x[active] * (1 - mask[active]) + part * mask[active]
                 final, blocks = logits_and_blocks(self.tokens, self.model, iterate)
                 logits = final.float()
-                loss = F.cross_entropy(logits, labels, reduction="sum") + self.weight * kq_loss(blocks, keys).sum()
-                (grad,) = torch.autograd.grad(loss, delta)
-                done = keep_fooled(best, iterate.detach(), logits.detach(), labels, done)
-                delta = (delta.detach() + self.step_size * grad.sign()).clamp(0, 1)
+                loss = F.cross_entropy(logits, labels[active], reduction="sum")
+                loss = loss + self.weight * kq_loss(blocks, keys[active]).sum()
+                (grad,) = torch.autograd.grad(loss, part)
+                record_fooled(best, done, active, iterate.detach(), logits.detach(), labels[active])
+                delta[active] = (part.detach() + self.step_size * grad.sign()).clamp(0, 1)
         final = (x * (1 - mask) + delta * mask).clamp(0, 1)
         best[~done] = final[~done]
         if info is not None:

@@ -4,7 +4,8 @@ A budget of ``k`` patches is ``k`` squares of the model's patch size, placed any
 grid: a square may straddle four tokens), their pixels free in [0, 1]. ``positions`` random placements
 are tried per image; each is optimised by PGD inside the squares (``steps`` signed steps of
 ``step_size`` from a uniform random start), and an image keeps the first iterate that fools the model,
-else the placement whose final cross-entropy is the largest. It needs no attention and no tokens, only
+else the placement whose final cross-entropy is the largest. A fooled image leaves the batch (its steps
+are its own), and the later placements try only the images not yet fooled. It needs no attention and no tokens, only
 the patch size, so it runs on any ViT.
 """
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ellrobust.attacks.patches import budget_patches, keep_fooled, patch_size
+from ellrobust.attacks.patches import budget_patches, patch_size, record_fooled
 from ellrobust.core.precision import Precision, precision_scope
 
 
@@ -38,21 +39,27 @@ class PatchAttack:
         self.positions, self.steps, self.step_size = int(p["positions"]), int(p["steps"]), float(p["step_size"])
         self.seed = seed
 
-    def _placement(self, x, labels, mask, best, done) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """PGD inside ``mask``: the final iterate, its per-image loss, and the images fooled on the way."""
+    def _placement(self, x, labels, mask, best, done) -> tuple[torch.Tensor, torch.Tensor]:
+        """PGD inside ``mask`` on the images not yet fooled (``done`` and ``best`` updated in place): the
+        final iterate and its per-image loss (for the images fooled on the way, of no further use)."""
         delta = torch.rand_like(x)
         for _ in range(self.steps):
-            delta.requires_grad_(True)
-            iterate = x * (1 - mask) + delta * mask
+            active = torch.nonzero(~done).flatten()
+            if active.numel() == 0:
+                break
+            part = delta[active].requires_grad_(True)
+            iterate = x[active] * (1 - mask[active]) + part * mask[active]
             logits = self.model(iterate).float()
-            loss = F.cross_entropy(logits, labels, reduction="none")
-            (grad,) = torch.autograd.grad(loss.sum(), delta)
-            done = keep_fooled(best, iterate.detach(), logits.detach(), labels, done)
-            delta = (delta.detach() + self.step_size * grad.sign()).clamp(0, 1)
+            (grad,) = torch.autograd.grad(F.cross_entropy(logits, labels[active], reduction="sum"), part)
+            record_fooled(best, done, active, iterate.detach(), logits.detach(), labels[active])
+            delta[active] = (part.detach() + self.step_size * grad.sign()).clamp(0, 1)
         final = x * (1 - mask) + delta * mask
-        with torch.no_grad():
-            loss = F.cross_entropy(self.model(final).float(), labels, reduction="none")
-        return final, loss, done
+        loss = torch.full((len(x),), -float("inf"), device=x.device)
+        active = torch.nonzero(~done).flatten()
+        if active.numel():
+            with torch.no_grad():
+                loss[active] = F.cross_entropy(self.model(final[active]).float(), labels[active], reduction="none")
+        return final, loss
 
     def run(self, images, labels, *, precision: Precision | str = Precision.FP32, info: dict | None = None):
         x = images.detach()
@@ -64,7 +71,7 @@ class PatchAttack:
         with precision_scope(precision, x.device):
             for _ in range(self.positions):
                 mask = square_masks(self.count, self.side, size, len(x), generator).to(x.device)
-                final, loss, done = self._placement(x, labels, mask, best, done)
+                final, loss = self._placement(x, labels, mask, best, done)
                 better = loss > worst_loss
                 worst[better], worst_loss[better] = final[better].detach(), loss[better]
         best[~done] = worst[~done]

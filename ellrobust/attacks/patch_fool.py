@@ -20,7 +20,9 @@ Differs, and why:
 * The official PCGrad divides the dot product by ‖g_ce‖ instead of ‖g_ce‖² (its projection is not a
   projection unless ‖g_ce‖ = 1); the projection here is the one PCGrad defines.
 * An image keeps the first iterate that fools the model (the official code keeps the last iterate):
-  later steps can only lose a success, never gain one.
+  later steps can only lose a success, never gain one. A fooled image then leaves the batch, so the
+  losses are summed per image where the official code averages over the batch: Adam's steps do not
+  change with the gradient's scale, and each image's steps stay its own.
 * The attention of an elliptical layer is the one it computes, ``softmax((q ⊙ m) kᵀ / √D)``: ``m`` carries
   gradient under ``--m-grad full`` and none under ``detach`` (the paper's).
 * Any patch size (read from the model), any depth; the attention layer is clipped to the model's depth.
@@ -36,10 +38,10 @@ from torch import nn
 
 from ellrobust.attacks.patches import (
     budget_patches,
-    keep_fooled,
     logits_and_blocks,
     patch_mask,
     patch_size,
+    record_fooled,
     token_model,
 )
 from ellrobust.core.precision import Precision, precision_scope
@@ -90,7 +92,7 @@ class PatchFool:
         delta = delta.detach().requires_grad_(True)
         final, blocks = logits_and_blocks(self.tokens, self.model, x * (1 - mask) + delta * mask)
         logits = final.float()
-        ce = F.cross_entropy(logits, labels)
+        ce = F.cross_entropy(logits, labels, reduction="sum")
         layers = range(1, max(2, self.tokens.depth // 2))
         grads = torch.autograd.grad([ce], [delta], retain_graph=True)[0]
         flat_ce = grads.flatten(1)
@@ -98,7 +100,7 @@ class PatchFool:
         for i in layers:
             attention = attention_probabilities(blocks[i]).mean(dim=1)  # (B, N, N)
             picked = attention.gather(2, target.view(-1, 1, 1).expand(-1, attention.shape[1], 1))
-            loss = picked.clamp_min(1e-30).log().mean()
+            loss = picked.clamp_min(1e-30).log().mean(dim=(1, 2)).sum()
             if loss.requires_grad:  # attention that no pixel moves (a constant key) has no gradient to add
                 g = torch.autograd.grad([loss], [delta], retain_graph=True)[0].flatten(1)
                 total += self.weight * pcgrad(g, flat_ce)
@@ -117,10 +119,14 @@ class PatchFool:
         schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.95)
         with precision_scope(precision, x.device):
             for _ in range(self.steps):
-                grad, logits = self._gradient(x, delta, mask, labels, target)
-                done = keep_fooled(best, x * (1 - mask) + delta.detach() * mask, logits, labels, done)
+                active = torch.nonzero(~done).flatten()
+                if active.numel() == 0:
+                    break
+                grad, logits = self._gradient(x[active], delta[active], mask[active], labels[active], target[active])
+                iterate = x[active] * (1 - mask[active]) + delta[active].detach() * mask[active]
+                record_fooled(best, done, active, iterate, logits, labels[active])
                 opt.zero_grad()
-                delta.grad = -grad
+                delta.grad = torch.zeros_like(delta).index_copy_(0, active, -grad)
                 opt.step()
                 schedule.step()
                 with torch.no_grad():

@@ -113,11 +113,18 @@ def logits_and_blocks(tokens, model: nn.Module, x: torch.Tensor) -> tuple[torch.
     return model(x), list(tokens.iter_blocks(x))
 
 
-def keep_fooled(best, iterate, logits, labels, done) -> torch.Tensor:
-    """Record, for images not yet fooled, the iterate whose logits (in the attack's precision) fool the model."""
-    fooled = (logits.argmax(1) != labels) & ~done
-    best[fooled] = iterate[fooled].clamp(0, 1).detach()
-    return done | fooled
+def record_fooled(best, done, active, iterate, logits, labels) -> None:
+    """In place: the images of ``active`` (indices into the batch) that ``logits`` (in the attack's precision)
+    show fooled keep ``iterate`` in ``best`` and are marked ``done``.
+
+    ``iterate``, ``logits`` and ``labels`` are the active images' alone: a patch attack drops an image from
+    its batch once it is fooled (its update is its own, so the others' steps do not change), which is
+    where most of its cost goes on a model it breaks.
+    """
+    fooled = logits.argmax(1) != labels
+    chosen = active[fooled]
+    best[chosen] = iterate[fooled].clamp(0, 1).detach()
+    done[chosen] = True
 
 
 def patch_counts(value: object, label: str) -> tuple[float, ...]:
