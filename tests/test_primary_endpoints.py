@@ -217,18 +217,37 @@ def test_inconclusive_when_not_significant_or_the_interval_covers_zero():
 
 def test_the_adaptive_condition_is_an_intersection_union_test():
     detach, corruptions = _primary(0.02, 0.001), {ClaimName.CORRUPTIONS: _primary(-0.1, 0.3, False, half=0.2)}
-    passed = judge_claims({ClaimName.ROBUSTNESS: detach, **corruptions}, adaptive=_primary(0.015, 0.004))
+    passed = judge_claims(
+        {ClaimName.ROBUSTNESS: detach, **corruptions}, adaptive={ClaimName.ROBUSTNESS: _primary(0.015, 0.004)}
+    )
     assert passed[0].p == 0.004 and passed[0].p_holm == pytest.approx(0.008)  # max, then Holm with m = 2
     assert (passed[0].status, passed[0].adaptive) == (PrimaryStatus.SUPPORTED, Adaptive.PASSED)
     assert passed[0].adaptive_primary.p == 0.004 and passed[0].estimate == 0.02
-    failed = judge_claims({ClaimName.ROBUSTNESS: detach, **corruptions}, adaptive=_primary(0.01, 0.2))
+    failed = judge_claims(
+        {ClaimName.ROBUSTNESS: detach, **corruptions}, adaptive={ClaimName.ROBUSTNESS: _primary(0.01, 0.2)}
+    )
     assert (failed[0].status, failed[0].adaptive) == (PrimaryStatus.INCONCLUSIVE, Adaptive.FAILED)
-    flipped = judge_claims({ClaimName.ROBUSTNESS: detach}, adaptive=_primary(-0.02, 0.001))
+    flipped = judge_claims({ClaimName.ROBUSTNESS: detach}, adaptive={ClaimName.ROBUSTNESS: _primary(-0.02, 0.001)})
     assert (flipped[0].status, flipped[0].reason) == (PrimaryStatus.INCONCLUSIVE, StatusReason.MODES_DISAGREE)
-    weak = judge_claims({ClaimName.ROBUSTNESS: _primary(0.02, 0.3)}, adaptive=_primary(0.02, 0.001))
+    weak = judge_claims(
+        {ClaimName.ROBUSTNESS: _primary(0.02, 0.3)}, adaptive={ClaimName.ROBUSTNESS: _primary(0.02, 0.001)}
+    )
     assert weak[0].adaptive is Adaptive.NOT_REACHED
-    with pytest.raises(ValueError, match="adversarial robustness"):
-        judge_claims({ClaimName.COLLAPSE: detach}, adaptive=detach)
+    with pytest.raises(ValueError, match="robustness claim"):
+        judge_claims({ClaimName.COLLAPSE: detach}, adaptive={ClaimName.COLLAPSE: detach})
+    with pytest.raises(ValueError, match="robustness claim"):
+        judge_claims({ClaimName.COLLAPSE: detach}, adaptive={ClaimName.PATCH_ROBUSTNESS: detach})
+
+
+def test_each_robustness_claim_has_its_own_adaptive_condition():
+    detach, patches = _primary(0.02, 0.001), _primary(0.1, 0.002)
+    found = judge_claims(
+        {ClaimName.ROBUSTNESS: detach, ClaimName.PATCH_ROBUSTNESS: patches},
+        adaptive={ClaimName.PATCH_ROBUSTNESS: _primary(0.1, 0.3)},
+    )
+    assert found[0].adaptive is Adaptive.NOT_RUN and found[0].status is PrimaryStatus.SUPPORTED
+    assert (found[1].status, found[1].adaptive) == (PrimaryStatus.INCONCLUSIVE, Adaptive.FAILED)
+    assert found[1].p == 0.3 and found[1].adaptive_primary.p == 0.3
 
 
 def test_the_simulation_judges_budgets_as_the_library_does():

@@ -100,8 +100,10 @@ def test_the_examples_table_holds_one_row_per_image_and_outcome():
         "censored",
         "confidence",
         "top5",
+        "attacked_patch",
     ]
     assert df["index"].tolist() == [7, 3, 5, 7, 3, 5] and df["correct"].tolist() == [1, 0, 1, 0, 0, 1]
+    assert df["attacked_patch"].tolist() == [""] * 6  # no patch attack: no patches
     assert df["prediction"].isna().all() and df["linf"].isna().all() and df["eps_star"].isna().all()  # none recorded
 
 

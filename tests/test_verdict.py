@@ -125,8 +125,14 @@ def test_at_most_six_lines_per_pair_and_only_elliptical_against_plain():
 
 def test_a_run_says_what_it_did_not_measure():
     df = simulate()
-    assert unmeasured(df) == []
-    assert unmeasured(df.assign(metric=df["metric"].replace({"mce": "x"}))) == ["corruptions (`--corruption all`)"]
+    patches = "patch robustness (`--attack patch-fool --patches 1,2,4`)"
+    assert unmeasured(df) == [patches]
+    patched = df.assign(method=df["method"].replace({"fgsm": "patch-fool"}))
+    assert unmeasured(patched) == []
+    assert unmeasured(patched.assign(metric=df["metric"].replace({"mce": "x"}))) == ["corruptions (`--corruption all`)"]
+    only_patches = df.assign(method=df["method"].replace({"fgsm": "patch-fool", "pgd": "patch"}))
+    only_patches = only_patches[only_patches["method"] != "worst-case"]
+    assert "adversarial robustness (`--attack`)" in unmeasured(only_patches)
 
 
 def test_elliptical_models_come_from_run_json():

@@ -131,5 +131,5 @@ def patch_counts(value: object, label: str) -> tuple[float, ...]:
     """A patch attack's budgets: whole numbers of patches ≥ 1 (a list, or one), as floats like every eps."""
     values = value if isinstance(value, list | tuple) else [value]
     if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-        raise UsageError(f"{label} of a patch attack must be whole numbers of patches ≥ 1, such as [1, 2, 4].")
+        raise UsageError(f"{label} must be whole numbers of patches ≥ 1, such as [1, 2, 4] (got {value!r}).")
     return tuple(float(v) for v in values)

@@ -1,7 +1,7 @@
 """Floor 6: the measures: clean accuracy, attacks, minimal budgets, corruptions, collapse and OOD detection,
-each a :class:`Stage`, and the probes that observe every attacked batch (perturbation statistics, collapse,
-transfer, saved images, attack failures; :mod:`~ellrobust.measures.attack_probe`); the paired statistics of their
-per-image records. Importing this face registers every probe."""
+each a :class:`Stage`, and the probes that observe every attacked batch (perturbation statistics, attacked
+patches, collapse, transfer, saved images, attack failures; :mod:`~ellrobust.measures.attack_probe`); the
+paired statistics of their per-image records. Importing this face registers every probe."""
 
 from ellrobust.measures.attack import AttackStage
 from ellrobust.measures.attack_probe import ATTACK_PROBES, AttackProbe, attack_probe
@@ -10,6 +10,7 @@ from ellrobust.measures.corruption import CorruptionStage
 from ellrobust.measures.failure_probe import FailureProbe
 from ellrobust.measures.minimal_budget import MinimalStage
 from ellrobust.measures.ood import OODStage
+from ellrobust.measures.patch_probe import PatchProbe
 from ellrobust.measures.perturbation_stats import PerturbationProbe
 from ellrobust.measures.representation_collapse import AdversarialCollapseProbe, CollapseStage
 from ellrobust.measures.saved_adversarial import SavedAdversarialProbe
@@ -27,6 +28,7 @@ __all__ = [
     "FailureProbe",
     "MinimalStage",
     "OODStage",
+    "PatchProbe",
     "PerturbationProbe",
     "SavedAdversarialProbe",
     "STAGES",

@@ -37,6 +37,7 @@ from ellrobust.attacks import AttackRequest
 from ellrobust.attacks.sanity_checks import LARGE_EPS_METHOD, flag, sanity_rows
 from ellrobust.attacks.target_labels import LABELS_PARAM
 from ellrobust.measures.collapse_probe import later_half, parse_value_key
+from ellrobust.measures.minimal_patches import minimal_patch_rows
 from ellrobust.measures.ood import OOD_METHOD, OOD_PARAMS, ood_scores
 from ellrobust.measures.primary_claims import primary_rows
 from ellrobust.results import ACCURACIES, CALIBRATION_METRICS, CORRECT, Metric, Outcomes, Row
@@ -83,6 +84,7 @@ def derive(
         )
     derived += collapse_difference_rows(ctx, finished)
     derived += calibration_rows(ctx.config.seed, list(ctx.models), outcomes)
+    derived += minimal_patch_rows(outcomes)
     derived += primary_rows(ctx, outcomes, rows + derived)
     sanity = (
         sanity_rows(ctx, rows + derived, [(unit, result.extra) for unit, result in finished])

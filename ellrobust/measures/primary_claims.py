@@ -13,6 +13,11 @@ writes those rows for every claim (:func:`estimate_rows`).
   test with the Hodges–Lehmann interval (:func:`~ellrobust.stats.primary_endpoints.budget_primary`),
   once per ``m_grad`` mode of the elliptical model (``full`` is the adaptive condition). Transferred
   and gradient-free attacks are left out: the one is a masking check, the other not white-box.
+* **patch robustness**: the same test on each image's worst-case *number of patches* over the run's
+  patch attacks (``patch``, ``patch-fool``, ``attention-fool``: the smallest patch budget that broke it;
+  never broken: censored at the largest; misclassified clean: 0), the counterpart of ε* for the patch
+  threat model, again once per ``m_grad`` mode. Patch budgets are a grid, so its estimate is the share
+  of images where the elliptical model needs more patches minus the share where it needs fewer.
 * **corruptions**: the paired t-test on each image's share of the mCE difference (AlexNet-normalised
   where the run's protocol has AlexNet's errors, else unnormalised).
 * **collapse**: the paired t-test on the token cosine averaged over the later half of the layers,
@@ -27,12 +32,13 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.stats import t as student_t
 
 from ellrobust.attacks import ATTACKS, AttackRequest
+from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.attacks.sanity_checks import LARGE_EPS_METHOD
 from ellrobust.results import Metric, Outcomes, Row
 from ellrobust.run.context import RunContext
@@ -44,6 +50,7 @@ from ellrobust.stats.primary_endpoints import (
     MinimalNormBudgets,
     Primary,
     PrimaryTest,
+    WorstCaseBudgets,
     accuracy_primary,
     budget_primary,
     mce_image_differences,
@@ -58,6 +65,9 @@ PRIMARIES = {
     ClaimName.ROBUSTNESS.value: "exact sign test on each image's worst-case L∞ budget over the run's white-box "
     "attacks (minimal-norm ε* or smallest breaking grid budget; censored at the largest; 0 if misclassified "
     "clean), Hodges–Lehmann interval; again under m_grad full (intersection-union)",
+    ClaimName.PATCH_ROBUSTNESS.value: "exact sign test on each image's worst-case number of patches over the run's "
+    "patch attacks (smallest breaking patch budget; censored at the largest; 0 if misclassified clean); "
+    "again under m_grad full (intersection-union)",
     ClaimName.CORRUPTIONS.value: "paired t-test on each image's share of the mCE difference",
     ClaimName.COLLAPSE.value: "paired t-test on the later-half token cosine",
     ClaimName.NATURAL_SHIFT.value: "exact McNemar test of clean accuracy on the shift dataset",
@@ -108,7 +118,8 @@ def primaries(
     out = []
     for e in (name for name, is_elliptical in elliptical.items() if is_elliptical):
         for b in (name for name, is_elliptical in elliptical.items() if not is_elliptical):
-            out += _robustness(e, b, mine[e], mine[b])
+            for threat in THREATS:
+                out += _robustness(e, b, mine[e], mine[b], threat)
             out += _corruptions(e, b, mine[e], mine[b], rows)
             out += _from_rows(e, b, rows, n)
             if shift is not None:
@@ -120,22 +131,40 @@ def _clean(outcomes: Iterable[Outcomes]) -> np.ndarray | None:
     return next((o.correct for o in outcomes if o.method == "clean"), None)
 
 
-def _white_box(o: Outcomes) -> bool:
-    """An attack of the model itself, with gradients, in L∞, at fp32 (the run's other precisions repeat it)."""
+@dataclass(frozen=True)
+class Threat:
+    """A robustness claim's threat model: the norm of its attacks and how its budgets read."""
+
+    claim: ClaimName
+    norm: str
+    budget: str  # the per-image budget, in words
+    grid_budget: str  # the same, when every method ran on a grid of budgets
+    unit: str  # the unit of a continuous (minimal-norm) estimate
+
+
+#: The robustness claims, one per threat model: pixel budgets (L∞) and patch budgets.
+THREATS = (
+    Threat(ClaimName.ROBUSTNESS, "Linf", "L∞ budget", "L∞ grid budget", "pixels"),
+    Threat(ClaimName.PATCH_ROBUSTNESS, PATCH_NORM, "number of patches", "number of patches", "patches"),
+)
+
+
+def _white_box(o: Outcomes, norm: str) -> bool:
+    """An attack of the model itself, with gradients, in ``norm``, at fp32 (the run's other precisions repeat it)."""
     if o.eps is None or o.method in (LARGE_EPS_METHOD, "worst-case") or o.method not in ATTACKS:
         return False
     params = json.loads(o.params)
     request = AttackRequest(o.method, params)
     gradient_free = ATTACKS.get(o.method).gradient_free
-    return "source" not in params and request.norm == "Linf" and not gradient_free and o.precision in ("", "fp32")
+    return "source" not in params and request.norm == norm and not gradient_free and o.precision in ("", "fp32")
 
 
-def _budgets(outcomes: list[Outcomes], m_grad: str) -> list[MinimalNormBudgets | GridBudgets]:
-    """Each white-box method's per-image budgets under one ``m_grad`` mode (``""``: a plain model)."""
+def _budgets(outcomes: list[Outcomes], m_grad: str, norm: str) -> list[MinimalNormBudgets | GridBudgets]:
+    """Each white-box method's per-image budgets in ``norm`` under one ``m_grad`` mode (``""``: a plain model)."""
     grids: dict[str, dict[float, np.ndarray]] = defaultdict(dict)
     minimal = {}
     for o in outcomes:
-        if not _white_box(o) or o.m_grad != m_grad:
+        if not _white_box(o, norm) or o.m_grad != m_grad:
             continue
         stars = o.get("eps_star")
         if stars is not None:
@@ -150,26 +179,30 @@ def _budgets(outcomes: list[Outcomes], m_grad: str) -> list[MinimalNormBudgets |
     return found
 
 
-def _robustness(e: str, b: str, of_e: list[Outcomes], of_b: list[Outcomes]) -> list[Row]:
-    clean_e, clean_b = _clean(of_e), _clean(of_b)
-    base = _budgets(of_b, "")
-    if clean_e is None or clean_b is None or not base:
+def worst_budgets(outcomes: list[Outcomes], m_grad: str, norm: str) -> WorstCaseBudgets | None:
+    """One model's worst-case budget per image in ``norm`` under one ``m_grad`` mode (None: no such attack)."""
+    clean, methods = _clean(outcomes), _budgets(outcomes, m_grad, norm)
+    return worst_case_budgets(methods, clean) if clean is not None and methods else None
+
+
+def _robustness(e: str, b: str, of_e: list[Outcomes], of_b: list[Outcomes], threat: Threat) -> list[Row]:
+    worst_b = worst_budgets(of_b, "", threat.norm)
+    if worst_b is None:
         return []
-    worst_b = worst_case_budgets(base, clean_b)
     out = []
     for mg in ("detach", "full"):
-        own = _budgets(of_e, mg)
-        if sorted(m.name for m in own) != sorted(m.name for m in base):
+        worst_e = worst_budgets(of_e, mg, threat.norm)
+        if worst_e is None or sorted(worst_e.methods) != sorted(worst_b.methods):
             continue
-        worst_e = worst_case_budgets(own, clean_e)
         methods = ", ".join(sorted(worst_e.methods))
         if worst_e.continuous:
             primary = budget_primary(worst_e, worst_b, PrimaryTest.SIGN)
-            what, unit = f"the worst-case L∞ budget per image over {methods}", "pixels"
+            what, unit = f"the worst-case {threat.budget} per image over {methods}", threat.unit
         else:
             primary = _grid_primary(worst_e.budgets - worst_b.budgets)
-            what, unit = f"which model's worst-case L∞ grid budget over {methods} is larger, per image", "fraction"
-        params = {"claim": ClaimName.ROBUSTNESS.value, "what": what, "unit": unit, "higher_is_better": True}
+            what = f"which model's worst-case {threat.grid_budget} over {methods} is larger, per image"
+            unit = "fraction"
+        params = {"claim": threat.claim.value, "what": what, "unit": unit, "higher_is_better": True}
         out += estimate_rows(e, b, params, primary, m_grad=mg)
     return out
 

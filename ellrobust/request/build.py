@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ellrobust.attacks import AttackRequest, cli_flag, make_request, validate_params
+from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.core.errors import UsageError
 from ellrobust.core.registry import unknown_choice
 from ellrobust.request.config import EvalConfig
@@ -19,7 +20,7 @@ from ellrobust.request.suites import DEFAULT_SUITE, Suite, attack_request, load_
 from ellrobust.request.values import names
 
 #: What a suite may set when the caller did not: option name → the suite's attribute.
-_FROM_SUITE = ("eps", "n", "m_grad", "labels", "corruptions", "severities")
+_FROM_SUITE = ("eps", "patches", "n", "m_grad", "labels", "corruptions", "severities")
 
 
 def check_python_names(options: Mapping[str, object]) -> None:
@@ -76,7 +77,7 @@ def build_config(
         values |= {k: getattr(suite, k) for k in _FROM_SUITE if k not in values and getattr(suite, k)}
         collapse = collapse if collapse is not None or not suite.collapse else default_collapse
     fields = {spec[k].config_field: v for k, v in values.items() if spec[k].target is Target.REQUEST}
-    requests = _attacks(attacks, suite, overrides, caller, eps_given="eps" in raw)
+    requests = _attacks(attacks, suite, overrides, caller, given=frozenset(raw) & {"eps", "patches"})
     return EvalConfig(attacks=requests, collapse=collapse, **fields, **(per_model or {}))
 
 
@@ -87,16 +88,21 @@ def _namer(spec: Mapping[str, Option], caller: Caller):
 
 
 def _attacks(
-    value: object, suite: Suite | None, overrides: dict, caller: Caller, *, eps_given: bool
+    value: object, suite: Suite | None, overrides: dict, caller: Caller, *, given: frozenset[str]
 ) -> tuple[AttackRequest, ...]:
-    """The attacks asked for (names, or Python's names → parameters), else the suite's, with the overrides."""
+    """The attacks asked for (names, or Python's names → parameters), else the suite's, with the overrides.
+
+    A suite attack's own budgets give way to the caller's: ``--eps`` replaces a pixel-norm attack's,
+    ``--patches`` a patch attack's.
+    """
     if value is None:
         if suite is None:
             return ()
         out = []
         for req in suite.attacks:
             merged = make_request(req.name, {**dict(req.params), **overrides})
-            out.append(AttackRequest(merged.name, merged.params, None if eps_given else req.eps))
+            replaced = ("patches" if merged.norm == PATCH_NORM else "eps") in given
+            out.append(AttackRequest(merged.name, merged.params, None if replaced else req.eps))
         return tuple(out)
     if isinstance(value, Mapping):
         return tuple(_mapped(name, params, overrides) for name, params in value.items())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
+from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.attacks.target_labels import AttackLabels, parse_labels
 from ellrobust.core.errors import UsageError
 from ellrobust.core.precision import Precision, parse_precision
@@ -56,6 +57,7 @@ class EvalConfig:
     batch_size: int = 128
     attacks: tuple = ()  # AttackRequest, ...
     eps: tuple[float, ...] | None = None  # None: the dataset's (or the L2 attack's) defaults
+    patches: tuple[float, ...] | None = None  # the patch attacks' budgets in patches; None: theirs (1, 2, 4)
     m_grad: str = "detach"
     precision: tuple[Precision, ...] = (Precision.FP32,)
     corruptions: tuple[str, ...] = ()
@@ -131,11 +133,16 @@ class EvalConfig:
                 )
 
     def _check_combinations(self) -> None:
-        """Options that need another: --transfer a second model, ImageNet-3DCC names their folder."""
+        """Options that need another: --transfer a second model, --patches a patch attack, ImageNet-3DCC a folder."""
         if self.transfer and len(self.models) < 2:
             raise UsageError(
                 "--transfer judges each model's adversarial images by the other models, and there is only "
                 f"{self.models[0]!r}; add a second --model."
+            )
+        if self.patches and not any(a.norm == PATCH_NORM for a in self.attacks):
+            raise UsageError(
+                "--patches sets the budgets of the patch attacks and none is asked for; add one "
+                "(--attack patch-fool) or drop --patches."
             )
         needs_folder = [name for name in self.corruptions if name in IMAGENET_3DCC]
         if needs_folder and self.corruption_source is None:

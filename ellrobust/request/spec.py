@@ -196,6 +196,10 @@ HELP = {
     "attacks": "Attacks, comma-separated (see `ellrobust attacks`), or 'none' for clean accuracy only.",
     "suite": "A TOML suite from attacks/ (default when no --attack: attacks/quick.toml).",
     "eps": "Budgets in [0, 1] pixel units, e.g. 1/255,2/255,4/255 (default: the dataset's).",
+    "patches": (
+        "Budgets of the patch attacks (patch, patch-fool, attention-fool): numbers of patches of the model's own "
+        "size, e.g. 1,2,4 (the default); --eps never applies to them."
+    ),
     "steps": f"Iterations (PGD, APGD, SPSA), at most {MAX_BUDGET:,}.",
     "step_size": "PGD step: absolute (2/255) or relative to eps (0.25*eps).",
     "restarts": f"Random restarts (PGD, APGD, Square), at most {MAX_BUDGET:,}.",
@@ -344,6 +348,7 @@ OPTIONS: tuple[Option, ...] = (
     _option("attacks", ("--attack", "-a"), str | None, None, "attacks"),
     _option("suite", ("--suite",), Path | None, None, "attacks", v.path, target=Target.RUN),
     _option("eps", ("--eps",), str | None, None, "attacks", v.eps_list),
+    _option("patches", ("--patches",), str | None, None, "attacks", v.patch_list),
     _option(
         "steps", ("--steps",), int | None, None, "attacks", v.attack_param("steps", v.whole_any), target=Target.ATTACK
     ),

@@ -4,6 +4,7 @@ A suite lists attacks with their parameters and, optionally, run defaults::
 
     description = "…"
     eps = ["1/255", "2/255"]          # budgets for L∞ attacks, pixel units
+    patches = [1, 2, 4]               # budgets for the patch attacks, numbers of patches
     n = 200
     m_grad = "detach"
     labels = "true"                   # or "predicted" (--labels)
@@ -39,6 +40,7 @@ class Suite:
     description: str
     attacks: tuple[AttackRequest, ...]
     eps: tuple[float, ...] | None = None
+    patches: tuple[float, ...] | None = None  # the patch attacks' budgets (numbers of patches)
     n: int | None = None
     m_grad: str | None = None
     corruptions: tuple[str, ...] = ()
@@ -102,7 +104,7 @@ def attack_request(name: str, params: dict, where: str, eps_where: str) -> Attac
 
 
 #: The keys a suite file takes at its top level, and in its ``[corruptions]`` table; the others are refused.
-SUITE_KEYS = ("description", "eps", "n", "m_grad", "labels", "collapse", "attack", "corruptions")
+SUITE_KEYS = ("description", "eps", "patches", "n", "m_grad", "labels", "collapse", "attack", "corruptions")
 CORRUPTION_KEYS = ("names", "severities")
 #: A ``[corruptions]`` key → the request option it sets.
 _CORRUPTION_OPTIONS = {"names": "corruptions", "severities": "severities"}
@@ -125,7 +127,8 @@ def load_suite(path: str | Path) -> Suite:
     if not isinstance(corruptions, dict):
         raise UsageError(f"{where}: corruptions must be a table ([corruptions] with names and severities).")
     _known(corruptions, CORRUPTION_KEYS, f"{where} [corruptions]")
-    values = {key: _read(key, data[key], where) for key in ("eps", "n", "m_grad", "labels", "collapse") if key in data}
+    top = ("eps", "patches", "n", "m_grad", "labels", "collapse")
+    values = {key: _read(key, data[key], where) for key in top if key in data}
     values |= {_CORRUPTION_OPTIONS[k]: _read(_CORRUPTION_OPTIONS[k], v, where) for k, v in corruptions.items()}
     description = data.get("description", "")
     if not isinstance(description, str):
@@ -135,6 +138,7 @@ def load_suite(path: str | Path) -> Suite:
         description=description,
         attacks=_attacks(data.get("attack", []), where, path),
         eps=values.get("eps"),
+        patches=values.get("patches"),
         n=values.get("n"),
         m_grad=values.get("m_grad"),
         corruptions=values.get("corruptions", ()),

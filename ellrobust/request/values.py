@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ellrobust.attacks import validate_params
+from ellrobust.attacks.patches import patch_counts
 from ellrobust.core.errors import QUOTE_LIMIT, UsageError, quote
 from ellrobust.core.parsing import parse_eps_list, parse_fraction, parse_int_range, parse_name_list, parse_workers
 from ellrobust.core.precision import parse_precision
@@ -138,6 +139,16 @@ def eps_list(value: object, label: str) -> tuple[float, ...]:
             f"(got {shown(value)})."
         )
     return parse_eps_list(str(value), option=label)
+
+
+def patch_list(value: object, label: str) -> tuple[float, ...]:
+    """Patch budgets: whole numbers of patches ≥ 1, as text (``1,2,4``), a number or a list."""
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if not all(item.isdigit() for item in items):
+            raise UsageError(f"{label} must be whole numbers of patches ≥ 1, such as 1,2,4 (got {shown(value)}).")
+        value = [int(item) for item in items]
+    return patch_counts(value, label)
 
 
 def severities(value: object, label: str) -> tuple[int, ...]:

@@ -30,7 +30,7 @@ import pandas as pd
 
 from ellrobust.core.files import atomic_write
 from ellrobust.core.readback import reading
-from ellrobust.results.image_table import Column, column, declare_column, declared_columns
+from ellrobust.results.image_table import FAMILY_SEPARATOR, Column, column, declare_column, declared_columns
 from ellrobust.results.rows import MEASUREMENT_FIELDS
 
 #: The outcome every per-example line has: the verdict on the image.
@@ -108,13 +108,25 @@ class Outcomes:
 
 def _example_values(o: Outcomes, declared: Column) -> object:
     """One outcome's values of an optional example column: 0/1 and class columns as nullable integers
-    (empty where the measurement lacks them), float columns as floats (NaN: empty)."""
+    (empty where the measurement lacks them), float columns as floats (NaN: empty), and a family as
+    text: its members' values joined by spaces, in member order (``"12 13"``; −1 padding left out)."""
+    if declared.family:
+        return _family_text(o, declared.name)
     values = o.get(declared.name)
     if declared.dtype.kind == "f":
         return values if values is not None else np.nan
     if values is None:
         return pd.array([None] * len(o.correct), "Int64")
     return pd.array(values.astype(np.int8) if declared.dtype == bool else values, "Int64")
+
+
+def _family_text(o: Outcomes, family: str) -> list[str]:
+    prefix = family + FAMILY_SEPARATOR
+    members = sorted((name for name in o.columns if name.startswith(prefix)), key=lambda n: int(n[len(prefix) :]))
+    if not members:
+        return [""] * len(o.correct)
+    table = np.stack([o.columns[name] for name in members], axis=1)
+    return [" ".join(str(v) for v in row if v >= 0) for row in table]
 
 
 def examples_frame(outcomes: Iterable[Outcomes], indices: Sequence[int]) -> pd.DataFrame:
@@ -152,9 +164,10 @@ def load_examples(run_dir: Path) -> pd.DataFrame | None:
         return None
     with reading(path, "per-example table"):
         optional = [c for c in declared_columns() if c.example and c.name != CORRECT]
-        empty = {name: [""] for name in ("eps", "severity", *(c.name for c in optional))}
-        df = pd.read_csv(path, keep_default_na=False, na_values=empty)
+        empty = {name: [""] for name in ("eps", "severity", *(c.name for c in optional if not c.family))}
+        text = {c.name: str for c in optional if c.family}  # a family's members, joined: "" where none
+        df = pd.read_csv(path, keep_default_na=False, na_values=empty, dtype=text)
         for c in optional:
-            if c.name in df and c.dtype.kind != "f":
+            if c.name in df and not c.family and c.dtype.kind != "f":
                 df[c.name] = df[c.name].astype("Int64")
     return df

@@ -167,8 +167,8 @@ class RunContext:
     def eps_for(self, request) -> tuple[float, ...]:
         if request.eps is not None:
             return request.eps
-        if request.norm == PATCH_NORM:  # patch counts: the run's pixel budgets (--eps) do not apply
-            return request.default_eps
+        if request.norm == PATCH_NORM:  # patch counts: the run's pixel budgets (--eps) never apply
+            return self.config.patches or request.default_eps
         if self.config.eps is not None:
             return self.config.eps
         return request.default_eps or self.data.spec.default_eps

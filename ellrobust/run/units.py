@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ellrobust.attacks import ATTACKS
+from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.core.precision import Precision
 from ellrobust.results import CORRECT, MEASUREMENT_FIELDS, OWN, TRANSFERRED, ImageTable, Outcomes, Row
 
@@ -28,7 +30,8 @@ class Unit:
     def label(self) -> str:
         parts = [self.model, self.method]
         if self.eps is not None:
-            parts.append(f"eps={self.eps * 255:.3g}/255")
+            patches = self.method in ATTACKS and ATTACKS.get(self.method).norm == PATCH_NORM
+            parts.append(f"patches={self.eps:g}" if patches else f"eps={self.eps * 255:.3g}/255")
         if self.severity is not None:
             parts.append(f"s{self.severity}")
         if self.m_grad:

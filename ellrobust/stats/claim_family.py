@@ -5,7 +5,7 @@ form one Holm family of the claims present (m ≤ 5 here; a claim the run did no
 and does not count), so the family-wise error of reading any claim *supported* or *contradicted* when
 the models do not differ stays at α however many secondary comparisons the run also makes.
 
-**The adaptive condition** is an intersection-union test (Berger 1982): the robustness claim's null
+**The adaptive condition** is an intersection-union test (Berger 1982): a robustness claim's null
 is the union "no difference under ``m_grad detach`` *or* none under ``m_grad full``", rejected only
 when both primaries reject in the same direction. Its p is the larger of the two, a valid p for that
 union, and it enters Holm in place of the detach primary's: no extra α is spent. Without the full
@@ -33,6 +33,7 @@ class ClaimName(StrEnum):
     """The paper's claims, one primary each, in the order a verdict lists them."""
 
     ROBUSTNESS = "adversarial robustness"
+    PATCH_ROBUSTNESS = "patch robustness"
     CORRUPTIONS = "corruptions"
     COLLAPSE = "collapse"
     NATURAL_SHIFT = "natural shift"
@@ -59,14 +60,18 @@ class StatusReason(StrEnum):
     NOT_MEASURED = "not measured in this run"
 
 
+#: The claims decided under the adaptive condition: both robustness claims, the elliptical model attacked both ways.
+ADAPTIVE_CLAIMS = (ClaimName.ROBUSTNESS, ClaimName.PATCH_ROBUSTNESS)
+
+
 class Adaptive(StrEnum):
-    """The adaptive condition of the robustness claim."""
+    """The adaptive condition of a robustness claim (:data:`ADAPTIVE_CLAIMS`)."""
 
     PASSED = "passed"  # the full primary confirms the detach one: the claim is decided
     FAILED = "failed"  # the detach primary alone would decide the claim; the full one does not confirm it
     NOT_REACHED = "not reached"  # the detach primary alone decides nothing: the condition changes nothing
     NOT_RUN = "not run"  # no m_grad full primary (run without --m-grad both)
-    NOT_APPLICABLE = "not applicable"  # a claim other than robustness
+    NOT_APPLICABLE = "not applicable"  # a claim other than the robustness ones
 
 
 @dataclass(frozen=True)
@@ -123,49 +128,47 @@ def union_p(p_values: tuple[float, ...]) -> float:
 
 
 def judge_claims(
-    primaries: Mapping[str, Primary | None],
-    *,
-    adaptive: Primary | None = None,
-    adaptive_claim: str = ClaimName.ROBUSTNESS,
+    primaries: Mapping[str, Primary | None], *, adaptive: Mapping[str, Primary] | None = None
 ) -> tuple[ClaimResult, ...]:
     """Judge each claim by its primary, Holm-adjusted across the claims that were run.
 
     Args:
-        primaries: Claim name → its primary (the ``m_grad detach`` one for robustness), or None where
-            the run did not measure the claim (*not run*, left out of Holm's family).
-        adaptive: The robustness primary under ``m_grad full``, or None without ``--m-grad both``.
-        adaptive_claim: The claim the adaptive condition applies to.
+        primaries: Claim name → its primary (the ``m_grad detach`` one for a robustness claim), or None
+            where the run did not measure the claim (*not run*, left out of Holm's family).
+        adaptive: Robustness claim → its primary under ``m_grad full`` (none without ``--m-grad both``).
 
     Returns:
         One result per claim, in the order given.
+
+    Raises:
+        ValueError: an adaptive primary for a claim that is not a robustness claim, or without its own primary.
     """
-    if adaptive is not None and primaries.get(adaptive_claim) is None:
-        raise ValueError(f"an m_grad full primary needs the {adaptive_claim} claim's own primary")
+    adaptive = dict(adaptive or {})
+    for name in adaptive:
+        if name not in ADAPTIVE_CLAIMS or primaries.get(name) is None:
+            raise ValueError(f"an m_grad full primary needs a robustness claim's own primary, got {name!r}")
     run = {name: primary for name, primary in primaries.items() if primary is not None}
-    parts = {name: (primary,) for name, primary in run.items()}
-    if adaptive is not None:
-        parts[adaptive_claim] = (run[adaptive_claim], adaptive)
+    parts = {name: (primary, *((adaptive[name],) if name in adaptive else ())) for name, primary in run.items()}
     p = {name: union_p(tuple(part.p for part in both)) for name, both in parts.items()}
     adjusted = dict(zip(p, (float(q) for q in holm_adjust(list(p.values()))), strict=True))
     out = []
     for name, primary in primaries.items():
+        if name not in ADAPTIVE_CLAIMS:
+            state = Adaptive.NOT_APPLICABLE
+        elif name not in adaptive:
+            state = Adaptive.NOT_RUN
         if primary is None:
-            state = Adaptive.NOT_RUN if name == adaptive_claim else Adaptive.NOT_APPLICABLE
             nan = math.nan
             status, reason = PrimaryStatus.NOT_RUN, StatusReason.NOT_MEASURED
             out.append(ClaimResult(name, None, nan, nan, nan, nan, nan, 0, status, reason, state))
             continue
         status, reason = status_of(adjusted[name], tuple(interval_side(part) for part in parts[name]))
-        if name != adaptive_claim:
-            state = Adaptive.NOT_APPLICABLE
-        elif adaptive is None:
-            state = Adaptive.NOT_RUN
-        else:
+        if name in adaptive:
             state = _adaptive_state(status, _detach_alone(p, name, primary))
         out.append(
             ClaimResult(
                 name, primary.test, primary.estimate, primary.ci_low, primary.ci_high, p[name], adjusted[name],
-                primary.n, status, reason, state, primary, adaptive if name == adaptive_claim else None,
+                primary.n, status, reason, state, primary, adaptive.get(name),
             )
         )  # fmt: skip
     return tuple(out)

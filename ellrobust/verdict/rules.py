@@ -4,7 +4,8 @@ The question ellrobust exists for is *is the elliptical model more robust, and l
 the same DeiT?* Each claim of the paper has one primary endpoint, declared before the run and
 recorded in run.json (``primaries``); the run computes each primary per elliptical × plain pair
 (:mod:`ellrobust.measures.primary_claims`, rows ``method == "primary"``), and the verdict adjusts
-their p by Holm across the pair's claims (m ≤ 6) and applies the adaptive condition
+their p by Holm across the pair's claims (m ≤ 6: one per :class:`~ellrobust.stats.claim_family.ClaimName`)
+and applies the adaptive condition
 (:func:`ellrobust.stats.claim_family.judge_claims`). Every other comparison of the run is a
 secondary analysis: shown as explanation, Holm-adjusted within its own family, never changing a
 claim's status. The rules are written once, in :data:`RULES`; the report's Verdict section and the
@@ -23,13 +24,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ellrobust.attacks import ATTACKS
+from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.core.registry import Registry
 from ellrobust.results import Metric
 from ellrobust.stats.claim_family import ClaimName, PrimaryStatus, judge_claims
 from ellrobust.stats.decisions import ALPHA, CONFIDENCE, MIN_IMAGES, POWER, holm_level, images_needed
 from ellrobust.stats.primary_endpoints import Primary, PrimaryTest
 from ellrobust.verdict.claim_types import Claim, ClaimStatus, Endpoint
-from ellrobust.verdict.results_view import Lookup, prepare
+from ellrobust.verdict.results_view import Lookup, parse_params, prepare
 
 #: The method of the primary endpoints' rows.
 PRIMARY_METHOD = "primary"
@@ -42,16 +45,18 @@ RULES = (
     "elliptical × plain pair: **adversarial robustness**, the exact two-sided sign test on each image's "
     "worst-case L∞ budget over every attack of the run on the model itself (a minimal-norm method's ε*, "
     "else the smallest grid budget that broke the image; never broken: censored at the largest budget, a tie "
-    "when both are; misclassified clean: 0), with the Hodges–Lehmann estimate and its interval; "
+    "when both are; misclassified clean: 0), with the Hodges–Lehmann estimate and its interval; **patch "
+    "robustness**, the same sign test on each image's worst-case number of patches over the run's patch attacks "
+    "(patch, patch-fool, attention-fool), the counterpart of ε* for the patch threat model; "
     "**corruptions**, the paired t-test on each image's share of the mCE difference; **collapse**, the "
     "paired t-test on the token cosine averaged over the later half of the layers; **natural shift**, the "
     "exact McNemar test of clean accuracy on a shift dataset; **OOD detection**, DeLong's test of the AUROCs.",
     f"**Holm across the claims**: the primaries' p of a pair are adjusted together (m: the claims the run "
-    f"measured, at most 6). A claim is *supported* when its adjusted p is below {ALPHA:g} **and** its "
+    f"measured, at most {len(ClaimName)}). A claim is *supported* when its adjusted p is below {ALPHA:g} **and** its "
     f"{_PERCENT} interval lies on the elliptical model's side of 0, *contradicted* in the mirror case, and "
     f"otherwise *inconclusive at this n*, with the images a difference of the observed size would need for "
     f"{_POWER} power at Holm's first-step level α/m.",
-    "**The adaptive condition** (`--m-grad both`): the robustness claim is decided only when its primary "
+    "**The adaptive condition** (`--m-grad both`): each robustness claim is decided only when its primary "
     "also rejects, the same way, with the elliptical model attacked through its metric (`m_grad full`): an "
     "intersection-union test, whose p is the larger of the two, so it spends no extra α. Without "
     "`--m-grad both` the claim is judged on `m_grad detach` and its line says the adaptive check was not run.",
@@ -162,8 +167,8 @@ def _pair_claims(models: tuple[str, str], found: list[tuple[Endpoint, Primary, s
     full = {e.claim: p for e, p, mg in found if mg == "full"}
     if not main:
         return []
-    robustness = ClaimName.ROBUSTNESS.value
-    results = judge_claims({name: p for name, (_, p) in main.items()}, adaptive=full.get(robustness))
+    adaptive = {name: p for name, p in full.items() if name in main}
+    results = judge_claims({name: p for name, (_, p) in main.items()}, adaptive=adaptive)
     m = len(main)
     out = []
     for (endpoint, primary), result in zip(main.values(), results, strict=True):
@@ -177,8 +182,14 @@ def _pair_claims(models: tuple[str, str], found: list[tuple[Endpoint, Primary, s
     return out
 
 
+#: The attacks whose budgets are numbers of patches (the patch robustness claim's).
+PATCH_ATTACKS = tuple(name for name, definition in ATTACKS.items() if definition.norm == PATCH_NORM)
+
+
 def _no_attack(df: pd.DataFrame) -> str | None:
-    attacked = (df["eps"].notna() & df["metric"].eq(Metric.ROBUST_ACCURACY.value)).any()
+    patch_worst = df["method"].eq("worst-case") & df["params"].map(lambda p: parse_params(p).get("norm") == PATCH_NORM)
+    pixels = ~(df["method"].isin(PATCH_ATTACKS) | patch_worst)
+    attacked = (df["eps"].notna() & pixels & df["metric"].eq(Metric.ROBUST_ACCURACY.value)).any()
     return None if attacked else "adversarial robustness (`--attack`)"
 
 
@@ -191,7 +202,13 @@ def _no_collapse(df: pd.DataFrame) -> str | None:
     return None if collapse else "representation collapse (`--collapse`)"
 
 
+def _no_patch_attack(df: pd.DataFrame) -> str | None:
+    patched = (df["eps"].notna() & df["method"].isin(PATCH_ATTACKS)).any()
+    return None if patched else "patch robustness (`--attack patch-fool --patches 1,2,4`)"
+
+
 claim_family(ClaimFamily(ClaimName.ROBUSTNESS.value, 10, _no_attack))
+claim_family(ClaimFamily(ClaimName.PATCH_ROBUSTNESS.value, 15, _no_patch_attack))
 claim_family(ClaimFamily(ClaimName.CORRUPTIONS.value, 20, _no_mce))
 claim_family(ClaimFamily(ClaimName.COLLAPSE.value, 30, _no_collapse))
 claim_family(ClaimFamily(ClaimName.NATURAL_SHIFT.value, 40))
