@@ -13,6 +13,7 @@ from ellrobust.core.errors import UsageError
 from ellrobust.measures.minimal_patches import minimal_patch_rows
 from ellrobust.measures.patch_probe import attacked_patches, member
 from ellrobust.measures.primary_claims import primaries
+from ellrobust.report.writer import write_report
 from ellrobust.request.build import build_config
 from ellrobust.request.spec import Caller
 from ellrobust.request.suites import load_suite
@@ -61,6 +62,7 @@ def patched(tmp_path_factory):
         attacks={"patch": QUICK_PATCH, "patch-fool": {"steps": 3}},
         patches="1,2",
         n=10,
+        save_adversarial=True,
         out=tmp_path_factory.mktemp("patches") / "run",
     )
 
@@ -138,3 +140,13 @@ def test_pixel_and_patch_budgets_are_separate_claims():
     outcomes = _patch_outcomes("e", [2.0] * 16, "detach") + _patch_outcomes("b", [1.0] * 16) + pixel
     claims = {json.loads(r.params)["claim"] for r in primaries({"e": True, "b": False}, outcomes, [], 16)}
     assert claims == {ClaimName.ROBUSTNESS.value, ClaimName.PATCH_ROBUSTNESS.value}
+
+
+def test_the_report_has_a_patch_section_and_keeps_patches_out_of_the_pixel_tables(patched, tmp_path):
+    text = write_report([patched.run_dir], tmp_path / "report").read_text()
+    patch_part = text[text.index("## Patch attacks") : text.index("## Corruptions")]
+    assert "| 1 patch | 2 patches |" in patch_part and "median patches" in patch_part
+    for figure in ("patch_accuracy", "patch_map", "patch_gallery"):
+        assert f"figures/{figure}.png" in patch_part and (tmp_path / "report" / "figures" / f"{figure}.png").is_file()
+    assert "255/255" not in text and "510/255" not in text  # a number of patches never reads as a pixel budget
+    assert "patch robustness, deit-elliptical vs deit" in text

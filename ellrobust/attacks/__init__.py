@@ -26,7 +26,7 @@ from ellrobust.attacks.attack_request import (
     validate_request,
 )
 from ellrobust.attacks.bisection import RegistryAttack, bisect, registry_attack
-from ellrobust.attacks.definitions import ATTACKS, AttackDef
+from ellrobust.attacks.definitions import ATTACKS, AttackDef, patch_budgeted
 from ellrobust.attacks.factories import resolve_step_size
 from ellrobust.attacks.fast_minimum_norm import fmn
 from ellrobust.attacks.minimal_answers import MinimalResult
@@ -42,6 +42,7 @@ __all__ = [
     "bisect",
     "fmn",
     "make_request",
+    "patch_budgeted",
     "perturb",
     "perturbation_norm",
     "registry_attack",

@@ -275,3 +275,11 @@ def _registry(definitions: Iterable[AttackDef]) -> Registry[AttackDef]:
 ATTACKS: Registry[AttackDef] = _registry(
     (*_DEFINITIONS, *_PATCH_DEFINITIONS, _FMN, *(_bisection(d) for d in _DEFINITIONS))
 )
+
+
+def patch_budgeted(method: str, params: Mapping[str, object]) -> bool:
+    """Whether a measurement's budgets are numbers of patches: a patch attack's, or the worst case over them
+    (``params["norm"]``). Tables, figures and Holm families keep these apart from pixel budgets."""
+    if method == "worst-case":
+        return params.get("norm") == PATCH_NORM
+    return method in ATTACKS and ATTACKS.get(method).norm == PATCH_NORM

@@ -33,7 +33,7 @@ from itertools import combinations
 
 import numpy as np
 
-from ellrobust.attacks import AttackRequest
+from ellrobust.attacks import AttackRequest, patch_budgeted
 from ellrobust.attacks.sanity_checks import LARGE_EPS_METHOD, flag, sanity_rows
 from ellrobust.attacks.target_labels import LABELS_PARAM
 from ellrobust.measures.collapse_probe import later_half, parse_value_key
@@ -289,11 +289,14 @@ def paired_rows(
 
 
 def secondary_family(key: tuple) -> str:
-    """The Holm family of a paired accuracy comparison: corruption cells, clean accuracy, or the attacks."""
-    _method, _params, eps, severity, _mg, _precision = key
+    """The Holm family of a paired accuracy comparison: corruption cells, clean accuracy, the patch attacks
+    (budgets in patches), or the attacks in pixel norms."""
+    method, params, eps, severity, _mg, _precision = key
     if severity is not None:
         return "corruption cells"
-    return "clean" if eps is None else "attacks"
+    if eps is None:
+        return "clean"
+    return "patch attacks" if patch_budgeted(method, json.loads(params)) else "attacks"
 
 
 def _ood_rows(a: str, b: str, comparisons: list[AurocComparison], adjusted: list[float]) -> list[Row]:

@@ -13,6 +13,6 @@ Each family's report section, figures and terminal tables register themselves
 before a figure is drawn, so the terminal can use the tables without it.
 """
 
-from ellrobust.report import accuracy_sections, collapse_section, corruption_section, paired_section
+from ellrobust.report import accuracy_sections, collapse_section, corruption_section, paired_section, patch_section
 
-__all__ = ["accuracy_sections", "collapse_section", "corruption_section", "paired_section"]
+__all__ = ["accuracy_sections", "collapse_section", "corruption_section", "paired_section", "patch_section"]

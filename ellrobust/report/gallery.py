@@ -1,4 +1,8 @@
-"""The gallery: a few clean images beside their adversarial versions from a run's saved files (--save-adversarial)."""
+"""The gallery: a few clean images beside their adversarial versions from a run's saved files (--save-adversarial).
+
+One gallery shows the pixel-norm attacks (the strongest at its largest ε), another the patch attacks
+(the strongest at its smallest number of patches, where the models differ most often).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.report.number_format import format_eps
 from ellrobust.report.plots import plain_text
+from ellrobust.report.tables import patch_count
 from ellrobust.results import Metric
 from ellrobust.results.adversarial_images import adversarial_files, load_adversarial, load_clean
 
@@ -18,20 +24,22 @@ from ellrobust.results.adversarial_images import adversarial_files, load_adversa
 GALLERY_IMAGES = 4
 
 
-def gallery_figure(run_dir: Path, df: pd.DataFrame) -> Figure | None:
+def gallery_figure(run_dir: Path, df: pd.DataFrame, *, patches: bool = False) -> Figure | None:
     """A few images under attack, for the first two models of a run saved with ``--save-adversarial``.
 
-    The attack shown is the run's strongest at its largest budget (the lowest robust accuracy of the
-    first model there; an elliptical model in m_grad detach, fp32). The images are those both models
-    classify correctly clean, the ones on which the models disagree under attack first, then by index.
-    Per model: the clean image, the adversarial one, and the perturbation amplified to the full range
-    (grey is 0, ``±ε`` is black and white), titled with the true class and what the model says.
+    The attack shown is the run's strongest pixel-norm attack at its largest budget (``patches``: patch
+    attack at its smallest number of patches), by the lowest robust accuracy of the first model there (an
+    elliptical model in m_grad detach, fp32). The images are those both models classify correctly clean,
+    the ones on which the models disagree under attack first, then by index. Per model: the clean image,
+    the adversarial one, and the perturbation amplified to the full range (grey is 0, ``±ε`` is black and
+    white; ``patches``: the pixels the attack rewrote, on grey), titled with the true class and what the
+    model says.
     """
     clean = load_clean(run_dir)
     if clean is None:
         return None
     sets = [load_adversarial(p) for p in adversarial_files(run_dir)]
-    shown = _gallery_sets(sets, df)
+    shown = _gallery_sets(sets, df, patches)
     if shown is None or any(not np.array_equal(s.index, clean["index"]) for s in shown):
         return None
     first, second = shown
@@ -48,11 +56,10 @@ def gallery_figure(run_dir: Path, df: pd.DataFrame) -> Figure | None:
     axes = fig.subplots(len(order), 6, squeeze=False)
     for r, k in enumerate(order):
         for c, saved in enumerate(shown):
-            delta = (saved.x_adv[k] - x[k]) / (2 * saved.eps) + 0.5
             panels = (
                 (x[k], f"image {int(clean['index'][k])}: class {int(clean['label'][k])}"),
                 (saved.x_adv[k], f"{saved.model}: {int(saved.prediction[k])}"),
-                (delta, "perturbation"),
+                (_perturbation(saved.x_adv[k], x[k], saved.eps, patches), "patch" if patches else "perturbation"),
             )
             for j, (image, title) in enumerate(panels):
                 ax = axes[r][3 * c + j]
@@ -60,24 +67,39 @@ def gallery_figure(run_dir: Path, df: pd.DataFrame) -> Figure | None:
                 ax.set_title(plain_text(title), fontsize="small")
                 ax.set_xticks([])
                 ax.set_yticks([])
+    shown_as = (
+        "the pixels it rewrote, on grey" if patches else "the perturbation amplified (grey 0, black and white ±ε)"
+    )
+    budget = patch_count(first.eps) if patches else f"ε {format_eps(first.eps)}"
     fig.suptitle(
         plain_text(
-            f"{first.method} at ε {format_eps(first.eps)}: the clean image, the adversarial image (the class the "
-            "model says)\nand the perturbation amplified (grey 0, black and white ±ε)"
+            f"{first.method} at {budget}: the clean image, the adversarial image (the class the model says)\n"
+            f"and {shown_as}"
         ),
         fontsize="medium",
     )
     return fig
 
 
-def _gallery_sets(sets: list, df: pd.DataFrame):
-    """The two saved sets a gallery shows: the first two models, the strongest attack at its largest budget."""
+def _perturbation(x_adv: np.ndarray, x: np.ndarray, eps: float, patches: bool) -> np.ndarray:
+    """What a gallery shows of a perturbation: amplified to ``±eps`` (pixel norms), or the rewritten pixels."""
+    if patches:
+        changed = (x_adv != x).any(axis=0, keepdims=True)
+        return np.where(changed, x_adv, 0.5)
+    return (x_adv - x) / (2 * eps) + 0.5
+
+
+def _gallery_sets(sets: list, df: pd.DataFrame, patches: bool):
+    """The two saved sets a gallery shows: the first two models, the strongest attack at its largest budget
+    (``patches``: the strongest patch attack at its smallest number of patches)."""
     models = list(dict.fromkeys(df["model"]))
     if len(models) < 2 or not sets:
         return None
     a, b = models[:2]
-    usable = [s for s in sets if s.m_grad in ("", "detach") and s.precision == "fp32"]
-    largest = max((s.eps for s in usable), default=None)
+    usable = [
+        s for s in sets if s.m_grad in ("", "detach") and s.precision == "fp32" and (s.norm == PATCH_NORM) == patches
+    ]
+    largest = (min if patches else max)((s.eps for s in usable), default=None)
     rows = df[(df["metric"] == Metric.ROBUST_ACCURACY.value) & (df["model"] == a) & df["baseline"].eq("")]
     strength = {
         method: value

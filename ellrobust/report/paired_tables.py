@@ -17,6 +17,7 @@ from ellrobust.report.number_format import (
 from ellrobust.report.table_model import Align, Table
 from ellrobust.report.tables import (
     SURVIVES_HOLM,
+    budget_cell,
     has_column,
     key_cell,
     metric_rows,
@@ -58,7 +59,7 @@ def paired_table(df: pd.DataFrame, labels: Labels, corruptions: bool = False) ->
     }
     out = []
     for r in ordered_columns(rows, keys).to_dict(orient="records"):
-        cells = [key_cell(k, r[k]) for k in keys]
+        cells = [budget_cell(r) if k == "eps" else key_cell(k, r[k]) for k in keys]
         cells += [
             format_pp(r[Metric.ACCURACY_DIFFERENCE]),
             format_pp_interval(r[Metric.DIFFERENCE_CI_LOW], r[Metric.DIFFERENCE_CI_HIGH]),

@@ -28,7 +28,7 @@ from ellrobust.core.files import atomic_write
 from ellrobust.report.legend import Labels, series_columns, series_label
 from ellrobust.results import Metric
 from ellrobust.stats.decisions import Favours, holm_direction
-from ellrobust.verdict.results_view import Lookup, interval_metrics
+from ellrobust.verdict.results_view import Lookup, interval_metrics, patch_rows
 
 #: The sequential colours of budgets (small ε dark, large light).
 VIRIDIS = colormaps["viridis"]
@@ -121,9 +121,13 @@ def _band_text(lookup: Lookup, metric: str, rows: pd.DataFrame) -> str:
     return f"n = {n_text(rows)}; no intervals in this run"
 
 
-def robust_figure(df: pd.DataFrame, labels: Labels) -> Figure | None:
-    """Accuracy vs eps, one panel per attack, every model on each panel; eps 0 is clean accuracy."""
+def robust_figure(df: pd.DataFrame, labels: Labels, *, patches: bool = False) -> Figure | None:
+    """Accuracy vs eps, one panel per attack, every model on each panel; eps 0 is clean accuracy.
+
+    ``patches`` draws the patch attacks against their number of patches instead of the pixel-norm attacks.
+    """
     rob = df[(df["metric"] == Metric.ROBUST_ACCURACY.value) & df["baseline"].eq("")]
+    rob = rob[patch_rows(rob) == patches]
     if rob.empty:
         return None
     lookup = Lookup(df)
@@ -144,7 +148,7 @@ def robust_figure(df: pd.DataFrame, labels: Labels) -> Figure | None:
     for ax, (method, label) in zip(axes, panels, strict=True):
         panel = rob[(rob["method"] == method) & rob["params"].map(lambda p, m=method: labels.method(m, p)).eq(label)]
         panel_eps = sorted(panel["eps"].dropna().unique())
-        scale = 255 if in_255(panel_eps) else 1
+        scale = 255 if in_255(panel_eps) and not patches else 1
         for _, series in panel.groupby(columns, sort=False):
             series = series.dropna(subset=["eps"]).sort_values("eps")
             first = series.iloc[0]
@@ -158,12 +162,15 @@ def robust_figure(df: pd.DataFrame, labels: Labels) -> Figure | None:
         ticks = [0.0, *(e * scale for e in panel_eps)]
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_title(plain_text(label))
-        ax.set_xlabel("ε (/255 of the pixel range)" if scale == 255 else "ε ([0, 1] pixel units)")
+        ax.set_xlabel(
+            "patches" if patches else "ε (/255 of the pixel range)" if scale == 255 else "ε ([0, 1] pixel units)"
+        )
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
     _accuracy_ylim(axes[0], highs)
     legend_below(fig, axes)
-    fig.suptitle(f"Robust accuracy vs attack budget (ε = 0: clean; {_band_text(lookup, Metric.ROBUST_ACCURACY, rob)})")
+    budget = "number of patches (0" if patches else "attack budget (ε = 0"
+    fig.suptitle(f"Robust accuracy vs {budget}: clean; {_band_text(lookup, Metric.ROBUST_ACCURACY, rob)})")
     return fig
 
 

@@ -50,6 +50,8 @@ def _setup_lines(run: Run) -> list[str]:
     if attacks:
         names = "; ".join(a["name"] + (f" ({settings_text(a['params'])})" if a.get("params") else "") for a in attacks)
         eps = ", ".join(format_eps(e) for e in cfg.get("eps") or []) or "each attack's default"
+        patches = ", ".join(f"{k:g}" for k in cfg.get("patches") or [])
+        eps += f"; patches {patches}" if patches else ""
         lines.append(f"**attacks**: {escape(names)}; ε {escape(eps)}; m_grad {escape(cfg.get('m_grad', '?'))}")
         lines.append(_LABELS_LINES.get(cfg.get("labels", "true"), f"**labels**: {escape(cfg.get('labels'))}"))
     precisions = _precisions(run)

@@ -15,7 +15,7 @@ from ellrobust.attacks import ATTACKS, AttackRequest
 from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.report.number_format import format_budget, format_eps, format_number, format_pct
 from ellrobust.report.table_model import Align, Table
-from ellrobust.report.tables import metric_rows, ordered_columns
+from ellrobust.report.tables import metric_rows, ordered_columns, patch_count
 from ellrobust.results import Metric
 from ellrobust.verdict.results_view import parse_params, split_params
 
@@ -54,7 +54,7 @@ def summary_table(df: pd.DataFrame) -> Table | None:
             if cosine is not None:
                 cells.append(_value(cosine[cosine["model"] == r["model"]], format_number))
             out.append(tuple(cells))
-    headers = ["model", "clean", *(f"ε {format_eps(e)}" for e in budgets), *(_patches(k) for k in counts)]
+    headers = ["model", "clean", *(f"ε {format_eps(e)}" for e in budgets), *(patch_count(k) for k in counts)]
     headers += ["ε*"] if star_method is not None else []
     headers += ["mCE"] if mce is not None else []
     headers += ["cos."] if cosine is not None else []
@@ -90,10 +90,6 @@ def _white_box(method: str, params: dict, norm: str) -> bool:
         return False
     found = params.get("norm", "Linf") if method == "worst-case" else AttackRequest(method, params).norm
     return found == norm
-
-
-def _patches(count: float) -> str:
-    return f"{count:g} patch" + ("" if count == 1 else "es")
 
 
 def _mce(df: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:

@@ -16,10 +16,11 @@ filled with guesses. Column headers are short words; methods and settings appear
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from ellrobust.attacks import patch_budgeted
 from ellrobust.report.legend import Labels, varying
 from ellrobust.report.number_format import (
     format_budget,
@@ -39,6 +40,7 @@ from ellrobust.verdict.results_view import (
     TEXT_COLUMNS,
     Lookup,
     parse_params,
+    patch_rows,
 )
 
 #: Suffixes of rows that qualify another row (intervals, differences): never a metric of their own.
@@ -114,8 +116,13 @@ def accuracy_cell(lookup: Lookup, row: dict | None, metric: Metric) -> str:
 
 
 def robust_table(df: pd.DataFrame, labels: Labels) -> Table | None:
-    """Robust accuracy (%) (95 % CI) per attack × model (× m_grad × precision), one column per eps, clean first."""
+    """Robust accuracy (%) (95 % CI) per attack × model (× m_grad × precision), one column per eps, clean first.
+
+    Pixel budgets only: the patch attacks' numbers of patches have a table of their own
+    (:func:`~ellrobust.report.patch_section.patch_table`).
+    """
     rob = metric_rows(df, Metric.ROBUST_ACCURACY)
+    rob = rob[~patch_rows(rob)]
     if rob.empty:
         return None
     lookup = Lookup(df)
@@ -323,6 +330,18 @@ def row_holm_direction(r: dict) -> Favours:
 
 def condition_key(row: dict, columns: list[str]) -> tuple:
     return tuple(None if not isinstance(row[c], str) and pd.isna(row[c]) else row[c] for c in columns)
+
+
+def budget_cell(row: Mapping) -> str:
+    """A row's budget: ``8/255`` for a pixel budget, ``2 patches`` for a patch attack's."""
+    if patch_budgeted(row["method"], parse_params(row["params"])):
+        return patch_count(row["eps"])
+    return format_eps(row["eps"])
+
+
+def patch_count(count: float) -> str:
+    """``1 patch``, ``2 patches``."""
+    return f"{count:g} patch" + ("" if count == 1 else "es")
 
 
 def key_cell(column: str, value: object) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
+from ellrobust.attacks import patch_budgeted
 from ellrobust.results import PAIRED_METRICS, Metric
 from ellrobust.results import row_key as results_row_key
 
@@ -95,6 +96,13 @@ def parse_params(params: object) -> dict:
     except ValueError:
         return {}
     return obj if isinstance(obj, dict) else {}
+
+
+def patch_rows(df: pd.DataFrame) -> pd.Series:
+    """Which rows measure a patch budget (a patch attack, or the worst case over them): their ``eps`` is a
+    number of patches, never a pixel budget."""
+    flags = [patch_budgeted(m, parse_params(p)) for m, p in zip(df["method"], df["params"], strict=True)]
+    return pd.Series(flags, index=df.index, dtype=bool)
 
 
 def split_params(params: object) -> tuple[dict, dict]:

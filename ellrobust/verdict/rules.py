@@ -24,15 +24,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ellrobust.attacks import ATTACKS
-from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.core.registry import Registry
 from ellrobust.results import Metric
 from ellrobust.stats.claim_family import ClaimName, PrimaryStatus, judge_claims
 from ellrobust.stats.decisions import ALPHA, CONFIDENCE, MIN_IMAGES, POWER, holm_level, images_needed
 from ellrobust.stats.primary_endpoints import Primary, PrimaryTest
 from ellrobust.verdict.claim_types import Claim, ClaimStatus, Endpoint
-from ellrobust.verdict.results_view import Lookup, parse_params, prepare
+from ellrobust.verdict.results_view import Lookup, patch_rows, prepare
 
 #: The method of the primary endpoints' rows.
 PRIMARY_METHOD = "primary"
@@ -62,9 +60,10 @@ RULES = (
     "`--m-grad both` the claim is judged on `m_grad detach` and its line says the adaptive check was not run.",
     f"**Small n**: an interval over fewer than {MIN_IMAGES} images, or of zero width, decides nothing.",
     "**Secondary analyses** (each attack × ε × m_grad × precision, the worst case, transfer, ε* per "
-    "method, each corruption × severity cell, per-layer collapse, top-5 and calibration) are tested with Holm "
-    "within their own family and shown as explanation; they never change a claim's status. Transfer is a "
-    "gradient-masking check (sanity check `transfer_not_stronger`), not a claim.",
+    "method, each patch attack × number of patches, each corruption × severity cell, per-layer collapse, "
+    "top-5 and calibration) are tested with Holm within their own family and shown as explanation; they "
+    "never change a claim's status. Transfer is a gradient-masking check (sanity check "
+    "`transfer_not_stronger`), not a claim.",
 )
 
 
@@ -182,15 +181,14 @@ def _pair_claims(models: tuple[str, str], found: list[tuple[Endpoint, Primary, s
     return out
 
 
-#: The attacks whose budgets are numbers of patches (the patch robustness claim's).
-PATCH_ATTACKS = tuple(name for name, definition in ATTACKS.items() if definition.norm == PATCH_NORM)
-
-
 def _no_attack(df: pd.DataFrame) -> str | None:
-    patch_worst = df["method"].eq("worst-case") & df["params"].map(lambda p: parse_params(p).get("norm") == PATCH_NORM)
-    pixels = ~(df["method"].isin(PATCH_ATTACKS) | patch_worst)
-    attacked = (df["eps"].notna() & pixels & df["metric"].eq(Metric.ROBUST_ACCURACY.value)).any()
-    return None if attacked else "adversarial robustness (`--attack`)"
+    robust = df["eps"].notna() & df["metric"].eq(Metric.ROBUST_ACCURACY.value)
+    return None if (robust & ~patch_rows(df)).any() else "adversarial robustness (`--attack`)"
+
+
+def _no_patch_attack(df: pd.DataFrame) -> str | None:
+    patched = (df["eps"].notna() & patch_rows(df)).any()
+    return None if patched else "patch robustness (`--attack patch-fool --patches 1,2,4`)"
 
 
 def _no_mce(df: pd.DataFrame) -> str | None:
@@ -200,11 +198,6 @@ def _no_mce(df: pd.DataFrame) -> str | None:
 def _no_collapse(df: pd.DataFrame) -> str | None:
     collapse = (df["metric"].eq(Metric.TOKEN_COSINE.value) & df["method"].eq("collapse")).any()
     return None if collapse else "representation collapse (`--collapse`)"
-
-
-def _no_patch_attack(df: pd.DataFrame) -> str | None:
-    patched = (df["eps"].notna() & df["method"].isin(PATCH_ATTACKS)).any()
-    return None if patched else "patch robustness (`--attack patch-fool --patches 1,2,4`)"
 
 
 claim_family(ClaimFamily(ClaimName.ROBUSTNESS.value, 10, _no_attack))
