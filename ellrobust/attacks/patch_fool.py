@@ -6,10 +6,10 @@ Follows the official code (RICE-EIC/Patch-Fool, ``main.py``, vanilla Patch-Fool:
 * **Selection**: the attention probabilities of one layer (``attention_layer``, the official
   ``--atten_select 4``), averaged over heads and over queries: the attention each patch *receives*;
   prefix tokens dropped; the ``k`` largest are attacked.
-* **Loss**: cross-entropy, plus for every layer ``1 .. depth // 2 − 1`` an attention loss: the mean over
-  queries of ``log`` of the head-averaged attention to the first selected patch. Each layer's gradient is
-  projected off the cross-entropy's gradient when the two disagree (PCGrad, cosine < 0) and added with
-  weight ``attention_weight`` (official 0.002).
+* **Loss**: cross-entropy, plus for every layer ``1 .. depth // 2 − 1`` an attention loss: the mean over all
+  queries (the class token's included) of ``log`` of the head-averaged attention to the first selected
+  patch. Each layer's gradient is projected off the cross-entropy's gradient when the two disagree
+  (PCGrad, cosine < 0) and added with weight ``attention_weight`` (official 0.002).
 * **Optimisation**: the selected patches are zeroed and replaced by a uniform random start, then Adam
   ascends the loss (``steps`` 250, learning rate decayed by 0.95 every 10 steps), pixels clamped to [0, 1].
 
@@ -17,8 +17,9 @@ Differs, and why:
 
 * Pixels, not normalised tensors: the official Adam learning rate 0.22 is in ImageNet-normalised units;
   ``lr`` 0.05 is about 0.22 × ImageNet's std, in [0, 1] pixels (ellrobust normalises inside the model).
-* The official PCGrad divides the dot product by ‖g_ce‖ instead of ‖g_ce‖² (its projection is not a
-  projection unless ‖g_ce‖ = 1); the projection here is the one PCGrad defines.
+* The official PCGrad (``utils.py``) divides the dot product by ‖g_ce‖ instead of ‖g_ce‖²: its projection
+  is not a projection unless ‖g_ce‖ = 1, and how much it removes scales with the gradient (the batch
+  size, the input's units). The projection here is the one PCGrad defines, the same at any scale.
 * An image keeps the first iterate that fools the model (the official code keeps the last iterate):
   later steps can only lose a success, never gain one. A fooled image then leaves the batch, so the
   losses are summed per image where the official code averages over the batch: Adam's steps do not
@@ -26,6 +27,11 @@ Differs, and why:
 * The attention of an elliptical layer is the one it computes, ``softmax((q ⊙ m) kᵀ / √D)``: ``m`` carries
   gradient under ``--m-grad full`` and none under ``detach`` (the paper's).
 * Any patch size (read from the model), any depth; the attention layer is clipped to the model's depth.
+  A model of 2 or 3 blocks, where the official layers ``1 .. depth // 2 − 1`` are none, keeps layer 1's
+  attention loss: without one, Patch-Fool would be plain cross-entropy on the selected patches.
+
+``benchmarks/patch_fool_official.py`` transcribes the official code line by line and compares the two on
+the shipped digits models.
 """
 
 from __future__ import annotations
@@ -69,6 +75,14 @@ def select_patches(model: nn.Module, images: torch.Tensor, count: int, layer: in
     return received_attention(model, images, layer, attack).argsort(dim=1, descending=True)[:, :count]
 
 
+def attention_loss(block: BlockOutput, target: torch.Tensor) -> torch.Tensor:
+    """(B,): per image, the mean over every query (prefix tokens' included) of ``log`` of the head-averaged
+    attention it pays to token ``target`` (B,): the official per-layer loss before its batch mean."""
+    attention = attention_probabilities(block).mean(dim=1)  # (B, N, N)
+    picked = attention.gather(2, target.view(-1, 1, 1).expand(-1, attention.shape[1], 1))
+    return picked.clamp_min(1e-30).log().mean(dim=(1, 2))
+
+
 def pcgrad(attention: torch.Tensor, ce: torch.Tensor) -> torch.Tensor:
     """``attention`` (B, P) without its component against ``ce`` where the two disagree (cosine < 0)."""
     dot = (attention * ce).sum(1, keepdim=True)
@@ -98,9 +112,7 @@ class PatchFool:
         flat_ce = grads.flatten(1)
         total = flat_ce.clone()
         for i in layers:
-            attention = attention_probabilities(blocks[i]).mean(dim=1)  # (B, N, N)
-            picked = attention.gather(2, target.view(-1, 1, 1).expand(-1, attention.shape[1], 1))
-            loss = picked.clamp_min(1e-30).log().mean(dim=(1, 2)).sum()
+            loss = attention_loss(blocks[i], target).sum()
             if loss.requires_grad:  # attention that no pixel moves (a constant key) has no gradient to add
                 g = torch.autograd.grad([loss], [delta], retain_graph=True)[0].flatten(1)
                 total += self.weight * pcgrad(g, flat_ce)
