@@ -76,7 +76,8 @@ class AdversarialSet:
         """The file's name without suffix: readable fields, and a digest of them that keeps settings apart."""
         fields = json.dumps([getattr(self, name) for name in METADATA_FIELDS], default=str)
         digest = hashlib.sha256(fields.encode()).hexdigest()[:10]
-        readable = f"{self.model}_{self.method}_eps{self.eps * 255:.4g}_{self.m_grad or 'plain'}_{self.precision}"
+        budget = f"patches{self.eps:g}" if self.norm == "patch" else f"eps{self.eps * 255:.4g}"
+        readable = f"{self.model}_{self.method}_{budget}_{self.m_grad or 'plain'}_{self.precision}"
         return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', readable)[:80]}-{digest}"
 
     def metadata(self) -> dict[str, str]:
