@@ -68,8 +68,8 @@ def test_the_step_size_decays_on_a_cosine_from_the_given_size():
 @pytest.fixture(scope="module")
 def digits():
     data = load_dataset("digits")
-    x = torch.stack([data.dataset[i][0] for i in range(6)])
-    return x, torch.tensor([int(data.dataset[i][1]) for i in range(6)])
+    x = torch.stack([data.dataset[i][0] for i in range(4)])
+    return x, torch.tensor([int(data.dataset[i][1]) for i in range(4)])
 
 
 def test_the_objective_rises_during_the_attack(digits):
@@ -77,9 +77,9 @@ def test_the_objective_rises_during_the_attack(digits):
     model = load_model("deit")
     info: dict = {}
     torch.manual_seed(0)
-    perturb(model, make_request("attention-fool", {"steps": 20}), x, y, eps=1.0, num_classes=10, seed=0, info=info)
+    perturb(model, make_request("attention-fool", {"steps": 10}), x, y, eps=1.0, num_classes=10, seed=0, info=info)
     rise = info["objective_last"] - info["objective_first"]
-    assert float(rise.mean()) > 0 and int((rise > 0).sum()) >= 4
+    assert bool((rise > 0).all())  # every image ends its steps above where it started
 
 
 def _input_gradient(model, x: torch.Tensor, mode: str) -> tuple[torch.Tensor, list[bool]]:
