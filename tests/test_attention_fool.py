@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from ellrobust.attacks import ATTACKS, make_request, perturb
 from ellrobust.attacks.attention_fool import cosine_step, kq_loss
@@ -125,3 +126,23 @@ def test_a_parameter_no_attack_could_use_is_refused_in_one_line(params, message)
     with pytest.raises(UsageError, match=message) as caught:
         ATTACKS.get("attention-fool").factory(load_model("deit"), 1.0, dict(request.params), 10, 0)
     assert "\n" not in str(caught.value)
+
+
+class NoClassToken(nn.Module):
+    """Tokens without a class token (a pooled ViT): ``L_kq*`` has no query to read."""
+
+    depth, num_prefix_tokens = 1, 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_embed = nn.Module()
+        self.patch_embed.patch_size = (4, 4)
+
+    def iter_blocks(self, x: torch.Tensor):
+        yield from ()
+
+
+def test_the_class_query_loss_is_refused_without_a_class_token():
+    request = make_request("attention-fool", {"kq_queries": "class"})
+    with pytest.raises(UsageError, match="needs a class token"):
+        ATTACKS.get("attention-fool").factory(NoClassToken(), 1.0, dict(request.params), 10, 0)
