@@ -106,10 +106,11 @@ _PATCH_DEFINITIONS = (
     AttackDef(
         "attention-fool",
         "Attention-Fool",
-        "Attention-Fool (Lovisotto et al. 2022): eps patches optimised on the pre-softmax query-key logits "
-        "(through the elliptical metric) plus cross-entropy",
+        "Attention-Fool (Lovisotto et al. 2022): eps patches optimised on cross-entropy plus the smooth maximum "
+        "over layers and heads of the normalised pre-softmax query-key logits (through the elliptical metric), "
+        "by cosine-decayed signed steps with normalised momentum",
         PATCH_NORM,
-        _frozen(steps=100, step_size=0.05, kq_weight=0.01, attention_layer=4),
+        _frozen(steps=250, step_size=8 / 255, kq_weight=1.0, momentum=0.9, kq_queries="all", attention_layer=4),
         factories.attention_fool,
         default_eps=DEFAULT_PATCHES,
         cost="steps fwd+bwd",
