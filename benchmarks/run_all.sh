@@ -17,7 +17,8 @@
 # A benchmark that fails does not stop the others: its exit status is reported at the end, and the
 # script exits non-zero if any failed. Every timed figure excludes compile warm-up (each benchmark
 # warms up before its clocks; eval runs report compile time apart, see run.json "attention").
-# The CPU run takes about 40 minutes on 2 cores (AutoAttack and its reference: about 11 of them).
+# The CPU run takes about 80 minutes on 2 cores (AutoAttack and its reference: about 11 of them; the patch
+# attacks at n = 200 about 12, Patch-Fool against its official transcription about 25).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 device="${1:-cpu}"
@@ -57,7 +58,8 @@ run bench_min_norm "$python" benchmarks/bench_min_norm.py --device "$device"
 run "bench_min_norm (images needed)" "$python" benchmarks/bench_min_norm.py --device "$device" --images-needed
 run holm_power "$python" benchmarks/holm_power.py
 run primary_power "$python" benchmarks/primary_power.py
-run bench_patch_attacks "$python" benchmarks/bench_patch_attacks.py 16
+run bench_patch_attacks "$python" benchmarks/bench_patch_attacks.py 200
+run patch_fool_official "$python" benchmarks/patch_fool_official.py 200
 if [ "$device" = cpu ]; then run bench_distributed "$python" benchmarks/bench_distributed.py; fi
 
 echo "## outcomes ($device)"

@@ -4,6 +4,8 @@ and the patch robustness claim that reads it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -150,3 +152,18 @@ def test_the_report_has_a_patch_section_and_keeps_patches_out_of_the_pixel_table
         assert f"figures/{figure}.png" in patch_part and (tmp_path / "report" / "figures" / f"{figure}.png").is_file()
     assert "255/255" not in text and "510/255" not in text  # a number of patches never reads as a pixel budget
     assert "patch robustness, deit-elliptical vs deit" in text
+
+
+def test_the_report_command_reads_a_patch_run_on_its_own(patched, tmp_path):
+    """``ellrobust report`` in a fresh process, where no measure module is imported: the patch rows'
+    metrics must be known to the report's floor."""
+    out = tmp_path / "alone"
+    done = subprocess.run(
+        [sys.executable, "-m", "ellrobust", "report", str(patched.run_dir), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (out / "report.md").read_text()
+    assert "## Patch attacks" in text and "median patches" in text

@@ -19,14 +19,6 @@ import numpy as np
 from ellrobust.attacks.patches import PATCH_NORM
 from ellrobust.measures.primary_claims import worst_budgets
 from ellrobust.results import Metric, Outcomes, Row
-from ellrobust.results.metrics import Direction, declare_metric
-
-Metric.MINIMAL_PATCHES_MEDIAN = declare_metric(
-    "minimal_patches_median",
-    unit="patches",
-    better=Direction.HIGHER_IS_BETTER,
-    doc="median over images of the fewest patches any patch attack broke the image with (censored at the largest)",
-)
 
 
 def minimal_patch_rows(outcomes: list[Outcomes]) -> list[Row]:

@@ -127,6 +127,8 @@ def build_labels(df: pd.DataFrame) -> Labels:
     for method, by_key in variants.items():
         keys = list(dict.fromkeys(k for s in by_key.values() for k in s))
         differing = [k for k in keys if len({_canonical({k: s.get(k)}) for s in by_key.values()}) > 1]
+        if method == "worst-case" and "norm" in differing:  # each norm's worst case is over its own attacks
+            differing = [k for k in differing if k != "attacks"]
         for key, settings in by_key.items():
             suffix = ", ".join(f"{k}={_value_text(settings[k])}" for k in differing if k in settings)
             label = f"{method} {suffix}" if suffix else method

@@ -35,7 +35,8 @@ def patch_table(df: pd.DataFrame, labels: Labels) -> Table | None:
     if rob.empty:
         return None
     lookup = Lookup(df)
-    rob = rob.assign(attack=[labels.method(m, p) for m, p in zip(rob["method"], rob["params"], strict=True)])
+    names = [m if m == "worst-case" else labels.method(m, p) for m, p in zip(rob["method"], rob["params"], strict=True)]
+    rob = rob.assign(attack=names)  # the worst case here is over the patch attacks (and their transferred images)
     clean = {(r["run"], r["model"]): r for r in metric_rows(df, Metric.CLEAN_ACCURACY).to_dict(orient="records")}
     keys = [*varying(rob, ["run"]), "attack", "model", *(c for c in ("m_grad", "precision") if has_column(rob, c))]
     counts = sorted(rob["eps"].dropna().unique())

@@ -156,6 +156,7 @@ def transfer_table(df: pd.DataFrame, labels: Labels) -> Table | None:
     white_box = metric_rows(df, Metric.ROBUST_ACCURACY)
     white_box = white_box[white_box["method"].ne("worst-case")]
     cells: dict[tuple, dict[str, str]] = {}
+    budgets: dict[tuple, str] = {}
     for metric, rows in ((Metric.ROBUST_ACCURACY, white_box), (Metric.TRANSFER_ACCURACY, transferred)):
         for r in rows.to_dict(orient="records"):
             params = parse_params(r["params"])
@@ -163,6 +164,7 @@ def transfer_table(df: pd.DataFrame, labels: Labels) -> Table | None:
             mode = params.get("source_m_grad", "") if "source" in params else r["m_grad"]
             key = (labels.method(r["method"], r["params"]), r["eps"], r["precision"], source, mode)
             cells.setdefault(key, {})[r["model"]] = accuracy_cell(lookup, r, metric)
+            budgets[key] = budget_cell(r)
     keys = [k for k in cells if any(target != k[3] for target in cells[k])]  # settings something transferred from
     if not keys:
         return None
@@ -170,8 +172,8 @@ def transfer_table(df: pd.DataFrame, labels: Labels) -> Table | None:
     with_precision = len({k[2] for k in keys}) > 1
     out = []
     for key in sorted(keys, key=lambda k: (k[0], k[1], str(k[2]), targets.index(k[3]) if k[3] in targets else 0)):
-        attack, eps, precision, source, mode = key
-        first = [attack, f"{format_eps(eps)}", *([str(precision)] if with_precision else [])]
+        attack, _, precision, source, mode = key
+        first = [attack, budgets[key], *([str(precision)] if with_precision else [])]
         out.append((*first, f"{source} ({mode})" if mode else source, *(cells[key].get(t, "") for t in targets)))
     headers = ("attack", "ε", *(["precision"] if with_precision else []), "source / target", *targets)
     align = (Align.LEFT,) * (len(headers) - len(targets)) + (Align.RIGHT,) * len(targets)
