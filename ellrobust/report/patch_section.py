@@ -15,45 +15,17 @@ import math
 import numpy as np
 import pandas as pd
 
-from ellrobust.report.legend import Labels, build_labels, varying
+from ellrobust.report.legend import build_labels, varying
 from ellrobust.report.render_markdown import escape, heading, image, table
 from ellrobust.report.run_folder import Run
 from ellrobust.report.sections import ReportInput, Section, report_section
 from ellrobust.report.table_model import Align, Table
-from ellrobust.report.tables import accuracy_cell, grouped, has_column, metric_rows, patch_count
+from ellrobust.report.tables import has_column, metric_rows, patch_count, robust_table
 from ellrobust.results import Metric, load_examples
-from ellrobust.verdict.results_view import Lookup, parse_params, patch_rows
+from ellrobust.verdict.results_view import Lookup, parse_params
 
 #: The attacks whose struck patches the map shows, in order of preference: those that choose by attention.
 _MAPPED = ("patch-fool", "attention-fool", "patch")
-
-
-def patch_table(df: pd.DataFrame, labels: Labels) -> Table | None:
-    """Accuracy (%) (95 % Wilson interval) per patch attack × model (× m_grad), one column per number of patches."""
-    rob = metric_rows(df, Metric.ROBUST_ACCURACY)
-    rob = rob[patch_rows(rob)]
-    if rob.empty:
-        return None
-    lookup = Lookup(df)
-    names = [m if m == "worst-case" else labels.method(m, p) for m, p in zip(rob["method"], rob["params"], strict=True)]
-    rob = rob.assign(attack=names)  # the worst case here is over the patch attacks (and their transferred images)
-    clean = {(r["run"], r["model"]): r for r in metric_rows(df, Metric.CLEAN_ACCURACY).to_dict(orient="records")}
-    keys = [*varying(rob, ["run"]), "attack", "model", *(c for c in ("m_grad", "precision") if has_column(rob, c))]
-    counts = sorted(rob["eps"].dropna().unique())
-    out = []
-    for fields, group in grouped(rob, keys):
-        first = group.iloc[0]
-        by_count = dict(zip(group["eps"], group.to_dict(orient="records"), strict=True))
-        out.append(
-            (
-                *(str(fields[k]) for k in keys),
-                accuracy_cell(lookup, clean.get((first["run"], first["model"])), Metric.CLEAN_ACCURACY),
-                *(accuracy_cell(lookup, by_count.get(k), Metric.ROBUST_ACCURACY) for k in counts),
-            )
-        )
-    headers = (*keys, "clean", *(patch_count(k) for k in counts))
-    align = (Align.LEFT,) * len(keys) + (Align.RIGHT,) * (1 + len(counts))
-    return Table(headers, tuple(out), align, title="Accuracy (%) under patch attacks, with 95 % Wilson intervals")
 
 
 def minimal_patch_table(df: pd.DataFrame) -> Table | None:
@@ -76,7 +48,7 @@ def minimal_patch_table(df: pd.DataFrame) -> Table | None:
 
 def patch_section(inp: ReportInput) -> list[str]:
     """Accuracy per number of patches, the minimal number of patches, the figures; nothing without patch attacks."""
-    t = patch_table(inp.df, inp.labels)
+    t = robust_table(inp.df, inp.labels, patches=True)
     if t is None:
         return []
     text = (

@@ -115,18 +115,22 @@ def accuracy_cell(lookup: Lookup, row: dict | None, metric: Metric) -> str:
     return format_pct_interval(row["value"], lookup(row, metric.ci_low), lookup(row, metric.ci_high))
 
 
-def robust_table(df: pd.DataFrame, labels: Labels) -> Table | None:
+def robust_table(df: pd.DataFrame, labels: Labels, *, patches: bool = False) -> Table | None:
     """Robust accuracy (%) (95 % CI) per attack × model (× m_grad × precision), one column per eps, clean first.
 
-    Pixel budgets only: the patch attacks' numbers of patches have a table of their own
-    (:func:`~ellrobust.report.patch_section.patch_table`).
+    Pixel budgets, or with ``patches`` the patch attacks' numbers of patches (a budget of each kind never
+    shares a column with the other; the patch table's worst case is over the patch attacks alone).
     """
     rob = metric_rows(df, Metric.ROBUST_ACCURACY)
-    rob = rob[~patch_rows(rob)]
+    rob = rob[patch_rows(rob) == patches]
     if rob.empty:
         return None
     lookup = Lookup(df)
-    rob = rob.assign(attack=[labels.method(m, p) for m, p in zip(rob["method"], rob["params"], strict=True)])
+    names = [
+        "worst-case" if patches and m == "worst-case" else labels.method(m, p)
+        for m, p in zip(rob["method"], rob["params"], strict=True)
+    ]
+    rob = rob.assign(attack=names)
     clean = {(r["run"], r["model"]): r for r in metric_rows(df, Metric.CLEAN_ACCURACY).to_dict(orient="records")}
     keys = [*varying(rob, ["run"]), "attack", "model", *(c for c in ("m_grad", "precision") if has_column(rob, c))]
     eps_values = sorted(rob["eps"].dropna().unique())
@@ -141,9 +145,10 @@ def robust_table(df: pd.DataFrame, labels: Labels) -> Table | None:
                 *(accuracy_cell(lookup, by_eps.get(e), Metric.ROBUST_ACCURACY) for e in eps_values),
             )
         )
-    headers = (*keys, "clean", *(f"ε {format_eps(e)}" for e in eps_values))
+    headers = (*keys, "clean", *(patch_count(e) if patches else f"ε {format_eps(e)}" for e in eps_values))
     align = (Align.LEFT,) * len(keys) + (Align.RIGHT,) * (1 + len(eps_values))
-    return Table(headers, tuple(out), align, title="Robust accuracy (%) with 95 % Wilson intervals")
+    title = "Accuracy (%) under patch attacks" if patches else "Robust accuracy (%)"
+    return Table(headers, tuple(out), align, title=f"{title} with 95 % Wilson intervals")
 
 
 def transfer_table(df: pd.DataFrame, labels: Labels) -> Table | None:
