@@ -156,7 +156,7 @@ def attacks_cmd(json_out: bool = typer.Option(False, "--json", help="Print as JS
     if json_out:
         typer.echo(json.dumps({"attacks": rows, "corruptions": corruptions}, indent=1))
         return
-    table = Table(title="Attacks (eps always in [0, 1] pixel units)")
+    table = Table(title="Attacks (eps in [0, 1] pixel units; norm patch: numbers of patches, --patches)")
     for col in ("name", "norm", "parameters (defaults)", "cost per attacked image", "description"):
         table.add_column(col)
     for r in rows:
