@@ -16,7 +16,7 @@ import numpy as np
 from ellrobust.attacks.patches import PATCH_NORM, budget_patches, patch_size, patches_touched
 from ellrobust.measures.attack_probe import AttackedBatch, AttackProbe, AttackScope, attack_probe
 from ellrobust.results import declare_column
-from ellrobust.results.image_table import FAMILY_SEPARATOR
+from ellrobust.results.image_table import FAMILY_SEPARATOR, family_values
 from ellrobust.run.units import UnitResult
 
 #: The family of the attacked tokens' columns.
@@ -38,11 +38,8 @@ def member(slot: int) -> str:
 
 def attacked_patches(columns: dict[str, np.ndarray]) -> list[list[int]]:
     """Per image, the attacked tokens that a unit's ``attacked_patch`` members hold (empty: none)."""
-    slots = sorted(int(name.split(FAMILY_SEPARATOR)[1]) for name in columns if name.startswith(member(0)[:-1]))
-    if not slots:
-        return []
-    table = np.stack([columns[member(slot)] for slot in slots], axis=1)
-    return [[int(t) for t in row if t >= 0] for row in table]
+    table = family_values(columns, ATTACKED_PATCH)
+    return [] if table is None else [[int(t) for t in row if t >= 0] for row in table]
 
 
 @attack_probe("patches")
@@ -65,11 +62,12 @@ class PatchProbe(AttackProbe):
     def finish(self, result: UnitResult) -> None:
         scope, model = self.scope, self.scope.unit.model
         size = len(scope.ctx.indices)
-        before = attacked_patches(scope.ctx.results[scope.previous].per_image.entry(model)) if scope.previous else []
         width = 4 * budget_patches(scope.unit.eps)  # a square of a patch's side touches at most four tokens
         slots = np.full((size, width), -1, dtype=np.int64)
-        for position, tokens in enumerate(before):
-            slots[position, : len(tokens)] = tokens
+        if scope.previous is not None:  # nested budgets: what the smaller budget struck stays
+            before = family_values(scope.ctx.results[scope.previous].per_image.entry(model), ATTACKED_PATCH)
+            if before is not None:
+                slots[:, : before.shape[1]] = before
         for slot in range(width):  # each rank saw its own batches: gathered slot by slot
             mine = {position: (tokens[slot] if slot < len(tokens) else -1) for position, tokens in self.seen.items()}
             slots[scope.positions, slot] = scope.ctx.gather(mine, dtype=np.int64)[scope.positions]

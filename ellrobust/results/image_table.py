@@ -87,6 +87,14 @@ def declared_columns() -> tuple[Column, ...]:
     return tuple(_DECLARED.values())
 
 
+def family_values(columns: Mapping[str, np.ndarray], family: str) -> np.ndarray | None:
+    """The members of a family keyed by slot (``<family>|0``, ``<family>|1``…) in ``columns``, as one
+    (images, members) array in slot order; None when ``columns`` has no member."""
+    prefix = family + FAMILY_SEPARATOR
+    slots = sorted(int(name[len(prefix) :]) for name in columns if name.startswith(prefix))
+    return np.stack([columns[f"{prefix}{slot}"] for slot in slots], axis=1) if slots else None
+
+
 class ImageTable:
     """One unit's per-image values: per view and model, declared column → read-only array.
 

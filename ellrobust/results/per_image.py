@@ -30,7 +30,7 @@ import pandas as pd
 
 from ellrobust.core.files import atomic_write
 from ellrobust.core.readback import reading
-from ellrobust.results.image_table import FAMILY_SEPARATOR, Column, column, declare_column, declared_columns
+from ellrobust.results.image_table import Column, column, declare_column, declared_columns, family_values
 from ellrobust.results.rows import MEASUREMENT_FIELDS
 
 #: The outcome every per-example line has: the verdict on the image.
@@ -121,11 +121,9 @@ def _example_values(o: Outcomes, declared: Column) -> object:
 
 
 def _family_text(o: Outcomes, family: str) -> list[str]:
-    prefix = family + FAMILY_SEPARATOR
-    members = sorted((name for name in o.columns if name.startswith(prefix)), key=lambda n: int(n[len(prefix) :]))
-    if not members:
+    table = family_values(o.columns, family)
+    if table is None:
         return [""] * len(o.correct)
-    table = np.stack([o.columns[name] for name in members], axis=1)
     return [" ".join(str(v) for v in row if v >= 0) for row in table]
 
 

@@ -6,8 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ellrobust.attacks import ATTACKS
-from ellrobust.attacks.patches import PATCH_NORM
+from ellrobust.attacks import patch_budgeted
 from ellrobust.core.precision import Precision
 from ellrobust.results import CORRECT, MEASUREMENT_FIELDS, OWN, TRANSFERRED, ImageTable, Outcomes, Row
 
@@ -30,7 +29,7 @@ class Unit:
     def label(self) -> str:
         parts = [self.model, self.method]
         if self.eps is not None:
-            patches = self.method in ATTACKS and ATTACKS.get(self.method).norm == PATCH_NORM
+            patches = patch_budgeted(self.method, {})
             parts.append(f"patches={self.eps:g}" if patches else f"eps={self.eps * 255:.3g}/255")
         if self.severity is not None:
             parts.append(f"s{self.severity}")
